@@ -1,0 +1,222 @@
+"""The ``replay`` command: argument parsing, printing and exit codes over the library.
+
+Every command is one library call of the same name. ReplayError becomes a one-line message
+and its exit code (see replay.errors); anything else is an internal error (exit 70) whose
+traceback only ``--debug`` shows.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from replay import queries, render
+from replay.errors import ReplayError
+from replay.store import Store
+from replay.timeparse import parse_time
+
+INTERNAL_ERROR = 70
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Snapshot every run of an inference pipeline; replay it exactly.")
+state: dict[str, Any] = {"store": None, "debug": False}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def handled(fn: F) -> F:
+    """Map errors to one-line messages and exit codes, in one place."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ReplayError as exc:
+            if state["debug"]:
+                raise
+            render.errors.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            if exc.hint:
+                render.errors.print(f"  {exc.hint}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if state["debug"]:
+                raise
+            render.errors.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}",
+                                highlight=False)
+            render.errors.print("  rerun with --debug for the traceback and report it")
+            raise typer.Exit(INTERNAL_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def open_store(*, create: bool = False) -> Store:
+    return Store.open(state["store"], create=create)
+
+
+@app.callback()
+def main_options(
+    store: Annotated[str | None, typer.Option(
+        "--store", "-s", envvar="REPLAY_STORE", help="Store folder (default ./snapshots).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    state["store"] = store
+    state["debug"] = debug
+
+
+@app.command()
+@handled
+def init(as_json: JsonOpt = False) -> None:
+    """Create the store (default ./snapshots)."""
+    store = queries.init(state["store"])
+    if as_json:
+        render.emit_json({"store": str(store.root)})
+    else:
+        render.console.print(f"store ready at {store.root}")
+
+
+@app.command()
+@handled
+def record(
+    target: Annotated[str, typer.Argument(help="MODULE:PIPELINE or path/file.py:PIPELINE")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Input rows (Parquet).")],
+    record_key: Annotated[str | None, typer.Option(
+        "--record-key", "-k", help="Column naming the business record.")] = None,
+    at: Annotated[str | None, typer.Option(help="Logical time (ISO-8601 with zone).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pipeline over input rows and snapshot the run."""
+    from replay.capture import record as record_run
+    from replay.loader import load_pipeline
+    from replay.runner import read_table_file
+
+    clock = parse_time(at) if at else None
+    rows = read_table_file(input)
+    pipeline = load_pipeline(target)
+    result = record_run(pipeline, rows, store=open_store(create=True), record_key=record_key,
+                        at=clock)
+    if as_json:
+        render.emit_json({"run_id": result.run_id, "seq": result.seq, "status": result.status,
+                          "rows": result.output.num_rows,
+                          "output": render.arrow_json(result.output)})
+        return
+    render.console.print(f"recorded run [bold]{result.run_id}[/bold] (ledger #{result.seq}, "
+                         f"{rows.num_rows} rows, pipeline {pipeline.name})")
+    render.arrow(result.output, limit=10)
+
+
+@app.command()
+@handled
+def runs(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO-8601 time (logical clock).")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO-8601 time (logical clock).")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List committed runs, newest first."""
+    rows = queries.runs(open_store(), pipeline=pipeline,
+                        since=parse_time(since) if since else None,
+                        until=parse_time(until) if until else None, limit=limit)
+    if as_json:
+        render.emit_json(rows)
+    else:
+        render.table(rows, ("seq", "run_id", "pipeline", "clock", "rows", "status"),
+                     f"{len(rows)} runs")
+
+
+@app.command()
+@handled
+def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+         as_json: JsonOpt = False) -> None:
+    """Show one run: manifest, steps and every component digest."""
+    info = queries.show(open_store(), run)
+    if as_json:
+        render.emit_json(info)
+        return
+    m = info["manifest"]
+    render.console.print(f"run [bold]{m['run_id']}[/bold]  pipeline {m['pipeline']}  "
+                         f"status {m['status']}  ledger #{info['seq']}")
+    render.console.print(f"clock {m['clock']}  version {m['version']}  env {m['env']}")
+    render.console.print(f"image {info['run']['image']}  input {m['input']['rows']} rows "
+                         f"{m['input']['digest']}")
+    if m.get("error"):
+        render.console.print(f"[red]failed at step {m['error']['step']}: "
+                             f"{m['error']['message']}[/red]")
+    render.table(m["steps"], ("name", "rows", "output", "duration_ns", "calls"), "steps")
+    render.table(info["components"], ("step", "kind", "name", "digest", "dvc_rev", "dvc_md5"),
+                 "components")
+
+
+@app.command()
+@handled
+def find(key: Annotated[str, typer.Argument(help="Record key, e.g. an application id.")],
+         pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Which runs decided this record."""
+    rows = queries.find(open_store(), key, pipeline=pipeline)
+    if as_json:
+        render.emit_json(rows)
+        return
+    if not rows:
+        render.errors.print(f"no run decided record {key!r}")
+        raise typer.Exit(4)
+    render.table(rows, ("run_id", "pipeline", "clock", "row", "status"), f"record {key}")
+
+
+@app.command()
+@handled
+def sql(query: Annotated[str, typer.Argument(help="DuckDB SQL.")],
+        as_json: JsonOpt = False) -> None:
+    """Query the catalog and row data with DuckDB SQL.
+
+    Tables: runs, steps, components, environments, records. Row data: one schema per
+    pipeline, e.g. credit_decision.input, credit_decision.decision.
+    """
+    result = queries.sql(open_store(), query)
+    if as_json:
+        render.emit_json(render.arrow_json(result))
+    else:
+        render.arrow(result)
+
+
+@app.command()
+@handled
+def reindex(as_json: JsonOpt = False) -> None:
+    """Rebuild the DuckDB catalog from the store's files."""
+    count = queries.reindex(open_store())
+    if as_json:
+        render.emit_json({"runs": count})
+    else:
+        render.console.print(f"catalog rebuilt: {count} runs")
+
+
+@app.command()
+@handled
+def demo(
+    workspace: Annotated[Path | None, typer.Option(help="Where to build the credit workspace.")
+                         ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The end-to-end story on the default store: record a day of credit decisions."""
+    from replay.demo import run_demo
+
+    summary = run_demo(open_store(create=True), workspace=workspace, quiet=as_json)
+    if as_json:
+        render.emit_json(summary)
+
+
+def main() -> None:
+    # Run from anywhere: the current folder holds the user's pipeline modules.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    app()

@@ -1,0 +1,216 @@
+"""Capture of the components a run depends on: step code, models, data, params, environment.
+
+Each component is stored once as a content-addressed object and named in the pipeline *spec*,
+whose digest is the pipeline version. A binding is computed when a pipeline is first recorded
+into a store and recomputed only for steps whose files changed on disk (a stat per file per
+run), so the per-run cost of capture does not grow with model or code size.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pyarrow as pa
+
+from replay import dvcdata, environment
+from replay.digest import canonical_json, sha256
+from replay.errors import CaptureError, InputError
+from replay.pipeline import Pipeline, Step
+from replay.store import Store
+from replay.unpickle import unpickle_trusted
+
+MODEL_FORMATS = {".pkl": "pickle", ".pickle": "pickle", ".joblib": "joblib"}
+DATA_FORMATS = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow", ".feather": "arrow"}
+
+
+def load_data(fmt: str, source: bytes | Path) -> Any:
+    """A data file as the step receives it: a pyarrow Table for tabular formats."""
+    import pyarrow.csv
+    import pyarrow.feather
+    import pyarrow.parquet
+
+    if fmt == "bytes":
+        return source
+    buf: Any = pa.BufferReader(source) if isinstance(source, bytes) else str(source)
+    if fmt == "parquet":
+        return pyarrow.parquet.read_table(buf)
+    if fmt == "csv":
+        return pyarrow.csv.read_csv(buf)
+    return pyarrow.feather.read_table(buf)
+
+
+def _stat_sig(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _watched(path: Path) -> tuple[Path, ...]:
+    """Files whose change means a file component must be captured again."""
+    extra: tuple[Path, ...] = (path.with_name(path.name + ".dvc"),)
+    for parent in path.parents:
+        if (parent / ".git").is_dir():  # a new commit moves the rev a DVC version names
+            git = parent / ".git"
+            return (path, *extra, git / "HEAD", git / "refs" / "heads", git / "packed-refs")
+    return (path, *extra)
+
+
+@dataclass(frozen=True)
+class BoundStep:
+    step: Step
+    spec: dict[str, Any]
+    kwargs: dict[str, Any]  # models / data / params as the step function receives them
+    watch: tuple[tuple[Path, Any], ...]
+
+    def fresh(self) -> bool:
+        return all(_stat_sig(p) == sig for p, sig in self.watch)
+
+
+@dataclass(frozen=True)
+class Binding:
+    pipeline: Pipeline
+    steps: tuple[BoundStep, ...]
+    spec: dict[str, Any]
+    version: str
+    env: str
+
+    def fresh(self) -> bool:
+        return all(s.fresh() for s in self.steps)
+
+
+def bind(pipeline: Pipeline, store: Store) -> Binding:
+    """The pipeline's components as stored in ``store``, captured again where files changed."""
+    key = store.root.resolve()
+    old: Binding | None = pipeline._bindings.get(key)
+    if old is not None and old.fresh():
+        return old
+    steps = tuple(
+        prev if old is not None and (prev := old.steps[i]).fresh() else _bind_step(s, store)
+        for i, s in enumerate(pipeline.steps))
+    spec = {"format": 1, "pipeline": pipeline.name,
+            "steps": [dict(s.spec, inputs=list(pipeline.sources(i))) for i, s in enumerate(steps)]}
+    version = store.put_object(canonical_json(spec))
+    env = old.env if old is not None else _capture_environment(store)
+    binding = Binding(pipeline, steps, spec, version, env)
+    pipeline._bindings[key] = binding
+    return binding
+
+
+def _capture_environment(store: Store) -> str:
+    fp = environment.fingerprint()
+    lock = store.put_object(canonical_json(environment.packages()))
+    assert lock == fp["packages"]["lock_sha256"]
+    return store.put_object(canonical_json(fp))
+
+
+def _bind_step(step: Step, store: Store) -> BoundStep:
+    code, source, qualname = _capture_code(step, store)
+    models: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    live: dict[str, dict[str, Any]] = {"models": {}, "data": {}}
+    watch: list[tuple[Path, Any]] = []
+    for name, value in step.models.items():
+        if isinstance(value, (str, Path)):
+            watch += [(p, _stat_sig(p)) for p in _watched(Path(value))]  # before reading
+            models[name], live["models"][name] = _capture_model_file(step, Path(value), store)
+        else:
+            models[name], live["models"][name] = _capture_model_object(step, name, value, store)
+    for name, value in step.data.items():
+        watch += [(p, _stat_sig(p)) for p in _watched(Path(value))]
+        data[name], live["data"][name] = _capture_data(step, Path(value), store)
+    params = _json_params(step)
+    spec = {"name": step.name, "code": code, "source": source, "qualname": qualname,
+            "models": models, "data": data, "params": store.put_object(canonical_json(params)),
+            "tolerances": step.tolerances}
+    kwargs = {"models": live["models"], "data": live["data"], "params": params}
+    return BoundStep(step, spec, kwargs, tuple(watch))
+
+
+def _capture_code(step: Step, store: Store) -> tuple[str, str, str]:
+    """Pickle the step function by value, with every module of its own package."""
+    fn = step.fn
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    top = None
+    if module is not None and module.__name__ != "__main__":
+        top = sys.modules.get(module.__name__.partition(".")[0])
+        if top is not None and top.__name__ in sys.stdlib_module_names:
+            top = None
+    registered = False
+    try:
+        if top is not None and top.__name__ not in cloudpickle.list_registry_pickle_by_value():
+            cloudpickle.register_pickle_by_value(top)
+            registered = True
+        pickled = cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        raise CaptureError(f"step {step.name!r}: its code cannot be pickled ({exc})",
+                           hint="steps must be plain functions; keep open files, locks and "
+                                "connections out of their closures") from None
+    finally:
+        if registered:
+            cloudpickle.unregister_pickle_by_value(top)
+    try:
+        text = inspect.getsource(module) if module is not None else inspect.getsource(fn)
+    except (OSError, TypeError):
+        text = f"# source of {fn!r} is not available (defined interactively?)\n"
+    return (store.put_object(pickled), store.put_object(text.encode()),
+            getattr(fn, "__qualname__", repr(fn)))
+
+
+def _read(step: Step, path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CaptureError(f"step {step.name!r}: cannot read {what} {path}: {exc.strerror}",
+                           hint="check the path bound to the step") from None
+
+
+def _capture_model_file(step: Step, path: Path, store: Store) -> tuple[dict[str, Any], Any]:
+    data = _read(step, path, "model file")
+    digest = store.put_object(data)
+    fmt = MODEL_FORMATS.get(path.suffix.lower(), "bytes")
+    live = path if fmt == "bytes" else unpickle_trusted(data, digest, fmt=fmt)
+    return {"kind": "file", "path": str(path.resolve()), "digest": digest, "format": fmt}, live
+
+
+def _capture_model_object(step: Step, name: str, obj: Any,
+                          store: Store) -> tuple[dict[str, Any], Any]:
+    try:
+        data = cloudpickle.dumps(obj, protocol=5)
+    except Exception as exc:
+        raise CaptureError(f"step {step.name!r}: model {name!r} cannot be pickled ({exc})",
+                           hint="bind the model as a file, or make it picklable") from None
+    digest = store.put_object(data)
+    # The step runs on a copy made from the stored bytes: mutating the original later
+    # cannot make the snapshot lie about what ran.
+    return ({"kind": "object", "type": type(obj).__qualname__, "digest": digest,
+             "format": "pickle"}, unpickle_trusted(data, digest))
+
+
+def _capture_data(step: Step, path: Path, store: Store) -> tuple[dict[str, Any], Any]:
+    raw = _read(step, path, "data file")
+    fmt = DATA_FORMATS.get(path.suffix.lower(), "bytes")
+    version = dvcdata.version(path)
+    record: dict[str, Any] = {"path": str(path.resolve()), "sha256": sha256(raw),
+                              "format": fmt, "dvc": version}
+    if version is None or not version["committed"]:
+        # Not recoverable from a DVC remote at a git rev: keep the bytes themselves.
+        record["object"] = store.put_object(raw)
+    return record, load_data(fmt, raw)
+
+
+def _json_params(step: Step) -> dict[str, Any]:
+    try:
+        import json
+
+        return dict(json.loads(canonical_json(step.params)))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"step {step.name!r}: params must be JSON values ({exc})",
+                         hint="use numbers, strings, lists and dicts") from None

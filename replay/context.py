@@ -1,0 +1,90 @@
+"""The run context: the only doors through which a step may see time, chance and the world.
+
+While recording, ``now()`` returns the run's logical clock, ``rng(name)`` a generator seeded
+from the OS (the seed is recorded) and ``call(name, fn, ...)`` calls ``fn`` and records its
+answer on a tape. While replaying, the same doors serve the recorded clock, seeds and tape, so
+a step that uses them runs exactly as it did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from replay.digest import json_digest
+from replay.errors import ReplayError
+
+
+class TapeMismatch(ReplayError):
+    """A replayed step asked the world something it did not ask when recorded."""
+
+
+def _args_digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    try:
+        return json_digest([list(args), kwargs])
+    except (TypeError, ValueError):
+        return json_digest(repr((args, sorted(kwargs.items()))))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+class RunContext:
+    def __init__(self, clock: datetime, *, step: str,
+                 seeds: dict[str, int] | None = None,
+                 tape: list[dict[str, Any]] | None = None) -> None:
+        self._clock = clock
+        self.step = step
+        self.replaying = tape is not None
+        self.seeds: dict[str, int] = dict(seeds or {})
+        self.tape: list[dict[str, Any]] = list(tape) if tape is not None else []
+        self._cursor = 0
+
+    def now(self) -> datetime:
+        """The run's logical time (UTC, timezone-aware), the same for every call in a run."""
+        return self._clock
+
+    def rng(self, name: str = "default") -> np.random.Generator:
+        if name not in self.seeds:
+            if self.replaying:
+                raise TapeMismatch(f"step {self.step!r} asked for rng {name!r}, "
+                                   "which it did not use when recorded")
+            self.seeds[name] = int.from_bytes(os.urandom(8), "little")
+        return np.random.default_rng(self.seeds[name])
+
+    def call(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call an external service once; its JSON answer is recorded and replayed."""
+        digest = _args_digest(args, kwargs)
+        if self.replaying:
+            return self._replay_call(name, digest)
+        result = fn(*args, **kwargs)
+        try:
+            encoded = json.dumps(result, default=_json_default, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ReplayError(f"ctx.call({name!r}) returned a value that cannot be recorded: "
+                              f"{exc}", hint="return JSON-compatible values (dicts, lists, "
+                              "str, finite numbers)") from None
+        self.tape.append({"name": name, "args": digest, "result": encoded})
+        # The step sees what a replay will see: the value after a JSON round trip.
+        return json.loads(encoded)
+
+    def _replay_call(self, name: str, digest: str) -> Any:
+        if self._cursor >= len(self.tape):
+            raise TapeMismatch(f"step {self.step!r} made an extra call {name!r} "
+                               "not on the recorded tape")
+        entry = self.tape[self._cursor]
+        self._cursor += 1
+        if entry["name"] != name or entry["args"] != digest:
+            raise TapeMismatch(f"step {self.step!r} called {name!r} with other arguments "
+                               f"than recorded (call {self._cursor}: {entry['name']!r})")
+        return json.loads(entry["result"])

@@ -1,0 +1,93 @@
+"""The environment a run executed in: interpreter, platform, CPU, BLAS, packages, image.
+
+Computed once per process (it cannot change under a running interpreter) and stored as one
+content-addressed object, so a million runs in one process share one environment record.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+from replay.digest import json_digest
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "OPENBLAS_CORETYPE")
+NOT_IN_CONTAINER = "not in a container"
+
+
+def _cpu() -> dict[str, Any]:
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.machine()):
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = sorted(value.split())
+    except OSError:
+        pass
+    return {"model": model, "flags": flags, "count": os.cpu_count()}
+
+
+def _blas() -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    try:
+        import numpy as np
+
+        config = np.show_config(mode="dicts")
+        deps = config.get("Build Dependencies", {}) if isinstance(config, dict) else {}
+        info["numpy"] = np.__version__
+        info["build"] = {k: {f: v.get(f) for f in ("name", "version")}
+                         for k, v in deps.items() if k in ("blas", "lapack")}
+    except Exception:  # a broken numpy is itself recorded, not fatal
+        info["numpy"] = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["threadpools"] = sorted(
+            ({k: p.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
+                                     "architecture")} for p in threadpool_info()),
+            key=lambda p: str(p.get("internal_api")))
+    except Exception:
+        info["threadpools"] = []
+    return info
+
+
+def packages() -> list[str]:
+    """The installed distributions as a sorted ``name==version`` lock."""
+    found = {f"{(d.metadata['Name'] or '').lower()}=={d.version}"
+             for d in metadata.distributions() if d.metadata["Name"]}
+    return sorted(found)
+
+
+def image() -> dict[str, str]:
+    """The container image, as the deployment declares it; never guessed from a tag."""
+    digest = os.environ.get("REPLAY_IMAGE_DIGEST", "").strip()
+    if not digest:
+        return {"digest": NOT_IN_CONTAINER}
+    return {"digest": digest, "id": os.environ.get("REPLAY_IMAGE_ID", "").strip()}
+
+
+@functools.cache
+def fingerprint() -> dict[str, Any]:
+    lock = packages()
+    return {
+        "python": {"version": platform.python_version(),
+                   "implementation": platform.python_implementation(),
+                   "build": list(platform.python_build()), "executable": sys.executable},
+        "platform": {"system": platform.system(), "release": platform.release(),
+                     "machine": platform.machine(), "libc": list(platform.libc_ver())},
+        "cpu": _cpu(),
+        "blas": _blas(),
+        "threads": {k: os.environ.get(k) for k in THREAD_VARS},
+        "packages": {"count": len(lock), "lock_sha256": json_digest(lock)},
+        "image": image(),
+    }

@@ -1,0 +1,103 @@
+"""The one error tree of pipeline-replay.
+
+    ReplayError                      exit 3   base: something went wrong, message says what next
+    ├── UsageError                   exit 2   bad argument: malformed time, bad swap spec, ...
+    ├── NotFoundError                exit 4   unknown or ambiguous run id, no run at a time, ...
+    ├── InputError                   exit 5   unreadable input file, wrong schema, bad record key
+    ├── PipelineError                exit 6   pipeline module missing / raising / not a Pipeline
+    │   └── StepError                exit 6   a step raised or returned the wrong type
+    ├── CaptureError                 exit 7   something a run depends on cannot be captured
+    │   └── DataVersionError         exit 7   a DVC-tracked file cannot be versioned or fetched
+    ├── StoreError                   exit 8   the store cannot be opened or written
+    │   ├── StoreFormatError         exit 8   a store written by a newer pipeline-replay
+    │   ├── ReadOnlyStoreError       exit 8   a store opened read-only was asked to write
+    │   └── CorruptionError          exit 9   bytes no longer match their digest, torn files
+    └── CatalogError                 exit 10  the DuckDB catalog or a SQL query failed
+
+Every error carries its data as attributes and a message ending in what to do next. The CLI
+catches ReplayError in one place and exits with `exit_code`; nothing else reaches the user
+as a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ReplayError(Exception):
+    """Base of every error pipeline-replay raises on purpose."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+class UsageError(ReplayError):
+    exit_code = 2
+
+
+class NotFoundError(ReplayError):
+    exit_code = 4
+
+
+class InputError(ReplayError):
+    exit_code = 5
+
+
+class PipelineError(ReplayError):
+    exit_code = 6
+
+
+class StepError(PipelineError):
+    def __init__(self, step: str, message: str, *, hint: str = "") -> None:
+        super().__init__(f"step {step!r}: {message}", hint=hint)
+        self.step = step
+
+
+class CaptureError(ReplayError):
+    exit_code = 7
+
+
+class DataVersionError(CaptureError):
+    pass
+
+
+class StoreError(ReplayError):
+    exit_code = 8
+
+
+class StoreFormatError(StoreError):
+    pass
+
+
+class ReadOnlyStoreError(StoreError):
+    pass
+
+
+class CorruptionError(StoreError):
+    exit_code = 9
+
+    def __init__(self, path: str, message: str, *, hint: str = "") -> None:
+        super().__init__(
+            f"{path}: {message}",
+            hint=hint or "run `replay verify --store` to list every damaged file",
+        )
+        self.path = path
+
+
+class CatalogError(ReplayError):
+    exit_code = 10
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        ReplayError, UsageError, NotFoundError, InputError, PipelineError, StepError,
+        CaptureError, DataVersionError, StoreError, StoreFormatError, ReadOnlyStoreError,
+        CorruptionError, CatalogError,
+    )
+}

@@ -1,0 +1,31 @@
+"""Durable file primitives: full writes, fsync of files and of the folders that name them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def write_durable(fd: int, data: bytes | memoryview) -> None:
+    """Write everything to an open descriptor, fsync it and close it."""
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    # A rename or a new file is durable only once its folder entry is.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

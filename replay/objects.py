@@ -1,0 +1,72 @@
+"""Content-addressed, immutable blobs under ``objects/sha256/ab/cdef…``.
+
+Written to a temporary name in the same folder tree, fsynced, then renamed into place, so a
+reader never sees half an object. Every read re-hashes and refuses bytes that no longer match
+their name: an object that changed on disk is an error, never data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from replay.digest import hex_of, sha256
+from replay.errors import CorruptionError, NotFoundError, StoreError
+from replay.fsutil import fsync_dir, write_durable
+
+
+class ObjectStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._known: set[str] = set()
+
+    def path(self, digest: str) -> Path:
+        h = hex_of(digest)
+        return self.root / "sha256" / h[:2] / h[2:]
+
+    def put(self, data: bytes | memoryview) -> str:
+        digest = sha256(data)
+        if digest in self._known:
+            return digest
+        target = self.path(digest)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                write_durable(fd, data)
+                os.replace(tmp, target)
+            except OSError as exc:
+                Path(tmp).unlink(missing_ok=True)
+                raise StoreError(
+                    f"cannot write object {digest}: {exc.strerror}",
+                    hint="check free space and permissions of the store",
+                ) from exc
+            fsync_dir(target.parent)
+        self._known.add(digest)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        target = self.path(digest)
+        try:
+            data = target.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"object {digest} is missing from the store",
+                hint="restore it from a backup or an evidence bundle",
+            ) from None
+        if sha256(data) != digest:
+            raise CorruptionError(str(target), f"bytes no longer match {digest}")
+        return data
+
+    def has(self, digest: str) -> bool:
+        return digest in self._known or self.path(digest).exists()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        base = self.root / "sha256"
+        if not base.exists():
+            return
+        for sub in sorted(base.iterdir()):
+            for f in sorted(sub.iterdir()):
+                if not f.name.startswith(".tmp-"):
+                    yield "sha256:" + sub.name + f.name, f

@@ -1,0 +1,190 @@
+"""The read side: runs, show, find, sql and reindex, all answered from the catalog."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from replay.catalog import Catalog
+from replay.errors import CatalogError, NotFoundError, UsageError
+from replay.pipeline import INPUT
+from replay.store import Store
+
+RUN_COLUMNS = ("seq", "run_id", "pipeline", "status", "clock", "started", "rows", "version",
+               "image", "error")
+
+
+def _rows(con: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> list[dict[str, Any]]:
+    cur = con.execute(query, params)
+    names = [d[0] for d in cur.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def resolve_run(con: duckdb.DuckDBPyConnection, run: str) -> str:
+    """A full run id from an id or a unique prefix of one (at least 8 characters)."""
+    run = run.strip().lower()
+    if len(run) < 8 or not re.fullmatch(r"[0-9a-f-]+", run):
+        raise UsageError(f"{run!r} is not a run id", hint="give a run id or its first 8+ "
+                         "characters (see `replay runs`)")
+    found = [r[0] for r in con.execute(
+        "select run_id from runs where starts_with(run_id, ?) order by seq limit 6", [run]
+    ).fetchall()]
+    if not found:
+        raise NotFoundError(f"no run {run}", hint="list runs with `replay runs`")
+    if len(found) > 1:
+        raise NotFoundError(f"run id {run} is ambiguous: {', '.join(found[:5])}",
+                            hint="give more characters of the id")
+    return str(found[0])
+
+
+def runs(store: Store, *, pipeline: str | None = None, since: datetime | None = None,
+         until: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Committed runs, newest first, by logical clock range and pipeline."""
+    where, params = ["true"], []
+    for cond, value in (("pipeline = ?", pipeline), ("clock >= ?", since),
+                        ("clock <= ?", until)):
+        if value is not None:
+            where.append(cond)
+            params.append(value)
+    with Catalog(store).connect() as con:
+        return _rows(con, f"select {', '.join(RUN_COLUMNS)} from runs where "
+                     f"{' and '.join(where)} order by clock desc, seq desc limit {int(limit)}",
+                     params)
+
+
+def show(store: Store, run: str) -> dict[str, Any]:
+    """One run: its ledger entry, manifest and components, as recorded."""
+    with Catalog(store).connect() as con:
+        run_id = resolve_run(con, run)
+        (row,) = _rows(con, "select * from runs where run_id = ?", [run_id])
+        components = _rows(con, "select step, kind, name, digest, path, dvc_rev, dvc_md5, "
+                           "dvc_remote from components where version = ? order by step, kind, "
+                           "name", [row["version"]])
+    entry = entry_for(store, row)
+    return {"run": row, "manifest": entry["manifest"], "seq": entry["seq"],
+            "entry_hash": entry["hash"], "components": components}
+
+
+def entry_for(store: Store, row: dict[str, Any]) -> dict[str, Any]:
+    """The run's ledger entry, read from the ledger itself (the catalog only points at it)."""
+    for _, entry in store.entries(_start_of(store, row)):
+        if entry["run_id"] == row["run_id"]:
+            return entry
+        break
+    for _, entry in store.entries():
+        if entry["run_id"] == row["run_id"]:
+            return entry
+    raise NotFoundError(f"run {row['run_id']} is in the catalog but not in the ledger",
+                        hint="run `replay reindex`")
+
+
+def _start_of(store: Store, row: dict[str, Any]) -> int:
+    # Entries end at entry_end; step back to the line start.
+    with open(store.ledger.path, "rb") as f:
+        pos = max(0, int(row["entry_end"]) - 1)
+        while pos > 0:
+            step = min(pos, 4096)
+            f.seek(pos - step)
+            idx = f.read(step).rfind(b"\n")
+            if idx >= 0:
+                return pos - step + idx + 1
+            pos -= step
+    return 0
+
+
+def find(store: Store, key: str, *, pipeline: str | None = None,
+         until: datetime | None = None) -> list[dict[str, Any]]:
+    """The runs that decided the business record ``key``, newest first."""
+    query = ("select r.run_id, r.pipeline, r.clock, r.status, k.row, r.record_key "
+             "from records k join runs r using (run_id) where k.key = ?")
+    params: list[Any] = [key]
+    if pipeline:
+        query += " and r.pipeline = ?"
+        params.append(pipeline)
+    if until is not None:
+        query += " and r.clock <= ?"
+        params.append(until)
+    with Catalog(store).connect() as con:
+        return _rows(con, query + " order by r.clock desc, r.seq desc", params)
+
+
+def sql(store: Store, query: str) -> pa.Table:
+    """Run DuckDB SQL over the catalog tables and the row-data views.
+
+    Row data appears as schema-qualified views, one schema per pipeline (its name with
+    non-alphanumerics as ``_``): ``credit_decision.input``, ``credit_decision.decision``,
+    each with ``run_id`` and ``row`` columns in front.
+    """
+    if not query.strip():
+        raise UsageError("the SQL query is empty")
+    with Catalog(store).connect() as con:
+        _register_rows(store, con, query)
+        try:
+            return con.sql(query).to_arrow_table()
+        except duckdb.Error as exc:
+            raise CatalogError(str(exc).splitlines()[0],
+                               hint="`replay sql \"show all tables\"` lists what can be queried"
+                               ) from None
+
+
+def schema_name(pipeline: str) -> str:
+    name = re.sub(r"[^0-9A-Za-z]+", "_", pipeline).strip("_").lower() or "pipeline"
+    return f"{name}_rows" if name in ("main", "temp", "system", "memory") else name
+
+
+def _register_rows(store: Store, con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Make ``<pipeline>.<step>`` views for the pipelines a query names (lazily: row data
+    is read from the segments only when asked for)."""
+    lowered = query.lower()
+    for (pipeline,) in con.execute("select distinct pipeline from runs").fetchall():
+        schema = schema_name(pipeline)
+        if schema not in lowered:
+            continue
+        # An in-memory database per pipeline: views on Arrow data must not outlive the query.
+        con.execute(f"attach ':memory:' as \"{schema}\"")
+        for kind, table in rows_of(store, con, pipeline).items():
+            name = f"_rows_{schema}_{kind}"
+            con.register(name, table)
+            con.execute(f'create view "{schema}"."{kind}" as select * from "{name}"')
+
+
+def rows_of(store: Store, con: duckdb.DuckDBPyConnection, pipeline: str) -> dict[str, pa.Table]:
+    """Every recorded table of a pipeline, by kind (``input`` or a step name)."""
+    refs = con.execute("select segment, block_offset, block_length, block_header, "
+                       "list(run_id order by seq) from runs where pipeline = ? "
+                       "group by all order by min(seq)", [pipeline]).fetchall()
+    pieces: dict[str, list[pa.Table]] = {}
+    for segment, offset, length, header, run_ids in refs:
+        block = store.block({"segment": segment, "offset": offset, "length": length,
+                             "header": header})
+        for run_id in run_ids:
+            for kind in block.kinds(run_id):
+                t = block.table(run_id, kind)
+                t = t.add_column(0, "row", pa.array(range(t.num_rows), pa.int64()))
+                t = t.add_column(0, "run_id", pa.array([run_id] * t.num_rows, pa.string()))
+                pieces.setdefault(kind, []).append(t)
+    return {k: pa.concat_tables(v, promote_options="permissive") for k, v in pieces.items()}
+
+
+def reindex(store: Store) -> int:
+    """Rebuild the catalog from the store's files; returns the number of runs indexed."""
+    with Catalog(store).connect(rebuild=True) as con:
+        row = con.execute("select count(*) from runs").fetchone()
+    return int(row[0]) if row else 0
+
+
+def init(path: str | None = None) -> Store:
+    """Create (or open) a store."""
+    return Store.open(path, create=True)
+
+
+def manifest_json(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True)
+
+
+__all__ = ["INPUT", "find", "init", "reindex", "rows_of", "runs", "show", "sql"]

@@ -1,0 +1,67 @@
+"""Calling one step function with what it is bound to, and checking what it returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from replay.context import RunContext
+from replay.errors import InputError, ReplayError, StepError
+from replay.pipeline import Step
+
+
+def as_table(value: Any, what: str) -> pa.Table:
+    """A pyarrow Table from a Table, RecordBatch or pandas DataFrame."""
+    if isinstance(value, pa.Table):
+        return value
+    if isinstance(value, pa.RecordBatch):
+        return pa.Table.from_batches([value])
+    if type(value).__name__ == "DataFrame" and hasattr(value, "to_numpy"):
+        try:
+            return pa.Table.from_pandas(value, preserve_index=False)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise InputError(f"{what}: cannot convert the DataFrame to Arrow ({exc})") from None
+    raise InputError(f"{what} is a {type(value).__name__}, not a table",
+                     hint="pass a pyarrow.Table or a pandas.DataFrame")
+
+
+def call_step(step: Step, table_arg: Any, kwargs: dict[str, Any], ctx: RunContext) -> pa.Table:
+    """Run ``step`` and return its output as a table; any failure becomes a StepError."""
+    bound = {k: (ctx if k == "ctx" else kwargs[k]) for k in step.wants}
+    try:
+        out = step.fn(table_arg, **bound)
+    except ReplayError:
+        raise
+    except Exception as exc:
+        raise StepError(step.name, f"raised {type(exc).__name__}: {exc}",
+                        hint="fix the step; the failed run is kept with its error") from exc
+    try:
+        return as_table(out, f"step {step.name!r} output")
+    except InputError as exc:
+        raise StepError(step.name, f"returned {type(out).__name__}, not a table",
+                        hint="return a pyarrow.Table or a pandas.DataFrame") from exc
+
+
+def read_table_file(path: str) -> pa.Table:
+    """Rows from a Parquet (or .csv / .arrow) file, with a clear error for anything else."""
+    import pyarrow.csv
+    import pyarrow.feather
+    import pyarrow.parquet
+
+    suffix = path.rsplit(".", 1)[-1].lower()
+    try:
+        if suffix == "csv":
+            return pyarrow.csv.read_csv(path)
+        if suffix in ("arrow", "feather"):
+            return pyarrow.feather.read_table(path)
+        return pyarrow.parquet.read_table(path)
+    except FileNotFoundError:
+        raise InputError(f"input file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"input {path} is a folder, not a file") from None
+    except (pa.ArrowException, OSError) as exc:
+        kind = {"csv": "CSV", "arrow": "Arrow", "feather": "Arrow"}.get(suffix, "Parquet")
+        raise InputError(f"{path} is not a readable {kind} file ({exc})".splitlines()[0],
+                         hint="write the input with pyarrow.parquet.write_table or "
+                              "DataFrame.to_parquet") from None

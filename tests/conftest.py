@@ -1,0 +1,49 @@
+"""Shared fixtures: real stores in tmp_path, a toy pipeline, and one real credit workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import replay
+
+
+def scale(table: pa.Table, *, params: dict[str, float]) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return table.append_column("score", pc.multiply(table["x"], params["k"]))
+
+
+def label(table: pa.Table, *, ctx: replay.RunContext) -> pa.Table:
+    import pyarrow.compute as pc
+
+    noise = ctx.rng("jitter").random(table.num_rows)
+    stamp = pa.array([ctx.now().isoformat()] * table.num_rows)
+    return (table.append_column("label", pc.if_else(pc.greater(table["score"], 5), "hi", "lo"))
+            .append_column("noise", pa.array(noise)).append_column("at", stamp))
+
+
+@pytest.fixture
+def toy() -> replay.Pipeline:
+    return replay.Pipeline("toy", [replay.Step("scale", scale, params={"k": 2.0}),
+                                   replay.Step("label", label)])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> replay.Store:
+    return replay.Store.open(tmp_path / "store")
+
+
+def rows(n: int, start: int = 0) -> pa.Table:
+    return pa.table({"id": [f"R{i}" for i in range(start, start + n)],
+                     "x": [float(i) for i in range(start, start + n)]})
+
+
+@pytest.fixture(scope="session")
+def credit_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real git + DVC workspace with a local remote (built once per test session)."""
+    from pipelines.credit.workspace import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("credit") / "workspace")
