@@ -89,8 +89,9 @@ class Catalog:
     def _open(self) -> duckdb.DuckDBPyConnection:
         try:
             con = duckdb.connect(str(self.path))
-            version = con.execute("select value from meta where key='schema'").fetchone() \
-                if _has_meta(con) else None
+            rows = con.execute("select value from meta where key='schema'").fetchall() \
+                if _has_meta(con) else []
+            version = rows[0] if rows else None
             if version is None or int(version[0]) != SCHEMA_VERSION:
                 con.close()
                 raise duckdb.Error("catalog schema is not this version's")
@@ -135,7 +136,7 @@ class Catalog:
 
 def _has_meta(con: duckdb.DuckDBPyConnection) -> bool:
     row = con.execute("select count(*) from information_schema.tables "
-                      "where table_name = 'meta'").fetchone()
+                      "where table_name = 'meta'").fetchall()[0]
     return bool(row and row[0])
 
 

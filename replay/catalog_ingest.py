@@ -101,7 +101,7 @@ class Ingest:
                                                      pa.string()))
 
     def _insert_environment(self, env: str, fp: dict[str, Any]) -> None:
-        if self.con.execute("select 1 from environments where env = ?", [env]).fetchone():
+        if self.con.execute("select 1 from environments where env = ?", [env]).fetchall():
             return
         self.con.execute("insert into environments values (?, ?, ?, ?, ?, ?, ?, ?)", [
             env, fp["python"]["version"],
@@ -113,7 +113,7 @@ class Ingest:
         rows: list[dict[str, Any]] = []
         for version, pipeline in self.versions.items():
             if self.con.execute("select 1 from components where version = ? limit 1",
-                                [version]).fetchone():
+                                [version]).fetchall():
                 continue
             spec = json.loads(self.store.get_object(version))
             for step in spec["steps"]:

@@ -71,7 +71,11 @@ def fetch(v: dict[str, Any]) -> bytes:
     try:
         import dvc.api
 
-        data = dvc.api.read(v["path"], repo=v["repo"], rev=v["rev"], mode="rb")
+        # The remote recorded at capture, not whatever the config at that rev says (a
+        # remote added after the commit is absent there).
+        config = ({"core": {"remote": "recorded"}, "remote": {"recorded": {"url": v["remote"]}}}
+                  if v.get("remote") else None)
+        data = dvc.api.read(v["path"], repo=v["repo"], rev=v["rev"], mode="rb", config=config)
     except Exception as exc:
         raise DataVersionError(
             f"cannot fetch {v['path']} (md5 {v['md5']}) at rev {v['rev'][:12]} "

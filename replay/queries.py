@@ -174,7 +174,7 @@ def rows_of(store: Store, con: duckdb.DuckDBPyConnection, pipeline: str) -> dict
 def reindex(store: Store) -> int:
     """Rebuild the catalog from the store's files; returns the number of runs indexed."""
     with Catalog(store).connect(rebuild=True) as con:
-        row = con.execute("select count(*) from runs").fetchone()
+        row = con.execute("select count(*) from runs").fetchall()[0]
     return int(row[0]) if row else 0
 
 
