@@ -22,7 +22,7 @@ NOT_IN_CONTAINER = "not in a container"
 
 
 def _cpu() -> dict[str, Any]:
-    model, flags = platform.processor() or platform.machine(), []
+    model, flags = platform.processor() or platform.machine(), list[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -42,8 +42,9 @@ def _blas() -> dict[str, Any]:
     try:
         import numpy as np
 
-        config = np.show_config(mode="dicts")
-        deps = config.get("Build Dependencies", {}) if isinstance(config, dict) else {}
+        config: Any = np.show_config(mode="dicts")
+        deps: dict[str, Any] = config.get("Build Dependencies", {}) \
+            if isinstance(config, dict) else {}
         info["numpy"] = np.__version__
         info["build"] = {k: {f: v.get(f) for f in ("name", "version")}
                          for k, v in deps.items() if k in ("blas", "lapack")}

@@ -36,7 +36,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
+        return value.isoformat(sep=" ", timespec="seconds").replace("+00:00", "Z")
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, list):
@@ -48,7 +48,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Iterable[str], title: str = "
     t = Table(title=title or None, show_lines=False, header_style="bold")
     cols = list(columns)
     for c in cols:
-        t.add_column(c, overflow="fold")
+        # Ids and digests are copied by hand: never break them across lines.
+        t.add_column(c, overflow="fold", no_wrap=c in ("run_id", "digest", "clock"))
     for row in rows:
         t.add_row(*(_cell(row.get(c)) for c in cols))
     console.print(t)
@@ -62,4 +63,5 @@ def arrow(tbl: pa.Table, title: str = "", limit: int = 50) -> None:
 
 
 def arrow_json(tbl: pa.Table) -> list[dict[str, Any]]:
-    return tbl.to_pylist()
+    rows: list[dict[str, Any]] = tbl.to_pylist()
+    return rows

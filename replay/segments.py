@@ -206,4 +206,4 @@ class Block:
             idx = self._runs[run_id]["blobs"][name]
         except KeyError:
             raise NotFoundError(f"run {run_id} has no recorded {name!r}") from None
-        return self.part(idx).to_pybytes()
+        return bytes(self.part(idx).to_pybytes())
