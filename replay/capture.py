@@ -62,7 +62,14 @@ def record(pipeline: Pipeline, inputs: Any, *, store: Store | None = None,
     """
     store = store if store is not None else Store.open()
     table = StoredTable.of(prepare_input(inputs, record_key))
-    binding = bind(pipeline, store)
+    return record_with(bind(pipeline, store), table, store=store, record_key=record_key,
+                       at=at, durable=durable, tags=tags)
+
+
+def record_with(binding: Binding, table: StoredTable, *, store: Store, record_key: str | None,
+                at: datetime | None, durable: bool | None,
+                tags: dict[str, str] | None) -> RecordResult:
+    """Record a run of an already captured binding (also used for counterfactual runs)."""
     started = time.time_ns()
     if at is not None and at.tzinfo is None:
         raise InputError("the logical time has no timezone", hint="pass an aware datetime")
@@ -81,7 +88,7 @@ def record(pipeline: Pipeline, inputs: Any, *, store: Store | None = None,
         failure.hint = f"the failed run is recorded as {run_id}; {failure.hint}".rstrip("; ")
         failure.run_id = run_id  # type: ignore[attr-defined]
         raise failure
-    final = outputs[pipeline.steps[-1].name].table
+    final = outputs[binding.pipeline.steps[-1].name].table
     return RecordResult(run_id, final, manifest, entry["seq"] if entry else None)
 
 

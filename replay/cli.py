@@ -200,6 +200,131 @@ def reindex(as_json: JsonOpt = False) -> None:
         render.console.print(f"catalog rebuilt: {count} runs")
 
 
+Mode = Annotated[str, typer.Option("--mode", "-m", help="chained or isolated.")]
+
+
+def _exit_for(rep: Any) -> None:
+    # A counterfactual that ran is an answer, not a failure.
+    if not rep.ok and not rep.swap:
+        raise typer.Exit(1)
+
+
+@app.command("run")
+@handled
+def run_cmd(
+    run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    mode: Mode = "chained",
+    swap: Annotated[list[str] | None, typer.Option(
+        "--swap", help="STEP=RUN (the step as another run had it) or STEP[.MODEL]=sha256:…"
+    )] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a run from its snapshot alone; exit 1 if it diverges."""
+    from replay.engine import parse_swap, replay
+
+    store = open_store()
+    with render.steps_progress(disable=as_json) as tick:
+        rep = replay(store, run, mode=mode, swap=parse_swap(swap or []), progress=tick)
+    if as_json:
+        render.emit_json(rep.as_json())
+    else:
+        render.report(rep)
+    _exit_for(rep)
+
+
+@app.command()
+@handled
+def at(
+    time: Annotated[str, typer.Argument(help="ISO-8601 time with zone.")],
+    pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline name.")],
+    record: Annotated[str | None, typer.Option(
+        "--record", "-r", help="Record key: the run that decided this record.")] = None,
+    input: Annotated[str | None, typer.Option(
+        "--input", "-i", help="New rows to run through the pipeline as it was then.")] = None,
+    record_key: Annotated[str | None, typer.Option("--record-key", "-k")] = None,
+    mode: Mode = "chained",
+    as_json: JsonOpt = False,
+) -> None:
+    """What ran at TIME: find that run and replay it (or run new rows as of then)."""
+    from replay.engine import replay
+    from replay.runner import read_table_file
+    from replay.timetravel import at as run_at
+    from replay.timetravel import run_as_of
+
+    when, store = parse_time(time), open_store()
+    if input is not None:
+        rows = read_table_file(input)
+        result = run_as_of(store, when, pipeline, rows, record_key, source=input)
+        if as_json:
+            render.emit_json({"run_id": result.run_id, "tags": result.manifest["tags"],
+                              "output": render.arrow_json(result.output)})
+        else:
+            render.console.print(f"counterfactual run [bold]{result.run_id}[/bold]: {pipeline} "
+                                 f"as deployed at {when.isoformat()} (by run "
+                                 f"{result.manifest['tags']['deployed_by_run']})")
+            render.arrow(result.output, limit=20)
+        return
+    found = run_at(store, when, pipeline, record)
+    with render.steps_progress(disable=as_json) as tick:
+        rep = replay(store, found["run_id"], mode=mode, progress=tick)
+    if as_json:
+        render.emit_json({"found": found, "replay": rep.as_json()})
+    else:
+        render.console.print(f"at {when.isoformat()} {pipeline} was run {found['run_id']} "
+                             f"(clock {found['clock'].isoformat()})", highlight=False)
+        render.report(rep)
+    _exit_for(rep)
+
+
+@app.command()
+@handled
+def diff(run_a: Annotated[str, typer.Argument(help="First run.")],
+         run_b: Annotated[str, typer.Argument(help="Second run.")],
+         as_json: JsonOpt = False) -> None:
+    """Which components differ between two runs, and how their shared records differ."""
+    from replay.compare import diff as diff_runs
+
+    d = diff_runs(open_store(), run_a, run_b)
+    if as_json:
+        render.emit_json(d.as_json())
+        return
+    rows = [{"step": c.where, "component": c.what, "A": c.before, "B": c.after}
+            for c in d.components]
+    render.table(rows, ("step", "component", "A", "B"),
+                 f"{len(rows)} components differ" if rows else "same components")
+    if d.records:
+        changed = [{"record": r.key, **{c: f"{a} → {b}" for c, (a, b) in r.changes.items()}}
+                   for r in d.records[:20]]
+        cols = ["record", *dict.fromkeys(c for r in d.records[:20] for c in r.changes)]
+        render.table(changed, cols, f"{len(d.records)} of {d.shared_records} shared records "
+                     f"differ, {sum(r.flipped for r in d.records)} decisions flipped")
+    else:
+        render.console.print(f"{d.shared_records} shared records, none differs")
+    render.drift(d.environment, None, None)
+
+
+@app.command()
+@handled
+def lineage(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+            format: Annotated[str, typer.Option(help="text or mermaid.")] = "text",
+            as_json: JsonOpt = False) -> None:
+    """The chain of a run with every component's digest."""
+    from replay import lineage as draw
+    from replay.errors import UsageError
+    from replay.rebuild import load_run
+
+    if format not in ("text", "mermaid"):
+        raise UsageError(f"--format {format!r} is not text or mermaid")
+    store = open_store()
+    recorded = load_run(store, queries.entry(store, run))
+    if as_json:
+        render.emit_json({"manifest": recorded.manifest, "spec": recorded.spec})
+    elif format == "mermaid":
+        print(draw.mermaid(recorded.manifest, recorded.spec))
+    else:
+        print(draw.text(recorded.manifest, recorded.spec))
+
+
 @app.command()
 @handled
 def demo(

@@ -96,15 +96,17 @@ def bind(pipeline: Pipeline, store: Store) -> Binding:
         prev if old is not None and (prev := old.steps[i]).fresh() else _bind_step(s, store)
         for i, s in enumerate(pipeline.steps))
     spec = {"format": 1, "pipeline": pipeline.name,
-            "steps": [dict(s.spec, inputs=list(pipeline.sources(i))) for i, s in enumerate(steps)]}
+            "steps": [dict(s.spec, inputs=list(pipeline.sources(i)),
+                           named_inputs=s.step.inputs is not None)
+                      for i, s in enumerate(steps)]}
     version = store.put_object(canonical_json(spec))
-    env = old.env if old is not None else _capture_environment(store)
+    env = old.env if old is not None else capture_environment(store)
     binding = Binding(pipeline, steps, spec, version, env)
     pipeline._bindings[key] = binding
     return binding
 
 
-def _capture_environment(store: Store) -> str:
+def capture_environment(store: Store) -> str:
     fp = environment.fingerprint()
     lock = store.put_object(canonical_json(environment.packages()))
     assert lock == fp["packages"]["lock_sha256"]

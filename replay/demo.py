@@ -1,7 +1,12 @@
-"""``replay demo``: a simulated day of credit decisions, recorded and investigated.
+"""``replay demo``: a day of credit decisions, an incident, and the investigation.
 
-The demo is idempotent on a store: the day is recorded once (tagged ``source=demo``); later
-demos go straight to the investigation.
+1. the bank's credit chain (git + DVC workspace, local remote) decides a day of applications;
+2. the incident: the bureau table is refreshed and the PD model retrained and redeployed in
+   place — every file the morning's decisions used is overwritten;
+3. a complaint names one application decided that morning: find the run, replay it `exact`
+   from the snapshot alone, and ask what today's model would have decided.
+
+Idempotent on a store: what was recorded once (tagged ``source=demo``) is reused.
 """
 
 from __future__ import annotations
@@ -11,32 +16,81 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from replay import queries, render
 from replay.capture import record
+from replay.engine import ReplayReport, replay
 from replay.store import Store
+from replay.timetravel import at
 
 DAY = datetime(2026, 3, 14, 8, 0, tzinfo=UTC)
+TODAY = DAY + timedelta(days=30, hours=2)
 RUNS = 48  # one batch every ~12 minutes over a ten-hour business day
+PIPELINE = "credit-decision"
 
 
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
-        render.console.print(text, highlight=False)
+        render.console.print(text, highlight=False, soft_wrap=True)
 
 
-def record_day(store: Store, workspace: Path, quiet: bool) -> int:
+def _runs_tagged(store: Store, source: str) -> list[dict[str, Any]]:
+    return queries.sql(store, "select run_id, clock from runs where tags like "
+                              f"'%\"source\": \"{source}\"%' order by clock").to_pylist()
+
+
+def record_day(store: Store, workspace: Path) -> None:
     from pipelines.credit.generate import make_applications
     from pipelines.credit.pipeline import make_pipeline
 
     pipeline = make_pipeline(workspace)
     next_id = 0
     for i in range(RUNS):
-        at = DAY + timedelta(minutes=12 * i + (i * 7) % 11)
+        when = DAY + timedelta(minutes=12 * i + (i * 7) % 11)
         batch = make_applications(1 + (i * 5) % 17, seed=1000 + i, start_id=next_id)
         next_id += batch.num_rows
-        record(pipeline, batch, store=store, record_key="application_id", at=at,
+        record(pipeline, batch, store=store, record_key="application_id", at=when,
                tags={"source": "demo"})
-    return next_id
+
+
+def incident(store: Store, workspace: Path) -> str:
+    """Refresh the bureau table, retrain PD in place, and record today's first run."""
+    from pipelines.credit.generate import make_applications
+    from pipelines.credit.pipeline import make_pipeline
+    from pipelines.credit.workspace import refresh_workspace
+
+    refresh_workspace(workspace)
+    today = record(make_pipeline(workspace), make_applications(8, seed=7, start_id=900_000),
+                   store=store, record_key="application_id", at=TODAY,
+                   tags={"source": "demo-today"})
+    return today.run_id
+
+
+def complaint(store: Store, today: str) -> tuple[str, str, ReplayReport]:
+    """A morning application whose decision today's model would change (declines first)."""
+    morning = [r for r in _runs_tagged(store, "demo") if r["clock"].hour < 12]
+    best: tuple[str, str, ReplayReport] | None = None
+    for run in morning:
+        rep = replay(store, run["run_id"], swap={"pd": today})
+        for change in rep.records:
+            if "decision" not in change.changes:
+                continue
+            if change.changes["decision"][0] == "decline":
+                return change.key, run["run_id"], rep
+            best = best or (change.key, run["run_id"], rep)
+    if best is None:
+        raise RuntimeError("no morning decision changes under today's model")
+    return best
+
+
+def _side_by_side(then: ReplayReport, now: ReplayReport, app_id: str) -> list[dict[str, Any]]:
+    rows = []
+    for label, rep in (("as decided (replayed exact)", then), ("with today's model", now)):
+        assert rep.output is not None
+        match = rep.output.filter(pc.equal(rep.output["application_id"], app_id)).to_pylist()
+        rows.append({"": label, **match[0]})
+    return rows
 
 
 def run_demo(store: Store, *, workspace: Path | None = None, quiet: bool = False
@@ -46,41 +100,43 @@ def run_demo(store: Store, *, workspace: Path | None = None, quiet: bool = False
 
     t0 = time.perf_counter()
     workspace = Path(workspace or credit.WORKSPACE)
-    _say(quiet, f"[bold]1. The bank's credit pipeline[/bold] — DVC workspace {workspace}")
+    _say(quiet, f"[bold]1. A day of credit decisions[/bold] — workspace {workspace}, "
+                f"store {store.root}")
     build_workspace(workspace)
-    recorded = queries.sql(store, "select count(*) as n from runs "
-                                  "where tags like '%\"source\": \"demo\"%'").column(0)[0]
-    if recorded.as_py() == 0:
-        _say(quiet, f"[bold]2. A day of decisions[/bold] — recording {RUNS} runs on "
-                    f"{DAY.date()} into {store.root}")
-        record_day(store, workspace, quiet)
-    else:
-        _say(quiet, f"[bold]2. A day of decisions[/bold] — already recorded in {store.root}")
-    day_runs = queries.runs(store, pipeline="credit-decision", since=DAY,
-                            until=DAY + timedelta(days=1), limit=1000)
-    morning = sorted(day_runs, key=lambda r: r["clock"])[3]
-    app_id = _first_application(store, morning["run_id"])
-    found = queries.find(store, app_id)
-    summary = queries.sql(store, "select decision, count(*) as applications from "
-                                 "credit_decision.decision group by 1 order by 2 desc")
+    if not _runs_tagged(store, "demo"):
+        record_day(store, workspace)
+    _say(quiet, f"   {len(_runs_tagged(store, 'demo'))} runs recorded on {DAY.date()}")
+    today_runs = _runs_tagged(store, "demo-today")
+    _say(quiet, "[bold]2. The incident[/bold] — bureau table refreshed, PD model retrained "
+                "and redeployed in place (dvc commit + push)")
+    today = today_runs[0]["run_id"] if today_runs else incident(store, workspace)
+    app_id, _, counterfactual = complaint(store, today)
+    _say(quiet, f"[bold]3. A complaint[/bold] about application {app_id}, decided on "
+                f"{DAY.date()} in the morning")
+    found = at(store, DAY.replace(hour=12), PIPELINE, record=app_id)
+    _say(quiet, f"   `replay at {DAY.replace(hour=12).isoformat()} --record {app_id}` → run "
+                f"{found['run_id']} (clock {found['clock'].isoformat()})")
+    exact = replay(store, found["run_id"])
     if not quiet:
-        render.table(day_runs[:5], ("run_id", "clock", "rows", "status"),
-                     f"latest of {len(day_runs)} runs on {DAY.date()}")
-        render.table(found, ("run_id", "clock", "row"), f"who decided {app_id}?")
-        render.arrow(summary, "decisions that day")
+        render.report(exact)
+    _say(quiet, f"[bold]4. What would today's model have decided?[/bold] (PD step of run "
+                f"{today})")
+    mine = next(r for r in counterfactual.records if r.key == app_id)
+    if not quiet:
+        render.table(_side_by_side(exact, counterfactual, app_id),
+                     ("", "pd", "decision", "reason_codes"),
+                     f"application {app_id}: as decided, and with today's PD model")
         _say(quiet, "\n[bold]Do it yourself:[/bold]\n"
-                    "  replay runs --pipeline credit-decision\n"
                     f"  replay find {app_id}\n"
-                    f"  replay show {found[0]['run_id']}\n"
+                    f"  replay at {DAY.replace(hour=12).isoformat()} --pipeline {PIPELINE} "
+                    f"--record {app_id}\n"
+                    f"  replay run {found['run_id']} --mode isolated\n"
+                    f"  replay run {found['run_id']} --swap pd={today}\n"
+                    f"  replay diff {found['run_id']} {today}\n"
+                    f"  replay lineage {found['run_id']}\n"
                     "  replay sql \"select decision, count(*) from credit_decision.decision "
                     "group by 1\"")
         _say(quiet, f"\ndemo finished in {time.perf_counter() - t0:.1f} s")
-    return {"store": str(store.root), "workspace": str(workspace), "runs": len(day_runs),
-            "application": app_id, "decided_by": found[0]["run_id"],
-            "decisions": summary.to_pylist()}
-
-
-def _first_application(store: Store, run_id: str) -> str:
-    rows = queries.sql(store, f"select key from records where run_id = '{run_id}' "
-                              "order by row limit 1")
-    return str(rows.column(0)[0].as_py())
+    return {"store": str(store.root), "workspace": str(workspace), "application": app_id,
+            "decided_by": found["run_id"], "replay": exact.verdict, "today_run": today,
+            "counterfactual": {c: list(v) for c, v in mine.changes.items()}}

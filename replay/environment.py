@@ -7,6 +7,7 @@ content-addressed object, so a million runs in one process share one environment
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import sys
@@ -53,10 +54,10 @@ def _blas() -> dict[str, Any]:
     try:
         from threadpoolctl import threadpool_info
 
-        info["threadpools"] = sorted(
-            ({k: p.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
-                                     "architecture")} for p in threadpool_info()),
-            key=lambda p: str(p.get("internal_api")))
+        pools = {json.dumps({k: p.get(k) for k in ("user_api", "internal_api", "version",
+                                                   "num_threads", "architecture")},
+                            sort_keys=True) for p in threadpool_info()}
+        info["threadpools"] = [json.loads(p) for p in sorted(pools)]  # load order is noise
     except Exception:
         info["threadpools"] = []
     return info

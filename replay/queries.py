@@ -70,6 +70,14 @@ def show(store: Store, run: str) -> dict[str, Any]:
             "entry_hash": entry["hash"], "components": components}
 
 
+def entry(store: Store, run: str) -> dict[str, Any]:
+    """The ledger entry of a run given by id or unique prefix."""
+    with Catalog(store).connect() as con:
+        (row,) = _rows(con, "select run_id, entry_end from runs where run_id = ?",
+                       [resolve_run(con, run)])
+    return entry_for(store, row)
+
+
 def entry_for(store: Store, row: dict[str, Any]) -> dict[str, Any]:
     """The run's ledger entry, read from the ledger itself (the catalog only points at it)."""
     for _, entry in store.entries(_start_of(store, row)):

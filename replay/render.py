@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -65,3 +66,80 @@ def arrow(tbl: pa.Table, title: str = "", limit: int = 50) -> None:
 def arrow_json(tbl: pa.Table) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = tbl.to_pylist()
     return rows
+
+
+VERDICT_STYLE = {"exact": "green", "equivalent": "yellow", "diverged": "red", "skipped": "red"}
+
+
+def _step_detail(step: Any) -> str:
+    if step.error:
+        return str(step.error)
+    if step.diff is None:
+        return ""
+    parts = []
+    d = step.diff
+    if d.rows[0] != d.rows[1]:
+        parts.append(f"rows {d.rows[0]} → {d.rows[1]}")
+    parts += [f"+{c}" for c in d.added] + [f"-{c}" for c in d.removed]
+    for c in d.columns:
+        if c.max_abs is not None:
+            parts.append(f"{c.column}: {c.rows_changed} rows, max |Δ| {c.max_abs:.3g}")
+        else:
+            moves = ", ".join(f"{a}→{b} x{n}" for a, b, n in c.changes[:3])
+            parts.append(f"{c.column}: {c.rows_changed} rows ({moves})")
+    return "; ".join(parts)
+
+
+def _short(digest: str | None) -> str:
+    return digest[7:19] if digest else "-"
+
+
+def report(rep: Any, limit: int = 20) -> None:
+    """A replay report: verdict, steps, record changes, environment drift."""
+    style = VERDICT_STYLE[rep.verdict]
+    what = "counterfactual" if rep.swap else f"{rep.mode} replay"
+    console.print(f"{what} of run [bold]{rep.run_id}[/bold] ({rep.pipeline}, clock "
+                  f"{rep.clock}): [bold {style}]{rep.verdict.upper()}[/bold {style}]",
+                  highlight=False)
+    if rep.first_divergence:
+        console.print(f"first diverging step: [bold]{rep.first_divergence}[/bold]")
+    t = Table(header_style="bold")
+    for c in ("step", "verdict", "recorded", "replayed", "ms", "what differs"):
+        t.add_column(c, overflow="fold")
+    for s in rep.steps:
+        name = f"{s.name} (swapped)" if s.swapped else s.name
+        t.add_row(name, f"[{VERDICT_STYLE[s.verdict]}]{s.verdict}[/]", _short(s.recorded),
+                  _short(s.replayed), f"{s.duration_ns / 1e6:.1f}", _step_detail(s))
+    console.print(t)
+    if rep.records:
+        flips = sum(r.flipped for r in rep.records)
+        rows = [{"record": r.key, **{c: f"{_cell(a)} → {_cell(b)}" for c, (a, b)
+                                     in r.changes.items()}} for r in rep.records[:limit]]
+        cols = ["record", *dict.fromkeys(c for r in rep.records[:limit] for c in r.changes)]
+        table(rows, cols, f"{len(rep.records)} records changed, {flips} decisions flipped")
+    drift(rep.drift, rep.recorded_image, rep.current_image)
+
+
+def drift(changes: Any, recorded_image: str | None, current_image: str | None) -> None:
+    if recorded_image is not None:
+        console.print(f"image: recorded {recorded_image}; now {current_image}",
+                      highlight=False)
+    if not changes:
+        console.print("environment: no drift")
+        return
+    rows = [{"field": f"{c.where}: {c.what}" if c.where == "package" else c.what,
+             "recorded": c.before, "now": c.after} for c in changes[:25]]
+    table(rows, ("field", "recorded", "now"),
+          f"environment drift ({len(changes)} fields; reported, not a failure)")
+
+
+@contextmanager
+def steps_progress(disable: bool = False) -> Iterator[Callable[[str], None]]:
+    """A progress line per replayed step (on stderr, so --json output stays clean)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("replaying {task.description}"),
+                  TimeElapsedColumn(), console=errors, transient=True,
+                  disable=disable) as bar:
+        task = bar.add_task("", total=None)
+        yield lambda name: bar.update(task, description=name)

@@ -1,0 +1,222 @@
+"""``replay``: re-execute a recorded run from its snapshot alone and say where it diverges.
+
+chained   each step gets the replayed output of the step before it (the chain as it ran);
+isolated  each step gets its recorded input, which tells a step that is itself
+          nondeterministic from one that only inherits a difference.
+
+Outputs are compared by digest first and column by column on a mismatch. ``swap`` replaces
+one step's components (a counterfactual: "today's model on March's inputs").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from replay import environment
+from replay.context import RunContext
+from replay.diff import Change, RecordChange, TableDiff, compare_tables, env_changes, record_changes
+from replay.digest import table_digest
+from replay.errors import ReplayError, UsageError
+from replay.pipeline import INPUT
+from replay.queries import entry
+from replay.rebuild import RecordedRun, load_code, load_run, step_kwargs
+from replay.runner import call_step
+from replay.store import Store
+
+MODES = ("chained", "isolated")
+ORDER = {"exact": 0, "equivalent": 1, "diverged": 2, "skipped": 2}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    verdict: str  # exact | equivalent | diverged | skipped
+    recorded: str | None
+    replayed: str | None
+    duration_ns: int = 0
+    diff: TableDiff | None = None
+    error: str | None = None
+    swapped: bool = False
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    run_id: str
+    pipeline: str
+    mode: str
+    verdict: str
+    steps: tuple[StepResult, ...]
+    first_divergence: str | None
+    drift: tuple[Change, ...]
+    recorded_image: str
+    current_image: str
+    clock: str
+    swap: dict[str, str] = field(default_factory=dict)
+    records: tuple[RecordChange, ...] = ()
+    output: pa.Table | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in ("exact", "equivalent")
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("output")
+        return json.loads(json.dumps(data, default=str))  # type: ignore[no-any-return]
+
+
+def replay(store: Store, run_id: str, mode: str = "chained", swap: dict[str, str] | None = None,
+           progress: Callable[[str], None] | None = None) -> ReplayReport:
+    """Replay a committed run; see the module docstring for modes and swaps."""
+    if mode not in MODES:
+        raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    run = load_run(store, entry(store, run_id))
+    spec = apply_swap(store, run.spec, swap or {})
+    tape = run.tape()
+    tables = {INPUT: run.table(INPUT)}
+    results: list[StepResult] = []
+    for i, step_spec in enumerate(spec["steps"]):
+        if progress:
+            progress(step_spec["name"])
+        recorded = run.manifest["steps"][i] if i < len(run.manifest["steps"]) else None
+        result, out = _replay_step(store, run, step_spec, recorded, tables, tape, mode)
+        results.append(replace_swapped(result, step_spec["name"] in (swap or {})))
+        if out is not None:
+            tables[step_spec["name"]] = out
+    return _report(store, run, mode, swap or {}, tuple(results),
+                   tables.get(spec["steps"][-1]["name"]))
+
+
+def replace_swapped(result: StepResult, swapped: bool) -> StepResult:
+    return StepResult(**{**result.__dict__, "swapped": swapped}) if swapped else result
+
+
+def _inputs(run: RecordedRun, sources: list[str], tables: dict[str, pa.Table],
+            mode: str) -> dict[str, pa.Table] | None:
+    got = {}
+    for s in sources:
+        if mode == "isolated" and s != INPUT:
+            if not run.has_table(s):
+                return None
+            got[s] = run.table(s)
+        elif s in tables:
+            got[s] = tables[s]
+        else:
+            return None
+    return got
+
+
+def _replay_step(store: Store, run: RecordedRun, spec: dict[str, Any],
+                 recorded: dict[str, Any] | None, tables: dict[str, pa.Table],
+                 tape: dict[str, list[dict[str, Any]]], mode: str
+                 ) -> tuple[StepResult, pa.Table | None]:
+    name = spec["name"]
+    want = recorded["output"] if recorded else None
+    given = _inputs(run, spec["inputs"], tables, mode)
+    if given is None:
+        return StepResult(name, "skipped", want, None, error="its input was not produced"), None
+    step = load_code(store, spec)
+    arg = given if step.inputs is not None else given[spec["inputs"][0]]
+    ctx = RunContext(run.clock, step=name, seeds=(recorded or {}).get("seeds", {}),
+                     tape=tape.get(name, []))
+    kwargs = step_kwargs(store, spec)
+    t0 = time.perf_counter_ns()
+    try:
+        out = call_step(step, arg, kwargs, ctx)
+    except ReplayError as exc:
+        failed_then = (run.manifest.get("error") or {}).get("step") == name
+        same = failed_then and want is None and run.manifest["error"]["message"] in str(exc)
+        return StepResult(name, "exact" if same else "diverged", want, None,
+                          time.perf_counter_ns() - t0, error=exc.message), None
+    took = time.perf_counter_ns() - t0
+    digest = table_digest(out)
+    if digest == want:
+        return StepResult(name, "exact", want, digest, took), out
+    if want is None or not run.has_table(name):
+        return StepResult(name, "diverged", want, digest, took,
+                          error="the recorded run has no output for this step"), out
+    before = run.block.table(run.run_id, name)
+    if table_digest(before) == digest:  # same values, serialised by another pyarrow
+        return StepResult(name, "exact", want, digest, took), out
+    diff = compare_tables(before, out, spec.get("tolerances") or {})
+    verdict = "equivalent" if diff.equivalent else "diverged"
+    return StepResult(name, verdict, want, digest, took, diff), out
+
+
+def _report(store: Store, run: RecordedRun, mode: str, swap: dict[str, str],
+            steps: tuple[StepResult, ...], output: pa.Table | None) -> ReplayReport:
+    verdict = max((s.verdict for s in steps), key=lambda v: ORDER[v])
+    verdict = "diverged" if verdict == "skipped" else verdict
+    first = next((s.name for s in steps if s.verdict in ("diverged", "skipped")), None)
+    recorded_env = json.loads(store.get_object(run.manifest["env"]))
+    current_env = environment.fingerprint()
+    locks = None
+    if recorded_env["packages"]["lock_sha256"] != current_env["packages"]["lock_sha256"] \
+            and store.objects.has(recorded_env["packages"]["lock_sha256"]):
+        locks = (json.loads(store.get_object(recorded_env["packages"]["lock_sha256"])),
+                 environment.packages())
+    records: tuple[RecordChange, ...] = ()
+    last = run.manifest["steps"][-1]["name"]
+    if swap and output is not None and run.has_table(last):
+        records = tuple(record_changes(run.block.table(run.run_id, last), output,
+                                       run.manifest.get("record_key")))
+    return ReplayReport(run.run_id, run.manifest["pipeline"], mode, verdict, steps, first,
+                        tuple(env_changes(recorded_env, current_env, locks)),
+                        recorded_env["image"]["digest"], current_env["image"]["digest"],
+                        run.manifest["clock"], dict(swap), records, output)
+
+
+def apply_swap(store: Store, spec: dict[str, Any], swap: dict[str, str]) -> dict[str, Any]:
+    """The spec with ``STEP`` (or ``STEP.MODEL``) taken from another run or an object."""
+    steps = [dict(s) for s in spec["steps"]]
+    by_name = {s["name"]: s for s in steps}
+    for target, source in swap.items():
+        name, _, model = target.partition(".")
+        if name not in by_name:
+            raise UsageError(f"--swap {target}: the run has no step {name!r}",
+                             hint=f"steps: {', '.join(by_name)}")
+        if source.startswith("sha256:"):
+            by_name[name].update(models=_swap_model(store, by_name[name], model, source))
+        else:
+            other = load_run(store, entry(store, source)).spec
+            donor = next((s for s in other["steps"] if s["name"] == name), None)
+            if donor is None:
+                raise UsageError(f"--swap {target}: run {source} has no step {name!r}")
+            keep = {"inputs": by_name[name]["inputs"],
+                    "named_inputs": by_name[name].get("named_inputs")}
+            by_name[name].clear()
+            by_name[name].update(donor, **keep)
+    return {**spec, "steps": steps}
+
+
+def _swap_model(store: Store, step: dict[str, Any], model: str, digest: str) -> dict[str, Any]:
+    models = dict(step["models"])
+    if not model:
+        if len(models) != 1:
+            raise UsageError(f"step {step['name']!r} has {len(models)} models",
+                             hint="name one: --swap STEP.MODEL=sha256:…")
+        model = next(iter(models))
+    if model not in models:
+        raise UsageError(f"step {step['name']!r} has no model {model!r}")
+    store.get_object(digest)  # refuse a digest the store does not hold, before running
+    models[model] = {**models[model], "digest": digest}
+    return models
+
+
+def parse_swap(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        target, sep, source = value.partition("=")
+        if not sep or not target or not source:
+            raise UsageError(f"--swap {value!r} is not STEP=RUN_OR_DIGEST",
+                             hint="e.g. --swap pd=<run id> or --swap pd=sha256:…")
+        out[target] = source
+    return out
+
+

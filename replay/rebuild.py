@@ -1,0 +1,152 @@
+"""Rebuilding a recorded run from the store alone: its manifest, rows, tape and components.
+
+Nothing here looks at the live workspace's code or models: step code comes from its recorded
+pickle, models from their recorded bytes, data from the store or from DVC at the recorded rev
+(the workspace file is used only when its bytes still hash to the recorded sha256). Loaded
+components are cached by digest, so replaying many runs of one version loads each once.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from replay import dvcdata
+from replay.components import load_data
+from replay.digest import sha256, table_digest
+from replay.errors import CorruptionError, DataVersionError, NotFoundError
+from replay.pipeline import INPUT, Step
+from replay.segments import Block
+from replay.store import Store
+from replay.unpickle import unpickle_trusted
+
+_cache: dict[tuple[str, str], Any] = {}
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A committed run as the store holds it."""
+
+    entry: dict[str, Any]
+    spec: dict[str, Any]
+    block: Block
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.entry["manifest"]  # type: ignore[no-any-return]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.entry["run_id"])
+
+    @property
+    def clock(self) -> datetime:
+        return datetime.fromisoformat(self.manifest["clock"])
+
+    def table(self, kind: str) -> pa.Table:
+        """A recorded table (``input`` or a step's output), checked against the manifest."""
+        expected = self.manifest["input"]["digest"] if kind == INPUT else next(
+            s["output"] for s in self.manifest["steps"] if s["name"] == kind)
+        table = self.block.table(self.run_id, kind)
+        if table_digest(table) != expected:
+            raise CorruptionError(self.block.path.name,
+                                  f"recorded {kind!r} rows of run {self.run_id} do not match "
+                                  "their manifest digest")
+        return table
+
+    def has_table(self, kind: str) -> bool:
+        return kind in self.block.kinds(self.run_id)
+
+    def tape(self) -> dict[str, list[dict[str, Any]]]:
+        if "tape" not in self.manifest:
+            return {}
+        blob = self.block.blob(self.run_id, "tape")
+        if sha256(blob) != self.manifest["tape"]:
+            raise CorruptionError(self.block.path.name,
+                                  f"tape of run {self.run_id} does not match its digest")
+        return json.loads(blob)  # type: ignore[no-any-return]
+
+
+def load_run(store: Store, entry: dict[str, Any]) -> RecordedRun:
+    spec = json.loads(store.get_object(entry["manifest"]["version"]))
+    return RecordedRun(entry, spec, store.block(entry["block"]))
+
+
+def _cached(kind: str, digest: str, make: Any) -> Any:
+    key = (kind, digest)
+    if key not in _cache:
+        _cache[key] = make()
+    return _cache[key]
+
+
+def load_code(store: Store, step: dict[str, Any]) -> Step:
+    """The recorded step function, unpickled from its verified bytes (this runs its code)."""
+    fn = _cached("code", step["code"],
+                 lambda: unpickle_trusted(store.get_object(step["code"]), step["code"]))
+    inputs = step["inputs"] if step.get("named_inputs") else None
+    return Step(step["name"], fn, inputs=inputs, tolerances=step.get("tolerances") or {})
+
+
+def load_model(store: Store, model: dict[str, Any]) -> Any:
+    digest = model["digest"]
+    if model["format"] == "bytes":
+        return _cached("model-file", digest, lambda: _materialise(store.get_object(digest)))
+    return _cached("model", digest, lambda: unpickle_trusted(store.get_object(digest), digest,
+                                                             fmt=model["format"]))
+
+
+def _materialise(data: bytes) -> Path:
+    """A read-only temporary copy, for model files a step opens itself."""
+    f = tempfile.NamedTemporaryFile(prefix="replay-model-", delete=False)  # noqa: SIM115
+    with f:
+        f.write(data)
+    path = Path(f.name)
+    path.chmod(0o444)
+    return path
+
+
+def data_bytes(store: Store, record: dict[str, Any]) -> bytes:
+    """The exact bytes a run read: from the store, the workspace if unchanged, or DVC."""
+    if record.get("object"):
+        return store.get_object(record["object"])
+    path = Path(record["path"])
+    try:
+        raw = path.read_bytes()
+        if sha256(raw) == record["sha256"]:
+            return raw
+    except OSError:
+        pass
+    version = record.get("dvc")
+    if not version:
+        raise NotFoundError(f"data {path} changed since the run and no copy was kept",
+                            hint="restore the file with sha256 " + record["sha256"])
+    raw = dvcdata.fetch(version)
+    if sha256(raw) != record["sha256"]:
+        raise DataVersionError(f"DVC returned bytes for {version['path']} that are not the "
+                               f"recorded {record['sha256']}")
+    return raw
+
+
+def load_data_component(store: Store, record: dict[str, Any]) -> Any:
+    return _cached("data", record["sha256"],
+                   lambda: load_data(record["format"], data_bytes(store, record)))
+
+
+def load_params(store: Store, digest: str) -> dict[str, Any]:
+    return _cached("params", digest,  # type: ignore[no-any-return]
+                   lambda: json.loads(store.get_object(digest)))
+
+
+def step_kwargs(store: Store, step: dict[str, Any]) -> dict[str, Any]:
+    """models / data / params of a recorded step, as its function receives them."""
+    return {"models": {n: load_model(store, m) for n, m in step["models"].items()},
+            "data": {n: load_data_component(store, d) for n, d in step["data"].items()},
+            "params": load_params(store, step["params"])}
+
+

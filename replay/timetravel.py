@@ -1,0 +1,75 @@
+"""Time travel: which run was deciding at a moment, and the pipeline as it was deployed then.
+
+A run's span is its logical clock plus its duration. ``at(T)`` is the run whose span contains
+T (the latest such), else the latest run at or before T; with a record key, the latest run at
+or before T that decided that record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from replay.capture import RecordResult, prepare_input, record_with
+from replay.catalog import Catalog
+from replay.components import Binding, BoundStep, capture_environment
+from replay.errors import NotFoundError
+from replay.pipeline import Pipeline
+from replay.queries import entry
+from replay.rebuild import load_code, load_run, step_kwargs
+from replay.segments import StoredTable
+from replay.store import Store
+
+
+def at(store: Store, when: datetime, pipeline: str, record: str | None = None
+       ) -> dict[str, Any]:
+    """The run of ``pipeline`` that was deciding at ``when`` (see module docstring)."""
+    with Catalog(store).connect() as con:
+        if record is None:
+            query = ("select run_id, clock, seq from runs where pipeline = $p and clock <= $t "
+                     "order by (clock + (ended - started) >= $t) desc, clock desc, seq desc "
+                     "limit 1")
+            params: dict[str, Any] = {"p": pipeline, "t": when}
+        else:
+            query = ("select r.run_id, r.clock, r.seq from records k join runs r "
+                     "using (run_id) where k.key = $k and r.pipeline = $p and r.clock <= $t "
+                     "order by r.clock desc, r.seq desc limit 1")
+            params = {"p": pipeline, "t": when, "k": record}
+        rows = con.execute(query, params).fetchall()
+        if rows:
+            return {"run_id": rows[0][0], "clock": rows[0][1], "seq": rows[0][2]}
+        first = con.execute("select min(clock) from runs where pipeline = ?",
+                            [pipeline]).fetchall()[0][0]
+    what = f"decided record {record!r}" if record else "ran"
+    if first is None:
+        raise NotFoundError(f"no run of pipeline {pipeline!r} is recorded",
+                            hint="list pipelines with `replay sql \"select distinct pipeline "
+                                 "from runs\"`")
+    raise NotFoundError(f"no run of {pipeline!r} {what} at or before {when.isoformat()}",
+                        hint=f"its first run is at {first.isoformat()}")
+
+
+def as_deployed(store: Store, run_id: str) -> Binding:
+    """The pipeline exactly as a recorded run had it: its code, models, data and params."""
+    run = load_run(store, entry(store, run_id))
+    steps = []
+    for spec in run.spec["steps"]:
+        step = load_code(store, spec)
+        own = {k: v for k, v in spec.items() if k not in ("inputs", "named_inputs")}
+        steps.append(BoundStep(step, own, step_kwargs(store, spec), ()))
+    pipeline = Pipeline(run.spec["pipeline"], [s.step for s in steps])
+    return Binding(pipeline, tuple(steps), run.spec, run.manifest["version"],
+                   capture_environment(store))
+
+
+def run_as_of(store: Store, when: datetime, pipeline: str, inputs: Any,
+              record_key: str | None = None, source: str = "") -> RecordResult:
+    """Run new rows through ``pipeline`` as deployed at ``when``; recorded as a
+    counterfactual run tagged with the run it was rebuilt from."""
+    then = at(store, when, pipeline)
+    binding = as_deployed(store, then["run_id"])
+    table = StoredTable.of(prepare_input(inputs, record_key))
+    tags = {"counterfactual": "true", "as_of": when.isoformat(),
+            "deployed_by_run": then["run_id"], "source": source}
+    return record_with(binding, table, store=store, record_key=record_key, at=when,
+                       durable=None, tags=tags)
