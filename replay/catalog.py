@@ -52,7 +52,7 @@ class Catalog:
     def connect(self, *, rebuild: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to the catalog, refreshed from the ledger first."""
         if self.store.readonly:
-            con = duckdb.connect(":memory:")
+            con = _create(duckdb.connect(":memory:"))
             try:
                 self._refresh(con)
                 yield con
@@ -87,25 +87,21 @@ class Catalog:
             p.unlink(missing_ok=True)
 
     def _open(self) -> duckdb.DuckDBPyConnection:
+        con = None
         try:
             con = duckdb.connect(str(self.path))
-            rows = con.execute("select value from meta where key='schema'").fetchall() \
-                if _has_meta(con) else []
-            version = rows[0] if rows else None
-            if version is None or int(version[0]) != SCHEMA_VERSION:
-                con.close()
-                raise duckdb.Error("catalog schema is not this version's")
-            return con
+            rows = con.execute("select value from meta where key = 'schema'").fetchall()
+            if rows and int(rows[0][0]) == SCHEMA_VERSION:
+                return con
         except (duckdb.Error, ValueError):
-            # The catalog is only an index: any doubt about it means rebuild it.
-            self._delete()
-            con = duckdb.connect(str(self.path))
-            con.execute(DDL)
-            con.execute("insert into meta values ('schema', ?)", [str(SCHEMA_VERSION)])
-            return con
+            pass
+        # The catalog is only an index: any doubt about it means rebuild it.
+        if con is not None:
+            con.close()
+        self._delete()
+        return _create(duckdb.connect(str(self.path)))
 
     def _refresh(self, con: duckdb.DuckDBPyConnection) -> None:
-        con.execute(DDL)
         state = dict(con.execute("select key, value from meta").fetchall())
         offset = int(state.get("ledger_offset", 0))
         last = state.get("ledger_hash")
@@ -134,9 +130,7 @@ class Catalog:
         con.execute("commit")
 
 
-def _has_meta(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute("select count(*) from information_schema.tables "
-                      "where table_name = 'meta'").fetchall()[0]
-    return bool(row and row[0])
-
-
+def _create(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    con.execute(DDL)
+    con.execute("insert into meta values ('schema', ?)", [str(SCHEMA_VERSION)])
+    return con

@@ -130,7 +130,7 @@ def runs(
     if as_json:
         render.emit_json(rows)
     else:
-        render.table(rows, ("seq", "run_id", "pipeline", "clock", "rows", "status"),
+        render.table(rows, ("run_id", "pipeline", "clock", "rows", "status"),
                      f"{len(rows)} runs")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.diff import Change, RecordChange, env_changes, record_changes, spec_changes
+from replay.delta import Change, RecordChange, env_changes, record_changes, spec_changes
 from replay.queries import entry
 from replay.rebuild import load_run
 from replay.store import Store

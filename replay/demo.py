@@ -36,8 +36,10 @@ def _say(quiet: bool, text: str) -> None:
 
 
 def _runs_tagged(store: Store, source: str) -> list[dict[str, Any]]:
-    return queries.sql(store, "select run_id, clock from runs where tags like "
-                              f"'%\"source\": \"{source}\"%' order by clock").to_pylist()
+    found: list[dict[str, Any]] = queries.sql(
+        store, "select run_id, clock from runs where tags like "
+               f"'%\"source\": \"{source}\"%' order by clock").to_pylist()
+    return found
 
 
 def record_day(store: Store, workspace: Path) -> None:

@@ -20,7 +20,14 @@ import pyarrow as pa
 
 from replay import environment
 from replay.context import RunContext
-from replay.diff import Change, RecordChange, TableDiff, compare_tables, env_changes, record_changes
+from replay.delta import (
+    Change,
+    RecordChange,
+    TableDiff,
+    compare_tables,
+    env_changes,
+    record_changes,
+)
 from replay.digest import table_digest
 from replay.errors import ReplayError, UsageError
 from replay.pipeline import INPUT

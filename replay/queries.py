@@ -71,11 +71,17 @@ def show(store: Store, run: str) -> dict[str, Any]:
 
 
 def entry(store: Store, run: str) -> dict[str, Any]:
-    """The ledger entry of a run given by id or unique prefix."""
+    """The ledger entry of a run given by id or unique prefix (cached: entries never
+    change once committed)."""
+    cached = store.entry_cache.get(run)
+    if cached is not None:
+        return cached
     with Catalog(store).connect() as con:
         (row,) = _rows(con, "select run_id, entry_end from runs where run_id = ?",
                        [resolve_run(con, run)])
-    return entry_for(store, row)
+    found = entry_for(store, row)
+    store.entry_cache[found["run_id"]] = found
+    return found
 
 
 def entry_for(store: Store, row: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Iterable[str], title: str = "
     cols = list(columns)
     for c in cols:
         # Ids and digests are copied by hand: never break them across lines.
-        t.add_column(c, overflow="fold", no_wrap=c in ("run_id", "digest", "clock"))
+        t.add_column(c, overflow="fold", no_wrap=c in ("run_id", "digest"))
     for row in rows:
         t.add_row(*(_cell(row.get(c)) for c in cols))
     console.print(t)

@@ -45,6 +45,7 @@ class Store:
         self._writer_pid = -1
         self._committer: Committer | None = None
         self._segments: SegmentWriter | None = None
+        self.entry_cache: dict[str, dict[str, Any]] = {}  # committed entries are immutable
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, create: bool = True,

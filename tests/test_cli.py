@@ -162,3 +162,70 @@ def test_every_command_is_documented_in_the_readme() -> None:
     for command in commands:
         help_text = CliRunner().invoke(app, [command, "--help"])
         assert help_text.exit_code == 0 and "--json" in help_text.stdout
+
+
+LEAKY_MODULE = '''
+import time
+import pyarrow as pa
+import replay
+
+def stamp(table):
+    return table.append_column("t", pa.array([time.time_ns()] * table.num_rows))
+
+pipeline = replay.Pipeline("leaky", [replay.Step("stamp", stamp)])
+'''
+
+
+def test_run_exits_0_when_exact_and_1_when_diverged(env) -> None:
+    (env["dir"] / "leaky_pipeline.py").write_text(LEAKY_MODULE)
+    exact = record(env)
+    assert run(env, "run", exact).exit_code == 0
+    leaky = run(env, "record", f"{env['dir']}/leaky_pipeline.py:pipeline", "--input",
+                str(env["dir"] / "apps.parquet"), "--json")
+    result = run(env, "run", json.loads(leaky.stdout)["run_id"], "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["first_divergence"] == "stamp"
+
+
+def test_at_finds_and_replays_the_run_of_that_moment(env) -> None:
+    run_id = record(env, "--at", "2026-03-14T09:00:00Z")
+    result = run(env, "at", "2026-03-14T10:00:00+01:00", "--pipeline", "cli-toy", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["found"]["run_id"] == run_id and out["replay"]["verdict"] == "exact"
+
+
+def test_at_with_input_records_a_counterfactual_tagged_with_its_source(env) -> None:
+    run_id = record(env, "--at", "2026-03-14T09:00:00Z")
+    result = run(env, "at", "2026-03-14T12:00:00Z", "--pipeline", "cli-toy", "--input",
+                 str(env["dir"] / "apps.parquet"), "--json")
+    assert result.exit_code == 0, result.output
+    tags = json.loads(result.stdout)["tags"]
+    assert tags["counterfactual"] == "true" and tags["deployed_by_run"] == run_id
+
+
+def test_at_before_the_first_run_is_not_found(env) -> None:
+    record(env, "--at", "2026-03-14T09:00:00Z")
+    result = run(env, "at", "2026-03-13T09:00:00Z", "--pipeline", "cli-toy")
+    assert result.exit_code == 4
+    assert "its first run is at 2026-03-14T09:00:00+00:00" in result.stderr
+
+
+def test_a_malformed_swap_is_a_usage_error(env) -> None:
+    run_id = record(env)
+    result = run(env, "run", run_id, "--swap", "scale")
+    assert result.exit_code == 2 and "is not STEP=RUN_OR_DIGEST" in result.stderr
+
+
+def test_diff_of_a_run_with_itself_finds_nothing(env) -> None:
+    run_id = record(env)
+    out = json.loads(run(env, "diff", run_id, run_id, "--json").stdout)
+    assert out["components"] == [] and out["records"] == [] and out["shared_records"] == 3
+
+
+def test_lineage_draws_every_step_with_its_digests(env) -> None:
+    run_id = record(env)
+    text = run(env, "lineage", run_id).stdout
+    assert "scale" in text and "decide" in text and text.count("sha256:") >= 8
+    mermaid = run(env, "lineage", run_id, "--format", "mermaid").stdout
+    assert mermaid.startswith("flowchart LR") and "n_scale --> n_decide" in mermaid
