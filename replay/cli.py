@@ -325,6 +325,76 @@ def lineage(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
         print(draw.text(recorded.manifest, recorded.spec))
 
 
+keys_app = typer.Typer(no_args_is_help=True, help="Signing keys for checkpoints and bundles.")
+app.add_typer(keys_app, name="keys")
+KeyOpt = Annotated[Path | None, typer.Option(
+    "--key", help="Private signing key (default: $REPLAY_SIGNING_KEY or "
+                  "~/.config/pipeline-replay/signing-key.pem).")]
+
+
+@keys_app.command("init")
+@handled
+def keys_init(out: Annotated[Path | None, typer.Option(help="Where to write the key.")] = None,
+              as_json: JsonOpt = False) -> None:
+    """Create an Ed25519 signing key (0600, never inside a store)."""
+    from replay import keys
+
+    forbidden = tuple(p for p in (Path(state["store"] or "snapshots"),) if p.exists())
+    path = keys.init_key(out, forbidden=forbidden)
+    if as_json:
+        render.emit_json({"private": str(path), "public": str(keys.public_path(path))})
+    else:
+        render.console.print(f"signing key {path} (public key {keys.public_path(path)})")
+
+
+@app.command()
+@handled
+def checkpoint(key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Sign the ledger's current tree head (size + Merkle root)."""
+    from replay import checkpoint as checkpoints
+    from replay import keys
+
+    cp = checkpoints.sign(open_store(), keys.load_private(key))
+    if as_json:
+        render.emit_json(cp.as_json())
+    else:
+        render.console.print(f"checkpoint: {cp.tree_size} entries, root {cp.root}, "
+                             f"signed by {cp.key_id}", highlight=False)
+
+
+@app.command()
+@handled
+def verify(
+    bundle: Annotated[Path | None, typer.Argument(help="Evidence bundle to verify.")] = None,
+    store_check: Annotated[bool, typer.Option(
+        "--store", help="Check every object, segment, manifest and checkpoint of the store."
+    )] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify a store (--store) or an evidence bundle; exit 1 on the first failure."""
+    from replay.audit import verify_store
+    from replay.errors import CorruptionError, NotFoundError, UsageError
+
+    if not store_check and bundle is None:
+        raise UsageError("nothing to verify", hint="give a BUNDLE, or --store")
+    if store_check:
+        try:
+            with render.steps_progress(disable=as_json) as tick:
+                counts = verify_store(open_store(), tick)
+        except (CorruptionError, NotFoundError) as exc:
+            if as_json:
+                render.emit_json({"ok": False, "error": str(exc)})
+            else:
+                render.console.print(f"[red]FAIL[/red] {exc.message}", highlight=False)
+            raise typer.Exit(1) from None
+        if as_json:
+            render.emit_json({"ok": True, **counts})
+        else:
+            render.console.print(
+                f"[green]OK[/green] {counts['objects']} objects, {counts['runs']} ledger "
+                f"entries, {counts['blocks']} blocks, {counts['checkpoints']} checkpoints")
+
+
 @app.command()
 @handled
 def demo(

@@ -175,6 +175,10 @@ class Block:
         self._runs: dict[str, dict[str, dict[str, Any]]] = parsed["runs"]
         self._verified: set[int] = set()
 
+    @property
+    def part_count(self) -> int:
+        return len(self._parts)
+
     def run_ids(self) -> list[str]:
         return list(self._runs)
 
