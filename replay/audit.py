@@ -10,21 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 from replay import keys, merkle
 from replay.checkpoint import ledger_leaves, public_key_path, stored
 from replay.errors import CorruptionError, NotFoundError
+from replay.objects import spec_digests
 from replay.store import Store
-
-
-def _spec_objects(spec: dict[str, Any]) -> list[str]:
-    out = []
-    for step in spec["steps"]:
-        out += [step["code"], step["source"], step["params"]]
-        out += [m["digest"] for m in step["models"].values()]
-        out += [d["object"] for d in step["data"].values() if d.get("object")]
-    return out
 
 
 def verify_store(store: Store, progress: Callable[[str], None] | None = None) -> dict[str, int]:
@@ -51,7 +42,7 @@ def verify_store(store: Store, progress: Callable[[str], None] | None = None) ->
             _require(store, digest, f"run {m['run_id']}")
         if m["version"] not in specs:
             specs.add(m["version"])
-            for digest in _spec_objects(json.loads(store.get_object(m["version"]))):
+            for digest in spec_digests(json.loads(store.get_object(m["version"]))):
                 _require(store, digest, f"pipeline version {m['version']}")
     tick("checkpoints")
     checkpoints = _verify_checkpoints(store)

@@ -217,12 +217,23 @@ def run_cmd(
     swap: Annotated[list[str] | None, typer.Option(
         "--swap", help="STEP=RUN (the step as another run had it) or STEP[.MODEL]=sha256:…"
     )] = None,
+    bundle: Annotated[Path | None, typer.Option(
+        help="Replay from an evidence bundle (verified first).")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="With --bundle: the public key the bundle must be signed with.")] = None,
+    trust: Annotated[bool, typer.Option(
+        help="With --bundle: replay even if verification fails (runs its code!).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a run from its snapshot alone; exit 1 if it diverges."""
     from replay.engine import parse_swap, replay
 
-    store = open_store()
+    if bundle is not None:
+        from replay.evidence import open_bundle
+
+        store, _ = open_bundle(bundle, key=_read_key(key), trust=trust)
+    else:
+        store = open_store()
     with render.steps_progress(disable=as_json) as tick:
         rep = replay(store, run, mode=mode, swap=parse_swap(swap or []), progress=tick)
     if as_json:
@@ -325,89 +336,32 @@ def lineage(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
         print(draw.text(recorded.manifest, recorded.spec))
 
 
-keys_app = typer.Typer(no_args_is_help=True, help="Signing keys for checkpoints and bundles.")
-app.add_typer(keys_app, name="keys")
-KeyOpt = Annotated[Path | None, typer.Option(
-    "--key", help="Private signing key (default: $REPLAY_SIGNING_KEY or "
-                  "~/.config/pipeline-replay/signing-key.pem).")]
-
-
-@keys_app.command("init")
-@handled
-def keys_init(out: Annotated[Path | None, typer.Option(help="Where to write the key.")] = None,
-              as_json: JsonOpt = False) -> None:
-    """Create an Ed25519 signing key (0600, never inside a store)."""
-    from replay import keys
-
-    forbidden = tuple(p for p in (Path(state["store"] or "snapshots"),) if p.exists())
-    path = keys.init_key(out, forbidden=forbidden)
-    if as_json:
-        render.emit_json({"private": str(path), "public": str(keys.public_path(path))})
-    else:
-        render.console.print(f"signing key {path} (public key {keys.public_path(path)})")
-
-
-@app.command()
-@handled
-def checkpoint(key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Sign the ledger's current tree head (size + Merkle root)."""
-    from replay import checkpoint as checkpoints
-    from replay import keys
-
-    cp = checkpoints.sign(open_store(), keys.load_private(key))
-    if as_json:
-        render.emit_json(cp.as_json())
-    else:
-        render.console.print(f"checkpoint: {cp.tree_size} entries, root {cp.root}, "
-                             f"signed by {cp.key_id}", highlight=False)
-
-
-@app.command()
-@handled
-def verify(
-    bundle: Annotated[Path | None, typer.Argument(help="Evidence bundle to verify.")] = None,
-    store_check: Annotated[bool, typer.Option(
-        "--store", help="Check every object, segment, manifest and checkpoint of the store."
-    )] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Verify a store (--store) or an evidence bundle; exit 1 on the first failure."""
-    from replay.audit import verify_store
-    from replay.errors import CorruptionError, NotFoundError, UsageError
-
-    if not store_check and bundle is None:
-        raise UsageError("nothing to verify", hint="give a BUNDLE, or --store")
-    if store_check:
-        try:
-            with render.steps_progress(disable=as_json) as tick:
-                counts = verify_store(open_store(), tick)
-        except (CorruptionError, NotFoundError) as exc:
-            if as_json:
-                render.emit_json({"ok": False, "error": str(exc)})
-            else:
-                render.console.print(f"[red]FAIL[/red] {exc.message}", highlight=False)
-            raise typer.Exit(1) from None
-        if as_json:
-            render.emit_json({"ok": True, **counts})
-        else:
-            render.console.print(
-                f"[green]OK[/green] {counts['objects']} objects, {counts['runs']} ledger "
-                f"entries, {counts['blocks']} blocks, {counts['checkpoints']} checkpoints")
-
-
 @app.command()
 @handled
 def demo(
     workspace: Annotated[Path | None, typer.Option(help="Where to build the credit workspace.")
                          ] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="Signing key for the evidence (created if missing).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The end-to-end story on the default store: record a day of credit decisions."""
+    """The end-to-end story: a day of decisions, an incident, replay, evidence."""
     from replay.demo import run_demo
 
-    summary = run_demo(open_store(create=True), workspace=workspace, quiet=as_json)
+    summary = run_demo(open_store(create=True), workspace=workspace, key=key, quiet=as_json)
     if as_json:
         render.emit_json(summary)
+
+
+def _read_key(path: Path | None) -> bytes | None:
+    from replay.errors import UsageError
+
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read key {path}: {exc.strerror}") from None
 
 
 def main() -> None:
@@ -415,3 +369,7 @@ def main() -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     app()
+
+
+# Evidence commands (keys, checkpoint, export, verify) register themselves on `app`.
+from replay import cli_evidence  # noqa: E402, F401

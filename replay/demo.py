@@ -4,7 +4,8 @@
 2. the incident: the bureau table is refreshed and the PD model retrained and redeployed in
    place — every file the morning's decisions used is overwritten;
 3. a complaint names one application decided that morning: find the run, replay it `exact`
-   from the snapshot alone, and ask what today's model would have decided.
+   from the snapshot alone, and ask what today's model would have decided;
+4. export the incident's evidence as a signed bundle and verify it as a regulator would.
 
 Idempotent on a store: what was recorded once (tagged ``source=demo``) is reused.
 """
@@ -95,8 +96,29 @@ def _side_by_side(then: ReplayReport, now: ReplayReport, app_id: str) -> list[di
     return rows
 
 
-def run_demo(store: Store, *, workspace: Path | None = None, quiet: bool = False
+def evidence(store: Store, run_id: str, app_id: str, key: Path | None, quiet: bool
              ) -> dict[str, Any]:
+    """Export the complaint's run as a signed bundle, then verify it without trust."""
+    from replay import keys
+    from replay.evidence import export
+    from replay.verify import verify_bundle
+
+    key = key or keys.default_key_path()
+    if not key.exists():
+        keys.init_key(key, forbidden=(store.root,))
+        _say(quiet, f"   created signing key {key} (public: {keys.public_path(key)})")
+    out = store.root.parent / f"evidence-{app_id}.bundle"
+    done = export(store, [run_id], out, key=key, question={"record": app_id,
+                                                             "time": DAY.isoformat()})
+    check = verify_bundle(out, keys.public_path(key).read_bytes())
+    for part, ok, detail in check.checks:
+        _say(quiet, f"   {'OK  ' if ok else 'FAIL'} {part}  {detail}")
+    return {"bundle": str(out), "bytes": done.size, "verified": check.ok,
+            "key": str(keys.public_path(key))}
+
+
+def run_demo(store: Store, *, workspace: Path | None = None, key: Path | None = None,
+             quiet: bool = False) -> dict[str, Any]:
     from pipelines.credit import pipeline as credit
     from pipelines.credit.workspace import build_workspace
 
@@ -128,6 +150,9 @@ def run_demo(store: Store, *, workspace: Path | None = None, quiet: bool = False
         render.table(_side_by_side(exact, counterfactual, app_id),
                      ("", "pd", "decision", "reason_codes"),
                      f"application {app_id}: as decided, and with today's PD model")
+    _say(quiet, "[bold]5. The evidence[/bold] — a signed bundle, verified as a regulator would")
+    proof = evidence(store, found["run_id"], app_id, key, quiet)
+    if not quiet:
         _say(quiet, "\n[bold]Do it yourself:[/bold]\n"
                     f"  replay find {app_id}\n"
                     f"  replay at {DAY.replace(hour=12).isoformat()} --pipeline {PIPELINE} "
@@ -136,9 +161,14 @@ def run_demo(store: Store, *, workspace: Path | None = None, quiet: bool = False
                     f"  replay run {found['run_id']} --swap pd={today}\n"
                     f"  replay diff {found['run_id']} {today}\n"
                     f"  replay lineage {found['run_id']}\n"
+                    f"  replay export {found['run_id']} --record {app_id} --out "
+                    f"{proof['bundle']}\n"
+                    f"  replay verify {proof['bundle']} --key {proof['key']}\n"
+                    f"  replay run {found['run_id']} --bundle {proof['bundle']}\n"
                     "  replay sql \"select decision, count(*) from credit_decision.decision "
                     "group by 1\"")
         _say(quiet, f"\ndemo finished in {time.perf_counter() - t0:.1f} s")
     return {"store": str(store.root), "workspace": str(workspace), "application": app_id,
             "decided_by": found["run_id"], "replay": exact.verdict, "today_run": today,
-            "counterfactual": {c: list(v) for c, v in mine.changes.items()}}
+            "counterfactual": {c: list(v) for c, v in mine.changes.items()},
+            "evidence": proof}

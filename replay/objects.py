@@ -9,11 +9,29 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from replay.digest import hex_of, sha256
 from replay.errors import CorruptionError, NotFoundError, StoreError
 from replay.fsutil import fsync_dir, write_durable
+
+
+def spec_digests(spec: dict[str, Any]) -> list[str]:
+    """Every object a pipeline spec names: code, sources, params, models, kept data."""
+    out = []
+    for step in spec["steps"]:
+        out += [step["code"], step["source"], step["params"]]
+        out += [m["digest"] for m in step["models"].values()]
+        out += [d["object"] for d in step["data"].values() if d.get("object")]
+    return out
+
+
+def relative_path(digest: str) -> str:
+    """Where an object lives under a store's (or a bundle's) ``objects/`` folder."""
+    h = hex_of(digest)
+    return f"sha256/{h[:2]}/{h[2:]}"
 
 
 class ObjectStore:
@@ -22,8 +40,7 @@ class ObjectStore:
         self._known: set[str] = set()
 
     def path(self, digest: str) -> Path:
-        h = hex_of(digest)
-        return self.root / "sha256" / h[:2] / h[2:]
+        return self.root / relative_path(digest)
 
     def put(self, data: bytes | memoryview) -> str:
         digest = sha256(data)
@@ -62,7 +79,7 @@ class ObjectStore:
     def has(self, digest: str) -> bool:
         return digest in self._known or self.path(digest).exists()
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[tuple[str, Path]]:
         base = self.root / "sha256"
         if not base.exists():
             return

@@ -122,13 +122,15 @@ def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path) -> None:
     from replay.cli import app
 
     args = ["--store", str(tmp_path / "store"), "demo", "--workspace",
-            str(tmp_path / "workspace"), "--json"]
+            str(tmp_path / "workspace"), "--key", str(tmp_path / "keys" / "demo.pem"),
+            "--json"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     story = json.loads(first.stdout)
     assert story["replay"] == "exact"
     before, after = story["counterfactual"]["decision"]
     assert before != after
+    assert story["evidence"]["verified"] is True
     again = json.loads(CliRunner().invoke(app, args).stdout)
     assert (again["application"], again["decided_by"]) == (story["application"],
                                                             story["decided_by"])

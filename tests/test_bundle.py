@@ -1,0 +1,141 @@
+"""Evidence bundles: export, verification without trust, refusal of every defect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import rows
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import replay
+from replay import bundle, keys
+from replay.bundle import BundleError
+from replay.cli import app
+from replay.evidence import export, open_bundle
+from replay.verify import verify_bundle
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
+    """A small real bundle of two toy runs, and the key that signed it."""
+    from conftest import label, scale
+
+    tmp = tmp_path_factory.mktemp("bundle")
+    key = keys.init_key(tmp / "signing.pem")
+    store = replay.Store.open(tmp / "store")
+    pipe = replay.Pipeline("toy", [replay.Step("scale", scale, params={"k": 2.0}),
+                                   replay.Step("label", label)])
+    ids = [replay.record(pipe, rows(3, i), store=store, record_key="id").run_id
+           for i in range(2)]
+    return export(store, ids, tmp / "evidence.bundle", key=key).path, key, ids
+
+
+def test_an_untouched_bundle_verifies_against_its_key(exported) -> None:
+    path, key, ids = exported
+    check = verify_bundle(path, keys.public_path(key).read_bytes())
+    assert check.ok and check.failure is None
+    assert check.runs == ids
+    assert [part for part, _, _ in check.checks][:5] == ["container", "signature", "digests",
+                                                         "checkpoint", "ledger"]
+
+
+def test_the_bundle_holds_an_in_toto_statement_of_the_outputs(exported) -> None:
+    files = bundle.read(exported[0].read_bytes())
+    st_ = json.loads(files["statement.intoto.json"])
+    assert st_["_type"] == "https://in-toto.io/Statement/v1"
+    assert len(st_["subject"]) == 2 and all(len(s["digest"]["sha256"]) == 64
+                                            for s in st_["subject"])
+
+
+def test_the_private_key_never_enters_the_bundle(exported) -> None:
+    path, key, _ = exported
+    secret = keys.load_private(key).private_bytes_raw()
+    assert secret not in path.read_bytes()
+    assert b"PRIVATE KEY" not in path.read_bytes()
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_flipping_any_byte_anywhere_makes_verify_fail_and_name_the_part(
+        exported, tmp_path_factory, data: st.DataObject) -> None:
+    path, key, _ = exported
+    raw = bytearray(path.read_bytes())
+    pos = data.draw(st.integers(0, len(raw) - 1))
+    raw[pos] ^= data.draw(st.integers(1, 255))
+    bad = tmp_path_factory.mktemp("flip") / "flipped.bundle"
+    bad.write_bytes(bytes(raw))
+    check = verify_bundle(bad, keys.public_path(key).read_bytes())
+    assert not check.ok
+    assert check.failure and check.failure.split(":")[0]
+
+
+GOLDEN = [
+    ("path-traversal.bundle", "../escaped.txt: path escapes the bundle folder"),
+    ("symlink.bundle", "objects/link: symbolic link in bundle"),
+    ("truncated.bundle", "bundle: truncated or not a bundle"),
+    ("reordered-ledger.bundle", "ledger/entries.jsonl: entries are not in ledger order"),
+    ("swapped-manifest.bundle", "does not match its own hashes"),
+    ("stale-checkpoint.bundle", "ledger/checkpoint.json: stale checkpoint: it covers 1"),
+    ("pickle-bomb.bundle", "does not hash to its name"),
+]
+
+
+@pytest.mark.parametrize(("name", "message"), GOLDEN)
+def test_each_golden_bad_bundle_is_refused_with_its_own_message(name, message) -> None:
+    check = verify_bundle(ASSETS / name, (ASSETS / "golden-signing.pub").read_bytes())
+    assert not check.ok
+    assert message in (check.failure or "")
+
+
+def test_a_bundle_checked_against_another_key_is_refused() -> None:
+    check = verify_bundle(ASSETS / "wrong-key.bundle", (ASSETS / "golden-other.pub").read_bytes())
+    assert "wrong key" in (check.failure or "")
+    assert verify_bundle(ASSETS / "wrong-key.bundle",
+                         (ASSETS / "golden-signing.pub").read_bytes()).ok
+
+
+def test_nothing_is_unpickled_by_verify_or_by_a_refused_replay(tmp_path, monkeypatch) -> None:
+    bomb = tmp_path / "bomb-went-off"
+    monkeypatch.setenv("REPLAY_BOMB", str(bomb))
+    for name, _ in GOLDEN:
+        verify_bundle(ASSETS / name)
+    with pytest.raises(BundleError, match="refusing to replay an unverified bundle"):
+        open_bundle(ASSETS / "pickle-bomb.bundle")
+    result = CliRunner().invoke(app, ["run", "anything", "--bundle",
+                                      str(ASSETS / "pickle-bomb.bundle")])
+    assert result.exit_code == 1 and "refusing" in result.stderr
+    assert not bomb.exists()
+
+
+def test_extraction_never_writes_outside_its_target(tmp_path) -> None:
+    with pytest.raises(BundleError, match="escapes"):
+        bundle.extract({"../outside.txt": b"x"}, tmp_path / "target")
+    assert not (tmp_path / "outside.txt").exists()
+
+
+def test_a_verified_bundle_replays_exact(exported) -> None:
+    path, key, ids = exported
+    store, check = open_bundle(path, key=keys.public_path(key).read_bytes())
+    assert check.ok
+    assert replay.replay(store, ids[0]).verdict == "exact"
+
+
+def test_cli_export_verify_and_replay_a_bundle(store, toy, tmp_path) -> None:
+    key = keys.init_key(tmp_path / "k.pem")
+    run_id = replay.record(toy, rows(2), store=store, record_key="id").run_id
+    base = ["--store", str(store.root)]
+    out = tmp_path / "e.bundle"
+    made = CliRunner().invoke(app, [*base, "export", run_id, "--out", str(out), "--key",
+                                    str(key)])
+    assert made.exit_code == 0, made.output
+    ok = CliRunner().invoke(app, ["verify", str(out), "--key", str(keys.public_path(key))])
+    assert ok.exit_code == 0 and "FAIL" not in ok.stdout
+    replayed = CliRunner().invoke(app, ["run", run_id, "--bundle", str(out), "--json"])
+    assert replayed.exit_code == 0 and json.loads(replayed.stdout)["verdict"] == "exact"
