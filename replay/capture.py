@@ -61,7 +61,7 @@ def record(pipeline: Pipeline, inputs: Any, *, store: Store | None = None,
     A step that raises is recorded as a failed run and then raised as ``StepError``.
     """
     store = store if store is not None else Store.open()
-    table = StoredTable.of(prepare_input(inputs, record_key))
+    table = StoredTable.of(prepare_input(inputs, record_key), pipeline.personal)
     return record_with(bind(pipeline, store), table, store=store, record_key=record_key,
                        at=at, durable=durable, tags=tags)
 
@@ -104,7 +104,8 @@ def _execute(binding: Binding, inp: StoredTable, clock: datetime) -> tuple[
         ctx = RunContext(clock, step=bound.step.name)
         t0 = time.perf_counter_ns()
         try:
-            out = StoredTable.of(call_step(bound.step, arg, bound.kwargs, ctx))
+            out = StoredTable.of(call_step(bound.step, arg, bound.kwargs, ctx),
+                                 binding.pipeline.personal)
         except ReplayError as exc:
             err = exc if isinstance(exc, StepError) else StepError(bound.step.name, str(exc))
             steps.append(_step_entry(bound.step.name, sources, tables, None, ctx, t0))
@@ -125,11 +126,14 @@ def _tape_blob(tape: dict[str, list[dict[str, Any]]], failed: RunContext | None)
 
 def _step_entry(name: str, sources: tuple[str, ...], tables: dict[str, StoredTable],
                 out: StoredTable | None, ctx: RunContext, t0: int) -> dict[str, Any]:
-    return {"name": name, "inputs": [tables[s].digest for s in sources],
-            "output": out.digest if out is not None else None,
-            "rows": out.table.num_rows if out is not None else None,
-            "duration_ns": time.perf_counter_ns() - t0, "seeds": ctx.seeds,
-            "calls": len(ctx.tape)}
+    entry = {"name": name, "inputs": [tables[s].digest for s in sources],
+             "output": out.digest if out is not None else None,
+             "rows": out.table.num_rows if out is not None else None,
+             "duration_ns": time.perf_counter_ns() - t0, "seeds": ctx.seeds,
+             "calls": len(ctx.tape)}
+    if out is not None and out.parts is not None:
+        entry["output_parts"] = out.parts
+    return entry
 
 
 def _manifest(run_id: str, binding: Binding, inp: StoredTable, steps: list[dict[str, Any]],
@@ -140,7 +144,8 @@ def _manifest(run_id: str, binding: Binding, inp: StoredTable, steps: list[dict[
         "version": binding.version, "status": "failed" if failure else "ok",
         "started_ns": started, "ended_ns": time.time_ns(),
         "clock": clock.isoformat(), "record_key": record_key,
-        "input": {"digest": inp.digest, "rows": inp.table.num_rows},
+        "input": {"digest": inp.digest, "rows": inp.table.num_rows}
+        | ({"parts": inp.parts} if inp.parts else {}),
         "env": binding.env, "steps": steps, "tags": dict(tags),
     }
     if failure is not None:

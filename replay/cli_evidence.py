@@ -59,6 +59,8 @@ def export(
     pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
     record: Annotated[str | None, typer.Option(help="The record the evidence is about.")
                       ] = None,
+    redact: Annotated[str | None, typer.Option(
+        help="Personal columns to replace by keyed pseudonyms, comma-separated.")] = None,
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -74,7 +76,9 @@ def export(
             until=parse_time(until) if until else None, limit=100_000)]
     if not ids:
         raise UsageError("no runs to export", hint="name runs, or give --since/--until")
-    done = export_runs(store, ids, out, key=key, question={"record": record, "time": since})
+    columns = [c.strip() for c in (redact or "").split(",") if c.strip()]
+    done = export_runs(store, ids, out, key=key, question={"record": record, "time": since},
+                       redact=columns)
     if as_json:
         render.emit_json({"bundle": str(done.path), "runs": list(done.runs), "bytes": done.size,
                           "key_id": done.key_id, "checkpoint": done.checkpoint.as_json()})

@@ -95,7 +95,7 @@ def bind(pipeline: Pipeline, store: Store) -> Binding:
     steps = tuple(
         prev if old is not None and (prev := old.steps[i]).fresh() else _bind_step(s, store)
         for i, s in enumerate(pipeline.steps))
-    spec = {"format": 1, "pipeline": pipeline.name,
+    spec = {"format": 1, "pipeline": pipeline.name, "personal": list(pipeline.personal),
             "steps": [dict(s.spec, inputs=list(pipeline.sources(i)),
                            named_inputs=s.step.inputs is not None)
                       for i, s in enumerate(steps)]}

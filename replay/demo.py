@@ -164,6 +164,8 @@ def run_demo(store: Store, *, workspace: Path | None = None, key: Path | None = 
                     f"  replay export {found['run_id']} --record {app_id} --out "
                     f"{proof['bundle']}\n"
                     f"  replay verify {proof['bundle']} --key {proof['key']}\n"
+                    f"  replay export {found['run_id']} --redact applicant_id --out "
+                    f"redacted.bundle\n"
                     f"  replay run {found['run_id']} --bundle {proof['bundle']}\n"
                     "  replay sql \"select decision, count(*) from credit_decision.decision "
                     "group by 1\"")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Collection
 from typing import Any
 
 import pyarrow as pa
@@ -61,5 +62,26 @@ def table_bytes(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def table_digest(table: pa.Table) -> str:
+def _plain_digest(table: pa.Table) -> str:
     return sha256(memoryview(table_bytes(normalize_table(table))))
+
+
+def digest_parts(table: pa.Table, personal: Collection[str]) -> dict[str, Any] | None:
+    """For a table holding personal columns, the digests a redacted copy can still prove:
+    the other columns together, and each personal column alone. None without personal data."""
+    found = [c for c in table.column_names if c in personal]
+    if not found:
+        return None
+    return {"columns": table.column_names,
+            "rest": _plain_digest(table.drop_columns(found)),
+            "personal": {c: _plain_digest(table.select([c])) for c in found}}
+
+
+def combine_parts(parts: dict[str, Any]) -> str:
+    return json_digest({"format": "redactable-1", **parts})
+
+
+def table_digest(table: pa.Table, personal: Collection[str] = ()) -> str:
+    """The content digest of a table; with personal columns, one that survives redaction."""
+    parts = digest_parts(table, personal) if personal else None
+    return combine_parts(parts) if parts else _plain_digest(table)

@@ -142,14 +142,14 @@ def _replay_step(store: Store, run: RecordedRun, spec: dict[str, Any],
         return StepResult(name, "exact" if same else "diverged", want, None,
                           time.perf_counter_ns() - t0, error=exc.message), None
     took = time.perf_counter_ns() - t0
-    digest = table_digest(out)
+    digest = table_digest(out, run.personal)
     if digest == want:
         return StepResult(name, "exact", want, digest, took), out
     if want is None or not run.has_table(name):
         return StepResult(name, "diverged", want, digest, took,
                           error="the recorded run has no output for this step"), out
     before = run.block.table(run.run_id, name)
-    if table_digest(before) == digest:  # same values, serialised by another pyarrow
+    if table_digest(before, run.personal) == digest:  # same values, another pyarrow
         return StepResult(name, "exact", want, digest, took), out
     diff = compare_tables(before, out, spec.get("tolerances") or {})
     verdict = "equivalent" if diff.equivalent else "diverged"

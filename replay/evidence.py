@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from replay import bundle, checkpoint, keys, merkle
@@ -50,20 +53,52 @@ class Exported:
     checkpoint: checkpoint.Checkpoint
 
 
-def _objects_of(run: RecordedRun, store: Store) -> set[str]:
+def _objects_of(run: RecordedRun, store: Store, redacting: bool) -> set[str]:
     out = {run.manifest["version"], run.manifest["env"]}
     env = json.loads(store.get_object(run.manifest["env"]))
     if store.objects.has(env["packages"]["lock_sha256"]):
         out.add(env["packages"]["lock_sha256"])
-    return out | set(spec_digests(run.spec))
+    kept_data = {d["object"] for s in run.spec["steps"] for d in s["data"].values()
+                 if d.get("object")}
+    # Kept reference data may itself be personal: a redacted bundle leaves it out.
+    return out | (set(spec_digests(run.spec)) - (kept_data if redacting else set()))
 
 
-def _run_files(run: RecordedRun) -> dict[str, bytes]:
+class Redactor:
+    """Keyed pseudonyms: the same value gives the same pseudonym under one signing key,
+    and no one without the key can go back."""
+
+    def __init__(self, columns: list[str], private: Ed25519PrivateKey) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        raw = private.private_bytes(serialization.Encoding.Raw,
+                                    serialization.PrivateFormat.Raw,
+                                    serialization.NoEncryption())
+        self.columns = columns
+        self._key = hashlib.sha256(b"pipeline-replay redaction v1\0" + raw).digest()
+
+    def pseudonym(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        mac = hmac.new(self._key, str(value).encode(), hashlib.sha256).hexdigest()
+        return f"pseud:{mac[:20]}"
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        for c in self.columns:
+            if c in table.column_names:
+                values = pa.array([self.pseudonym(v) for v in table.column(c).to_pylist()],
+                                  pa.string())
+                table = table.set_column(table.column_names.index(c), c, values)
+        return table
+
+def _run_files(run: RecordedRun, redactor: Redactor | None) -> dict[str, bytes]:
     files = {}
     for kind in run.block.kinds(run.run_id):
-        data = table_bytes(run.table(kind))  # run.table checks the manifest digest
+        table = run.table(kind)  # checks the manifest digest
+        data = table_bytes(redactor(table) if redactor else table)
         files[f"runs/{run.run_id}/{kind}.arrow"] = data.to_pybytes()
-    if "tape" in run.manifest:
+    # A tape's answers may name the person (they are keyed by the request): withheld.
+    if "tape" in run.manifest and redactor is None:
         files[f"runs/{run.run_id}/tape.json"] = run.block.blob(run.run_id, "tape")
     return files
 
@@ -94,13 +129,26 @@ def statement(runs: list[RecordedRun], reports: dict[str, ReplayReport]) -> dict
 
 
 def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = None,
-           question: dict[str, Any] | None = None) -> Exported:
-    """Write a signed evidence bundle for ``run_ids`` to ``out``."""
+           question: dict[str, Any] | None = None, redact: list[str] | None = None
+           ) -> Exported:
+    """Write a signed evidence bundle for ``run_ids`` to ``out``.
+
+    ``redact`` replaces the named personal columns by keyed pseudonyms; the bundle still
+    proves every row belongs to the signed run (see ``digest_parts``).
+    """
     if not run_ids:
         raise UsageError("no runs to export", hint="name runs, or a --since/--until window")
     private = keys.load_private(key)
     runs = sorted((load_run(store, entry(store, r)) for r in dict.fromkeys(run_ids)),
                   key=lambda r: r.entry["seq"])
+    redactor = Redactor(sorted(set(redact)), private) if redact else None
+    for run in runs:
+        undeclared = set(redact or ()) - set(run.personal)
+        if undeclared:
+            raise UsageError(f"run {run.run_id} did not declare {', '.join(sorted(undeclared))} "
+                             "personal when it was recorded, so a redacted copy cannot be "
+                             "proven", hint="declare it with Pipeline(..., personal=[...]); "
+                                            f"declared: {', '.join(run.personal) or 'none'}")
     cp = _checkpoint_for(store, private, runs[-1].entry["seq"])
     leaves = checkpoint.ledger_leaves(store, cp.tree_size)
     files: dict[str, bytes] = {}
@@ -113,8 +161,8 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
                                   "the one the checkpoint covers")
         proofs[run.run_id] = {"index": index, "proof": [h.hex() for h in
                                                         merkle.inclusion_proof(index, leaves)]}
-        files.update(_run_files(run))
-        for digest in _objects_of(run, store):
+        files.update(_run_files(run, redactor))
+        for digest in _objects_of(run, store, redactor is not None):
             files["objects/" + relative_path(digest)] = store.get_object(digest)
     reports = {run.run_id: replay(store, run.run_id) for run in runs}
     files["ledger/entries.jsonl"] = b"".join(canonical_json(r.entry) + b"\n" for r in runs)
@@ -124,23 +172,25 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
     for run_id, rep in reports.items():
         files[f"reports/{run_id}.json"] = canonical_json(rep.as_json())
     files["statement.intoto.json"] = canonical_json(statement(runs, reports))
-    files.update(_human_report(store, runs, reports, cp, question or {}))
-    return _seal(files, runs, cp, private, out)
+    question = {**(question or {}), "redacted": redactor.columns if redactor else []}
+    files.update(_human_report(store, runs, reports, cp, question, redactor))
+    return _seal(files, runs, cp, private, out, redactor.columns if redactor else [])
 
 
 def _human_report(store: Store, runs: list[RecordedRun], reports: dict[str, ReplayReport],
-                  cp: checkpoint.Checkpoint, question: dict[str, Any]) -> dict[str, bytes]:
+                  cp: checkpoint.Checkpoint, question: dict[str, Any],
+                  redactor: Redactor | None) -> dict[str, bytes]:
     from replay import report
     from replay.report_context import context
 
-    ctx = context(store, runs, reports, cp, question)
+    ctx = context(store, runs, reports, cp, question, redactor)
     return {"report.html": report.render_html(ctx).encode(), "report.pdf": report.render_pdf(ctx)}
 
 
 def _seal(files: dict[str, bytes], runs: list[RecordedRun], cp: checkpoint.Checkpoint,
-          private: Ed25519PrivateKey, out: Path) -> Exported:
+          private: Ed25519PrivateKey, out: Path, redacted: list[str]) -> Exported:
     manifest = canonical_json({
-        "format": 1, "created": datetime.now(UTC).isoformat(),
+        "format": 1, "created": datetime.now(UTC).isoformat(), "redacted": redacted,
         "runs": [r.run_id for r in runs], "key_id": keys.key_id(private.public_key()),
         "checkpoint": {"tree_size": cp.tree_size, "root": cp.root},
         "files": {name: sha256(data) for name, data in sorted(files.items())}})

@@ -67,9 +67,14 @@ def _wanted_keywords(name: str, fn: Callable[..., Any]) -> tuple[str, ...]:
 
 
 class Pipeline:
-    """A named chain (or DAG) of steps, run in the order given."""
+    """A named chain (or DAG) of steps, run in the order given.
 
-    def __init__(self, name: str, steps: Sequence[Step]) -> None:
+    ``personal`` names columns holding personal data (e.g. a customer id): their digests are
+    kept apart, so an export can replace them by pseudonyms and still prove the rows.
+    """
+
+    def __init__(self, name: str, steps: Sequence[Step], *,
+                 personal: Sequence[str] = ()) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise PipelineError(f"pipeline name {name!r} is not usable",
                                 hint="use letters, digits, _ . -")
@@ -89,6 +94,7 @@ class Pipeline:
             seen.add(step.name)
         self.name = name
         self.steps = tuple(steps)
+        self.personal = tuple(sorted(set(personal)))
         self._bindings: dict[Path, Any] = {}  # per store: see replay.components.bind
 
     def sources(self, index: int) -> tuple[str, ...]:

@@ -54,11 +54,15 @@ class RecordedRun:
         expected = self.manifest["input"]["digest"] if kind == INPUT else next(
             s["output"] for s in self.manifest["steps"] if s["name"] == kind)
         table = self.block.table(self.run_id, kind)
-        if table_digest(table) != expected:
+        if table_digest(table, self.personal) != expected:
             raise CorruptionError(self.block.path.name,
                                   f"recorded {kind!r} rows of run {self.run_id} do not match "
                                   "their manifest digest")
         return table
+
+    @property
+    def personal(self) -> tuple[str, ...]:
+        return tuple(self.spec.get("personal", ()))
 
     def has_table(self, kind: str) -> bool:
         return kind in self.block.kinds(self.run_id)

@@ -1,6 +1,6 @@
-"""The evidence report for people: one context dict as a self-contained HTML page and as a PDF
-for filing, same sections in the same order. Every context value is untrusted text (keys and
-reason codes come from the pipeline's data): Jinja autoescapes it, the SVG escapes it."""
+"""The evidence report for people: one context dict as a self-contained HTML page and a PDF for
+filing, same sections in the same order. Context values are untrusted text: Jinja and the SVG
+escape them (record keys and reason codes come from the pipeline's data)."""
 
 from __future__ import annotations
 
@@ -58,8 +58,7 @@ def component_rows(step: Context) -> list[tuple[str, str]]:
 
 
 def _finite(v: Any) -> bool:
-    # Score columns can hold nulls (None) and NaN; neither has a place on a plot.
-    return isinstance(v, Real) and math.isfinite(v)
+    return isinstance(v, Real) and math.isfinite(v)  # score columns can hold None and NaN
 
 
 def score_caption(scores: Context) -> str:
@@ -178,7 +177,7 @@ def _table(pdf: FPDF, header: Sequence[str], rows: Sequence[Sequence[Any]],
            widths: Sequence[int], mono: Sequence[int] = ()) -> None:
     pdf.set_font("Helvetica", "", 8)
     with pdf.table(col_widths=tuple(widths), text_align="LEFT", line_height=3.6, padding=1,
-                   headings_style=HEAD, v_align="TOP", wrapmode="CHAR") as table:
+                   headings_style=HEAD, v_align="TOP") as table:
         table.row([_t(h) for h in header])
         for values in rows:
             row = table.row()
@@ -196,16 +195,16 @@ def _pdf_verdict(pdf: FPDF, run: Context) -> None:
     pdf.set_xy(pdf.l_margin + 59, top + 1)
     _para(pdf, f"{note}\nPipeline version:", w=pdf.epw - 59)
     pdf.set_x(pdf.l_margin + 59)
-    _para(pdf, str(run.get("version")), 7, font="Courier", w=pdf.epw - 59)
+    _para(pdf, str(run.get("version") or "-"), 7, font="Courier", w=pdf.epw - 59)
     pdf.set_y(max(pdf.get_y(), top + 14) + 4)
 
 
 def _pdf_chain(pdf: FPDF, run: Context) -> None:
-    steps = [(s.get("step"), ", ".join(s.get("inputs") or []),
+    steps = [(s.get("step"), ", ".join(map(str, s.get("inputs") or [])),
               "\n".join(str(v) for v in (s.get("verdict"), s.get("detail")) if v),
               "\n".join(f"{k}: {v}" for k, v in component_rows(s))) for s in run.get("chain") or []]
     _table(pdf, ("step", "reads", "verdict", "digests and data versions"), steps,
-           (22, 22, 16, 130), mono=(3,))
+           (20, 18, 32, 120), mono=(3,))
 
 
 def _pdf_environment(pdf: FPDF, run: Context) -> None:
@@ -218,7 +217,7 @@ def _pdf_environment(pdf: FPDF, run: Context) -> None:
 
 
 def _pdf_decisions(pdf: FPDF, run: Context) -> None:
-    rows = [(d.get("key"), d.get("decision"), "; ".join(d.get("reason_codes") or []),
+    rows = [(d.get("key"), d.get("decision"), "; ".join(map(str, d.get("reason_codes") or [])),
              d.get("score")) for d in run.get("decisions") or []]
     _table(pdf, ("key", "decision", "reason codes", "score"), rows, (40, 20, 110, 20), mono=(0,))
 
@@ -255,7 +254,7 @@ def _pdf_tail(pdf: FPDF, context: Context) -> None:
            ("tree_size", "root_hash", "key_id", "checkpoint_time")], (30, 160), mono=(1,))
     _section(pdf, "8. Redacted columns")
     _para(pdf, "Replaced by keyed pseudonyms before storage: "
-          + (", ".join(context.get("redacted") or []) or "none"))
+          + (", ".join(map(str, context.get("redacted") or [])) or "none"))
     _section(pdf, "9. Retention")
     _table(pdf, ("retained", "regulation", "why"), [(r.get("field"), r.get("regulation"),
            r.get("why")) for r in context.get("retention") or []], (55, 55, 80))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,12 +85,17 @@ def _scores(run: RecordedRun, rep: ReplayReport, final: pa.Table | None) -> dict
 
 
 def context(store: Store, runs: list[RecordedRun], reports: dict[str, ReplayReport],
-            cp: Checkpoint, question: dict[str, Any]) -> dict[str, Any]:
+            cp: Checkpoint, question: dict[str, Any],
+            redact: Callable[[pa.Table], pa.Table] | None = None) -> dict[str, Any]:
+    """The report's facts; ``redact`` is applied to every table before it is shown."""
     out_runs = []
     for run in runs:
         rep = reports[run.run_id]
+        if redact is not None and rep.output is not None:
+            rep = replace(rep, output=redact(rep.output))
         last = run.manifest["steps"][-1]["name"]
         final = run.table(last) if last != INPUT and run.has_table(last) else None
+        final = redact(final) if redact is not None and final is not None else final
         out_runs.append({
             "run_id": run.run_id, "pipeline": run.manifest["pipeline"],
             "clock": run.manifest["clock"], "version": run.manifest["version"],

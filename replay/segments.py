@@ -18,14 +18,21 @@ import json
 import os
 import struct
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from replay.digest import canonical_json, normalize_table, sha256, table_bytes
+from replay.digest import (
+    canonical_json,
+    combine_parts,
+    digest_parts,
+    normalize_table,
+    sha256,
+    table_bytes,
+)
 from replay.errors import CorruptionError, NotFoundError, StoreError
 from replay.fsutil import fsync_dir, write_all
 
@@ -36,17 +43,26 @@ ROLLOVER_BYTES = 256 * 1024 * 1024
 
 @dataclass(frozen=True)
 class StoredTable:
-    """A table ready to store: normalized, serialized once, digested once."""
+    """A table ready to store: normalized, serialized once, digested once.
+
+    ``digest`` names the content (in manifests); ``data_digest`` the stored bytes. They are
+    the same unless the table holds personal columns, whose content digest is built from
+    parts so that a redacted copy can still be proven (see ``digest_parts``).
+    """
 
     table: pa.Table
     data: pa.Buffer
+    data_digest: str
     digest: str
+    parts: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, table: pa.Table) -> StoredTable:
+    def of(cls, table: pa.Table, personal: Collection[str] = ()) -> StoredTable:
         table = normalize_table(table)
         data = table_bytes(table)
-        return cls(table, data, sha256(memoryview(data)))
+        plain = sha256(memoryview(data))
+        parts = digest_parts(table, personal) if personal else None
+        return cls(table, data, plain, combine_parts(parts) if parts else plain, parts)
 
 
 @dataclass(frozen=True)
@@ -92,10 +108,10 @@ def encode_block(runs: Iterable[RunData]) -> tuple[list[bytes | pa.Buffer | memo
     for (kind, _schema), members in groups.items():
         if len(members) == 1:  # the common batch case: reuse the bytes and digest we have
             st = members[0][1]
-            part = add(st.data, st.digest)
+            part = add(st.data, st.data_digest)
         else:
             combined = StoredTable.of(pa.concat_tables(m[1].table for m in members))
-            part = add(combined.data, combined.digest)
+            part = add(combined.data, combined.data_digest)
         row = 0
         for run_id, st in members:
             index[run_id]["tables"][kind] = [part, row, st.table.num_rows]

@@ -57,7 +57,8 @@ def as_deployed(store: Store, run_id: str) -> Binding:
         step = load_code(store, spec)
         own = {k: v for k, v in spec.items() if k not in ("inputs", "named_inputs")}
         steps.append(BoundStep(step, own, step_kwargs(store, spec), ()))
-    pipeline = Pipeline(run.spec["pipeline"], [s.step for s in steps])
+    pipeline = Pipeline(run.spec["pipeline"], [s.step for s in steps],
+                        personal=run.spec.get("personal", ()))
     return Binding(pipeline, tuple(steps), run.spec, run.manifest["version"],
                    capture_environment(store))
 
@@ -68,7 +69,7 @@ def run_as_of(store: Store, when: datetime, pipeline: str, inputs: Any,
     counterfactual run tagged with the run it was rebuilt from."""
     then = at(store, when, pipeline)
     binding = as_deployed(store, then["run_id"])
-    table = StoredTable.of(prepare_input(inputs, record_key))
+    table = StoredTable.of(prepare_input(inputs, record_key), binding.pipeline.personal)
     tags = {"counterfactual": "true", "as_of": when.isoformat(),
             "deployed_by_run": then["run_id"], "source": source}
     return record_with(binding, table, store=store, record_key=record_key, at=when,

@@ -17,7 +17,7 @@ import pyarrow as pa
 from replay import bundle, keys, merkle
 from replay.bundle import BundleError
 from replay.checkpoint import Checkpoint
-from replay.digest import canonical_json, sha256, table_digest
+from replay.digest import canonical_json, combine_parts, sha256, table_digest
 from replay.errors import UsageError
 from replay.ledger import entry_hash
 from replay.objects import relative_path, spec_digests
@@ -101,8 +101,9 @@ def _verify(result: Verification, expected_key: bytes | None) -> None:
     result.runs = [e["run_id"] for e in entries]
     if result.runs != manifest["runs"]:
         raise BundleError("ledger/entries.jsonl", "holds other runs than MANIFEST.json lists")
+    redacted = set(manifest.get("redacted") or ())
     for e in entries:
-        _verify_run(files, e)
+        _verify_run(files, e, redacted)
         result.passed(f"run {e['run_id']}", "rows, tape and components match the manifest")
     _verify_objects(files)
     result.passed("objects", "every object matches its name")
@@ -157,25 +158,44 @@ def _verify_ledger(files: dict[str, bytes], cp: Checkpoint) -> list[dict[str, An
     return entries
 
 
-def _verify_run(files: dict[str, bytes], e: dict[str, Any]) -> None:
+def _verify_run(files: dict[str, bytes], e: dict[str, Any], redacted: set[str]) -> None:
     m, run = e["manifest"], e["run_id"]
-    expected = {INPUT: m["input"]["digest"]} | {s["name"]: s["output"] for s in m["steps"]
-                                                 if s["output"]}
-    for kind, digest in expected.items():
+    expected = {INPUT: (m["input"]["digest"], m["input"].get("parts"))} | {
+        s["name"]: (s["output"], s.get("output_parts")) for s in m["steps"] if s["output"]}
+    for kind, (digest, parts) in expected.items():
         name = f"runs/{run}/{kind}.arrow"
         try:
             table = pa.ipc.open_stream(_get(files, name)).read_all()
         except pa.ArrowException:
             raise BundleError(name, "is not an Arrow IPC stream") from None
-        if table_digest(table) != digest:
+        if _content_digest(name, table, parts, redacted) != digest:
             raise BundleError(name, f"rows do not match the manifest of run {run}")
-    if "tape" in m and sha256(_get(files, f"runs/{run}/tape.json")) != m["tape"]:
-        raise BundleError(f"runs/{run}/tape.json", "does not match the manifest's tape digest")
-    spec_name = _object_name(m["version"])
-    spec = _json(files, spec_name)
+    tape = f"runs/{run}/tape.json"
+    if "tape" in m and (tape in files or not redacted) \
+            and sha256(_get(files, tape)) != m["tape"]:
+        raise BundleError(tape, "does not match the manifest's tape digest")
+    spec = _json(files, _object_name(m["version"]))
+    kept_data = {d["object"] for s in spec["steps"] for d in s["data"].values()
+                 if d.get("object")} if redacted else set()
     for digest in [*spec_digests(spec), m["env"]]:
-        _get(files, _object_name(digest))
+        if digest not in kept_data:  # kept reference data is left out of redacted bundles
+            _get(files, _object_name(digest))
     _get(files, f"reports/{run}.json")
+
+
+def _content_digest(name: str, table: pa.Table, parts: dict[str, Any] | None,
+                    redacted: set[str]) -> str:
+    """The table's digest; a redacted column enters by its recorded digest, every other
+    column is recomputed from the bytes in the bundle."""
+    if parts is None or not redacted & set(parts["personal"]):
+        return table_digest(table, tuple(parts["personal"]) if parts else ())
+    if table.column_names != parts["columns"]:
+        raise BundleError(name, "columns differ from the recorded ones")
+    rest = table.drop_columns(list(parts["personal"]))
+    personal = {c: (d if c in redacted else table_digest(table.select([c])))
+                for c, d in parts["personal"].items()}
+    return combine_parts({"columns": table.column_names, "rest": table_digest(rest),
+                          "personal": personal})
 
 
 def _object_name(digest: str) -> str:

@@ -139,3 +139,77 @@ def test_cli_export_verify_and_replay_a_bundle(store, toy, tmp_path) -> None:
     assert ok.exit_code == 0 and "FAIL" not in ok.stdout
     replayed = CliRunner().invoke(app, ["run", run_id, "--bundle", str(out), "--json"])
     assert replayed.exit_code == 0 and json.loads(replayed.stdout)["verdict"] == "exact"
+
+
+NAMES = [f"Alice Example-{i:04d}" for i in range(6)]
+
+
+def _with_name(table, *, ctx):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    answer = ctx.call("kyc", lambda names: [n.upper() for n in names],
+                      table["name"].to_pylist())
+    return table.append_column("kyc", pa.array(answer))
+
+
+@pytest.fixture
+def personal_store(tmp_path):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    store = replay.Store.open(tmp_path / "store")
+    # "kyc" derives from the name, so it is personal too: declarations must cover both.
+    pipe = replay.Pipeline("kyc", [replay.Step("kyc", _with_name)], personal=["name", "kyc"])
+    run = replay.record(pipe, pa.table({"id": [f"A{i}" for i in range(6)], "name": NAMES}),
+                        store=store, record_key="id")
+    return store, run.run_id, keys.init_key(tmp_path / "k.pem")
+
+
+def test_a_redacted_bundle_verifies_and_holds_no_plaintext(personal_store, tmp_path) -> None:
+    store, run_id, key = personal_store
+    out = export(store, [run_id], tmp_path / "r.bundle", key=key, redact=["name", "kyc"]).path
+    check = verify_bundle(out, keys.public_path(key).read_bytes())
+    assert check.ok, check.failure
+    raw = out.read_bytes()
+    for name in NAMES:
+        assert name.encode() not in raw and name.upper().encode() not in raw
+    table = __import__("pyarrow").ipc.open_stream(
+        bundle.read(raw)[f"runs/{run_id}/input.arrow"]).read_all()
+    assert all(v.startswith("pseud:") for v in table["name"].to_pylist())
+
+
+def test_the_same_value_gets_the_same_pseudonym(personal_store, tmp_path) -> None:
+    store, run_id, key = personal_store
+    a = export(store, [run_id], tmp_path / "a.bundle", key=key, redact=["name", "kyc"]).path
+    b = export(store, [run_id], tmp_path / "b.bundle", key=key, redact=["name", "kyc"]).path
+    name = f"runs/{run_id}/input.arrow"
+    assert bundle.read(a.read_bytes())[name] == bundle.read(b.read_bytes())[name]
+
+
+def test_a_redacted_row_changed_after_export_is_caught(personal_store, tmp_path) -> None:
+    import base64
+
+    import pyarrow as pa
+
+    from replay.digest import canonical_json, sha256, table_bytes
+
+    store, run_id, key = personal_store
+    out = export(store, [run_id], tmp_path / "r.bundle", key=key, redact=["name", "kyc"]).path
+    files = bundle.read(out.read_bytes())
+    name = f"runs/{run_id}/input.arrow"
+    table = pa.ipc.open_stream(files[name]).read_all()
+    forged = table.set_column(0, "id", pa.array(["FORGED", *table["id"].to_pylist()[1:]]))
+    files[name] = table_bytes(forged).to_pybytes()
+    manifest = json.loads(files["MANIFEST.json"])
+    manifest["files"][name] = sha256(files[name])
+    body = canonical_json(manifest)  # the exporter itself re-signs: still caught
+    files["MANIFEST.json"] = body
+    files["MANIFEST.sig"] = base64.b64encode(keys.load_private(key).sign(body))
+    out.write_bytes(bundle.write(files))
+    check = verify_bundle(out, keys.public_path(key).read_bytes())
+    assert f"{name}: rows do not match the manifest" in (check.failure or "")
+
+
+def test_only_columns_declared_personal_can_be_redacted(personal_store, tmp_path) -> None:
+    store, run_id, key = personal_store
+    with pytest.raises(replay.ReplayError, match="did not declare id personal"):
+        export(store, [run_id], tmp_path / "x.bundle", key=key, redact=["id"])

@@ -140,6 +140,16 @@ def test_scatter_svg_degenerate_inputs_are_valid_svg(recorded: list[float],
     assert "nan" not in ET.tostring(root, encoding="unicode").lower()
 
 
+def test_null_and_nan_scores_are_left_off_the_plot_but_counted() -> None:
+    ctx = make_context()
+    ctx["runs"][0]["scores"] = {"column": "pd", "recorded": [0.1, None, float("nan"), 0.4],
+                                "replayed": [0.1, 0.2, float("nan"), 0.4]}
+    html = render_html(ctx)
+    assert "4 pairs, 1 differ" in html
+    assert html.count("<circle") == 2
+    assert render_pdf(ctx).startswith(b"%PDF")
+
+
 def test_scatter_svg_caps_points_deterministically() -> None:
     recorded = [i / 10_000 for i in range(10_000)]
     svg = scatter_svg(recorded, recorded, "pd")

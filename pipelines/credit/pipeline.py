@@ -94,7 +94,7 @@ def make_pipeline(workspace: Path) -> replay.Pipeline:
         replay.Step("pd", pd_step, models={"pd": workspace / "models/pd.pkl"},
                     tolerances={"pd": 1e-9}),
         replay.Step("decision", decision, params=DEFAULT_PARAMS),
-    ])
+    ], personal=["applicant_id"])  # links a row to a natural person: redactable on export
 
 
 def _reason_flags(table: pa.Table, params: Mapping[str, float]) -> dict[str, np.ndarray]:
