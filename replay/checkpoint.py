@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from replay import keys, merkle
 from replay.digest import canonical_json
-from replay.errors import CorruptionError, NotFoundError
+from replay.errors import CorruptionError
 from replay.fsutil import fsync_dir, write_durable
 from replay.store import Store
 
@@ -107,14 +107,6 @@ def stored(store: Store) -> list[tuple[Path, Checkpoint]]:
         except (ValueError, KeyError, TypeError):
             raise CorruptionError(str(path), "is not a checkpoint") from None
     return out
-
-
-def latest(store: Store) -> Checkpoint:
-    found = stored(store)
-    if not found:
-        raise NotFoundError("the store has no signed checkpoint",
-                            hint="sign one with `replay checkpoint`")
-    return found[-1][1]
 
 
 def prove_growth(store: Store, old: Checkpoint, new: Checkpoint) -> list[str]:

@@ -96,6 +96,9 @@ def verify(
     store_check: Annotated[bool, typer.Option(
         "--store", help="Check every object, segment, manifest and checkpoint of the store."
     )] = False,
+    extract: Annotated[Path | None, typer.Option(
+        help="After a successful verification, write the bundle's files into this folder."
+    )] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a store (--store) or an evidence bundle; exit 1 on the first failure."""
@@ -134,3 +137,9 @@ def verify(
                 render.console.print(f"{mark} {part}  {detail}", highlight=False)
         if not check.ok:
             raise typer.Exit(1)
+        if extract is not None:
+            from replay.bundle import extract as write_files
+
+            write_files(check.files, extract)
+            if not as_json:
+                render.console.print(f"extracted {len(check.files)} files into {extract}")

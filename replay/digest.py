@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Collection
 from typing import Any
 
@@ -29,12 +28,6 @@ def hex_of(digest: str) -> str:
     hexpart = digest[len(PREFIX):]
     int(hexpart, 16)
     return hexpart
-
-
-def _reject_nan(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"canonical JSON has no representation for {value!r}")
-    return value
 
 
 def canonical_json(obj: Any) -> bytes:

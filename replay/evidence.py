@@ -229,14 +229,10 @@ def open_bundle(path: Path, *, key: bytes | None = None, trust: bool = False
     for line in check.files.get("ledger/entries.jsonl", b"").splitlines():
         e = json.loads(line)
         prefix = f"runs/{e['run_id']}/"
-        tables = {n[len(prefix):-6]: StoredTable.of(pa_ipc(d)) for n, d in check.files.items()
+        tables = {n[len(prefix):-6]: StoredTable.of(pa.ipc.open_stream(d).read_all())
+                  for n, d in check.files.items()
                   if n.startswith(prefix) and n.endswith(".arrow")}
         blobs = {"tape": check.files[prefix + "tape.json"]} if "tape" in e["manifest"] else {}
         store.commit(RunData(e["run_id"], tables, blobs), e["manifest"]).result()
     return store, check
 
-
-def pa_ipc(data: bytes) -> Any:
-    import pyarrow as pa
-
-    return pa.ipc.open_stream(data).read_all()

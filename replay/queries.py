@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from typing import Any
@@ -195,10 +194,6 @@ def reindex(store: Store) -> int:
 def init(path: str | None = None) -> Store:
     """Create (or open) a store."""
     return Store.open(path, create=True)
-
-
-def manifest_json(manifest: dict[str, Any]) -> str:
-    return json.dumps(manifest, indent=2, sort_keys=True)
 
 
 __all__ = ["INPUT", "find", "init", "reindex", "rows_of", "runs", "show", "sql"]

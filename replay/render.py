@@ -71,7 +71,7 @@ def arrow_json(tbl: pa.Table) -> list[dict[str, Any]]:
 VERDICT_STYLE = {"exact": "green", "equivalent": "yellow", "diverged": "red", "skipped": "red"}
 
 
-def _step_detail(step: Any) -> str:
+def step_detail(step: Any) -> str:
     if step.error:
         return str(step.error)
     if step.diff is None:
@@ -109,7 +109,7 @@ def report(rep: Any, limit: int = 20) -> None:
     for s in rep.steps:
         name = f"{s.name} (swapped)" if s.swapped else s.name
         t.add_row(name, f"[{VERDICT_STYLE[s.verdict]}]{s.verdict}[/]", _short(s.recorded),
-                  _short(s.replayed), f"{s.duration_ns / 1e6:.1f}", _step_detail(s))
+                  _short(s.replayed), f"{s.duration_ns / 1e6:.1f}", step_detail(s))
     console.print(t)
     if rep.records:
         flips = sum(r.flipped for r in rep.records)

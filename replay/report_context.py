@@ -14,7 +14,7 @@ from replay.checkpoint import Checkpoint
 from replay.engine import ReplayReport
 from replay.pipeline import INPUT
 from replay.rebuild import RecordedRun
-from replay.render import _step_detail
+from replay.render import step_detail
 from replay.store import Store
 
 RETENTION = [
@@ -52,7 +52,7 @@ def _chain(run: RecordedRun, rep: ReplayReport) -> list[dict[str, Any]]:
         chain.append({
             "step": step["name"], "inputs": step["inputs"],
             "verdict": result.verdict if result else "not replayed",
-            "detail": _step_detail(result) if result else "",
+            "detail": step_detail(result) if result else "",
             "code": step["code"], "source": step["source"], "params": step["params"],
             "output": outputs.get(step["name"]),
             "models": {n: m["digest"] for n, m in step["models"].items()},

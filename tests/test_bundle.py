@@ -213,3 +213,24 @@ def test_only_columns_declared_personal_can_be_redacted(personal_store, tmp_path
     store, run_id, key = personal_store
     with pytest.raises(replay.ReplayError, match="did not declare id personal"):
         export(store, [run_id], tmp_path / "x.bundle", key=key, redact=["id"])
+
+
+def test_a_hard_link_in_a_bundle_is_refused() -> None:
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        link = tarfile.TarInfo("objects/hard")
+        link.type, link.linkname = tarfile.LNKTYPE, "MANIFEST.json"
+        tar.addfile(link)
+    with pytest.raises(BundleError, match="hard link in bundle"):
+        bundle.read(out.getvalue())
+
+
+def test_verify_can_extract_a_verified_bundle_for_reading(exported, tmp_path) -> None:
+    path, key, _ = exported
+    result = CliRunner().invoke(app, ["verify", str(path), "--key", str(keys.public_path(key)),
+                                      "--extract", str(tmp_path / "opened")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "opened" / "report.html").read_text().startswith("<!DOCTYPE html>")
