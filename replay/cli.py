@@ -125,8 +125,8 @@ def runs(
 ) -> None:
     """List committed runs, newest first."""
     rows = queries.runs(open_store(), pipeline=pipeline,
-                        since=parse_time(since) if since else None,
-                        until=parse_time(until) if until else None, limit=limit)
+                        since=parse_time(since) if since is not None else None,
+                        until=parse_time(until) if until is not None else None, limit=limit)
     if as_json:
         render.emit_json(rows)
     else:
@@ -334,6 +334,22 @@ def lineage(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
         print(draw.mermaid(recorded.manifest, recorded.spec))
     else:
         print(draw.text(recorded.manifest, recorded.spec))
+
+
+@app.command()
+@handled
+def doctor(as_json: JsonOpt = False) -> None:
+    """Find what crashes left behind and repair what is safe; never touches committed runs."""
+    from replay.doctor import doctor as checkup
+
+    report = checkup(open_store())
+    if as_json:
+        render.emit_json({"repaired": report.repaired, "noted": report.noted})
+        return
+    for line in report.repaired:
+        render.console.print(f"[green]repaired[/green] {line}", highlight=False)
+    for line in report.noted:
+        render.console.print(f"[yellow]noted[/yellow]    {line}", highlight=False)
 
 
 @app.command()

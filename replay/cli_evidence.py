@@ -70,10 +70,10 @@ def export(
 
     store = open_store()
     ids = list(runs or [])
-    if since or until:
+    if since is not None or until is not None:
         ids += [r["run_id"] for r in queries.runs(
-            store, pipeline=pipeline, since=parse_time(since) if since else None,
-            until=parse_time(until) if until else None, limit=100_000)]
+            store, pipeline=pipeline, since=parse_time(since) if since is not None else None,
+            until=parse_time(until) if until is not None else None, limit=100_000)]
     if not ids:
         raise UsageError("no runs to export", hint="name runs, or give --since/--until")
     columns = [c.strip() for c in (redact or "").split(",") if c.strip()]

@@ -63,6 +63,23 @@ def _watched(path: Path) -> tuple[Path, ...]:
     return (path, *extra)
 
 
+class Staged:
+    """Objects a capture needs, written only once every component was captured: a capture
+    that fails (an unpicklable model, an unreadable file) leaves the store untouched."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, data: bytes) -> str:
+        digest = sha256(data)
+        self.objects[digest] = data
+        return digest
+
+    def write(self, store: Store) -> None:
+        for data in self.objects.values():
+            store.put_object(data)
+
+
 @dataclass(frozen=True)
 class BoundStep:
     step: Step
@@ -92,28 +109,30 @@ def bind(pipeline: Pipeline, store: Store) -> Binding:
     old: Binding | None = pipeline._bindings.get(key)
     if old is not None and old.fresh():
         return old
+    staged = Staged()
     steps = tuple(
-        prev if old is not None and (prev := old.steps[i]).fresh() else _bind_step(s, store)
+        prev if old is not None and (prev := old.steps[i]).fresh() else _bind_step(s, staged)
         for i, s in enumerate(pipeline.steps))
     spec = {"format": 1, "pipeline": pipeline.name, "personal": list(pipeline.personal),
             "steps": [dict(s.spec, inputs=list(pipeline.sources(i)),
                            named_inputs=s.step.inputs is not None)
                       for i, s in enumerate(steps)]}
-    version = store.put_object(canonical_json(spec))
-    env = old.env if old is not None else capture_environment(store)
+    version = staged.put_object(canonical_json(spec))
+    env = old.env if old is not None else capture_environment(staged)
+    staged.write(store)
     binding = Binding(pipeline, steps, spec, version, env)
     pipeline._bindings[key] = binding
     return binding
 
 
-def capture_environment(store: Store) -> str:
+def capture_environment(store: Store | Staged) -> str:
     fp = environment.fingerprint()
     lock = store.put_object(canonical_json(environment.packages()))
     assert lock == fp["packages"]["lock_sha256"]
     return store.put_object(canonical_json(fp))
 
 
-def _bind_step(step: Step, store: Store) -> BoundStep:
+def _bind_step(step: Step, store: Staged) -> BoundStep:
     code, source, qualname = _capture_code(step, store)
     models: dict[str, Any] = {}
     data: dict[str, Any] = {}
@@ -136,7 +155,7 @@ def _bind_step(step: Step, store: Store) -> BoundStep:
     return BoundStep(step, spec, kwargs, tuple(watch))
 
 
-def _capture_code(step: Step, store: Store) -> tuple[str, str, str]:
+def _capture_code(step: Step, store: Staged) -> tuple[str, str, str]:
     """Pickle the step function by value, with every module of its own package."""
     fn = step.fn
     module = sys.modules.get(getattr(fn, "__module__", "") or "")
@@ -174,7 +193,7 @@ def _read(step: Step, path: Path, what: str) -> bytes:
                            hint="check the path bound to the step") from None
 
 
-def _capture_model_file(step: Step, path: Path, store: Store) -> tuple[dict[str, Any], Any]:
+def _capture_model_file(step: Step, path: Path, store: Staged) -> tuple[dict[str, Any], Any]:
     data = _read(step, path, "model file")
     digest = store.put_object(data)
     fmt = MODEL_FORMATS.get(path.suffix.lower(), "bytes")
@@ -183,7 +202,7 @@ def _capture_model_file(step: Step, path: Path, store: Store) -> tuple[dict[str,
 
 
 def _capture_model_object(step: Step, name: str, obj: Any,
-                          store: Store) -> tuple[dict[str, Any], Any]:
+                          store: Staged) -> tuple[dict[str, Any], Any]:
     try:
         data = cloudpickle.dumps(obj, protocol=5)
     except Exception as exc:
@@ -196,7 +215,7 @@ def _capture_model_object(step: Step, name: str, obj: Any,
              "format": "pickle"}, unpickle_trusted(data, digest))
 
 
-def _capture_data(step: Step, path: Path, store: Store) -> tuple[dict[str, Any], Any]:
+def _capture_data(step: Step, path: Path, store: Staged) -> tuple[dict[str, Any], Any]:
     raw = _read(step, path, "data file")
     fmt = DATA_FORMATS.get(path.suffix.lower(), "bytes")
     version = dvcdata.version(path)

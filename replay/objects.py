@@ -49,7 +49,9 @@ class ObjectStore:
         target = self.path(digest)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            # The pid in the name lets `replay doctor` tell a dead writer's leftover from a
+            # live writer's work in progress.
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{os.getpid()}-")
             try:
                 write_durable(fd, data)
                 os.replace(tmp, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -50,6 +51,8 @@ def read_table_file(path: str) -> pa.Table:
     import pyarrow.parquet
 
     suffix = path.rsplit(".", 1)[-1].lower()
+    if os.path.isdir(path):  # pyarrow would read a folder as an (empty) dataset
+        raise InputError(f"input {path} is a folder, not a file")
     try:
         if suffix == "csv":
             return pyarrow.csv.read_csv(path)
@@ -58,8 +61,6 @@ def read_table_file(path: str) -> pa.Table:
         return pyarrow.parquet.read_table(path)
     except FileNotFoundError:
         raise InputError(f"input file {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"input {path} is a folder, not a file") from None
     except (pa.ArrowException, OSError) as exc:
         kind = {"csv": "CSV", "arrow": "Arrow", "feather": "Arrow"}.get(suffix, "Parquet")
         raise InputError(f"{path} is not a readable {kind} file ({exc})".splitlines()[0],

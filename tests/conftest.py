@@ -25,6 +25,11 @@ def label(table: pa.Table, *, ctx: replay.RunContext) -> pa.Table:
             .append_column("noise", pa.array(noise)).append_column("at", stamp))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--crash-trials", type=int, default=6,
+                     help="stores killed twice at random in tests/test_crash.py (CI: 500)")
+
+
 @pytest.fixture
 def toy() -> replay.Pipeline:
     return replay.Pipeline("toy", [replay.Step("scale", scale, params={"k": 2.0}),

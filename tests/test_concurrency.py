@@ -51,3 +51,32 @@ def test_readers_querying_while_writers_record_see_only_whole_runs(tmp_path: Pat
     assert [p.wait() for p in procs] == [0, 0]
     assert seen == sorted(seen)
     assert len(queries.runs(store, limit=10_000)) == 600
+
+
+def test_eight_writers_and_busy_readers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    store = replay.Store.open(tmp_path / "store")
+    procs = _writers(store.root, 8, 100)
+    reads = 0
+    while any(p.poll() is None for p in procs):
+        if queries.runs(store, limit=5):  # the row views exist once a run does
+            queries.find(store, "w3-7")
+            queries.sql(store, "select count(*) from concurrent.scale")
+        reads += 1
+    assert [p.wait() for p in procs] == [0] * 8
+    assert reads > 0
+    assert store.ledger.verify() == 800
+    ids = queries.sql(store, "select count(*) as n, count(distinct run_id) as d, "
+                             "count(distinct key) as k from runs join records "
+                             "using (run_id)").to_pylist()
+    assert ids == [{"n": 800, "d": 800, "k": 800}]
+
+
+def test_two_reindex_processes_at_once_both_succeed(tmp_path: Path) -> None:
+    store = replay.Store.open(tmp_path / "store")
+    assert [p.wait(timeout=300) for p in _writers(store.root, 1, 200)] == [0]
+    cmd = [sys.executable, "-m", "replay", "--store", str(store.root), "reindex", "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all('"runs": 200' in out for out, _ in outs)
