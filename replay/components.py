@@ -126,10 +126,8 @@ def bind(pipeline: Pipeline, store: Store) -> Binding:
 
 
 def capture_environment(store: Store | Staged) -> str:
-    fp = environment.fingerprint()
-    lock = store.put_object(canonical_json(environment.packages()))
-    assert lock == fp["packages"]["lock_sha256"]
-    return store.put_object(canonical_json(fp))
+    store.put_object(canonical_json(list(environment.lock())))
+    return store.put_object(canonical_json(environment.fingerprint()))
 
 
 def _bind_step(step: Step, store: Staged) -> BoundStep:

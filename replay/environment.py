@@ -79,8 +79,14 @@ def image() -> dict[str, str]:
 
 
 @functools.cache
+def lock() -> tuple[str, ...]:
+    """The package lock as this process first saw it (what its fingerprint names)."""
+    return tuple(packages())
+
+
+@functools.cache
 def fingerprint() -> dict[str, Any]:
-    lock = packages()
+    lock_ = list(lock())
     return {
         "python": {"version": platform.python_version(),
                    "implementation": platform.python_implementation(),
@@ -90,6 +96,6 @@ def fingerprint() -> dict[str, Any]:
         "cpu": _cpu(),
         "blas": _blas(),
         "threads": {k: os.environ.get(k) for k in THREAD_VARS},
-        "packages": {"count": len(lock), "lock_sha256": json_digest(lock)},
+        "packages": {"count": len(lock_), "lock_sha256": json_digest(lock_)},
         "image": image(),
     }

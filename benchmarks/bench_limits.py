@@ -1,0 +1,71 @@
+"""The capture cost alone, against the machine's limits for the same bytes.
+
+    python benchmarks/bench_limits.py [--runs N]
+
+A one-step no-op pipeline is recorded durably, one 1-row run at a time; its cost per run is
+set against what the bytes it writes (segment block + ledger line) cost the machine at the
+least: one sha256 over them, and one write + fsync of them to a file in the same folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+import replay
+
+
+def per_run_bytes(store: replay.Store) -> float:
+    seg = sum(p.stat().st_size for p in (store.root / "segments").glob("*.seg"))
+    return (seg + store.ledger.path.stat().st_size) / sum(1 for _ in store.entries())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = replay.Store.open(Path(tmp) / "store")
+        pipe = replay.Pipeline("noop", [replay.Step("id", lambda t: t)])
+        row = pa.table({"id": ["A-1"], "x": [1.0]})
+        replay.record(pipe, row, store=store)
+        t0 = time.perf_counter()
+        for _ in range(args.runs):
+            replay.record(pipe, row, store=store, record_key="id")
+        capture = (time.perf_counter() - t0) / args.runs
+        size = int(per_run_bytes(store))
+        data = os.urandom(size)
+        sha = statistics.median(_timed(lambda: hashlib.sha256(data).digest()) for _ in range(2001))
+        target = Path(tmp) / "limit.bin"
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+        def write_fsync() -> None:
+            os.write(fd, data)
+            os.fsync(fd)
+
+        fsync = statistics.median(_timed(write_fsync) for _ in range(501))
+        os.close(fd)
+    print(f"bytes written per run (block + ledger line): {size}")
+    print(f"{'':34} {'us/run':>9} {'x capture':>10}")
+    print(f"{'capture (durable record, 1 row)':34} {capture * 1e6:9.1f} {1:10.2f}")
+    print(f"{'sha256 of those bytes':34} {sha * 1e6:9.1f} {sha / capture:10.3f}")
+    print(f"{'write + fsync of those bytes':34} {fsync * 1e6:9.1f} {fsync / capture:10.3f}")
+    print(f"capture costs {capture / (sha + fsync):.2f}x the machine's floor (sha256 + one "
+          "fsync'd write); it does two fsyncs (segment, ledger)")
+
+
+def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()
