@@ -65,7 +65,7 @@ def digest_parts(table: pa.Table, personal: Collection[str]) -> dict[str, Any] |
     found = [c for c in table.column_names if c in personal]
     if not found:
         return None
-    return {"columns": table.column_names,
+    return {"columns": json_digest(table.column_names),  # the order, without the names
             "rest": _plain_digest(table.drop_columns(found)),
             "personal": {c: _plain_digest(table.select([c])) for c in found}}
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 from replay import bundle, keys, merkle
 from replay.bundle import BundleError
 from replay.checkpoint import Checkpoint
-from replay.digest import canonical_json, combine_parts, sha256, table_digest
+from replay.digest import canonical_json, combine_parts, json_digest, sha256, table_digest
 from replay.errors import UsageError
 from replay.ledger import entry_hash
 from replay.objects import relative_path, spec_digests
@@ -189,12 +189,12 @@ def _content_digest(name: str, table: pa.Table, parts: dict[str, Any] | None,
     column is recomputed from the bytes in the bundle."""
     if parts is None or not redacted & set(parts["personal"]):
         return table_digest(table, tuple(parts["personal"]) if parts else ())
-    if table.column_names != parts["columns"]:
+    if json_digest(table.column_names) != parts["columns"]:
         raise BundleError(name, "columns differ from the recorded ones")
     rest = table.drop_columns(list(parts["personal"]))
     personal = {c: (d if c in redacted else table_digest(table.select([c])))
                 for c, d in parts["personal"].items()}
-    return combine_parts({"columns": table.column_names, "rest": table_digest(rest),
+    return combine_parts({"columns": parts["columns"], "rest": table_digest(rest),
                           "personal": personal})
 
 
