@@ -52,7 +52,7 @@ class Checkpoint:
 def ledger_leaves(store: Store, size: int | None = None) -> list[bytes]:
     """Leaf hashes of the ledger's entries, in order (each entry's canonical bytes)."""
     leaves = []
-    for _, entry in store.entries():
+    for _, entry in store.ledger.read():
         leaves.append(merkle.leaf_hash(canonical_json(entry)))
         if size is not None and len(leaves) == size:
             break

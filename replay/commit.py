@@ -65,13 +65,16 @@ class Committer:
 
     def _commit(self, group: list[Pending]) -> None:
         try:
-            ref = self._segments.append([p.data for p in group])
-            records = []
-            for p in group:
-                body = canonical_json(p.manifest)
-                records.append({"run_id": p.data.run_id, "manifest": p.manifest,
-                                "manifest_sha256": sha256(body), "block": ref.as_json()})
-            entries = self._ledger.append(records)
+            bodies = [canonical_json(p.manifest) for p in group]
+            # The manifest travels in the (compressed) block; the ledger line names it by
+            # digest, and the block's header digest in that line covers its bytes.
+            ref = self._segments.append([
+                RunData(p.data.run_id, p.data.tables, {**p.data.blobs, "manifest": body})
+                for p, body in zip(group, bodies, strict=True)])
+            records = [{"run_id": p.data.run_id, "manifest_sha256": sha256(body),
+                        "block": ref.as_json()} for p, body in zip(group, bodies, strict=True)]
+            entries = [{**e, "manifest": p.manifest} for p, e in
+                       zip(group, self._ledger.append(records), strict=True)]
         except BaseException as exc:  # every waiter must learn its run was not committed
             for p in group:
                 p.done.set_exception(exc)

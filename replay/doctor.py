@@ -63,7 +63,7 @@ def _ledger_tail(store: Store, report: Checkup) -> None:
 
 def _segment_tails(store: Store, report: Checkup) -> None:
     ends: dict[str, int] = {}
-    for _, entry in store.entries():
+    for _, entry in store.ledger.read():
         b = entry["block"]
         ends[b["segment"]] = max(ends.get(b["segment"], 0), b["offset"] + b["length"])
     folder = store.root / "segments"

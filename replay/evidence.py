@@ -35,6 +35,7 @@ from replay import bundle, checkpoint, keys, merkle
 from replay.digest import canonical_json, sha256, table_bytes
 from replay.engine import ReplayReport, replay
 from replay.errors import CorruptionError, UsageError
+from replay.ledger import line_of
 from replay.objects import relative_path, spec_digests
 from replay.queries import entry
 from replay.rebuild import RecordedRun, load_run
@@ -154,7 +155,7 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
     files: dict[str, bytes] = {}
     proofs: dict[str, Any] = {}
     for run in runs:
-        leaf = merkle.leaf_hash(canonical_json(run.entry))
+        leaf = merkle.leaf_hash(line_of(run.entry))
         index = run.entry["seq"] - 1
         if leaves[index] != leaf:
             raise CorruptionError(str(store.ledger.path), f"entry {run.entry['seq']} is not "

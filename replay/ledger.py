@@ -1,7 +1,7 @@
 """The append-only, hash-chained ledger of committed runs: ``ledger/ledger.jsonl``.
 
-One canonical-JSON line per run: sequence number, the previous entry's hash, the run's
-manifest and where its row data lives, and the entry's own hash over all of that. A run
+One canonical-JSON line per run: sequence number, the previous entry's hash, the digest of
+the run's manifest and where its block lives, and the entry's own hash over all of that. A run
 exists once its line is written and fsynced. Appends from any number of processes are
 serialised by an flock; a line torn by a crash was never acknowledged and is cut off by the
 next writer (and ignored by readers).
@@ -26,8 +26,12 @@ GENESIS = "sha256:" + "0" * 64
 _TAIL_CHUNK = 1 << 16
 
 
+def line_of(entry: dict[str, Any]) -> bytes:
+    """An entry as the ledger stores it: the manifest is named by its digest, not held."""
+    return canonical_json({k: v for k, v in entry.items() if k != "manifest"})
+
+
 def entry_hash(entry: dict[str, Any]) -> str:
-    # The manifest enters through manifest_sha256, so it is encoded once less per append.
     return sha256(canonical_json({k: v for k, v in entry.items() if k not in ("hash", "manifest")}))
 
 
@@ -149,8 +153,5 @@ class Ledger:
                 raise CorruptionError(str(self.path), f"{where} breaks the chain")
             if entry_hash(entry) != entry.get("hash"):
                 raise CorruptionError(str(self.path), f"{where} does not match its hash")
-            if sha256(canonical_json(entry.get("manifest"))) != entry.get("manifest_sha256"):
-                raise CorruptionError(str(self.path), f"{where}: manifest does not match "
-                                      "its digest")
             prev = entry["hash"]
         return seq

@@ -3,8 +3,8 @@
     snapshots/
       FORMAT                   {"format": 1}; a newer format is refused, never rewritten
       objects/sha256/ab/cdef…  code, sources, models, params, environments, pipeline specs
-      segments/<writer>.seg    row data and tapes, one block per commit group
-      ledger/ledger.jsonl      one hash-chained entry per committed run, manifest included
+      segments/<writer>.seg    manifests, row data and tapes, one block per commit group
+      ledger/ledger.jsonl      one hash-chained entry per committed run (manifest by digest)
       catalog.duckdb           an index rebuilt from the above (see replay.catalog)
 
 The files are the truth. Writers never touch the catalog.
@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from replay.commit import Committer
-from replay.errors import NotFoundError, ReadOnlyStoreError, StoreError, StoreFormatError
+from replay.digest import sha256
+from replay.errors import (
+    CorruptionError,
+    NotFoundError,
+    ReadOnlyStoreError,
+    StoreError,
+    StoreFormatError,
+)
 from replay.ledger import Ledger
 from replay.objects import ObjectStore
 from replay.segments import Block, BlockRef, RunData, SegmentWriter
@@ -113,7 +120,20 @@ class Store:
         return self._committer.pending
 
     def entries(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-        return self.ledger.read(offset)
+        """Committed entries from byte ``offset`` of the ledger, each with its manifest
+        (read from its block and checked against the digest the entry names)."""
+        block: Block | None = None
+        key: tuple[str, int] | None = None
+        for pos, entry in self.ledger.read(offset):
+            ref = entry["block"]
+            if key != (ref["segment"], ref["offset"]):
+                block, key = self.block(ref), (ref["segment"], ref["offset"])
+            assert block is not None
+            body = block.blob(entry["run_id"], "manifest")
+            if sha256(body) != entry["manifest_sha256"]:
+                raise CorruptionError(str(block.path), f"the manifest of run {entry['run_id']} "
+                                      "does not match its ledger entry")
+            yield pos, {**entry, "manifest": json.loads(body)}
 
     def block(self, ref: dict[str, Any]) -> Block:
         block_ref = BlockRef(**ref)

@@ -19,7 +19,7 @@ from replay.bundle import BundleError
 from replay.checkpoint import Checkpoint
 from replay.digest import canonical_json, combine_parts, json_digest, sha256, table_digest
 from replay.errors import UsageError
-from replay.ledger import entry_hash
+from replay.ledger import entry_hash, line_of
 from replay.objects import relative_path, spec_digests
 from replay.pipeline import INPUT
 
@@ -152,7 +152,7 @@ def _verify_ledger(files: dict[str, bytes], cp: Checkpoint) -> list[dict[str, An
         proof = proofs.get(e["run_id"], {})
         path = [bytes.fromhex(h) for h in proof.get("proof", [])]
         if proof.get("index") != e["seq"] - 1 or not merkle.verify_inclusion(
-                e["seq"] - 1, cp.tree_size, merkle.leaf_hash(canonical_json(e)), path, top):
+                e["seq"] - 1, cp.tree_size, merkle.leaf_hash(line_of(e)), path, top):
             raise BundleError("ledger/proofs.json", f"{where} is not proven in the "
                               "checkpoint's tree")
     return entries

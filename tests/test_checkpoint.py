@@ -84,7 +84,9 @@ def _corrupt_segment(store: replay.Store) -> Path:
 
 def _corrupt_ledger(store: replay.Store) -> Path:
     path = store.ledger.path
-    path.write_bytes(path.read_bytes().replace(b'"rows":2', b'"rows":9', 1))
+    data = path.read_bytes()
+    at = data.index(b'"manifest_sha256":"sha256:') + 26
+    path.write_bytes(data[:at] + (b"0" if data[at:at + 1] != b"0" else b"1") + data[at + 1:])
     return path
 
 
@@ -98,20 +100,25 @@ def test_damage_anywhere_is_reported_with_its_path(store, toy, damage) -> None:
     assert info.value.path == str(path)
 
 
-def test_a_checkpoint_over_a_rewritten_ledger_fails(store, toy, key) -> None:
-    replay.record(toy, rows(2), store=store)
-    checkpoint.sign(store, keys.load_private(key))
-    lines = store.ledger.path.read_bytes().splitlines(keepends=True)
-    entry = json.loads(lines[0])
-    entry["manifest"]["tags"] = {"rewritten": "yes"}  # re-chained consistently, but not signed
-    from replay.digest import canonical_json, sha256
-    from replay.ledger import entry_hash
+def test_a_checkpoint_over_a_rewritten_history_fails(store, toy, key, tmp_path) -> None:
+    import shutil
 
-    entry["manifest_sha256"] = sha256(canonical_json(entry["manifest"]))
-    entry["hash"] = entry_hash(entry)
-    store.ledger.path.write_bytes(canonical_json(entry) + b"\n")
+    for i in range(2):
+        replay.record(toy, rows(2, i), store=store)
+    checkpoint.sign(store, keys.load_private(key))
+    forged = replay.Store.open(tmp_path / "forged")  # another, self-consistent history
+    for i in range(2):
+        replay.record(toy, rows(2, 10 + i), store=forged)
+    forged.flush()
+    for part in ("ledger/ledger.jsonl", "segments", "objects"):
+        src, dst = forged.root / part, store.root / part
+        if src.is_dir():
+            shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy(src, dst)
     with pytest.raises(CorruptionError, match="root does not match the ledger"):
-        verify_store(store)
+        verify_store(replay.Store.open(store.root))
 
 
 def test_cli_checkpoint_and_verify_store(store, toy, key) -> None:

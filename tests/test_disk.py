@@ -70,10 +70,10 @@ def test_the_cli_reports_a_full_disk_in_one_line(small_fs, tmp_path, toy) -> Non
 
     store = small_fs / "store"
     replay.record(toy, rows(2), store=replay.Store.open(store), record_key="id")
+    tests = str(Path(__file__).parent)
     (tmp_path / "toy.py").write_text(
-        "import sys\nsys.path.insert(0, %r)\nimport replay\nfrom conftest import scale\n"
-        "pipeline = replay.Pipeline('toy', [replay.Step('scale', scale, params={'k': 2.0})])\n"
-        % str(Path(__file__).parent))
+        f"import sys\nsys.path.insert(0, {tests!r})\nimport replay\nfrom conftest import scale\n"
+        "pipeline = replay.Pipeline('toy', [replay.Step('scale', scale, params={'k': 2.0})])\n")
     pq.write_table(big_rows(20_000), tmp_path / "big.parquet")
     _fill(small_fs, leave=8 * 1024)
     result = CliRunner().invoke(app, ["--store", str(store), "record", f"{tmp_path}/toy.py:"

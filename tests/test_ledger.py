@@ -17,8 +17,7 @@ def _records(n: int) -> list[dict[str, object]]:
     out = []
     for i in range(n):
         manifest = {"run_id": f"run-{i}", "n": i}
-        out.append({"run_id": f"run-{i}", "manifest": manifest,
-                    "manifest_sha256": sha256(canonical_json(manifest))})
+        out.append({"run_id": f"run-{i}", "manifest_sha256": sha256(canonical_json(manifest))})
     return out
 
 
