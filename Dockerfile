@@ -15,7 +15,7 @@ FROM ${BASE}
 #   python3-venv    Debian's python3 cannot `python3 -m venv` without it (the official has it);
 #   ca-certificates pip over https;
 #   tzdata          pyarrow needs a time-zone database to read the catalog's UTC timestamps
-#                   (minimal Debian bases, and trixie-based official images, have none).
+#                   (a minimal Debian base has none).
 RUN set -e; need=; \
     command -v git >/dev/null || need="$need git"; \
     command -v useradd >/dev/null || need="$need passwd"; \

@@ -39,6 +39,7 @@ from replay.fsutil import fsync_dir, write_all
 MAGIC = b"RPB1"
 _LEN = struct.Struct("<I")
 ROLLOVER_BYTES = 256 * 1024 * 1024
+COMPRESS_BELOW = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,14 @@ def encode_block(runs: Iterable[RunData]) -> tuple[list[bytes | pa.Buffer | memo
         for run_id, st in members:
             index[run_id]["tables"][kind] = [part, row, st.table.num_rows]
             row += st.table.num_rows
-    header = canonical_json({"parts": meta, "runs": index})
-    return parts, header
+    block: dict[str, Any] = {"parts": meta, "runs": index}
+    if offset < COMPRESS_BELOW:
+        # Small blocks (online runs) are mostly Arrow schemas and metadata, which zstd
+        # shrinks several-fold for little CPU; big batches are stored as written.
+        raw = b"".join(bytes(memoryview(p)) for p in parts)
+        parts = [pa.compress(raw, codec="zstd", asbytes=True)]
+        block |= {"codec": "zstd", "size": offset}
+    return parts, canonical_json(block)
 
 
 class SegmentWriter:
@@ -185,8 +192,16 @@ class Block:
         if sha256(header) != ref.header:
             raise CorruptionError(str(path), f"block header at {ref.offset} does not match "
                                   "its ledger entry")
-        self._data_start = 8 + hlen
         parsed = json.loads(header)
+        self._data_start = 8 + hlen
+        if parsed.get("codec") == "zstd":
+            try:
+                self._buf = pa.decompress(self._buf.slice(8 + hlen), parsed["size"],
+                                          codec="zstd")
+            except (pa.ArrowException, OSError) as exc:
+                raise CorruptionError(str(path), f"block at {ref.offset} does not "
+                                      f"decompress ({exc})") from None
+            self._data_start = 0
         self._parts: list[list[Any]] = parsed["parts"]
         self._runs: dict[str, dict[str, dict[str, Any]]] = parsed["runs"]
         self._verified: set[int] = set()
