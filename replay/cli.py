@@ -359,12 +359,15 @@ def demo(
                          ] = None,
     key: Annotated[Path | None, typer.Option(
         help="Signing key for the evidence (created if missing).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        help="Where to write the evidence bundle (default: the current folder).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The end-to-end story: a day of decisions, an incident, replay, evidence."""
     from replay.demo import run_demo
 
-    summary = run_demo(open_store(create=True), workspace=workspace, key=key, quiet=as_json)
+    summary = run_demo(open_store(create=True), workspace=workspace, key=key, out_dir=out_dir,
+                       quiet=as_json)
     if as_json:
         render.emit_json(summary)
 

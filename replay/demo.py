@@ -96,8 +96,8 @@ def _side_by_side(then: ReplayReport, now: ReplayReport, app_id: str) -> list[di
     return rows
 
 
-def evidence(store: Store, run_id: str, app_id: str, key: Path | None, quiet: bool
-             ) -> dict[str, Any]:
+def evidence(store: Store, run_id: str, app_id: str, key: Path | None, out_dir: Path,
+             quiet: bool) -> dict[str, Any]:
     """Export the complaint's run as a signed bundle, then verify it without trust."""
     from replay import keys
     from replay.evidence import export
@@ -107,7 +107,7 @@ def evidence(store: Store, run_id: str, app_id: str, key: Path | None, quiet: bo
     if not key.exists():
         keys.init_key(key, forbidden=(store.root,))
         _say(quiet, f"   created signing key {key} (public: {keys.public_path(key)})")
-    out = store.root.parent / f"evidence-{app_id}.bundle"
+    out = out_dir / f"evidence-{app_id}.bundle"
     done = export(store, [run_id], out, key=key, question={"record": app_id,
                                                              "time": DAY.isoformat()})
     check = verify_bundle(out, keys.public_path(key).read_bytes())
@@ -118,7 +118,7 @@ def evidence(store: Store, run_id: str, app_id: str, key: Path | None, quiet: bo
 
 
 def run_demo(store: Store, *, workspace: Path | None = None, key: Path | None = None,
-             quiet: bool = False) -> dict[str, Any]:
+             out_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
     from pipelines.credit import pipeline as credit
     from pipelines.credit.workspace import build_workspace
 
@@ -151,7 +151,7 @@ def run_demo(store: Store, *, workspace: Path | None = None, key: Path | None = 
                      ("", "pd", "decision", "reason_codes"),
                      f"application {app_id}: as decided, and with today's PD model")
     _say(quiet, "[bold]5. The evidence[/bold] — a signed bundle, verified as a regulator would")
-    proof = evidence(store, found["run_id"], app_id, key, quiet)
+    proof = evidence(store, found["run_id"], app_id, key, out_dir or Path.cwd(), quiet)
     if not quiet:
         _say(quiet, "\n[bold]Do it yourself:[/bold]\n"
                     f"  replay find {app_id}\n"

@@ -123,7 +123,7 @@ def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path) -> None:
 
     args = ["--store", str(tmp_path / "store"), "demo", "--workspace",
             str(tmp_path / "workspace"), "--key", str(tmp_path / "keys" / "demo.pem"),
-            "--json"]
+            "--out-dir", str(tmp_path), "--json"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     story = json.loads(first.stdout)
