@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+from bench_capture import timed
 
 import replay
 
@@ -42,7 +43,8 @@ def main() -> None:
         capture = (time.perf_counter() - t0) / args.runs
         size = int(per_run_bytes(store))
         data = os.urandom(size)
-        sha = statistics.median(_timed(lambda: hashlib.sha256(data).digest()) for _ in range(2001))
+        sha = statistics.median(timed(lambda: hashlib.sha256(data).digest(), 1)
+                                for _ in range(2001))
         target = Path(tmp) / "limit.bin"
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
@@ -50,7 +52,7 @@ def main() -> None:
             os.write(fd, data)
             os.fsync(fd)
 
-        fsync = statistics.median(_timed(write_fsync) for _ in range(501))
+        fsync = statistics.median(timed(write_fsync, 1) for _ in range(501))
         os.close(fd)
     print(f"bytes written per run (block + ledger line): {size}")
     print(f"{'':34} {'us/run':>9} {'x capture':>10}")
@@ -59,12 +61,6 @@ def main() -> None:
     print(f"{'write + fsync of those bytes':34} {fsync * 1e6:9.1f} {fsync / capture:10.3f}")
     print(f"capture costs {capture / (sha + fsync):.2f}x the machine's floor (sha256 + one "
           "fsync'd write); it does two fsyncs (segment, ledger)")
-
-
-def _timed(fn) -> float:  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from bench_capture import timed
 
 import replay
 from replay import queries
@@ -46,21 +47,15 @@ def main() -> None:
         total = queries.sql(store, "select count(*) as n from records").column(0)[0].as_py()
         ingest = time.perf_counter() - t0
         probe = [f"K{n:09d}" for n in np.random.default_rng(1).integers(0, total, 20)]
-        find = [_timed(lambda k=k: queries.find(store, k)) for k in probe]
-        window = [_timed(lambda i=i: queries.runs(
-            store, since=T0 + timedelta(minutes=i), until=T0 + timedelta(minutes=i + 30)))
+        find = [timed(lambda k=k: queries.find(store, k), 1) for k in probe]
+        window = [timed(lambda i=i: queries.runs(
+            store, since=T0 + timedelta(minutes=i), until=T0 + timedelta(minutes=i + 30)), 1)
             for i in range(0, args.runs, max(1, args.runs // 20))]
     print(f"store: {args.runs} runs, {total:,} recorded rows "
           f"(recorded in {built:.1f} s, catalog ingest {ingest:.1f} s, once)")
     print(f"{'query':34} {'median ms':>10} {'max ms':>8}")
     for name, times in (("find KEY", find), ("runs --since/--until (30 min)", window)):
         print(f"{name:34} {statistics.median(times) * 1e3:10.1f} {max(times) * 1e3:8.1f}")
-
-
-def _timed(fn) -> float:  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":
