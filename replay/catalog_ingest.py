@@ -130,7 +130,11 @@ class Ingest:
                                         "dvc_rev": dvc.get("rev"), "dvc_md5": dvc.get("md5"),
                                         "dvc_remote": dvc.get("remote")})
         if rows:
-            self._insert("components", pa.Table.from_pylist(rows))
+            # Every row names every column: from_pylist takes its schema from the first row.
+            keys = ("version", "pipeline", "step", "kind", "name", "digest", "path", "dvc_repo",
+                    "dvc_rev", "dvc_md5", "dvc_remote")
+            self._insert("components", pa.Table.from_pylist(
+                [{k: r.get(k) for k in keys} for r in rows]))
 
     def _records(self, block_ref: dict[str, Any], runs: list[dict[str, Any]]) -> list[pa.Table]:
         block = self.store.block(block_ref)

@@ -134,3 +134,22 @@ def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path) -> None:
     again = json.loads(CliRunner().invoke(app, args).stdout)
     assert (again["application"], again["decided_by"]) == (story["application"],
                                                             story["decided_by"])
+
+
+def test_the_credit_pipeline_from_fresh_shells(tmp_path, workspace) -> None:
+    pq.write_table(make_applications(6, seed=9, start_id=777), tmp_path / "apps.parquet")
+    recorded = _cli(tmp_path, workspace, "record", str(REPO / "pipelines/credit/pipeline.py")
+                    + ":pipeline", "--input", "apps.parquet", "--record-key", "application_id",
+                    "--json")
+    assert recorded.returncode == 0, recorded.stderr
+    run_id = json.loads(recorded.stdout)["run_id"]
+    listed = json.loads(_cli(tmp_path, workspace, "runs", "--json").stdout)
+    assert [r["run_id"] for r in listed] == [run_id]
+    shown = json.loads(_cli(tmp_path, workspace, "show", run_id, "--json").stdout)
+    bureau = next(c for c in shown["components"] if c["name"] == "bureau")
+    assert bureau["dvc_md5"] and bureau["dvc_rev"]
+    found = json.loads(_cli(tmp_path, workspace, "find", "APP-00000779", "--json").stdout)
+    assert [(f["run_id"], f["row"]) for f in found] == [(run_id, 2)]
+    counted = json.loads(_cli(tmp_path, workspace, "sql", "select count(*) as n from runs",
+                              "--json").stdout)
+    assert counted == [{"n": 1}]
