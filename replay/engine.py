@@ -32,7 +32,7 @@ from replay.digest import table_digest
 from replay.errors import ReplayError, UsageError
 from replay.pipeline import INPUT
 from replay.queries import entry
-from replay.rebuild import RecordedRun, load_code, load_run, step_kwargs
+from replay.rebuild import RecordedRun, load_code, load_json, load_run, step_kwargs
 from replay.runner import call_step
 from replay.store import Store
 
@@ -161,7 +161,7 @@ def _report(store: Store, run: RecordedRun, mode: str, swap: dict[str, str],
     verdict = max((s.verdict for s in steps), key=lambda v: ORDER[v])
     verdict = "diverged" if verdict == "skipped" else verdict
     first = next((s.name for s in steps if s.verdict in ("diverged", "skipped")), None)
-    recorded_env = json.loads(store.get_object(run.manifest["env"]))
+    recorded_env = load_json(store, run.manifest["env"])
     current_env = environment.fingerprint()
     locks = None
     if recorded_env["packages"]["lock_sha256"] != current_env["packages"]["lock_sha256"] \

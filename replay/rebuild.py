@@ -78,8 +78,13 @@ class RecordedRun:
 
 
 def load_run(store: Store, entry: dict[str, Any]) -> RecordedRun:
-    spec = json.loads(store.get_object(entry["manifest"]["version"]))
+    spec = load_json(store, entry["manifest"]["version"])
     return RecordedRun(entry, spec, store.block(entry["block"]))
+
+
+def load_json(store: Store, digest: str) -> Any:
+    """A JSON object (spec, environment), parsed once per process: objects never change."""
+    return _cached("json", digest, lambda: json.loads(store.get_object(digest)))
 
 
 def _cached(kind: str, digest: str, make: Any) -> Any:
