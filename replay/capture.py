@@ -78,22 +78,21 @@ def record_with(binding: Binding, table: StoredTable, *, store: Store, record_ke
     outputs, steps, tapes, failure = _execute(binding, table, clock)
     manifest = _manifest(run_id, binding, table, steps, record_key, clock, started,
                          tags or {}, failure)
-    tables = {INPUT: table} | {name: st for name, st in outputs.items()}
-    blobs = {"tape": tapes} if tapes is not None else {}
+    blobs = {}
     if tapes is not None:
-        manifest["tape"] = sha256(tapes)
-    future = store.commit(RunData(run_id, tables, blobs), manifest)
+        blobs["tape"], manifest["tape"] = tapes, sha256(tapes)
+    future = store.commit(RunData(run_id, {INPUT: table, **outputs}, blobs), manifest)
     entry = future.result() if (store.durable if durable is None else durable) else None
     if failure is not None:
         failure.hint = f"the failed run is recorded as {run_id}; {failure.hint}".rstrip("; ")
-        failure.run_id = run_id  # type: ignore[attr-defined]
+        failure.run_id = run_id
         raise failure
     final = outputs[binding.pipeline.steps[-1].name].table
     return RecordResult(run_id, final, manifest, entry["seq"] if entry else None)
 
 
 def _execute(binding: Binding, inp: StoredTable, clock: datetime) -> tuple[
-        dict[str, StoredTable], list[dict[str, Any]], bytes | None, ReplayError | None]:
+        dict[str, StoredTable], list[dict[str, Any]], bytes | None, StepError | None]:
     tables = {INPUT: inp}
     steps: list[dict[str, Any]] = []
     tape: dict[str, list[dict[str, Any]]] = {}

@@ -56,6 +56,7 @@ class StepError(PipelineError):
     def __init__(self, step: str, message: str, *, hint: str = "") -> None:
         super().__init__(f"step {step!r}: {message}", hint=hint)
         self.step = step
+        self.run_id: str | None = None  # set once the failed run is committed
 
 
 class CaptureError(ReplayError):

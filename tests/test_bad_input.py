@@ -215,7 +215,9 @@ def test_a_corrupt_object_is_named_and_refused(env, tmp_path) -> None:
 
 def test_a_truncated_segment_is_named_and_refused(env, tmp_path) -> None:
     store = _copy_store(env, tmp_path)
-    seg = next((store / "segments").glob("*.seg"))
+    shown = json.loads(CliRunner().invoke(app, ["--store", str(store), "show", env["run"],
+                                                "--json"]).stdout)
+    seg = store / "segments" / shown["run"]["segment"]
     seg.write_bytes(seg.read_bytes()[:-10])
     result = CliRunner().invoke(app, ["--store", str(store), "run", env["run"]])
     assert result.exit_code == 9 and seg.name in result.stderr
