@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -85,6 +85,7 @@ def replay(store: Store, run_id: str, mode: str = "chained", swap: dict[str, str
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     run = load_run(store, entry(store, run_id))
     spec = apply_swap(store, run.spec, swap or {})
+    swapped = {target.partition(".")[0] for target in swap or {}}
     tape = run.tape()
     tables = {INPUT: run.table(INPUT)}
     results: list[StepResult] = []
@@ -93,15 +94,11 @@ def replay(store: Store, run_id: str, mode: str = "chained", swap: dict[str, str
             progress(step_spec["name"])
         recorded = run.manifest["steps"][i] if i < len(run.manifest["steps"]) else None
         result, out = _replay_step(store, run, step_spec, recorded, tables, tape, mode)
-        results.append(replace_swapped(result, step_spec["name"] in (swap or {})))
+        results.append(replace(result, swapped=step_spec["name"] in swapped))
         if out is not None:
             tables[step_spec["name"]] = out
     return _report(store, run, mode, swap or {}, tuple(results),
                    tables.get(spec["steps"][-1]["name"]))
-
-
-def replace_swapped(result: StepResult, swapped: bool) -> StepResult:
-    return StepResult(**{**result.__dict__, "swapped": swapped}) if swapped else result
 
 
 def _inputs(run: RecordedRun, sources: list[str], tables: dict[str, pa.Table],

@@ -153,3 +153,18 @@ def test_the_credit_pipeline_from_fresh_shells(tmp_path, workspace) -> None:
     counted = json.loads(_cli(tmp_path, workspace, "sql", "select count(*) as n from runs",
                               "--json").stdout)
     assert counted == [{"n": 1}]
+
+
+def test_swapping_one_model_by_digest_marks_that_step(tmp_path, workspace) -> None:
+    store = replay.Store.open(tmp_path / "store")
+    pipe = make_pipeline(workspace)
+    march = replay.record(pipe, make_applications(50, seed=31), store=store,
+                          record_key="application_id", at=T1)
+    refresh_workspace(workspace)
+    today = replay.record(pipe, make_applications(2, seed=32, start_id=10**6), store=store,
+                          at=T2)
+    spec = json.loads(store.get_object(today.manifest["version"]))
+    new_pd = next(s for s in spec["steps"] if s["name"] == "pd")["models"]["pd"]["digest"]
+    report = replay_run(store, march.run_id, swap={"pd.pd": new_pd})
+    assert [s.swapped for s in report.steps] == [False, False, True, False]
+    assert report.first_divergence == "pd" and report.records
