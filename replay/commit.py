@@ -24,6 +24,7 @@ MAX_GROUP = 1024
 class Pending:
     data: RunData
     manifest: dict[str, Any]
+    body: bytes  # the manifest frozen at submission: later changes to the dict do not count
     done: Future[dict[str, Any]]
 
 
@@ -41,7 +42,7 @@ class Committer:
         done: Future[dict[str, Any]] = Future()
         with self._idle:
             self._outstanding += 1
-        self._queue.put(Pending(data, manifest, done))
+        self._queue.put(Pending(data, manifest, canonical_json(manifest), done))
         return done
 
     @property
@@ -65,14 +66,13 @@ class Committer:
 
     def _commit(self, group: list[Pending]) -> None:
         try:
-            bodies = [canonical_json(p.manifest) for p in group]
             # The manifest travels in the (compressed) block; the ledger line names it by
             # digest, and the block's header digest in that line covers its bytes.
             ref = self._segments.append([
-                RunData(p.data.run_id, p.data.tables, {**p.data.blobs, "manifest": body})
-                for p, body in zip(group, bodies, strict=True)])
-            records = [{"run_id": p.data.run_id, "manifest_sha256": sha256(body),
-                        "block": ref.as_json()} for p, body in zip(group, bodies, strict=True)]
+                RunData(p.data.run_id, p.data.tables, {**p.data.blobs, "manifest": p.body})
+                for p in group])
+            records = [{"run_id": p.data.run_id, "manifest_sha256": sha256(p.body),
+                        "block": ref.as_json()} for p in group]
             entries = [{**e, "manifest": p.manifest} for p, e in
                        zip(group, self._ledger.append(records), strict=True)]
         except BaseException as exc:  # every waiter must learn its run was not committed
