@@ -96,8 +96,8 @@ def _side_by_side(then: ReplayReport, now: ReplayReport, app_id: str) -> list[di
     return rows
 
 
-def evidence(store: Store, run_id: str, app_id: str, key: Path | None, out_dir: Path,
-             quiet: bool) -> dict[str, Any]:
+def evidence(store: Store, run_id: str, app_id: str, when: str, key: Path | None,
+             out_dir: Path, quiet: bool) -> dict[str, Any]:
     """Export the complaint's run as a signed bundle, then verify it without trust."""
     from replay import keys
     from replay.evidence import export
@@ -108,8 +108,7 @@ def evidence(store: Store, run_id: str, app_id: str, key: Path | None, out_dir: 
         keys.init_key(key, forbidden=(store.root,))
         _say(quiet, f"   created signing key {key} (public: {keys.public_path(key)})")
     out = out_dir / f"evidence-{app_id}.bundle"
-    done = export(store, [run_id], out, key=key, question={"record": app_id,
-                                                             "time": DAY.isoformat()})
+    done = export(store, [run_id], out, key=key, question={"record": app_id, "time": when})
     check = verify_bundle(out, keys.public_path(key).read_bytes())
     for part, ok, detail in check.checks:
         _say(quiet, f"   {'OK  ' if ok else 'FAIL'} {part}  {detail}")
@@ -151,7 +150,8 @@ def run_demo(store: Store, *, workspace: Path | None = None, key: Path | None = 
                      ("", "pd", "decision", "reason_codes"),
                      f"application {app_id}: as decided, and with today's PD model")
     _say(quiet, "[bold]5. The evidence[/bold] — a signed bundle, verified as a regulator would")
-    proof = evidence(store, found["run_id"], app_id, key, out_dir or Path.cwd(), quiet)
+    proof = evidence(store, found["run_id"], app_id, found["clock"].isoformat(), key,
+                     out_dir or Path.cwd(), quiet)
     if not quiet:
         _say(quiet, "\n[bold]Do it yourself:[/bold]\n"
                     f"  replay find {app_id}\n"
