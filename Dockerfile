@@ -3,9 +3,12 @@
 #   docker build -t pipeline-replay .                          # public Python base
 #   docker build --build-arg BASE=local/py:bookworm -t ...     # any Debian-like base with python3 >= 3.11
 #   docker build --build-arg PIP_INDEX_URL=https://mirror/simple ...   # behind a PyPI mirror
+#   docker build --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=http://host/wheels/ ...
 #
-# An image cannot contain its own digest: the deployment passes it at run time
-# (docker run -e REPLAY_IMAGE_DIGEST=registry/name@sha256:...), and capture records it.
+# An image cannot contain its own digest. Capture learns it at run time in one of two ways:
+#   docker run -e REPLAY_IMAGE_DIGEST=registry/name@sha256:... [-e REPLAY_IMAGE_ID=sha256:...]
+#   docker run -v /var/run/docker.sock:/var/run/docker.sock ...   (capture asks the engine)
+# and records the repo digest and image ID, never a tag.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 
@@ -43,6 +46,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 # no credentials in the URL).
 ARG PIP_INDEX_URL
 ARG PIP_TRUSTED_HOST
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 COPY pyproject.toml README.md ./
 COPY replay ./replay
 COPY pipelines ./pipelines

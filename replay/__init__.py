@@ -2,6 +2,7 @@
 
 from replay.capture import RecordResult, record
 from replay.compare import RunDiff, diff
+from replay.container import Limits, replay_in_container
 from replay.context import RunContext
 from replay.engine import ReplayReport, StepResult, replay
 from replay.errors import ReplayError
@@ -12,6 +13,7 @@ from replay.timetravel import at, run_as_of
 __version__ = "0.1.0"
 
 __all__ = [
+    "Limits",
     "Pipeline",
     "RecordResult",
     "ReplayError",
@@ -26,5 +28,6 @@ __all__ = [
     "diff",
     "record",
     "replay",
+    "replay_in_container",
     "run_as_of",
 ]

@@ -7,6 +7,7 @@ traceback only ``--debug`` shows.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -17,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from replay import queries, render
-from replay.errors import ReplayError
+from replay.errors import ReplayError, UsageError
 from replay.store import Store
 from replay.timeparse import parse_time
 
@@ -223,19 +224,42 @@ def run_cmd(
         help="With --bundle: the public key the bundle must be signed with.")] = None,
     trust: Annotated[bool, typer.Option(
         help="With --bundle: replay even if verification fails (runs its code!).")] = False,
+    in_container: Annotated[bool, typer.Option(
+        "--in-container", help="Replay inside the recorded image (Docker; no network, "
+                               "store read-only).")] = False,
+    image: Annotated[str | None, typer.Option(
+        help="With --in-container: replay in this image instead of the recorded one.")] = None,
+    memory: Annotated[str, typer.Option(help="With --in-container: memory limit.")] = "2g",
+    cpus: Annotated[float, typer.Option(help="With --in-container: CPU limit.")] = 1.0,
+    pids: Annotated[int, typer.Option(help="With --in-container: process limit.")] = 256,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a run from its snapshot alone; exit 1 if it diverges."""
     from replay.engine import parse_swap, replay
 
+    swaps = parse_swap(swap or [])
+    images: dict[str, bytes] = {}
     if bundle is not None:
-        from replay.evidence import open_bundle
+        from replay.evidence import bundle_images, open_bundle
 
-        store, _ = open_bundle(bundle, key=_read_key(key), trust=trust)
+        store, check = open_bundle(bundle, key=_read_key(key), trust=trust)
+        images = bundle_images(check.files)
     else:
         store = open_store()
-    with render.steps_progress(disable=as_json) as tick:
-        rep = replay(store, run, mode=mode, swap=parse_swap(swap or []), progress=tick)
+    if in_container:
+        from replay.container import Limits, engine, load_images, replay_in_container
+
+        status = (render.console.status("replaying in a container") if not as_json
+                  else contextlib.nullcontext())
+        with contextlib.closing(engine()) as client, status:
+            load_images(client, images)
+            rep = replay_in_container(store, run, mode, swaps, image=image, client=client,
+                                      limits=Limits(memory, cpus, pids))
+    else:
+        if image is not None:
+            raise UsageError("--image needs --in-container")
+        with render.steps_progress(disable=as_json) as tick:
+            rep = replay(store, run, mode=mode, swap=swaps, progress=tick)
     if as_json:
         render.emit_json(rep.as_json())
     else:
@@ -321,7 +345,6 @@ def lineage(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
             as_json: JsonOpt = False) -> None:
     """The chain of a run with every component's digest."""
     from replay import lineage as draw
-    from replay.errors import UsageError
     from replay.rebuild import load_run
 
     if format not in ("text", "mermaid"):
@@ -373,8 +396,6 @@ def demo(
 
 
 def _read_key(path: Path | None) -> bytes | None:
-    from replay.errors import UsageError
-
     if path is None:
         return None
     try:

@@ -61,6 +61,9 @@ def export(
                       ] = None,
     redact: Annotated[str | None, typer.Option(
         help="Personal columns to replace by keyed pseudonyms, comma-separated.")] = None,
+    with_image: Annotated[bool, typer.Option(
+        "--with-image", help="Add the image the runs were recorded in (docker save), so "
+                             "they replay offline in it.")] = False,
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -78,7 +81,7 @@ def export(
         raise UsageError("no runs to export", hint="name runs, or give --since/--until")
     columns = [c.strip() for c in (redact or "").split(",") if c.strip()]
     done = export_runs(store, ids, out, key=key, question={"record": record, "time": since},
-                       redact=columns)
+                       redact=columns, with_image=with_image)
     if as_json:
         render.emit_json({"bundle": str(done.path), "runs": list(done.runs), "bytes": done.size,
                           "key_id": done.key_id, "checkpoint": done.checkpoint.as_json()})

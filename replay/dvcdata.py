@@ -66,11 +66,25 @@ def version(path: Path) -> dict[str, Any] | None:
             "remote": remote, "committed": committed == md5_of(path)}
 
 
+def _trust_repo_owner() -> None:
+    """Let libgit2 read a repo owned by another user, as a replay container's mounts are.
+
+    Its owner check guards git's config-driven commands and hooks; libgit2 runs neither,
+    and a fetch only reads objects at a recorded rev (then checks their md5)."""
+    try:
+        import pygit2
+        from pygit2.enums import Option
+    except ImportError:
+        return
+    pygit2.option(Option.SET_OWNER_VALIDATION, False)
+
+
 def fetch(v: dict[str, Any]) -> bytes:
     """The bytes of a recorded DVC version, from the workspace cache or the remote."""
     try:
         import dvc.api
 
+        _trust_repo_owner()
         # The remote recorded at capture, not whatever the config at that rev says (a
         # remote added after the commit is absent there).
         config = ({"core": {"remote": "recorded"}, "remote": {"recorded": {"url": v["remote"]}}}

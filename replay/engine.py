@@ -22,6 +22,7 @@ from replay import environment
 from replay.context import RunContext
 from replay.delta import (
     Change,
+    ColumnDiff,
     RecordChange,
     TableDiff,
     compare_tables,
@@ -76,6 +77,26 @@ class ReplayReport:
         data = asdict(self)
         data.pop("output")
         return json.loads(json.dumps(data, default=str))  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReplayReport:
+        """The report ``as_json`` wrote (e.g. by a replay inside a container)."""
+        steps = tuple(StepResult(**{**s, "diff": _table_diff(s["diff"])})
+                      for s in data["steps"])
+        return cls(**{**data, "steps": steps,
+                      "drift": tuple(Change(**c) for c in data["drift"]),
+                      "records": tuple(RecordChange(r["key"], r["flipped"],
+                                                    {k: tuple(v) for k, v in r["changes"].items()})
+                                       for r in data["records"])})
+
+
+def _table_diff(data: dict[str, Any] | None) -> TableDiff | None:
+    if data is None:
+        return None
+    columns = tuple(ColumnDiff(**{**c, "changes": tuple(tuple(x) for x in c["changes"])})
+                    for c in data["columns"])
+    return TableDiff((data["rows"][0], data["rows"][1]), tuple(data["added"]),
+                     tuple(data["removed"]), tuple(data["retyped"]), columns)
 
 
 def replay(store: Store, run_id: str, mode: str = "chained", swap: dict[str, str] | None = None,

@@ -10,16 +10,22 @@ import functools
 import json
 import os
 import platform
+import re
 import sys
 from importlib import metadata
 from typing import Any
 
 from replay.digest import json_digest
+from replay.errors import CaptureError
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
                "OPENBLAS_CORETYPE")
 NOT_IN_CONTAINER = "not in a container"
+UNDECLARED = ("in a container, image not declared "
+              "(set REPLAY_IMAGE_DIGEST or mount the Docker socket)")
+REPO_DIGEST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*@sha256:[0-9a-f]{64}")
+IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _cpu() -> dict[str, Any]:
@@ -70,12 +76,38 @@ def packages() -> list[str]:
     return sorted(found)
 
 
+def in_container() -> bool:
+    """Docker and Podman mark every container's root with one of these files."""
+    return any(os.path.exists(p) for p in ("/.dockerenv", "/run/.containerenv"))
+
+
 def image() -> dict[str, str]:
-    """The container image, as the deployment declares it; never guessed from a tag."""
-    digest = os.environ.get("REPLAY_IMAGE_DIGEST", "").strip()
-    if not digest:
+    """The container image this process runs in, by content digest; never a tag.
+
+    The deployment declares it (``REPLAY_IMAGE_DIGEST=registry/name@sha256:…``, optionally
+    ``REPLAY_IMAGE_ID``), or, with the Docker socket mounted, the engine is asked which image
+    the current container was started from. ``digest`` is the repo digest when the image was
+    pushed, else its image ID (also a content digest, but only for that engine).
+    """
+    declared = os.environ.get("REPLAY_IMAGE_DIGEST", "").strip()
+    image_id = os.environ.get("REPLAY_IMAGE_ID", "").strip()
+    if image_id and not IMAGE_ID.fullmatch(image_id):
+        raise CaptureError(f"REPLAY_IMAGE_ID={image_id!r} is not an image ID (sha256:<64 hex>)",
+                           hint="set it from `docker inspect --format '{{.Id}}' IMAGE`")
+    if declared:
+        if not REPO_DIGEST.fullmatch(declared):
+            raise CaptureError(
+                f"REPLAY_IMAGE_DIGEST={declared!r} is not a repo digest (name@sha256:<64 hex>); "
+                "a tag is not evidence of what ran",
+                hint="set it from `docker inspect --format '{{index .RepoDigests 0}}' IMAGE`")
+        return {"digest": declared, "id": image_id, "source": "REPLAY_IMAGE_DIGEST"}
+    if image_id:
+        return {"digest": image_id, "id": image_id, "source": "REPLAY_IMAGE_ID"}
+    if not in_container():
         return {"digest": NOT_IN_CONTAINER}
-    return {"digest": digest, "id": os.environ.get("REPLAY_IMAGE_ID", "").strip()}
+    from replay.container import own_image  # the docker SDK, only when it can answer
+
+    return own_image() or {"digest": UNDECLARED}
 
 
 @functools.cache

@@ -12,7 +12,11 @@
     │   ├── StoreFormatError         exit 8   a store written by a newer pipeline-replay
     │   ├── ReadOnlyStoreError       exit 8   a store opened read-only was asked to write
     │   └── CorruptionError          exit 9   bytes no longer match their digest, torn files
-    └── CatalogError                 exit 10  the DuckDB catalog or a SQL query failed
+    ├── CatalogError                 exit 10  the DuckDB catalog or a SQL query failed
+    └── ContainerError               exit 11  an in-container replay cannot run
+        ├── EngineUnavailableError   exit 11  no Docker engine answers (daemon down, no socket)
+        ├── ImageMissingError        exit 12  the recorded image is not on the engine, no pull
+        └── ContainerFailedError     exit 13  the container was killed (memory limit) or failed
 
 Every error carries its data as attributes and a message ending in what to do next. The CLI
 catches ReplayError in one place and exits with `exit_code`; nothing else reaches the user
@@ -94,11 +98,28 @@ class CatalogError(ReplayError):
     exit_code = 10
 
 
+class ContainerError(ReplayError):
+    exit_code = 11
+
+
+class EngineUnavailableError(ContainerError):
+    pass
+
+
+class ImageMissingError(ContainerError):
+    exit_code = 12
+
+
+class ContainerFailedError(ContainerError):
+    exit_code = 13
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
         ReplayError, UsageError, NotFoundError, InputError, PipelineError, StepError,
         CaptureError, DataVersionError, StoreError, StoreFormatError, ReadOnlyStoreError,
-        CorruptionError, CatalogError,
+        CorruptionError, CatalogError, ContainerError, EngineUnavailableError,
+        ImageMissingError, ContainerFailedError,
     )
 }

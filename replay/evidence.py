@@ -13,11 +13,17 @@
     reports/<id>.json        the replay report of each run
     report.html, report.pdf  the human report
     statement.intoto.json    an in-toto Statement v1 whose subjects are the runs' outputs
+    images/<sha256>.tar      with --with-image: ``docker save`` of each image the runs were
+                             recorded in (MANIFEST.json maps each to its image ID)
+
+Data a run read through DVC is carried as an object named by its sha256, so a bundle
+replays offline, without the bank's DVC remote.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -130,12 +136,13 @@ def statement(runs: list[RecordedRun], reports: dict[str, ReplayReport]) -> dict
 
 
 def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = None,
-           question: dict[str, Any] | None = None, redact: list[str] | None = None
-           ) -> Exported:
+           question: dict[str, Any] | None = None, redact: list[str] | None = None,
+           with_image: bool = False, client: Any = None) -> Exported:
     """Write a signed evidence bundle for ``run_ids`` to ``out``.
 
     ``redact`` replaces the named personal columns by keyed pseudonyms; the bundle still
-    proves every row belongs to the signed run (see ``digest_parts``).
+    proves every row belongs to the signed run (see ``digest_parts``). ``with_image`` adds
+    the images the runs were recorded in, from the Docker engine (``client``).
     """
     if not run_ids:
         raise UsageError("no runs to export", hint="name runs, or a --since/--until window")
@@ -165,6 +172,10 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
         files.update(_run_files(run, redactor))
         for digest in _objects_of(run, store, redactor is not None):
             files["objects/" + relative_path(digest)] = store.get_object(digest)
+        if redactor is None:
+            files.update(_dvc_data(store, run))
+    images = _images(store, runs, client) if with_image else {}
+    files.update({name: data for name, (_, data) in images.items()})
     reports = {run.run_id: replay(store, run.run_id) for run in runs}
     files["ledger/entries.jsonl"] = b"".join(canonical_json(r.entry) + b"\n" for r in runs)
     files["ledger/proofs.json"] = canonical_json(proofs)
@@ -175,7 +186,8 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
     files["statement.intoto.json"] = canonical_json(statement(runs, reports))
     question = {**(question or {}), "redacted": redactor.columns if redactor else []}
     files.update(_human_report(store, runs, reports, cp, question, redactor))
-    return _seal(files, runs, cp, private, out, redactor.columns if redactor else [])
+    return _seal(files, runs, cp, private, out, redactor.columns if redactor else [],
+                 {name: info for name, (info, _) in images.items()})
 
 
 def _human_report(store: Store, runs: list[RecordedRun], reports: dict[str, ReplayReport],
@@ -188,10 +200,47 @@ def _human_report(store: Store, runs: list[RecordedRun], reports: dict[str, Repl
     return {"report.html": report.render_html(ctx).encode(), "report.pdf": report.render_pdf(ctx)}
 
 
+def _dvc_data(store: Store, run: RecordedRun) -> dict[str, bytes]:
+    """The bytes of data read through DVC, as objects named by their sha256."""
+    from replay.rebuild import data_bytes
+
+    return {"objects/" + relative_path(d["sha256"]): data_bytes(store, d)
+            for s in run.spec["steps"] for d in s["data"].values()
+            if d.get("dvc") and not d.get("object")}
+
+
+def _images(store: Store, runs: list[RecordedRun], client: Any
+            ) -> dict[str, tuple[dict[str, str], bytes]]:
+    from replay.container import engine, save_images
+
+    recorded = []
+    for run in runs:
+        img = json.loads(store.get_object(run.manifest["env"]))["image"]
+        if not img.get("id") and "@sha256:" not in img["digest"]:
+            raise UsageError(f"run {run.run_id} was recorded {img['digest']}: there is no "
+                             "image to add", hint="export it without --with-image")
+        recorded.append(img)
+    if client is None:
+        with contextlib.closing(engine()) as own:
+            saved = save_images(own, recorded)
+    else:
+        saved = save_images(client, recorded)
+    return {f"images/{sha256(data)[7:]}.tar": ({"id": image_id, "digest": digest}, data)
+            for image_id, (digest, data) in saved.items()}
+
+
+def bundle_images(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The verified image tarballs of a bundle, by image ID."""
+    listed = json.loads(files["MANIFEST.json"]).get("images", {})
+    return {info["id"]: files[name] for name, info in listed.items()}
+
+
 def _seal(files: dict[str, bytes], runs: list[RecordedRun], cp: checkpoint.Checkpoint,
-          private: Ed25519PrivateKey, out: Path, redacted: list[str]) -> Exported:
+          private: Ed25519PrivateKey, out: Path, redacted: list[str],
+          images: dict[str, dict[str, str]]) -> Exported:
     manifest = canonical_json({
         "format": 1, "created": datetime.now(UTC).isoformat(), "redacted": redacted,
+        "images": images,
         "runs": [r.run_id for r in runs], "key_id": keys.key_id(private.public_key()),
         "checkpoint": {"tree_size": cp.tree_size, "root": cp.root},
         "files": {name: sha256(data) for name, data in sorted(files.items())}})

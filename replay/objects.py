@@ -53,6 +53,9 @@ class ObjectStore:
             # live writer's work in progress.
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{os.getpid()}-")
             try:
+                # Immutable, and readable by every reader of the store (a replay container
+                # runs as another user); mkstemp would leave it private to this user.
+                os.fchmod(fd, 0o444)
                 write_durable(fd, data)
                 os.replace(tmp, target)
             except OSError as exc:

@@ -124,6 +124,8 @@ def data_bytes(store: Store, record: dict[str, Any]) -> bytes:
     """The exact bytes a run read: from the store, the workspace if unchanged, or DVC."""
     if record.get("object"):
         return store.get_object(record["object"])
+    if store.objects.has(record["sha256"]):  # DVC data an evidence bundle carried
+        return store.get_object(record["sha256"])
     path = Path(record["path"])
     try:
         raw = path.read_bytes()

@@ -19,6 +19,7 @@ from replay.bundle import BundleError
 from replay.checkpoint import Checkpoint
 from replay.digest import canonical_json, combine_parts, json_digest, sha256, table_digest
 from replay.errors import UsageError
+from replay.imagetar import ImageTarError, image_id
 from replay.ledger import entry_hash, line_of
 from replay.objects import relative_path, spec_digests
 from replay.pipeline import INPUT
@@ -107,6 +108,11 @@ def _verify(result: Verification, expected_key: bytes | None) -> None:
         result.passed(f"run {e['run_id']}", "rows, tape and components match the manifest")
     _verify_objects(files)
     result.passed("objects", "every object matches its name")
+    images = manifest.get("images") or {}
+    if images or any(n.startswith("images/") for n in files):
+        _verify_images(files, images, entries)
+        result.passed("images", f"{len(images)} image(s): config and every layer match the "
+                                "image ID the runs recorded")
     _verify_statement(files, entries)
     result.passed("statement.intoto.json", "subjects are the runs' outputs")
 
@@ -208,6 +214,30 @@ def _verify_objects(files: dict[str, bytes]) -> None:
             parts = name.split("/")
             if len(parts) != 4 or sha256(data) != f"sha256:{parts[2]}{parts[3]}":
                 raise BundleError(name, "does not hash to its name")
+
+
+def _verify_images(files: dict[str, bytes], listed: dict[str, Any],
+                   entries: list[dict[str, Any]]) -> None:
+    recorded = set()
+    for e in entries:
+        env = json.loads(_get(files, _object_name(e["manifest"]["env"])))
+        recorded.add(env.get("image", {}).get("id"))
+    for name in files:
+        if name.startswith("images/") and name not in listed:
+            raise BundleError(name, "is not listed among MANIFEST.json's images")
+    for name, info in listed.items():
+        data = _get(files, name)
+        if name != f"images/{sha256(data)[7:]}.tar":
+            raise BundleError(name, "does not hash to its name")
+        try:
+            found = image_id(data)
+        except ImageTarError as exc:
+            raise BundleError(name, str(exc)) from None
+        if found != info.get("id"):
+            raise BundleError(name, f"is image {found}, not the listed {info.get('id')}")
+        if found not in recorded:
+            raise BundleError(name, f"image {found} is not the image any exported run "
+                              "was recorded in")
 
 
 def _verify_statement(files: dict[str, bytes], entries: list[dict[str, Any]]) -> None:

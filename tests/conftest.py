@@ -52,3 +52,14 @@ def credit_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipelines.credit.workspace import build_workspace
 
     return build_workspace(tmp_path_factory.mktemp("credit") / "workspace")
+
+
+def copy_credit_package(root: Path) -> Path:
+    """The credit pipeline as a package of the test's own, whose files the test may change."""
+    repo = Path(__file__).parents[1]
+    pkg = root / "bankcopy" / "credit"
+    pkg.mkdir(parents=True)
+    (root / "bankcopy" / "__init__.py").write_text("")
+    for src in (repo / "pipelines" / "credit").glob("*.py"):
+        (pkg / src.name).write_text(src.read_text().replace("pipelines.credit", "bankcopy.credit"))
+    return pkg

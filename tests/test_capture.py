@@ -81,22 +81,9 @@ def test_the_environment_is_recorded_once_with_a_package_lock(store, toy) -> Non
     env = json.loads(store.get_object(a))
     assert a == b
     assert env["python"]["version"].count(".") == 2
-    assert env["image"] == {"digest": "not in a container"}
+    assert env["image"] == replay.environment.image()  # see test_image_identity.py
     lock = json.loads(store.get_object(env["packages"]["lock_sha256"]))
     assert any(p.startswith("pyarrow==") for p in lock)
-
-
-def test_the_image_digest_comes_from_replay_image_digest(store, toy, monkeypatch) -> None:
-    import replay.environment as environment
-
-    environment.fingerprint.cache_clear()
-    monkeypatch.setenv("REPLAY_IMAGE_DIGEST", "registry.local/credit@sha256:" + "c" * 64)
-    try:
-        env = json.loads(store.get_object(replay.record(toy, rows(1), store=store)
-                                          .manifest["env"]))
-    finally:
-        environment.fingerprint.cache_clear()
-    assert env["image"]["digest"] == "registry.local/credit@sha256:" + "c" * 64
 
 
 def test_a_model_used_by_a_thousand_runs_is_stored_once(store, tmp_path: Path) -> None:

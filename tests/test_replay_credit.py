@@ -20,6 +20,7 @@ from pipelines.credit.workspace import build_workspace, refresh_workspace
 from replay.compare import diff
 from replay.engine import replay as replay_run
 from replay.timetravel import run_as_of
+from tests.conftest import copy_credit_package
 
 REPO = Path(__file__).parents[1]
 T1 = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
@@ -31,16 +32,6 @@ def workspace(tmp_path: Path) -> Path:
     return build_workspace(tmp_path / "workspace")
 
 
-def _copy_package(root: Path) -> Path:
-    """The credit pipeline as a package of the test's own, whose files the test may change."""
-    pkg = root / "bankcopy" / "credit"
-    pkg.mkdir(parents=True)
-    (root / "bankcopy" / "__init__.py").write_text("")
-    for src in (REPO / "pipelines" / "credit").glob("*.py"):
-        (pkg / src.name).write_text(src.read_text().replace("pipelines.credit", "bankcopy.credit"))
-    return pkg
-
-
 def _cli(cwd: Path, workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CREDIT_WORKSPACE": str(workspace), "REPLAY_STORE": str(cwd / "store")}
     return subprocess.run([sys.executable, "-m", "replay", *args], cwd=cwd, env=env,
@@ -48,7 +39,7 @@ def _cli(cwd: Path, workspace: Path, *args: str) -> subprocess.CompletedProcess[
 
 
 def test_replay_is_exact_after_code_models_and_data_all_changed(tmp_path, workspace) -> None:
-    pkg = _copy_package(tmp_path)
+    pkg = copy_credit_package(tmp_path)
     pq.write_table(make_applications(40, seed=5), tmp_path / "apps.parquet")
     recorded = _cli(tmp_path, workspace, "record", "bankcopy/credit/pipeline.py:pipeline",
                     "--input", "apps.parquet", "--record-key", "application_id", "--json")
