@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from replay.components import Binding, bind
 from replay.context import RunContext
-from replay.digest import canonical_json, sha256
+from replay.digest import sha256
 from replay.errors import InputError, ReplayError, StepError
 from replay.ids import new_run_id
 from replay.pipeline import INPUT, Pipeline
@@ -120,7 +121,8 @@ def _execute(binding: Binding, inp: StoredTable, clock: datetime) -> tuple[
 def _tape_blob(tape: dict[str, list[dict[str, Any]]], failed: RunContext | None) -> bytes | None:
     if failed is not None and failed.tape:
         tape = tape | {failed.step: failed.tape}
-    return canonical_json(tape) if tape else None
+    # Hashed as the bytes written, so any valid JSON will do: orjson, sorted like the rest.
+    return orjson.dumps(tape, option=orjson.OPT_SORT_KEYS) if tape else None
 
 
 def _step_entry(name: str, sources: tuple[str, ...], tables: dict[str, StoredTable],

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from replay import dvcdata
@@ -74,7 +75,7 @@ class RecordedRun:
         if sha256(blob) != self.manifest["tape"]:
             raise CorruptionError(self.block.path.name,
                                   f"tape of run {self.run_id} does not match its digest")
-        return json.loads(blob)  # type: ignore[no-any-return]
+        return orjson.loads(blob)  # type: ignore[no-any-return]
 
 
 def load_run(store: Store, entry: dict[str, Any]) -> RecordedRun:

@@ -45,6 +45,7 @@ class Engine:
     url: str
     root: Path
     process: subprocess.Popen[bytes] | None
+    run: Path  # exec-root and socket
 
     @functools.cached_property
     def client(self) -> Any:
@@ -61,6 +62,7 @@ class Engine:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        shutil.rmtree(self.run, ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -86,7 +88,7 @@ def start_engine(data_root: Path) -> Engine:
          "--pidfile", str(data_root / "dockerd.pid"), "-H", url, "--bridge=none",
          "--iptables=false", "--ip-masq=false"],
             stdout=out, stderr=out, start_new_session=True)
-    engine = Engine(url, data_root, process)
+    engine = Engine(url, data_root, process, run)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -97,6 +99,17 @@ def start_engine(data_root: Path) -> Engine:
         time.sleep(0.2)
     engine.stop()
     raise Unavailable(f"dockerd did not answer within 60 s; see {log}")
+
+
+@contextlib.contextmanager
+def fresh_engine(data_root: Path) -> Iterator[Engine]:
+    """A second engine with an empty data-root, removed afterwards (images are large)."""
+    engine = start_engine(data_root)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+        shutil.rmtree(data_root, ignore_errors=True)
 
 
 def _answers(path: Path) -> bool:
@@ -149,6 +162,15 @@ def registry() -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(30)
+
+
+def prune(engine: Engine) -> None:
+    """Drop what earlier sessions left (tags of their registries, superseded builds)."""
+    for image in engine.client.images.list():
+        for tag in image.tags:
+            if tag.startswith("127.0.0.1:"):
+                engine.client.images.remove(tag)
+    engine.client.images.prune(filters={"dangling": True})
 
 
 def base_image(engine: Engine) -> str:

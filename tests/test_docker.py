@@ -65,6 +65,7 @@ class Images:
 def images(engine: de.Engine) -> Iterator[Images]:
     """Image A (the project on a Debian base) and B (A with another numpy), both pushed."""
     try:
+        de.prune(engine)
         de.base_image(engine)
         wheels = de.wheelhouse()
         with de.registry() as registry, de.served(wheels) as url:
@@ -276,8 +277,7 @@ def test_a_bundle_with_its_image_verifies_loads_into_a_fresh_engine_and_replays_
     assert checked.exit_code == 0, checked.output
     assert "images" in {c["part"] for c in json.loads(checked.stdout)["checks"]}
 
-    fresh = de.start_engine(tmp_path / "fresh-engine")
-    try:
+    with de.fresh_engine(tmp_path / "fresh-engine") as fresh:
         monkeypatch.setenv("DOCKER_HOST", fresh.url)
         assert fresh.client.images.list() == []
         done = cli(tmp_path / "unused", "run", recorded.run_id, "--bundle", str(bundle),
@@ -286,8 +286,17 @@ def test_a_bundle_with_its_image_verifies_loads_into_a_fresh_engine_and_replays_
         report = json.loads(done.stdout)
         assert report["verdict"] == "exact"
         assert fresh.client.images.get(images.a.id).id == images.a.id
-    finally:
-        fresh.stop()
+
+
+@pytest.mark.slow
+def test_an_engine_without_the_image_pulls_it_by_digest_from_the_recorded_registry(
+        recorded, images, tmp_path, monkeypatch) -> None:
+    with de.fresh_engine(tmp_path / "fresh-engine") as fresh:
+        monkeypatch.setenv("DOCKER_HOST", fresh.url)
+        done = cli(recorded.store, "run", recorded.run_id, "--in-container", "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["verdict"] == "exact"
+        assert fresh.client.images.get(images.a_digest).id == images.a.id
 
 
 def _one_line_error(done: Any, code: int) -> str:
