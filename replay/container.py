@@ -111,7 +111,7 @@ def _own_container_id() -> str:
 
 
 def _repo_digest(image_attrs: dict[str, Any], started_as: str) -> str | None:
-    """The repo digest matching the reference the container was started with, if any."""
+    """The repo digest matching ``started_as`` (a reference to the image), if any."""
     digests = image_attrs.get("RepoDigests") or []
     if started_as in digests:
         return started_as
@@ -253,8 +253,7 @@ def replay_in_container(store: Store, run_id: str, mode: str = "chained",
     # identity as the engine knows it.
     declared = {k: v for k, v in recorded_env["threads"].items() if v is not None}
     declared["REPLAY_IMAGE_ID"] = img.id
-    by_digest = next((d for d in img.attrs.get("RepoDigests") or [] if d == recorded.get("digest")),
-                     (img.attrs.get("RepoDigests") or [None])[0])
+    by_digest = _repo_digest(img.attrs, recorded.get("digest", ""))
     if by_digest:
         declared["REPLAY_IMAGE_DIGEST"] = by_digest
     command = ["--store", STORE_MOUNT, "run", run.run_id, "--json", "--mode", mode,

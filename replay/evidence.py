@@ -173,7 +173,7 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
         for digest in _objects_of(run, store, redactor is not None):
             files["objects/" + relative_path(digest)] = store.get_object(digest)
         if redactor is None:
-            files.update(_dvc_data(store, run))
+            _add_dvc_data(store, run, files)
     images = _images(store, runs, client) if with_image else {}
     files.update({name: data for name, (_, data) in images.items()})
     reports = {run.run_id: replay(store, run.run_id) for run in runs}
@@ -200,13 +200,16 @@ def _human_report(store: Store, runs: list[RecordedRun], reports: dict[str, Repl
     return {"report.html": report.render_html(ctx).encode(), "report.pdf": report.render_pdf(ctx)}
 
 
-def _dvc_data(store: Store, run: RecordedRun) -> dict[str, bytes]:
-    """The bytes of data read through DVC, as objects named by their sha256."""
+def _add_dvc_data(store: Store, run: RecordedRun, files: dict[str, bytes]) -> None:
+    """The bytes of data read through DVC, as objects named by their sha256 (runs of one
+    day share them: each is read or fetched once)."""
     from replay.rebuild import data_bytes
 
-    return {"objects/" + relative_path(d["sha256"]): data_bytes(store, d)
-            for s in run.spec["steps"] for d in s["data"].values()
-            if d.get("dvc") and not d.get("object")}
+    for s in run.spec["steps"]:
+        for d in s["data"].values():
+            name = "objects/" + relative_path(d["sha256"])
+            if d.get("dvc") and not d.get("object") and name not in files:
+                files[name] = data_bytes(store, d)
 
 
 def _images(store: Store, runs: list[RecordedRun], client: Any
