@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +15,7 @@ import pyarrow as pa
 
 from replay.components import Binding, bind
 from replay.context import RunContext
-from replay.digest import sha256
+from replay.digest import normalize_table, sha256
 from replay.errors import InputError, ReplayError, StepError
 from replay.ids import new_run_id
 from replay.pipeline import INPUT, Pipeline
@@ -21,6 +24,8 @@ from replay.segments import RunData, StoredTable
 from replay.store import Store
 
 MANIFEST_FORMAT = 1
+OVERLAP_ROWS = 4096  # below this, handing a table to another thread costs more than it saves
+_DIGESTER = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="replay-digest")
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,12 @@ def record(pipeline: Pipeline, inputs: Any, *, store: Store | None = None,
     A step that raises is recorded as a failed run and then raised as ``StepError``.
     """
     store = store if store is not None else Store.open()
-    table = StoredTable.of(prepare_input(inputs, record_key), pipeline.personal)
+    table = prepare_input(inputs, record_key)
     return record_with(bind(pipeline, store), table, store=store, record_key=record_key,
                        at=at, durable=durable, tags=tags)
 
 
-def record_with(binding: Binding, table: StoredTable, *, store: Store, record_key: str | None,
+def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: str | None,
                 at: datetime | None, durable: bool | None,
                 tags: dict[str, str] | None) -> RecordResult:
     """Record a run of an already captured binding (also used for counterfactual runs)."""
@@ -76,62 +81,78 @@ def record_with(binding: Binding, table: StoredTable, *, store: Store, record_ke
         raise InputError("the logical time has no timezone", hint="pass an aware datetime")
     clock = (at or datetime.fromtimestamp(started / 1e9, UTC)).astimezone(UTC)
     run_id = new_run_id()
-    outputs, steps, tapes, failure = _execute(binding, table, clock)
-    manifest = _manifest(run_id, binding, table, steps, record_key, clock, started,
+    stored, steps, tapes, failure = _execute(binding, normalize_table(table), clock)
+    manifest = _manifest(run_id, binding, stored[INPUT], steps, record_key, clock, started,
                          tags or {}, failure)
     blobs = {}
     if tapes is not None:
         blobs["tape"], manifest["tape"] = tapes, sha256(tapes)
-    future = store.commit(RunData(run_id, {INPUT: table, **outputs}, blobs), manifest)
+    future = store.commit(RunData(run_id, stored, blobs), manifest)
     entry = future.result() if (store.durable if durable is None else durable) else None
     if failure is not None:
         failure.hint = f"the failed run is recorded as {run_id}; {failure.hint}".rstrip("; ")
         failure.run_id = run_id
         raise failure
-    final = outputs[binding.pipeline.steps[-1].name].table
+    final = stored[binding.pipeline.steps[-1].name].table
     return RecordResult(run_id, final, manifest, entry["seq"] if entry else None)
 
 
-def _execute(binding: Binding, inp: StoredTable, clock: datetime) -> tuple[
+def _stored_soon(table: pa.Table, personal: Collection[str]) -> Future[StoredTable]:
+    """The stored form of a table; a big one is serialized and hashed on another core while
+    the next step runs (Arrow and hashlib release the GIL)."""
+    if table.num_rows >= OVERLAP_ROWS:
+        return _DIGESTER.submit(StoredTable.of, table, personal)
+    done: Future[StoredTable] = Future()
+    done.set_result(StoredTable.of(table, personal))
+    return done
+
+
+@dataclass
+class _Ran:
+    name: str
+    sources: tuple[str, ...]
+    ctx: RunContext
+    duration_ns: int
+    ok: bool
+
+
+def _execute(binding: Binding, inp: pa.Table, clock: datetime) -> tuple[
         dict[str, StoredTable], list[dict[str, Any]], bytes | None, StepError | None]:
-    tables = {INPUT: inp}
-    steps: list[dict[str, Any]] = []
-    tape: dict[str, list[dict[str, Any]]] = {}
+    personal = binding.pipeline.personal
+    tables = {INPUT: inp}  # what later steps read
+    pending = {INPUT: _stored_soon(inp, personal)}  # what the store keeps
+    ran: list[_Ran] = []
+    failure: StepError | None = None
     for i, bound in enumerate(binding.steps):
         sources = binding.pipeline.sources(i)
-        arg = tables[sources[0]].table if len(sources) == 1 and bound.step.inputs is None \
-            else {s: tables[s].table for s in sources}
+        arg = tables[sources[0]] if len(sources) == 1 and bound.step.inputs is None \
+            else {s: tables[s] for s in sources}
         ctx = RunContext(clock, step=bound.step.name)
         t0 = time.perf_counter_ns()
         try:
-            out = StoredTable.of(call_step(bound.step, arg, bound.kwargs, ctx),
-                                 binding.pipeline.personal)
+            out = normalize_table(call_step(bound.step, arg, bound.kwargs, ctx))
         except ReplayError as exc:
-            err = exc if isinstance(exc, StepError) else StepError(bound.step.name, str(exc))
-            steps.append(_step_entry(bound.step.name, sources, tables, None, ctx, t0))
-            return {k: v for k, v in tables.items() if k != INPUT}, steps, \
-                _tape_blob(tape, ctx), err
+            failure = exc if isinstance(exc, StepError) else StepError(bound.step.name, str(exc))
+            ran.append(_Ran(bound.step.name, sources, ctx, time.perf_counter_ns() - t0, False))
+            break
+        ran.append(_Ran(bound.step.name, sources, ctx, time.perf_counter_ns() - t0, True))
         tables[bound.step.name] = out
-        steps.append(_step_entry(bound.step.name, sources, tables, out, ctx, t0))
-        if ctx.tape:
-            tape[bound.step.name] = ctx.tape
-    return {k: v for k, v in tables.items() if k != INPUT}, steps, _tape_blob(tape, None), None
-
-
-def _tape_blob(tape: dict[str, list[dict[str, Any]]], failed: RunContext | None) -> bytes | None:
-    if failed is not None and failed.tape:
-        tape = tape | {failed.step: failed.tape}
+        pending[bound.step.name] = _stored_soon(out, personal)
+    stored = {name: f.result() for name, f in pending.items()}
+    steps = [_step_entry(r, stored) for r in ran]
+    tape = {r.name: r.ctx.tape for r in ran if r.ctx.tape}
     # Hashed as the bytes written, so any valid JSON will do: orjson, sorted like the rest.
-    return orjson.dumps(tape, option=orjson.OPT_SORT_KEYS) if tape else None
+    blob = orjson.dumps(tape, option=orjson.OPT_SORT_KEYS) if tape else None
+    return stored, steps, blob, failure
 
 
-def _step_entry(name: str, sources: tuple[str, ...], tables: dict[str, StoredTable],
-                out: StoredTable | None, ctx: RunContext, t0: int) -> dict[str, Any]:
-    entry = {"name": name, "inputs": [tables[s].digest for s in sources],
+def _step_entry(ran: _Ran, stored: dict[str, StoredTable]) -> dict[str, Any]:
+    out = stored[ran.name] if ran.ok else None
+    entry = {"name": ran.name, "inputs": [stored[s].digest for s in ran.sources],
              "output": out.digest if out is not None else None,
              "rows": out.table.num_rows if out is not None else None,
-             "duration_ns": time.perf_counter_ns() - t0, "seeds": ctx.seeds,
-             "calls": len(ctx.tape)}
+             "duration_ns": ran.duration_ns, "seeds": ran.ctx.seeds,
+             "calls": len(ran.ctx.tape)}
     if out is not None and out.parts is not None:
         entry["output_parts"] = out.parts
     return entry

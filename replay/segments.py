@@ -10,6 +10,10 @@ outputs of every run in the group, concatenated) or a raw blob (a tape). The hea
 every part's offset, length and sha256, and each run's row range in each part, so the
 header's own sha256 — written in the ledger entry — covers the whole block. A crash mid-append
 leaves bytes no ledger entry points at; they are never read.
+
+A column a step passes through unchanged (the same Arrow buffers as a column of an earlier
+table of the run) is stored once: the later table's part holds only its own columns, and the
+header's ``layouts`` say where each of its columns comes from.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import struct
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,30 +45,43 @@ MAGIC = b"RPB1"
 _LEN = struct.Struct("<I")
 ROLLOVER_BYTES = 256 * 1024 * 1024
 COMPRESS_BELOW = 1 << 20
+# Small tables are not worth the bookkeeping of sharing columns: their blocks are compressed,
+# which removes the repetition anyway.
+SHARE_ROWS = 256
 
 
 @dataclass(frozen=True)
 class StoredTable:
-    """A table ready to store: normalized, serialized once, digested once.
+    """A table ready to store: normalized and digested once, serialized when first needed.
 
     ``digest`` names the content (in manifests); ``data_digest`` the stored bytes. They are
     the same unless the table holds personal columns, whose content digest is built from
-    parts so that a redacted copy can still be proven (see ``digest_parts``).
+    parts so that a redacted copy can still be proven (see ``digest_parts``). A table whose
+    columns are mostly stored by an earlier table of the run never needs its own bytes.
     """
 
     table: pa.Table
-    data: pa.Buffer
-    data_digest: str
     digest: str
     parts: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, table: pa.Table, personal: Collection[str] = ()) -> StoredTable:
         table = normalize_table(table)
-        data = table_bytes(table)
-        plain = sha256(memoryview(data))
         parts = digest_parts(table, personal) if personal else None
-        return cls(table, data, plain, combine_parts(parts) if parts else plain, parts)
+        if parts is not None:
+            return cls(table, combine_parts(parts), parts)
+        data = table_bytes(table)
+        stored = cls(table, sha256(memoryview(data)))
+        stored.__dict__["data"] = data  # primes the cached property: serialized once
+        return stored
+
+    @cached_property
+    def data(self) -> pa.Buffer:
+        return table_bytes(self.table)
+
+    @cached_property
+    def data_digest(self) -> str:
+        return self.digest if self.parts is None else sha256(memoryview(self.data))
 
 
 @dataclass(frozen=True)
@@ -85,9 +103,54 @@ class BlockRef:
                 "header": self.header}
 
 
+# A column of the layout: an index into the table's own part, or [kind, index, name] for a
+# column owned (at that index of its part) by an earlier table of the same run.
+Layout = list[int | list[Any]]
+
+
+def _identity(field: pa.Field, column: pa.ChunkedArray) -> tuple[Any, ...] | None:
+    """What makes two columns the same without reading them: the same buffers, offset,
+    length and field. Nested and dictionary arrays hold state (child offsets, dictionaries)
+    that their buffer list does not show, so they are never shared."""
+    if column.num_chunks != 1 or pa.types.is_nested(field.type) \
+            or pa.types.is_dictionary(field.type):
+        return None
+    arr = column.chunk(0)
+    return (field.with_name(""), len(arr), arr.offset,
+            tuple((b.address, b.size) if b is not None else None for b in arr.buffers()))
+
+
+def split_shared(tables: Mapping[str, StoredTable]) -> dict[str, tuple[pa.Table, Layout | None]]:
+    """Each table's own columns, and its layout when it reuses columns of an earlier table."""
+    owner: dict[tuple[Any, ...], list[Any]] = {}
+    out: dict[str, tuple[pa.Table, Layout | None]] = {}
+    for kind, st in tables.items():
+        if st.table.num_rows < SHARE_ROWS:
+            out[kind] = (st.table, None)
+            continue
+        table, own, layout = st.table, list[int](), Layout()
+        mine: dict[tuple[Any, ...], list[Any]] = {}
+        for i, (field, column) in enumerate(zip(table.schema, table.columns, strict=True)):
+            key = _identity(field, column)
+            if key is not None and key in owner:
+                layout.append([*owner[key], field.name])
+            else:
+                layout.append(len(own))
+                own.append(i)
+                if key is not None:
+                    mine.setdefault(key, [kind, len(own) - 1])
+        if not own and table.num_columns:  # a part with no columns would lose its row count
+            own, layout[0] = [0], 0
+        owner |= mine
+        shared = len(own) < table.num_columns
+        out[kind] = (table.select(own), layout) if shared else (table, None)
+    return out
+
+
 def encode_block(runs: Iterable[RunData]) -> tuple[list[bytes | pa.Buffer | memoryview], bytes]:
     """The parts of a block and its header (callers prepend magic and length)."""
-    groups: dict[tuple[str, pa.Schema], list[tuple[str, StoredTable]]] = {}
+    groups: dict[tuple[str, pa.Schema, str], list[tuple[str, pa.Table, StoredTable]]] = {}
+    layouts: dict[tuple[str, pa.Schema, str], Layout] = {}
     index: dict[str, dict[str, dict[str, Any]]] = {}
     parts: list[bytes | pa.Buffer | memoryview] = []
     meta: list[list[Any]] = []
@@ -102,22 +165,30 @@ def encode_block(runs: Iterable[RunData]) -> tuple[list[bytes | pa.Buffer | memo
 
     for run in runs:
         index[run.run_id] = {"tables": {}, "blobs": {}}
-        for kind, st in run.tables.items():
-            groups.setdefault((kind, st.table.schema), []).append((run.run_id, st))
+        for kind, (own, layout) in split_shared(run.tables).items():
+            key = (kind, own.schema, json.dumps(layout))
+            groups.setdefault(key, []).append((run.run_id, own, run.tables[kind]))
+            if layout is not None:
+                layouts[key] = layout
         for name, blob in run.blobs.items():
             index[run.run_id]["blobs"][name] = add(blob, sha256(blob))
-    for (kind, _schema), members in groups.items():
-        if len(members) == 1:  # the common batch case: reuse the bytes and digest we have
-            st = members[0][1]
+    parts_layouts: dict[str, Layout] = {}
+    for key, members in groups.items():
+        if len(members) == 1 and key not in layouts:
+            st = members[0][2]  # the common batch case: reuse the bytes and digest we have
             part = add(st.data, st.data_digest)
         else:
-            combined = StoredTable.of(pa.concat_tables(m[1].table for m in members))
+            combined = StoredTable.of(pa.concat_tables(m[1] for m in members))
             part = add(combined.data, combined.data_digest)
+        if key in layouts:
+            parts_layouts[str(part)] = layouts[key]
         row = 0
-        for run_id, st in members:
-            index[run_id]["tables"][kind] = [part, row, st.table.num_rows]
-            row += st.table.num_rows
+        for run_id, own, _st in members:
+            index[run_id]["tables"][key[0]] = [part, row, own.num_rows]
+            row += own.num_rows
     block: dict[str, Any] = {"parts": meta, "runs": index}
+    if parts_layouts:
+        block["layouts"] = parts_layouts
     if offset < COMPRESS_BELOW:
         # Small blocks (online runs) are mostly Arrow schemas and metadata, which zstd
         # shrinks several-fold for little CPU; big batches are stored as written.
@@ -204,7 +275,9 @@ class Block:
             self._data_start = 0
         self._parts: list[list[Any]] = parsed["parts"]
         self._runs: dict[str, dict[str, dict[str, Any]]] = parsed["runs"]
+        self._layouts: dict[str, Layout] = parsed.get("layouts", {})
         self._verified: set[int] = set()
+        self._tables: dict[int, pa.Table] = {}
 
     @property
     def part_count(self) -> int:
@@ -224,7 +297,9 @@ class Block:
         return buf
 
     def part_table(self, idx: int) -> pa.Table:
-        return pa.ipc.open_stream(self.part(idx)).read_all()
+        if idx not in self._tables:  # a part is read once however many tables share it
+            self._tables[idx] = pa.ipc.open_stream(self.part(idx)).read_all()
+        return self._tables[idx]
 
     def kinds(self, run_id: str) -> dict[str, list[int]]:
         return self._runs[run_id]["tables"]
@@ -234,7 +309,30 @@ class Block:
             part, row, rows = self._runs[run_id]["tables"][kind]
         except KeyError:
             raise NotFoundError(f"run {run_id} has no recorded table {kind!r}") from None
-        return self.part_table(part).slice(row, rows)
+        own = self._rows(part, row, rows)
+        layout = self._layouts.get(str(part))
+        if layout is None:
+            return own
+        fields, columns = [], []
+        for spec in layout:
+            if isinstance(spec, int):
+                fields.append(own.schema.field(spec))
+                columns.append(own.column(spec))
+            else:
+                src_kind, idx, name = spec
+                src_part, src_row, _ = self._runs[run_id]["tables"][src_kind]
+                src = self._rows(src_part, src_row, rows)
+                fields.append(src.schema.field(idx).with_name(name))
+                columns.append(src.column(idx))
+        return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+    def _rows(self, part: int, row: int, rows: int) -> pa.Table:
+        table = self.part_table(part)
+        if row == 0 and rows == table.num_rows:
+            return table
+        # A copy, not a slice: IPC writes a slice's oversized buffers as they are, which would
+        # give one run of a group another digest than the table it recorded.
+        return table.take(pa.array(range(row, row + rows), pa.int64()))
 
     def blob(self, run_id: str, name: str) -> bytes:
         try:

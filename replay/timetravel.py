@@ -17,7 +17,6 @@ from replay.errors import NotFoundError
 from replay.pipeline import Pipeline
 from replay.queries import entry
 from replay.rebuild import load_code, load_run, step_kwargs
-from replay.segments import StoredTable
 from replay.store import Store
 
 
@@ -69,7 +68,7 @@ def run_as_of(store: Store, when: datetime, pipeline: str, inputs: Any,
     counterfactual run tagged with the run it was rebuilt from."""
     then = at(store, when, pipeline)
     binding = as_deployed(store, then["run_id"])
-    table = StoredTable.of(prepare_input(inputs, record_key), binding.pipeline.personal)
+    table = prepare_input(inputs, record_key)
     tags = {"counterfactual": "true", "as_of": when.isoformat(),
             "deployed_by_run": then["run_id"], "source": source}
     return record_with(binding, table, store=store, record_key=record_key, at=when,

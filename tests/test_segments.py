@@ -1,0 +1,97 @@
+"""Blocks of the segment log: what goes in comes back, columns passed through are stored once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from replay import segments
+from replay.digest import table_digest
+from replay.segments import Block, RunData, SegmentWriter, StoredTable
+
+
+@pytest.fixture(autouse=True)
+def share_small_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables of a few rows, so that hypothesis runs fast, shared like big ones."""
+    monkeypatch.setattr(segments, "SHARE_ROWS", 0)
+
+
+def chain(ops: list[tuple[str, int]], rows: int) -> dict[str, pa.Table]:
+    """An input and one table per op, each made from the one before as pipeline steps do."""
+    table = pa.table({"id": pa.array([f"A{i}" for i in range(rows)]),
+                      "x": pa.array([float(i) for i in range(rows)]),
+                      "tags": pa.array([[i] for i in range(rows)], pa.list_(pa.int64()))})
+    tables = {"input": table}
+    for i, (op, arg) in enumerate(ops):
+        name = table.column_names[arg % table.num_columns]
+        if op == "append":
+            table = table.append_column(f"c{i}", pa.array([arg + r for r in range(rows)]))
+        elif op == "drop" and table.num_columns > 1:
+            table = table.drop_columns([name])
+        elif op == "rename":
+            table = table.rename_columns([f"r{i}" if n == name else n
+                                          for n in table.column_names])
+        elif op == "reverse":
+            table = table.select(list(reversed(range(table.num_columns))))
+        elif op == "not-null":  # the same array under a stricter field
+            pos = table.column_names.index(name)
+            field = table.schema.field(pos).with_nullable(False).with_metadata({"unit": "x"})
+            table = table.set_column(pos, field, table.column(pos))
+        elif op == "duplicate":
+            table = table.append_column(f"d{i}", table.column(name))
+        elif op == "new-table":  # a fresh table of copies: nothing shared
+            table = pa.table({n: pa.array(c.to_pylist(), c.type)
+                              for n, c in zip(table.column_names, table.columns, strict=True)})
+        tables[f"step{i}"] = table
+    return tables
+
+
+def write_and_read(tmp_path: Path, runs: dict[str, dict[str, pa.Table]]) -> Block:
+    writer = SegmentWriter(tmp_path / "segments")
+    ref = writer.append([RunData(run_id, {k: StoredTable.of(t) for k, t in tables.items()}, {})
+                         for run_id, tables in runs.items()])
+    writer.close()
+    return Block(tmp_path / "segments" / ref.segment, ref)
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["append", "drop", "rename", "reverse", "not-null",
+                                          "duplicate", "new-table"]),
+                         st.integers(0, 9)), max_size=8)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS, rows=st.integers(0, 4), runs=st.integers(1, 3))
+def test_every_table_reads_back_with_its_schema_values_and_digest(
+        tmp_path: Path, ops: list[tuple[str, int]], rows: int, runs: int) -> None:
+    written = {f"run{r}": chain(ops, rows) for r in range(runs)}
+    block = write_and_read(tmp_path, written)
+    for run_id, tables in written.items():
+        for kind, table in tables.items():
+            back = block.table(run_id, kind)
+            assert back.schema.equals(table.schema, check_metadata=True)
+            assert back.equals(table)
+            assert table_digest(back) == table_digest(table)
+
+
+def test_a_column_a_step_passes_through_is_stored_once(tmp_path: Path) -> None:
+    wide = pa.table({f"f{i}": pa.array(range(i, i + 50_000), pa.int64()) for i in range(8)})
+    steps = {"input": wide, "score": wide.append_column("score", pa.array([0.5] * 50_000))}
+    block = write_and_read(tmp_path, {"run": steps})
+    stored = sum(len(block.part(i)) for i in range(block.part_count))
+    assert stored < 1.2 * wide.nbytes  # not the 2x of storing the input's columns twice
+    assert block.table("run", "score").equals(steps["score"])
+
+
+def test_equal_values_in_another_array_are_stored_again(tmp_path: Path) -> None:
+    """Sharing is decided by identity, never by comparing values that could differ."""
+    table = pa.table({"x": pa.array(range(50_000), pa.int64())})
+    copy = pa.table({"x": pa.array(range(50_000), pa.int64())})
+    block = write_and_read(tmp_path, {"run": {"input": table, "copy": copy}})
+    stored = sum(len(block.part(i)) for i in range(block.part_count))
+    assert stored > 2 * table.nbytes - 1
+    assert block.table("run", "copy").equals(copy)
