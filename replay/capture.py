@@ -154,7 +154,7 @@ def _step_entry(ran: _Ran, stored: dict[str, StoredTable]) -> dict[str, Any]:
              "duration_ns": ran.duration_ns, "seeds": ran.ctx.seeds,
              "calls": len(ran.ctx.tape)}
     if out is not None and out.parts is not None:
-        entry["output_parts"] = out.parts
+        entry["output_parts"] = _redactable(out.parts)
     return entry
 
 
@@ -167,9 +167,15 @@ def _manifest(run_id: str, binding: Binding, inp: StoredTable, steps: list[dict[
         "started_ns": started, "ended_ns": time.time_ns(),
         "clock": clock.isoformat(), "record_key": record_key,
         "input": {"digest": inp.digest, "rows": inp.table.num_rows}
-        | ({"parts": inp.parts} if inp.parts else {}),
+        | ({"parts": _redactable(inp.parts)} if inp.parts else {}),
         "env": binding.env, "steps": steps, "tags": dict(tags),
     }
     if failure is not None:
         manifest["error"] = {"step": getattr(failure, "step", None), "message": failure.message}
     return manifest
+
+
+def _redactable(parts: dict[str, Any]) -> dict[str, Any]:
+    """What a redacted copy cannot recompute: the digests of its personal columns. The rest
+    (the column order, the other columns) comes from the copy itself."""
+    return {"personal": parts["personal"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,8 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import replay
 from replay import segments
+from replay.audit import verify_store
 from replay.digest import table_digest
+from replay.errors import CorruptionError
 from replay.segments import Block, RunData, SegmentWriter, StoredTable
 
 
@@ -95,3 +99,40 @@ def test_equal_values_in_another_array_are_stored_again(tmp_path: Path) -> None:
     stored = sum(len(block.part(i)) for i in range(block.part_count))
     assert stored > 2 * table.nbytes - 1
     assert block.table("run", "copy").equals(copy)
+
+
+def test_a_store_written_before_the_current_block_format_still_reads_and_replays(
+        tmp_path: Path) -> None:
+    """tests/assets/store-538e4b6: three toy runs recorded by commit 538e4b6, whose small
+    blocks kept their index and a digest per part outside the compressed bytes."""
+    shutil.copytree(Path(__file__).parent / "assets" / "store-538e4b6", tmp_path / "store")
+    store = replay.Store.open(tmp_path / "store")
+    assert verify_store(store)["runs"] == 3
+    for _, entry in store.entries():
+        run_id, manifest = entry["run_id"], entry["manifest"]
+        block = store.block(entry["block"])
+        for step in manifest["steps"]:
+            assert table_digest(block.table(run_id, step["name"])) == step["output"]
+        assert replay.replay(store, run_id).verdict == "exact"
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(small=st.booleans(), where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
+def test_any_flipped_bit_of_a_block_is_detected(tmp_path: Path, small: bool, where: float,
+                                                bit: int) -> None:
+    rows = 2 if small else 40_000  # a compressed block, or one stored as written
+    tables = chain([("append", 1), ("rename", 0)], rows)
+    writer = SegmentWriter(tmp_path / "segments")
+    ref = writer.append([RunData("run", {k: StoredTable.of(t) for k, t in tables.items()},
+                                 {"tape": b"[]"})])
+    writer.close()
+    path = tmp_path / "segments" / ref.segment
+    data = bytearray(path.read_bytes())
+    data[int(where * len(data))] ^= 1 << bit
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError):
+        block = Block(path, ref)
+        for kind in tables:
+            block.table("run", kind)
+        block.blob("run", "tape")
