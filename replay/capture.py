@@ -25,7 +25,14 @@ from replay.store import Store
 
 MANIFEST_FORMAT = 1
 OVERLAP_ROWS = 4096  # below this, handing a table to another thread costs more than it saves
-_DIGESTER = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="replay-digest")
+_digesters: dict[int, ThreadPoolExecutor] = {}  # per process: a forked child has no threads
+
+
+def _digester() -> ThreadPoolExecutor:
+    pid = os.getpid()
+    if pid not in _digesters:
+        _digesters[pid] = ThreadPoolExecutor(min(4, os.cpu_count() or 1), "replay-digest")
+    return _digesters[pid]
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ def _stored_soon(table: pa.Table, personal: Collection[str]) -> Future[StoredTab
     """The stored form of a table; a big one is serialized and hashed on another core while
     the next step runs (Arrow and hashlib release the GIL)."""
     if table.num_rows >= OVERLAP_ROWS:
-        return _DIGESTER.submit(StoredTable.of, table, personal)
+        return _digester().submit(StoredTable.of, table, personal)
     done: Future[StoredTable] = Future()
     done.set_result(StoredTable.of(table, personal))
     return done

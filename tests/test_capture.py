@@ -191,3 +191,33 @@ def test_async_recording_is_durable_after_flush(tmp_path: Path, toy) -> None:
     store.flush()
     assert store.pending == 0
     assert {e["run_id"] for _, e in store.entries()} == {r.run_id for r in results}
+
+
+def _record_big(store_path: str) -> None:
+    replay.record(replay.Pipeline("wide", [replay.Step("same", lambda t: t)]), rows(5000),
+                  store=replay.Store.open(Path(store_path)), record_key="id")
+
+
+def test_a_big_run_is_recorded_with_its_digests_computed_alongside_the_next_step(
+        store) -> None:
+    pipe = replay.Pipeline("wide", [replay.Step("same", lambda t: t),
+                                    replay.Step("again", lambda t: t)])
+    result = replay.record(pipe, rows(5000), store=store, record_key="id")
+    steps = result.manifest["steps"]
+    assert steps[0]["inputs"] == [table_digest(rows(5000))] == [steps[1]["output"]]
+    assert replay.replay(store, result.run_id).verdict == "exact"
+
+
+def test_a_forked_process_records_big_runs_after_its_parent_did(store) -> None:
+    """The threads that digest big outputs do not survive fork; the child makes its own."""
+    import multiprocessing
+
+    _record_big(str(store.root))
+    child = multiprocessing.get_context("fork").Process(target=_record_big,
+                                                        args=(str(store.root),))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():  # hung on a digest thread it did not have
+        child.kill()
+    assert child.exitcode == 0
+    assert sum(1 for _ in replay.Store.open(store.root).entries()) == 2
