@@ -15,7 +15,7 @@ from replay import segments
 from replay.audit import verify_store
 from replay.digest import table_digest
 from replay.errors import CorruptionError
-from replay.segments import Block, RunData, SegmentWriter, StoredTable
+from replay.segments import Block, BlockRef, RunData, SegmentWriter, StoredTable
 
 
 @pytest.fixture(autouse=True)
@@ -116,23 +116,46 @@ def test_a_store_written_before_the_current_block_format_still_reads_and_replays
         assert replay.replay(store, run_id).verdict == "exact"
 
 
+def append_runs(tmp_path: Path, blocks: list[dict[str, dict[str, pa.Table]]]) -> list[BlockRef]:
+    writer = SegmentWriter(tmp_path / "segments")
+    refs = [writer.append([RunData(run_id, {k: StoredTable.of(t) for k, t in tables.items()},
+                                   {"tape": b"[]"}) for run_id, tables in runs.items()])
+            for runs in blocks]
+    writer.close()
+    return refs
+
+
+def test_small_blocks_after_the_first_of_a_log_are_compressed_with_its_bytes(
+        tmp_path: Path) -> None:
+    blocks = [{f"run{i}": chain([("append", i), ("rename", 0)], 1)} for i in range(3)]
+    first, second, third = append_runs(tmp_path, blocks)
+    assert third.length < 0.6 * first.length
+    path = tmp_path / "segments" / third.segment
+    read = [Block(path, ref) for ref in (first, second, third)]
+    assert [b.dictionary for b in read] == [False, True, True]
+    for block, runs in zip(read, blocks, strict=True):
+        for kind, table in runs[block.run_ids()[0]].items():
+            assert block.table(block.run_ids()[0], kind).equals(table)
+
+
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(small=st.booleans(), where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
 def test_any_flipped_bit_of_a_block_is_detected(tmp_path: Path, small: bool, where: float,
                                                 bit: int) -> None:
-    rows = 2 if small else 40_000  # a compressed block, or one stored as written
-    tables = chain([("append", 1), ("rename", 0)], rows)
-    writer = SegmentWriter(tmp_path / "segments")
-    ref = writer.append([RunData("run", {k: StoredTable.of(t) for k, t in tables.items()},
-                                 {"tape": b"[]"})])
-    writer.close()
-    path = tmp_path / "segments" / ref.segment
+    """Small blocks: the second is compressed with the first's bytes, so a bit flipped in the
+    first must also be caught when the second is read."""
+    rows = 2 if small else 40_000  # compressed blocks, or blocks stored as written
+    blocks = [{"run": chain([("append", i), ("rename", 0)], rows)} for i in range(2)]
+    refs = append_runs(tmp_path, blocks)
+    path = tmp_path / "segments" / refs[0].segment
     data = bytearray(path.read_bytes())
     data[int(where * len(data))] ^= 1 << bit
     path.write_bytes(bytes(data))
+    segments._dictionary.cache_clear()  # a dictionary read before the flip must not hide it
     with pytest.raises(CorruptionError):
-        block = Block(path, ref)
-        for kind in tables:
-            block.table("run", kind)
-        block.blob("run", "tape")
+        for ref, runs in zip(reversed(refs), reversed(blocks), strict=True):
+            block = Block(path, ref)
+            for kind in runs["run"]:
+                block.table("run", kind)
+            block.blob("run", "tape")
