@@ -104,13 +104,14 @@ def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: 
     return RecordResult(run_id, final, manifest, entry["seq"] if entry else None)
 
 
-def _stored_soon(table: pa.Table, personal: Collection[str]) -> Future[StoredTable]:
+def _stored_soon(table: pa.Table, personal: Collection[str],
+                 memo: dict[tuple[Any, ...], str]) -> Future[StoredTable]:
     """The stored form of a table; a big one is serialized and hashed on another core while
     the next step runs (Arrow and hashlib release the GIL)."""
     if table.num_rows >= OVERLAP_ROWS:
-        return _digester().submit(StoredTable.of, table, personal)
+        return _digester().submit(StoredTable.of, table, personal, memo)
     done: Future[StoredTable] = Future()
-    done.set_result(StoredTable.of(table, personal))
+    done.set_result(StoredTable.of(table, personal, memo))
     return done
 
 
@@ -127,7 +128,8 @@ def _execute(binding: Binding, inp: pa.Table, clock: datetime) -> tuple[
         dict[str, StoredTable], list[dict[str, Any]], bytes | None, StepError | None]:
     personal = binding.pipeline.personal
     tables = {INPUT: inp}  # what later steps read
-    pending = {INPUT: _stored_soon(inp, personal)}  # what the store keeps
+    memo: dict[tuple[Any, ...], str] = {}  # lives no longer than the run's tables
+    pending = {INPUT: _stored_soon(inp, personal, memo)}  # what the store keeps
     ran: list[_Ran] = []
     failure: StepError | None = None
     for i, bound in enumerate(binding.steps):
@@ -144,7 +146,7 @@ def _execute(binding: Binding, inp: pa.Table, clock: datetime) -> tuple[
             break
         ran.append(_Ran(bound.step.name, sources, ctx, time.perf_counter_ns() - t0, True))
         tables[bound.step.name] = out
-        pending[bound.step.name] = _stored_soon(out, personal)
+        pending[bound.step.name] = _stored_soon(out, personal, memo)
     stored = {name: f.result() for name, f in pending.items()}
     steps = [_step_entry(r, stored) for r in ran]
     tape = {r.name: r.ctx.tape for r in ran if r.ctx.tape}

@@ -7,6 +7,7 @@ whatever chunking or pandas metadata they arrived with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Collection
@@ -55,19 +56,52 @@ def table_bytes(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _plain_digest(table: pa.Table) -> str:
-    return sha256(memoryview(table_bytes(normalize_table(table))))
+def column_identity(field: pa.Field, column: pa.ChunkedArray) -> tuple[Any, ...] | None:
+    """What makes two columns the same without reading them: the same buffers, offset,
+    length and field. Nested and dictionary arrays hold state (child offsets, dictionaries)
+    that their buffer list does not show, so they get no identity. Only meaningful while
+    both columns are alive: a freed buffer's address can be reused."""
+    if column.num_chunks != 1 or pa.types.is_nested(field.type) \
+            or pa.types.is_dictionary(field.type):
+        return None
+    arr = column.chunk(0)
+    return (field.with_name(""), len(arr), arr.offset,
+            tuple((b.address, b.size) if b is not None else None for b in arr.buffers()))
 
 
-def digest_parts(table: pa.Table, personal: Collection[str]) -> dict[str, Any] | None:
-    """For a table holding personal columns, the digests a redacted copy can still prove:
-    the other columns together, and each personal column alone. None without personal data."""
+def _ipc_digest(table: pa.Table) -> str:
+    """The digest of a normalized table."""
+    return sha256(memoryview(table_bytes(table)))
+
+
+@functools.lru_cache(maxsize=256)
+def _names_digest(names: tuple[str, ...]) -> str:
+    return json_digest(list(names))
+
+
+def digest_parts(table: pa.Table, personal: Collection[str],
+                 memo: dict[tuple[Any, ...], str] | None = None) -> dict[str, Any] | None:
+    """For a normalized table holding personal columns, the digests a redacted copy can still
+    prove: the other columns together, and each personal column alone. None without personal
+    data. ``memo`` (kept only while the tables are alive) digests a personal column that
+    several tables of a run pass along once."""
     found = [c for c in table.column_names if c in personal]
     if not found:
         return None
-    return {"columns": json_digest(table.column_names),  # the order, without the names
-            "rest": _plain_digest(table.drop_columns(found)),
-            "personal": {c: _plain_digest(table.select([c])) for c in found}}
+    return {"columns": _names_digest(tuple(table.column_names)),  # the order, without the names
+            "rest": _ipc_digest(table.drop_columns(found)),
+            "personal": {c: _column_digest(table, c, memo) for c in found}}
+
+
+def _column_digest(table: pa.Table, name: str, memo: dict[tuple[Any, ...], str] | None) -> str:
+    i = table.schema.get_field_index(name)  # -1 when the name is not unique
+    key = column_identity(table.schema.field(i), table.column(i)) if i >= 0 else None
+    if memo is None or key is None:
+        return _ipc_digest(table.select([name]))
+    key = (name, *key)  # the name is part of the one-column table that is hashed
+    if key not in memo:
+        memo[key] = _ipc_digest(table.select([name]))
+    return memo[key]
 
 
 def combine_parts(parts: dict[str, Any]) -> str:
@@ -76,5 +110,6 @@ def combine_parts(parts: dict[str, Any]) -> str:
 
 def table_digest(table: pa.Table, personal: Collection[str] = ()) -> str:
     """The content digest of a table; with personal columns, one that survives redaction."""
+    table = normalize_table(table)
     parts = digest_parts(table, personal) if personal else None
-    return combine_parts(parts) if parts else _plain_digest(table)
+    return combine_parts(parts) if parts else _ipc_digest(table)

@@ -5,15 +5,19 @@ One commit group becomes one *block*:
 
     b"RPB1" | u32 header length | header (canonical JSON) | part | part | ...
 
-A part is an Arrow IPC stream (the same-schema tables of one kind, e.g. the ``decision``
-outputs of every run in the group, concatenated) or a raw blob (a tape). The header lists
-every part's offset, length and sha256, and each run's row range in each part, so the
-header's own sha256 — written in the ledger entry — covers the whole block. A crash mid-append
-leaves bytes no ledger entry points at; they are never read.
+A part is one table of one run as an Arrow IPC stream, or a raw blob (a manifest, a tape).
+The header lists every part's offset, length and sha256, and where each run's tables and
+blobs are, so the header's own sha256 — written in the ledger entry — covers the whole block.
+Small blocks are compressed instead: their header holds the sha256 of the compressed bytes,
+which hold the index. A crash mid-append leaves bytes no ledger entry points at; they are
+never read.
 
 A column a step passes through unchanged (the same Arrow buffers as a column of an earlier
 table of the run) is stored once: the later table's part holds only its own columns, and the
-header's ``layouts`` say where each of its columns comes from.
+index's ``layouts`` say where each of its columns comes from.
+
+Blocks written before 2026-11-26 concatenated a group's same-schema tables into one part and
+kept a compressed block's index outside the compressed bytes; they read as before.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import zstandard
 
 from replay.digest import (
     canonical_json,
+    column_identity,
     combine_parts,
     digest_parts,
     normalize_table,
@@ -69,9 +74,11 @@ class StoredTable:
     parts: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, table: pa.Table, personal: Collection[str] = ()) -> StoredTable:
+    def of(cls, table: pa.Table, personal: Collection[str] = (),
+           memo: dict[tuple[Any, ...], str] | None = None) -> StoredTable:
+        """``memo``: see ``digest_parts``."""
         table = normalize_table(table)
-        parts = digest_parts(table, personal) if personal else None
+        parts = digest_parts(table, personal, memo) if personal else None
         if parts is not None:
             return cls(table, combine_parts(parts), parts)
         data = table_bytes(table)
@@ -112,18 +119,6 @@ class BlockRef:
 Layout = list[int | list[Any]]
 
 
-def _identity(field: pa.Field, column: pa.ChunkedArray) -> tuple[Any, ...] | None:
-    """What makes two columns the same without reading them: the same buffers, offset,
-    length and field. Nested and dictionary arrays hold state (child offsets, dictionaries)
-    that their buffer list does not show, so they are never shared."""
-    if column.num_chunks != 1 or pa.types.is_nested(field.type) \
-            or pa.types.is_dictionary(field.type):
-        return None
-    arr = column.chunk(0)
-    return (field.with_name(""), len(arr), arr.offset,
-            tuple((b.address, b.size) if b is not None else None for b in arr.buffers()))
-
-
 def split_shared(tables: Mapping[str, StoredTable]) -> dict[str, tuple[pa.Table, Layout | None]]:
     """Each table's own columns, and its layout when it reuses columns of an earlier table."""
     owner: dict[tuple[Any, ...], list[Any]] = {}
@@ -135,7 +130,7 @@ def split_shared(tables: Mapping[str, StoredTable]) -> dict[str, tuple[pa.Table,
         table, own, layout = st.table, list[int](), Layout()
         mine: dict[tuple[Any, ...], list[Any]] = {}
         for i, (field, column) in enumerate(zip(table.schema, table.columns, strict=True)):
-            key = _identity(field, column)
+            key = column_identity(field, column)
             if key is not None and key in owner:
                 layout.append([*owner[key], field.name])
             else:

@@ -159,3 +159,16 @@ def test_any_flipped_bit_of_a_block_is_detected(tmp_path: Path, small: bool, whe
             for kind in runs["run"]:
                 block.table("run", kind)
             block.blob("run", "tape")
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=OPS, rows=st.integers(0, 4))
+def test_digests_shared_along_a_run_equal_digests_computed_alone(
+        ops: list[tuple[str, int]], rows: int) -> None:
+    """A personal column passed from table to table is hashed once per run (the memo); each
+    table's digest stays the one it has on its own, as verify and replay compute it."""
+    memo: dict[tuple[object, ...], str] = {}
+    tables = chain(ops, rows)
+    stored = {k: StoredTable.of(t, ("id", "x"), memo) for k, t in tables.items()}
+    for kind, table in tables.items():
+        assert stored[kind].digest == table_digest(table, ("id", "x"))
