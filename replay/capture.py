@@ -20,7 +20,7 @@ from replay.errors import InputError, ReplayError, StepError
 from replay.ids import new_run_id
 from replay.pipeline import INPUT, Pipeline
 from replay.runner import as_table, call_step
-from replay.segments import RunData, StoredTable
+from replay.segments import Layout, RunData, Sharing, StoredTable
 from replay.store import Store
 
 MANIFEST_FORMAT = 1
@@ -104,15 +104,23 @@ def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: 
     return RecordResult(run_id, final, manifest, entry["seq"] if entry else None)
 
 
-def _stored_soon(table: pa.Table, personal: Collection[str],
-                 memo: dict[tuple[Any, ...], str]) -> Future[StoredTable]:
+def _stored_soon(kind: str, table: pa.Table, personal: Collection[str],
+                 memo: dict[tuple[Any, ...], str], sharing: Sharing) -> Future[StoredTable]:
     """The stored form of a table; a big one is serialized and hashed on another core while
-    the next step runs (Arrow and hashlib release the GIL)."""
+    the next step runs (Arrow and hashlib release the GIL), off the commit's path."""
+    shared = sharing.split(kind, table)  # in the order the tables were made
     if table.num_rows >= OVERLAP_ROWS:
-        return _digester().submit(StoredTable.of, table, personal, memo)
+        return _digester().submit(_prepared, table, personal, memo, shared)
     done: Future[StoredTable] = Future()
-    done.set_result(StoredTable.of(table, personal, memo))
+    done.set_result(StoredTable.of(table, personal, memo, shared))
     return done
+
+
+def _prepared(table: pa.Table, personal: Collection[str], memo: dict[tuple[Any, ...], str],
+              shared: tuple[pa.Table, Layout] | None) -> StoredTable:
+    stored = StoredTable.of(table, personal, memo, shared)
+    _ = stored.data_digest  # the stored bytes serialized and hashed here, not at commit
+    return stored
 
 
 @dataclass
@@ -129,7 +137,8 @@ def _execute(binding: Binding, inp: pa.Table, clock: datetime) -> tuple[
     personal = binding.pipeline.personal
     tables = {INPUT: inp}  # what later steps read
     memo: dict[tuple[Any, ...], str] = {}  # lives no longer than the run's tables
-    pending = {INPUT: _stored_soon(inp, personal, memo)}  # what the store keeps
+    sharing = Sharing()
+    pending = {INPUT: _stored_soon(INPUT, inp, personal, memo, sharing)}  # what is stored
     ran: list[_Ran] = []
     failure: StepError | None = None
     for i, bound in enumerate(binding.steps):
@@ -146,7 +155,7 @@ def _execute(binding: Binding, inp: pa.Table, clock: datetime) -> tuple[
             break
         ran.append(_Ran(bound.step.name, sources, ctx, time.perf_counter_ns() - t0, True))
         tables[bound.step.name] = out
-        pending[bound.step.name] = _stored_soon(out, personal, memo)
+        pending[bound.step.name] = _stored_soon(bound.step.name, out, personal, memo, sharing)
     stored = {name: f.result() for name, f in pending.items()}
     steps = [_step_entry(r, stored) for r in ran]
     tape = {r.name: r.ctx.tape for r in ran if r.ctx.tape}

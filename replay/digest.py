@@ -69,7 +69,7 @@ def column_identity(field: pa.Field, column: pa.ChunkedArray) -> tuple[Any, ...]
             tuple((b.address, b.size) if b is not None else None for b in arr.buffers()))
 
 
-def _ipc_digest(table: pa.Table) -> str:
+def ipc_digest(table: pa.Table) -> str:
     """The digest of a normalized table."""
     return sha256(memoryview(table_bytes(table)))
 
@@ -89,7 +89,7 @@ def digest_parts(table: pa.Table, personal: Collection[str],
     if not found:
         return None
     return {"columns": _names_digest(tuple(table.column_names)),  # the order, without the names
-            "rest": _ipc_digest(table.drop_columns(found)),
+            "rest": ipc_digest(table.drop_columns(found)),
             "personal": {c: _column_digest(table, c, memo) for c in found}}
 
 
@@ -97,10 +97,10 @@ def _column_digest(table: pa.Table, name: str, memo: dict[tuple[Any, ...], str] 
     i = table.schema.get_field_index(name)  # -1 when the name is not unique
     key = column_identity(table.schema.field(i), table.column(i)) if i >= 0 else None
     if memo is None or key is None:
-        return _ipc_digest(table.select([name]))
+        return ipc_digest(table.select([name]))
     key = (name, *key)  # the name is part of the one-column table that is hashed
     if key not in memo:
-        memo[key] = _ipc_digest(table.select([name]))
+        memo[key] = ipc_digest(table.select([name]))
     return memo[key]
 
 
@@ -112,4 +112,4 @@ def table_digest(table: pa.Table, personal: Collection[str] = ()) -> str:
     """The content digest of a table; with personal columns, one that survives redaction."""
     table = normalize_table(table)
     parts = digest_parts(table, personal) if personal else None
-    return combine_parts(parts) if parts else _ipc_digest(table)
+    return combine_parts(parts) if parts else ipc_digest(table)

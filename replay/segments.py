@@ -42,6 +42,7 @@ from replay.digest import (
     column_identity,
     combine_parts,
     digest_parts,
+    ipc_digest,
     normalize_table,
     sha256,
     table_bytes,
@@ -59,28 +60,39 @@ SHARE_ROWS = 256
 ZSTD_LEVEL = 3  # 3% smaller online blocks than level 1 for a few microseconds more per block
 
 
+# A column of the layout: an index into the table's own part, or [kind, index, name] for a
+# column owned (at that index of its part) by an earlier table of the same run.
+Layout = list[int | list[Any]]
+
+
 @dataclass(frozen=True)
 class StoredTable:
     """A table ready to store: normalized and digested once, serialized when first needed.
 
     ``digest`` names the content (in manifests); ``data_digest`` the stored bytes. They are
     the same unless the table holds personal columns, whose content digest is built from
-    parts so that a redacted copy can still be proven (see ``digest_parts``). A table whose
-    columns are mostly stored by an earlier table of the run never needs its own bytes.
+    parts so that a redacted copy can still be proven (see ``digest_parts``), or shares
+    columns with an earlier table of its run: then only ``own`` columns are stored, and
+    ``layout`` says where the others are.
     """
 
     table: pa.Table
     digest: str
     parts: dict[str, Any] | None = None
+    own: pa.Table | None = None
+    layout: Layout | None = None
 
     @classmethod
     def of(cls, table: pa.Table, personal: Collection[str] = (),
-           memo: dict[tuple[Any, ...], str] | None = None) -> StoredTable:
-        """``memo``: see ``digest_parts``."""
+           memo: dict[tuple[Any, ...], str] | None = None,
+           shared: tuple[pa.Table, Layout] | None = None) -> StoredTable:
+        """``memo``: see ``digest_parts``; ``shared``: from ``Sharing.split``."""
         table = normalize_table(table)
         parts = digest_parts(table, personal, memo) if personal else None
-        if parts is not None:
-            return cls(table, combine_parts(parts), parts)
+        own, layout = shared if shared is not None else (None, None)
+        if parts is not None or own is not None:
+            return cls(table, combine_parts(parts) if parts else ipc_digest(table), parts,
+                       own, layout)
         data = table_bytes(table)
         stored = cls(table, sha256(memoryview(data)))
         stored.__dict__["data"] = data  # primes the cached property: serialized once
@@ -88,11 +100,13 @@ class StoredTable:
 
     @cached_property
     def data(self) -> pa.Buffer:
-        return table_bytes(self.table)
+        return table_bytes(self.own if self.own is not None else self.table)
 
     @cached_property
     def data_digest(self) -> str:
-        return self.digest if self.parts is None else sha256(memoryview(self.data))
+        if self.parts is None and self.own is None:
+            return self.digest
+        return sha256(memoryview(self.data))
 
 
 @dataclass(frozen=True)
@@ -114,25 +128,22 @@ class BlockRef:
                 "header": self.header}
 
 
-# A column of the layout: an index into the table's own part, or [kind, index, name] for a
-# column owned (at that index of its part) by an earlier table of the same run.
-Layout = list[int | list[Any]]
+class Sharing:
+    """Which columns of a run's tables an earlier table of the run already stores. Tables are
+    split in the order they were made (the input, then each step's output)."""
 
+    def __init__(self) -> None:
+        self._owner: dict[tuple[Any, ...], list[Any]] = {}
 
-def split_shared(tables: Mapping[str, StoredTable]) -> dict[str, tuple[pa.Table, Layout | None]]:
-    """Each table's own columns, and its layout when it reuses columns of an earlier table."""
-    owner: dict[tuple[Any, ...], list[Any]] = {}
-    out: dict[str, tuple[pa.Table, Layout | None]] = {}
-    for kind, st in tables.items():
-        if st.table.num_rows < SHARE_ROWS:
-            out[kind] = (st.table, None)
-            continue
-        table, own, layout = st.table, list[int](), Layout()
-        mine: dict[tuple[Any, ...], list[Any]] = {}
+    def split(self, kind: str, table: pa.Table) -> tuple[pa.Table, Layout] | None:
+        """The table's own columns and its layout, or None when it shares none."""
+        if table.num_rows < SHARE_ROWS:
+            return None
+        own, layout, mine = list[int](), Layout(), dict[tuple[Any, ...], list[Any]]()
         for i, (field, column) in enumerate(zip(table.schema, table.columns, strict=True)):
             key = column_identity(field, column)
-            if key is not None and key in owner:
-                layout.append([*owner[key], field.name])
+            if key is not None and key in self._owner:
+                layout.append([*self._owner[key], field.name])
             else:
                 layout.append(len(own))
                 own.append(i)
@@ -140,10 +151,8 @@ def split_shared(tables: Mapping[str, StoredTable]) -> dict[str, tuple[pa.Table,
                     mine.setdefault(key, [kind, len(own) - 1])
         if not own and table.num_columns:  # a part with no columns would lose its row count
             own, layout[0] = [0], 0
-        owner |= mine
-        shared = len(own) < table.num_columns
-        out[kind] = (table.select(own), layout) if shared else (table, None)
-    return out
+        self._owner |= mine
+        return (table.select(own), layout) if len(own) < table.num_columns else None
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,7 @@ def encode_block(runs: Iterable[RunData], primer: Primer | None = None) -> Encod
     dictionary when given).
 
     Every table is its own part, stored as the bytes it was digested from (or, sharing
-    columns, the bytes of its own columns): never re-encoded, so it reads back byte for byte.
+    columns, the bytes of its own columns), so it reads back byte for byte.
     """
     index: dict[str, dict[str, dict[str, Any]]] = {}
     layouts: dict[str, Layout] = {}
@@ -190,12 +199,11 @@ def encode_block(runs: Iterable[RunData], primer: Primer | None = None) -> Encod
 
     for run in runs:
         index[run.run_id] = {"tables": {}, "blobs": {}}
-        for kind, (own, layout) in split_shared(run.tables).items():
-            st = run.tables[kind] if layout is None else StoredTable.of(own)
+        for kind, st in run.tables.items():
             part = add(st.data, st)
-            index[run.run_id]["tables"][kind] = [part, 0, own.num_rows]
-            if layout is not None:
-                layouts[str(part)] = layout
+            index[run.run_id]["tables"][kind] = [part, 0, st.table.num_rows]
+            if st.layout is not None:
+                layouts[str(part)] = st.layout
         for name, blob in run.blobs.items():
             index[run.run_id]["blobs"][name] = add(blob, blob)
     block: dict[str, Any] = {"runs": index}

@@ -15,7 +15,7 @@ from replay import segments
 from replay.audit import verify_store
 from replay.digest import table_digest
 from replay.errors import CorruptionError
-from replay.segments import Block, BlockRef, RunData, SegmentWriter, StoredTable
+from replay.segments import Block, BlockRef, RunData, SegmentWriter, Sharing, StoredTable
 
 
 @pytest.fixture(autouse=True)
@@ -54,10 +54,15 @@ def chain(ops: list[tuple[str, int]], rows: int) -> dict[str, pa.Table]:
     return tables
 
 
+def stored(tables: dict[str, pa.Table]) -> dict[str, StoredTable]:
+    """As capture stores a run's tables: in order, sharing columns with earlier ones."""
+    sharing = Sharing()
+    return {k: StoredTable.of(t, shared=sharing.split(k, t)) for k, t in tables.items()}
+
+
 def write_and_read(tmp_path: Path, runs: dict[str, dict[str, pa.Table]]) -> Block:
     writer = SegmentWriter(tmp_path / "segments")
-    ref = writer.append([RunData(run_id, {k: StoredTable.of(t) for k, t in tables.items()}, {})
-                         for run_id, tables in runs.items()])
+    ref = writer.append([RunData(run_id, stored(tables), {}) for run_id, tables in runs.items()])
     writer.close()
     return Block(tmp_path / "segments" / ref.segment, ref)
 
@@ -118,9 +123,8 @@ def test_a_store_written_before_the_current_block_format_still_reads_and_replays
 
 def append_runs(tmp_path: Path, blocks: list[dict[str, dict[str, pa.Table]]]) -> list[BlockRef]:
     writer = SegmentWriter(tmp_path / "segments")
-    refs = [writer.append([RunData(run_id, {k: StoredTable.of(t) for k, t in tables.items()},
-                                   {"tape": b"[]"}) for run_id, tables in runs.items()])
-            for runs in blocks]
+    refs = [writer.append([RunData(run_id, stored(tables), {"tape": b"[]"})
+                           for run_id, tables in runs.items()]) for runs in blocks]
     writer.close()
     return refs
 
@@ -169,6 +173,8 @@ def test_digests_shared_along_a_run_equal_digests_computed_alone(
     table's digest stays the one it has on its own, as verify and replay compute it."""
     memo: dict[tuple[object, ...], str] = {}
     tables = chain(ops, rows)
-    stored = {k: StoredTable.of(t, ("id", "x"), memo) for k, t in tables.items()}
+    sharing = Sharing()
+    made = {k: StoredTable.of(t, ("id", "x"), memo, sharing.split(k, t))
+            for k, t in tables.items()}
     for kind, table in tables.items():
-        assert stored[kind].digest == table_digest(table, ("id", "x"))
+        assert made[kind].digest == table_digest(table, ("id", "x"))
