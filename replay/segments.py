@@ -305,23 +305,26 @@ class Block:
         self.raw: pa.Buffer | None = None  # a compressed block's uncompressed bytes
         self.dictionary = False  # whether it was compressed with an earlier block's bytes
         if parsed.get("codec") == "zstd":
-            # Checked before decompressing: a changed bit may not change what zstd returns.
-            if "sha256" in parsed and \
-                    sha256(memoryview(self._buf.slice(8 + hlen))) != parsed["sha256"]:
+            # Blocks written since 2026-11-26 hold one digest of their stored bytes and their
+            # index inside; it is checked before decompressing, as a changed bit may not
+            # change what zstd returns.
+            indexed = "sha256" in parsed
+            packed = self._buf.slice(8 + hlen)
+            if indexed and sha256(memoryview(packed)) != parsed["sha256"]:
                 raise CorruptionError(str(path), f"block at {ref.offset} does not match "
                                       "its digest")
             self.dictionary = "dict" in parsed
-            dictionary = _dictionary(path, BlockRef(ref.segment, **parsed["dict"])) \
+            zdict = _dictionary(path, BlockRef(ref.segment, **parsed["dict"])) \
                 if self.dictionary else None
             try:
-                raw = zstandard.ZstdDecompressor(dict_data=dictionary).decompress(
-                    self._buf.slice(8 + hlen), max_output_size=parsed["size"])
+                raw = zstandard.ZstdDecompressor(dict_data=zdict).decompress(
+                    packed, max_output_size=parsed["size"])
             except zstandard.ZstdError as exc:
                 raise CorruptionError(str(path), f"block at {ref.offset} does not "
                                       f"decompress ({exc})") from None
             self.raw = self._buf = pa.py_buffer(raw)
             self._data_start = 0
-            if "sha256" in parsed:  # the index is inside, and one digest covers everything
+            if indexed:
                 (ilen,) = _LEN.unpack(self._buf.slice(0, 4).to_pybytes())
                 parsed = json.loads(self._buf.slice(4, ilen).to_pybytes())
                 self._data_start = 4 + ilen

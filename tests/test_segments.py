@@ -60,10 +60,17 @@ def stored(tables: dict[str, pa.Table]) -> dict[str, StoredTable]:
     return {k: StoredTable.of(t, shared=sharing.split(k, t)) for k, t in tables.items()}
 
 
-def write_and_read(tmp_path: Path, runs: dict[str, dict[str, pa.Table]]) -> Block:
+def append_runs(tmp_path: Path, blocks: list[dict[str, dict[str, pa.Table]]]) -> list[BlockRef]:
+    """One block per item of ``blocks``, each holding its runs (with a tape), in one log."""
     writer = SegmentWriter(tmp_path / "segments")
-    ref = writer.append([RunData(run_id, stored(tables), {}) for run_id, tables in runs.items()])
+    refs = [writer.append([RunData(run_id, stored(tables), {"tape": b"[]"})
+                           for run_id, tables in runs.items()]) for runs in blocks]
     writer.close()
+    return refs
+
+
+def write_and_read(tmp_path: Path, runs: dict[str, dict[str, pa.Table]]) -> Block:
+    (ref,) = append_runs(tmp_path, [runs])
     return Block(tmp_path / "segments" / ref.segment, ref)
 
 
@@ -119,14 +126,6 @@ def test_a_store_written_before_the_current_block_format_still_reads_and_replays
         for step in manifest["steps"]:
             assert table_digest(block.table(run_id, step["name"])) == step["output"]
         assert replay.replay(store, run_id).verdict == "exact"
-
-
-def append_runs(tmp_path: Path, blocks: list[dict[str, dict[str, pa.Table]]]) -> list[BlockRef]:
-    writer = SegmentWriter(tmp_path / "segments")
-    refs = [writer.append([RunData(run_id, stored(tables), {"tape": b"[]"})
-                           for run_id, tables in runs.items()]) for runs in blocks]
-    writer.close()
-    return refs
 
 
 def test_small_blocks_after_the_first_of_a_log_are_compressed_with_its_bytes(
