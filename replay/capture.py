@@ -8,7 +8,7 @@ from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -25,6 +25,8 @@ from replay.store import Store
 
 MANIFEST_FORMAT = 1
 OVERLAP_ROWS = 4096  # below this, handing a table to another thread costs more than it saves
+OVERLAP_BYTES = 1 << 18  # the same for a tape
+T = TypeVar("T")
 _digesters: dict[int, ThreadPoolExecutor] = {}  # per process: a forked child has no threads
 
 
@@ -88,12 +90,12 @@ def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: 
         raise InputError("the logical time has no timezone", hint="pass an aware datetime")
     clock = (at or datetime.fromtimestamp(started / 1e9, UTC)).astimezone(UTC)
     run_id = new_run_id()
-    stored, steps, tapes, failure = _execute(binding, normalize_table(table), clock)
+    stored, steps, tape, failure = _execute(binding, normalize_table(table), clock)
     manifest = _manifest(run_id, binding, stored[INPUT], steps, record_key, clock, started,
                          tags or {}, failure)
     blobs = {}
-    if tapes is not None:
-        blobs["tape"], manifest["tape"] = tapes, sha256(tapes)
+    if tape is not None:
+        blobs["tape"], manifest["tape"] = tape
     future = store.commit(RunData(run_id, stored, blobs), manifest)
     entry = future.result() if (store.durable if durable is None else durable) else None
     if failure is not None:
@@ -111,8 +113,12 @@ def _stored_soon(kind: str, table: pa.Table, personal: Collection[str],
     shared = sharing.split(kind, table)  # in the order the tables were made
     if table.num_rows >= OVERLAP_ROWS:
         return _digester().submit(_prepared, table, personal, memo, shared)
-    done: Future[StoredTable] = Future()
-    done.set_result(StoredTable.of(table, personal, memo, shared))
+    return _done(StoredTable.of(table, personal, memo, shared))
+
+
+def _done(value: T) -> Future[T]:
+    done: Future[T] = Future()
+    done.set_result(value)
     return done
 
 
@@ -133,7 +139,8 @@ class _Ran:
 
 
 def _execute(binding: Binding, inp: pa.Table, clock: datetime) -> tuple[
-        dict[str, StoredTable], list[dict[str, Any]], bytes | None, StepError | None]:
+        dict[str, StoredTable], list[dict[str, Any]], tuple[bytes, str] | None,
+        StepError | None]:
     personal = binding.pipeline.personal
     tables = {INPUT: inp}  # what later steps read
     memo: dict[tuple[Any, ...], str] = {}  # lives no longer than the run's tables
@@ -156,12 +163,22 @@ def _execute(binding: Binding, inp: pa.Table, clock: datetime) -> tuple[
         ran.append(_Ran(bound.step.name, sources, ctx, time.perf_counter_ns() - t0, True))
         tables[bound.step.name] = out
         pending[bound.step.name] = _stored_soon(bound.step.name, out, personal, memo, sharing)
+    tape = _tape(ran)  # hashed while the last tables' digests are computed
     stored = {name: f.result() for name, f in pending.items()}
     steps = [_step_entry(r, stored) for r in ran]
+    return stored, steps, (tape[0], tape[1].result()) if tape else None, failure
+
+
+def _tape(ran: list[_Ran]) -> tuple[bytes, Future[str]] | None:
+    """The run's tape and its digest, a big one hashed on another core."""
     tape = {r.name: r.ctx.tape for r in ran if r.ctx.tape}
+    if not tape:
+        return None
     # Hashed as the bytes written, so any valid JSON will do: orjson, sorted like the rest.
-    blob = orjson.dumps(tape, option=orjson.OPT_SORT_KEYS) if tape else None
-    return stored, steps, blob, failure
+    blob = orjson.dumps(tape, option=orjson.OPT_SORT_KEYS)
+    if len(blob) >= OVERLAP_BYTES:
+        return blob, _digester().submit(sha256, blob)
+    return blob, _done(sha256(blob))
 
 
 def _step_entry(ran: _Ran, stored: dict[str, StoredTable]) -> dict[str, Any]:

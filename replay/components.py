@@ -12,6 +12,7 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +100,17 @@ class Binding:
     version: str
     env: str
 
+    @cached_property
+    def watch(self) -> frozenset[tuple[Path, Any]]:
+        return frozenset(w for s in self.steps for w in s.watch)  # steps share git's files
+
     def fresh(self) -> bool:
-        return all(s.fresh() for s in self.steps)
+        return all(_stat_sig(p) == sig for p, sig in self.watch)
 
 
 def bind(pipeline: Pipeline, store: Store) -> Binding:
     """The pipeline's components as stored in ``store``, captured again where files changed."""
-    key = store.root.resolve()
+    key = store.location
     old: Binding | None = pipeline._bindings.get(key)
     if old is not None and old.fresh():
         return old

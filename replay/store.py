@@ -44,6 +44,7 @@ def default_path() -> Path:
 class Store:
     def __init__(self, root: Path, *, readonly: bool, durable: bool) -> None:
         self.root = root
+        self.location = root.resolve()  # one name for the folder, however it was reached
         self.readonly = readonly
         self.durable = durable
         self.objects = ObjectStore(root / "objects")

@@ -71,7 +71,7 @@ def test_external_calls_are_recorded_on_a_tape(store) -> None:
     entry = _entry(store, result.run_id)
     tape = json.loads(store.block(entry["block"]).blob(result.run_id, "tape"))
     assert tape["lookup"][0]["name"] == "bureau"
-    assert json.loads(tape["lookup"][0]["result"]) == [2, 2]
+    assert tape["lookup"][0]["answer"] == [2, 2]
     assert entry["manifest"]["steps"][0]["calls"] == 1
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from replay.context import _args_digest, _args_digest_v1
 from replay.digest import canonical_json, json_digest, table_digest
 
 json_values = st.recursive(
@@ -42,3 +43,27 @@ def test_changing_any_value_changes_the_table_digest(values: list[int], data: st
     changed = list(values)
     changed[i] += data.draw(st.integers(1, 1000))
     assert table_digest(pa.table({"v": changed})) != table_digest(pa.table({"v": values}))
+
+
+_args = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
+    | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=8)
+
+
+@given(_args, _args)
+@example(float("nan"), None)
+@example(float("inf"), None)
+@example(1, 1.0)
+@example(True, 1)
+@example(2**64, 2**64 + 1)
+@example({"a": None}, {"a": float("nan")})
+def test_call_arguments_tell_apart_exactly_what_older_tapes_told_apart(a: object,
+                                                                       b: object) -> None:
+    """The faster arguments digest of current tapes (orjson) must neither merge arguments the
+    older one (json) kept apart (NaN and null, 1 and 1.0, huge integers), nor split equal ones."""
+    same_now = _args_digest((a,), {"k": b}) == _args_digest((b,), {"k": a})
+    same_before = _args_digest_v1((a,), {"k": b}) == _args_digest_v1((b,), {"k": a})
+    assert same_now == same_before

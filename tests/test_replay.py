@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +12,7 @@ import pytest
 from conftest import rows
 
 import replay
+from replay.audit import verify_store
 from replay.engine import replay as replay_run
 from replay.errors import NotFoundError, UsageError
 
@@ -88,6 +91,17 @@ def test_a_step_that_asks_the_tape_something_new_diverges_instead_of_crashing(st
     report = replay_run(store, replay.record(pipe, rows(1), store=store).run_id)
     assert report.steps[0].verdict == "diverged"
     assert "other arguments than recorded" in report.steps[0].error
+
+
+def test_a_tape_that_holds_answers_as_json_text_still_replays_exact(tmp_path: Path) -> None:
+    """tests/assets/store-4abecd2-tape: two runs recorded by 4abecd2, whose tape entries hold
+    each answer as JSON text ("result") and digest the arguments with ``json``; one call's
+    arguments hold 1e-7, which ``json`` and orjson write differently (1e-07, 1e-7)."""
+    shutil.copytree(Path(__file__).parent / "assets" / "store-4abecd2-tape", tmp_path / "store")
+    store = replay.Store.open(tmp_path / "store")
+    assert verify_store(store)["runs"] == 2
+    for _, entry in store.entries():
+        assert replay_run(store, entry["run_id"]).verdict == "exact"
 
 
 def test_a_recorded_failure_that_replays_the_same_is_exact(store) -> None:
