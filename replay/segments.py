@@ -295,6 +295,9 @@ class Block:
         if len(self._buf) != ref.length or self._buf.slice(0, 4).to_pybytes() != MAGIC:
             raise CorruptionError(str(path), f"no block at offset {ref.offset} (truncated?)")
         (hlen,) = _LEN.unpack(self._buf.slice(4, 4).to_pybytes())
+        if 8 + hlen > ref.length:  # a changed bit in the length field
+            raise CorruptionError(str(path), f"block header at {ref.offset} is longer than "
+                                  "its block")
         header = self._buf.slice(8, hlen).to_pybytes()
         if sha256(header) != ref.header:
             raise CorruptionError(str(path), f"block header at {ref.offset} does not match "

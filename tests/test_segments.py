@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import replay
 from replay import segments
 from replay.audit import verify_store
-from replay.digest import table_digest
+from replay.digest import sha256, table_digest
 from replay.errors import CorruptionError
 from replay.segments import Block, BlockRef, RunData, SegmentWriter, Sharing, StoredTable
 
@@ -54,23 +54,30 @@ def chain(ops: list[tuple[str, int]], rows: int) -> dict[str, pa.Table]:
     return tables
 
 
-def stored(tables: dict[str, pa.Table]) -> dict[str, StoredTable]:
-    """As capture stores a run's tables: in order, sharing columns with earlier ones."""
-    sharing = Sharing()
-    return {k: StoredTable.of(t, shared=sharing.split(k, t)) for k, t in tables.items()}
+PERSONAL = ("id", "x")
 
 
-def append_runs(tmp_path: Path, blocks: list[dict[str, dict[str, pa.Table]]]) -> list[BlockRef]:
+def stored(tables: dict[str, pa.Table], personal: tuple[str, ...] = ()
+           ) -> dict[str, StoredTable]:
+    """As capture stores a run's tables: in order, sharing columns with earlier ones and
+    digesting a personal column they pass along once."""
+    sharing, memo = Sharing(), dict[tuple[object, ...], str]()
+    return {k: StoredTable.of(t, personal, memo, sharing.split(k, t)) for k, t in tables.items()}
+
+
+def append_runs(tmp_path: Path, blocks: list[dict[str, dict[str, pa.Table]]],
+                personal: tuple[str, ...] = ()) -> list[BlockRef]:
     """One block per item of ``blocks``, each holding its runs (with a tape), in one log."""
     writer = SegmentWriter(tmp_path / "segments")
-    refs = [writer.append([RunData(run_id, stored(tables), {"tape": b"[]"})
+    refs = [writer.append([RunData(run_id, stored(tables, personal), {"tape": b"[]"})
                            for run_id, tables in runs.items()]) for runs in blocks]
     writer.close()
     return refs
 
 
-def write_and_read(tmp_path: Path, runs: dict[str, dict[str, pa.Table]]) -> Block:
-    (ref,) = append_runs(tmp_path, [runs])
+def write_and_read(tmp_path: Path, runs: dict[str, dict[str, pa.Table]],
+                   personal: tuple[str, ...] = ()) -> Block:
+    (ref,) = append_runs(tmp_path, [runs], personal)
     return Block(tmp_path / "segments" / ref.segment, ref)
 
 
@@ -79,19 +86,23 @@ OPS = st.lists(st.tuples(st.sampled_from(["append", "drop", "rename", "reverse",
                          st.integers(0, 9)), max_size=8)
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=OPS, rows=st.integers(0, 4), runs=st.integers(1, 3))
+@given(ops=OPS, rows=st.integers(0, 4), runs=st.integers(1, 3),
+       personal=st.sampled_from([(), PERSONAL]), share_rows=st.sampled_from([0, 256]))
 def test_every_table_reads_back_with_its_schema_values_and_digest(
-        tmp_path: Path, ops: list[tuple[str, int]], rows: int, runs: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ops: list[tuple[str, int]], rows: int,
+        runs: int, personal: tuple[str, ...], share_rows: int) -> None:
+    """With and without personal columns, sharing columns (big tables) or not (small)."""
+    monkeypatch.setattr(segments, "SHARE_ROWS", share_rows)
     written = {f"run{r}": chain(ops, rows) for r in range(runs)}
-    block = write_and_read(tmp_path, written)
+    block = write_and_read(tmp_path / f"{len(personal)}-{share_rows}", written, personal)
     for run_id, tables in written.items():
         for kind, table in tables.items():
             back = block.table(run_id, kind)
             assert back.schema.equals(table.schema, check_metadata=True)
             assert back.equals(table)
-            assert table_digest(back) == table_digest(table)
+            assert table_digest(back, personal) == table_digest(table, personal)
 
 
 def test_a_column_a_step_passes_through_is_stored_once(tmp_path: Path) -> None:
@@ -164,16 +175,28 @@ def test_any_flipped_bit_of_a_block_is_detected(tmp_path: Path, small: bool, whe
             block.blob("run", "tape")
 
 
-@settings(max_examples=60, deadline=None)
-@given(ops=OPS, rows=st.integers(0, 4))
+@pytest.mark.parametrize("bit", [0, 7, 31])
+def test_a_block_whose_header_length_is_damaged_is_corrupt(tmp_path: Path, bit: int) -> None:
+    (ref,) = append_runs(tmp_path, [{"run": chain([], 2)}])
+    path = tmp_path / "segments" / ref.segment
+    data = bytearray(path.read_bytes())
+    data[ref.offset + 4 + bit // 8] ^= 1 << (bit % 8)  # the u32 after the magic
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError):
+        Block(path, ref)
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS, rows=st.integers(0, 4), share_rows=st.sampled_from([0, 256]))
 def test_digests_shared_along_a_run_equal_digests_computed_alone(
-        ops: list[tuple[str, int]], rows: int) -> None:
+        monkeypatch: pytest.MonkeyPatch, ops: list[tuple[str, int]], rows: int,
+        share_rows: int) -> None:
     """A personal column passed from table to table is hashed once per run (the memo); each
     table's digest stays the one it has on its own, as verify and replay compute it."""
-    memo: dict[tuple[object, ...], str] = {}
+    monkeypatch.setattr(segments, "SHARE_ROWS", share_rows)
     tables = chain(ops, rows)
-    sharing = Sharing()
-    made = {k: StoredTable.of(t, ("id", "x"), memo, sharing.split(k, t))
-            for k, t in tables.items()}
+    made = stored(tables, PERSONAL)
     for kind, table in tables.items():
-        assert made[kind].digest == table_digest(table, ("id", "x"))
+        assert made[kind].digest == table_digest(table, PERSONAL)
+        assert made[kind].data_digest == sha256(memoryview(made[kind].data))
