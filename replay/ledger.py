@@ -20,7 +20,7 @@ from typing import Any
 
 from replay.digest import canonical_json, sha256
 from replay.errors import CorruptionError, StoreError
-from replay.fsutil import fsync_dir, write_all
+from replay.fsutil import fsync_dir, sync_data, write_all
 
 GENESIS = "sha256:" + "0" * 64
 _TAIL_CHUNK = 1 << 16
@@ -77,7 +77,7 @@ class Ledger:
             data = b"".join(lines)
             try:
                 write_all(fd, data)
-                os.fsync(fd)
+                sync_data(fd)
             except OSError as exc:
                 os.ftruncate(fd, tail.size)  # leave no torn line behind us
                 raise StoreError(f"cannot append to the ledger: {exc.strerror}",

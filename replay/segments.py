@@ -48,7 +48,7 @@ from replay.digest import (
     table_bytes,
 )
 from replay.errors import CorruptionError, NotFoundError, StoreError
-from replay.fsutil import fsync_dir, write_all
+from replay.fsutil import fsync_dir, sync_data, write_all
 
 MAGIC = b"RPB1"
 _LEN = struct.Struct("<I")
@@ -260,7 +260,7 @@ class SegmentWriter:
             write_all(self._fd, head)
             for part in parts:
                 write_all(self._fd, memoryview(part))
-            os.fsync(self._fd)
+            sync_data(self._fd)
         except OSError as exc:
             # The torn tail is unreferenced; start a fresh log so no later block sits on it.
             self.close()
