@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-from bench_capture import timed
+from bench_capture import fsynced_writes, timed
 
 import replay
-from replay.fsutil import sync_data
 
 
 def per_run_bytes(store: replay.Store) -> float:
@@ -46,15 +45,7 @@ def main() -> None:
         data = os.urandom(size)
         sha = statistics.median(timed(lambda: hashlib.sha256(data).digest(), 1)
                                 for _ in range(2001))
-        target = Path(tmp) / "limit.bin"
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-        def write_fsync() -> None:
-            os.write(fd, data)
-            sync_data(fd)  # fdatasync: the cheapest durable write, as record uses
-
-        fsync = statistics.median(timed(write_fsync, 1) for _ in range(501))
-        os.close(fd)
+        fsync = fsynced_writes(Path(tmp), (size,), 501)
     print(f"bytes written per run (block + ledger line): {size}")
     print(f"{'':34} {'us/run':>9} {'x capture':>10}")
     print(f"{'capture (durable record, 1 row)':34} {capture * 1e6:9.1f} {1:10.2f}")
