@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +19,7 @@ import cloudpickle
 import pyarrow as pa
 
 from replay import dvcdata, environment
+from replay.codecapture import capture_code
 from replay.digest import canonical_json, sha256
 from replay.errors import CaptureError, InputError
 from replay.pipeline import Pipeline, Step
@@ -136,7 +136,7 @@ def capture_environment(store: Store | Staged) -> str:
 
 
 def _bind_step(step: Step, store: Staged) -> BoundStep:
-    code, source, qualname = _capture_code(step, store)
+    code = _capture_code(step, store)
     models: dict[str, Any] = {}
     data: dict[str, Any] = {}
     live: dict[str, dict[str, Any]] = {"models": {}, "data": {}}
@@ -151,41 +151,27 @@ def _bind_step(step: Step, store: Staged) -> BoundStep:
         watch += [(p, _stat_sig(p)) for p in _watched(Path(value))]
         data[name], live["data"][name] = _capture_data(step, Path(value), store)
     params = _json_params(step)
-    spec = {"name": step.name, "code": code, "source": source, "qualname": qualname,
-            "models": models, "data": data, "params": store.put_object(canonical_json(params)),
-            "tolerances": step.tolerances}
+    spec = {"name": step.name, **code, "models": models, "data": data,
+            "params": store.put_object(canonical_json(params)), "tolerances": step.tolerances}
     kwargs = {"models": live["models"], "data": live["data"], "params": params}
     return BoundStep(step, spec, kwargs, tuple(watch))
 
 
-def _capture_code(step: Step, store: Staged) -> tuple[str, str, str]:
-    """Pickle the step function by value, with every module of its own package."""
-    fn = step.fn
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    top = None
-    if module is not None and module.__name__ != "__main__":
-        top = sys.modules.get(module.__name__.partition(".")[0])
-        if top is not None and top.__name__ in sys.stdlib_module_names:
-            top = None
-    registered = False
-    try:
-        if top is not None and top.__name__ not in cloudpickle.list_registry_pickle_by_value():
-            cloudpickle.register_pickle_by_value(top)
-            registered = True
-        pickled = cloudpickle.dumps(fn, protocol=5)
-    except Exception as exc:
-        raise CaptureError(f"step {step.name!r}: its code cannot be pickled ({exc})",
-                           hint="steps must be plain functions; keep open files, locks and "
-                                "connections out of their closures") from None
-    finally:
-        if registered:
-            cloudpickle.unregister_pickle_by_value(top)
-    try:
-        text = inspect.getsource(module) if module is not None else inspect.getsource(fn)
-    except (OSError, TypeError):
-        text = f"# source of {fn!r} is not available (defined interactively?)\n"
-    return (store.put_object(pickled), store.put_object(text.encode()),
-            getattr(fn, "__qualname__", repr(fn)))
+def _capture_code(step: Step, store: Staged) -> dict[str, Any]:
+    """The step function by value, with the source of every module of the user's it reaches."""
+    code = capture_code(step.fn, f"step {step.name!r}")
+    modules = {name: store.put_object(text.encode()) for name, text in code.modules.items()}
+    own = getattr(step.fn, "__module__", None)
+    if own in modules:
+        source = modules[own]
+    else:
+        try:
+            text = inspect.getsource(step.fn)
+        except (OSError, TypeError):
+            text = f"# source of {step.fn!r} is not available (defined interactively?)\n"
+        source = store.put_object(text.encode())
+    return {"code": store.put_object(code.pickled), "source": source,
+            "qualname": code.qualname, "modules": modules, "installed": code.installed}
 
 
 def _read(step: Step, path: Path, what: str) -> bytes:

@@ -34,6 +34,10 @@ def _import_file(path: Path) -> ModuleType:
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
         return importlib.import_module(name)
+    # As `python pipe.py` would: modules beside the file import by their plain names.
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     if spec is None or spec.loader is None:
         raise PipelineError(f"{path} is not an importable Python file")
