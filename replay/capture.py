@@ -90,7 +90,8 @@ def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: 
         raise InputError("the logical time has no timezone", hint="pass an aware datetime")
     clock = (at or datetime.fromtimestamp(started / 1e9, UTC)).astimezone(UTC)
     run_id = new_run_id()
-    stored, steps, tape, failure = _execute(binding, normalize_table(table), clock)
+    stored, steps, tape, failure = _execute(binding, normalize_table(table), clock,
+                                            wall=at is None)
     manifest = _manifest(run_id, binding, stored[INPUT], steps, record_key, clock, started,
                          tags or {}, failure)
     blobs = {}
@@ -138,7 +139,7 @@ class _Ran:
     ok: bool
 
 
-def _execute(binding: Binding, inp: pa.Table, clock: datetime) -> tuple[
+def _execute(binding: Binding, inp: pa.Table, clock: datetime, *, wall: bool) -> tuple[
         dict[str, StoredTable], list[dict[str, Any]], tuple[bytes, str] | None,
         StepError | None]:
     personal = binding.pipeline.personal
@@ -152,7 +153,7 @@ def _execute(binding: Binding, inp: pa.Table, clock: datetime) -> tuple[
         sources = binding.pipeline.sources(i)
         arg = tables[sources[0]] if len(sources) == 1 and bound.step.inputs is None \
             else {s: tables[s] for s in sources}
-        ctx = RunContext(clock, step=bound.step.name)
+        ctx = RunContext(clock, step=bound.step.name, wall=wall)
         t0 = time.perf_counter_ns()
         try:
             out = normalize_table(call_step(bound.step, arg, bound.kwargs, ctx))

@@ -9,6 +9,7 @@ run), so the per-run cost of capture does not grow with model or code size.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import numpy as np
 import pyarrow as pa
 
 from replay import dvcdata, environment
@@ -217,10 +219,23 @@ def _capture_data(step: Step, path: Path, store: Staged) -> tuple[dict[str, Any]
 
 
 def _json_params(step: Step) -> dict[str, Any]:
-    try:
-        import json
+    """Params as JSON gives them back, the same on record and on replay: tuples become
+    lists and numpy values Python numbers; anything JSON would change silently (a set's
+    order, a datetime, a non-text key, NaN) is refused."""
+    return {k: _json_value(step, k, v) for k, v in step.params.items()}
 
-        return dict(json.loads(canonical_json(step.params)))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"step {step.name!r}: params must be JSON values ({exc})",
-                         hint="use numbers, strings, lists and dicts") from None
+
+def _json_value(step: Step, where: str, value: Any) -> Any:
+    if isinstance(value, np.generic | np.ndarray):
+        value = value.tolist()
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(step, f"{where}[{i}]", v) for i, v in enumerate(value)]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _json_value(step, f"{where}.{k}", v) for k, v in value.items()}
+    raise InputError(f"step {step.name!r}: param {where} = {value!r} has no exact JSON form",
+                     hint="use strings, finite numbers, booleans, None, lists, tuples and "
+                          "dicts with text keys (a datetime as its ISO text)")

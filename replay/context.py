@@ -9,6 +9,7 @@ a step that uses them runs exactly as it did.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,10 @@ from replay.errors import ReplayError
 
 class TapeMismatch(ReplayError):
     """A replayed step asked the world something it did not ask when recorded."""
+
+
+class ClockWarning(UserWarning):
+    """A step read the run's time while the run was given none: it saw the wall clock."""
 
 
 _ARGS_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -60,8 +65,9 @@ def _json_default(value: Any) -> Any:
 class RunContext:
     def __init__(self, clock: datetime, *, step: str,
                  seeds: dict[str, int] | None = None,
-                 tape: list[dict[str, Any]] | None = None) -> None:
+                 tape: list[dict[str, Any]] | None = None, wall: bool = False) -> None:
         self._clock = clock
+        self._wall = wall  # the clock is the wall's: record() was given no ``at``
         self.step = step
         self.replaying = tape is not None
         self.seeds: dict[str, int] = dict(seeds or {})
@@ -70,6 +76,12 @@ class RunContext:
 
     def now(self) -> datetime:
         """The run's logical time (UTC, timezone-aware), the same for every call in a run."""
+        if self._wall:
+            # As-of features silently computed at "whenever it ran" are a classic audit
+            # finding; the time is recorded either way, so replays still match.
+            warnings.warn(ClockWarning(
+                f"step {self.step!r} reads the run's time, but the run was given no time "
+                "(record(..., at=) / --at): it sees the wall clock at recording"), stacklevel=2)
         return self._clock
 
     def rng(self, name: str = "default") -> np.random.Generator:

@@ -15,13 +15,21 @@ BINDABLE = ("models", "data", "params", "ctx")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
+# A step parameter takes (source, key): a whole group ("models", None), one item of it
+# ("models", "pd"), the context ("ctx", None) or one of its doors ("ctx", "now").
+Want = tuple[str, str, str | None]
+DOORS = ("now", "rng", "call")
+
+
 class Step:
     """A callable plus what it is bound to.
 
-    ``fn(table, *, models, data, params, ctx)`` receives the output of the step before it
-    (or, with ``inputs=[...]``, a dict of the named earlier outputs; ``"input"`` names the
-    run's input rows) and, by keyword, whichever of ``models``, ``data``, ``params`` and
-    ``ctx`` it declares. Models and data given as paths are captured by their bytes; other
+    ``fn(table, ...)`` receives the output of the step before it (or, with ``inputs=[...]``,
+    a dict of the named earlier outputs; ``"input"`` names the run's input rows) and, by
+    keyword, what its signature names: each model, data file and param of the step by its
+    own name; ``now`` (the run's logical time), ``rng`` (a recorded-seed generator) and
+    ``call`` (``ctx.call``); or the whole groups ``models``, ``data``, ``params`` and the
+    context ``ctx``. Models and data given as paths are captured by their bytes; other
     model objects are pickled when the pipeline is first recorded. ``tolerances`` maps
     output columns to the absolute difference a replay may show and still be `equivalent`.
     """
@@ -44,26 +52,74 @@ class Step:
         self.params = dict(params or {})
         self.inputs = tuple(inputs) if inputs is not None else None
         self.tolerances = {k: float(v) for k, v in (tolerances or {}).items()}
-        self.wants = _wanted_keywords(name, fn)
+        self.wants = wanted(name, fn, {"models": self.models, "data": self.data,
+                                       "params": self.params})
 
     def __repr__(self) -> str:
         return f"Step({self.name!r}, {getattr(self.fn, '__qualname__', self.fn)!r})"
 
 
-def _wanted_keywords(name: str, fn: Callable[..., Any]) -> tuple[str, ...]:
+def wanted(name: str, fn: Callable[..., Any],
+           groups: Mapping[str, Mapping[str, Any]]) -> tuple[Want, ...]:
+    """What each keyword parameter of ``fn`` receives; unbindable names are refused here,
+    when the pipeline is declared, not at the first run."""
+    owner = _owners(name, groups)
     try:
-        params = inspect.signature(fn).parameters
+        params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return ()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return BINDABLE
-    positional = [p for p in params.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                  and p.name not in BINDABLE]
-    if not positional and not any(p.kind is p.VAR_POSITIONAL for p in params.values()):
-        raise PipelineError(f"step {name!r}: {fn.__name__}() takes no table argument",
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return tuple((k, k, None) for k in BINDABLE)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not positional and not any(p.kind is p.VAR_POSITIONAL for p in params):
+        raise PipelineError(f"step {name!r}: {_fname(fn)}() takes no table argument",
                             hint="the first positional parameter receives the input table")
-    return tuple(k for k in BINDABLE if k in params)
+    wants: list[Want] = []
+    for p in params[1:] if positional and params[0] is positional[0] else params:
+        if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
+            continue
+        want = _want(p.name, owner)
+        if want is not None:
+            wants.append(want)
+        elif p.default is p.empty:
+            raise PipelineError(f"step {name!r}: {_fname(fn)}() parameter {p.name!r} is not "
+                                "a model, data or param of the step",
+                                hint="bind it (models=, data=, params=), give it a default, "
+                                     "or name one of: now, rng, call, ctx")
+    taken = {w[2] for w in wants if w[2] is not None and w[0] not in DOORS}
+    if not any(w[2] is None for w in wants):
+        unused = sorted(set(owner) - taken)
+        if unused:
+            raise PipelineError(f"step {name!r}: {_fname(fn)}() takes no parameter "
+                                f"{unused[0]!r}, which the step binds",
+                                hint="name it in the function's signature, or take the "
+                                     "whole group (models, data, params)")
+    return tuple(wants)
+
+
+def _want(param: str, owner: Mapping[str, str]) -> Want | None:
+    if param in BINDABLE:
+        return (param, param, None)
+    if param in owner:
+        return (param, owner[param], param)
+    if param in DOORS:
+        return (param, "ctx", param)
+    return None
+
+
+def _owners(name: str, groups: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    owner: dict[str, str] = {}
+    for group, items in groups.items():
+        for key in items:
+            if key in owner:
+                raise PipelineError(f"step {name!r}: {key!r} is both in {owner[key]} and in "
+                                    f"{group}", hint="give them different names")
+            owner[key] = group
+    return owner
+
+
+def _fname(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
 
 
 class Pipeline:
@@ -96,6 +152,13 @@ class Pipeline:
         self.steps = tuple(steps)
         self.personal = tuple(sorted(set(personal)))
         self._bindings: dict[Path, Any] = {}  # per store: see replay.components.bind
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pipeline reached by pickled code carries its declaration, never loaded models.
+        return {k: v for k, v in self.__dict__.items() if k != "_bindings"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _bindings={})
 
     def sources(self, index: int) -> tuple[str, ...]:
         """Names of the tables step ``index`` reads."""

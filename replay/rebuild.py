@@ -100,7 +100,11 @@ def load_code(store: Store, step: dict[str, Any]) -> Step:
     fn = _cached("code", step["code"],
                  lambda: unpickle_trusted(store.get_object(step["code"]), step["code"]))
     inputs = step["inputs"] if step.get("named_inputs") else None
-    return Step(step["name"], fn, inputs=inputs, tolerances=step.get("tolerances") or {})
+    # Only the names matter here: they tell which keyword receives which component.
+    return Step(step["name"], fn, inputs=inputs, tolerances=step.get("tolerances") or {},
+                models=dict.fromkeys(step["models"]),
+                data={name: d["path"] for name, d in step["data"].items()},
+                params=dict.fromkeys(load_params(store, step["params"])))
 
 
 def load_model(store: Store, model: dict[str, Any]) -> Any:

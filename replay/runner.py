@@ -29,7 +29,7 @@ def as_table(value: Any, what: str) -> pa.Table:
 
 def call_step(step: Step, table_arg: Any, kwargs: dict[str, Any], ctx: RunContext) -> pa.Table:
     """Run ``step`` and return its output as a table; any failure becomes a StepError."""
-    bound = {k: (ctx if k == "ctx" else kwargs[k]) for k in step.wants}
+    bound = {arg: _value(source, key, kwargs, ctx) for arg, source, key in step.wants}
     try:
         out = step.fn(table_arg, **bound)
     except ReplayError:
@@ -42,6 +42,14 @@ def call_step(step: Step, table_arg: Any, kwargs: dict[str, Any], ctx: RunContex
     except InputError as exc:
         raise StepError(step.name, f"returned {type(out).__name__}, not a table",
                         hint="return a pyarrow.Table or a pandas.DataFrame") from exc
+
+
+def _value(source: str, key: str | None, kwargs: dict[str, Any], ctx: RunContext) -> Any:
+    if source != "ctx":
+        return kwargs[source] if key is None else kwargs[source][key]
+    if key is None:
+        return ctx
+    return ctx.now() if key == "now" else ctx.rng() if key == "rng" else ctx.call
 
 
 def read_table_file(path: str) -> pa.Table:
