@@ -202,6 +202,9 @@ def reindex(as_json: JsonOpt = False) -> None:
 
 
 Mode = Annotated[str, typer.Option("--mode", "-m", help="chained or isolated.")]
+ToleranceOpt = Annotated[list[str] | None, typer.Option(
+    "--tolerance", help="COLUMN=NUMBER: an absolute difference the replay accepts "
+                        "(adds to the steps' own; repeatable).")]
 
 
 def _exit_for(rep: Any) -> None:
@@ -232,12 +235,13 @@ def run_cmd(
     memory: Annotated[str, typer.Option(help="With --in-container: memory limit.")] = "2g",
     cpus: Annotated[float, typer.Option(help="With --in-container: CPU limit.")] = 1.0,
     pids: Annotated[int, typer.Option(help="With --in-container: process limit.")] = 256,
+    tolerance: ToleranceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a run from its snapshot alone; exit 1 if it diverges."""
-    from replay.engine import parse_swap, replay
+    from replay.engine import parse_swap, parse_tolerances, replay
 
-    swaps = parse_swap(swap or [])
+    swaps, tolerances = parse_swap(swap or []), parse_tolerances(tolerance or [])
     images: dict[str, bytes] = {}
     if bundle is not None:
         from replay.evidence import bundle_images, open_bundle
@@ -254,12 +258,13 @@ def run_cmd(
         with contextlib.closing(engine()) as client, status:
             load_images(client, images)
             rep = replay_in_container(store, run, mode, swaps, image=image, client=client,
-                                      limits=Limits(memory, cpus, pids))
+                                      limits=Limits(memory, cpus, pids), tolerances=tolerances)
     else:
         if image is not None:
             raise UsageError("--image needs --in-container")
         with render.steps_progress(disable=as_json) as tick:
-            rep = replay(store, run, mode=mode, swap=swaps, progress=tick)
+            rep = replay(store, run, mode=mode, swap=swaps, progress=tick,
+                         tolerances=tolerances)
     if as_json:
         render.emit_json(rep.as_json())
     else:
@@ -278,10 +283,11 @@ def at(
         "--input", "-i", help="New rows to run through the pipeline as it was then.")] = None,
     record_key: Annotated[str | None, typer.Option("--record-key", "-k")] = None,
     mode: Mode = "chained",
+    tolerance: ToleranceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What ran at TIME: find that run and replay it (or run new rows as of then)."""
-    from replay.engine import replay
+    from replay.engine import parse_tolerances, replay
     from replay.runner import read_table_file
     from replay.timetravel import at as run_at
     from replay.timetravel import run_as_of
@@ -301,7 +307,8 @@ def at(
         return
     found = run_at(store, when, pipeline, record)
     with render.steps_progress(disable=as_json) as tick:
-        rep = replay(store, found["run_id"], mode=mode, progress=tick)
+        rep = replay(store, found["run_id"], mode=mode, progress=tick,
+                     tolerances=parse_tolerances(tolerance or []))
     if as_json:
         render.emit_json({"found": found, "replay": rep.as_json()})
     else:

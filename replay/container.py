@@ -239,12 +239,13 @@ def _swap_args(swap: dict[str, str] | None) -> Iterator[str]:
 
 def replay_in_container(store: Store, run_id: str, mode: str = "chained",
                         swap: dict[str, str] | None = None, *, image: str | None = None,
-                        limits: Limits = Limits(), client: Any = None) -> ReplayReport:
+                        limits: Limits = Limits(), client: Any = None,
+                        tolerances: dict[str, float] | None = None) -> ReplayReport:
     """Replay a run inside its recorded image (or ``image``) and return the report."""
     if client is None:
         with contextlib.closing(engine()) as own:
             return replay_in_container(store, run_id, mode, swap, image=image, limits=limits,
-                                       client=own)
+                                       client=own, tolerances=tolerances)
     run = load_run(store, entry(store, run_id))
     recorded_env = load_json(store, run.manifest["env"])
     recorded = recorded_env["image"]
@@ -257,7 +258,8 @@ def replay_in_container(store: Store, run_id: str, mode: str = "chained",
     if by_digest:
         declared["REPLAY_IMAGE_DIGEST"] = by_digest
     command = ["--store", STORE_MOUNT, "run", run.run_id, "--json", "--mode", mode,
-               *_swap_args(swap)]
+               *_swap_args(swap), *(a for column, value in (tolerances or {}).items()
+                                    for a in ("--tolerance", f"{column}={value!r}"))]
     out = sandbox(client, img, command, store=store.root, mounts=data_mounts(run.spec),
                   limits=limits, environment=declared)
     label = by_digest or img.id

@@ -68,6 +68,7 @@ class ReplayReport:
     swap: dict[str, str] = field(default_factory=dict)
     records: tuple[RecordChange, ...] = ()
     output: pa.Table | None = field(default=None, repr=False, compare=False)
+    tolerances: dict[str, float] = field(default_factory=dict)  # given at replay time
 
     @property
     def ok(self) -> bool:
@@ -100,13 +101,16 @@ def _table_diff(data: dict[str, Any] | None) -> TableDiff | None:
 
 
 def replay(store: Store, run_id: str, mode: str = "chained", swap: dict[str, str] | None = None,
-           progress: Callable[[str], None] | None = None) -> ReplayReport:
-    """Replay a committed run; see the module docstring for modes and swaps."""
+           progress: Callable[[str], None] | None = None,
+           tolerances: dict[str, float] | None = None) -> ReplayReport:
+    """Replay a committed run; see the module docstring for modes and swaps. ``tolerances``
+    (column -> absolute difference) add to, or override, those the steps declared."""
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     run = load_run(store, entry(store, run_id))
     spec = apply_swap(store, run.spec, swap or {})
     swapped = {target.partition(".")[0] for target in swap or {}}
+    judge = Tolerances(run, spec["steps"], dict(tolerances or {}))
     tape = run.tape()
     tables = {INPUT: run.table(INPUT)}
     results: list[StepResult] = []
@@ -114,12 +118,45 @@ def replay(store: Store, run_id: str, mode: str = "chained", swap: dict[str, str
         if progress:
             progress(step_spec["name"])
         recorded = run.manifest["steps"][i] if i < len(run.manifest["steps"]) else None
-        result, out = _replay_step(store, run, step_spec, recorded, tables, tape, mode)
+        result, out = _replay_step(store, run, step_spec, recorded, tables, tape, mode, judge)
         results.append(replace(result, swapped=step_spec["name"] in swapped))
         if out is not None:
             tables[step_spec["name"]] = out
-    return _report(store, run, mode, swap or {}, tuple(results),
-                   tables.get(spec["steps"][-1]["name"]))
+    return replace(_report(store, run, mode, swap or {}, tuple(results),
+                           tables.get(spec["steps"][-1]["name"])), tolerances=judge.given)
+
+
+class Tolerances:
+    """The tolerance of each column of each step's output, following the data: a column
+    a step passes through unchanged (in the recording) keeps the tolerance of the step that
+    made it; a step's own declaration and then the replay's given ones take precedence."""
+
+    def __init__(self, run: RecordedRun, steps: list[dict[str, Any]],
+                 given: dict[str, float]) -> None:
+        self.run = run
+        self.steps = {s["name"]: s for s in steps}
+        self.given = given
+        self._memo: dict[str, dict[str, float]] = {}
+
+    def of(self, name: str) -> dict[str, float]:
+        if name == INPUT:
+            return {}
+        if name not in self._memo:
+            spec = self.steps[name]
+            inherited: dict[str, float] = {}
+            for source in reversed(spec["inputs"]):  # the first source wins, as in a dict
+                inherited |= {c: t for c, t in self.of(source).items()
+                              if self._passes_through(name, source, c)}
+            self._memo[name] = inherited | (spec.get("tolerances") or {}) | self.given
+        return self._memo[name]
+
+    def _passes_through(self, name: str, source: str, column: str) -> bool:
+        if not (self.run.has_table(name) and self.run.has_table(source)):
+            return False
+        out = self.run.block.table(self.run.run_id, name)
+        given = self.run.block.table(self.run.run_id, source)
+        return (column in out.column_names and column in given.column_names
+                and out.column(column).equals(given.column(column)))
 
 
 def _inputs(run: RecordedRun, sources: list[str], tables: dict[str, pa.Table],
@@ -139,7 +176,7 @@ def _inputs(run: RecordedRun, sources: list[str], tables: dict[str, pa.Table],
 
 def _replay_step(store: Store, run: RecordedRun, spec: dict[str, Any],
                  recorded: dict[str, Any] | None, tables: dict[str, pa.Table],
-                 tape: dict[str, list[dict[str, Any]]], mode: str
+                 tape: dict[str, list[dict[str, Any]]], mode: str, judge: Tolerances
                  ) -> tuple[StepResult, pa.Table | None]:
     name = spec["name"]
     want = recorded["output"] if recorded else None
@@ -169,7 +206,7 @@ def _replay_step(store: Store, run: RecordedRun, spec: dict[str, Any],
     before = run.block.table(run.run_id, name)
     if table_digest(before, run.personal) == digest:  # same values, another pyarrow
         return StepResult(name, "exact", want, digest, took), out
-    diff = compare_tables(before, out, spec.get("tolerances") or {})
+    diff = compare_tables(before, out, judge.of(name))
     verdict = "equivalent" if diff.equivalent else "diverged"
     return StepResult(name, verdict, want, digest, took, diff), out
 
@@ -245,3 +282,19 @@ def parse_swap(values: list[str]) -> dict[str, str]:
     return out
 
 
+
+
+def parse_tolerances(values: list[str]) -> dict[str, float]:
+    """``COL=VALUE`` pairs (``--tolerance``) as a column -> absolute difference map."""
+    out = {}
+    for value in values:
+        column, sep, number = value.partition("=")
+        try:
+            tolerance = float(number)
+        except ValueError:
+            tolerance = -1.0
+        if not sep or not column or not tolerance >= 0 or tolerance == float("inf"):
+            raise UsageError(f"--tolerance {value!r} is not COLUMN=NUMBER",
+                             hint="e.g. --tolerance pd=1e-9 (an absolute difference >= 0)")
+        out[column] = tolerance
+    return out
