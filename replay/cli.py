@@ -138,8 +138,21 @@ def runs(
 @app.command()
 @handled
 def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+         source: Annotated[bool, typer.Option(
+             "--source", help="Print the recorded source of every module the steps ran.")] = False,
+         step: Annotated[str | None, typer.Option(help="With --source: only this step.")] = None,
          as_json: JsonOpt = False) -> None:
     """Show one run: manifest, steps and every component digest."""
+    if source:
+        texts = queries.sources(open_store(), run, step)
+        if as_json:
+            render.emit_json(texts)
+            return
+        for t in texts:
+            render.console.print(f"# step {t['step']} · module {t['module']} · {t['digest']}",
+                                 style="bold", highlight=False, markup=False, soft_wrap=True)
+            render.console.print(t["text"], highlight=False, markup=False, soft_wrap=True)
+        return
     info = queries.show(open_store(), run)
     if as_json:
         render.emit_json(info)

@@ -9,6 +9,7 @@ from replay.pipeline import INPUT
 
 def _components(step: dict[str, Any]) -> list[tuple[str, str]]:
     out = [("code", step["code"]), ("source", step["source"]), ("params", step["params"])]
+    out += [(f"module {n}", digest) for n, digest in (step.get("modules") or {}).items()]
     out += [(f"model {n}", m["digest"]) for n, m in step["models"].items()]
     for n, d in step["data"].items():
         dvc = d.get("dvc")

@@ -69,6 +69,23 @@ def show(store: Store, run: str) -> dict[str, Any]:
             "entry_hash": entry["hash"], "components": components}
 
 
+def sources(store: Store, run: str, step: str | None = None) -> list[dict[str, str]]:
+    """The recorded source text of every module each step's code reached (``show --source``),
+    or of the step's own module for runs recorded before modules were kept apart."""
+    import json
+
+    found = entry(store, run)
+    spec = json.loads(store.get_object(found["manifest"]["version"]))
+    steps = [s for s in spec["steps"] if step is None or s["name"] == step]
+    if not steps:
+        raise NotFoundError(f"run {found['run_id']} has no step {step!r}",
+                            hint="steps: " + ", ".join(s["name"] for s in spec["steps"]))
+    return [{"step": s["name"], "module": module, "digest": digest,
+             "text": store.get_object(digest).decode(errors="replace")}
+            for s in steps
+            for module, digest in (s.get("modules") or {s["qualname"]: s["source"]}).items()]
+
+
 def entry(store: Store, run: str) -> dict[str, Any]:
     """The ledger entry of a run given by id or unique prefix (cached: entries never
     change once committed)."""

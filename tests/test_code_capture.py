@@ -144,3 +144,30 @@ def test_an_unpicklable_global_is_named(store) -> None:
     pipe = replay.Pipeline("locked", [replay.Step("s", locked)])
     with pytest.raises(CaptureError, match="step 's': its code cannot be pickled"):
         replay.record(pipe, pa.table({"x": [1.0]}), store=store)
+
+
+def test_show_source_prints_each_module_the_step_ran(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from replay.cli import app
+
+    folder = _folder(tmp_path / "bank")
+    run_id = _record(folder, tmp_path / "store")
+    (folder / "helper.py").write_text("def double(v):\n    return v * 3\n")
+    result = CliRunner().invoke(app, ["--store", str(tmp_path / "store"), "show", run_id,
+                                      "--source", "--step", "double"])
+    assert result.exit_code == 0, result.output
+    assert "# step double · module helper · sha256:" in result.output
+    assert HELPER in result.output and "v * 3" not in result.output
+    assert "module rules" not in result.output
+
+
+def test_lineage_names_every_module_by_digest(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from replay.cli import app
+
+    run_id = _record(_folder(tmp_path / "bank"), tmp_path / "store")
+    result = CliRunner().invoke(app, ["--store", str(tmp_path / "store"), "lineage", run_id])
+    assert result.exit_code == 0, result.output
+    assert "module helper" in result.output and "module rules" in result.output
