@@ -9,10 +9,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.delta import Change, RecordChange, env_changes, record_changes, spec_changes
+from replay.delta import Change, env_changes, spec_changes
 from replay.queries import entry
 from replay.rebuild import load_run
 from replay.store import Store
+from replay.tablediff import RecordChange, record_changes
 
 
 @dataclass(frozen=True)

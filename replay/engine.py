@@ -20,15 +20,7 @@ import pyarrow as pa
 
 from replay import environment
 from replay.context import RunContext
-from replay.delta import (
-    Change,
-    ColumnDiff,
-    RecordChange,
-    TableDiff,
-    compare_tables,
-    env_changes,
-    record_changes,
-)
+from replay.delta import Change, env_changes
 from replay.digest import table_digest
 from replay.errors import ReplayError, UsageError
 from replay.pipeline import INPUT
@@ -36,6 +28,7 @@ from replay.queries import entry
 from replay.rebuild import RecordedRun, load_code, load_json, load_run, step_kwargs
 from replay.runner import call_step
 from replay.store import Store
+from replay.tablediff import ColumnDiff, RecordChange, TableDiff, compare_tables, record_changes
 
 MODES = ("chained", "isolated")
 ORDER = {"exact": 0, "equivalent": 1, "diverged": 2, "skipped": 2}

@@ -13,7 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from replay.delta import ColumnDiff, TableDiff, compare_tables, record_changes
+from replay.tablediff import ColumnDiff, TableDiff, compare_tables, record_changes
 
 
 def _embeddings(values: np.ndarray) -> pa.Table:

@@ -1,0 +1,333 @@
+"""What differs between two tables: column by column, numbers and vectors within their
+tolerances, categories exactly, and per business record. Values, not state: every result is
+a frozen dataclass whose truth means "something changed"."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CATEGORY_SAMPLES = 5
+ROW_SAMPLES = 5
+ELEMENT_SLICE = 1 << 18  # numbers compared at a time
+_LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+
+
+@dataclass(frozen=True)
+class ColumnDiff:
+    """One column that changed: ``col``, ``col#2`` (the second of that name), ``col.field``
+    (a struct's), ``col.keys`` / ``col.values`` (a map's). ``max_abs`` is inf where a change
+    has no size: to or from null or NaN, a vector of another length."""
+
+    column: str
+    rows_changed: int
+    max_abs: float | None = None
+    max_rel: float | None = None
+    tolerance: float | None = None
+    changes: tuple[tuple[str, str, int], ...] = ()  # (recorded, replayed, rows), most first
+    rows: tuple[int, ...] = ()  # the first few rows that changed
+
+    def __post_init__(self) -> None:
+        # Read back from JSON these are lists; the value keeps its tuples (and stays hashable).
+        object.__setattr__(self, "rows", tuple(self.rows))
+        object.__setattr__(self, "changes", tuple(tuple(c) for c in self.changes))
+
+    @property
+    def within_tolerance(self) -> bool:
+        return (self.max_abs is not None and self.tolerance is not None
+                and math.isfinite(self.max_abs) and self.max_abs <= self.tolerance)
+
+
+@dataclass(frozen=True)
+class TableDiff:
+    rows: tuple[int, int]
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    retyped: tuple[str, ...] = ()
+    columns: tuple[ColumnDiff, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.rows[0] != self.rows[1] or self.added or self.removed or self.retyped
+                    or self.columns)
+
+    @property
+    def equivalent(self) -> bool:
+        """Only numeric differences, each within the tolerance its pipeline declared."""
+        return (self.rows[0] == self.rows[1] and not (self.added or self.removed
+                                                       or self.retyped)
+                and all(c.within_tolerance for c in self.columns))
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return any(is_(t) for is_ in _LISTS)
+
+
+def _depth(t: pa.DataType) -> int | None:
+    """Levels of lists above a number (0: a number, 1: a vector); None if no number below."""
+    if _is_numeric(t):
+        return 0
+    inner = _depth(t.value_type) if _is_list(t) else None
+    return None if inner is None else inner + 1
+
+
+def _py_text(value: Any) -> str:
+    if value is None:
+        return "∅"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, default=repr)
+    return repr(value)
+
+
+def _as_text(col: pa.Array) -> pa.Array:
+    """Each value as text, null as ∅: Arrow's cast where it has one; nested values as JSON
+    and the few types Arrow cannot cast (bytes not UTF-8, intervals) through Python."""
+    if not pa.types.is_nested(col.type):
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return pc.fill_null(pc.cast(col, pa.string()), "∅")
+    return pa.array([_py_text(v) for v in col.to_pylist()], pa.string())
+
+
+def _common_type(x: pa.DataType, y: pa.DataType) -> pa.DataType:
+    """Integers stay integers, so 2**53 and 2**53 + 1 still differ; mixed with uint64 they
+    have no exact common type and go to float64 like everything else."""
+    if x == y and pa.types.is_floating(x):
+        return x  # float32 embeddings stay float32: half the memory to compare
+    if not (pa.types.is_integer(x) and pa.types.is_integer(y)):
+        return pa.float64()
+    if x == y == pa.uint64():
+        return pa.uint64()
+    return pa.float64() if pa.uint64() in (x, y) else pa.int64()
+
+
+def _sizes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|x - y| and its ratio to the larger magnitude, element by element, in float64."""
+    wide_x, wide_y = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
+    if x.dtype.kind in "iu":
+        hi, lo = np.maximum(x, y), np.minimum(x, y)
+        # Unsigned arithmetic wraps: the exact gap even where x - y overflows int64.
+        delta = (hi.astype(np.uint64) - lo.astype(np.uint64)).astype(np.float64)
+    else:  # float32 - float32 is exact in float64
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: sized by the caller
+            delta = np.abs(wide_x - wide_y)
+    scale = np.maximum(np.abs(wide_x), np.abs(wide_y))
+    rel = np.divide(delta, scale, out=np.full_like(delta, np.inf),
+                    where=np.isfinite(delta) & (scale > 0))
+    return delta, rel
+
+
+def _elements(x: pa.Array, y: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which paired numbers changed, and (for those) by how much, absolute and relative.
+    NaN and NaN are the same; a change to or from null or NaN has no size: inf."""
+    target = _common_type(x.type, y.type)
+    # Unsafe only where the target is float64: an integer past 2**53 rounds, never wraps.
+    vx, vy = (pc.fill_null(pc.cast(v, target, safe=False), 0).to_numpy(zero_copy_only=False)
+              for v in (x, y))
+    ok_x, ok_y = (v.is_valid().to_numpy(zero_copy_only=False) for v in (x, y))
+    nan_x, nan_y = (np.isnan(v) if v.dtype.kind == "f" else np.zeros(len(v), bool)
+                    for v in (vx, vy))
+    changed = (ok_x != ok_y) | (ok_x & ok_y & (vx != vy) & ~(nan_x & nan_y))
+    sizeless = ((ok_x != ok_y) | (nan_x != nan_y))[changed]
+    delta, rel = _sizes(vx[changed], vy[changed])
+    delta[sizeless], rel[sizeless] = np.inf, np.inf
+    return changed, delta, rel
+
+
+def _leaves(a: pa.Array, b: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray]:
+    """The numbers under two columns of (nested) lists, paired, with the row each is from;
+    and the rows set aside because a list there is null on one side or of another length."""
+    rows, reshaped = np.arange(len(a)), [np.empty(0, np.intp)]
+    while _is_list(a.type):
+        la, lb = (pc.fill_null(pc.list_value_length(v), -1).to_numpy() for v in (a, b))
+        same = la == lb
+        reshaped.append(rows[~same])
+        if not same.all():  # filtering copies every value: only when some rows must go
+            keep = pa.array(same)
+            a, b = a.filter(keep), b.filter(keep)
+        a, b = pc.list_flatten(a), pc.list_flatten(b)
+        rows = np.repeat(rows[same], np.maximum(la[same], 0))  # a null list has no values
+    return a, b, rows, np.concatenate(reshaped)
+
+
+def _numeric(column: str, a: pa.Array, b: pa.Array,
+             tolerance: float | None) -> ColumnDiff | None:
+    """Numbers or vectors of numbers, element by element; a row changed if any element did."""
+    x, y, rows, reshaped = _leaves(a, b)
+    moved = np.zeros(len(a), bool)
+    moved[reshaped] = True
+    # A vector of another length is a change no tolerance covers.
+    max_abs = max_rel = math.inf if reshaped.size else 0.0
+    for start in range(0, len(x), ELEMENT_SLICE):  # scratch of a few MB, not gigabytes
+        changed, delta, rel = _elements(x.slice(start, ELEMENT_SLICE),
+                                        y.slice(start, ELEMENT_SLICE))
+        moved[rows[start:start + ELEMENT_SLICE][changed]] = True
+        max_abs = max(max_abs, float(delta.max(initial=0.0)))
+        max_rel = max(max_rel, float(rel.max(initial=0.0)))
+    hit = np.flatnonzero(moved)
+    return ColumnDiff(column, int(hit.size), max_abs, max_rel, tolerance,
+                      rows=tuple(int(r) for r in hit[:ROW_SAMPLES])) if hit.size else None
+
+
+def _categorical(column: str, a: pa.Array, b: pa.Array) -> ColumnDiff | None:
+    ta, tb = _as_text(a), _as_text(b)
+    changed = pc.not_equal(ta, tb)
+    count = pc.sum(changed).as_py() or 0
+    if not count:
+        return None
+    pairs = pa.table({"a": pc.filter(ta, changed), "b": pc.filter(tb, changed)})
+    top = pairs.group_by(["a", "b"]).aggregate([([], "count_all")]).sort_by(
+        [("count_all", "descending")]).slice(0, CATEGORY_SAMPLES)
+    hit = np.flatnonzero(changed.to_numpy(zero_copy_only=False))[:ROW_SAMPLES]
+    return ColumnDiff(column, count, changes=tuple(
+        (r["a"], r["b"], r["count_all"]) for r in top.to_pylist()),
+        rows=tuple(int(r) for r in hit))
+
+
+def _entries(m: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """A map's keys and its values as two list arrays, row for row."""
+    # keys and items ignore a slice's offset, and a null mask wants offsets from 0.
+    offsets = m.offsets.to_numpy()
+    start, stop = int(offsets[0]), int(offsets[-1])
+    fresh, mask = pa.array(offsets - start, pa.int32()), m.is_null()
+    return (pa.ListArray.from_arrays(fresh, m.keys.slice(start, stop - start), mask=mask),
+            pa.ListArray.from_arrays(fresh, m.items.slice(start, stop - start), mask=mask))
+
+
+def _labelled(names: list[str], arrays: list[Any]) -> dict[str, tuple[str, Any]]:
+    """Label -> (name, array), by position: a repeated name is name#2, name#3, ..."""
+    seen: Counter[str] = Counter()
+    out = {}
+    for name, array in zip(names, arrays, strict=True):
+        seen[name] += 1
+        out[name if seen[name] == 1 else f"{name}#{seen[name]}"] = (name, array)
+    return out
+
+
+def _struct(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
+            tolerances: dict[str, float]) -> list[ColumnDiff]:
+    """Field by field, as label.field; a field without a tolerance of its own has its
+    struct's."""
+    # A null struct and one whose fields are null look alike field by field.
+    present = _categorical(label, *(pc.if_else(s.is_null(), "∅", "{…}") for s in (a, b)))
+    out = [] if present is None else [present]
+    fa = _labelled(a.type.names, a.flatten())  # flatten: the struct's nulls in each field
+    fb = _labelled(b.type.names, b.flatten())
+    for f in (f for f in fa if f in fb):
+        name = f"{label}.{f}"
+        out += _compare(name, fa[f][1], fb[f][1], tolerances.get(name, tolerance), tolerances)
+    return out
+
+
+def _map(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
+         tolerances: dict[str, float]) -> list[ColumnDiff]:
+    """Keys exactly, as label.keys; values by their type, as label.values."""
+    (ka, va), (kb, vb) = _entries(a), _entries(b)
+    keys = _categorical(f"{label}.keys", ka, kb)
+    values = _compare(f"{label}.values", va, vb,
+                      tolerances.get(f"{label}.values", tolerance), tolerances)
+    return values if keys is None else [keys, *values]
+
+
+def _compare(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
+             tolerances: dict[str, float]) -> list[ColumnDiff]:
+    """Structs field by field, maps as exact keys and values by type, numbers and vectors of
+    numbers element by element, anything else exactly, as categories."""
+    if pa.types.is_struct(a.type) and pa.types.is_struct(b.type):
+        return _struct(label, a, b, tolerance, tolerances)
+    if pa.types.is_map(a.type) and pa.types.is_map(b.type):
+        return _map(label, a, b, tolerance, tolerances)
+    depth = _depth(a.type)
+    found = (_numeric(label, a, b, tolerance) if depth is not None and depth == _depth(b.type)
+             else _categorical(label, a, b))
+    return [] if found is None else [found]
+
+
+def compare_tables(recorded: pa.Table, replayed: pa.Table,
+                   tolerances: dict[str, float] | None = None) -> TableDiff:
+    """Column by column: rows changed, largest differences, changed categories. Columns
+    that share a name are compared by position, as name, name#2, ..."""
+    tolerances = tolerances or {}
+    ca = _labelled(recorded.column_names, recorded.columns)
+    cb = _labelled(replayed.column_names, replayed.columns)
+    common = [c for c in ca if c in cb]
+    retyped = tuple(c for c in common if ca[c][1].type != cb[c][1].type)
+    rows = (recorded.num_rows, replayed.num_rows)
+    diff = TableDiff(rows, tuple(sorted(cb.keys() - ca.keys())),
+                     tuple(sorted(ca.keys() - cb.keys())), retyped)
+    if rows[0] != rows[1] or not rows[0]:  # no values to pair up
+        return diff
+    columns: list[ColumnDiff] = []
+    for c in common:
+        (name, a), (_, b) = ca[c], cb[c]
+        if c in retyped or not a.equals(b):
+            columns += _compare(c, a.combine_chunks(), b.combine_chunks(),
+                                tolerances.get(c, tolerances.get(name)), tolerances)
+    return TableDiff(rows, diff.added, diff.removed, retyped, tuple(columns))
+
+
+@dataclass(frozen=True)
+class RecordChange:
+    key: str
+    flipped: bool  # a category changed (a decision, a reason code), not just a score/vector
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def _numeric_columns(before: pa.Table, after: pa.Table) -> tuple[set[str], set[str]]:
+    """Columns of numbers on both sides, and among them the vectors."""
+    da, db = ({f.name: _depth(f.type) for f in t.schema} for t in (before, after))
+    numeric = {c for c, d in da.items() if d is not None and db.get(c) is not None}
+    return numeric, {c for c in numeric if da[c] and db[c]}
+
+
+def _count(values: list[Any] | None) -> str | None:
+    return None if values is None else f"{len(values)} values"
+
+
+def _flat(value: list[Any]) -> list[Any]:
+    return [x for v in value for x in (_flat(v) if isinstance(v, list) else [v])]
+
+
+def _vector_change(before: Any, after: Any) -> tuple[str | None, str | None]:
+    """A changed vector as its size and how far it moved, not hundreds of numbers."""
+    xs, ys = (None if v is None else _flat(v) for v in (before, after))
+    if xs is None or ys is None or len(xs) != len(ys):
+        return _count(xs), _count(ys)
+    # Shown, not judged: float64 (null as NaN) is precise enough to say how far.
+    _, delta, _ = _elements(*(pa.array(np.array(v, np.float64)) for v in (xs, ys)))
+    return _count(xs), f"max |Δ| {delta.max(initial=0.0):.3g}"
+
+
+def record_changes(before: pa.Table, after: pa.Table, key: str | None) -> list[RecordChange]:
+    """Per business record: what changed between two outputs, decision flips first. A
+    changed number or vector of numbers is not a flip; vectors are shown by how far they
+    moved."""
+    if key is None or key not in before.column_names or key not in after.column_names:
+        before = before.append_column("#row", pa.array(range(before.num_rows)))
+        after = after.append_column("#row", pa.array(range(after.num_rows)))
+        key = "#row"
+    columns = [c for c in before.column_names if c in after.column_names and c != key]
+    numeric, vectors = _numeric_columns(before, after)
+    index = {str(k): i for i, k in enumerate(after.column(key).to_pylist())}
+    b_rows, a_rows = before.to_pylist(), after.to_pylist()
+    out = []
+    for row in b_rows:
+        j = index.get(str(row[key]))
+        if j is None:
+            continue
+        changes = {c: (row[c], a_rows[j][c]) for c in columns if row[c] != a_rows[j][c]}
+        if changes:
+            out.append(RecordChange(str(row[key]), any(c not in numeric for c in changes),
+                                    {c: _vector_change(*v) if c in vectors else v
+                                     for c, v in changes.items()}))
+    return sorted(out, key=lambda r: (not r.flipped, r.key))
