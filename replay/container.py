@@ -250,9 +250,10 @@ def replay_in_container(store: Store, run_id: str, mode: str = "chained",
     recorded_env = load_json(store, run.manifest["env"])
     recorded = recorded_env["image"]
     img = resolve(client, recorded, image)
-    # The thread settings the run had (they decide BLAS's summation order), and the image's
-    # identity as the engine knows it.
-    declared = {k: v for k, v in recorded_env["threads"].items() if v is not None}
+    # The thread and kernel settings the run had (they decide BLAS's kernels and summation
+    # order), and the image's identity as the engine knows it.
+    settings = recorded_env["threads"] | recorded_env.get("kernels", {}).get("env", {})
+    declared = {k: v for k, v in settings.items() if v is not None}
     declared["REPLAY_IMAGE_ID"] = img.id
     by_digest = _repo_digest(img.attrs, recorded.get("digest", ""))
     if by_digest:
