@@ -41,6 +41,7 @@ from replay.components import bind
 from replay.digest import sha256, table_bytes
 from replay.fsutil import sync_data
 from replay.ledger import line_of
+from replay.runner import arguments
 
 
 class BareContext:
@@ -63,8 +64,7 @@ def bare_runner(pipeline: replay.Pipeline, store: replay.Store) -> Callable[[Any
 
     def run(table: Any) -> Any:
         for bound in binding.steps:
-            kwargs = {k: (ctx if k == "ctx" else bound.kwargs[k]) for k in bound.step.wants}
-            table = bound.step.fn(table, **kwargs)
+            table = bound.step.fn(table, **arguments(bound.step, bound.kwargs, ctx))
         return table
 
     return run

@@ -29,9 +29,8 @@ def as_table(value: Any, what: str) -> pa.Table:
 
 def call_step(step: Step, table_arg: Any, kwargs: dict[str, Any], ctx: RunContext) -> pa.Table:
     """Run ``step`` and return its output as a table; any failure becomes a StepError."""
-    bound = {arg: _value(source, key, kwargs, ctx) for arg, source, key in step.wants}
     try:
-        out = step.fn(table_arg, **bound)
+        out = step.fn(table_arg, **arguments(step, kwargs, ctx))
     except ReplayError:
         raise
     except Exception as exc:
@@ -42,6 +41,11 @@ def call_step(step: Step, table_arg: Any, kwargs: dict[str, Any], ctx: RunContex
     except InputError as exc:
         raise StepError(step.name, f"returned {type(out).__name__}, not a table",
                         hint="return a pyarrow.Table or a pandas.DataFrame") from exc
+
+
+def arguments(step: Step, kwargs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """The keyword arguments ``step.fn`` asks for, from its components and the context."""
+    return {arg: _value(source, key, kwargs, ctx) for arg, source, key in step.wants}
 
 
 def _value(source: str, key: str | None, kwargs: dict[str, Any], ctx: RunContext) -> Any:
