@@ -32,6 +32,9 @@ state: dict[str, Any] = {"store": None, "debug": False}
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
+BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away
+
+
 def handled(fn: F) -> F:
     """Map errors to one-line messages and exit codes, in one place."""
 
@@ -48,6 +51,11 @@ def handled(fn: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            # The reader stopped reading (`| head`): what it wanted is printed; stop quietly,
+            # with the shell's code for SIGPIPE, and keep Python's exit flush from failing.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(BROKEN_PIPE) from None
         except Exception as exc:
             if state["debug"]:
                 raise

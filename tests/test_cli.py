@@ -229,3 +229,19 @@ def test_lineage_draws_every_step_with_its_digests(env) -> None:
     assert "scale" in text and "decide" in text and text.count("sha256:") >= 8
     mermaid = run(env, "lineage", run_id, "--format", "mermaid").stdout
     assert mermaid.startswith("flowchart LR") and "n_scale --> n_decide" in mermaid
+
+
+def test_output_piped_into_a_reader_that_stops_ends_quietly(env) -> None:
+    import subprocess
+    import sys
+
+    record(env)
+    proc = subprocess.Popen([sys.executable, "-m", "replay", "--store", str(env["store"]), "sql",
+                             "select range from range(200000)", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(100)  # as `| head -c 100` does, then goes away
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141
+    with proc.stderr:
+        assert proc.stderr.read() == b""
