@@ -103,6 +103,10 @@ def report(rep: Any, limit: int = 20) -> None:
                   highlight=False)
     if rep.first_divergence:
         console.print(f"first diverging step: [bold]{rep.first_divergence}[/bold]")
+    if rep.tolerances:
+        given = ", ".join(f"{c} ≤ {t:g}" for c, t in sorted(rep.tolerances.items()))
+        console.print(f"tolerances given at replay time (not by the pipeline): {given}",
+                      highlight=False, markup=False)
     t = Table(header_style="bold")
     for c in ("step", "verdict", "recorded", "replayed", "ms", "what differs"):
         t.add_column(c, overflow="fold")

@@ -75,7 +75,8 @@ def test_the_cli_takes_tolerances(store, monkeypatch) -> None:
     assert cli.invoke(app, args).exit_code == 1
     result = cli.invoke(app, [*args, "--tolerance", "score=1e-6"])
     assert result.exit_code == 0, result.output
-    assert "equivalent" in result.output
+    assert "EQUIVALENT" in result.output
+    assert "tolerances given at replay time (not by the pipeline): score ≤ 1e-06" in result.output
 
 
 @pytest.mark.parametrize("bad", ["score", "score=abc", "=1", "score=-1", "score=inf"])
