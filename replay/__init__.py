@@ -6,6 +6,7 @@ from replay.container import Limits, replay_in_container
 from replay.context import RunContext
 from replay.engine import ReplayReport, StepResult, replay
 from replay.errors import ReplayError
+from replay.models import Model
 from replay.pipeline import Pipeline, Step
 from replay.store import Store
 from replay.timetravel import at, run_as_of
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Limits",
+    "Model",
     "Pipeline",
     "RecordResult",
     "ReplayError",

@@ -92,8 +92,8 @@ def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: 
     run_id = new_run_id()
     stored, steps, tape, failure = _execute(binding, normalize_table(table), clock,
                                             wall=at is None)
-    manifest = _manifest(run_id, binding, stored[INPUT], steps, record_key, clock, started,
-                         tags or {}, failure)
+    manifest = _manifest(run_id, binding, binding.environment(store), stored[INPUT], steps,
+                         record_key, clock, started, tags or {}, failure)
     blobs = {}
     if tape is not None:
         blobs["tape"], manifest["tape"] = tape
@@ -194,7 +194,8 @@ def _step_entry(ran: _Ran, stored: dict[str, StoredTable]) -> dict[str, Any]:
     return entry
 
 
-def _manifest(run_id: str, binding: Binding, inp: StoredTable, steps: list[dict[str, Any]],
+def _manifest(run_id: str, binding: Binding, env: str, inp: StoredTable,
+              steps: list[dict[str, Any]],
               record_key: str | None, clock: datetime, started: int, tags: dict[str, str],
               failure: ReplayError | None) -> dict[str, Any]:
     manifest: dict[str, Any] = {
@@ -204,7 +205,7 @@ def _manifest(run_id: str, binding: Binding, inp: StoredTable, steps: list[dict[
         "clock": clock.isoformat(), "record_key": record_key,
         "input": {"digest": inp.digest, "rows": inp.table.num_rows}
         | ({"parts": _redactable(inp.parts)} if inp.parts else {}),
-        "env": binding.env, "steps": steps, "tags": dict(tags),
+        "env": env, "steps": steps, "tags": dict(tags),
     }
     if failure is not None:
         manifest["error"] = {"step": getattr(failure, "step", None), "message": failure.message}

@@ -189,14 +189,10 @@ def in_container() -> bool:
     return any(os.path.exists(p) for p in ("/.dockerenv", "/run/.containerenv"))
 
 
-def image() -> dict[str, str]:
-    """The container image this process runs in, by content digest; never a tag.
-
-    The deployment declares it (``REPLAY_IMAGE_DIGEST=registry/name@sha256:…``, optionally
-    ``REPLAY_IMAGE_ID``), or, with the Docker socket mounted, the engine is asked which image
-    the current container was started from. ``digest`` is the repo digest when the image was
-    pushed, else its image ID (also a content digest, but only for that engine).
-    """
+def declared_image() -> dict[str, str] | None:
+    """The image the deployment declares (``REPLAY_IMAGE_DIGEST=registry/name@sha256:…``,
+    optionally ``REPLAY_IMAGE_ID``); a malformed declaration is refused. Cheap: capture asks
+    it before writing anything, so a bad deployment leaves the store untouched."""
     declared = os.environ.get("REPLAY_IMAGE_DIGEST", "").strip()
     image_id = os.environ.get("REPLAY_IMAGE_ID", "").strip()
     if image_id and not IMAGE_ID.fullmatch(image_id):
@@ -211,6 +207,18 @@ def image() -> dict[str, str]:
         return {"digest": declared, "id": image_id, "source": "REPLAY_IMAGE_DIGEST"}
     if image_id:
         return {"digest": image_id, "id": image_id, "source": "REPLAY_IMAGE_ID"}
+    return None
+
+
+def image() -> dict[str, str]:
+    """The container image this process runs in, by content digest; never a tag: the one
+    the deployment declares, or, with the Docker socket mounted, the one the engine says
+    the current container was started from. ``digest`` is the repo digest when the image was
+    pushed, else its image ID (also a content digest, but only for that engine).
+    """
+    declared = declared_image()
+    if declared is not None:
+        return declared
     if not in_container():
         return {"digest": NOT_IN_CONTAINER}
     from replay.container import own_image  # the docker SDK, only when it can answer

@@ -19,11 +19,12 @@ from replay.fsutil import fsync_dir, write_durable
 
 
 def spec_digests(spec: dict[str, Any]) -> list[str]:
-    """Every object a pipeline spec names: code, sources, params, models, kept data."""
+    """Every object a pipeline spec names: code, module sources, params, models (with a
+    folder's files and a loader's code), kept data."""
     out = []
     for step in spec["steps"]:
-        out += [step["code"], step["source"], step["params"]]
-        out += [m["digest"] for m in step["models"].values()]
+        out += [step["code"], step["source"], step["params"], *step.get("modules", {}).values()]
+        out += [d for m in step["models"].values() for d in (m["digest"], *m.get("objects", ()))]
         out += [d["object"] for d in step["data"].values() if d.get("object")]
     return out
 

@@ -9,7 +9,6 @@ components are cached by digest, so replaying many runs of one version loads eac
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from replay import dvcdata
 from replay.components import load_data
 from replay.digest import sha256, table_digest
 from replay.errors import CorruptionError, DataVersionError, NotFoundError
+from replay.models import load as load_recorded_model
 from replay.pipeline import INPUT, Step
 from replay.segments import Block
 from replay.store import Store
@@ -108,21 +108,9 @@ def load_code(store: Store, step: dict[str, Any]) -> Step:
 
 
 def load_model(store: Store, model: dict[str, Any]) -> Any:
-    digest = model["digest"]
-    if model["format"] == "bytes":
-        return _cached("model-file", digest, lambda: _materialise(store.get_object(digest)))
-    return _cached("model", digest, lambda: unpickle_trusted(store.get_object(digest), digest,
-                                                             fmt=model["format"]))
-
-
-def _materialise(data: bytes) -> Path:
-    """A read-only temporary copy, for model files a step opens itself."""
-    f = tempfile.NamedTemporaryFile(prefix="replay-model-", delete=False)  # noqa: SIM115
-    with f:
-        f.write(data)
-    path = Path(f.name)
-    path.chmod(0o444)
-    return path
+    """A recorded model from its stored bytes, once per process (see replay.models)."""
+    return load_recorded_model(model, store.get_object,
+                               f"model {model.get('path') or model['digest']}")
 
 
 def data_bytes(store: Store, record: dict[str, Any]) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 
 from replay.capture import RecordResult, prepare_input, record_with
 from replay.catalog import Catalog
-from replay.components import Binding, BoundStep, capture_environment
+from replay.components import Binding, BoundStep
 from replay.errors import NotFoundError
 from replay.pipeline import Pipeline
 from replay.queries import entry
@@ -58,8 +58,7 @@ def as_deployed(store: Store, run_id: str) -> Binding:
         steps.append(BoundStep(step, own, step_kwargs(store, spec), ()))
     pipeline = Pipeline(run.spec["pipeline"], [s.step for s in steps],
                         personal=run.spec.get("personal", ()))
-    return Binding(pipeline, tuple(steps), run.spec, run.manifest["version"],
-                   capture_environment(store))
+    return Binding(pipeline, tuple(steps), run.spec, run.manifest["version"])
 
 
 def run_as_of(store: Store, when: datetime, pipeline: str, inputs: Any,

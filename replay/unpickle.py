@@ -2,7 +2,8 @@
 
 Unpickling runs code. Bytes reach here only with the digest they were verified against
 (objects re-hash on read; bundles check signatures first), and this module checks the
-digest once more, so nothing unverified is ever loaded.
+digest once more, so nothing unverified is ever loaded. skops files go through here too:
+they build objects by type name, and only the types skops trusts by default are built.
 """
 
 from __future__ import annotations
@@ -13,15 +14,30 @@ from typing import Any
 import cloudpickle
 
 from replay.digest import sha256
-from replay.errors import CorruptionError
+from replay.errors import CaptureError, CorruptionError
 
 
 def unpickle_trusted(data: bytes, digest: str, *, fmt: str = "pickle") -> Any:
-    """Load verified pickle (or joblib) bytes; refuses bytes that do not match ``digest``."""
+    """Load verified pickle, joblib or skops bytes; refuses bytes that do not match
+    ``digest``, and a skops file naming types skops does not trust."""
     if sha256(data) != digest:
         raise CorruptionError(digest, "refusing to unpickle bytes that do not match their digest")
     if fmt == "joblib":
         import joblib
 
         return joblib.load(io.BytesIO(data))
+    if fmt == "skops":
+        return _skops(data, digest)
     return cloudpickle.loads(data)
+
+
+def _skops(data: bytes, digest: str) -> Any:
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=data)
+    if untrusted:
+        raise CaptureError(
+            f"skops model {digest} holds types skops does not trust: {', '.join(untrusted)}",
+            hint="review them, then load the file with your own loader: "
+                 "replay.Model(path, loader=lambda p: skops.io.load(p, trusted=[...]))")
+    return skops.io.loads(data)
