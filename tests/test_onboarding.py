@@ -263,3 +263,26 @@ def test_tolerances_declared_by_the_pipeline_make_another_kernel_equivalent(tmp_
     report = replay_json(tmp_path, store, run_id, coretype="Prescott")
     assert report["verdict"] == "equivalent"
     assert report["steps"][-1]["verdict"] in ("exact", "equivalent")
+
+
+def test_a_bundle_replays_exact_after_the_incident_with_the_workspace_and_store_gone(
+        tmp_path) -> None:
+    workspace = builder().build_workspace(tmp_path / "ws")
+    store = tmp_path / "store"
+    run_id = record(workspace, store)
+    key, evidence = tmp_path / "keys" / "signing.pem", tmp_path / "evidence.bundle"
+    for args in (("keys", "init", "--out", str(key)),
+                 ("export", run_id, "--out", str(evidence), "--key", str(key))):
+        done = cli(tmp_path, "--store", str(store), *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+    builder().incident(workspace)
+    shutil.rmtree(workspace)
+    shutil.rmtree(store)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = cli(elsewhere, "run", run_id, "--bundle", str(evidence), "--key",
+               str(key.with_suffix(".pub")), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert [(s["name"], s["verdict"]) for s in report["steps"]] == [
+        (name, "exact") for name in STEPS]
