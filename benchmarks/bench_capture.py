@@ -3,7 +3,9 @@
     python benchmarks/bench_capture.py [--quick]
 
 Prints, from one process run: the 10,000-row batch and 1-row overheads (durable, and
-asynchronous), durable 1-row runs per second from 1 and 8 threads (group commit), and the
+asynchronous), the same durable overheads for the onboarding pipeline (a folder pipeline with
+helper modules, an encoder folder, XGBoost and ONNX models, an embedding column), durable
+1-row runs per second from 1 and 8 threads (group commit), and the
 floor of each overhead: what any durable record that replays exactly must spend here (the
 JSON round trip of the external answers a step is given, and fsync'd writes of the bytes the
 run stores), against the goal. Bare and recorded runs alternate in rounds so that machine
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow.parquet as pq
 
 import replay
 from pipelines.credit.external import verify_income
@@ -41,7 +44,10 @@ from replay.components import bind
 from replay.digest import sha256, table_bytes
 from replay.fsutil import sync_data
 from replay.ledger import line_of
+from replay.loader import load_pipeline
 from replay.runner import arguments
+
+ONBOARDING_AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 
 
 class BareContext:
@@ -141,6 +147,33 @@ def answers_round_trip(rows: Any) -> float:
                              for _ in range(21))
 
 
+def onboarding(tmp: Path, rounds: int, one_row: int) -> tuple[float, float, float, float]:
+    """Durable overheads of the onboarding pipeline: (bare, record) ms of a 10,000-row
+    batch, then of a 1-row run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "onboarding_build", Path(__file__).parents[1] / "pipelines/onboarding/build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    workspace = build.build_workspace(tmp / "onboarding", applications=10_000)
+    pipeline = load_pipeline(f"{workspace}/pipe.py:pipeline")
+    store = replay.Store.open(tmp / "onboarding-store")
+    bare = bare_runner(pipeline, store)
+    batch = pq.read_table(workspace / "applications.parquet")
+    single = batch.slice(0, 1)
+
+    def rec(t: Any) -> Callable[[], Any]:
+        return lambda: replay.record(pipeline, t, store=store, record_key="application_id",
+                                     at=ONBOARDING_AT)
+
+    for fn in (lambda: bare(batch), rec(batch), lambda: bare(single), rec(single)):
+        fn()
+    return (*alternate(lambda: bare(batch), rec(batch), rounds, 3),
+            *alternate(lambda: bare(single), rec(single), rounds, one_row))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
@@ -187,6 +220,7 @@ def main() -> None:
             f"fsync'd writes of its {sum(single_bytes):,} bytes":
                 fsynced_writes(Path(tmp), single_bytes, 501),
             f"Arrow IPC bytes and sha256 of its {single_tables} tables": single_hashed}
+        ob10k, or10k, ob1, or1 = onboarding(Path(tmp), rounds, one_row)
 
     print(f"{'measure':44} {'bare':>10} {'record':>10} {'overhead':>9}")
     print(f"{'10,000-row batch (ms per run)':44} {b10k * 1e3:10.1f} {r10k * 1e3:10.1f} "
@@ -201,6 +235,10 @@ def main() -> None:
           f"{(btps1 / tps1 - 1) * 100:8.1f}%")
     print(f"{'durable 1-row runs/s, 8 threads':44} {btps8:10.0f} {tps8:10.0f} "
           f"{(btps8 / tps8 - 1) * 100:8.1f}%")
+    print(f"{'onboarding, 10,000-row batch (ms per run)':44} {ob10k * 1e3:10.1f} "
+          f"{or10k * 1e3:10.1f} {(or10k / ob10k - 1) * 100:8.1f}%")
+    print(f"{'onboarding, 1-row run (ms per run)':44} {ob1 * 1e3:10.2f} {or1 * 1e3:10.2f} "
+          f"{(or1 / ob1 - 1) * 100:8.1f}%")
     print(f"{'durable runs/s of a 1-step no-op, 1 thread':44} {'':10} {ttps1:10.0f}")
     print(f"{'durable runs/s of a 1-step no-op, 8 threads':44} {'':10} {ttps8:10.0f}")
     print("\nWhat a durable, exactly replayable record cannot skip, against the goal:")
