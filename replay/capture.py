@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 
 from replay.components import Binding, bind
-from replay.context import RunContext
+from replay.context import RunContext, warn_wall_clock
 from replay.digest import normalize_table, sha256
 from replay.errors import InputError, ReplayError, StepError
 from replay.ids import new_run_id
@@ -153,7 +153,7 @@ def _execute(binding: Binding, inp: pa.Table, clock: datetime, *, wall: bool) ->
         sources = binding.pipeline.sources(i)
         arg = tables[sources[0]] if len(sources) == 1 and bound.step.inputs is None \
             else {s: tables[s] for s in sources}
-        ctx = RunContext(clock, step=bound.step.name, wall=wall)
+        ctx = RunContext(clock, step=bound.step.name)
         t0 = time.perf_counter_ns()
         try:
             out = normalize_table(call_step(bound.step, arg, bound.kwargs, ctx))
@@ -162,6 +162,9 @@ def _execute(binding: Binding, inp: pa.Table, clock: datetime, *, wall: bool) ->
             ran.append(_Ran(bound.step.name, sources, ctx, time.perf_counter_ns() - t0, False))
             break
         ran.append(_Ran(bound.step.name, sources, ctx, time.perf_counter_ns() - t0, True))
+        if wall and ctx.clock_read and bound.step.name not in binding.warned:
+            binding.warned.add(bound.step.name)  # once per step: not on every online run
+            warn_wall_clock(bound.step.name)
         tables[bound.step.name] = out
         pending[bound.step.name] = _stored_soon(bound.step.name, out, personal, memo, sharing)
     tape = _tape(ran)  # hashed while the last tables' digests are computed

@@ -128,6 +128,7 @@ class Binding:
     spec: dict[str, Any]
     version: str
     envs: dict[tuple[str, ...], str] = field(default_factory=dict, compare=False)
+    warned: set[str] = field(default_factory=set, compare=False)  # steps told of the clock
 
     def environment(self, store: Store) -> str:
         """The environment object of a run, taken after its steps ran: a library a step
@@ -163,7 +164,8 @@ def bind(pipeline: Pipeline, store: Store) -> Binding:
                       for i, s in enumerate(steps)]}
     version = staged.put_object(canonical_json(spec))
     staged.write(store)
-    binding = Binding(pipeline, steps, spec, version, old.envs if old is not None else {})
+    binding = (Binding(pipeline, steps, spec, version) if old is None
+               else Binding(pipeline, steps, spec, version, old.envs, old.warned))
     pipeline._bindings[key] = binding
     return binding
 

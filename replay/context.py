@@ -29,6 +29,14 @@ class ClockWarning(UserWarning):
     """A step read the run's time while the run was given none: it saw the wall clock."""
 
 
+def warn_wall_clock(step: str) -> None:
+    # As-of features silently computed at "whenever it ran" are a classic audit finding;
+    # the time is recorded either way, so replays still match.
+    warnings.warn(ClockWarning(
+        f"step {step!r} reads the run's time, but the run was given no time "
+        "(record(..., at=) / --at): it sees the wall clock at recording"), stacklevel=5)
+
+
 _ARGS_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
                  | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
 
@@ -65,9 +73,9 @@ def _json_default(value: Any) -> Any:
 class RunContext:
     def __init__(self, clock: datetime, *, step: str,
                  seeds: dict[str, int] | None = None,
-                 tape: list[dict[str, Any]] | None = None, wall: bool = False) -> None:
+                 tape: list[dict[str, Any]] | None = None) -> None:
         self._clock = clock
-        self._wall = wall  # the clock is the wall's: record() was given no ``at``
+        self.clock_read = False  # whether the step asked for the time
         self.step = step
         self.replaying = tape is not None
         self.seeds: dict[str, int] = dict(seeds or {})
@@ -76,12 +84,7 @@ class RunContext:
 
     def now(self) -> datetime:
         """The run's logical time (UTC, timezone-aware), the same for every call in a run."""
-        if self._wall:
-            # As-of features silently computed at "whenever it ran" are a classic audit
-            # finding; the time is recorded either way, so replays still match.
-            warnings.warn(ClockWarning(
-                f"step {self.step!r} reads the run's time, but the run was given no time "
-                "(record(..., at=) / --at): it sees the wall clock at recording"), stacklevel=2)
+        self.clock_read = True
         return self._clock
 
     def rng(self, name: str = "default") -> np.random.Generator:

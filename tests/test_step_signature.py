@@ -87,9 +87,20 @@ def test_one_name_in_two_groups_is_refused() -> None:
         replay.Step("s", takes, models={"pd": "pd.pkl"}, params={"pd": 1})
 
 
-def test_reading_the_time_of_a_run_given_no_time_warns(store) -> None:
-    with pytest.warns(ClockWarning, match="step 'score' reads the run's time"):
-        replay.record(_pipe(), pa.table({"id": ["a"], "x": [1.0]}), store=store)
+def test_reading_the_time_of_a_run_given_no_time_warns_once_per_step(store) -> None:
+    import warnings
+
+    pipe = _pipe()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            replay.record(pipe, pa.table({"id": ["a"], "x": [1.0]}), store=store)
+            with warnings.catch_warnings():  # as scikit-learn does inside predict
+                warnings.simplefilter("ignore", FutureWarning)
+    clock = [w for w in seen if issubclass(w.category, ClockWarning)]
+    assert len(clock) == 1
+    assert "step 'score' reads the run's time" in str(clock[0].message)
+    assert clock[0].filename == __file__  # points at the record() call
 
 
 def test_a_run_given_its_time_does_not_warn(store, recwarn) -> None:
