@@ -74,7 +74,8 @@ def users_modules() -> dict[str, types.ModuleType]:
     found = {}
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if name == "__main__" or not isinstance(module, types.ModuleType):
+        if name == "__main__" or not isinstance(module, types.ModuleType) \
+                or name.partition(".")[0] in _MECHANISM:  # wherever they are installed
             continue
         if file is not None and _is_users_file(file):
             found[name] = module
@@ -82,6 +83,17 @@ def users_modules() -> dict[str, types.ModuleType]:
                                   for p in getattr(module, "__path__", ())):
             found[name] = module  # a namespace package: a plain folder of modules
     return found
+
+
+def _own_package(fn: Any) -> dict[str, types.ModuleType]:
+    """The modules of the step's own top-level package, even when it is installed: it is
+    the pipeline, and a pipeline upgraded in place must not change what a replay runs."""
+    top = (getattr(fn, "__module__", None) or "").partition(".")[0]
+    if not top or top in _MECHANISM or top in sys.stdlib_module_names or top == "__main__":
+        return {}
+    return {name: module for name, module in list(sys.modules.items())
+            if (name == top or name.startswith(top + ".")) and isinstance(module, types.ModuleType)
+            and getattr(module, "__file__", None)}
 
 
 def _installed_as(top: str) -> str | None:
@@ -128,7 +140,7 @@ class _StateError(Exception):
 def capture_code(fn: Any, what: str) -> CapturedCode:
     """Pickle ``fn`` by value with every module of the user's it reaches; ``what`` names it
     in errors (e.g. "step 'pd'")."""
-    users = users_modules()
+    users = users_modules() | _own_package(fn)
     tops = {name.partition(".")[0] for name in users} - set(
         cloudpickle.list_registry_pickle_by_value())
     for top in tops:

@@ -171,3 +171,31 @@ def test_lineage_names_every_module_by_digest(tmp_path) -> None:
     result = CliRunner().invoke(app, ["--store", str(tmp_path / "store"), "lineage", run_id])
     assert result.exit_code == 0, result.output
     assert "module helper" in result.output and "module rules" in result.output
+
+
+def test_an_installed_pipeline_package_travels_by_value_and_a_library_by_name(
+        tmp_path, monkeypatch) -> None:
+    from replay import codecapture
+
+    site = tmp_path / "site-packages"
+    (site / "bankpkg").mkdir(parents=True)
+    (site / "bankpkg" / "__init__.py").write_text("")
+    (site / "bankpkg" / "steps.py").write_text(
+        "import libpkg\n\ndef score(table):\n    return libpkg.tag(table)\n")
+    (site / "libpkg").mkdir()
+    (site / "libpkg" / "__init__.py").write_text(
+        "__version__ = '1.2'\n\ndef tag(table):\n    return table\n")
+    monkeypatch.syspath_prepend(str(site))
+    roots = (*codecapture._installed_roots(), site.resolve())
+    monkeypatch.setattr(codecapture, "_installed_roots", lambda: roots)
+    codecapture._is_users_file.cache_clear()
+    try:
+        import bankpkg.steps  # type: ignore[import-not-found]
+
+        code = capture_code(bankpkg.steps.score, "step 'score'")
+    finally:
+        codecapture._is_users_file.cache_clear()
+        for name in ("bankpkg", "bankpkg.steps", "libpkg"):
+            sys.modules.pop(name, None)
+    assert set(code.modules) == {"bankpkg.steps"}
+    assert code.installed == {"libpkg": "libpkg==1.2"}
