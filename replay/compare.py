@@ -51,6 +51,7 @@ def diff(store: Store, run_a: str, run_b: str) -> RunDiff:
             common = pc.is_in(out_a.column(key), value_set=pa.array(
                 out_b.column(key).combine_chunks()))
             shared = int(pc.sum(common).as_py() or 0)
-            records = tuple(record_changes(out_a.filter(common), out_b, key))
+            records = tuple(record_changes(out_a.filter(common), out_b, key,
+                                           a.spec.get("decisions", ())))
     return RunDiff(a.run_id, b.run_id, tuple(spec_changes(a.spec, b.spec)), tuple(env),
                    shared, records)

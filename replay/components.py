@@ -159,6 +159,7 @@ def bind(pipeline: Pipeline, store: Store) -> Binding:
         prev if old is not None and (prev := old.steps[i]).fresh() else _bind_step(s, staged)
         for i, s in enumerate(pipeline.steps))
     spec = {"format": 1, "pipeline": pipeline.name, "personal": list(pipeline.personal),
+            **({"decisions": list(pipeline.decisions)} if pipeline.decisions else {}),
             "steps": [dict(s.spec, inputs=list(pipeline.sources(i)),
                            named_inputs=s.step.inputs is not None)
                       for i, s in enumerate(steps)]}

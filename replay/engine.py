@@ -220,7 +220,8 @@ def _report(store: Store, run: RecordedRun, mode: str, swap: dict[str, str],
     last = run.manifest["steps"][-1]["name"]
     if swap and output is not None and run.has_table(last):
         records = tuple(record_changes(run.block.table(run.run_id, last), output,
-                                       run.manifest.get("record_key")))
+                                       run.manifest.get("record_key"),
+                                       run.spec.get("decisions", ())))
     return ReplayReport(run.run_id, run.manifest["pipeline"], mode, verdict, steps, first,
                         tuple(env_changes(recorded_env, current_env, locks)),
                         recorded_env["image"]["digest"], current_env["image"]["digest"],

@@ -125,12 +125,15 @@ def _fname(fn: Callable[..., Any]) -> str:
 class Pipeline:
     """A named chain (or DAG) of steps, run in the order given.
 
+    ``decisions`` names the output columns that are decisions (approve/decline, reason
+    codes): a counterfactual or a diff calls a record "flipped" only when one of them
+    changed (without them, when any column that is not a number or a numeric vector did).
     ``personal`` names columns holding personal data (e.g. a customer id): their digests are
     kept apart, so an export can replace them by pseudonyms and still prove the rows.
     """
 
     def __init__(self, name: str, steps: Sequence[Step], *,
-                 personal: Sequence[str] = ()) -> None:
+                 personal: Sequence[str] = (), decisions: Sequence[str] = ()) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise PipelineError(f"pipeline name {name!r} is not usable",
                                 hint="use letters, digits, _ . -")
@@ -151,6 +154,7 @@ class Pipeline:
         self.name = name
         self.steps = tuple(steps)
         self.personal = tuple(sorted(set(personal)))
+        self.decisions = tuple(sorted(set(decisions)))
         self._bindings: dict[Path, Any] = {}  # per store: see replay.components.bind
 
     def __getstate__(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,10 +309,11 @@ def _vector_change(before: Any, after: Any) -> tuple[str | None, str | None]:
     return _count(xs), f"max |Δ| {delta.max(initial=0.0):.3g}"
 
 
-def record_changes(before: pa.Table, after: pa.Table, key: str | None) -> list[RecordChange]:
-    """Per business record: what changed between two outputs, decision flips first. A
-    changed number or vector of numbers is not a flip; vectors are shown by how far they
-    moved."""
+def record_changes(before: pa.Table, after: pa.Table, key: str | None,
+                   decisions: Collection[str] = ()) -> list[RecordChange]:
+    """Per business record: what changed between two outputs, decision flips first. A flip
+    is a change of a declared decision column; without any declared, of a column that is not
+    a number or a vector of numbers. Vectors are shown by how far they moved."""
     if key is None or key not in before.column_names or key not in after.column_names:
         before = before.append_column("#row", pa.array(range(before.num_rows)))
         after = after.append_column("#row", pa.array(range(after.num_rows)))
@@ -327,7 +329,8 @@ def record_changes(before: pa.Table, after: pa.Table, key: str | None) -> list[R
             continue
         changes = {c: (row[c], a_rows[j][c]) for c in columns if row[c] != a_rows[j][c]}
         if changes:
-            out.append(RecordChange(str(row[key]), any(c not in numeric for c in changes),
+            flipped = any(c in decisions if decisions else c not in numeric for c in changes)
+            out.append(RecordChange(str(row[key]), flipped,
                                     {c: _vector_change(*v) if c in vectors else v
                                      for c, v in changes.items()}))
     return sorted(out, key=lambda r: (not r.flipped, r.key))

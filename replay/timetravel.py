@@ -57,7 +57,8 @@ def as_deployed(store: Store, run_id: str) -> Binding:
         own = {k: v for k, v in spec.items() if k not in ("inputs", "named_inputs")}
         steps.append(BoundStep(step, own, step_kwargs(store, spec), ()))
     pipeline = Pipeline(run.spec["pipeline"], [s.step for s in steps],
-                        personal=run.spec.get("personal", ()))
+                        personal=run.spec.get("personal", ()),
+                        decisions=run.spec.get("decisions", ()))
     return Binding(pipeline, tuple(steps), run.spec, run.manifest["version"])
 
 

@@ -253,3 +253,11 @@ def test_a_score_appearing_where_there_was_none_is_not_a_flip() -> None:
     after = pa.table({"id": ["A"], "score": [0.4]})
     (record,) = record_changes(before, after, "id")
     assert (record.flipped, record.changes) == (False, {"score": (None, 0.4)})
+
+
+def test_with_declared_decisions_only_they_flip_a_record() -> None:
+    before = pa.table({"id": ["a", "b"], "band": ["low", "low"], "decision": ["ok", "ok"]})
+    after = pa.table({"id": ["a", "b"], "band": ["high", "low"], "decision": ["ok", "no"]})
+    changes = {r.key: r.flipped for r in record_changes(before, after, "id", ("decision",))}
+    assert changes == {"a": False, "b": True}
+    assert all(r.flipped for r in record_changes(before, after, "id"))

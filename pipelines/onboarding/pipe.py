@@ -142,7 +142,7 @@ def make_pipeline(tolerances: Mapping[str, float] | None = None) -> replay.Pipel
         replay.Step("decision", decide, params=POLICY),
     # Personal data, redactable on export: the customer, and the purpose, which applicants
     # write freely (names, illnesses), with the vector derived from it.
-    ], personal=["customer_id", "purpose", "purpose_vec"])
+    ], personal=["customer_id", "purpose", "purpose_vec"], decisions=["decision", "reason"])
 
 
 pipeline = make_pipeline()  # as first deployed: any replayed bit that moves is a divergence
