@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 
 import duckdb
 
@@ -41,6 +41,17 @@ create table if not exists environments (
 create table if not exists records (
   key varchar, run_id varchar, pipeline varchar, clock timestamptz, "row" bigint);
 """
+# What a reader connection may no longer do once prepared: reach files, the network or
+# extensions (DuckDB's own switch, which also hides Python objects in scope), change a
+# setting, or undo any of this — `lock_configuration` last, since it freezes the rest.
+READER_LOCKDOWN = (
+    "set enable_external_access = false",
+    "set python_enable_replacements = false",
+    "set autoload_known_extensions = false",
+    "set autoinstall_known_extensions = false",
+    "set allow_community_extensions = false",
+    "set lock_configuration = true",
+)
 
 
 class Catalog:
@@ -72,6 +83,78 @@ class Catalog:
                                    ) from None
             finally:
                 con.close()
+
+    @contextmanager
+    def reader(self, prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+               ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection that cannot write the catalog or anything else, refreshed first.
+
+        One in-memory DuckDB with the catalog file attached as ``catalog`` (the default
+        database, as with ``connect``): read-write for the refresh, then attached again
+        read-only (a reattach costs ~1 ms, a second connection ~15 ms). ``prepare`` runs
+        before the lockdown (READER_LOCKDOWN), e.g. to register Arrow data. The flock is
+        held until the connection closes: DuckDB lets a file be read only while no other
+        process writes it.
+        """
+        if self.store.readonly:
+            # Its catalog lives in this very in-memory database; nothing of the store to guard.
+            with closing(_create(duckdb.connect(":memory:"))) as con:
+                yield from self._ready(con, self._refresh, prepare)
+            return
+        # Spill where a file-backed catalog spills (an in-memory one would use ./.tmp).
+        spill = f"{self.path}.tmp"
+        with self._locked(), closing(duckdb.connect(":memory:", config={"temp_directory": spill})
+                                     ) as con:
+            yield from self._ready(con, self._attach_refreshed, prepare)
+
+    @staticmethod
+    def _ready(con: duckdb.DuckDBPyConnection,
+               load: Callable[[duckdb.DuckDBPyConnection], None],
+               prepare: Callable[[duckdb.DuckDBPyConnection], None] | None
+               ) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            load(con)
+            if prepare is not None:
+                prepare(con)
+            for statement in READER_LOCKDOWN:
+                con.execute(statement)
+            yield con
+        except duckdb.Error as exc:
+            raise CatalogError(f"catalog query failed: {exc}".splitlines()[0],
+                               hint="check the SQL; `replay reindex` rebuilds the catalog"
+                               ) from None
+
+    def _attach_refreshed(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Refresh the catalog through a read-write attach, then attach it read-only."""
+        if not self._attach_current(con):
+            # The catalog is only an index: any doubt about it means rebuild it.
+            self._detach(con)
+            self._delete()
+            _create(self._attach(con, readonly=False))
+        self._refresh(con)
+        self._detach(con)
+        self._attach(con, readonly=True)
+
+    def _attach_current(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Attach the catalog read-write; False if it is unreadable or of another schema."""
+        try:
+            self._attach(con, readonly=False)
+            rows = con.execute("select value from meta where key = 'schema'").fetchall()
+            return bool(rows) and int(rows[0][0]) == SCHEMA_VERSION
+        except (duckdb.Error, ValueError):
+            return False
+
+    def _attach(self, con: duckdb.DuckDBPyConnection, *, readonly: bool
+                ) -> duckdb.DuckDBPyConnection:
+        mode = " (read_only)" if readonly else ""
+        con.execute(f"attach ? as catalog{mode}", [str(self.path)])
+        con.execute("use catalog")
+        return con
+
+    @staticmethod
+    def _detach(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("use memory")
+        con.execute("detach database if exists catalog")
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -144,22 +145,110 @@ def find(store: Store, key: str, *, pipeline: str | None = None,
 
 
 def sql(store: Store, query: str) -> pa.Table:
-    """Run DuckDB SQL over the catalog tables and the row-data views.
+    """Run read-only DuckDB SQL over the catalog tables and the row-data views.
 
     Row data appears as schema-qualified views, one schema per pipeline (its name with
     non-alphanumerics as ``_``): ``credit_decision.input``, ``credit_decision.decision``,
     each with ``run_id`` and ``row`` columns in front.
+
+    Only reads run (SELECT, WITH, FROM, VALUES, TABLE, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN),
+    as DuckDB's own parser classifies them; anything else is a CatalogError. They run on
+    ``Catalog.reader``: the catalog attached read-only, no files, extensions or settings.
     """
     if not query.strip():
         raise UsageError("the SQL query is empty")
-    with Catalog(store).connect() as con:
-        _register_rows(store, con, query)
+    with Catalog(store).reader(prepare=_prepare(store, query)) as con:
         try:
             return con.sql(query).to_arrow_table()
         except duckdb.Error as exc:
-            raise CatalogError(str(exc).splitlines()[0],
-                               hint="`replay sql \"show all tables\"` lists what can be queried"
-                               ) from None
+            raise CatalogError(str(exc).splitlines()[0], hint=_error_hint(exc)) from None
+
+
+SQL_HINT = "`replay sql \"show all tables\"` lists what can be queried"
+READ_HINT = "ask with SELECT, WITH, FROM, VALUES, SHOW, DESCRIBE, SUMMARIZE or EXPLAIN"
+REFUSAL_HINTS: dict[duckdb.StatementType | None, str] = {
+    duckdb.StatementType.COPY: "to keep a result, print it with --json and redirect it",
+    duckdb.StatementType.EXPORT: "to keep a result, print it with --json and redirect it",
+    duckdb.StatementType.PRAGMA: "read metadata with table functions instead, e.g. "
+                                 "select * from pragma_table_info('runs')",
+    # A PIVOT without IN first creates a type (one statement of several).
+    duckdb.StatementType.MULTI: "list the values a PIVOT spreads: PIVOT t ON col IN ('a', 'b')",
+}
+
+
+def _prepare(store: Store, query: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    def prepare(con: duckdb.DuckDBPyConnection) -> None:
+        _refuse_unless_reads(con, query)  # first: a refused query loads no row data
+        _register_rows(store, con, query)
+    return prepare
+
+
+def _refuse_unless_reads(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Refuse the query unless DuckDB's parser finds only reads in it."""
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise CatalogError(str(exc).splitlines()[0], hint=SQL_HINT) from None
+    if not statements:
+        raise UsageError("the SQL query is empty")
+    for i, statement in enumerate(statements, 1):
+        refused = _refused(con, statement)
+        if refused is not None:
+            where = f" (statement {i} of {len(statements)})" if len(statements) > 1 else ""
+            raise CatalogError(f"replay sql only reads: refused {_keyword(refused)}{where}",
+                               hint=REFUSAL_HINTS.get(_kind(refused), READ_HINT))
+
+
+def _refused(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement
+             ) -> duckdb.Statement | None:
+    """The statement that is not a read (the one inside an EXPLAIN), or None."""
+    kind = _kind(statement)
+    # SHOW, DESCRIBE, SUMMARIZE, FROM-first, VALUES and TABLE all parse as SELECT.
+    if kind == duckdb.StatementType.SELECT:
+        return None
+    if kind == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE runs what it explains: judge the statement inside.
+        inner = _explained(con, statement.query)
+        return statement if inner is None else _refused(con, inner)
+    return statement
+
+
+def _kind(statement: duckdb.Statement) -> duckdb.StatementType | None:
+    try:
+        return statement.type
+    except ValueError:  # a type the Python binding cannot name (UPDATE EXTENSIONS)
+        return None
+
+
+def _explained(con: duckdb.DuckDBPyConnection, text: str) -> duckdb.Statement | None:
+    """The statement an EXPLAIN [ANALYZE | (options)] wraps: the first tail of its text,
+    token by token, that DuckDB parses as exactly one statement."""
+    for pos, _ in duckdb.tokenize(text)[1:]:
+        try:
+            found = con.extract_statements(text[pos:])
+        except (duckdb.Error, ValueError):
+            continue
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def _keyword(statement: duckdb.Statement) -> str:
+    """The statement's first word as written: INSTALL and LOAD share a statement type,
+    CHECKPOINT parses as a CALL."""
+    text = statement.query
+    starts = [pos for pos, kind in duckdb.tokenize(text) if kind != duckdb.token_type.comment]
+    if not starts:
+        return "a statement"
+    end = starts[1] if len(starts) > 1 else len(text)
+    return text[starts[0]:end].strip().rstrip(";").upper()
+
+
+def _error_hint(exc: duckdb.Error) -> str:
+    if isinstance(exc, duckdb.PermissionException):
+        return "replay sql reads only the catalog and the row-data views: no files, " \
+               "extensions or settings"
+    return SQL_HINT
 
 
 def schema_name(pipeline: str) -> str:
