@@ -56,14 +56,71 @@ def prepare_input(inputs: Any, record_key: str | None) -> pa.Table:
     if table.num_rows == 0:
         raise InputError("the input has no rows", hint="record at least one row")
     if record_key is not None:
-        if record_key not in table.column_names:
-            raise InputError(f"record key column {record_key!r} is not in the input",
-                             hint=f"choose one of: {', '.join(table.column_names)}")
-        if table.column(record_key).null_count:
-            raise InputError(f"record key column {record_key!r} has "
-                             f"{table.column(record_key).null_count} null values",
-                             hint="every row needs a key; drop or fill those rows")
+        _check_record_key(table, record_key)
     return table
+
+
+# What can name a record: the catalog, `find` and an export know a record by its key as
+# text, and a record must get the same text in every run. Floats cannot: NaN is not equal to
+# itself, -0.0 and 0.0 are two keys that print alike, and a key computed in floating point
+# (0.1 + 0.2) prints 0.30000000000000004 where its source said 0.3; an identifier is not a
+# measurement. Booleans name two records, structs, lists and maps have no one text.
+_KEY_TYPES = (pa.types.is_integer, pa.types.is_date, pa.types.is_timestamp,
+              pa.types.is_decimal)
+_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
+               pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
+_KEY_HINT = ("key the records by a column of strings, integers, dates, timestamps or decimals "
+            "(cast this one, or join its parts into a string)")
+
+
+def _key_column(table: pa.Table, name: str) -> pa.ChunkedArray:
+    count = table.column_names.count(name)
+    if not count:
+        raise InputError(f"record key column {name!r} is not in the input",
+                         hint=f"choose one of: {', '.join(table.column_names)}")
+    if count > 1:
+        raise InputError(f"record key column {name!r} appears {count} times in the input",
+                         hint="rename the others")
+    return table.column(name)
+
+
+def _check_record_key(table: pa.Table, name: str) -> None:
+    """Refuse, before anything is written, a record key the catalog could not index: not
+    there, there twice, not a scalar that names a record, bytes that are not UTF-8, nulls."""
+    column = _key_column(table, name)
+    kind = column.type
+    values = kind.value_type if pa.types.is_dictionary(kind) else kind
+    text = any(is_(values) for is_ in _TEXT_TYPES)  # a dictionary: only of strings
+    if not (text or (values == kind and any(is_(kind) for is_ in _KEY_TYPES))):
+        raise InputError(f"record key column {name!r} is of type {kind}, which cannot name "
+                         "a record", hint=_KEY_HINT)
+    if text and (row := _not_utf8(column)) is not None:
+        raise InputError(f"record key column {name!r} ({kind}) holds bytes that are not "
+                         f"UTF-8 (row {row})", hint="decode them into strings, or hex-encode them")
+    if column.null_count:
+        raise InputError(f"record key column {name!r} has {column.null_count} null values",
+                         hint="every row needs a key; drop or fill those rows")
+
+
+def _not_utf8(column: pa.ChunkedArray) -> int | None:
+    """The first row whose bytes are not UTF-8, if any."""
+    kind = column.type
+    try:  # a cast from bytes checks them; strings need a full validation
+        text = column if pa.types.is_string(kind) or pa.types.is_large_string(kind) \
+            else column.cast(pa.large_string())
+        text.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        raw = column.cast(pa.large_binary()).to_pylist()
+    return next((i for i, v in enumerate(raw) if v is not None and not _decodes(v)), None)
+
+
+def _decodes(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def record(pipeline: Pipeline, inputs: Any, *, store: Store | None = None,

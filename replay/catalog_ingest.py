@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -17,6 +19,39 @@ from replay.store import Store
 BATCH = 20_000
 TS = pa.timestamp("ns", tz="UTC")
 
+
+Member = tuple[dict[str, Any], int, int]  # a run, the first row of its input, its rows
+
+
+class CatalogWarning(UserWarning):
+    """A run whose record keys the catalog cannot index (recorded before keys were checked):
+    the run is listed, its records are not."""
+
+
+def _as_keys(column: pa.Array) -> pa.Array:
+    keys = column.cast(pa.string())
+    keys.validate(full=True)  # a string cast from a string is not checked for UTF-8
+    return keys
+
+
+def _keys(column: pa.ChunkedArray, members: list[Member]) -> tuple[list[Member], pa.Array]:
+    """The record keys of these runs as text, and the runs they are of: a run whose keys
+    have no text, or whose text is not UTF-8, is left out with a CatalogWarning."""
+    slices = [column.slice(row, n).combine_chunks() for _, row, n in members]
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return members, _as_keys(pa.concat_arrays(slices))  # one cast for a whole block
+    kept, keys = [], []
+    for member, values in zip(members, slices, strict=True):
+        try:
+            keys.append(_as_keys(values))
+            kept.append(member)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            why = ("its bytes are not UTF-8" if isinstance(exc, pa.ArrowInvalid)
+                   else f"its type {column.type} has no text form")
+            warnings.warn(CatalogWarning(
+                f"run {member[0]['run_id']}: record key {member[0]['key']!r} not indexed "
+                f"({why}); `replay find` will not find its records"), stacklevel=2)
+    return kept, pa.concat_arrays(keys) if keys else pa.array([], pa.string())
 
 
 def _clock_ns(iso: str) -> int:
@@ -138,7 +173,7 @@ class Ingest:
 
     def _records(self, block_ref: dict[str, Any], runs: list[dict[str, Any]]) -> list[pa.Table]:
         block = self.store.block(block_ref)
-        by_part: dict[int, list[tuple[dict[str, Any], int, int]]] = defaultdict(list)
+        by_part: dict[int, list[Member]] = defaultdict(list)
         for run in runs:
             part, row, n = block.kinds(run["run_id"])[INPUT]
             by_part[part].append((run, row, n))
@@ -146,9 +181,10 @@ class Ingest:
         for part, members in by_part.items():
             table = block.part_table(part)
             for key in {m[0]["key"] for m in members}:
-                sel = [m for m in members if m[0]["key"] == key]
-                keys = pa.concat_arrays([table.column(key).slice(row, n).combine_chunks()
-                                         for _, row, n in sel]).cast(pa.string())
+                sel, keys = _keys(table.column(key),
+                                  [m for m in members if m[0]["key"] == key])
+                if not sel:
+                    continue
                 counts = [n for _, _, n in sel]
                 out.append(pa.table({
                     "key": keys,

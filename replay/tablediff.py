@@ -9,7 +9,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,8 @@ CATEGORY_SAMPLES = 5
 ROW_SAMPLES = 5
 ELEMENT_SLICE = 1 << 18  # numbers compared at a time
 _LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+_OFFSETS = {pa.large_string(): pa.string(), pa.string_view(): pa.string(),
+            pa.large_binary(): pa.binary(), pa.binary_view(): pa.binary()}
 
 
 @dataclass(frozen=True)
@@ -43,28 +45,74 @@ class ColumnDiff:
 
     @property
     def within_tolerance(self) -> bool:
+        # A zero that changed sign (-0.0 against 0.0) is a change of size 0, so within any
+        # declared tolerance: a tolerance says "results this close are the same result", and
+        # a sum taken in another order (another BLAS kernel, another thread count) lands on
+        # -0.0 for 0.0 exactly as it lands a few ulps away, the noise tolerances are declared
+        # for. A step whose decisions read the sign of a zero (1/x, atan2, copysign) must not
+        # declare one; without a tolerance the flip is a change like any other bit.
         return (self.max_abs is not None and self.tolerance is not None
                 and math.isfinite(self.max_abs) and self.max_abs <= self.tolerance)
 
 
+NOTHING_FOUND = "digests differ; no column difference found (chunking/encoding?)"
+SCHEMA_KINDS = ("retyped", "encoding", "nullability", "metadata")
+
+
 @dataclass(frozen=True)
 class TableDiff:
+    """What differs between two tables. Beside the values: ``order``, the replayed order of
+    the columns both tables have, when it is another; ``retyped``; ``encoding``, columns of
+    the same values in another encoding (dictionary or plain, another dictionary, 32- or
+    64-bit offsets); ``nullability``, a field nullable on one side only; ``metadata``, a
+    field's metadata or a nested field's name or metadata. Each changes the digest, and
+    none is within a tolerance. (Schema metadata never reaches a digest.)"""
+
     rows: tuple[int, int]
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     retyped: tuple[str, ...] = ()
     columns: tuple[ColumnDiff, ...] = ()
+    order: tuple[str, ...] = ()
+    encoding: tuple[str, ...] = ()
+    nullability: tuple[str, ...] = ()
+    metadata: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Read back from JSON these are lists; the value keeps its tuples (and stays hashable).
+        for name in ("rows", "added", "removed", "order", *SCHEMA_KINDS):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "columns", tuple(self.columns))
 
     def __bool__(self) -> bool:
-        return bool(self.rows[0] != self.rows[1] or self.added or self.removed or self.retyped
-                    or self.columns)
+        return bool(self.rows[0] != self.rows[1] or self.added or self.removed or self.columns
+                    or self.schema_changes())
 
     @property
     def equivalent(self) -> bool:
-        """Only numeric differences, each within the tolerance its pipeline declared."""
+        """Only numeric differences, each within the tolerance its pipeline declared, and
+        nothing beside the values."""
         return (self.rows[0] == self.rows[1] and not (self.added or self.removed
-                                                       or self.retyped)
+                                                       or self.schema_changes())
                 and all(c.within_tolerance for c in self.columns))
+
+    def schema_changes(self) -> tuple[str, ...]:
+        """What changed beside the values, in words: ``column order b, a``, ``type of c``."""
+        order = (f"column order {', '.join(self.order)}",) if self.order else ()
+        words = {"retyped": "type", "encoding": "encoding", "nullability": "nullability",
+                 "metadata": "metadata"}
+        return order + tuple(f"{words[k]} of {', '.join(getattr(self, k))}"
+                             for k in SCHEMA_KINDS if getattr(self, k))
+
+    def reason(self) -> str | None:
+        """Why two tables whose digests differ are not the same when no value changed (the
+        values' changes are the diff itself): their schemas, or that nothing was found."""
+        if self.rows[0] != self.rows[1] or self.added or self.removed or self.columns:
+            return None
+        changes = self.schema_changes()
+        if not changes:
+            return NOTHING_FOUND
+        return f"digests differ; same values, another schema: {'; '.join(changes)}"
 
 
 def _is_numeric(t: pa.DataType) -> bool:
@@ -123,22 +171,26 @@ def _sizes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: sized by the caller
             delta = np.abs(wide_x - wide_y)
     scale = np.maximum(np.abs(wide_x), np.abs(wide_y))
-    rel = np.divide(delta, scale, out=np.full_like(delta, np.inf),
+    # A change of size 0 (a zero that changed sign) is 0 relative to anything.
+    rel = np.divide(delta, scale, out=np.where(delta == 0, 0.0, np.inf),
                     where=np.isfinite(delta) & (scale > 0))
     return delta, rel
 
 
 def _elements(x: pa.Array, y: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which paired numbers changed, and (for those) by how much, absolute and relative.
-    NaN and NaN are the same; a change to or from null or NaN has no size: inf."""
+    NaN and NaN are the same; a change to or from null or NaN has no size: inf; -0.0 and
+    0.0 differ (as their digests do), by 0."""
     target = _common_type(x.type, y.type)
     # Unsafe only where the target is float64: an integer past 2**53 rounds, never wraps.
     vx, vy = (pc.fill_null(pc.cast(v, target, safe=False), 0).to_numpy(zero_copy_only=False)
               for v in (x, y))
     ok_x, ok_y = (v.is_valid().to_numpy(zero_copy_only=False) for v in (x, y))
-    nan_x, nan_y = (np.isnan(v) if v.dtype.kind == "f" else np.zeros(len(v), bool)
-                    for v in (vx, vy))
-    changed = (ok_x != ok_y) | (ok_x & ok_y & (vx != vy) & ~(nan_x & nan_y))
+    nan_x, nan_y, sign_x, sign_y = (
+        f(v) if v.dtype.kind == "f" else np.zeros(len(v), bool)
+        for f in (np.isnan, np.signbit) for v in (vx, vy))
+    changed = (ok_x != ok_y) | (ok_x & ok_y & ((vx != vy) | (sign_x != sign_y))
+                                & ~(nan_x & nan_y))
     sizeless = ((ok_x != ok_y) | (nan_x != nan_y))[changed]
     delta, rel = _sizes(vx[changed], vy[changed])
     delta[sizeless], rel[sizeless] = np.inf, np.inf
@@ -254,27 +306,88 @@ def _compare(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
     return [] if found is None else [found]
 
 
+def _plain(t: pa.DataType) -> pa.DataType:
+    """A type without its encoding: a dictionary's values; 32-bit offsets for 64 or views."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return _OFFSETS.get(t, t)
+
+
+def _bare(f: pa.Field) -> bytes:
+    """A field as a digest sees it, but nullable and without metadata of its own."""
+    return bytes(pa.schema([f.with_nullable(True).remove_metadata()]).serialize())
+
+
+def _field_changes(a: pa.Field, b: pa.Field) -> list[str]:
+    """How one column's field changed beside its values: kinds of SCHEMA_KINDS."""
+    kinds = []
+    if a.type != b.type:
+        kinds.append("encoding" if _plain(a.type) == _plain(b.type) else "retyped")
+    if a.nullable != b.nullable:
+        kinds.append("nullability")
+    # pyarrow's type equality ignores nested fields' names and metadata; a digest does not.
+    if (a.metadata or {}) != (b.metadata or {}) or (a.type == b.type and _bare(a) != _bare(b)):
+        kinds.append("metadata")
+    return kinds
+
+
+def _beside_values(recorded: pa.Table, replayed: pa.Table, ca: dict[str, Any],
+                   cb: dict[str, Any]) -> TableDiff:
+    """Everything that differs but the values: rows, columns added and removed, their
+    order, and the fields of the columns both have, by kind of change."""
+    common = [c for c in ca if c in cb]
+    fa = _labelled(recorded.column_names, list(recorded.schema))
+    fb = _labelled(replayed.column_names, list(replayed.schema))
+    found: dict[str, list[str]] = {kind: [] for kind in SCHEMA_KINDS}
+    for c in common:
+        for kind in _field_changes(fa[c][1], fb[c][1]):
+            found[kind].append(c)
+    order = [c for c in cb if c in ca]
+    return TableDiff((recorded.num_rows, replayed.num_rows),
+                     tuple(sorted(cb.keys() - ca.keys())), tuple(sorted(ca.keys() - cb.keys())),
+                     tuple(found["retyped"]), order=() if order == common else tuple(order),
+                     encoding=tuple(found["encoding"]), nullability=tuple(found["nullability"]),
+                     metadata=tuple(found["metadata"]))
+
+
+def _has_floats(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _has_floats(t.value_type)
+    return pa.types.is_floating(t) or any(_has_floats(t.field(i).type)
+                                          for i in range(t.num_fields))
+
+
+def _values(ca: dict[str, tuple[str, Any]], cb: dict[str, tuple[str, Any]], common: list[str],
+            tolerances: dict[str, float]) -> tuple[list[ColumnDiff], set[str]]:
+    """The changes of the common columns' values; and the dictionary columns whose values
+    are the same though their dictionaries or indices are not (another encoding)."""
+    columns: list[ColumnDiff] = []
+    encoded = set()
+    for c in common:
+        (name, a), (_, b) = ca[c], cb[c]
+        if a.type == b.type and a.equals(b) and not _has_floats(a.type):
+            continue  # (equals holds -0.0 and 0.0 the same)
+        a, b = a.combine_chunks(), b.combine_chunks()
+        found = _compare(c, a, b, tolerances.get(c, tolerances.get(name)), tolerances)
+        if not found and pa.types.is_dictionary(a.type) and not a.equals(b):
+            encoded.add(c)
+        columns += found
+    return columns, encoded
+
+
 def compare_tables(recorded: pa.Table, replayed: pa.Table,
                    tolerances: dict[str, float] | None = None) -> TableDiff:
-    """Column by column: rows changed, largest differences, changed categories. Columns
+    """Column by column: rows changed, largest differences, changed categories; and what
+    changed beside the values (order, types, encodings, nullability, metadata). Columns
     that share a name are compared by position, as name, name#2, ..."""
-    tolerances = tolerances or {}
     ca = _labelled(recorded.column_names, recorded.columns)
     cb = _labelled(replayed.column_names, replayed.columns)
     common = [c for c in ca if c in cb]
-    retyped = tuple(c for c in common if ca[c][1].type != cb[c][1].type)
-    rows = (recorded.num_rows, replayed.num_rows)
-    diff = TableDiff(rows, tuple(sorted(cb.keys() - ca.keys())),
-                     tuple(sorted(ca.keys() - cb.keys())), retyped)
-    if rows[0] != rows[1] or not rows[0]:  # no values to pair up
+    diff = _beside_values(recorded, replayed, ca, cb)
+    if diff.rows[0] != diff.rows[1] or not diff.rows[0]:  # no values to pair up
         return diff
-    columns: list[ColumnDiff] = []
-    for c in common:
-        (name, a), (_, b) = ca[c], cb[c]
-        if c in retyped or not a.equals(b):
-            columns += _compare(c, a.combine_chunks(), b.combine_chunks(),
-                                tolerances.get(c, tolerances.get(name)), tolerances)
-    return TableDiff(rows, diff.added, diff.removed, retyped, tuple(columns))
+    columns, encoded = _values(ca, cb, common, tolerances or {})
+    return replace(diff, columns=tuple(columns),
+                   encoding=tuple(c for c in common if c in encoded or c in diff.encoding))
 
 
 @dataclass(frozen=True)
