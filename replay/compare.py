@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 from replay.delta import Change, env_changes, spec_changes
 from replay.queries import entry
 from replay.rebuild import load_run
+from replay.recordchanges import RecordChange, record_changes
 from replay.store import Store
-from replay.tablediff import RecordChange, record_changes
 
 
 @dataclass(frozen=True)

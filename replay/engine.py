@@ -26,9 +26,10 @@ from replay.errors import ReplayError, UsageError
 from replay.pipeline import INPUT
 from replay.queries import entry
 from replay.rebuild import RecordedRun, load_code, load_json, load_run, step_kwargs
+from replay.recordchanges import RecordChange, record_changes
 from replay.runner import call_step
 from replay.store import Store
-from replay.tablediff import ColumnDiff, RecordChange, TableDiff, compare_tables, record_changes
+from replay.tablediff import ColumnDiff, TableDiff, compare_tables
 
 MODES = ("chained", "isolated")
 ORDER = {"exact": 0, "equivalent": 1, "diverged": 2, "skipped": 2}

@@ -8,8 +8,7 @@ import contextlib
 import json
 import math
 from collections import Counter
-from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -123,11 +122,11 @@ def _is_list(t: pa.DataType) -> bool:
     return any(is_(t) for is_ in _LISTS)
 
 
-def _depth(t: pa.DataType) -> int | None:
+def depth(t: pa.DataType) -> int | None:
     """Levels of lists above a number (0: a number, 1: a vector); None if no number below."""
     if _is_numeric(t):
         return 0
-    inner = _depth(t.value_type) if _is_list(t) else None
+    inner = depth(t.value_type) if _is_list(t) else None
     return None if inner is None else inner + 1
 
 
@@ -177,7 +176,7 @@ def _sizes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return delta, rel
 
 
-def _elements(x: pa.Array, y: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def elements(x: pa.Array, y: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which paired numbers changed, and (for those) by how much, absolute and relative.
     NaN and NaN are the same; a change to or from null or NaN has no size: inf; -0.0 and
     0.0 differ (as their digests do), by 0."""
@@ -222,7 +221,7 @@ def _numeric(column: str, a: pa.Array, b: pa.Array,
     # A vector of another length is a change no tolerance covers.
     max_abs = max_rel = math.inf if reshaped.size else 0.0
     for start in range(0, len(x), ELEMENT_SLICE):  # scratch of a few MB, not gigabytes
-        changed, delta, rel = _elements(x.slice(start, ELEMENT_SLICE),
+        changed, delta, rel = elements(x.slice(start, ELEMENT_SLICE),
                                         y.slice(start, ELEMENT_SLICE))
         moved[rows[start:start + ELEMENT_SLICE][changed]] = True
         max_abs = max(max_abs, float(delta.max(initial=0.0)))
@@ -300,8 +299,8 @@ def _compare(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
         return _struct(label, a, b, tolerance, tolerances)
     if pa.types.is_map(a.type) and pa.types.is_map(b.type):
         return _map(label, a, b, tolerance, tolerances)
-    depth = _depth(a.type)
-    found = (_numeric(label, a, b, tolerance) if depth is not None and depth == _depth(b.type)
+    levels = depth(a.type)
+    found = (_numeric(label, a, b, tolerance) if levels is not None and levels == depth(b.type)
              else _categorical(label, a, b))
     return [] if found is None else [found]
 
@@ -388,62 +387,3 @@ def compare_tables(recorded: pa.Table, replayed: pa.Table,
     columns, encoded = _values(ca, cb, common, tolerances or {})
     return replace(diff, columns=tuple(columns),
                    encoding=tuple(c for c in common if c in encoded or c in diff.encoding))
-
-
-@dataclass(frozen=True)
-class RecordChange:
-    key: str
-    flipped: bool  # a category changed (a decision, a reason code), not just a score/vector
-    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-
-
-def _numeric_columns(before: pa.Table, after: pa.Table) -> tuple[set[str], set[str]]:
-    """Columns of numbers on both sides, and among them the vectors."""
-    da, db = ({f.name: _depth(f.type) for f in t.schema} for t in (before, after))
-    numeric = {c for c, d in da.items() if d is not None and db.get(c) is not None}
-    return numeric, {c for c in numeric if da[c] and db[c]}
-
-
-def _count(values: list[Any] | None) -> str | None:
-    return None if values is None else f"{len(values)} values"
-
-
-def _flat(value: list[Any]) -> list[Any]:
-    return [x for v in value for x in (_flat(v) if isinstance(v, list) else [v])]
-
-
-def _vector_change(before: Any, after: Any) -> tuple[str | None, str | None]:
-    """A changed vector as its size and how far it moved, not hundreds of numbers."""
-    xs, ys = (None if v is None else _flat(v) for v in (before, after))
-    if xs is None or ys is None or len(xs) != len(ys):
-        return _count(xs), _count(ys)
-    # Shown, not judged: float64 (null as NaN) is precise enough to say how far.
-    _, delta, _ = _elements(*(pa.array(np.array(v, np.float64)) for v in (xs, ys)))
-    return _count(xs), f"max |Δ| {delta.max(initial=0.0):.3g}"
-
-
-def record_changes(before: pa.Table, after: pa.Table, key: str | None,
-                   decisions: Collection[str] = ()) -> list[RecordChange]:
-    """Per business record: what changed between two outputs, decision flips first. A flip
-    is a change of a declared decision column; without any declared, of a column that is not
-    a number or a vector of numbers. Vectors are shown by how far they moved."""
-    if key is None or key not in before.column_names or key not in after.column_names:
-        before = before.append_column("#row", pa.array(range(before.num_rows)))
-        after = after.append_column("#row", pa.array(range(after.num_rows)))
-        key = "#row"
-    columns = [c for c in before.column_names if c in after.column_names and c != key]
-    numeric, vectors = _numeric_columns(before, after)
-    index = {str(k): i for i, k in enumerate(after.column(key).to_pylist())}
-    b_rows, a_rows = before.to_pylist(), after.to_pylist()
-    out = []
-    for row in b_rows:
-        j = index.get(str(row[key]))
-        if j is None:
-            continue
-        changes = {c: (row[c], a_rows[j][c]) for c in columns if row[c] != a_rows[j][c]}
-        if changes:
-            flipped = any(c in decisions if decisions else c not in numeric for c in changes)
-            out.append(RecordChange(str(row[key]), flipped,
-                                    {c: _vector_change(*v) if c in vectors else v
-                                     for c, v in changes.items()}))
-    return sorted(out, key=lambda r: (not r.flipped, r.key))
