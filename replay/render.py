@@ -81,6 +81,7 @@ def step_detail(step: Any) -> str:
     if d.rows[0] != d.rows[1]:
         parts.append(f"rows {d.rows[0]} → {d.rows[1]}")
     parts += [f"+{c}" for c in d.added] + [f"-{c}" for c in d.removed]
+    parts += list(d.schema_changes())
     for c in d.columns:
         if c.max_abs is not None:
             parts.append(f"{c.column}: {c.rows_changed} rows, max |Δ| {c.max_abs:.3g}")
