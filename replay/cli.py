@@ -243,11 +243,16 @@ def run_cmd(
         "--swap", help="STEP=RUN (the step as another run had it) or STEP[.MODEL]=sha256:…"
     )] = None,
     bundle: Annotated[Path | None, typer.Option(
-        help="Replay from an evidence bundle (verified first).")] = None,
+        help="Replay from an evidence bundle (verified first, against a trusted signer).")
+    ] = None,
     key: Annotated[Path | None, typer.Option(
-        help="With --bundle: the public key the bundle must be signed with.")] = None,
-    trust: Annotated[bool, typer.Option(
-        help="With --bundle: replay even if verification fails (runs its code!).")] = False,
+        help="With --bundle: pin exactly this public key (the trust store is not read).")
+    ] = None,
+    insecure_replay_unverified: Annotated[bool, typer.Option(
+        "--insecure-replay-unverified",
+        help="With --bundle: replay even if verification fails or no pinned key signed it "
+             "(runs its code!).")] = False,
+    trust: Annotated[bool, typer.Option("--trust", hidden=True)] = False,
     in_container: Annotated[bool, typer.Option(
         "--in-container", help="Replay inside the recorded image (Docker; no network, "
                                "store read-only).")] = False,
@@ -264,10 +269,16 @@ def run_cmd(
 
     swaps, tolerances = parse_swap(swap or []), parse_tolerances(tolerance or [])
     images: dict[str, bytes] = {}
+    if trust:
+        _renamed_trust()
     if bundle is not None:
         from replay.evidence import bundle_images, open_bundle
 
-        store, check = open_bundle(bundle, key=_read_key(key), trust=trust)
+        store, check = open_bundle(bundle, key=_read_key(key),
+                                   insecure_replay_unverified=insecure_replay_unverified)
+        if not check.ok:  # only reached with --insecure-replay-unverified
+            render.errors.print(f"warning: replaying an unverified bundle ({check.failure})",
+                                markup=False, highlight=False)
         images = bundle_images(check.files)
     else:
         store = open_store()
@@ -421,6 +432,15 @@ def demo(
                        quiet=as_json)
     if as_json:
         render.emit_json(summary)
+
+
+def _renamed_trust() -> None:
+    # Refused, not aliased: beside `replay trust`, "--trust" reads as "check the signer"
+    # while it skipped every check; a script that used it must now say what it means.
+    raise UsageError("--trust is now --insecure-replay-unverified: it replays a bundle that "
+                     "failed verification or whose signer nobody pinned, running its code",
+                     hint="to accept a signer, pin its public key: `replay trust add BANK.pem "
+                          "--name NAME` (or --key BANK.pem)")
 
 
 def _read_key(path: Path | None) -> bytes | None:

@@ -1,15 +1,20 @@
-"""Evidence commands: signing keys, checkpoints, export and verify (see replay.cli)."""
+"""Evidence commands: signing keys, trusted signers, checkpoints, export and verify (see
+replay.cli)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from replay import queries, render
 from replay.cli import JsonOpt, _read_key, app, handled, open_store, state
 from replay.timeparse import parse_time
+
+if TYPE_CHECKING:
+    from replay.verify import Verification
 
 keys_app = typer.Typer(no_args_is_help=True, help="Signing keys for checkpoints and bundles.")
 app.add_typer(keys_app, name="keys")
@@ -95,7 +100,11 @@ def export(
 def verify(
     bundle: Annotated[Path | None, typer.Argument(help="Evidence bundle to verify.")] = None,
     key: Annotated[Path | None, typer.Option(
-        help="The public key the bundle must be signed with.")] = None,
+        help="Pin exactly this public key: the bundle must be signed by it (the trust store "
+             "is not read).")] = None,
+    insecure_any_signer: Annotated[bool, typer.Option(
+        "--insecure-any-signer", help="Check only that the bundle is consistent, whoever "
+                                      "signed it (prints a warning).")] = False,
     store_check: Annotated[bool, typer.Option(
         "--store", help="Check every object, segment, manifest and checkpoint of the store."
     )] = False,
@@ -104,9 +113,11 @@ def verify(
     )] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Verify a store (--store) or an evidence bundle; exit 1 on the first failure."""
+    """Verify a store (--store) or an evidence bundle and its signer; exit 1 on the first
+    failure, 14 when the bundle is consistent but no pinned key signed it, 15 when it is
+    refused unread (not a canonical bundle of the layout, over a limit, misshapen JSON)."""
     from replay.audit import verify_store
-    from replay.errors import CorruptionError, NotFoundError, UsageError
+    from replay.errors import CorruptionError, NotFoundError, UntrustedSignerError, UsageError
 
     if not store_check and bundle is None:
         raise UsageError("nothing to verify", hint="give a BUNDLE, or --store")
@@ -129,15 +140,14 @@ def verify(
     if bundle is not None:
         from replay.verify import verify_bundle
 
-        check = verify_bundle(bundle, _read_key(key))
-        if as_json:
-            render.emit_json({"ok": check.ok, "failure": check.failure, "runs": check.runs,
-                              "checks": [{"part": p, "ok": ok, "detail": d}
-                                         for p, ok, d in check.checks]})
-        else:
-            for part, ok, detail in check.checks:
-                mark = "[green]OK  [/green]" if ok else "[red]FAIL[/red]"
-                render.console.print(f"{mark} {part}  {detail}", highlight=False)
+        check = verify_bundle(bundle, _read_key(key), any_signer=insecure_any_signer)
+        _print_verification(check, as_json)
+        if check.untrusted:
+            raise typer.Exit(UntrustedSignerError.exit_code)
+        if check.refused:  # unsafe, malformed or over a limit: not read, let alone checked
+            from replay.bundle import MalformedBundleError
+
+            raise typer.Exit(MalformedBundleError.exit_code)
         if not check.ok:
             raise typer.Exit(1)
         if extract is not None:
@@ -146,3 +156,82 @@ def verify(
             write_files(check.files, extract)
             if not as_json:
                 render.console.print(f"extracted {len(check.files)} files into {extract}")
+
+
+def _print_verification(check: Verification, as_json: bool) -> None:
+    for warning in check.warnings:  # on stderr, so a script reading stdout still sees it
+        render.errors.print(f"warning: {warning}", markup=False, highlight=False)
+    if as_json:
+        render.emit_json({"ok": check.ok, "failure": check.failure, "runs": check.runs,
+                          "signer": check.signer, "pinned": check.pinned,
+                          "untrusted": check.untrusted,
+                          "checks": [{"part": p, "ok": ok, "detail": d}
+                                     for p, ok, d in check.checks]})
+        return
+    for part, ok, detail in check.checks:
+        mark = "[green]OK  [/green]" if ok else "[red]FAIL[/red]"
+        render.console.print(f"{mark} {part}  {escape(detail)}", highlight=False)
+
+
+trust_app = typer.Typer(no_args_is_help=True, help="Trusted signers: the public keys whose "
+                        "bundles verify and run --bundle accept.")
+app.add_typer(trust_app, name="trust")
+
+
+@trust_app.command("add")
+@handled
+def trust_add(
+    pem: Annotated[Path, typer.Argument(help="The signer's public key (PEM), from the signer.")],
+    name: Annotated[str, typer.Option("--name", help="Who it is, e.g. \"Bank X model risk\".")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Trust a signer: bundles it signed verify, and replay from them is allowed."""
+    from replay import trust
+
+    added = trust.add(pem, name)
+    if as_json:
+        render.emit_json(added.as_json())
+    else:
+        render.console.print(f"trusted {added.key_id} as {added.name!r} ({added.path})",
+                             markup=False, highlight=False)
+
+
+@trust_app.command("list")
+@handled
+def trust_list(as_json: JsonOpt = False) -> None:
+    """The trusted signers: the trust store's, then REPLAY_TRUSTED_KEYS's."""
+    from replay import trust
+
+    found = trust.list()
+    if as_json:
+        render.emit_json([k.as_json() for k in found])
+        return
+    if not found:
+        render.console.print(f"no trusted signer: add one with `replay trust add PUB.pem --name "
+                             f"NAME` (trust store {trust.folder()})", markup=False,
+                             highlight=False)
+    for k in found:
+        render.console.print(f"{k.key_id}  {k.name}  ({k.source}: {k.path})", markup=False,
+                             highlight=False)
+
+
+@trust_app.command("remove")
+@handled
+def trust_remove(
+    key_id_or_name: Annotated[str, typer.Argument(
+        help="The name, key id or a unique prefix of it (8 hex digits or more).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop trusting a signer of the trust store."""
+    from replay import trust
+
+    removed = trust.remove(key_id_or_name)
+    still = [k for k in trust.list() if k.key_id == removed.key_id]
+    if as_json:
+        render.emit_json({**removed.as_json(), "still_trusted_by": [k.source for k in still]})
+        return
+    render.console.print(f"no longer trusted: {removed.key_id} ({removed.name!r})",
+                         markup=False, highlight=False)
+    for k in still:
+        render.console.print(f"still trusted through {k.source}: {k.path}", markup=False,
+                             highlight=False)

@@ -5,7 +5,9 @@
    place — every file the morning's decisions used is overwritten;
 3. a complaint names one application decided that morning: find the run, replay it `exact`
    from the snapshot alone, and ask what today's model would have decided;
-4. export the incident's evidence as a signed bundle and verify it as a regulator would.
+4. export the incident's evidence as a signed bundle and verify it as a regulator would:
+   against the bank's key, pinned in the trust store (`replay trust add`), never the key the
+   bundle carries.
 
 Idempotent on a store: what was recorded once (tagged ``source=demo``) is reused.
 """
@@ -96,9 +98,28 @@ def _side_by_side(then: ReplayReport, now: ReplayReport, app_id: str) -> list[di
     return rows
 
 
+def pin(public: Path, quiet: bool) -> str:
+    """Pin the bank's public key as the regulator does (once: a rerun finds it pinned)."""
+    import shlex
+
+    from replay import keys, trust
+
+    kid = keys.key_id(trust.public_key(public.read_bytes(), str(public)))
+    known = next((k for k in trust.list() if k.key_id == kid), None)
+    if known is not None:
+        _say(quiet, f"   signer {kid} already trusted as {known.name!r} ({known.source})")
+        return known.name
+    name = f"demo bank {kid[7:19]}"
+    trust.add(public, name)
+    _say(quiet, f"   `replay trust add {shlex.quote(str(public))} --name {shlex.quote(name)}` "
+                f"→ trusted {kid}")
+    return name
+
+
 def evidence(store: Store, run_id: str, app_id: str, when: str, key: Path | None,
              out_dir: Path, quiet: bool) -> dict[str, Any]:
-    """Export the complaint's run as a signed bundle, then verify it without trust."""
+    """Export the complaint's run as a signed bundle, pin the bank's key, then verify the
+    bundle against the trust store, as a regulator would."""
     from replay import keys
     from replay.evidence import export
     from replay.verify import verify_bundle
@@ -109,11 +130,12 @@ def evidence(store: Store, run_id: str, app_id: str, when: str, key: Path | None
         _say(quiet, f"   created signing key {key} (public: {keys.public_path(key)})")
     out = out_dir / f"evidence-{app_id}.bundle"
     done = export(store, [run_id], out, key=key, question={"record": app_id, "time": when})
-    check = verify_bundle(out, keys.public_path(key).read_bytes())
+    signer = pin(keys.public_path(key), quiet)
+    check = verify_bundle(out)
     for part, ok, detail in check.checks:
         _say(quiet, f"   {'OK  ' if ok else 'FAIL'} {part}  {detail}")
     return {"bundle": str(out), "bytes": done.size, "verified": check.ok,
-            "key": str(keys.public_path(key))}
+            "key": str(keys.public_path(key)), "signer": signer}
 
 
 def run_demo(store: Store, *, workspace: Path | None = None, key: Path | None = None,
@@ -163,7 +185,8 @@ def run_demo(store: Store, *, workspace: Path | None = None, key: Path | None = 
                     f"  replay lineage {found['run_id']}\n"
                     f"  replay export {found['run_id']} --record {app_id} --out "
                     f"{proof['bundle']}\n"
-                    f"  replay verify {proof['bundle']} --key {proof['key']}\n"
+                    "  replay trust list\n"
+                    f"  replay verify {proof['bundle']}\n"
                     f"  replay export {found['run_id']} --redact applicant_id --out "
                     f"redacted.bundle\n"
                     f"  replay run {found['run_id']} --bundle {proof['bundle']}\n"

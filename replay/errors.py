@@ -13,10 +13,19 @@
     │   ├── ReadOnlyStoreError       exit 8   a store opened read-only was asked to write
     │   └── CorruptionError          exit 9   bytes no longer match their digest, torn files
     ├── CatalogError                 exit 10  the DuckDB catalog or a SQL query failed
-    └── ContainerError               exit 11  an in-container replay cannot run
-        ├── EngineUnavailableError   exit 11  no Docker engine answers (daemon down, no socket)
-        ├── ImageMissingError        exit 12  the recorded image is not on the engine, no pull
-        └── ContainerFailedError     exit 13  the container was killed (memory limit) or failed
+    ├── ContainerError               exit 11  an in-container replay cannot run
+    │   ├── EngineUnavailableError   exit 11  no Docker engine answers (daemon down, no socket)
+    │   ├── ImageMissingError        exit 12  the recorded image is not on the engine, no pull
+    │   └── ContainerFailedError     exit 13  the container was killed (memory limit) or failed
+    ├── UntrustedSignerError         exit 14  a bundle consistent in every byte, signed by a key
+    │                                         nobody pinned (trust store, REPLAY_TRUSTED_KEYS,
+    │                                         --key): nothing of it is replayed
+    └── BundleError                  exit 15  (replay.bundle) a bundle refused: malformed,
+        │                                     unsafe, or failing verification
+        └── MalformedBundleError     exit 15  (replay.bundle) not even safe to read
+
+`replay verify` itself exits 1 when a check fails, 15 for a bundle it would not read, and 14
+for a consistent bundle whose signer is not pinned.
 
 Every error carries its data as attributes and a message ending in what to do next. The CLI
 catches ReplayError in one place and exits with `exit_code`; nothing else reaches the user
@@ -114,12 +123,30 @@ class ContainerFailedError(ContainerError):
     exit_code = 13
 
 
+class UntrustedSignerError(ReplayError):
+    """Who is trusted is configured, never read from the evidence: a bundle whose every
+    digest, proof and signature holds is still refused when no pinned key signed it."""
+
+    exit_code = 14
+
+    def __init__(self, signer: str, pinned: tuple[str, ...] = ()) -> None:
+        which = (f"which is none of the pinned keys ({', '.join(pinned)})" if pinned
+                 else "and no signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)")
+        super().__init__(
+            f"signer not trusted: {signer} signed this bundle, {which}",
+            hint="get the bank's public key from the bank, not from the bundle, compare its "
+                 "key id, then pin it: `replay trust add BANK.pem --name NAME` (or --key "
+                 "BANK.pem for one call)")
+        self.signer = signer
+        self.pinned = pinned
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
         ReplayError, UsageError, NotFoundError, InputError, PipelineError, StepError,
         CaptureError, DataVersionError, StoreError, StoreFormatError, ReadOnlyStoreError,
         CorruptionError, CatalogError, ContainerError, EngineUnavailableError,
-        ImageMissingError, ContainerFailedError,
+        ImageMissingError, ContainerFailedError, UntrustedSignerError,
     )
 }

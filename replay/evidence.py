@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,12 +40,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from replay import bundle, checkpoint, keys, merkle
 from replay.digest import canonical_json, sha256, table_bytes
 from replay.engine import ReplayReport, replay
-from replay.errors import CorruptionError, UsageError
+from replay.errors import CorruptionError, UntrustedSignerError, UsageError
 from replay.ledger import line_of
 from replay.objects import relative_path, spec_digests
 from replay.queries import entry
 from replay.rebuild import RecordedRun, load_run
 from replay.store import Store
+
+if TYPE_CHECKING:
+    from replay.verify import Verification
 
 PREDICATE = "https://pipeline-replay.dev/run/v1"
 
@@ -259,22 +262,21 @@ def _seal(files: dict[str, bytes], runs: list[RecordedRun], cp: checkpoint.Check
                     keys.key_id(private.public_key()), cp)
 
 
-def open_bundle(path: Path, *, key: bytes | None = None, trust: bool = False
-                ) -> tuple[Store, Any]:
-    """A temporary store holding a bundle's runs, made only after the bundle verified.
+def open_bundle(path: Path, *, key: bytes | None = None,
+                insecure_replay_unverified: bool = False) -> tuple[Store, Any]:
+    """A temporary store holding a bundle's runs, made only after the bundle verified
+    against a pinned signer: a trusted one (replay.trust), or only ``key`` when given.
 
-    ``trust`` loads a bundle that failed verification anyway: its code will be unpickled
-    when replayed, so only do that for bundles you made yourself.
+    ``insecure_replay_unverified`` loads a bundle that failed verification, or whose signer
+    nobody pinned, anyway: its code will be unpickled when replayed, so only do that for
+    bundles you made yourself.
     """
-    from replay.bundle import BundleError
     from replay.segments import RunData, StoredTable
     from replay.verify import verify_bundle
 
     check = verify_bundle(path, key)
-    if not check.ok and not trust:
-        part, _, reason = (check.failure or "bundle: failed").partition(": ")
-        raise BundleError(part, f"{reason} — refusing to replay an unverified bundle",
-                          hint="check it with `replay verify`; --trust replays it anyway")
+    if not check.ok and not insecure_replay_unverified:
+        _refuse(check)
     store = Store.open(Path(tempfile.mkdtemp(prefix="replay-bundle-")) / "store")
     for name, data in check.files.items():
         if name.startswith("objects/"):
@@ -289,3 +291,15 @@ def open_bundle(path: Path, *, key: bytes | None = None, trust: bool = False
         store.commit(RunData(e["run_id"], tables, blobs), e["manifest"]).result()
     return store, check
 
+
+def _refuse(check: Verification) -> None:
+    """Raise why a bundle is not replayed: its signer is not pinned (exit 14), or a check of
+    its bytes failed (the bundle error's code)."""
+    from replay.bundle import BundleError
+
+    if check.untrusted:
+        raise UntrustedSignerError(check.signer or "", check.pinned or ())
+    part, _, reason = (check.failure or "bundle: failed").partition(": ")
+    raise BundleError(part, f"{reason} — refusing to replay an unverified bundle",
+                      hint="check it with `replay verify`; --insecure-replay-unverified "
+                           "replays it anyway, running its code")

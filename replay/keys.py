@@ -13,12 +13,17 @@ from replay.digest import sha256
 from replay.errors import NotFoundError, UsageError
 
 
+def config_folder() -> Path:
+    """The user's own settings (signing key, trusted signers): never inside a store."""
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "pipeline-replay"
+
+
 def default_key_path() -> Path:
     env = os.environ.get("REPLAY_SIGNING_KEY")
     if env:
         return Path(env)
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return config / "pipeline-replay" / "signing-key.pem"
+    return config_folder() / "signing-key.pem"
 
 
 def public_path(private: Path) -> Path:

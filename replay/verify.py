@@ -2,6 +2,8 @@
 
 Checks run in order and each names the part it covers; the first failure's reason is the
 answer. Only JSON, Arrow IPC and Ed25519 are parsed: recorded code and models stay bytes.
+The key a bundle carries proves it is whole, not who made it: the last check asks whether a
+key the user pinned (replay.trust, or --key) signed it.
 """
 
 from __future__ import annotations
@@ -14,17 +16,24 @@ from typing import Any
 
 import pyarrow as pa
 
-from replay import bundle, keys, merkle
-from replay.bundle import BundleError
+from replay import bundle, keys, merkle, shapes
+from replay.bundle import BundleError, MalformedBundleError, Members
 from replay.checkpoint import Checkpoint
 from replay.digest import canonical_json, combine_parts, json_digest, sha256, table_digest
-from replay.errors import UsageError
+from replay.errors import UntrustedSignerError, UsageError
 from replay.imagetar import ImageTarError, image_id
 from replay.ledger import entry_hash, line_of
 from replay.objects import relative_path, spec_digests
 from replay.pipeline import INPUT
+from replay.trust import PINNED, TrustedKey, pinned
 
 SIGNED = ("MANIFEST.json", "MANIFEST.sig")
+# JSON members are parsed whole, and a parsed document takes 5-20x its bytes: 64 MiB holds
+# the digest list of bundle.MAX_MEMBERS files (~16 MB) and the entries of ~20,000 runs
+# (~3 KB each), and keeps a hostile one to about a gigabyte.
+MAX_JSON = 64 << 20
+SHAPES = {"MANIFEST.json": shapes.MANIFEST, "ledger/checkpoint.json": shapes.CHECKPOINT,
+          "ledger/proofs.json": shapes.PROOFS, "statement.intoto.json": shapes.STATEMENT}
 
 
 @dataclass
@@ -32,8 +41,15 @@ class Verification:
     """Each check as (part, ok, detail); ``ok`` only when every check held."""
 
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
-    files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # Read from disk on demand; never compared, which would read every member.
+    files: Members = field(default_factory=Members, repr=False, compare=False)
     runs: list[str] = field(default_factory=list)
+    signer: str | None = None  # the key id that signed, once its signature held
+    pinned: tuple[str, ...] | None = None  # names of the keys accepted; None: not checked
+    warnings: list[str] = field(default_factory=list)
+    # Not read at all: not a canonical ustar of the layout, over a limit, or signed JSON of
+    # the wrong shape (exit 15), as opposed to a check that failed (exit 1).
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -43,47 +59,103 @@ class Verification:
     def failure(self) -> str | None:
         return next((f"{part}: {detail}" for part, ok, detail in self.checks if not ok), None)
 
+    @property
+    def untrusted(self) -> bool:
+        """Consistent in every byte, but signed by a key nobody pinned."""
+        return [part for part, ok, _ in self.checks if not ok] == ["signer"]
+
     def passed(self, part: str, detail: str = "") -> None:
         self.checks.append((part, True, detail))
 
 
-def verify_bundle(path: Path, expected_key: bytes | None = None) -> Verification:
-    """Verify every byte of the bundle at ``path``; never raises on a bad bundle."""
+def verify_bundle(path: Path, expected_key: bytes | None = None, *,
+                  any_signer: bool = False) -> Verification:
+    """Verify every byte of the bundle at ``path``, then that a pinned key signed it: the
+    trusted signers (replay.trust), or only ``expected_key`` when given. ``any_signer``
+    skips that last check (a warning says so). Never raises on a bad bundle."""
+    if any_signer and expected_key is not None:
+        raise UsageError("--key and --insecure-any-signer contradict each other",
+                         hint="--key pins one signer; drop --insecure-any-signer")
+    # Read first: a broken trust configuration is the user's error, before any bundle byte.
+    pins = None if any_signer else pinned(expected_key)
     result = Verification()
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read bundle {path}: {exc.strerror}") from None
-    try:
-        result.files = bundle.read(data)
+        result.files = bundle.load(path)  # streams the file once: bounded time and memory
         result.passed("container", f"{len(result.files)} regular files, canonical layout")
-        _verify(result, expected_key)
+        _verify(result)
+        _check_signer(result, pins)
     except BundleError as exc:
         result.checks.append((exc.part, False, exc.message.partition(": ")[2] or exc.message))
+        result.refused = isinstance(exc, MalformedBundleError)
     return result
 
 
-def _get(files: dict[str, bytes], name: str) -> bytes:
+def _need(files: Members, name: str) -> None:
     if name not in files:
         raise BundleError(name, "missing from the bundle")
+
+
+def _get(files: Members, name: str) -> bytes:
+    _need(files, name)
     return files[name]
 
 
-def _json(files: dict[str, bytes], name: str) -> Any:
-    try:
-        return json.loads(_get(files, name))
-    except ValueError:
-        raise BundleError(name, "is not JSON") from None
+def _json(files: Members, name: str, shape: Any = None) -> Any:
+    """A JSON member, refused unless small enough to parse and of the shape verify reads
+    (``SHAPES`` by name, else ``shape``): a signature says who wrote it, not that it fits."""
+    return _parse(_small(files, name), name, SHAPES.get(name, shape))
 
 
-def _verify(result: Verification, expected_key: bytes | None) -> None:
+def _small(files: Members, name: str) -> bytes:
+    _need(files, name)
+    if files.size(name) > MAX_JSON:
+        raise MalformedBundleError(name, f"is {files.size(name):,} bytes; a JSON member may "
+                                   f"hold at most {MAX_JSON:,} (refused unparsed)")
+    return files[name]
+
+
+def _parse(raw: bytes, name: str, shape: Any, where: str = "") -> Any:
+    try:  # NaN and Infinity are not JSON, and canonical_json would refuse them later
+        value = json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        raise MalformedBundleError(name, f"{where}is not JSON") from None
+    problem = shapes.mismatch(value, shape) if shape is not None else None
+    if problem:
+        raise MalformedBundleError(name, f"{where}is not of the expected shape: {problem}")
+    return value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _check_signer(result: Verification, pins: tuple[TrustedKey, ...] | None) -> None:
+    """The last check, once every byte is consistent: did a key the user pinned sign it?
+    The key in the bundle proves only that the bundle is whole, not who made it."""
+    signer = result.signer or ""
+    if pins is None:
+        result.warnings.append(f"signer not checked: {signer} signed this bundle and "
+                               "--insecure-any-signer accepted it without a pinned key")
+        return
+    result.pinned = tuple(p.name if p.source != PINNED else f"--key {p.key_id}" for p in pins)
+    match = next((p for p in pins if p.key_id == signer), None)
+    if match is None:
+        result.checks.append(("signer", False, f"consistent, "
+                              f"{UntrustedSignerError(signer, result.pinned)}"))
+    elif match.source == PINNED:
+        result.passed("signer", f"{signer} is the key --key pins")
+    else:
+        result.passed("signer", f"{signer} is pinned as {match.name!r} ({match.source})")
+
+
+def _verify(result: Verification) -> None:
     files = result.files
     manifest = _json(files, "MANIFEST.json")
-    public = keys.load_public(_get(files, "public_key.pem"))
+    try:
+        public = keys.load_public(_get(files, "public_key.pem"))
+    except UsageError:  # a bad bundle is a failed check, never an exception
+        raise BundleError("public_key.pem", "is not an Ed25519 public key") from None
     kid = keys.key_id(public)
-    if expected_key is not None and keys.key_id(keys.load_public(expected_key)) != kid:
-        raise BundleError("public_key.pem", f"wrong key: the bundle is signed by {kid}, "
-                          f"not by the expected {keys.key_id(keys.load_public(expected_key))}")
     if manifest.get("key_id") != kid:
         raise BundleError("MANIFEST.json", "names another key than public_key.pem")
     try:
@@ -93,6 +165,7 @@ def _verify(result: Verification, expected_key: bytes | None) -> None:
     if not keys.verify_signature(public, signature, files["MANIFEST.json"]):
         raise BundleError("MANIFEST.sig", "the signature over MANIFEST.json does not verify")
     result.passed("signature", f"MANIFEST.json signed by {kid}")
+    result.signer = kid
     _verify_digests(files, manifest["files"])
     result.passed("digests", f"{len(manifest['files'])} files match their sha256")
     cp = _verify_checkpoint(files, public, manifest)
@@ -117,16 +190,17 @@ def _verify(result: Verification, expected_key: bytes | None) -> None:
     result.passed("statement.intoto.json", "subjects are the runs' outputs")
 
 
-def _verify_digests(files: dict[str, bytes], listed: dict[str, str]) -> None:
+def _verify_digests(files: Members, listed: dict[str, str]) -> None:
     for name in files:
         if name not in listed and name not in SIGNED:
             raise BundleError(name, "is not in the signed digest list")
     for name, digest in listed.items():
-        if sha256(_get(files, name)) != digest:
+        _need(files, name)
+        if files.digest(name) != digest:  # hashed while the bundle was read
             raise BundleError(name, "does not match its digest in MANIFEST.json")
 
 
-def _verify_checkpoint(files: dict[str, bytes], public: Any, manifest: dict[str, Any]
+def _verify_checkpoint(files: Members, public: Any, manifest: dict[str, Any]
                        ) -> Checkpoint:
     try:
         cp = Checkpoint.from_json(_json(files, "ledger/checkpoint.json"))
@@ -139,10 +213,10 @@ def _verify_checkpoint(files: dict[str, bytes], public: Any, manifest: dict[str,
     return cp
 
 
-def _verify_ledger(files: dict[str, bytes], cp: Checkpoint) -> list[dict[str, Any]]:
+def _verify_ledger(files: Members, cp: Checkpoint) -> list[dict[str, Any]]:
     name = "ledger/entries.jsonl"
     proofs = _json(files, "ledger/proofs.json")
-    entries = [json.loads(line) for line in _get(files, name).splitlines()]
+    entries = _entries(files, name)
     seqs = [e["seq"] for e in entries]
     if seqs != sorted(set(seqs)):
         raise BundleError(name, f"entries are not in ledger order ({seqs})")
@@ -164,29 +238,44 @@ def _verify_ledger(files: dict[str, bytes], cp: Checkpoint) -> list[dict[str, An
     return entries
 
 
-def _verify_run(files: dict[str, bytes], e: dict[str, Any], redacted: set[str]) -> None:
+def _entries(files: Members, name: str) -> list[dict[str, Any]]:
+    return [_parse(line, name, shapes.ENTRY, f"line {i}: ")
+            for i, line in enumerate(_small(files, name).splitlines(), 1)]
+
+
+def _verify_run(files: Members, e: dict[str, Any], redacted: set[str]) -> None:
     m, run = e["manifest"], e["run_id"]
     expected = {INPUT: (m["input"]["digest"], m["input"].get("parts"))} | {
         s["name"]: (s["output"], s.get("output_parts")) for s in m["steps"] if s["output"]}
     for kind, (digest, parts) in expected.items():
-        name = f"runs/{run}/{kind}.arrow"
-        try:
-            table = pa.ipc.open_stream(_get(files, name)).read_all()
-        except pa.ArrowException:
-            raise BundleError(name, "is not an Arrow IPC stream") from None
-        if _content_digest(name, table, parts, redacted) != digest:
-            raise BundleError(name, f"rows do not match the manifest of run {run}")
+        _verify_table(files, f"runs/{run}/{kind}.arrow", digest, parts, redacted)
     tape = f"runs/{run}/tape.json"
-    if "tape" in m and (tape in files or not redacted) \
-            and sha256(_get(files, tape)) != m["tape"]:
-        raise BundleError(tape, "does not match the manifest's tape digest")
-    spec = _json(files, _object_name(m["version"]))
+    if "tape" in m and (tape in files or not redacted):
+        _need(files, tape)
+        if files.digest(tape) != m["tape"]:
+            raise BundleError(tape, "does not match the manifest's tape digest")
+    spec = _json(files, _object_name(m["version"]), shapes.SPEC)
     kept_data = {d["object"] for s in spec["steps"] for d in s["data"].values()
                  if d.get("object")} if redacted else set()
     for digest in [*spec_digests(spec), m["env"]]:
         if digest not in kept_data:  # kept reference data is left out of redacted bundles
-            _get(files, _object_name(digest))
-    _get(files, f"reports/{run}.json")
+            _need(files, _object_name(digest))
+    _need(files, f"reports/{run}.json")
+
+
+def _verify_table(files: Members, name: str, digest: str, parts: dict[str, Any] | None,
+                  redacted: set[str]) -> None:
+    _need(files, name)
+    # A table's digest is the sha256 of its canonical Arrow IPC bytes, which export writes
+    # as they are: bytes hashing to it are the recorded rows, proven without parsing them.
+    if parts is None and files.digest(name) == digest:
+        return
+    try:
+        table = pa.ipc.open_stream(files[name]).read_all()
+    except pa.ArrowException:
+        raise BundleError(name, "is not an Arrow IPC stream") from None
+    if _content_digest(name, table, parts, redacted) != digest:
+        raise BundleError(name, f"rows do not match the manifest of run {name.split('/')[1]}")
 
 
 def _content_digest(name: str, table: pa.Table, parts: dict[str, Any] | None,
@@ -208,19 +297,19 @@ def _object_name(digest: str) -> str:
     return "objects/" + relative_path(digest)
 
 
-def _verify_objects(files: dict[str, bytes]) -> None:
-    for name, data in files.items():
+def _verify_objects(files: Members) -> None:
+    for name in files:
         if name.startswith("objects/"):
             parts = name.split("/")
-            if len(parts) != 4 or sha256(data) != f"sha256:{parts[2]}{parts[3]}":
+            if len(parts) != 4 or files.digest(name) != f"sha256:{parts[2]}{parts[3]}":
                 raise BundleError(name, "does not hash to its name")
 
 
-def _verify_images(files: dict[str, bytes], listed: dict[str, Any], digests: dict[str, str],
+def _verify_images(files: Members, listed: dict[str, Any], digests: dict[str, str],
                    entries: list[dict[str, Any]]) -> None:
     recorded = set()
     for e in entries:
-        env = json.loads(_get(files, _object_name(e["manifest"]["env"])))
+        env = _json(files, _object_name(e["manifest"]["env"]), shapes.ENVIRONMENT)
         recorded.add(env.get("image", {}).get("id"))
     for name in files:
         if name.startswith("images/") and name not in listed:
@@ -241,7 +330,7 @@ def _verify_images(files: dict[str, bytes], listed: dict[str, Any], digests: dic
                               "was recorded in")
 
 
-def _verify_statement(files: dict[str, bytes], entries: list[dict[str, Any]]) -> None:
+def _verify_statement(files: Members, entries: list[dict[str, Any]]) -> None:
     name = "statement.intoto.json"
     st = _json(files, name)
     want = sorted(e["manifest"]["steps"][-1]["output"][7:] for e in entries

@@ -268,6 +268,7 @@ def test_a_step_that_opens_a_socket_fails_inside_the_container(images, engine,
 def test_a_bundle_with_its_image_verifies_loads_into_a_fresh_engine_and_replays_exact(
         recorded, images, engine, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("REPLAY_SIGNING_KEY", str(tmp_path / "signing.pem"))
+    monkeypatch.setenv("REPLAY_TRUSTED_KEYS", str(tmp_path / "signing.pub"))  # the regulator's pin
     assert cli(recorded.store, "keys", "init").exit_code == 0
     monkeypatch.setenv("DOCKER_HOST", engine.url)
     bundle = tmp_path / "evidence.bundle"

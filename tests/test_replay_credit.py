@@ -107,11 +107,12 @@ def test_at_with_new_rows_decides_as_the_pipeline_did_then(tmp_path, workspace) 
     assert as_then.manifest["version"] == then.manifest["version"]
 
 
-def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path) -> None:
+def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
     from replay.cli import app
 
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the demo pins its key
     args = ["--store", str(tmp_path / "store"), "demo", "--workspace",
             str(tmp_path / "workspace"), "--key", str(tmp_path / "keys" / "demo.pem"),
             "--out-dir", str(tmp_path), "--json"]
