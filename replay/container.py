@@ -17,7 +17,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from replay.engine import ReplayReport
 from replay.environment import REPO_DIGEST
@@ -182,15 +182,42 @@ def _load_hint(label: str) -> str:
             f"it: `replay run --bundle B --in-container` loads it), then retry; wanted {label}")
 
 
-def data_mounts(spec: dict[str, Any]) -> list[str]:
-    """Local DVC repos and remotes the run read, to mount read-only at the same paths."""
+def data_mounts(spec: dict[str, Any], *, bundle: bool = False) -> list[str]:
+    """Local DVC repos and remotes the run read, to mount read-only at the same paths.
+
+    Only folders that are what the spec says: a DVC repo (``.dvc/`` inside) holding the
+    recorded path or its ``.dvc`` file, or a DVC remote (a ``files/md5/`` cache). Any other
+    folder a spec names (``/root``, a home) is never mounted. A bundle carries its data and
+    its spec is someone else's word: nothing is mounted for a bundle-backed store.
+    """
+    if bundle:
+        return []
     paths: set[str] = set()
     for step in spec["steps"]:
         for record in step["data"].values():
             version = record.get("dvc") or {}
-            paths.update(p for p in (version.get("repo"), version.get("remote"))
-                         if p and os.path.isabs(p) and os.path.isdir(p))
+            repo, remote = version.get("repo"), version.get("remote")
+            if _plain_folder(repo) and _dvc_repo_holding(repo, version.get("path")):
+                paths.add(repo)
+            if _plain_folder(remote) and os.path.isdir(os.path.join(remote, "files", "md5")):
+                paths.add(remote)
     return sorted(paths)
+
+
+def _plain_folder(path: object) -> TypeGuard[str]:
+    """An absolute, normalised path of an existing folder (no ``..``, no link to elsewhere)."""
+    return (isinstance(path, str) and os.path.isabs(path) and os.path.normpath(path) == path
+            and os.path.isdir(path) and os.path.realpath(path) == path)
+
+
+def _dvc_repo_holding(repo: str, rel: Any) -> bool:
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel):
+        return False
+    target = os.path.normpath(os.path.join(repo, rel))
+    if not target.startswith(repo.rstrip("/") + "/"):
+        return False  # the recorded path must be inside the repo
+    return os.path.isdir(os.path.join(repo, ".dvc")) and (
+        os.path.exists(target) or os.path.exists(target + ".dvc"))
 
 
 def sandbox(client: Any, image: Any, command: list[str], *, store: Path,

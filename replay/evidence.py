@@ -22,12 +22,14 @@ replays offline, without the bank's DVC remote.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import hashlib
 import hmac
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -277,7 +279,11 @@ def open_bundle(path: Path, *, key: bytes | None = None,
     check = verify_bundle(path, key)
     if not check.ok and not insecure_replay_unverified:
         _refuse(check)
-    store = Store.open(Path(tempfile.mkdtemp(prefix="replay-bundle-")) / "store")
+    # A private folder (mkdtemp: 0700), removed when the process ends: the store must outlive
+    # this call, since the caller replays from it.
+    folder = Path(tempfile.mkdtemp(prefix="replay-bundle-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    store = Store.open(folder / "store")
     for name, data in check.files.items():
         if name.startswith("objects/"):
             store.put_object(data)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+from replay.errors import StoreError
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -34,3 +37,18 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that refuses a symlink in the file's place (``O_NOFOLLOW``).
+
+    A store's files are written, appended to and truncated by whoever runs replay, root's
+    `replay doctor` included: a link its owner put there must not make them write elsewhere.
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or (exc.errno == errno.EEXIST and path.is_symlink()):
+            raise StoreError(f"{path} is a symbolic link: a store's files are never followed "
+                             "out of it", hint=f"replace {path} by the file itself") from None
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -60,13 +61,27 @@ def init_key(path: Path | None = None, *, forbidden: tuple[Path, ...] = ()) -> P
     return path
 
 
+def _read_private(path: Path) -> bytes:
+    """A private key's bytes, refused (as ssh does) when others than its owner may read or
+    change the file: anyone who can read it can sign as the store."""
+    with open(path, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode  # the file read, not whatever the name is now
+        if mode & 0o077:
+            raise UsageError(f"{path} is accessible by others (mode {stat.S_IMODE(mode):04o}): "
+                             "refusing to sign with a private key others can read",
+                             hint=f"chmod 600 {path}")
+        return f.read()
+
+
 def load_private(path: Path | None = None) -> Ed25519PrivateKey:
     path = path or default_key_path()
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        pem = _read_private(path)
     except FileNotFoundError:
         raise NotFoundError(f"no signing key at {path}",
                             hint="create one with `replay keys init`") from None
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
     except ValueError as exc:
         raise UsageError(f"{path} is not a PEM private key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):

@@ -20,7 +20,7 @@ from typing import Any
 
 from replay.digest import canonical_json, sha256
 from replay.errors import CorruptionError, StoreError
-from replay.fsutil import fsync_dir, sync_data, write_all
+from replay.fsutil import fsync_dir, open_nofollow, sync_data, write_all
 
 GENESIS = "sha256:" + "0" * 64
 _TAIL_CHUNK = 1 << 16
@@ -51,10 +51,10 @@ class Ledger:
     @contextmanager
     def _locked(self) -> Iterator[int]:
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock = open_nofollow(self.root / "lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
             try:
                 yield fd
             finally:

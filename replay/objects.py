@@ -8,14 +8,14 @@ their name: an object that changed on disk is an error, never data.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from replay.digest import hex_of, sha256
 from replay.errors import CorruptionError, NotFoundError, StoreError
-from replay.fsutil import fsync_dir, write_durable
+from replay.fsutil import fsync_dir, open_nofollow, write_durable
 
 
 def spec_digests(spec: dict[str, Any]) -> list[str]:
@@ -35,6 +35,26 @@ def relative_path(digest: str) -> str:
     return f"sha256/{h[:2]}/{h[2:]}"
 
 
+def _create_temp(folder: Path) -> tuple[int, Path]:
+    """A new temporary file in ``folder``, opened for writing.
+
+    Created read-only (0444) through ``open``, so the kernel applies the umask: an object is
+    immutable, and readable by exactly whom the store's owner lets read new files (0444
+    under umask 022, 0440 under 027, 0400 under 077). O_EXCL never opens an existing name,
+    a symbolic link included. The pid in the name lets `replay doctor` tell a dead writer's
+    leftover from a live writer's work in progress.
+    """
+    while True:
+        tmp = folder / f".tmp-{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            return open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot write an object in {folder}: {exc.strerror}",
+                             hint="check free space and permissions of the store") from exc
+
+
 class ObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -50,17 +70,12 @@ class ObjectStore:
         target = self.path(digest)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            # The pid in the name lets `replay doctor` tell a dead writer's leftover from a
-            # live writer's work in progress.
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{os.getpid()}-")
+            fd, tmp = _create_temp(target.parent)
             try:
-                # Immutable, and readable by every reader of the store (a replay container
-                # runs as another user); mkstemp would leave it private to this user.
-                os.fchmod(fd, 0o444)
                 write_durable(fd, data)
                 os.replace(tmp, target)
             except OSError as exc:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise StoreError(
                     f"cannot write object {digest}: {exc.strerror}",
                     hint="check free space and permissions of the store",

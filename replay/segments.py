@@ -48,7 +48,7 @@ from replay.digest import (
     table_bytes,
 )
 from replay.errors import CorruptionError, NotFoundError, StoreError
-from replay.fsutil import fsync_dir, sync_data, write_all
+from replay.fsutil import fsync_dir, open_nofollow, sync_data, write_all
 
 MAGIC = b"RPB1"
 _LEN = struct.Struct("<I")
@@ -242,7 +242,7 @@ class SegmentWriter:
     def _open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self._name = f"{uuid.uuid4().hex}.seg"
-        self._fd = os.open(self.root / self._name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = open_nofollow(self.root / self._name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self._size = 0
         self._primer = None
         fsync_dir(self.root)

@@ -29,6 +29,7 @@ from replay.errors import (
     StoreError,
     StoreFormatError,
 )
+from replay.fsutil import open_nofollow
 from replay.ledger import Ledger
 from replay.objects import ObjectStore
 from replay.segments import Block, BlockRef, RunData, SegmentWriter
@@ -150,8 +151,10 @@ def _initialise(root: Path) -> None:
     try:
         for sub in ("objects", "segments", "ledger"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        tmp = root / ".FORMAT.tmp"
-        tmp.write_text(json.dumps({"format": FORMAT}) + "\n")
+        tmp = root / f".FORMAT.{os.getpid()}.tmp"
+        fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"format": FORMAT}) + "\n")
         os.replace(tmp, root / "FORMAT")
     except OSError as exc:
         raise StoreError(f"cannot create a store at {root}: {exc.strerror}",
