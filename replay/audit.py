@@ -12,13 +12,31 @@ import json
 from collections.abc import Callable
 
 from replay import keys, merkle
-from replay.checkpoint import ledger_leaves, public_key_path, stored
-from replay.errors import CorruptionError, NotFoundError
+from replay.checkpoint import Checkpoint, grew, hexroot, ledger_leaves, public_key_path, stored
+from replay.errors import CorruptionError, NotFoundError, UntrustedSignerError
 from replay.objects import spec_digests
 from replay.store import Store
 
 
-def verify_store(store: Store, progress: Callable[[str], None] | None = None) -> dict[str, int]:
+class UntrustedCheckpointError(UntrustedSignerError):
+    """A checkpoint whose signature holds, while no signer at all is pinned (exit 14)."""
+
+    def __init__(self, where: str, signer: str) -> None:
+        UntrustedSignerError.__init__(self, signer)
+        self.message = (f"{where}: signer not trusted: {signer} signed this checkpoint, and no "
+                        "signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)")
+        self.args = (self.message,)
+        self.hint = ("pin the store's checkpoint key: `replay trust add KEY.pub --name NAME`, "
+                     "or --key KEY.pub for one call")
+
+
+def verify_store(store: Store, progress: Callable[[str], None] | None = None, *,
+                 signers: tuple[str, ...] | None = None,
+                 head: Checkpoint | None = None) -> dict[str, int]:
+    """Check the whole store. ``signers`` (key ids) pins who may sign its checkpoints: then
+    at least one checkpoint is required and every one must be signed by a pinned key (an
+    empty tuple: nothing pinned, every checkpoint is refused as untrusted). ``head`` is a
+    signed tree head kept outside the store: the ledger must have grown from it."""
     tick = progress or (lambda _: None)
     tick("objects")
     objects = 0
@@ -45,7 +63,9 @@ def verify_store(store: Store, progress: Callable[[str], None] | None = None) ->
             for digest in spec_digests(json.loads(store.get_object(m["version"]))):
                 _require(store, digest, f"pipeline version {m['version']}")
     tick("checkpoints")
-    checkpoints = _verify_checkpoints(store)
+    checkpoints = _verify_checkpoints(store, signers)
+    if head is not None:
+        _verify_head(store, head, signers)
     return {"objects": objects, "runs": runs, "blocks": len(blocks), "checkpoints": checkpoints}
 
 
@@ -55,12 +75,21 @@ def _require(store: Store, digest: str, who: str) -> None:
                             hint="restore it from a backup or an evidence bundle")
 
 
-def _verify_checkpoints(store: Store) -> int:
+def _verify_checkpoints(store: Store, signers: tuple[str, ...] | None = None) -> int:
     found = stored(store)
     if not found:
+        if signers:
+            raise CorruptionError(str(store.root / "checkpoints"),
+                                  "holds no checkpoint: nothing signed by the pinned key "
+                                  f"({', '.join(signers)}) vouches for this history")
         return 0
     leaves = ledger_leaves(store)
     for path, cp in found:
+        if signers is not None and cp.key_id not in signers:
+            if not signers:
+                raise UntrustedCheckpointError(str(path), cp.key_id)
+            raise CorruptionError(str(path), f"signed by {cp.key_id}, which is not the pinned "
+                                  f"key ({', '.join(signers)})")
         try:
             pem = public_key_path(store, cp.key_id).read_bytes()
         except FileNotFoundError:
@@ -74,3 +103,31 @@ def _verify_checkpoints(store: Store) -> int:
             raise CorruptionError(str(path), "its root does not match the ledger: an entry "
                                   f"among the first {cp.tree_size} was changed")
     return len(found)
+
+
+def _verify_head(store: Store, head: Checkpoint, signers: tuple[str, ...] | None,
+                 where: str = "--checkpoint") -> None:
+    """The ledger is consistent with ``head``, a tree head kept outside the store: the first
+    ``head.tree_size`` entries are the ones it signed (an RFC 9162 consistency proof)."""
+    if signers is not None and head.key_id not in signers:
+        if not signers:
+            raise UntrustedCheckpointError(where, head.key_id)
+        raise CorruptionError(where, f"signed by {head.key_id}, which is not the pinned key "
+                              f"({', '.join(signers)})")
+    try:
+        pem = public_key_path(store, head.key_id).read_bytes()
+    except FileNotFoundError:
+        raise CorruptionError(where, f"signed by {head.key_id}, whose public key the store "
+                              "does not hold") from None
+    if not head.verify(keys.load_public(pem)):
+        raise CorruptionError(where, "signature does not verify")
+    leaves = ledger_leaves(store)
+    if head.tree_size > len(leaves):
+        raise CorruptionError(where, f"covers {head.tree_size} entries but the ledger has only "
+                              f"{len(leaves)}: the history was truncated")
+    now = Checkpoint(len(leaves), hexroot(leaves), "", "")
+    proof = ([] if head.tree_size == 0 else
+             [h.hex() for h in merkle.consistency_proof(head.tree_size, leaves)])
+    if not grew(head, now, proof):
+        raise CorruptionError(where, f"the ledger is not consistent with this head of "
+                              f"{head.tree_size} entries: the history was rewritten")

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from replay import keys, merkle
 from replay.digest import canonical_json
-from replay.errors import CorruptionError
+from replay.errors import CorruptionError, NotFoundError
 from replay.fsutil import fsync_dir, write_durable
 from replay.store import Store
 
@@ -122,3 +122,20 @@ def grew(old: Checkpoint, new: Checkpoint, proof: list[str]) -> bool:
     return merkle.verify_consistency(old.tree_size, new.tree_size,
                                      bytes.fromhex(old.root[7:]), bytes.fromhex(new.root[7:]),
                                      [bytes.fromhex(h) for h in proof])
+
+
+def write_head(cp: Checkpoint, path: Path) -> None:
+    """A signed tree head in a file of its own, to keep outside the store."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_durable(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+                  canonical_json(cp.as_json()))
+    os.replace(tmp, path)
+
+
+def read_head(path: Path) -> Checkpoint:
+    try:
+        return Checkpoint.from_json(json.loads(path.read_bytes()))
+    except FileNotFoundError:
+        raise NotFoundError(f"no checkpoint file {path}") from None
+    except (ValueError, KeyError, TypeError):
+        raise CorruptionError(str(path), "is not a checkpoint") from None

@@ -79,6 +79,11 @@ class RecordedRun:
 
 
 def load_run(store: Store, entry: dict[str, Any]) -> RecordedRun:
+    """A committed run, once its ledger entry is verified (replay.history): callers go on
+    to unpickle the code and models it names."""
+    from replay.history import check_entry
+
+    check_entry(store, entry)
     spec = load_json(store, entry["manifest"]["version"])
     return RecordedRun(entry, spec, store.block(entry["block"]))
 

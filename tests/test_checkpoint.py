@@ -127,7 +127,8 @@ def test_cli_checkpoint_and_verify_store(store, toy, key) -> None:
     signed = CliRunner().invoke(app, [*base, "checkpoint", "--key", str(key), "--json"])
     assert signed.exit_code == 0, signed.output
     assert json.loads(signed.stdout)["tree_size"] == 1
-    ok = CliRunner().invoke(app, [*base, "verify", "--store", "--json"])
+    ok = CliRunner().invoke(app, [*base, "verify", "--store", "--json",
+                                  "--key", str(keys.public_path(key))])
     assert ok.exit_code == 0 and json.loads(ok.stdout)["ok"] is True
     _corrupt_segment(store)
     bad = CliRunner().invoke(app, [*base, "verify", "--store"])

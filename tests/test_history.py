@@ -1,0 +1,261 @@
+"""A store proves its history (signed checkpoints pinned to a key, tree heads kept outside the
+store), and reads check it: nothing is unpickled from a ledger entry that was rewritten."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from conftest import rows, scale
+from typer.testing import CliRunner
+
+import replay
+from replay import checkpoint, keys, queries
+from replay.cli import app
+from replay.digest import canonical_json
+from replay.errors import CorruptionError
+from replay.ledger import entry_hash
+
+
+@pytest.fixture(autouse=True)
+def no_trust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody is trusted but what a test pins: the user's own configuration is not read."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("REPLAY_TRUSTED_KEYS", raising=False)
+    monkeypatch.delenv("REPLAY_REQUIRE_CHECKPOINT", raising=False)
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    return keys.init_key(tmp_path / "signer" / "signing-key.pem")
+
+
+def _cli(store: replay.Store, *args: str) -> Any:
+    return CliRunner().invoke(app, ["--store", str(store.root), *args])
+
+
+def _text(result: Any) -> str:
+    """Output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def _trust(monkeypatch: pytest.MonkeyPatch, key: Path) -> None:
+    monkeypatch.setenv("REPLAY_TRUSTED_KEYS", str(keys.public_path(key)))
+
+
+# 1. `verify --store` pins the checkpoint signer.
+
+def test_zero_checkpoints_fail_when_a_key_is_pinned(store, toy, key) -> None:
+    replay.record(toy, rows(2), store=store)
+    result = _cli(store, "verify", "--store", "--key", str(keys.public_path(key)))
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in _text(result) and "no checkpoint" in _text(result)
+
+
+def test_a_checkpoint_signed_by_a_key_dropped_into_the_store_fails(store, toy, key,
+                                                                    tmp_path) -> None:
+    replay.record(toy, rows(2), store=store)
+    checkpoint.sign(store, keys.load_private(key))
+    intruder = keys.init_key(tmp_path / "intruder.pem")
+    foreign = checkpoint.sign(store, keys.load_private(intruder))  # its key lands in keys/
+    assert (store.root / "keys").is_dir() and len(list((store.root / "keys").iterdir())) == 2
+    result = _cli(store, "verify", "--store", "--key", str(keys.public_path(key)))
+    assert result.exit_code == 1, result.output
+    assert foreign.key_id in _text(result) and "not the pinned key" in _text(result)
+
+
+def test_the_trust_store_pins_when_no_key_is_given(store, toy, key, monkeypatch) -> None:
+    replay.record(toy, rows(2), store=store)
+    checkpoint.sign(store, keys.load_private(key))
+    unpinned = _cli(store, "verify", "--store")
+    assert unpinned.exit_code == 14, unpinned.output
+    assert "signer not trusted" in _text(unpinned)
+    _trust(monkeypatch, key)
+    pinned = _cli(store, "verify", "--store", "--json")
+    assert pinned.exit_code == 0, pinned.output
+    assert json.loads(pinned.stdout)["checkpoints"] == 1
+    assert _cli(store, "verify", "--store", "--key",
+                str(keys.public_path(key))).exit_code == 0
+
+
+# 2. A tree head kept outside the store.
+
+def _forge_history(store: replay.Store, toy: replay.Pipeline, tmp_path: Path) -> None:
+    """Replace the store's whole history by another, self-consistent one, re-signed."""
+    forged = replay.Store.open(tmp_path / "forged")
+    for i in range(3):
+        replay.record(toy, rows(2, 10 + i), store=forged)
+    forged.flush()
+    for part in ("ledger/ledger.jsonl", "segments", "objects"):
+        src, dst = forged.root / part, store.root / part
+        if src.is_dir():
+            shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy(src, dst)
+
+
+def test_a_head_kept_outside_catches_a_rewritten_and_resigned_history(store, toy, key,
+                                                                      tmp_path) -> None:
+    for i in range(2):
+        replay.record(toy, rows(2, i), store=store)
+    head = tmp_path / "outside" / "head.json"
+    head.parent.mkdir()
+    signed = _cli(store, "checkpoint", "--key", str(key), "--out", str(head))
+    assert signed.exit_code == 0, signed.output
+    assert json.loads(head.read_bytes())["tree_size"] == 2
+    pub = str(keys.public_path(key))
+    replay.record(toy, rows(2, 5), store=store)  # the ledger grows: still consistent
+    assert _cli(store, "verify", "--store", "--key", pub, "--checkpoint",
+                str(head)).exit_code == 0
+    # The admin rewrites history and, holding the key, re-signs the store's checkpoints.
+    _forge_history(store, toy, tmp_path)
+    shutil.rmtree(store.root / "checkpoints")
+    checkpoint.sign(replay.Store.open(store.root), keys.load_private(key))
+    inside_only = _cli(store, "verify", "--store", "--key", pub)
+    assert inside_only.exit_code == 0, inside_only.output  # the store alone cannot tell
+    outside = _cli(store, "verify", "--store", "--key", pub, "--checkpoint", str(head))
+    assert outside.exit_code == 1, outside.output
+    assert "rewritten" in _text(outside)
+
+
+def test_a_head_kept_outside_catches_a_truncated_history(store, toy, key, tmp_path) -> None:
+    for i in range(3):
+        replay.record(toy, rows(2, i), store=store)
+    head = tmp_path / "head.json"
+    assert _cli(store, "checkpoint", "--key", str(key), "--out", str(head)).exit_code == 0
+    ledger = store.ledger.path
+    ledger.write_bytes(b"".join(ledger.read_bytes().splitlines(keepends=True)[:2]))
+    shutil.rmtree(store.root / "checkpoints")
+    checkpoint.sign(replay.Store.open(store.root), keys.load_private(key))
+    result = _cli(replay.Store.open(store.root), "verify", "--store", "--key",
+                  str(keys.public_path(key)), "--checkpoint", str(head))
+    assert result.exit_code == 1 and "truncated" in _text(result), result.output
+
+
+# 3. Verified reads.
+
+class Payload:
+    """A step whose unpickling writes a marker file: proof that code from the store ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __call__(self, table: pa.Table, *, params: dict[str, float]) -> pa.Table:
+        return scale(table, params=params)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_armed, (self.marker,))
+
+
+def _armed(marker: str) -> Payload:
+    Path(marker).write_text("the payload ran")
+    return Payload(marker)
+
+
+def _plant(store: replay.Store, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           marker: Path, *, rechain: bool) -> None:
+    """An attacker with write access: a code object, spec and block recorded elsewhere under
+    the victim's run id, copied in, and the victim's first ledger line rewritten to point at
+    them (with its hash recomputed; with ``rechain`` every later line re-chained too)."""
+    evil = replay.Pipeline("toy", [replay.Step("scale", Payload(str(marker)),
+                                               params={"k": 2.0})])
+    attacker = replay.Store.open(tmp_path / "attacker")
+    with monkeypatch.context() as patch:
+        patch.setattr("replay.capture.new_run_id", lambda: run_id)
+        replay.record(evil, rows(2), store=attacker)
+        attacker.flush()
+    marker.unlink(missing_ok=True)
+    for part in ("objects", "segments"):
+        for src in (attacker.root / part).rglob("*"):
+            dst = store.root / part / src.relative_to(attacker.root / part)
+            if src.is_file() and not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, dst)
+    (forged,) = [json.loads(line) for line in attacker.ledger.path.read_bytes().splitlines()]
+    lines = [json.loads(line) for line in store.ledger.path.read_bytes().splitlines()]
+    lines[0] = forged
+    if rechain:
+        for prev, entry in itertools.pairwise(lines):
+            entry["prev"] = prev["hash"]
+            entry["hash"] = entry_hash(entry)
+    store.ledger.path.write_bytes(b"".join(canonical_json(e) + b"\n" for e in lines))
+
+
+def _victim(tmp_path: Path, toy: replay.Pipeline) -> tuple[replay.Store, str]:
+    store = replay.Store.open(tmp_path / "victim")
+    first = replay.record(toy, rows(2), store=store)
+    replay.record(toy, rows(2, 5), store=store)
+    store.flush()
+    return store, first.run_id
+
+
+def test_a_rewritten_ledger_line_is_refused_before_anything_is_unpickled(
+        tmp_path, toy, monkeypatch) -> None:
+    store, run_id = _victim(tmp_path, toy)
+    marker = tmp_path / "marker"
+    _plant(store, run_id, tmp_path, monkeypatch, marker, rechain=False)
+    fresh = replay.Store.open(store.root)
+    assert queries.entry(fresh, run_id)["hash"] != ""  # the forged line is what a read finds
+    result = _cli(fresh, "run", run_id)
+    assert result.exit_code == 9, result.output
+    assert "entry 2" in _text(result) and "breaks the chain" in _text(result)
+    assert not marker.exists()
+
+
+def test_a_rechained_history_is_refused_when_the_store_is_checkpointed(
+        tmp_path, toy, key, monkeypatch) -> None:
+    store, run_id = _victim(tmp_path, toy)
+    checkpoint.sign(store, keys.load_private(key))
+    marker = tmp_path / "marker"
+    _plant(store, run_id, tmp_path, monkeypatch, marker, rechain=True)
+    _trust(monkeypatch, key)
+    result = _cli(replay.Store.open(store.root), "run", run_id)
+    assert result.exit_code == 9, result.output
+    assert "root does not match the ledger" in _text(result)
+    assert not marker.exists()
+
+
+def test_a_run_no_pinned_checkpoint_covers_is_refused_in_a_checkpointed_store(
+        store, toy, key, monkeypatch) -> None:
+    replay.record(toy, rows(2), store=store)
+    checkpoint.sign(store, keys.load_private(key))
+    fresh = replay.record(toy, rows(2, 3), store=store)
+    _trust(monkeypatch, key)
+    with pytest.raises(CorruptionError, match="covered by no checkpoint"):
+        replay.replay(replay.Store.open(store.root), fresh.run_id)
+    checkpoint.sign(store, keys.load_private(key))
+    assert replay.replay(replay.Store.open(store.root), fresh.run_id).verdict == "exact"
+
+
+def test_an_untouched_store_replays_exact_and_the_check_costs_little(
+        store, toy, key, monkeypatch) -> None:
+    runs = [replay.record(toy, rows(1, i), store=store).run_id for i in range(40)]
+    checkpoint.sign(store, keys.load_private(key))
+    _trust(monkeypatch, key)
+    reopened = replay.Store.open(store.root)
+    assert replay.replay(reopened, runs[0]).verdict == "exact"  # warms the verified prefix
+    from replay.history import cache_path, check_entry
+
+    assert cache_path(reopened).exists() and not (store.root / "verified.json").exists()
+
+    entries = [queries.entry(reopened, r) for r in runs]
+    start = time.perf_counter()
+    for entry in entries:
+        check_entry(reopened, entry)
+    per_check = (time.perf_counter() - start) / len(entries)
+    start = time.perf_counter()
+    for r in runs[1:11]:
+        assert replay.replay(reopened, r).verdict == "exact"
+    per_replay = (time.perf_counter() - start) / 10
+    print(f"verified read: {per_check * 1e6:.1f} us per run; 1-row replay "
+          f"{per_replay * 1e3:.2f} ms ({100 * per_check / per_replay:.3f}%)")
+    assert per_check < 0.01 * per_replay
