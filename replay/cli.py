@@ -1,24 +1,30 @@
 """The ``replay`` command: argument parsing, printing and exit codes over the library.
 
-Every command is one library call of the same name. ReplayError becomes a one-line message
-and its exit code (see replay.errors); anything else is an internal error (exit 70) whose
-traceback only ``--debug`` shows.
+Every command is one library call of the same name. ReplayError becomes a one-line message,
+a hint and its exit code (see replay.errors), printed with markup off; with ``--json``, one
+JSON object on stderr (``error``, ``hint``, ``exit_code``). Third-party errors that get this
+far are mapped in one table (``translate``); anything else is an internal error (exit 70)
+whose traceback only ``--debug`` shows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import pyarrow as pa
 import typer
+from rich.markup import escape
 
 from replay import queries, render
-from replay.errors import ReplayError, UsageError
+from replay.errors import CatalogError, InputError, ReplayError, StoreError, UsageError
 from replay.store import Store
 from replay.timeparse import parse_time
 
@@ -42,13 +48,6 @@ def handled(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ReplayError as exc:
-            if state["debug"]:
-                raise
-            render.errors.print(f"[red]error:[/red] {exc.message}", highlight=False)
-            if exc.hint:
-                render.errors.print(f"  {exc.hint}", highlight=False)
-            raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except BrokenPipeError:
@@ -59,12 +58,61 @@ def handled(fn: F) -> F:
         except Exception as exc:
             if state["debug"]:
                 raise
-            render.errors.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}",
-                                highlight=False)
-            render.errors.print("  rerun with --debug for the traceback and report it")
-            raise typer.Exit(INTERNAL_ERROR) from None
+            code = report_error(exc, as_json=bool(kwargs.get("as_json")))
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def report_error(exc: Exception, *, as_json: bool) -> int:
+    """Print an error as one line and a hint (one JSON object with --json), on stderr, with
+    markup off; return its exit code. Third-party errors go through ``translate`` first."""
+    err = exc if isinstance(exc, ReplayError) else translate(exc)
+    if err is None:
+        message = f"{type(exc).__name__}: {exc}"
+        hint, code, label = "rerun with --debug for the traceback and report it", \
+            INTERNAL_ERROR, "internal error"
+    else:
+        message, hint, code, label = err.message, err.hint, err.exit_code, "error"
+    if as_json:
+        print(json.dumps({"error": message, "hint": hint, "exit_code": code}), file=sys.stderr)
+        return code
+    render.errors.print(f"[red]{label}:[/red] {escape(message)}", highlight=False)
+    if hint:
+        render.errors.print(f"  {hint}", highlight=False, markup=False)
+    return code
+
+
+# A path the user gave that cannot be used (a folder for --key, a file without permission).
+PATH_ERRNOS = frozenset({errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM,
+                         errno.ENAMETOOLONG, errno.ELOOP})
+
+
+def translate(exc: Exception) -> ReplayError | None:
+    """The one table of third-party errors that may reach the CLI, as ours; None for a truly
+    unexpected one (a bug: exit 70), e.g. a JSONDecodeError, which every reader translates.
+
+    pyarrow.ArrowException → InputError (5) · duckdb.Error → CatalogError (10) · OSError on a
+    path → UsageError (2), other OSError → StoreError (8) · UnicodeDecodeError → InputError (5)
+    """
+    duckdb = sys.modules.get("duckdb")  # never imported just to be checked
+    if duckdb is not None and isinstance(exc, duckdb.Error):
+        return CatalogError(f"DuckDB: {exc}", hint="run `replay reindex` if the catalog is "
+                                                   "damaged; check the query otherwise")
+    if isinstance(exc, pa.ArrowException) and not isinstance(exc, OSError):
+        return InputError(f"Arrow refused the data: {exc}",
+                          hint="check the input's column types and values")
+    if isinstance(exc, OSError):
+        where = f"cannot use {exc.filename}" if exc.filename else "I/O failed"
+        if exc.errno in PATH_ERRNOS:
+            return UsageError(f"{where}: {exc.strerror}",
+                              hint="check that the path names a file you can read")
+        return StoreError(f"{where}: {exc.strerror or exc}",
+                          hint="check free space and permissions")
+    if isinstance(exc, UnicodeDecodeError):
+        return InputError(f"bytes that are not UTF-8: {exc}",
+                          hint="names and text must be UTF-8; rewrite the file as UTF-8")
+    return None
 
 
 def open_store(*, create: bool = False) -> Store:
@@ -106,10 +154,9 @@ def record(
     """Run a pipeline over input rows and snapshot the run."""
     from replay.capture import record as record_run
     from replay.loader import load_pipeline
-    from replay.runner import read_table_file
 
     clock = parse_time(at) if at else None
-    rows = read_table_file(input)
+    rows = read_rows(input)
     pipeline = load_pipeline(target)
     result = record_run(pipeline, rows, store=open_store(create=True), record_key=record_key,
                         at=clock)
@@ -119,7 +166,7 @@ def record(
                           "output": render.arrow_json(result.output)})
         return
     render.console.print(f"recorded run [bold]{result.run_id}[/bold] (ledger #{result.seq}, "
-                         f"{rows.num_rows} rows, pipeline {pipeline.name})")
+                         f"{rows.num_rows} rows, pipeline {escape(pipeline.name)})")
     render.arrow(result.output, limit=10)
 
 
@@ -166,14 +213,14 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")
         render.emit_json(info)
         return
     m = info["manifest"]
-    render.console.print(f"run [bold]{m['run_id']}[/bold]  pipeline {m['pipeline']}  "
+    render.console.print(f"run [bold]{m['run_id']}[/bold]  pipeline {escape(m['pipeline'])}  "
                          f"status {m['status']}  ledger #{info['seq']}")
     render.console.print(f"clock {m['clock']}  version {m['version']}  env {m['env']}")
     render.console.print(f"image {info['run']['image']}  input {m['input']['rows']} rows "
                          f"{m['input']['digest']}")
     if m.get("error"):
-        render.console.print(f"[red]failed at step {m['error']['step']}: "
-                             f"{m['error']['message']}[/red]")
+        render.console.print(f"failed at step {m['error']['step']}: {m['error']['message']}",
+                             style="red", markup=False, highlight=False)
     render.table(m["steps"], ("name", "rows", "output", "duration_ns", "calls"), "steps")
     render.table(info["components"], ("step", "kind", "name", "digest", "dvc_rev", "dvc_md5"),
                  "components")
@@ -320,19 +367,19 @@ def at(
 ) -> None:
     """What ran at TIME: find that run and replay it (or run new rows as of then)."""
     from replay.engine import parse_tolerances, replay
-    from replay.runner import read_table_file
     from replay.timetravel import at as run_at
     from replay.timetravel import run_as_of
 
     when, store = parse_time(time), open_store()
     if input is not None:
-        rows = read_table_file(input)
+        rows = read_rows(input)
         result = run_as_of(store, when, pipeline, rows, record_key, source=input)
         if as_json:
             render.emit_json({"run_id": result.run_id, "tags": result.manifest["tags"],
                               "output": render.arrow_json(result.output)})
         else:
-            render.console.print(f"counterfactual run [bold]{result.run_id}[/bold]: {pipeline} "
+            render.console.print(f"counterfactual run [bold]{result.run_id}[/bold]: "
+                                 f"{escape(pipeline)} "
                                  f"as deployed at {when.isoformat()} (by run "
                                  f"{result.manifest['tags']['deployed_by_run']})")
             render.arrow(result.output, limit=20)
@@ -345,7 +392,8 @@ def at(
         render.emit_json({"found": found, "replay": rep.as_json()})
     else:
         render.console.print(f"at {when.isoformat()} {pipeline} was run {found['run_id']} "
-                             f"(clock {found['clock'].isoformat()})", highlight=False)
+                             f"(clock {found['clock'].isoformat()})", highlight=False,
+                             markup=False)
         render.report(rep)
     _exit_for(rep)
 
@@ -409,9 +457,9 @@ def doctor(as_json: JsonOpt = False) -> None:
         render.emit_json({"repaired": report.repaired, "noted": report.noted})
         return
     for line in report.repaired:
-        render.console.print(f"[green]repaired[/green] {line}", highlight=False)
+        render.console.print(f"[green]repaired[/green] {escape(line)}", highlight=False)
     for line in report.noted:
-        render.console.print(f"[yellow]noted[/yellow]    {line}", highlight=False)
+        render.console.print(f"[yellow]noted[/yellow]    {escape(line)}", highlight=False)
 
 
 @app.command()
@@ -432,6 +480,21 @@ def demo(
                        quiet=as_json)
     if as_json:
         render.emit_json(summary)
+
+
+def read_rows(path: str) -> pa.Table:
+    """Input rows, refusing column names that are not UTF-8 (pyarrow reads them, then
+    raises UnicodeDecodeError on the first look at the schema)."""
+    from replay.runner import read_table_file
+
+    rows = read_table_file(path)
+    try:
+        rows.schema.names  # noqa: B018 - decodes every name
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: a column name is not UTF-8",
+                         hint="rename the column to UTF-8 text and write the file again "
+                              "(e.g. table.rename_columns in pyarrow)") from None
+    return rows
 
 
 def _renamed_trust() -> None:

@@ -40,12 +40,18 @@ def keys_init(out: Annotated[Path | None, typer.Option(help="Where to write the 
 
 @app.command()
 @handled
-def checkpoint(key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+def checkpoint(key: KeyOpt = None, out: Annotated[Path | None, typer.Option(
+        "--out", help="Also write the signed tree head (JSON) to this file: keep it outside "
+                      "the store, then `verify --store --checkpoint FILE` proves the history "
+                      "only grew since.")] = None,
+               as_json: JsonOpt = False) -> None:
     """Sign the ledger's current tree head (size + Merkle root)."""
     from replay import checkpoint as checkpoints
     from replay import keys
 
     cp = checkpoints.sign(open_store(), keys.load_private(key))
+    if out is not None:
+        checkpoints.write_head(cp, out)
     if as_json:
         render.emit_json(cp.as_json())
     else:
@@ -106,8 +112,14 @@ def verify(
         "--insecure-any-signer", help="Check only that the bundle is consistent, whoever "
                                       "signed it (prints a warning).")] = False,
     store_check: Annotated[bool, typer.Option(
-        "--store", help="Check every object, segment, manifest and checkpoint of the store."
+        "--store", help="Check every object, segment, manifest and checkpoint of the store; "
+                        "its checkpoints must be signed by the pinned key (--key, else the "
+                        "trust store)."
     )] = False,
+    head: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="With --store: a signed tree head kept outside the store "
+                             "(`checkpoint --out`); the ledger must have only grown since."
+    )] = None,
     extract: Annotated[Path | None, typer.Option(
         help="After a successful verification, write the bundle's files into this folder."
     )] = None,
@@ -121,16 +133,29 @@ def verify(
 
     if not store_check and bundle is None:
         raise UsageError("nothing to verify", hint="give a BUNDLE, or --store")
+    if head is not None and not store_check:
+        raise UsageError("--checkpoint checks a store", hint="add --store")
     if store_check:
+        from replay import checkpoint as checkpoints
+        from replay import trust
+
+        if insecure_any_signer:
+            render.errors.print("warning: checkpoint signers not checked "
+                                "(--insecure-any-signer)", markup=False, highlight=False)
+        signers = None if insecure_any_signer else tuple(
+            p.key_id for p in trust.pinned(_read_key(key)))
         try:
+            outside = checkpoints.read_head(head) if head is not None else None
             with render.steps_progress(disable=as_json) as tick:
-                counts = verify_store(open_store(), tick)
-        except (CorruptionError, NotFoundError) as exc:
+                counts = verify_store(open_store(), tick, signers=signers, head=outside)
+        except (CorruptionError, NotFoundError, UntrustedSignerError) as exc:
             if as_json:
-                render.emit_json({"ok": False, "error": str(exc)})
+                render.emit_json({"ok": False, "error": str(exc),
+                                  "untrusted": isinstance(exc, UntrustedSignerError)})
             else:
-                render.console.print(f"[red]FAIL[/red] {exc.message}", highlight=False)
-            raise typer.Exit(1) from None
+                render.console.print(f"[red]FAIL[/red] {escape(exc.message)}", highlight=False)
+            raise typer.Exit(exc.exit_code if isinstance(exc, UntrustedSignerError)
+                             else 1) from None
         if as_json:
             render.emit_json({"ok": True, **counts})
         else:

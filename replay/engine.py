@@ -22,7 +22,7 @@ from replay import environment
 from replay.context import RunContext
 from replay.delta import Change, env_changes
 from replay.digest import table_digest
-from replay.errors import ReplayError, UsageError
+from replay.errors import NotFoundError, ReplayError, UsageError
 from replay.pipeline import INPUT
 from replay.queries import entry
 from replay.rebuild import RecordedRun, load_code, load_json, load_run, step_kwargs
@@ -32,6 +32,7 @@ from replay.store import Store
 from replay.tablediff import ColumnDiff, TableDiff, compare_tables
 
 MODES = ("chained", "isolated")
+HEX = frozenset("0123456789abcdef")
 ORDER = {"exact": 0, "equivalent": 1, "diverged": 2, "skipped": 2}
 
 
@@ -260,9 +261,33 @@ def _swap_model(store: Store, step: dict[str, Any], model: str, digest: str) -> 
         model = next(iter(models))
     if model not in models:
         raise UsageError(f"step {step['name']!r} has no model {model!r}")
+    digest = resolve_digest(store, digest, f"--swap {step['name']}")
     store.get_object(digest)  # refuse a digest the store does not hold, before running
     models[model] = {**models[model], "digest": digest}
     return models
+
+
+def resolve_digest(store: Store, digest: str, what: str) -> str:
+    """The full digest of an object named by a ``sha256:`` prefix of 8 or more hex digits
+    (the tables print 12), refused when no object or more than one starts with it."""
+    hexpart = digest.removeprefix("sha256:").lower()
+    if not 8 <= len(hexpart) <= 64 or not HEX.issuperset(hexpart):
+        raise UsageError(f"{what}={digest}: not a digest or a prefix of 8+ hex digits",
+                         hint="copy a digest from `replay show RUN` (sha256:…)")
+    if len(hexpart) == 64:
+        return "sha256:" + hexpart
+    folder = store.objects.root / "sha256" / hexpart[:2]
+    found = sorted(f"sha256:{hexpart[:2]}{p.name}" for p in folder.glob(f"{hexpart[2:]}*")
+                   if not p.name.startswith(".tmp-")) if folder.is_dir() else []
+    if not found:
+        raise NotFoundError(f"no object in the store starts with {digest}",
+                            hint="`replay show RUN --json` prints every component's full "
+                                 "digest")
+    if len(found) > 1:
+        raise UsageError(f"{what}={digest}: {len(found)} objects start with it",
+                         hint="give more digits, or the full digest from `replay show RUN "
+                              "--json`")
+    return found[0]
 
 
 def parse_swap(values: list[str]) -> dict[str, str]:

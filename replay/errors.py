@@ -5,7 +5,10 @@
     ├── NotFoundError                exit 4   unknown or ambiguous run id, no run at a time, ...
     ├── InputError                   exit 5   unreadable input file, wrong schema, bad record key
     ├── PipelineError                exit 6   pipeline module missing / raising / not a Pipeline
-    │   └── StepError                exit 6   a step raised or returned the wrong type
+    │   ├── StepError                exit 6   a step raised or returned the wrong type
+    │   └── TapeMismatch             exit 6   (replay.context) a replayed step asked the world
+    │                                         something it did not ask when recorded (a replay
+    │                                         reports it as a diverged step: exit 1)
     ├── CaptureError                 exit 7   something a run depends on cannot be captured
     │   └── DataVersionError         exit 7   a DVC-tracked file cannot be versioned or fetched
     ├── StoreError                   exit 8   the store cannot be opened or written
@@ -17,6 +20,9 @@
     │   ├── EngineUnavailableError   exit 11  no Docker engine answers (daemon down, no socket)
     │   ├── ImageMissingError        exit 12  the recorded image is not on the engine, no pull
     │   └── ContainerFailedError     exit 13  the container was killed (memory limit) or failed
+    ├── ImageTarError                exit 15  (replay.imagetar) a docker save tarball that is
+    │                                         not the image it claims (a bundle holding one
+    │                                         is refused)
     ├── UntrustedSignerError         exit 14  a bundle consistent in every byte, signed by a key
     │                                         nobody pinned (trust store, REPLAY_TRUSTED_KEYS,
     │                                         --key): nothing of it is replayed
@@ -29,7 +35,8 @@ for a consistent bundle whose signer is not pinned.
 
 Every error carries its data as attributes and a message ending in what to do next. The CLI
 catches ReplayError in one place and exits with `exit_code`; nothing else reaches the user
-as a traceback.
+as a traceback: third-party errors that get that far are mapped in one table
+(`replay.cli.translate`), anything else is an internal error, exit 70.
 """
 
 from __future__ import annotations
@@ -70,6 +77,10 @@ class StepError(PipelineError):
         super().__init__(f"step {step!r}: {message}", hint=hint)
         self.step = step
         self.run_id: str | None = None  # set once the failed run is committed
+
+
+class TapeMismatch(PipelineError):
+    """A replayed step asked the world something it did not ask when recorded."""
 
 
 class CaptureError(ReplayError):
@@ -123,6 +134,12 @@ class ContainerFailedError(ContainerError):
     exit_code = 13
 
 
+class ImageTarError(ReplayError):
+    """The tarball is not the image it claims to be (or not an image at all)."""
+
+    exit_code = 15
+
+
 class UntrustedSignerError(ReplayError):
     """Who is trusted is configured, never read from the evidence: a bundle whose every
     digest, proof and signature holds is still refused when no pinned key signed it."""
@@ -147,6 +164,7 @@ EXIT_CODES: dict[str, int] = {
         ReplayError, UsageError, NotFoundError, InputError, PipelineError, StepError,
         CaptureError, DataVersionError, StoreError, StoreFormatError, ReadOnlyStoreError,
         CorruptionError, CatalogError, ContainerError, EngineUnavailableError,
-        ImageMissingError, ContainerFailedError, UntrustedSignerError,
+        ImageMissingError, ContainerFailedError, UntrustedSignerError, TapeMismatch,
+        ImageTarError,
     )
 }

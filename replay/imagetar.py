@@ -14,9 +14,7 @@ import posixpath
 import tarfile
 from typing import Any
 
-
-class ImageTarError(ValueError):
-    """The tarball is not the image it claims to be (or not an image at all)."""
+from replay.errors import ImageTarError as ImageTarError  # in the one error tree
 
 
 def image_id(data: bytes) -> str:
@@ -38,9 +36,9 @@ def image_id(data: bytes) -> str:
                 got = "sha256:" + hashlib.sha256(_read(tar, members, layer)).hexdigest()
                 if got != want:
                     raise ImageTarError(f"layer {layer} hashes to {got}, the config says {want}")
+    except ImageTarError:
+        raise
     except (tarfile.TarError, EOFError, KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, ImageTarError):
-            raise
         raise ImageTarError(f"not a docker save tarball ({type(exc).__name__}: {exc})") from None
     return "sha256:" + hashlib.sha256(raw_config).hexdigest()
 

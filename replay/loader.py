@@ -34,6 +34,7 @@ def _import_file(path: Path) -> ModuleType:
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
         return importlib.import_module(name)
+    _refuse_clash(path)
     # As `python pipe.py` would: modules beside the file import by their plain names.
     folder = str(path.resolve().parent)
     if folder not in sys.path:
@@ -45,6 +46,17 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[path.stem] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _refuse_clash(path: Path) -> None:
+    """A top-level file is imported under its stem: one named like a module of the standard
+    library (json.py, random.py) would replace that module for every import, ours included,
+    so it is refused rather than imported under a made-up name that pickling could not find
+    again."""
+    if path.stem in sys.stdlib_module_names:
+        raise PipelineError(f"pipeline file {path} has the name of the standard-library "
+                            f"module {path.stem!r}",
+                            hint=f"rename it, e.g. {path.stem}_pipeline.py")
 
 
 def load_pipeline(target: str) -> Pipeline:

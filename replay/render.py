@@ -10,7 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -46,13 +48,14 @@ def _cell(value: Any) -> str:
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Iterable[str], title: str = "") -> None:
-    t = Table(title=title or None, show_lines=False, header_style="bold")
+    """Rows as a table; every title, header and cell is data, printed with markup off."""
+    t = Table(title=Text(title) if title else None, show_lines=False, header_style="bold")
     cols = list(columns)
     for c in cols:
         # Ids and digests are copied by hand: never break them across lines.
-        t.add_column(c, overflow="fold", no_wrap=c in ("run_id", "digest"))
+        t.add_column(Text(c), overflow="fold", no_wrap=c in ("run_id", "digest"))
     for row in rows:
-        t.add_row(*(_cell(row.get(c)) for c in cols))
+        t.add_row(*(Text(_cell(row.get(c))) for c in cols))
     console.print(t)
 
 
@@ -92,6 +95,7 @@ def step_detail(step: Any) -> str:
 
 
 def _short(digest: str | None) -> str:
+    # 12 hex digits (the table is narrow); --swap STEP=sha256:<these> accepts them.
     return digest[7:19] if digest else "-"
 
 
@@ -99,11 +103,12 @@ def report(rep: Any, limit: int = 20) -> None:
     """A replay report: verdict, steps, record changes, environment drift."""
     style = VERDICT_STYLE[rep.verdict]
     what = "counterfactual" if rep.swap else f"{rep.mode} replay"
-    console.print(f"{what} of run [bold]{rep.run_id}[/bold] ({rep.pipeline}, clock "
+    console.print(f"{what} of run [bold]{rep.run_id}[/bold] ({escape(rep.pipeline)}, clock "
                   f"{rep.clock}): [bold {style}]{rep.verdict.upper()}[/bold {style}]",
                   highlight=False)
     if rep.first_divergence:
-        console.print(f"first diverging step: [bold]{rep.first_divergence}[/bold]")
+        console.print(f"first diverging step: [bold]{escape(rep.first_divergence)}[/bold]",
+                      highlight=False)
     if rep.tolerances:
         given = ", ".join(f"{c} ≤ {t:g}" for c, t in sorted(rep.tolerances.items()))
         console.print(f"tolerances given at replay time (not by the pipeline): {given}",
@@ -113,8 +118,9 @@ def report(rep: Any, limit: int = 20) -> None:
         t.add_column(c, overflow="fold")
     for s in rep.steps:
         name = f"{s.name} (swapped)" if s.swapped else s.name
-        t.add_row(name, f"[{VERDICT_STYLE[s.verdict]}]{s.verdict}[/]", _short(s.recorded),
-                  _short(s.replayed), f"{s.duration_ns / 1e6:.1f}", step_detail(s))
+        t.add_row(Text(name), Text(s.verdict, style=VERDICT_STYLE[s.verdict]),
+                  _short(s.recorded), _short(s.replayed), f"{s.duration_ns / 1e6:.1f}",
+                  Text(step_detail(s)))
     console.print(t)
     if rep.records:
         flips = sum(r.flipped for r in rep.records)
@@ -128,7 +134,7 @@ def report(rep: Any, limit: int = 20) -> None:
 def drift(changes: Any, recorded_image: str | None, current_image: str | None) -> None:
     if recorded_image is not None:
         console.print(f"image: recorded {recorded_image}; now {current_image}",
-                      highlight=False)
+                      highlight=False, markup=False)
     if not changes:
         console.print("environment: no drift")
         return
@@ -143,7 +149,7 @@ def steps_progress(disable: bool = False) -> Iterator[Callable[[str], None]]:
     """A progress line per replayed step (on stderr, so --json output stays clean)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(SpinnerColumn(), TextColumn("replaying {task.description}"),
+    with Progress(SpinnerColumn(), TextColumn("replaying {task.description}", markup=False),
                   TimeElapsedColumn(), console=errors, transient=True,
                   disable=disable) as bar:
         task = bar.add_task("", total=None)

@@ -131,8 +131,9 @@ def test_the_cli_refuses_a_struct_key_with_exit_5_and_writes_nothing(env) -> Non
     before = _files(env["store"])
     result = _record(env, "struct.parquet")
     assert result.exit_code == 5, result.output
-    assert " ".join(result.output.split()) == (
-        "error: record key column 'k' is of type struct<a: int64>, which cannot name a "
+    err = json.loads(result.stderr)  # with --json, the error is one JSON object
+    assert err["exit_code"] == 5 and f"{err['error']} {err['hint']}" == (
+        "record key column 'k' is of type struct<a: int64>, which cannot name a "
         f"record {HINT}")
     assert _files(env["store"]) == before
 
