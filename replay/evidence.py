@@ -279,6 +279,7 @@ def open_bundle(path: Path, *, key: bytes | None = None,
     check = verify_bundle(path, key)
     if not check.ok and not insecure_replay_unverified:
         _refuse(check)
+    _refuse_redacted(check)
     # A private folder (mkdtemp: 0700), removed when the process ends: the store must outlive
     # this call, since the caller replays from it.
     folder = Path(tempfile.mkdtemp(prefix="replay-bundle-"))
@@ -296,6 +297,18 @@ def open_bundle(path: Path, *, key: bytes | None = None,
         blobs = {"tape": check.files[prefix + "tape.json"]} if "tape" in e["manifest"] else {}
         store.commit(RunData(e["run_id"], tables, blobs), e["manifest"]).result()
     return store, check
+
+
+def _refuse_redacted(check: Verification) -> None:
+    """A redacted bundle proves its runs but cannot replay them: pseudonyms and withheld
+    tapes and reference data are not what the steps read."""
+    from replay.bundle import BundleError
+
+    redacted = json.loads(check.files.get("MANIFEST.json", b"{}")).get("redacted")
+    if redacted:
+        raise BundleError("MANIFEST.json", f"the bundle is redacted ({', '.join(redacted)}): "
+                          "it proves its runs, but pseudonyms and withheld tapes cannot be "
+                          "replayed", hint="replay from the unredacted bundle or the store")
 
 
 def _refuse(check: Verification) -> None:

@@ -178,6 +178,16 @@ def test_a_redacted_bundle_verifies_and_holds_no_plaintext(personal_store, tmp_p
     assert all(v.startswith("pseud:") for v in table["name"].to_pylist())
 
 
+def test_a_redacted_bundle_is_refused_for_replay_with_the_reason(personal_store,
+                                                                 tmp_path) -> None:
+    store, run_id, key = personal_store
+    out = export(store, [run_id], tmp_path / "r.bundle", key=key, redact=["name", "kyc"]).path
+    result = CliRunner().invoke(app, ["run", run_id, "--bundle", str(out), "--key",
+                                      str(keys.public_path(key))])
+    assert result.exit_code == BundleError.exit_code, result.output
+    assert "the bundle is redacted (kyc, name)" in result.stderr
+
+
 def test_the_same_value_gets_the_same_pseudonym(personal_store, tmp_path) -> None:
     store, run_id, key = personal_store
     a = export(store, [run_id], tmp_path / "a.bundle", key=key, redact=["name", "kyc"]).path
