@@ -54,6 +54,25 @@ def credit_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_workspace(tmp_path_factory.mktemp("credit") / "workspace")
 
 
+def forge_history(store: replay.Store, pipeline: replay.Pipeline, tmp_path: Path,
+                  runs: int = 3) -> None:
+    """Replace the store's whole history by another, self-consistent one: what an admin with
+    write access could do; only a checkpoint kept outside the store or pinned catches it."""
+    import shutil
+
+    forged = replay.Store.open(tmp_path / "forged")
+    for i in range(runs):
+        replay.record(pipeline, rows(2, 10 + i), store=forged)
+    forged.flush()
+    for part in ("ledger/ledger.jsonl", "segments", "objects"):
+        src, dst = forged.root / part, store.root / part
+        if src.is_dir():
+            shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy(src, dst)
+
+
 def copy_credit_package(root: Path) -> Path:
     """The credit pipeline as a package of the test's own, whose files the test may change."""
     repo = Path(__file__).parents[1]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import rows
+from conftest import forge_history, rows
 from typer.testing import CliRunner
 
 import replay
@@ -101,22 +101,10 @@ def test_damage_anywhere_is_reported_with_its_path(store, toy, damage) -> None:
 
 
 def test_a_checkpoint_over_a_rewritten_history_fails(store, toy, key, tmp_path) -> None:
-    import shutil
-
     for i in range(2):
         replay.record(toy, rows(2, i), store=store)
     checkpoint.sign(store, keys.load_private(key))
-    forged = replay.Store.open(tmp_path / "forged")  # another, self-consistent history
-    for i in range(2):
-        replay.record(toy, rows(2, 10 + i), store=forged)
-    forged.flush()
-    for part in ("ledger/ledger.jsonl", "segments", "objects"):
-        src, dst = forged.root / part, store.root / part
-        if src.is_dir():
-            shutil.rmtree(dst)
-            shutil.copytree(src, dst)
-        else:
-            shutil.copy(src, dst)
+    forge_history(store, toy, tmp_path, runs=2)
     with pytest.raises(CorruptionError, match="root does not match the ledger"):
         verify_store(replay.Store.open(store.root))
 

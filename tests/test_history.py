@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from conftest import rows, scale
+from conftest import forge_history, rows, scale
 from typer.testing import CliRunner
 
 import replay
@@ -88,21 +88,6 @@ def test_the_trust_store_pins_when_no_key_is_given(store, toy, key, monkeypatch)
 
 # 2. A tree head kept outside the store.
 
-def _forge_history(store: replay.Store, toy: replay.Pipeline, tmp_path: Path) -> None:
-    """Replace the store's whole history by another, self-consistent one, re-signed."""
-    forged = replay.Store.open(tmp_path / "forged")
-    for i in range(3):
-        replay.record(toy, rows(2, 10 + i), store=forged)
-    forged.flush()
-    for part in ("ledger/ledger.jsonl", "segments", "objects"):
-        src, dst = forged.root / part, store.root / part
-        if src.is_dir():
-            shutil.rmtree(dst)
-            shutil.copytree(src, dst)
-        else:
-            shutil.copy(src, dst)
-
-
 def test_a_head_kept_outside_catches_a_rewritten_and_resigned_history(store, toy, key,
                                                                       tmp_path) -> None:
     for i in range(2):
@@ -117,7 +102,7 @@ def test_a_head_kept_outside_catches_a_rewritten_and_resigned_history(store, toy
     assert _cli(store, "verify", "--store", "--key", pub, "--checkpoint",
                 str(head)).exit_code == 0
     # The admin rewrites history and, holding the key, re-signs the store's checkpoints.
-    _forge_history(store, toy, tmp_path)
+    forge_history(store, toy, tmp_path)
     shutil.rmtree(store.root / "checkpoints")
     checkpoint.sign(replay.Store.open(store.root), keys.load_private(key))
     inside_only = _cli(store, "verify", "--store", "--key", pub)
