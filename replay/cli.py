@@ -523,4 +523,5 @@ def main() -> None:
 
 
 # Evidence commands (keys, checkpoint, export, verify) register themselves on `app`.
+import replay.cli_witness  # noqa: E402, F401
 from replay import cli_evidence  # noqa: E402, F401

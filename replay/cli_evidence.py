@@ -123,6 +123,10 @@ def verify(
     extract: Annotated[Path | None, typer.Option(
         help="After a successful verification, write the bundle's files into this folder."
     )] = None,
+    witnesses: Annotated[int, typer.Option(
+        "--witnesses", min=0, help="With --store: the latest checkpoint must carry valid "
+                                   "cosignatures by at least N distinct pinned witness keys "
+                                   "(`replay witness cosign`).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a store (--store) or an evidence bundle and its signer; exit 1 on the first
@@ -135,6 +139,8 @@ def verify(
         raise UsageError("nothing to verify", hint="give a BUNDLE, or --store")
     if head is not None and not store_check:
         raise UsageError("--checkpoint checks a store", hint="add --store")
+    if witnesses and not store_check:
+        raise UsageError("--witnesses checks a store", hint="add --store")
     if store_check:
         from replay import checkpoint as checkpoints
         from replay import trust
@@ -147,7 +153,12 @@ def verify(
         try:
             outside = checkpoints.read_head(head) if head is not None else None
             with render.steps_progress(disable=as_json) as tick:
-                counts = verify_store(open_store(), tick, signers=signers, head=outside)
+                opened = open_store()
+                counts = verify_store(opened, tick, signers=signers, head=outside)
+            if witnesses:
+                from replay import witness
+
+                counts["witnesses"] = witness.require(opened, witnesses)
         except (CorruptionError, NotFoundError, UntrustedSignerError) as exc:
             if as_json:
                 render.emit_json({"ok": False, "error": str(exc),
@@ -161,7 +172,9 @@ def verify(
         else:
             render.console.print(
                 f"[green]OK[/green] {counts['objects']} objects, {counts['runs']} ledger "
-                f"entries, {counts['blocks']} blocks, {counts['checkpoints']} checkpoints")
+                f"entries, {counts['blocks']} blocks, {counts['checkpoints']} checkpoints"
+                + (f", {counts['witnesses']} witnesses" if witnesses else "")
+                + f"; catalog: {counts['catalog']}", highlight=False)
     if bundle is not None:
         from replay.verify import verify_bundle
 
