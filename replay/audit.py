@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from replay import keys, merkle
 from replay.checkpoint import Checkpoint, grew, hexroot, ledger_leaves, public_key_path, stored
-from replay.errors import CorruptionError, NotFoundError, UntrustedSignerError
+from replay.errors import CatalogError, CorruptionError, NotFoundError, UntrustedSignerError
 from replay.objects import spec_digests
 from replay.store import Store
 
@@ -32,7 +33,7 @@ class UntrustedCheckpointError(UntrustedSignerError):
 
 def verify_store(store: Store, progress: Callable[[str], None] | None = None, *,
                  signers: tuple[str, ...] | None = None,
-                 head: Checkpoint | None = None) -> dict[str, int]:
+                 head: Checkpoint | None = None) -> dict[str, Any]:
     """Check the whole store. ``signers`` (key ids) pins who may sign its checkpoints: then
     at least one checkpoint is required and every one must be signed by a pinned key (an
     empty tuple: nothing pinned, every checkpoint is refused as untrusted). ``head`` is a
@@ -66,7 +67,23 @@ def verify_store(store: Store, progress: Callable[[str], None] | None = None, *,
     checkpoints = _verify_checkpoints(store, signers)
     if head is not None:
         _verify_head(store, head, signers)
-    return {"objects": objects, "runs": runs, "blocks": len(blocks), "checkpoints": checkpoints}
+    tick("catalog")
+    return {"objects": objects, "runs": runs, "blocks": len(blocks), "checkpoints": checkpoints,
+            "catalog": _check_catalog(store)}
+
+
+def _check_catalog(store: Store) -> str:
+    """Compare the catalog with the ledger (a disagreement raises CorruptionError naming its
+    first row). A catalog that cannot be opened here (a full disk, a read-only folder) is
+    said so, not a failure: the files checked above are the truth, the catalog an index."""
+    import duckdb
+
+    from replay.catalogcheck import check_catalog
+
+    try:
+        return f"{check_catalog(store)} runs match the ledger"
+    except (duckdb.Error, CatalogError) as exc:
+        return f"not checked ({str(exc).splitlines()[0]})"
 
 
 def _require(store: Store, digest: str, who: str) -> None:

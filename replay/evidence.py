@@ -115,6 +115,32 @@ def _run_files(run: RecordedRun, redactor: Redactor | None) -> dict[str, bytes]:
     return files
 
 
+def _check_chain(store: Store, entries: list[dict[str, Any]]) -> None:
+    """Each entry matches its hash and is the one the ledger's hash chain holds at its
+    position (CorruptionError naming the ledger and the first bad entry otherwise)."""
+    from replay.ledger import GENESIS, entry_hash
+
+    wanted = {int(e["seq"]): e for e in entries}
+    newest = max(wanted)
+    prev = GENESIS
+    for seq, (pos, e) in enumerate(store.ledger.read(0), 1):
+        where = f"entry {seq} (ends at byte {pos})"
+        if e.get("seq") != seq or e.get("prev") != prev:
+            raise CorruptionError(str(store.ledger.path), f"{where} breaks the chain")
+        if entry_hash(e) != e.get("hash"):
+            raise CorruptionError(str(store.ledger.path), f"{where} does not match its hash")
+        mine = wanted.get(seq)
+        if mine is not None and (mine.get("hash") != e["hash"] or entry_hash(mine) != e["hash"]):
+            raise CorruptionError(str(store.ledger.path), f"ledger entry {seq} (run "
+                                  f"{mine.get('run_id')}) is not the entry the hash chain "
+                                  "holds at that position")
+        prev = e["hash"]
+        if seq >= newest:
+            return
+    raise CorruptionError(str(store.ledger.path), f"holds no entry {newest}: entries were "
+                          "removed")
+
+
 def _checkpoint_for(store: Store, private: Ed25519PrivateKey, newest: int
                     ) -> checkpoint.Checkpoint:
     found = checkpoint.stored(store)
@@ -152,8 +178,13 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
     if not run_ids:
         raise UsageError("no runs to export", hint="name runs, or a --since/--until window")
     private = keys.load_private(key)
-    runs = sorted((load_run(store, entry(store, r)) for r in dict.fromkeys(run_ids)),
-                  key=lambda r: r.entry["seq"])
+    # Entry hashes and the chain first, without requiring a checkpoint to cover the runs:
+    # this export signs the checkpoint that covers them, and only then are they loaded.
+    entries = sorted((entry(store, r) for r in dict.fromkeys(run_ids)),
+                     key=lambda e: int(e["seq"]))
+    _check_chain(store, entries)
+    _checkpoint_for(store, private, int(entries[-1]["seq"]))
+    runs = [load_run(store, e) for e in entries]
     redactor = Redactor(sorted(set(redact)), private) if redact else None
     for run in runs:
         undeclared = set(redact or ()) - set(run.personal)

@@ -131,8 +131,10 @@ def _start_of(store: Store, row: dict[str, Any]) -> int:
 def find(store: Store, key: str, *, pipeline: str | None = None,
          until: datetime | None = None) -> list[dict[str, Any]]:
     """The runs that decided the business record ``key``, newest first."""
-    query = ("select r.run_id, r.pipeline, r.clock, r.status, k.row, r.record_key "
-             "from records k join runs r using (run_id) where k.key = ?")
+    from replay.catalogcheck import answer
+
+    query = ("select r.run_id, r.pipeline, r.clock, r.status, k.row, r.record_key, "
+             "r.entry_end from records k join runs r using (run_id) where k.key = ?")
     params: list[Any] = [key]
     if pipeline:
         query += " and r.pipeline = ?"
@@ -140,8 +142,12 @@ def find(store: Store, key: str, *, pipeline: str | None = None,
     if until is not None:
         query += " and r.clock <= ?"
         params.append(until)
-    with Catalog(store).connect() as con:
-        return _rows(con, query + " order by r.clock desc, r.seq desc", params)
+    # The catalog is only an index: its answer is confirmed in the ledger and blocks.
+    found = answer(store, lambda con: _rows(con, query + " order by r.clock desc, r.seq desc",
+                                            params), lambda rows: rows, key)
+    for row in found:
+        row.pop("entry_end", None)
+    return found
 
 
 def sql(store: Store, query: str) -> pa.Table:

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from replay.capture import RecordResult, prepare_input, record_with
-from replay.catalog import Catalog
 from replay.components import Binding, BoundStep
 from replay.errors import NotFoundError
 from replay.pipeline import Pipeline
@@ -23,22 +22,32 @@ from replay.store import Store
 def at(store: Store, when: datetime, pipeline: str, record: str | None = None
        ) -> dict[str, Any]:
     """The run of ``pipeline`` that was deciding at ``when`` (see module docstring)."""
-    with Catalog(store).connect() as con:
-        if record is None:
-            query = ("select run_id, clock, seq from runs where pipeline = $p and clock <= $t "
-                     "order by (clock + (ended - started) >= $t) desc, clock desc, seq desc "
-                     "limit 1")
-            params: dict[str, Any] = {"p": pipeline, "t": when}
-        else:
-            query = ("select r.run_id, r.clock, r.seq from records k join runs r "
-                     "using (run_id) where k.key = $k and r.pipeline = $p and r.clock <= $t "
-                     "order by r.clock desc, r.seq desc limit 1")
-            params = {"p": pipeline, "t": when, "k": record}
+    from replay.catalogcheck import answer
+
+    if record is None:
+        query = ("select run_id, clock, seq, pipeline, entry_end, null as row from runs "
+                 "where pipeline = $p and clock <= $t "
+                 "order by (clock + (ended - started) >= $t) desc, clock desc, seq desc "
+                 "limit 1")
+        params: dict[str, Any] = {"p": pipeline, "t": when}
+    else:
+        query = ("select r.run_id, r.clock, r.seq, r.pipeline, r.entry_end, k.row "
+                 "from records k join runs r using (run_id) where k.key = $k and "
+                 "r.pipeline = $p and r.clock <= $t order by r.clock desc, r.seq desc limit 1")
+        params = {"p": pipeline, "t": when, "k": record}
+
+    def ask(con: Any) -> tuple[list[dict[str, Any]], Any]:
         rows = con.execute(query, params).fetchall()
-        if rows:
-            return {"run_id": rows[0][0], "clock": rows[0][1], "seq": rows[0][2]}
-        first = con.execute("select min(clock) from runs where pipeline = ?",
-                            [pipeline]).fetchall()[0][0]
+        found = [dict(zip(("run_id", "clock", "seq", "pipeline", "entry_end", "row"), r,
+                          strict=True)) for r in rows]
+        first = None if found else con.execute(
+            "select min(clock) from runs where pipeline = ?", [pipeline]).fetchall()[0][0]
+        return found, first
+
+    # The catalog is only an index: its answer is confirmed in the ledger and blocks.
+    rows, first = answer(store, ask, lambda result: result[0], record)
+    if rows:
+        return {k: rows[0][k] for k in ("run_id", "clock", "seq")}
     what = f"decided record {record!r}" if record else "ran"
     if first is None:
         raise NotFoundError(f"no run of pipeline {pipeline!r} is recorded",

@@ -65,7 +65,8 @@ def test_a_healthy_store_verifies(store, toy, key) -> None:
         replay.record(toy, rows(2, i), store=store)
     checkpoint.sign(store, keys.load_private(key))
     assert verify_store(store) == {"objects": len(list(store.objects)), "runs": 3,
-                                   "blocks": 3, "checkpoints": 1}
+                                   "blocks": 3, "checkpoints": 1,
+                                   "catalog": "3 runs match the ledger"}
 
 
 def _corrupt_object(store: replay.Store) -> Path:
