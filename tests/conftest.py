@@ -31,6 +31,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture
+def no_trust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody is trusted but what a test pins: the user's own configuration is not read."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("REPLAY_TRUSTED_KEYS", "REPLAY_SIGNING_KEY", "REPLAY_REQUIRE_CHECKPOINT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
 def toy() -> replay.Pipeline:
     return replay.Pipeline("toy", [replay.Step("scale", scale, params={"k": 2.0}),
                                    replay.Step("label", label)])

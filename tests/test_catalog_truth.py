@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -20,14 +19,7 @@ T1 = datetime(2026, 3, 14, 9, tzinfo=UTC)
 T2 = datetime(2026, 3, 14, 10, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def no_trust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nobody is trusted but what a test pins: the user's own configuration is not read."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("REPLAY_TRUSTED_KEYS", raising=False)
-    monkeypatch.delenv("REPLAY_REQUIRE_CHECKPOINT", raising=False)
+pytestmark = pytest.mark.usefixtures("no_trust")
 
 
 def _cli(store: replay.Store, *args: str) -> Any:

@@ -22,15 +22,7 @@ from replay.digest import canonical_json
 from replay.errors import CorruptionError
 from replay.ledger import entry_hash
 
-
-@pytest.fixture(autouse=True)
-def no_trust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nobody is trusted but what a test pins: the user's own configuration is not read."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("REPLAY_TRUSTED_KEYS", raising=False)
-    monkeypatch.delenv("REPLAY_REQUIRE_CHECKPOINT", raising=False)
+pytestmark = pytest.mark.usefixtures("no_trust")
 
 
 @pytest.fixture
