@@ -78,9 +78,7 @@ class Catalog:
                 self._refresh(con)
                 yield con
             except duckdb.Error as exc:
-                raise CatalogError(f"catalog query failed: {exc}".splitlines()[0],
-                                   hint="check the SQL; `replay reindex` rebuilds the catalog"
-                                   ) from None
+                raise _failed(exc) from None
             finally:
                 con.close()
 
@@ -120,9 +118,7 @@ class Catalog:
                 con.execute(statement)
             yield con
         except duckdb.Error as exc:
-            raise CatalogError(f"catalog query failed: {exc}".splitlines()[0],
-                               hint="check the SQL; `replay reindex` rebuilds the catalog"
-                               ) from None
+            raise _failed(exc) from None
 
     def _attach_refreshed(self, con: duckdb.DuckDBPyConnection) -> None:
         """Refresh the catalog through a read-write attach, then attach it read-only."""
@@ -217,3 +213,9 @@ def _create(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     con.execute(DDL)
     con.execute("insert into meta values ('schema', ?)", [str(SCHEMA_VERSION)])
     return con
+
+
+def _failed(exc: duckdb.Error) -> CatalogError:
+    """A DuckDB error of a catalog connection, as the one-line error the CLI shows."""
+    return CatalogError(f"catalog query failed: {exc}".splitlines()[0],
+                        hint="check the SQL; `replay reindex` rebuilds the catalog")
