@@ -40,8 +40,7 @@ class Checkpoint:
         return asdict(self)
 
     def verify(self, key: Ed25519PublicKey) -> bool:
-        return keys.key_id(key) == self.key_id and keys.verify_signature(
-            key, base64.b64decode(self.signature), self.body())
+        return keys.signed_by(key, self.key_id, self.signature, self.body())
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Checkpoint:

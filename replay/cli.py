@@ -15,7 +15,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -275,6 +275,44 @@ ToleranceOpt = Annotated[list[str] | None, typer.Option(
                         "(adds to the steps' own; repeatable).")]
 
 
+def _bundle_sandbox(no_sandbox: bool, in_container: bool) -> bool:
+    """Whether a bundle's replay goes into the sandbox container: yes whenever an engine
+    answers, unless refused by name; each way to the host is said on stderr."""
+    from replay.container import engine
+    from replay.errors import EngineUnavailableError
+
+    if no_sandbox and in_container:
+        raise UsageError("--no-sandbox and --in-container contradict each other")
+    if no_sandbox:
+        _warn("warning: --no-sandbox: the bundle's code runs on this machine, with its network "
+              "and files")
+        return False
+    try:
+        engine().close()
+    except EngineUnavailableError as exc:
+        _warn(f"note: {exc.message}: replaying the bundle on this machine, not in a container")
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _no_sandbox_hint(applies: bool) -> Iterator[None]:
+    """A bundle sandboxed by default whose image this engine cannot get: name the way out."""
+    from replay.errors import ImageMissingError
+
+    try:
+        yield
+    except ImageMissingError as exc:
+        if not applies:
+            raise
+        raise ImageMissingError(exc.message, hint=f"{exc.hint}; or replay on this machine "
+                                "with --no-sandbox") from None
+
+
+def _warn(line: str) -> None:
+    render.errors.print(line, markup=False, highlight=False)
+
+
 def _exit_for(rep: Any) -> None:
     # A counterfactual that ran is an answer, not a failure.
     if not rep.ok and not rep.swap:
@@ -302,7 +340,12 @@ def run_cmd(
     trust: Annotated[bool, typer.Option("--trust", hidden=True)] = False,
     in_container: Annotated[bool, typer.Option(
         "--in-container", help="Replay inside the recorded image (Docker; no network, "
-                               "store read-only).")] = False,
+                               "store read-only). A bundle replays there by default whenever "
+                               "a Docker engine answers.")] = False,
+    no_sandbox: Annotated[bool, typer.Option(
+        "--no-sandbox", help="With --bundle: replay on this machine even though a Docker engine "
+                             "answers (the bundle's code runs with your network and files).")
+    ] = False,
     image: Annotated[str | None, typer.Option(
         help="With --in-container: replay in this image instead of the recorded one.")] = None,
     memory: Annotated[str, typer.Option(help="With --in-container: memory limit.")] = "2g",
@@ -316,6 +359,7 @@ def run_cmd(
 
     swaps, tolerances = parse_swap(swap or []), parse_tolerances(tolerance or [])
     images: dict[str, bytes] = {}
+    sandboxed_by_default = False
     if trust:
         _renamed_trust()
     if bundle is not None:
@@ -324,20 +368,25 @@ def run_cmd(
         store, check = open_bundle(bundle, key=_read_key(key),
                                    insecure_replay_unverified=insecure_replay_unverified)
         if not check.ok:  # only reached with --insecure-replay-unverified
-            render.errors.print(f"warning: replaying an unverified bundle ({check.failure})",
-                                markup=False, highlight=False)
+            _warn(f"warning: replaying an unverified bundle ({check.failure})")
         images = bundle_images(check.files)
+        sandboxed_by_default = _bundle_sandbox(no_sandbox, in_container) and not in_container
+        in_container = in_container or sandboxed_by_default
     else:
+        if no_sandbox:
+            raise UsageError("--no-sandbox applies to --bundle only")
         store = open_store()
     if in_container:
         from replay.container import Limits, engine, load_images, replay_in_container
 
         status = (render.console.status("replaying in a container") if not as_json
                   else contextlib.nullcontext())
-        with contextlib.closing(engine()) as client, status:
+        with contextlib.closing(engine()) as client, status, \
+                _no_sandbox_hint(sandboxed_by_default):
             load_images(client, images)
             rep = replay_in_container(store, run, mode, swaps, image=image, client=client,
-                                      limits=Limits(memory, cpus, pids), tolerances=tolerances)
+                                      limits=Limits(memory, cpus, pids), tolerances=tolerances,
+                                      from_bundle=bundle is not None)
     else:
         if image is not None:
             raise UsageError("--image needs --in-container")

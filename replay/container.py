@@ -267,12 +267,18 @@ def _swap_args(swap: dict[str, str] | None) -> Iterator[str]:
 def replay_in_container(store: Store, run_id: str, mode: str = "chained",
                         swap: dict[str, str] | None = None, *, image: str | None = None,
                         limits: Limits = Limits(), client: Any = None,
-                        tolerances: dict[str, float] | None = None) -> ReplayReport:
-    """Replay a run inside its recorded image (or ``image``) and return the report."""
+                        tolerances: dict[str, float] | None = None,
+                        from_bundle: bool = False) -> ReplayReport:
+    """Replay a run inside its recorded image (or ``image``) and return the report.
+
+    ``from_bundle``: the store was made from a bundle, whose spec is someone else's word, so
+    no host folder it names is mounted.
+    """
     if client is None:
         with contextlib.closing(engine()) as own:
             return replay_in_container(store, run_id, mode, swap, image=image, limits=limits,
-                                       client=own, tolerances=tolerances)
+                                       client=own, tolerances=tolerances,
+                                       from_bundle=from_bundle)
     run = load_run(store, entry(store, run_id))
     recorded_env = load_json(store, run.manifest["env"])
     recorded = recorded_env["image"]
@@ -288,7 +294,8 @@ def replay_in_container(store: Store, run_id: str, mode: str = "chained",
     command = ["--store", STORE_MOUNT, "run", run.run_id, "--json", "--mode", mode,
                *_swap_args(swap), *(a for column, value in (tolerances or {}).items()
                                     for a in ("--tolerance", f"{column}={value!r}"))]
-    out = sandbox(client, img, command, store=store.root, mounts=data_mounts(run.spec),
+    out = sandbox(client, img, command, store=store.root,
+                  mounts=data_mounts(run.spec, bundle=from_bundle),
                   limits=limits, environment=declared)
     label = by_digest or img.id
     if out.oom_killed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
@@ -114,3 +115,13 @@ def verify_signature(key: Ed25519PublicKey, signature: bytes, data: bytes) -> bo
         return True
     except InvalidSignature:
         return False
+
+
+def signed_by(key: Ed25519PublicKey, expected_id: str, signature: str, body: bytes) -> bool:
+    """Whether ``signature`` (base64) is ``key``'s over ``body`` and the key's id is
+    ``expected_id``; a damaged signature verifies nothing."""
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except ValueError:  # binascii.Error
+        return False
+    return key_id(key) == expected_id and verify_signature(key, raw, body)

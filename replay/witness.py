@@ -92,12 +92,7 @@ class Cosignature:
         return asdict(self)
 
     def verify(self, key: Ed25519PublicKey) -> bool:
-        try:
-            signature = base64.b64decode(self.signature, validate=True)
-        except ValueError:
-            return False
-        return keys.key_id(key) == self.witness_key_id and keys.verify_signature(
-            key, signature, self.body())
+        return keys.signed_by(key, self.witness_key_id, self.signature, self.body())
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Cosignature:

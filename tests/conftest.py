@@ -30,6 +30,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="stores killed twice at random in tests/test_crash.py (CI: 500)")
 
 
+@pytest.fixture(autouse=True)
+def no_ambient_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine this machine happens to run is not the tests' to use (a bundle would replay
+    in it by default): tests that need one start their own (tests/docker_engine.py)."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/pipeline-replay-tests.sock")
+
+
 @pytest.fixture
 def no_trust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Nobody is trusted but what a test pins: the user's own configuration is not read."""

@@ -281,12 +281,19 @@ def test_a_bundle_with_its_image_verifies_loads_into_a_fresh_engine_and_replays_
     with de.fresh_engine(tmp_path / "fresh-engine") as fresh:
         monkeypatch.setenv("DOCKER_HOST", fresh.url)
         assert fresh.client.images.list() == []
+        # No --in-container: a bundle goes into the sandbox whenever an engine answers.
         done = cli(tmp_path / "unused", "run", recorded.run_id, "--bundle", str(bundle),
-                   "--in-container", "--json")
+                   "--json")
         assert done.exit_code == 0, done.output
         report = json.loads(done.stdout)
-        assert report["verdict"] == "exact"
+        assert report["verdict"] == "exact" and report["current_image"] == images.a.id
         assert fresh.client.images.get(images.a.id).id == images.a.id
+
+        on_host = cli(tmp_path / "unused", "run", recorded.run_id, "--bundle", str(bundle),
+                      "--no-sandbox", "--json")
+        assert on_host.exit_code == 0, on_host.output
+        assert json.loads(on_host.stdout)["current_image"] != images.a.id
+        assert "--no-sandbox: the bundle's code runs on this machine" in on_host.stderr
 
 
 @pytest.mark.slow

@@ -197,6 +197,31 @@ def test_a_bundle_from_a_pinned_signer_replays(genuine) -> None:
     assert json.loads(result.stdout)["verdict"] == "exact"
 
 
+def test_without_a_container_engine_a_bundle_replays_on_the_host_and_says_so(
+        genuine, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    assert cli("trust", "add", genuine[1], "--name", BANK).exit_code == 0
+    result = cli("run", genuine[2], "--bundle", genuine[0], "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verdict"] == "exact"
+    assert "no Docker engine answers" in result.stderr
+    assert "replaying the bundle on this machine, not in a container" in flat(result.stderr)
+
+
+def test_no_sandbox_says_what_it_gives_up(genuine) -> None:
+    assert cli("trust", "add", genuine[1], "--name", BANK).exit_code == 0
+    result = cli("run", genuine[2], "--bundle", genuine[0], "--no-sandbox")
+    assert result.exit_code == 0, result.output
+    assert "runs on this machine, with its network and files" in flat(result.stderr)
+
+
+def test_no_sandbox_is_for_bundles_only_and_contradicts_in_container(genuine) -> None:
+    assert cli("run", genuine[2], "--no-sandbox").exit_code == 2
+    assert cli("trust", "add", genuine[1], "--name", BANK).exit_code == 0
+    both = cli("run", genuine[2], "--bundle", genuine[0], "--no-sandbox", "--in-container")
+    assert both.exit_code == 2 and "contradict" in both.stderr
+
+
 def test_with_the_forgers_key_pinned_the_forgery_verifies(forged) -> None:
     path, pub, forger, _ = forged
     assert cli("trust", "add", pub, "--name", "forger").exit_code == 0
