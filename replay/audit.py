@@ -20,12 +20,13 @@ from replay.store import Store
 
 
 class UntrustedCheckpointError(UntrustedSignerError):
-    """A checkpoint whose signature holds, while no signer at all is pinned (exit 14)."""
+    """A checkpoint signed by a key nobody pinned (exit 14, as for a bundle)."""
 
-    def __init__(self, where: str, signer: str) -> None:
+    def __init__(self, where: str, signer: str, pins: tuple[str, ...]) -> None:
         UntrustedSignerError.__init__(self, signer)
-        self.message = (f"{where}: signer not trusted: {signer} signed this checkpoint, and no "
-                        "signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)")
+        pinned = (f"the pinned keys are {', '.join(pins)}" if pins else
+                  "no signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)")
+        self.message = f"{where}: signer not trusted: {signer} signed this checkpoint, {pinned}"
         self.args = (self.message,)
         self.hint = ("pin the store's checkpoint key: `replay trust add KEY.pub --name NAME`, "
                      "or --key KEY.pub for one call")
@@ -102,11 +103,7 @@ def _verify_checkpoints(store: Store, signers: tuple[str, ...] | None = None) ->
         return 0
     leaves = ledger_leaves(store)
     for path, cp in found:
-        if signers is not None and cp.key_id not in signers:
-            if not signers:
-                raise UntrustedCheckpointError(str(path), cp.key_id)
-            raise CorruptionError(str(path), f"signed by {cp.key_id}, which is not the pinned "
-                                  f"key ({', '.join(signers)})")
+        _require_pinned(str(path), cp.key_id, signers)
         try:
             pem = public_key_path(store, cp.key_id).read_bytes()
         except FileNotFoundError:
@@ -122,15 +119,16 @@ def _verify_checkpoints(store: Store, signers: tuple[str, ...] | None = None) ->
     return len(found)
 
 
+def _require_pinned(where: str, key_id: str, signers: tuple[str, ...] | None) -> None:
+    if signers is not None and key_id not in signers:
+        raise UntrustedCheckpointError(where, key_id, signers)
+
+
 def _verify_head(store: Store, head: Checkpoint, signers: tuple[str, ...] | None,
                  where: str = "--checkpoint") -> None:
     """The ledger is consistent with ``head``, a tree head kept outside the store: the first
     ``head.tree_size`` entries are the ones it signed (an RFC 9162 consistency proof)."""
-    if signers is not None and head.key_id not in signers:
-        if not signers:
-            raise UntrustedCheckpointError(where, head.key_id)
-        raise CorruptionError(where, f"signed by {head.key_id}, which is not the pinned key "
-                              f"({', '.join(signers)})")
+    _require_pinned(where, head.key_id, signers)
     try:
         pem = public_key_path(store, head.key_id).read_bytes()
     except FileNotFoundError:

@@ -3,6 +3,7 @@ replay.cli)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -273,3 +274,17 @@ def trust_remove(
     for k in still:
         render.console.print(f"still trusted through {k.source}: {k.path}", markup=False,
                              highlight=False)
+
+
+@trust_app.command("allow-store")
+@handled
+def trust_allow_store(
+    path: Annotated[Path, typer.Argument(help="A store folder another user owns.")],
+) -> None:
+    """Open a store another user owns (as git's safe.directory): trust everyone who can write
+    it, since its files decide what a replay runs."""
+    from replay import trust
+
+    listed = trust.allow_store(path)
+    render.console.print(f"allowed {os.path.realpath(path)} (in {listed})", markup=False,
+                         highlight=False)

@@ -230,6 +230,8 @@ def sandbox(client: Any, image: Any, command: list[str], *, store: Path,
     volumes = {str(store): {"bind": STORE_MOUNT, "mode": "ro"},
                **{p: {"bind": p, "mode": "ro"} for p in mounts}}
     env = {"HOME": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache", "REPLAY_STORE": STORE_MOUNT,
+           # mounted from the host, it belongs to another uid: this sandbox is where it is read
+           "REPLAY_SAFE_STORES": STORE_MOUNT,
            # the mounted repos belong to another uid: let git (and DVC through it) read them
            "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
            "GIT_CONFIG_VALUE_0": "*", **(environment or {})}

@@ -13,21 +13,15 @@ folders.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from replay.digest import canonical_json
-from replay.errors import StoreError
+from replay.errors import CorruptionError, StoreError
 from replay.fsutil import open_nofollow
-from replay.ledger import GENESIS, entry_hash
+from replay.ledger import settle
 from replay.queries import reindex
 from replay.store import Store
-
-_CHUNK = 1 << 16
 
 
 @dataclass
@@ -62,56 +56,6 @@ def _temp_files(store: Store, report: Checkup) -> None:
         report.repaired.append(f"removed {tmp} (temporary file of a writer that is gone)")
 
 
-def _last_newline(fd: int, end: int) -> int:
-    """Offset of the last b'\\n' before ``end``, or -1."""
-    pos = end
-    while pos > 0:
-        start = max(0, pos - _CHUNK)
-        idx = os.pread(fd, pos - start, start).rfind(b"\n")
-        if idx >= 0:
-            return start + idx
-        pos = start
-    return -1
-
-
-def complete_entries(tail: bytes, seq: int, prev: str,
-                     block_present: Callable[[dict[str, Any]], bool] = lambda b: True,
-                     ) -> list[int]:
-    """Where the complete entries at the start of an unterminated ledger tail end.
-
-    ``tail`` is what follows the ledger's last newline; ``seq`` and ``prev`` are the sequence
-    number and hash of the entry before it. An entry counts only if its bytes are exactly its
-    canonical JSON, its hash is right, it links to the one before and its block is there: a
-    line a writer wrote whole but whose newline was lost (or changed, to one other byte).
-    Returns the end offset of each such entry, in order; the bytes after the last one (or all
-    of ``tail``) are a torn line, never acknowledged.
-    """
-    ends: list[int] = []
-    decoder = json.JSONDecoder()
-    pos = 0
-    while pos < len(tail):
-        try:
-            entry, _ = decoder.raw_decode(tail[pos:].decode("utf-8", "replace"))
-        except ValueError:
-            break
-        if not isinstance(entry, dict):
-            break
-        try:
-            body = canonical_json(entry)
-        except TypeError:
-            break
-        if (tail[pos:pos + len(body)] != body or entry.get("seq") != seq + 1
-                or entry.get("prev") != prev or entry_hash(entry) != entry.get("hash")
-                or not isinstance(entry.get("block"), dict)
-                or not block_present(entry["block"])):
-            break
-        seq, prev = seq + 1, entry["hash"]
-        pos += len(body)
-        ends.append(pos)
-        pos += 1  # the one byte that was this entry's newline
-    return ends
-
-
 def _ledger_tail(store: Store, report: Checkup) -> None:
     path = store.ledger.path
     if not os.path.lexists(path):
@@ -130,44 +74,18 @@ def _ledger_tail(store: Store, report: Checkup) -> None:
 
 
 def _repair_tail(store: Store, fd: int, path: Path, report: Checkup) -> None:
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+    try:
+        settled = settle(fd, store.root / "segments")
+    except CorruptionError as exc:
+        report.noted.append(f"{path}: {exc.message}; left as it is (run `replay verify`)")
         return
-    start = _last_newline(fd, size) + 1
-    seq, prev = 0, GENESIS
-    if start > 0:
-        before = _last_newline(fd, start - 1) + 1
-        try:
-            last = json.loads(os.pread(fd, start - before, before))
-            seq, prev = int(last["seq"]), str(last["hash"])
-        except (ValueError, KeyError, TypeError):
-            report.noted.append(f"{path}: the entry before the unterminated last line is "
-                                "unreadable; left as it is (run `replay verify`)")
-            return
-
-    def block_present(block: dict[str, Any]) -> bool:
-        name = str(block.get("segment", ""))
-        try:
-            seg = os.lstat(store.root / "segments" / name)
-            return ("/" not in name and not name.startswith(".")
-                    and seg.st_size >= int(block["offset"]) + int(block["length"]))
-        except (OSError, KeyError, TypeError, ValueError):
-            return False
-
-    ends = complete_entries(os.pread(fd, size - start, start), seq, prev, block_present)
-    # Newlines first, the cut last: a crash in between leaves at worst a torn line again.
-    for end in ends:
-        os.pwrite(fd, b"\n", start + end)
-    keep = start + ends[-1] + 1 if ends else start
-    if keep < size:
-        os.ftruncate(fd, keep)
-    os.fsync(fd)
-    if ends:
+    if settled.restored:
+        n = settled.restored
         report.repaired.append(
-            f"restored the newline of {len(ends)} complete, chained entr"
-            f"{'y' if len(ends) == 1 else 'ies'} at the end of {path} (nothing cut from them)")
-    if keep < size:
-        report.repaired.append(f"cut a torn last line ({size - keep} bytes) from {path} "
+            f"restored the newline of {n} complete, chained entr{'y' if n == 1 else 'ies'} "
+            f"at the end of {path} (nothing cut from them)")
+    if settled.cut:
+        report.repaired.append(f"cut a torn last line ({settled.cut} bytes) from {path} "
                                "(a crash mid-append; that run was never acknowledged)")
 
 

@@ -14,6 +14,7 @@
     ├── StoreError                   exit 8   the store cannot be opened or written
     │   ├── StoreFormatError         exit 8   a store written by a newer pipeline-replay
     │   ├── ReadOnlyStoreError       exit 8   a store opened read-only was asked to write
+    │   ├── UnsafeStoreError         exit 8   a store another user owns, not allowed
     │   └── CorruptionError          exit 9   bytes no longer match their digest, torn files
     ├── CatalogError                 exit 10  the DuckDB catalog or a SQL query failed
     ├── ContainerError               exit 11  an in-container replay cannot run
@@ -31,7 +32,7 @@
         └── MalformedBundleError     exit 15  (replay.bundle) not even safe to read
 
 `replay verify` itself exits 1 when a check fails, 15 for a bundle it would not read, and 14
-for a consistent bundle whose signer is not pinned.
+for a consistent bundle, or a store checkpoint, whose signer is not pinned.
 
 Every error carries its data as attributes and a message ending in what to do next. The CLI
 catches ReplayError in one place and exits with `exit_code`; nothing else reaches the user
@@ -103,6 +104,10 @@ class ReadOnlyStoreError(StoreError):
     pass
 
 
+class UnsafeStoreError(StoreError):
+    """A store another user owns, not allowed (replay.ownership)."""
+
+
 class CorruptionError(StoreError):
     exit_code = 9
 
@@ -163,6 +168,7 @@ EXIT_CODES: dict[str, int] = {
     for cls in (
         ReplayError, UsageError, NotFoundError, InputError, PipelineError, StepError,
         CaptureError, DataVersionError, StoreError, StoreFormatError, ReadOnlyStoreError,
+        UnsafeStoreError,
         CorruptionError, CatalogError, ContainerError, EngineUnavailableError,
         ImageMissingError, ContainerFailedError, UntrustedSignerError, TapeMismatch,
         ImageTarError,

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from replay import ownership
 from replay.commit import Committer
 from replay.digest import sha256
 from replay.errors import (
@@ -49,7 +50,7 @@ class Store:
         self.readonly = readonly
         self.durable = durable
         self.objects = ObjectStore(root / "objects")
-        self.ledger = Ledger(root / "ledger")
+        self.ledger = Ledger(root / "ledger", root / "segments")
         self._writer_lock = threading.Lock()
         self._writer_pid = -1
         self._committer: Committer | None = None
@@ -71,6 +72,7 @@ class Store:
                 raise NotFoundError(f"no store at {root}",
                                     hint="run `replay init` there, or set REPLAY_STORE")
             _initialise(root)
+        ownership.check(root)
         try:
             version = json.loads(fmt.read_text())["format"]
         except (OSError, ValueError, KeyError, TypeError):

@@ -197,3 +197,10 @@ def remove(key_id_or_name: str) -> TrustedKey:
 def list() -> tuple[TrustedKey, ...]:
     """Every trusted signer: the trust store's (by name), then REPLAY_TRUSTED_KEYS's."""
     return _all()
+
+
+def allow_store(path: Path) -> Path:
+    """Open a store another user owns (``replay.ownership``); returns the allow list."""
+    from replay import ownership
+
+    return ownership.allow(path)

@@ -19,7 +19,7 @@ import replay
 from replay import keys
 from replay.container import data_mounts
 from replay.doctor import doctor
-from replay.errors import StoreError, UsageError
+from replay.errors import StoreError, UnsafeStoreError, UsageError
 
 REPO = Path(__file__).parents[1]
 AT = datetime(2026, 11, 29, tzinfo=UTC)
@@ -93,6 +93,32 @@ def test_doctor_cuts_a_last_entry_whose_hash_or_link_is_wrong(tmp_path, toy) -> 
 
     assert path.read_bytes() == b"".join(lines[:-1])
     assert replay.Store.open(store.root).ledger.verify() == 2
+
+
+@pytest.mark.parametrize("newline", [b" ", b""], ids=["changed-to-space", "removed"])
+def test_recording_after_a_lost_newline_keeps_the_complete_entry(tmp_path, toy,
+                                                                 newline) -> None:
+    store = recorded(tmp_path, toy)
+    path = store.ledger.path
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-1] + newline)
+
+    replay.record(toy, rows(2, start=9), store=replay.Store.open(store.root), at=AT)
+
+    assert path.read_bytes().startswith(whole)
+    assert replay.Store.open(store.root).ledger.verify() == 4
+
+
+def test_recording_after_a_torn_line_cuts_only_the_torn_line(tmp_path, toy) -> None:
+    store = recorded(tmp_path, toy)
+    path = store.ledger.path
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-1] + b' {"seq": 4, "prev": "sha')
+
+    replay.record(toy, rows(2, start=9), store=replay.Store.open(store.root), at=AT)
+
+    assert path.read_bytes().startswith(whole)
+    assert replay.Store.open(store.root).ledger.verify() == 4
 
 
 # 2. the store's files are never followed out of it
@@ -241,3 +267,48 @@ def test_a_bundle_replayed_from_leaves_no_temporary_store(tmp_path, toy) -> None
                           env={**os.environ, "TMPDIR": str(scratch)}, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert list(scratch.iterdir()) == []
+
+
+# 5. a store another user owns opens only when allowed (as git's safe.directory)
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder away needs root")
+
+
+def given_away(tmp_path: Path, toy: replay.Pipeline) -> Path:
+    root = recorded(tmp_path, toy, n=1).root
+    os.chown(root, 54321, 54321)
+    return root
+
+
+@needs_root
+def test_a_store_another_user_owns_is_refused_and_left_as_it_was(tmp_path, toy,
+                                                                 no_trust) -> None:
+    root = given_away(tmp_path, toy)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    done = cli("--store", str(root), "doctor")
+    assert done.returncode == 8, done.stderr
+    assert f"store {root} belongs to uid 54321, not to you" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+@needs_root
+def test_the_printed_allow_store_command_opens_it(tmp_path, toy, no_trust) -> None:
+    root = given_away(tmp_path, toy)
+    hint = cli("--store", str(root), "runs").stderr.splitlines()[-1].split(": ", 1)[1]
+    assert hint == f"replay trust allow-store {root}"
+    allowed = subprocess.run([sys.executable, "-m", *hint.split()], capture_output=True,
+                             text=True, cwd=tmp_path, timeout=120)
+    assert allowed.returncode == 0, allowed.stderr
+    assert cli("--store", str(root), "runs").returncode == 0
+
+
+@needs_root
+def test_replay_safe_stores_allows_a_store_for_one_process(tmp_path, toy, no_trust,
+                                                          monkeypatch) -> None:
+    root = given_away(tmp_path, toy)
+    monkeypatch.setenv("REPLAY_SAFE_STORES", f"/elsewhere:{root}")
+    assert replay.Store.open(root).root == root
+    monkeypatch.setenv("REPLAY_SAFE_STORES", "/elsewhere")
+    with pytest.raises(UnsafeStoreError):
+        replay.Store.open(root)
