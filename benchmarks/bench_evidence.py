@@ -7,7 +7,9 @@ digest, proof and signature. Both are reported in MB/s of bundle bytes and as a 
 hashing those bytes once with sha256 (the floor any verification must pay). Verify's peak
 memory is the RSS high-water mark of a fresh process verifying the bundle, beside that of
 the same process after its imports alone: verify streams the bundle, so the difference
-stays small whatever the bundle's size.
+stays small whatever the bundle's size. Last, the verified read: what checking a run's
+ledger entry (hash, chain, pinned checkpoint) costs each replay, against a 1-row replay of
+the credit chain, and what the first read in a process pays to hash the whole ledger.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import replay
@@ -103,6 +106,37 @@ def main() -> None:
     print(f"{'verify':10} {mb / t_verify:8.1f} {t_verify / t_hash:14.1f}")
     print(f"verify peak memory: {memory['peak']:.0f} MB RSS "
           f"({memory['imports']:.0f} MB of it the interpreter and imports)")
+    verified_read(50 if args.quick else 200)
+
+
+def verified_read(n: int) -> None:
+    """check_entry per run against a 1-row replay, in a checkpointed store whose signer is
+    pinned (the strictest policy: chain and checkpoint coverage)."""
+    from replay import checkpoint, queries
+    from replay.history import check_entry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        os.environ["XDG_CACHE_HOME"] = str(root / "cache")
+        pipeline = make_pipeline(build_workspace(root / "workspace"))
+        store = replay.Store.open(root / "store")
+        t0 = datetime(2026, 3, 14, 9, tzinfo=UTC)
+        ids = [replay.record(pipeline, make_applications(1, seed=i), store=store,
+                             at=t0 + timedelta(minutes=i)).run_id for i in range(n)]
+        key = keys.init_key(root / "k.pem")
+        checkpoint.sign(store, keys.load_private(key))
+        os.environ["REPLAY_TRUSTED_KEYS"] = str(keys.public_path(key))
+        reopened = replay.Store.open(store.root)
+        entries = [queries.entry(reopened, r) for r in ids]
+        start = time.perf_counter()
+        check_entry(reopened, entries[0])  # a new process hashes the whole ledger once
+        first = time.perf_counter() - start
+        per_check = best(lambda: [check_entry(reopened, e) for e in entries], 5) / n
+        replay.replay(reopened, ids[0])  # warm: models and code loaded once per process
+        per_replay = best(lambda: [replay.replay(reopened, r) for r in ids[:20]], 3) / 20
+    print(f"verified read: {per_check * 1e6:.1f} us per run = "
+          f"{100 * per_check / per_replay:.2f}% of a 1-row replay ({per_replay * 1e3:.1f} ms); "
+          f"first read in a process hashes the ledger: {first * 1e3:.1f} ms for {n} entries")
 
 
 if __name__ == "__main__":

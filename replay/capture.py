@@ -18,6 +18,7 @@ from replay.context import RunContext, warn_wall_clock
 from replay.digest import normalize_table, sha256
 from replay.errors import InputError, ReplayError, StepError
 from replay.ids import new_run_id
+from replay.kinds import PRODUCTION
 from replay.pipeline import INPUT, Pipeline
 from replay.runner import as_table, call_step
 from replay.segments import Layout, RunData, Sharing, StoredTable
@@ -140,8 +141,8 @@ def record(pipeline: Pipeline, inputs: Any, *, store: Store | None = None,
 
 def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: str | None,
                 at: datetime | None, durable: bool | None,
-                tags: dict[str, str] | None) -> RecordResult:
-    """Record a run of an already captured binding (also used for counterfactual runs)."""
+                tags: dict[str, str] | None, kind: str = PRODUCTION) -> RecordResult:
+    """Record a run of an already captured binding (``kind`` whatif: a counterfactual)."""
     started = time.time_ns()
     if at is not None and at.tzinfo is None:
         raise InputError("the logical time has no timezone", hint="pass an aware datetime")
@@ -151,6 +152,7 @@ def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: 
                                             wall=at is None)
     manifest = _manifest(run_id, binding, binding.environment(store), stored[INPUT], steps,
                          record_key, clock, started, tags or {}, failure)
+    manifest["kind"] = kind
     blobs = {}
     if tape is not None:
         blobs["tape"], manifest["tape"] = tape

@@ -20,7 +20,7 @@ from replay.catalog_ingest import Ingest
 from replay.errors import CatalogError
 from replay.store import Store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.kind
 DDL = """
 create table if not exists meta (key varchar primary key, value varchar);
 create table if not exists runs (
@@ -28,7 +28,7 @@ create table if not exists runs (
   started timestamptz, ended timestamptz, clock timestamptz, rows bigint,
   record_key varchar, env varchar, image varchar, error varchar, tags varchar,
   manifest_sha256 varchar, entry_end bigint, segment varchar, block_offset bigint,
-  block_length bigint, block_header varchar);
+  block_length bigint, block_header varchar, kind varchar);
 create table if not exists steps (
   run_id varchar, idx integer, step varchar, inputs varchar[], output varchar, rows bigint,
   duration_ms double, seeds varchar, calls integer);

@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from replay.kinds import kind_of
 from replay.pipeline import INPUT
 from replay.store import Store
 
@@ -62,6 +63,13 @@ def _clock_ns(iso: str) -> int:
     return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
 
 
+def _dvc_columns(component: dict[str, Any]) -> dict[str, Any]:
+    """The DVC version of a DVC-tracked model or data component, as catalog columns."""
+    dvc = component.get("dvc") or {}
+    return {"dvc_repo": dvc.get("repo"), "dvc_rev": dvc.get("rev"), "dvc_md5": dvc.get("md5"),
+            "dvc_remote": dvc.get("remote")}
+
+
 class Ingest:
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection) -> None:
         self.store = store
@@ -93,7 +101,8 @@ class Ingest:
             "tags": json.dumps(m.get("tags") or {}, sort_keys=True),
             "manifest_sha256": entry["manifest_sha256"], "entry_end": end,
             "segment": block["segment"], "block_offset": block["offset"],
-            "block_length": block["length"], "block_header": block["header"]})
+            "block_length": block["length"], "block_header": block["header"],
+            "kind": kind_of(m)})
         for idx, s in enumerate(m["steps"]):
             self.steps.append({
                 "run_id": m["run_id"], "idx": idx, "step": s["name"], "inputs": s["inputs"],
@@ -160,13 +169,10 @@ class Ingest:
                     rows.append(base | {"kind": kind, "name": kind, "digest": step[kind]})
                 for name, model in step["models"].items():
                     rows.append(base | {"kind": "model", "name": name, "digest": model["digest"],
-                                        "path": model.get("path")})
+                                        "path": model.get("path"), **_dvc_columns(model)})
                 for name, data in step["data"].items():
-                    dvc = data.get("dvc") or {}
                     rows.append(base | {"kind": "data", "name": name, "digest": data["sha256"],
-                                        "path": data["path"], "dvc_repo": dvc.get("repo"),
-                                        "dvc_rev": dvc.get("rev"), "dvc_md5": dvc.get("md5"),
-                                        "dvc_remote": dvc.get("remote")})
+                                        "path": data["path"], **_dvc_columns(data)})
         if rows:
             # Every row names every column: from_pylist takes its schema from the first row.
             keys = ("version", "pipeline", "step", "kind", "name", "digest", "path", "dvc_repo",

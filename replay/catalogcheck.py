@@ -20,6 +20,7 @@ import duckdb
 from replay.catalog import Catalog
 from replay.catalog_ingest import UNINDEXED
 from replay.errors import CorruptionError, NotFoundError
+from replay.kinds import kind_of
 from replay.pipeline import INPUT
 from replay.store import Store
 
@@ -70,7 +71,8 @@ def confirm(store: Store, row: dict[str, Any], key: str | None) -> bool:
     m = found["manifest"]
     if (found["run_id"] != row["run_id"] or m.get("run_id") != row["run_id"]
             or not _hash_holds(found) or m["pipeline"] != row["pipeline"]
-            or not _same_clock(m["clock"], row["clock"])):
+            or not _same_clock(m["clock"], row["clock"])
+            or row.get("kind", kind_of(m)) != kind_of(m)):
         return False
     if key is None:
         return True
@@ -120,7 +122,7 @@ def check_catalog(store: Store) -> int:
             pass
         print("warning: the catalog indexed another ledger; rebuilt", file=sys.stderr)
     with catalog.connect() as con:
-        listed = con.execute("select seq, run_id, pipeline, clock, version, record_key "
+        listed = con.execute("select seq, run_id, pipeline, clock, version, record_key, kind "
                              "from runs order by seq").fetchall()
         count = 0
         for _, e in store.entries():
@@ -130,9 +132,10 @@ def check_catalog(store: Store) -> int:
             if row is None:
                 raise CorruptionError(where, f"has no runs row for ledger entry {e['seq']} "
                                       f"(run {e['run_id']})", hint="`replay reindex` rebuilds it")
-            seq, run_id, pipeline, clock, version, record_key = row
-            if (seq, run_id, pipeline, version, record_key) != (
-                    e["seq"], e["run_id"], m["pipeline"], m["version"], m.get("record_key")) \
+            seq, run_id, pipeline, clock, version, record_key, kind = row
+            if (seq, run_id, pipeline, version, record_key, kind) != (
+                    e["seq"], e["run_id"], m["pipeline"], m["version"], m.get("record_key"),
+                    kind_of(m)) \
                     or not _same_clock(m["clock"], clock):
                 raise CorruptionError(where, f"runs row seq {seq} (run {run_id}, pipeline "
                                       f"{pipeline}) disagrees with ledger entry {e['seq']} (run "

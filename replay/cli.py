@@ -21,21 +21,112 @@ from typing import Annotated, Any, TypeVar
 
 import pyarrow as pa
 import typer
+import typer.core
 from rich.markup import escape
 
-from replay import queries, render
+from replay import kinds, queries, render
 from replay.errors import CatalogError, InputError, ReplayError, StoreError, UsageError
+from replay.kinds import PRODUCTION
 from replay.store import Store
 from replay.timeparse import parse_time
 
 INTERNAL_ERROR = 70
 F = TypeVar("F", bound=Callable[..., Any])
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+def hoist_store(args: list[str]) -> list[str]:
+    """``--store PATH`` (``-s PATH``, ``--store=PATH``) after the command means what it means
+    before it, so it is moved in front; ``verify --store PATH`` keeps its flag too: it
+    verifies that store. A ``--store`` followed by an option or nothing is verify's flag."""
+    front: list[str] = []
+    i, command = 0, None
+    while i < len(args) and command is None:  # the global options, then the command
+        if args[i] in ("--store", "-s") and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        if not args[i].startswith("-"):
+            command = args[i]
+        front.append(args[i])
+        i += 1
+    moved: list[str] = []
+    rest = args[i:]
+    out: list[str] = []
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if arg == "--":
+            out += rest[j:]
+            break
+        value = None
+        if arg in ("--store", "-s") and j + 1 < len(rest) and not rest[j + 1].startswith("-"):
+            value, j = rest[j + 1], j + 2
+        elif arg.startswith("--store="):
+            value, j = arg.partition("=")[2], j + 1
+        else:
+            out.append(arg)
+            j += 1
+            continue
+        moved += ["--store", value]
+        if command == "verify":
+            out.append("--store")
+    return moved + front + out
+
+
+# What an option's value is, in help (typer would print <str>, <path>, and <bool> on flags).
+METAVARS = {"store": "PATH", "since": "TIME", "until": "TIME", "at": "TIME", "input": "FILE",
+            "out": "FILE", "bundle": "FILE", "checkpoint": "FILE", "head": "FILE",
+            "key": "PEM", "signer": "PEM", "record_key": "COLUMN", "record": "KEY",
+            "pipeline": "NAME", "name": "NAME", "step": "STEP", "image": "REF",
+            "kind": "production|whatif|all", "fmt": "table|tsv|json",
+            "mode": "chained|isolated", "swap": "STEP=RUN|STEP[.MODEL]=sha256:…",
+            "tolerance": "COLUMN=NUMBER", "memory": "SIZE", "cpus": "N", "pids": "N",
+            "limit": "N", "offset": "N", "witnesses": "N", "redact": "COLUMNS",
+            "extract": "DIR", "state": "DIR", "workdir": "DIR", "workspace": "DIR",
+            "out_dir": "DIR", "format": "text|mermaid"}
+
+
+def _name_values(command: Any) -> None:
+    """Help shows a flag bare and an option's value by what it is (``--since TIME``)."""
+    for param in command.params:
+        if isinstance(param, typer.core.TyperOption) and param.metavar is None:
+            param.metavar = "" if param.is_flag else METAVARS.get(
+                param.name or "", (param.name or "value").upper())
+        elif isinstance(param, typer.core.TyperArgument):
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+    make_help = command.get_help_option
+
+    def bare_help(ctx: Any) -> Any:
+        option = make_help(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = bare_help
+    for sub in getattr(command, "commands", {}).values():
+        _name_values(sub)
+
+
+class _StoreAnywhere(typer.core.TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _name_values(self)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_store(list(args)))
+
+
+app = typer.Typer(cls=_StoreAnywhere, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="Snapshot every run of an inference pipeline; replay it exactly.")
 state: dict[str, Any] = {"store": None, "debug": False}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="table (default on a terminal), tsv (default when piped: every column, "
+                     "in full) or json (as --json).")]
+KindOpt = Annotated[str, typer.Option(
+    "--kind", help="production (what the pipeline decided), whatif (questions asked with "
+                   "`at --input`) or all.")]
 
 
 BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away
@@ -58,7 +149,8 @@ def handled(fn: F) -> F:
         except Exception as exc:
             if state["debug"]:
                 raise
-            code = report_error(exc, as_json=bool(kwargs.get("as_json")))
+            code = report_error(exc, as_json=bool(kwargs.get("as_json"))
+                                or kwargs.get("fmt") == "json")
             raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -119,12 +211,22 @@ def open_store(*, create: bool = False) -> Store:
     return Store.open(state["store"], create=create)
 
 
+def _print_version() -> None:
+    from replay import __version__
+
+    render.console.print(f"pipeline-replay {__version__}", highlight=False)
+    raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     store: Annotated[str | None, typer.Option(
         "--store", "-s", envvar="REPLAY_STORE", help="Store folder (default ./snapshots).")
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", is_eager=True,
+        callback=lambda shown: _print_version() if shown else None)] = False,
 ) -> None:
     state["store"] = store
     state["debug"] = debug
@@ -149,17 +251,28 @@ def record(
     record_key: Annotated[str | None, typer.Option(
         "--record-key", "-k", help="Column naming the business record.")] = None,
     at: Annotated[str | None, typer.Option(help="Logical time (ISO-8601 with zone).")] = None,
+    create: Annotated[bool, typer.Option(
+        "--create", help="Create the store if it does not exist (without it a missing store "
+                         "is refused, so a mistyped path is never made).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pipeline over input rows and snapshot the run."""
     from replay.capture import record as record_run
+    from replay.errors import NotFoundError
     from replay.loader import load_pipeline
 
     clock = parse_time(at) if at else None
+    try:
+        store = open_store(create=create)
+    except NotFoundError as exc:
+        raise NotFoundError(exc.message, hint="check the path; to start a store there, run "
+                            "`replay init` first or add --create") from None
     rows = read_rows(input)
     pipeline = load_pipeline(target)
-    result = record_run(pipeline, rows, store=open_store(create=True), record_key=record_key,
-                        at=clock)
+    if record_key is None:
+        _warn("warning: no --record-key: `replay find` and `replay at --record` will never "
+              "return this run's records")
+    result = record_run(pipeline, rows, store=store, record_key=record_key, at=clock)
     if as_json:
         render.emit_json({"run_id": result.run_id, "seq": result.seq, "status": result.status,
                           "rows": result.output.num_rows,
@@ -173,21 +286,36 @@ def record(
 @app.command()
 @handled
 def runs(
-    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+                        ] = None,
     since: Annotated[str | None, typer.Option(help="ISO-8601 time (logical clock).")] = None,
     until: Annotated[str | None, typer.Option(help="ISO-8601 time (logical clock).")] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 50,
+    kind: KindOpt = PRODUCTION,
+    limit: Annotated[int, typer.Option(min=1, help="Runs per page.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many (the next page: "
+                                                    "--offset LIMIT).")] = 0,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
-    """List committed runs, newest first."""
-    rows = queries.runs(open_store(), pipeline=pipeline,
-                        since=parse_time(since) if since is not None else None,
-                        until=parse_time(until) if until is not None else None, limit=limit)
-    if as_json:
-        render.emit_json(rows)
-    else:
-        render.table(rows, ("run_id", "pipeline", "clock", "rows", "status"),
-                     f"{len(rows)} runs")
+    """List committed runs, newest first, a page at a time (says how many there are)."""
+    store = open_store()
+    start = parse_time(since) if since is not None else None
+    end = parse_time(until) if until is not None else None
+    rows = queries.runs(store, pipeline=pipeline, since=start, until=end,
+                        kind=kinds.wanted(kind), limit=limit, offset=offset)
+    total = queries.count_runs(store, pipeline=pipeline, since=start, until=end,
+                               kind=kinds.wanted(kind))
+    fmt = render.pick_format(fmt, as_json)
+    if fmt == "json":
+        render.emit_json({"runs": rows, "total": total, "offset": offset, "limit": limit})
+        return
+    shown = f"{kind} runs {offset + 1 if rows else 0} to {offset + len(rows)} of {total}"
+    render.rows_out(rows, ("run_id", "pipeline", "clock", "rows", "status"), shown, fmt,
+                    drop=("rows", "status", "pipeline"))
+    if offset + len(rows) < total:  # on stderr: a piped listing stays pure rows
+        render.errors.print(f"{shown}; {total - offset - len(rows)} more: --offset "
+                            f"{offset + len(rows)} (or --limit {total})", markup=False,
+                            highlight=False)
 
 
 @app.command()
@@ -196,7 +324,7 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")
          source: Annotated[bool, typer.Option(
              "--source", help="Print the recorded source of every module the steps ran.")] = False,
          step: Annotated[str | None, typer.Option(help="With --source: only this step.")] = None,
-         as_json: JsonOpt = False) -> None:
+         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Show one run: manifest, steps and every component digest."""
     if source:
         texts = queries.sources(open_store(), run, step)
@@ -209,37 +337,31 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")
             render.console.print(t["text"], highlight=False, markup=False, soft_wrap=True)
         return
     info = queries.show(open_store(), run)
-    if as_json:
+    fmt = render.pick_format(fmt, as_json)
+    if fmt == "json":
         render.emit_json(info)
         return
-    m = info["manifest"]
-    render.console.print(f"run [bold]{m['run_id']}[/bold]  pipeline {escape(m['pipeline'])}  "
-                         f"status {m['status']}  ledger #{info['seq']}")
-    render.console.print(f"clock {m['clock']}  version {m['version']}  env {m['env']}")
-    render.console.print(f"image {info['run']['image']}  input {m['input']['rows']} rows "
-                         f"{m['input']['digest']}")
-    if m.get("error"):
-        render.console.print(f"failed at step {m['error']['step']}: {m['error']['message']}",
-                             style="red", markup=False, highlight=False)
-    render.table(m["steps"], ("name", "rows", "output", "duration_ns", "calls"), "steps")
-    render.table(info["components"], ("step", "kind", "name", "digest", "dvc_rev", "dvc_md5"),
-                 "components")
+    render.show_run(info, fmt)
 
 
 @app.command()
 @handled
 def find(key: Annotated[str, typer.Argument(help="Record key, e.g. an application id.")],
-         pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
-         as_json: JsonOpt = False) -> None:
+         pipeline: Annotated[str | None, typer.Option("--pipeline", "-p",
+                                                      help="Only this pipeline.")] = None,
+         kind: KindOpt = PRODUCTION,
+         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Which runs decided this record."""
-    rows = queries.find(open_store(), key, pipeline=pipeline)
-    if as_json:
+    rows = queries.find(open_store(), key, pipeline=pipeline, kind=kinds.wanted(kind))
+    fmt = render.pick_format(fmt, as_json)
+    if fmt == "json":
         render.emit_json(rows)
         return
     if not rows:
         render.errors.print(f"no run decided record {key!r}")
         raise typer.Exit(4)
-    render.table(rows, ("run_id", "pipeline", "clock", "row", "status"), f"record {key}")
+    render.rows_out(rows, ("run_id", "pipeline", "clock", "row", "status"), f"record {key}",
+                    fmt, drop=("row", "status", "pipeline"))
 
 
 @app.command()
@@ -262,7 +384,9 @@ def sql(query: Annotated[str, typer.Argument(help="DuckDB SQL.")],
 @handled
 def reindex(as_json: JsonOpt = False) -> None:
     """Rebuild the DuckDB catalog from the store's files."""
-    count = queries.reindex(open_store())
+    with render.steps_progress(disable=as_json, doing="rebuilding the catalog") as tick:
+        tick("from the ledger and blocks")
+        count = queries.reindex(open_store())
     if as_json:
         render.emit_json({"runs": count})
     else:
@@ -409,7 +533,9 @@ def at(
         "--record", "-r", help="Record key: the run that decided this record.")] = None,
     input: Annotated[str | None, typer.Option(
         "--input", "-i", help="New rows to run through the pipeline as it was then.")] = None,
-    record_key: Annotated[str | None, typer.Option("--record-key", "-k")] = None,
+    record_key: Annotated[str | None, typer.Option(
+        "--record-key", "-k", help="With --input: the column naming each record.")] = None,
+    kind: KindOpt = PRODUCTION,
     mode: Mode = "chained",
     tolerance: ToleranceOpt = None,
     as_json: JsonOpt = False,
@@ -422,18 +548,23 @@ def at(
     when, store = parse_time(time), open_store()
     if input is not None:
         rows = read_rows(input)
-        result = run_as_of(store, when, pipeline, rows, record_key, source=input)
+        with render.steps_progress(disable=as_json, doing="running") as tick:
+            tick(f"{rows.num_rows} rows through {pipeline} as deployed at {when.isoformat()}")
+            result = run_as_of(store, when, pipeline, rows, record_key, source=input)
         if as_json:
-            render.emit_json({"run_id": result.run_id, "tags": result.manifest["tags"],
+            render.emit_json({"run_id": result.run_id, "kind": result.manifest["kind"],
+                              "tags": result.manifest["tags"],
                               "output": render.arrow_json(result.output)})
         else:
-            render.console.print(f"counterfactual run [bold]{result.run_id}[/bold]: "
+            # On stderr: piped, stdout holds only the rows.
+            render.errors.print(f"what-if run [bold]{result.run_id}[/bold] (kept apart from "
+                                 "production runs: `--kind whatif` lists it): "
                                  f"{escape(pipeline)} "
                                  f"as deployed at {when.isoformat()} (by run "
                                  f"{result.manifest['tags']['deployed_by_run']})")
             render.arrow(result.output, limit=20)
         return
-    found = run_at(store, when, pipeline, record)
+    found = run_at(store, when, pipeline, record, kind=kinds.wanted(kind))
     with render.steps_progress(disable=as_json) as tick:
         rep = replay(store, found["run_id"], mode=mode, progress=tick,
                      tolerances=parse_tolerances(tolerance or []))
@@ -453,6 +584,7 @@ def diff(run_a: Annotated[str, typer.Argument(help="First run.")],
          run_b: Annotated[str, typer.Argument(help="Second run.")],
          as_json: JsonOpt = False) -> None:
     """Which components differ between two runs, and how their shared records differ."""
+    from replay.cells import change
     from replay.compare import diff as diff_runs
 
     d = diff_runs(open_store(), run_a, run_b)
@@ -464,7 +596,7 @@ def diff(run_a: Annotated[str, typer.Argument(help="First run.")],
     render.table(rows, ("step", "component", "A", "B"),
                  f"{len(rows)} components differ" if rows else "same components")
     if d.records:
-        changed = [{"record": r.key, **{c: f"{a} → {b}" for c, (a, b) in r.changes.items()}}
+        changed = [{"record": r.key, **{c: change(a, b) for c, (a, b) in r.changes.items()}}
                    for r in d.records[:20]]
         cols = ["record", *dict.fromkeys(c for r in d.records[:20] for c in r.changes)]
         render.table(changed, cols, f"{len(d.records)} of {d.shared_records} shared records "
@@ -514,8 +646,11 @@ def doctor(as_json: JsonOpt = False) -> None:
 @app.command()
 @handled
 def demo(
-    workspace: Annotated[Path | None, typer.Option(help="Where to build the credit workspace.")
-                         ] = None,
+    workdir: Annotated[Path | None, typer.Option(
+        help="Folder for the demo's git + DVC workspace and its DVC remote (default: "
+             "<store>-demo beside the store).")] = None,
+    workspace: Annotated[Path | None, typer.Option(
+        hidden=True, help="The workspace folder itself (its remote beside it).")] = None,
     key: Annotated[Path | None, typer.Option(
         help="Signing key for the evidence (created if missing).")] = None,
     out_dir: Annotated[Path | None, typer.Option(
@@ -525,8 +660,12 @@ def demo(
     """The end-to-end story: a day of decisions, an incident, replay, evidence."""
     from replay.demo import run_demo
 
-    summary = run_demo(open_store(create=True), workspace=workspace, key=key, out_dir=out_dir,
-                       quiet=as_json)
+    if workdir is not None and workspace is not None:
+        raise UsageError("give --workdir or --workspace, not both",
+                         hint="--workdir DIR builds the workspace in DIR/workspace")
+    summary = run_demo(open_store(create=True),
+                       workspace=workdir / "workspace" if workdir is not None else workspace,
+                       key=key, out_dir=out_dir, quiet=as_json)
     if as_json:
         render.emit_json(summary)
 

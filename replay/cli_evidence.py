@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from replay import queries, render
-from replay.cli import JsonOpt, _read_key, app, handled, open_store, state
+from replay import kinds, queries, render
+from replay.cli import JsonOpt, KindOpt, _read_key, app, handled, open_store, state
 from replay.timeparse import parse_time
 
 if TYPE_CHECKING:
@@ -68,7 +68,10 @@ def export(
         "evidence.bundle"),
     since: Annotated[str | None, typer.Option(help="Window start (logical clock).")] = None,
     until: Annotated[str | None, typer.Option(help="Window end (logical clock).")] = None,
-    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p",
+                                                 help="With a window: only this pipeline.")
+                        ] = None,
+    kind: KindOpt = "production",
     record: Annotated[str | None, typer.Option(help="The record the evidence is about.")
                       ] = None,
     redact: Annotated[str | None, typer.Option(
@@ -88,12 +91,15 @@ def export(
     if since is not None or until is not None:
         ids += [r["run_id"] for r in queries.runs(
             store, pipeline=pipeline, since=parse_time(since) if since is not None else None,
-            until=parse_time(until) if until is not None else None, limit=100_000)]
+            until=parse_time(until) if until is not None else None,
+            kind=kinds.wanted(kind), limit=None)]
     if not ids:
         raise UsageError("no runs to export", hint="name runs, or give --since/--until")
     columns = [c.strip() for c in (redact or "").split(",") if c.strip()]
-    done = export_runs(store, ids, out, key=key, question={"record": record, "time": since},
-                       redact=columns, with_image=with_image)
+    with render.steps_progress(disable=as_json or not render.errors.is_terminal,
+                               doing="exporting") as tick:
+        done = export_runs(store, ids, out, key=key, question={"record": record, "time": since},
+                           redact=columns, with_image=with_image, progress=tick)
     if as_json:
         render.emit_json({"bundle": str(done.path), "runs": list(done.runs), "bytes": done.size,
                           "key_id": done.key_id, "checkpoint": done.checkpoint.as_json()})

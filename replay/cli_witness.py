@@ -22,13 +22,16 @@ app.add_typer(witness_app, name="witness")
 def witness_cosign(
     store: Annotated[Path, typer.Argument(help="The store whose latest checkpoint to cosign.")],
     key: Annotated[Path, typer.Option(
-        "--key", help="The witness's private key (`replay keys init --out FILE`).")],
+        "--key", metavar="PEM",
+        help="The witness's private key (`replay keys init --out FILE`).")],
     state_dir: Annotated[Path | None, typer.Option(
-        "--state", help="The witness's own state folder: the last head it signed per store "
-                        "(default ~/.config/pipeline-replay/witness/).")] = None,
+        "--state", metavar="DIR",
+        help="The witness's own state folder: the last head it signed per store "
+             "(default ~/.config/pipeline-replay/witness/).")] = None,
     signer: Annotated[Path | None, typer.Option(
-        "--signer", help="Pin exactly this public key as the store's checkpoint signer (else "
-                         "the trust store and REPLAY_TRUSTED_KEYS).")] = None,
+        "--signer", metavar="PEM",
+        help="Pin exactly this public key as the store's checkpoint signer (else the trust "
+             "store and REPLAY_TRUSTED_KEYS).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Cosign a store's latest checkpoint, if it extends the last head this witness signed.

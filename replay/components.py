@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from replay import dvcdata, environment
 from replay.codecapture import capture_code
+from replay.declared import missing_hint
 from replay.digest import canonical_json, sha256
 from replay.errors import CaptureError, InputError
 from replay.models import Model, tree_paths
@@ -188,6 +189,7 @@ def _bind_step(step: Step, store: Staged) -> BoundStep:
             watch += [(p, _stat_sig(p)) for p in _watched(model.path)]  # before reading
             models[name], live["models"][name] = capture_model(
                 model, store, f"step {step.name!r}: model {name!r}")
+            _add_dvc_version(models[name], model.path)
         else:
             models[name], live["models"][name] = _capture_model_object(step, name, value, store)
     for name, value in step.data.items():
@@ -220,6 +222,9 @@ def _capture_code(step: Step, store: Staged) -> dict[str, Any]:
 def _read(step: Step, path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
+    except FileNotFoundError:
+        raise CaptureError(f"step {step.name!r}: {what} {path} does not exist",
+                           hint=missing_hint(step.folder)) from None
     except OSError as exc:
         raise CaptureError(f"step {step.name!r}: cannot read {what} {path}: {exc.strerror}",
                            hint="check the path bound to the step") from None
@@ -251,6 +256,15 @@ def _capture_data(step: Step, path: Path, store: Staged) -> tuple[dict[str, Any]
         # Not recoverable from a DVC remote at a git rev: keep the bytes themselves.
         record["object"] = store.put_object(raw)
     return record, load_data(fmt, raw)
+
+
+def _add_dvc_version(entry: dict[str, Any], path: Path) -> None:
+    """A DVC-tracked model file or folder is named by its DVC version too (repo, rev, path,
+    md5), as data is; its bytes are stored all the same: a replay loads models from the
+    store, never from a DVC remote."""
+    version = dvcdata.version(path)
+    if version is not None:
+        entry["dvc"] = version
 
 
 def _json_params(step: Step) -> dict[str, Any]:

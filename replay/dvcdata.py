@@ -41,7 +41,9 @@ def _git_rev(root: Path) -> str:
 
 
 def version(path: Path) -> dict[str, Any] | None:
-    """The DVC version of ``path`` at the repo's HEAD, or None if DVC does not track it."""
+    """The DVC version of ``path`` (a file, or a folder DVC tracks as one) at the repo's
+    HEAD, or None if DVC does not track it. ``committed``: the bytes on disk are those of
+    that version, every file of a folder included."""
     path = path.resolve()
     if not path.with_name(path.name + ".dvc").exists():
         return None
@@ -54,7 +56,9 @@ def version(path: Path) -> dict[str, Any] | None:
         from dvc.api import DVCFileSystem
         from dvc.repo import Repo
 
-        committed = DVCFileSystem(str(root), rev=rev).info(rel).get("md5")
+        fs = DVCFileSystem(str(root), rev=rev)
+        committed = fs.info(rel).get("md5")
+        same = _same_files(fs, rel, path) if path.is_dir() else committed == md5_of(path)
         with Repo(str(root)) as repo:
             remotes = repo.config.get("remote", {})
             name = repo.config.get("core", {}).get("remote")
@@ -63,7 +67,16 @@ def version(path: Path) -> dict[str, Any] | None:
         raise DataVersionError(f"DVC cannot describe {rel} at {rev[:12]} in {root}: {exc}",
                                hint="check `dvc status` in that repo") from None
     return {"repo": str(root), "rev": rev, "path": rel, "md5": committed,
-            "remote": remote, "committed": committed == md5_of(path)}
+            "remote": remote, "committed": same}
+
+
+def _same_files(fs: Any, rel: str, folder: Path) -> bool:
+    """Whether ``folder`` holds exactly the files, by md5, that DVC lists for it at a rev."""
+    listed = {name.removeprefix("/"): info.get("md5")
+              for name, info in fs.find(rel, detail=True).items()}
+    on_disk = {f"{rel}/{p.relative_to(folder).as_posix()}": md5_of(p)
+               for p in folder.rglob("*") if p.is_file()}
+    return listed == on_disk
 
 
 def _trust_repo_owner() -> None:

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +46,7 @@ from replay.engine import ReplayReport, replay
 from replay.errors import CorruptionError, UntrustedSignerError, UsageError
 from replay.ledger import line_of
 from replay.objects import relative_path, spec_digests
-from replay.queries import entry
+from replay.queries import entries as ledger_entries
 from replay.rebuild import RecordedRun, load_run
 from replay.store import Store
 
@@ -168,19 +169,24 @@ def statement(runs: list[RecordedRun], reports: dict[str, ReplayReport]) -> dict
 
 def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = None,
            question: dict[str, Any] | None = None, redact: list[str] | None = None,
-           with_image: bool = False, client: Any = None) -> Exported:
+           with_image: bool = False, client: Any = None,
+           progress: Callable[[str], None] | None = None) -> Exported:
     """Write a signed evidence bundle for ``run_ids`` to ``out``.
 
     ``redact`` replaces the named personal columns by keyed pseudonyms; the bundle still
     proves every row belongs to the signed run (see ``digest_parts``). ``with_image`` adds
-    the images the runs were recorded in, from the Docker engine (``client``).
+    the images the runs were recorded in, from the Docker engine (``client``). ``progress``
+    is called with a short line at each stage and before each run is replayed (each run is
+    replayed once, and its report serves the bundle, the statement and the human report).
     """
     if not run_ids:
         raise UsageError("no runs to export", hint="name runs, or a --since/--until window")
+    tell = progress or (lambda _: None)
     private = keys.load_private(key)
     # Entry hashes and the chain first, without requiring a checkpoint to cover the runs:
     # this export signs the checkpoint that covers them, and only then are they loaded.
-    entries = sorted((entry(store, r) for r in dict.fromkeys(run_ids)),
+    tell("the ledger entries of the runs")
+    entries = sorted(ledger_entries(store, list(dict.fromkeys(run_ids))),
                      key=lambda e: int(e["seq"]))
     _check_chain(store, entries)
     _checkpoint_for(store, private, int(entries[-1]["seq"]))
@@ -194,6 +200,7 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
                              "proven", hint="declare it with Pipeline(..., personal=[...]); "
                                             f"declared: {', '.join(run.personal) or 'none'}")
     cp = _checkpoint_for(store, private, runs[-1].entry["seq"])
+    tell(f"the rows, objects and proofs of {len(runs)} runs")
     leaves = checkpoint.ledger_leaves(store, cp.tree_size)
     files: dict[str, bytes] = {}
     proofs: dict[str, Any] = {}
@@ -210,9 +217,14 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
             files["objects/" + relative_path(digest)] = store.get_object(digest)
         if redactor is None:
             _add_dvc_data(store, run, files)
+    if with_image:
+        tell("the images the runs were recorded in")
     images = _images(store, runs, client) if with_image else {}
     files.update({name: data for name, (_, data) in images.items()})
-    reports = {run.run_id: replay(store, run.run_id) for run in runs}
+    reports = {}
+    for n, run in enumerate(runs, 1):
+        tell(f"run {n}/{len(runs)} {run.run_id}")
+        reports[run.run_id] = replay(store, run.run_id)
     files["ledger/entries.jsonl"] = b"".join(canonical_json(r.entry) + b"\n" for r in runs)
     files["ledger/proofs.json"] = canonical_json(proofs)
     files["ledger/checkpoint.json"] = canonical_json(cp.as_json())
@@ -221,19 +233,24 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
         files[f"reports/{run_id}.json"] = canonical_json(rep.as_json())
     files["statement.intoto.json"] = canonical_json(statement(runs, reports))
     question = {**(question or {}), "redacted": redactor.columns if redactor else []}
-    files.update(_human_report(store, runs, reports, cp, question, redactor))
+    files.update(_human_report(store, runs, reports, cp, question, redactor, tell))
+    tell("signing the bundle")
     return _seal(files, runs, cp, private, out, redactor.columns if redactor else [],
                  {name: info for name, (info, _) in images.items()})
 
 
 def _human_report(store: Store, runs: list[RecordedRun], reports: dict[str, ReplayReport],
                   cp: checkpoint.Checkpoint, question: dict[str, Any],
-                  redactor: Redactor | None) -> dict[str, bytes]:
+                  redactor: Redactor | None, tell: Callable[[str], None]
+                  ) -> dict[str, bytes]:
     from replay import report
     from replay.report_context import context
 
+    tell("the human report")
     ctx = context(store, runs, reports, cp, question, redactor)
-    return {"report.html": report.render_html(ctx).encode(), "report.pdf": report.render_pdf(ctx)}
+    html = report.render_html(ctx).encode()
+    tell("the human report as PDF")
+    return {"report.html": html, "report.pdf": report.render_pdf(ctx)}
 
 
 def _add_dvc_data(store: Store, run: RecordedRun, files: dict[str, bytes]) -> None:

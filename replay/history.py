@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,9 @@ def _check_cache(store: Store, prefix: _Prefix) -> None:
     if size > 0 and (size > len(prefix.leaves) or _root(prefix, size).hex() != root):
         raise CorruptionError(str(store.ledger.path), f"its first {size} entries are not the "
                               f"ones verified before ({path}): the history was rewritten or "
-                              "truncated")
+                              "truncated", hint="if you replaced this store yourself (deleted "
+                              "and recreated it), forget what was verified of the old one: "
+                              f"rm {shlex.quote(str(path))}")
     if size != len(prefix.leaves) and prefix.leaves and (size > 0 or _policy(store, prefix)[0]):
         _write_cache(path, len(prefix.leaves), _root(prefix, len(prefix.leaves)).hex())
 

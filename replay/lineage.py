@@ -10,12 +10,14 @@ from replay.pipeline import INPUT
 def _components(step: dict[str, Any]) -> list[tuple[str, str]]:
     out = [("code", step["code"]), ("source", step["source"]), ("params", step["params"])]
     out += [(f"module {n}", digest) for n, digest in (step.get("modules") or {}).items()]
-    out += [(f"model {n}", m["digest"]) for n, m in step["models"].items()]
-    for n, d in step["data"].items():
-        dvc = d.get("dvc")
-        where = f" (dvc rev {dvc['rev'][:12]}, md5 {dvc['md5']})" if dvc else ""
-        out.append((f"data {n}", d["sha256"] + where))
+    out += [(f"model {n}", m["digest"] + _dvc(m)) for n, m in step["models"].items()]
+    out += [(f"data {n}", d["sha256"] + _dvc(d)) for n, d in step["data"].items()]
     return out
+
+
+def _dvc(component: dict[str, Any]) -> str:
+    dvc = component.get("dvc")
+    return f" (dvc rev {dvc['rev'][:12]}, md5 {dvc['md5']})" if dvc else ""
 
 
 def text(manifest: dict[str, Any], spec: dict[str, Any]) -> str:

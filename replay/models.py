@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from replay.codecapture import capture_code
+from replay.declared import declaring_folder, missing_hint, resolve
 from replay.digest import canonical_json, hex_of
 from replay.errors import CaptureError, CorruptionError, PipelineError, ReplayError
 from replay.unpickle import unpickle_trusted
@@ -71,11 +72,15 @@ class Model:
     model. ``loader(path) -> object`` loads it instead; it is captured by value like step
     code and called with a verified read-only copy of the file or folder, which is removed
     once it returns (so it must read what it needs, not keep the path).
+
+    A relative ``path`` resolves against the folder of the file that declares the model,
+    not the working directory (see ``replay.declared``); ``folder`` is that folder.
     """
 
     path: Path
     format: str | None
     loader: Callable[[Path], Any] | None
+    folder: Path
 
     def __init__(self, path: str | os.PathLike[str], *, format: str | None = None,
                  loader: Callable[[Path], Any] | None = None) -> None:
@@ -87,9 +92,11 @@ class Model:
             raise PipelineError(f"model {path}: give a format or a loader, not both")
         if loader is not None and not callable(loader):
             raise PipelineError(f"model {path}: loader {loader!r} is not callable")
-        object.__setattr__(self, "path", Path(path))
+        folder = declaring_folder()
+        object.__setattr__(self, "path", resolve(path, folder))
         object.__setattr__(self, "format", format)
         object.__setattr__(self, "loader", loader)
+        object.__setattr__(self, "folder", folder)
 
 
 def _onnx(data: bytes, digest: str) -> Any:
@@ -255,6 +262,9 @@ def capture(model: Model, sink: Sink, what: str) -> tuple[dict[str, Any], Any]:
     ``what`` names it in errors (e.g. "step 'pd': model 'pd'")."""
     kept = _Kept(sink)
     path = model.path.resolve()  # a link to a model is followed; links inside it are not
+    if not path.exists():
+        raise CaptureError(f"{what}: {model.path} does not exist",
+                           hint=missing_hint(model.folder))
     fmt = LOADER if model.loader is not None else model.format
     if path.is_dir():
         entry = _capture_folder(path, fmt, kept, what)

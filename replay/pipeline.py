@@ -5,10 +5,13 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from replay.declared import declaring_folder, resolve
 from replay.errors import PipelineError
+from replay.models import Model
 
 INPUT = "input"  # the name under which steps refer to the run's input rows
 BINDABLE = ("models", "data", "params", "ctx")
@@ -32,6 +35,9 @@ class Step:
     context ``ctx``. Models and data given as paths are captured by their bytes; other
     model objects are pickled when the pipeline is first recorded. ``tolerances`` maps
     output columns to the absolute difference a replay may show and still be `equivalent`.
+
+    Relative model and data paths resolve against ``folder``, the folder of the file that
+    declares the step, not the working directory at record time (see ``replay.declared``).
     """
 
     def __init__(self, name: str, fn: Callable[..., Any], *,
@@ -45,10 +51,16 @@ class Step:
                                 hint="use letters, digits, _ . - (and not 'input')")
         if not callable(fn):
             raise PipelineError(f"step {name!r}: {fn!r} is not callable")
+        for key, path in (data or {}).items():
+            if not isinstance(path, str | PathLike):
+                raise PipelineError(f"step {name!r}: data {key!r} is a {type(path).__name__}, "
+                                    "not a path", hint="give the data file's path")
         self.name = name
         self.fn = fn
-        self.models = dict(models or {})
-        self.data = dict(data or {})
+        self.folder = declaring_folder()
+        self.models = {k: Model(v) if isinstance(v, str | Path) else v
+                       for k, v in (models or {}).items()}
+        self.data = {k: resolve(v, self.folder) for k, v in (data or {}).items()}
         self.params = dict(params or {})
         self.inputs = tuple(inputs) if inputs is not None else None
         self.tolerances = {k: float(v) for k, v in (tolerances or {}).items()}

@@ -12,10 +12,11 @@ import pyarrow as pa
 
 from replay.catalog import Catalog
 from replay.errors import CatalogError, NotFoundError, UsageError
+from replay.kinds import PRODUCTION
 from replay.pipeline import INPUT
 from replay.store import Store
 
-RUN_COLUMNS = ("seq", "run_id", "pipeline", "status", "clock", "started", "rows", "version",
+RUN_COLUMNS = ("seq", "run_id", "pipeline", "kind", "status", "clock", "started", "rows", "version",
                "image", "error")
 
 
@@ -43,18 +44,35 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run: str) -> str:
 
 
 def runs(store: Store, *, pipeline: str | None = None, since: datetime | None = None,
-         until: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Committed runs, newest first, by logical clock range and pipeline."""
+         until: datetime | None = None, kind: str | None = PRODUCTION, limit: int | None = 100,
+         offset: int = 0) -> list[dict[str, Any]]:
+    """Committed runs of ``kind`` (None: every kind), newest first, by logical clock range
+    and pipeline; ``limit`` None lists them all."""
+    where, params = _run_filter(pipeline, since, until, kind)
+    page = f" limit {int(limit)}" if limit is not None else ""
+    with Catalog(store).connect() as con:
+        return _rows(con, f"select {', '.join(RUN_COLUMNS)} from runs where {where} "
+                     f"order by clock desc, seq desc{page} offset {int(offset)}", params)
+
+
+def count_runs(store: Store, *, pipeline: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, kind: str | None = PRODUCTION) -> int:
+    """How many runs ``runs`` would list without a limit."""
+    where, params = _run_filter(pipeline, since, until, kind)
+    with Catalog(store).connect() as con:
+        return int(con.execute(f"select count(*) from runs where {where}", params)
+                   .fetchall()[0][0])
+
+
+def _run_filter(pipeline: str | None, since: datetime | None, until: datetime | None,
+                kind: str | None) -> tuple[str, list[Any]]:
     where, params = ["true"], []
     for cond, value in (("pipeline = ?", pipeline), ("clock >= ?", since),
-                        ("clock <= ?", until)):
+                        ("clock <= ?", until), ("kind = ?", kind)):
         if value is not None:
             where.append(cond)
             params.append(value)
-    with Catalog(store).connect() as con:
-        return _rows(con, f"select {', '.join(RUN_COLUMNS)} from runs where "
-                     f"{' and '.join(where)} order by clock desc, seq desc limit {int(limit)}",
-                     params)
+    return " and ".join(where), params
 
 
 def show(store: Store, run: str) -> dict[str, Any]:
@@ -90,15 +108,21 @@ def sources(store: Store, run: str, step: str | None = None) -> list[dict[str, s
 def entry(store: Store, run: str) -> dict[str, Any]:
     """The ledger entry of a run given by id or unique prefix (cached: entries never
     change once committed)."""
-    cached = store.entry_cache.get(run)
-    if cached is not None:
-        return cached
-    with Catalog(store).connect() as con:
-        (row,) = _rows(con, "select run_id, entry_end from runs where run_id = ?",
-                       [resolve_run(con, run)])
-    found = entry_for(store, row)
-    store.entry_cache[found["run_id"]] = found
-    return found
+    return entries(store, [run])[0]
+
+
+def entries(store: Store, runs: list[str]) -> list[dict[str, Any]]:
+    """The ledger entries of runs given by id or unique prefix, in that order, resolved on
+    one catalog connection (opening one costs milliseconds; an export names many runs)."""
+    found: dict[str, dict[str, Any]] = {r: store.entry_cache[r] for r in runs
+                                        if r in store.entry_cache}
+    if len(found) < len(set(runs)):
+        with Catalog(store).connect() as con:
+            rows = {r: _rows(con, "select run_id, entry_end from runs where run_id = ?",
+                             [resolve_run(con, r)])[0] for r in runs if r not in found}
+        for run, row in rows.items():
+            found[run] = store.entry_cache[row["run_id"]] = entry_for(store, row)
+    return [found[r] for r in runs]
 
 
 def entry_for(store: Store, row: dict[str, Any]) -> dict[str, Any]:
@@ -129,19 +153,19 @@ def _start_of(store: Store, row: dict[str, Any]) -> int:
 
 
 def find(store: Store, key: str, *, pipeline: str | None = None,
-         until: datetime | None = None) -> list[dict[str, Any]]:
-    """The runs that decided the business record ``key``, newest first."""
+         until: datetime | None = None, kind: str | None = PRODUCTION) -> list[dict[str, Any]]:
+    """The runs of ``kind`` (None: every kind) that decided the business record ``key``,
+    newest first."""
     from replay.catalogcheck import answer
 
-    query = ("select r.run_id, r.pipeline, r.clock, r.status, k.row, r.record_key, "
+    query = ("select r.run_id, r.pipeline, r.clock, r.status, r.kind, k.row, r.record_key, "
              "r.entry_end from records k join runs r using (run_id) where k.key = ?")
     params: list[Any] = [key]
-    if pipeline:
-        query += " and r.pipeline = ?"
-        params.append(pipeline)
-    if until is not None:
-        query += " and r.clock <= ?"
-        params.append(until)
+    for cond, value in ((" and r.pipeline = ?", pipeline), (" and r.clock <= ?", until),
+                        (" and r.kind = ?", kind)):
+        if value is not None:
+            query += cond
+            params.append(value)
     # The catalog is only an index: its answer is confirmed in the ledger and blocks.
     found = answer(store, lambda con: _rows(con, query + " order by r.clock desc, r.seq desc",
                                             params), lambda rows: rows, key)

@@ -1,11 +1,16 @@
 """The evidence report for people: one context dict as a self-contained HTML page and a PDF for
 filing, same sections in the same order. Context values are untrusted text: Jinja and the SVG
-escape them (record keys and reason codes come from the pipeline's data)."""
+escape them (record keys and reason codes come from the pipeline's data).
+
+A window of many runs stays readable: ``layout`` gives one chain per pipeline version and one
+environment per recorded environment (each listing the runs it covers), a summary row per run,
+and per-run detail (step outputs, decisions, score plot) only for the runs that hold the record
+asked about, or for every run when there are ``DETAIL_ALL`` or fewer."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from html import escape
 from numbers import Real
@@ -15,6 +20,9 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
+
+from replay import __version__
+from replay.report_context import DETAIL_ALL, decisions_caption, layout, outputs
 
 Context = dict[str, Any]
 Pair = tuple[float, float]
@@ -28,33 +36,46 @@ VERDICT_MEANS = {"exact": "Every step's output is bitwise equal to the recording
 LATIN1 = str.maketrans({"\u2192": "->", "\u2264": "<=", "\u2265": ">=", "\u2260": "!=",
                         "\u2014": "-", "\u2013": "-", "\u2026": "...", "\u2022": "*",
                         "\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
-VERIFY = ("pip install pipeline-replay", "replay verify BUNDLE --key KEY.pub")
+VERIFY = (f"pip install pipeline-replay=={__version__}", "replay verify BUNDLE --key KEY.pub")
+GENERATOR = f"pipeline-replay {__version__}"
 MONO = FontFace(family="Courier", size_pt=6.5)  # PDF digests: fits sha256 + a label on a line
 HEAD = FontFace(emphasis="BOLD", fill_color=(230, 230, 230))
+ASKED_FILL = (255, 236, 160)  # the asked record's row; it is bold too, for greyscale prints
+ASKED = FontFace(emphasis="BOLD", fill_color=ASKED_FILL)
+ASKED_MONO = FontFace(family="Courier", size_pt=6.5, emphasis="BOLD", fill_color=ASKED_FILL)
+# In the summary the fill alone marks the run: its tight columns have no room for bold.
+FILLED = (FontFace(fill_color=ASKED_FILL), FontFace(family="Courier", size_pt=6.5,
+                                                    fill_color=ASKED_FILL))
 ENV = Environment(loader=PackageLoader("replay", "templates"),
                   autoescape=select_autoescape(["html", "j2"]))
 
 
+def _same_time(a: str, b: str) -> bool:
+    try:
+        return datetime.fromisoformat(a) == datetime.fromisoformat(b)
+    except (TypeError, ValueError):
+        return a == b
+
+
 def question_sentence(context: Context) -> str:
-    """The question the report answers, as one sentence a person can read."""
+    """The question the report answers, as one sentence a person can read. A record is asked
+    about at the clock of the run that decided it, not at the window's start."""
     q = context.get("question") or {}
-    ids = list(q.get("run_ids") or [])
-    subject = f"record {q['record']}" if q.get("record") else "its records"
-    when = f" at {q['time']}" if q.get("time") else ""
-    runs = f"run{'s' if len(ids) != 1 else ''} {', '.join(map(str, ids)) or '(none)'}"
-    return (f"What did pipeline {q.get('pipeline', '?')} decide for {subject}{when} ({runs}), "
-            "and does replaying it today reproduce that result exactly?")
-
-
-def component_rows(step: Context) -> list[tuple[str, str]]:
-    """Every digest that pins a step, as (what, value) rows, data versions last."""
-    rows = [(k, str(step[k])) for k in ("code", "source", "params", "output") if step.get(k)]
-    rows += [(f"model {n}", str(d)) for n, d in sorted((step.get("models") or {}).items())]
-    for name, d in sorted((step.get("data") or {}).items()):
-        rows.append((f"data {name}", str(d.get("sha256"))))
-        rows += [(f"data {name} {label}", str(d[k])) for k, label in
-                 (("dvc_rev", "DVC rev"), ("dvc_md5", "DVC md5"), ("remote", "remote")) if d.get(k)]
-    return rows
+    ids = [str(i) for i in q.get("run_ids") or []]
+    record, decided, start = q.get("record"), q.get("decided_at"), q.get("time")
+    many = len(ids) > DETAIL_ALL
+    runs = (f"{len(ids)} runs, listed in section 2" if many else
+            f"run{'s' if len(ids) != 1 else ''} {', '.join(ids) or '(none)'}")
+    end = ", and does replaying it today reproduce that result exactly?"
+    if record and decided:
+        window = f" (window from {start})" if start and not _same_time(start, decided) else ""
+        of = f" (one of {len(ids)} exported runs)" if len(ids) > 1 else ""
+        return (f"What did pipeline {q.get('pipeline', '?')} decide for record {record}, "
+                f"decided at {decided}{window}, in run {q.get('decided_by')}{of}{end}")
+    subject = (f"record {record}, which none of the exported runs holds," if record
+               else "its records")
+    when = f" at {start}" if start else ""
+    return f"What did pipeline {q.get('pipeline', '?')} decide for {subject}{when} ({runs}){end}"
 
 
 def _finite(v: Any) -> bool:
@@ -138,20 +159,22 @@ def _svg_point(x: float, y: float, differs: bool) -> str:
     return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#1f3a5f" fill-opacity="0.6"/>'
 
 
-def _run_view(run: Context) -> Context:
+def _detail_view(run: Context) -> Context:
     scores = run.get("scores") or {}
-    steps = [{**s, "components": component_rows(s)} for s in run.get("chain") or []]
     plot = scatter_svg(scores.get("recorded") or [], scores.get("replayed") or [],
                        str(scores.get("column", "score")))
     # The SVG escapes every value it embeds, so it is safe to mark as markup here.
-    return {**run, "steps": steps, "plot": Markup(plot), "caption": score_caption(scores)}
+    return {**run, "outputs": outputs(run), "plot": Markup(plot),
+            "caption": score_caption(scores), "decisions_caption": decisions_caption(run)}
 
 
 def render_html(context: Context) -> str:
     """The report as one HTML page that loads nothing from anywhere (its CSP forbids it)."""
+    view = layout(context)
     return ENV.get_template("report.html.j2").render(
         ctx=context, question=question_sentence(context), verify=VERIFY, means=VERDICT_MEANS,
-        runs=[_run_view(r) for r in context.get("runs") or []],
+        view=view, generator=GENERATOR, runs=context.get("runs") or [],
+        detail=[_detail_view(r) for r in view["detail"]],
         colours={k: "#" + bytes(rgb).hex() for k, rgb in VERDICT_RGB.items()})
 
 
@@ -174,52 +197,104 @@ def _para(pdf: FPDF, text: str, size: float = 9, style: str = "", font: str = "H
 
 
 def _table(pdf: FPDF, header: Sequence[str], rows: Sequence[Sequence[Any]],
-           widths: Sequence[int], mono: Sequence[int] = ()) -> None:
+           widths: Sequence[float], mono: Sequence[int] = (), marked: Collection[int] = (),
+           mark: tuple[FontFace, FontFace] = (ASKED, ASKED_MONO)) -> None:
+    """A table; rows whose index is in ``marked`` get ``mark``'s faces (the asked record:
+    bold on a fill)."""
     pdf.set_font("Helvetica", "", 8)
     with pdf.table(col_widths=tuple(widths), text_align="LEFT", line_height=3.6, padding=1,
                    headings_style=HEAD, v_align="TOP") as table:
         table.row([_t(h) for h in header])
-        for values in rows:
+        for n, values in enumerate(rows):
             row = table.row()
             for i, v in enumerate(values):
-                row.cell(_t("-" if v is None else v), style=MONO if i in mono else None)
+                style = mark[i in mono] if n in marked else \
+                    (MONO if i in mono else None)
+                row.cell(_t("-" if v is None else v), style=style)
     pdf.ln(2)
 
 
-def _pdf_verdict(pdf: FPDF, run: Context) -> None:
-    verdict, first, top = str(run.get("verdict", "?")), run.get("first_divergence"), pdf.get_y()
+def _pdf_verdict(pdf: FPDF, context: Context, view: Context) -> None:
+    runs, verdict, top = context.get("runs") or [], str(view["verdict"]), pdf.get_y()
     with pdf.local_context(fill_color=VERDICT_RGB.get(verdict, (60, 60, 60)), text_color=255):
         pdf.set_font("Helvetica", "B", 18)
         pdf.cell(55, 14, _t(verdict.upper()), fill=True, align="C")
-    note = f"First diverging step: {first}." if first else VERDICT_MEANS.get(verdict, "")
     pdf.set_xy(pdf.l_margin + 59, top + 1)
-    _para(pdf, f"{note}\nPipeline version:", w=pdf.epw - 59)
-    pdf.set_x(pdf.l_margin + 59)
-    _para(pdf, str(run.get("version") or "-"), 7, font="Courier", w=pdf.epw - 59)
+    _para(pdf, _verdict_note(runs, view), w=pdf.epw - 59)
     pdf.set_y(max(pdf.get_y(), top + 14) + 4)
+    for label in view["whatif"]:
+        _para(pdf, label, style="B")
+    _table(pdf, ("run", "clock", "kind", "version", "verdict", "rows", "decisions"),
+           [(s["run_id"], s["clock"], s["kind"], s["version"], s["verdict"], s["rows"],
+             s["decisions"]) for s in view["summary"]], (51.6, 37.9, 15.3, 28.2, 15, 9, 33),
+           mono=(0, 3), marked={i for i, s in enumerate(view["summary"]) if s["asked"]},
+           mark=FILLED)
 
 
-def _pdf_chain(pdf: FPDF, run: Context) -> None:
-    steps = [(s.get("step"), ", ".join(map(str, s.get("inputs") or [])),
-              "\n".join(str(v) for v in (s.get("verdict"), s.get("detail")) if v),
-              "\n".join(f"{k}: {v}" for k, v in component_rows(s))) for s in run.get("chain") or []]
-    _table(pdf, ("step", "reads", "verdict", "digests and data versions"), steps,
-           (20, 18, 32, 120), mono=(3,))
+def _verdict_note(runs: list[Context], view: Context) -> str:
+    if len(runs) == 1:
+        run = runs[0]
+        first = run.get("first_divergence")
+        note = f"First diverging step: {first}." if first else \
+            VERDICT_MEANS.get(str(run.get("verdict")), "")
+        return f"{note}\nPipeline version: {run.get('version') or '-'}"
+    clocks = sorted(str(r.get("clock")) for r in runs)
+    return (f"{len(runs)} runs, recorded {clocks[0]} to {clocks[-1]}: {view['counts']}.\n"
+            + VERDICT_MEANS.get(str(view["verdict"]), "Some runs did not replay."))
 
 
-def _pdf_environment(pdf: FPDF, run: Context) -> None:
-    _table(pdf, ("what", "recorded"), sorted((run.get("environment") or {}).items()), (30, 160),
-           mono=(1,))
-    drift = [(d.get("what"), d.get("recorded"), d.get("now")) for d in run.get("drift") or []]
-    if drift:
-        _para(pdf, "Drift since the recording (reported, not a failure):", style="B")
-        _table(pdf, ("what", "recorded", "now"), drift, (30, 80, 80), mono=(1, 2))
+def _pdf_chain(pdf: FPDF, context: Context, view: Context) -> None:
+    for version in view["versions"]:
+        _section(pdf, f"Pipeline version {version['version']}", 30, 9)
+        _para(pdf, version["covers"], 7)
+        steps = [(s.get("step"), ", ".join(map(str, s.get("inputs") or [])),
+                  "\n".join(str(v) for v in (s.get("verdict"), s.get("detail")) if v),
+                  "\n".join(f"{k}: {v}" for k, v in s["components"]))
+                 for s in version["steps"]]
+        _table(pdf, ("step", "reads", "verdict", "digests and data versions"), steps,
+               (20, 18, 32, 120), mono=(3,))
 
 
-def _pdf_decisions(pdf: FPDF, run: Context) -> None:
-    rows = [(d.get("key"), d.get("decision"), "; ".join(map(str, d.get("reason_codes") or [])),
-             d.get("score")) for d in run.get("decisions") or []]
-    _table(pdf, ("key", "decision", "reason codes", "score"), rows, (40, 20, 110, 20), mono=(0,))
+def _pdf_environment(pdf: FPDF, context: Context, view: Context) -> None:
+    for env in view["environments"]:
+        _section(pdf, "Recorded environment", 30, 9)
+        _para(pdf, env["covers"], 7)
+        _table(pdf, ("what", "recorded"), sorted(env["environment"].items()), (30, 160),
+               mono=(1,))
+        drift = [(d.get("what"), d.get("recorded"), d.get("now")) for d in env["drift"]]
+        if drift:
+            _para(pdf, "Drift since the recording (reported, not a failure):", style="B")
+            _table(pdf, ("what", "recorded", "now"), drift, (30, 80, 80), mono=(1, 2))
+
+
+def _run_heading(pdf: FPDF, run: Context, room: float) -> None:
+    _section(pdf, f"Run {run.get('run_id')}", room, 9)
+    whatif = " - a what-if run (section 2)" if run.get("kind_label") else ""
+    _para(pdf, f"Recorded at {run.get('clock')}{whatif}; replay verdict {run.get('verdict')}.",
+          8)
+
+
+def _pdf_decisions(pdf: FPDF, context: Context, view: Context) -> None:
+    _para(pdf, view["detail_note"])
+    for run in view["detail"]:
+        _run_heading(pdf, run, 30)
+        _table(pdf, ("step", "verdict", "recorded output", "detail"), outputs(run),
+               (22, 18, 102, 48), mono=(2,))
+        decisions = run.get("decisions") or []
+        _para(pdf, decisions_caption(run), 8)
+        rows = [(d.get("key"), d.get("decision"), "; ".join(map(str, d.get("reason_codes")
+                                                                or [])), d.get("score"))
+                for d in decisions]
+        _table(pdf, ("key", "decision", "reason codes", "score"), rows, (40, 20, 110, 20),
+               mono=(0,), marked={i for i, d in enumerate(decisions) if d.get("asked")})
+
+
+def _pdf_plots(pdf: FPDF, context: Context, view: Context) -> None:
+    if not view["detail"]:
+        _para(pdf, view["detail_note"])
+    for run in view["detail"]:
+        _run_heading(pdf, run, 100)
+        _pdf_plot(pdf, run)
 
 
 def _pdf_plot(pdf: FPDF, run: Context) -> None:
@@ -268,14 +343,15 @@ class _Doc(FPDF):
         # Every printed page names the document it belongs to: filed pages get separated.
         self.set_y(-10)
         self.set_font("Helvetica", "", 7)
-        self.cell(0, 4, _t(f"{self.title} - page {self.page_no()}/{{nb}}"), align="C")
+        self.cell(0, 4, _t(f"{self.title} - {GENERATOR} - page {self.page_no()}/{{nb}}"),
+                  align="C")
 
 
-# Per-run sections, in the HTML's order, with the height each needs to start on a page.
-SECTIONS: list[tuple[str, Callable[[FPDF, Context], None], float]] = [
-    ("2. Verdict", _pdf_verdict, 20), ("3. The chain", _pdf_chain, 40),
-    ("4. Environment and image", _pdf_environment, 30), ("5. Decisions", _pdf_decisions, 30),
-    ("6. Recorded vs replayed scores", _pdf_plot, 110)]
+# Sections 2 to 6, in the HTML's order, with the height each needs to start on a page.
+SECTIONS: list[tuple[str, Callable[[FPDF, Context, Context], None], float]] = [
+    ("2. Verdict", _pdf_verdict, 40), ("3. The chain", _pdf_chain, 40),
+    ("4. Environment and image", _pdf_environment, 40), ("5. Decisions", _pdf_decisions, 40),
+    ("6. Recorded vs replayed scores", _pdf_plots, 110)]
 
 
 def render_pdf(context: Context) -> bytes:
@@ -287,13 +363,12 @@ def render_pdf(context: Context) -> bytes:
     pdf.set_creator("pipeline-replay")
     pdf.add_page()
     _para(pdf, str(context.get("title", "Evidence report")), 16, "B")
-    _para(pdf, f"Generated {context.get('generated_at')} by pipeline-replay", 8)
+    _para(pdf, f"Generated {context.get('generated_at')} by {GENERATOR}", 8)
     _section(pdf, "1. The question")
     _para(pdf, question_sentence(context), 10)
+    view = layout(context)
     for title, draw, room in SECTIONS:
         _section(pdf, title, room)
-        for run in context.get("runs") or []:
-            _section(pdf, f"Run {run.get('run_id')}", room - 10, 9)
-            draw(pdf, run)
+        draw(pdf, context, view)
     _pdf_tail(pdf, context)
     return bytes(pdf.output())

@@ -13,48 +13,57 @@ from typing import Any
 from replay.capture import RecordResult, prepare_input, record_with
 from replay.components import Binding, BoundStep
 from replay.errors import NotFoundError
+from replay.kinds import PRODUCTION, WHATIF
 from replay.pipeline import Pipeline
 from replay.queries import entry
 from replay.rebuild import load_code, load_run, step_kwargs
 from replay.store import Store
 
 
-def at(store: Store, when: datetime, pipeline: str, record: str | None = None
-       ) -> dict[str, Any]:
-    """The run of ``pipeline`` that was deciding at ``when`` (see module docstring)."""
+def at(store: Store, when: datetime, pipeline: str, record: str | None = None,
+       kind: str | None = PRODUCTION) -> dict[str, Any]:
+    """The run of ``pipeline`` that was deciding at ``when`` (see module docstring); only
+    runs of ``kind`` count (None: any kind), so a what-if run never answers for production."""
     from replay.catalogcheck import answer
 
+    params: dict[str, Any] = {"p": pipeline, "t": when}
+    of_kind = ""
+    if kind is not None:
+        of_kind, params["kind"] = " and r.kind = $kind", kind
     if record is None:
-        query = ("select run_id, clock, seq, pipeline, entry_end, null as row from runs "
-                 "where pipeline = $p and clock <= $t "
-                 "order by (clock + (ended - started) >= $t) desc, clock desc, seq desc "
-                 "limit 1")
-        params: dict[str, Any] = {"p": pipeline, "t": when}
+        query = ("select r.run_id, r.clock, r.seq, r.pipeline, r.entry_end, null as row, "
+                 "r.kind from runs r where r.pipeline = $p and r.clock <= $t" + of_kind +
+                 " order by (r.clock + (r.ended - r.started) >= $t) desc, r.clock desc, "
+                 "r.seq desc limit 1")
     else:
-        query = ("select r.run_id, r.clock, r.seq, r.pipeline, r.entry_end, k.row "
+        query = ("select r.run_id, r.clock, r.seq, r.pipeline, r.entry_end, k.row, r.kind "
                  "from records k join runs r using (run_id) where k.key = $k and "
-                 "r.pipeline = $p and r.clock <= $t order by r.clock desc, r.seq desc limit 1")
-        params = {"p": pipeline, "t": when, "k": record}
+                 "r.pipeline = $p and r.clock <= $t" + of_kind +
+                 " order by r.clock desc, r.seq desc limit 1")
+        params["k"] = record
 
     def ask(con: Any) -> tuple[list[dict[str, Any]], Any]:
         rows = con.execute(query, params).fetchall()
-        found = [dict(zip(("run_id", "clock", "seq", "pipeline", "entry_end", "row"), r,
-                          strict=True)) for r in rows]
+        found = [dict(zip(("run_id", "clock", "seq", "pipeline", "entry_end", "row", "kind"),
+                          r, strict=True)) for r in rows]
         first = None if found else con.execute(
-            "select min(clock) from runs where pipeline = ?", [pipeline]).fetchall()[0][0]
+            "select min(r.clock) from runs r where r.pipeline = $p" + of_kind,
+            {k: v for k, v in params.items() if k in ("p", "kind")}).fetchall()[0][0]
         return found, first
 
     # The catalog is only an index: its answer is confirmed in the ledger and blocks.
     rows, first = answer(store, ask, lambda result: result[0], record)
     if rows:
-        return {k: rows[0][k] for k in ("run_id", "clock", "seq")}
+        return {k: rows[0][k] for k in ("run_id", "clock", "seq", "kind")}
     what = f"decided record {record!r}" if record else "ran"
+    runs = f"{kind} run" if kind else "run"
     if first is None:
-        raise NotFoundError(f"no run of pipeline {pipeline!r} is recorded",
+        raise NotFoundError(f"no {runs} of pipeline {pipeline!r} is recorded",
                             hint="list pipelines with `replay sql \"select distinct pipeline "
-                                 "from runs\"`")
-    raise NotFoundError(f"no run of {pipeline!r} {what} at or before {when.isoformat()}",
-                        hint=f"its first run is at {first.isoformat()}")
+                                 "from runs\"`" + ("; --kind all counts every kind of run"
+                                                   if kind else ""))
+    raise NotFoundError(f"no {runs} of {pipeline!r} {what} at or before {when.isoformat()}",
+                        hint=f"its first {runs} is at {first.isoformat()}")
 
 
 def as_deployed(store: Store, run_id: str) -> Binding:
@@ -81,4 +90,4 @@ def run_as_of(store: Store, when: datetime, pipeline: str, inputs: Any,
     tags = {"counterfactual": "true", "as_of": when.isoformat(),
             "deployed_by_run": then["run_id"], "source": source}
     return record_with(binding, table, store=store, record_key=record_key, at=when,
-                       durable=None, tags=tags)
+                       durable=None, tags=tags, kind=WHATIF)

@@ -31,6 +31,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(autouse=True)
+def own_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+               ) -> None:
+    """The user's own settings are not the tests': a test starts with no signing key, nobody
+    pinned, no store allowed and nothing verified before, unless it says otherwise."""
+    folder = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(folder / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+    for name in ("REPLAY_TRUSTED_KEYS", "REPLAY_SIGNING_KEY", "REPLAY_REQUIRE_CHECKPOINT",
+                 "REPLAY_STORE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def no_ambient_docker(monkeypatch: pytest.MonkeyPatch) -> None:
     """An engine this machine happens to run is not the tests' to use (a bundle would replay
     in it by default): tests that need one start their own (tests/docker_engine.py)."""

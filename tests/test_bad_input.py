@@ -59,7 +59,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     (d / "truncated.parquet").write_bytes((d / "good.parquet").read_bytes()[:40])
     (d / "folder.parquet").mkdir()
     store = d / "store"
-    result = CliRunner().invoke(app, ["--store", str(store), "record", f"{d}/pipe.py:pipeline",
+    result = CliRunner().invoke(app, ["--store", str(store), "record", "--create",
+                                      f"{d}/pipe.py:pipeline",
                                       "--input", str(d / "good.parquet"), "--record-key", "id",
                                       "--json"])
     assert result.exit_code == 0, result.output
@@ -68,7 +69,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     # Ids made within the same ~65 s share their first 8 characters (UUIDv7's clock): record
     # until two consecutive ones do, for an ambiguous prefix.
     while len(ids) < 2 or ids[-2][:8] != ids[-1][:8]:
-        again = CliRunner().invoke(app, ["--store", str(store), "record",
+        again = CliRunner().invoke(app, ["--store", str(store), "record", "--create",
                                          f"{d}/pipe.py:pipeline", "--input",
                                          str(d / "good.parquet"), "--json"])
         ids.append(json.loads(again.stdout)["run_id"])
@@ -102,9 +103,9 @@ def _cases() -> list[tuple[str, list[str], int, str]]:
                                                   "scale=sha256:" + "0" * 64], 2,
          "step 'scale' has 0 models"),
         ("at before first run", ["at", "2000-01-01T00:00:00Z", "--pipeline", "bad"], 4,
-         "its first run is at"),
+         "its first production run is at"),
         ("at unknown pipeline", ["at", "2030-01-01T00:00:00Z", "--pipeline", "nope"], 4,
-         "no run of pipeline 'nope'"),
+         "no production run of pipeline 'nope'"),
         ("find nothing", ["find", "no-such-record"], 4, "no run decided record"),
         ("empty sql", ["sql", "  "], 2, "the SQL query is empty"),
         ("bad sql", ["sql", "select * from nowhere"], 10, "nowhere"),
@@ -134,18 +135,19 @@ def _cases() -> list[tuple[str, list[str], int, str]]:
         ("no module file", "nowhere.py:pipeline", "good.parquet", 6, "does not exist"),
         ("no colon", "pipe.py", "good.parquet", 2, "does not name a pipeline"),
     ]:
-        cases.append((name, ["record", f"{{dir}}/{module}", "--input", f"{{dir}}/{inp}"], code,
+        cases.append((name, ["record", "--create", f"{{dir}}/{module}", "--input",
+                             f"{{dir}}/{inp}"], code,
                       msg))
-    cases.append(("unknown module", ["record", "no_such_pkg.mod:pipeline", "--input",
+    cases.append(("unknown module", ["record", "--create", "no_such_pkg.mod:pipeline", "--input",
                                      "{dir}/good.parquet"], 6, "cannot import no_such_pkg.mod"))
     cases += [
-        ("record key missing", ["record", "{dir}/pipe.py:pipeline", "--input",
+        ("record key missing", ["record", "--create", "{dir}/pipe.py:pipeline", "--input",
                                 "{dir}/good.parquet", "--record-key", "nope"], 5,
          "record key column 'nope' is not in the input"),
-        ("record key nulls", ["record", "{dir}/pipe.py:pipeline", "--input",
+        ("record key nulls", ["record", "--create", "{dir}/pipe.py:pipeline", "--input",
                               "{dir}/null_keys.parquet", "--record-key", "id"], 5,
          "1 null values"),
-        ("record --at without zone", ["record", "{dir}/pipe.py:pipeline", "--input",
+        ("record --at without zone", ["record", "--create", "{dir}/pipe.py:pipeline", "--input",
                                       "{dir}/good.parquet", "--at", "2026-03-14T09:00"], 2,
          "has no timezone"),
     ]
@@ -180,12 +182,13 @@ def test_bad_input_is_one_line_a_code_and_no_change(env, name, args, code, messa
 def test_a_failing_step_is_recorded_as_a_failed_run_not_lost(tmp_path, env, target,
                                                              message) -> None:
     store = tmp_path / "store"
-    result = CliRunner().invoke(app, ["--store", str(store), "record",
+    result = CliRunner().invoke(app, ["--store", str(store), "record", "--create",
                                       f"{env['dir']}/pipe.py:{target}", "--input",
                                       str(env["dir"] / "good.parquet")])
     assert result.exit_code == 6 and message in result.stderr
     assert "the failed run is recorded as" in result.stderr
-    runs = json.loads(CliRunner().invoke(app, ["--store", str(store), "runs", "--json"]).stdout)
+    listed = CliRunner().invoke(app, ["--store", str(store), "runs", "--json"])
+    runs = json.loads(listed.stdout)["runs"]
     assert [r["status"] for r in runs] == ["failed"]
 
 

@@ -45,7 +45,7 @@ def run(env: dict[str, Path], *args: str):  # type: ignore[no-untyped-def]
 
 
 def record(env: dict[str, Path], *extra: str) -> str:
-    result = run(env, "record", f"{env['dir']}/toy_pipeline.py:pipeline", "--input",
+    result = run(env, "record", "--create", f"{env['dir']}/toy_pipeline.py:pipeline", "--input",
                  str(env["dir"] / "apps.parquet"), "--record-key", "id", "--json", *extra)
     assert result.exit_code == 0, result.output
     return str(json.loads(result.stdout)["run_id"])
@@ -53,7 +53,7 @@ def record(env: dict[str, Path], *extra: str) -> str:
 
 def test_record_then_runs_lists_the_run(env) -> None:
     run_id = record(env)
-    listed = json.loads(run(env, "runs", "--json").stdout)
+    listed = json.loads(run(env, "runs", "--json").stdout)["runs"]
     assert [r["run_id"] for r in listed] == [run_id]
     assert listed[0]["pipeline"] == "cli-toy" and listed[0]["rows"] == 3
 
@@ -100,7 +100,7 @@ def test_a_corrupt_catalog_is_rebuilt_from_the_files(env) -> None:
     record(env)
     run(env, "runs")
     (env["store"] / "catalog.duckdb").write_bytes(b"garbage" * 100)
-    assert len(json.loads(run(env, "runs", "--json").stdout)) == 1
+    assert json.loads(run(env, "runs", "--json").stdout)["total"] == 1
 
 
 def test_human_output_is_a_table(env) -> None:
@@ -140,7 +140,7 @@ def test_bad_record_arguments_leave_the_store_unchanged(env, target, input_name,
                                                         message) -> None:
     record(env)
     before = (env["store"] / "ledger" / "ledger.jsonl").read_bytes()
-    result = run(env, "record", f"{env['dir']}/{target}", "--input",
+    result = run(env, "record", "--create", f"{env['dir']}/{target}", "--input",
                  str(env["dir"] / input_name))
     assert result.exit_code == code, result.output
     assert message in result.stderr
@@ -180,7 +180,7 @@ def test_run_exits_0_when_exact_and_1_when_diverged(env) -> None:
     (env["dir"] / "leaky_pipeline.py").write_text(LEAKY_MODULE)
     exact = record(env)
     assert run(env, "run", exact).exit_code == 0
-    leaky = run(env, "record", f"{env['dir']}/leaky_pipeline.py:pipeline", "--input",
+    leaky = run(env, "record", "--create", f"{env['dir']}/leaky_pipeline.py:pipeline", "--input",
                 str(env["dir"] / "apps.parquet"), "--json")
     result = run(env, "run", json.loads(leaky.stdout)["run_id"], "--json")
     assert result.exit_code == 1
@@ -208,7 +208,7 @@ def test_at_before_the_first_run_is_not_found(env) -> None:
     record(env, "--at", "2026-03-14T09:00:00Z")
     result = run(env, "at", "2026-03-13T09:00:00Z", "--pipeline", "cli-toy")
     assert result.exit_code == 4
-    assert "its first run is at 2026-03-14T09:00:00+00:00" in result.stderr
+    assert "its first production run is at 2026-03-14T09:00:00+00:00" in result.stderr
 
 
 def test_a_malformed_swap_is_a_usage_error(env) -> None:

@@ -55,7 +55,7 @@ def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _record(folder: Path, store: Path) -> str:
-    done = _cli(folder, "--store", str(store), "record", "pipe.py:pipeline",
+    done = _cli(folder, "--store", str(store), "record", "--create", "pipe.py:pipeline",
                 "--input", "in.parquet", "--record-key", "id", "--json")
     assert done.returncode == 0, done.stderr
     return str(json.loads(done.stdout)["run_id"])

@@ -197,4 +197,4 @@ def test_pipeline_binds_the_workspace_files() -> None:
     pipe = credit.make_pipeline(Path("/ws"))
     assert [step.name for step in pipe.steps] == ["features", "fraud", "pd", "decision"]
     assert pipe.steps[0].data == {"bureau": Path("/ws/data/bureau.parquet")}
-    assert pipe.steps[2].models == {"pd": Path("/ws/models/pd.pkl")}
+    assert pipe.steps[2].models["pd"].path == Path("/ws/models/pd.pkl")

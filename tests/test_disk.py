@@ -76,7 +76,8 @@ def test_the_cli_reports_a_full_disk_in_one_line(small_fs, tmp_path, toy) -> Non
         "pipeline = replay.Pipeline('toy', [replay.Step('scale', scale, params={'k': 2.0})])\n")
     pq.write_table(big_rows(20_000), tmp_path / "big.parquet")
     _fill(small_fs, leave=8 * 1024)
-    result = CliRunner().invoke(app, ["--store", str(store), "record", f"{tmp_path}/toy.py:"
+    result = CliRunner().invoke(app, ["--store", str(store), "record", "--create",
+                                      f"{tmp_path}/toy.py:"
                                       "pipeline", "--input", str(tmp_path / "big.parquet")])
     assert result.exit_code == 8, result.output
     assert "No space left on device" in result.stderr and "Traceback" not in result.output

@@ -99,6 +99,15 @@ class Recorded:
     output: list[dict[str, Any]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def stores_of_the_image_user() -> Iterator[None]:
+    """Stores here are written by the image's user (uid 10001) and read by this host's user,
+    who allows them as an investigator would (`replay trust allow-store`)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REPLAY_SAFE_STORES", "*")
+        yield
+
+
 def record_in_container(engine: de.Engine, image_ref: str, root: Path, workspace: Path,
                         *, env: dict[str, str], docker_socket: bool = False) -> dict[str, Any]:
     """``replay record`` of the credit chain inside the image, as a bank's job would run."""
@@ -110,7 +119,7 @@ def record_in_container(engine: de.Engine, image_ref: str, root: Path, workspace
         volumes[sock] = {"bind": "/var/run/docker.sock", "mode": "rw"}
         group_add = [str(os.stat(sock).st_gid)]
     out = engine.client.containers.run(
-        image_ref, ["--store", str(root / "store"), "record",
+        image_ref, ["--store", str(root / "store"), "record", "--create",
                     str(root / "bankcopy/credit/pipeline.py") + ":pipeline",
                     "--input", str(root / "apps.parquet"), "--record-key", "application_id",
                     "--json"],

@@ -53,7 +53,7 @@ def cli(env: dict[str, Path], *args: str) -> Any:
 
 
 def record(env: dict[str, Path], target: str) -> str:
-    result = cli(env, "record", f"{env['dir']}/{target}", "--input",
+    result = cli(env, "record", "--create", f"{env['dir']}/{target}", "--input",
                  str(env["dir"] / "apps.parquet"), "--json")
     assert result.exit_code == 0, result.output
     return str(json.loads(result.stdout)["run_id"])
@@ -95,11 +95,11 @@ def test_swap_with_a_too_short_or_non_hex_digest_is_a_usage_error(env) -> None:
 
 
 def test_markup_in_recorded_data_is_printed_as_is(env) -> None:
-    result = cli(env, "record", f"{env['dir']}/markup_pipeline.py:pipeline", "--input",
+    result = cli(env, "record", "--create", f"{env['dir']}/markup_pipeline.py:pipeline", "--input",
                  str(env["dir"] / "apps.parquet"))
     assert result.exit_code == 0, result.output
     assert "[/x] closes nothing" in result.stdout and "[bold]" in result.stdout
-    run_id = json.loads(cli(env, "runs", "--json").stdout)[0]["run_id"]
+    run_id = json.loads(cli(env, "runs", "--json").stdout)["runs"][0]["run_id"]
     replayed = cli(env, "run", run_id)
     assert replayed.exit_code == 0, replayed.output
     queried = cli(env, "sql", 'SELECT "[bold]" FROM markup.tag')
@@ -110,14 +110,14 @@ def test_markup_in_recorded_data_is_printed_as_is(env) -> None:
 def test_markup_in_a_step_name_is_printed_as_is(env) -> None:
     step_named = MARKUP_PIPELINE.replace('"tag", tag', '"[/x]", tag')
     (env["dir"] / "step_pipeline.py").write_text(step_named)
-    result = cli(env, "record", f"{env['dir']}/step_pipeline.py:pipeline", "--input",
+    result = cli(env, "record", "--create", f"{env['dir']}/step_pipeline.py:pipeline", "--input",
                  str(env["dir"] / "apps.parquet"))
     assert result.exit_code == 6
     assert result.stderr.startswith("error: step name '[/x]' is not usable")
 
 
 def test_an_error_message_with_markup_is_printed_as_is(env) -> None:
-    result = cli(env, "record", f"{env['dir']}/[bold]x[/x].py:pipeline", "--input",
+    result = cli(env, "record", "--create", f"{env['dir']}/[bold]x[/x].py:pipeline", "--input",
                  str(env["dir"] / "apps.parquet"))
     assert result.exit_code == 6
     assert "error: pipeline file" in result.stderr and "[bold]x[/x].py" in result.stderr
@@ -130,7 +130,8 @@ def test_a_column_name_that_is_not_utf8_is_bad_input(env) -> None:
     path = env["dir"] / "bad.parquet"
     pq.write_table(pa.table({"id": ["a"], "x": [1.0], "ZZZZ": [1]}), path, store_schema=False)
     path.write_bytes(path.read_bytes().replace(b"ZZZZ", b"Z\xffZZ"))
-    result = cli(env, "record", f"{env['dir']}/swap_pipeline.py:pipeline", "--input", str(path))
+    result = cli(env, "record", "--create", f"{env['dir']}/swap_pipeline.py:pipeline",
+                 "--input", str(path))
     assert result.exit_code == 5, result.output
     assert f"{path}: a column name is not UTF-8" in result.stderr
     assert "rename the column" in result.stderr
@@ -139,7 +140,7 @@ def test_a_column_name_that_is_not_utf8_is_bad_input(env) -> None:
 @pytest.mark.parametrize("name", ["json", "random"])
 def test_a_pipeline_file_named_like_a_stdlib_module_is_refused(env, name: str) -> None:
     (env["dir"] / f"{name}.py").write_text(MODEL_PIPELINE)
-    result = cli(env, "record", f"{env['dir']}/{name}.py:pipeline", "--input",
+    result = cli(env, "record", "--create", f"{env['dir']}/{name}.py:pipeline", "--input",
                  str(env["dir"] / "apps.parquet"))
     assert result.exit_code == 6, result.output
     assert f"has the name of the standard-library module {name!r}" in result.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -213,26 +212,14 @@ def test_a_run_no_pinned_checkpoint_covers_is_refused_in_a_checkpointed_store(
     assert replay.replay(replay.Store.open(store.root), fresh.run_id).verdict == "exact"
 
 
-def test_an_untouched_store_replays_exact_and_the_check_costs_little(
+def test_an_untouched_store_replays_exact_and_keeps_what_it_verified_outside_it(
         store, toy, key, monkeypatch) -> None:
-    runs = [replay.record(toy, rows(1, i), store=store).run_id for i in range(40)]
+    # The check's cost per run is measured by benchmarks/bench_evidence.py.
+    runs = [replay.record(toy, rows(1, i), store=store).run_id for i in range(10)]
     checkpoint.sign(store, keys.load_private(key))
     _trust(monkeypatch, key)
     reopened = replay.Store.open(store.root)
-    assert replay.replay(reopened, runs[0]).verdict == "exact"  # warms the verified prefix
-    from replay.history import cache_path, check_entry
+    assert all(replay.replay(reopened, r).verdict == "exact" for r in runs)
+    from replay.history import cache_path
 
     assert cache_path(reopened).exists() and not (store.root / "verified.json").exists()
-
-    entries = [queries.entry(reopened, r) for r in runs]
-    start = time.perf_counter()
-    for entry in entries:
-        check_entry(reopened, entry)
-    per_check = (time.perf_counter() - start) / len(entries)
-    start = time.perf_counter()
-    for r in runs[1:11]:
-        assert replay.replay(reopened, r).verdict == "exact"
-    per_replay = (time.perf_counter() - start) / 10
-    print(f"verified read: {per_check * 1e6:.1f} us per run; 1-row replay "
-          f"{per_replay * 1e3:.2f} ms ({100 * per_check / per_replay:.3f}%)")
-    assert per_check < 0.01 * per_replay

@@ -87,7 +87,7 @@ def cli(cwd: Path, *args: str, coretype: str | None = None) -> subprocess.Comple
 
 def record(workspace: Path, store: Path, target: str = "pipe.py:pipeline",
            coretype: str | None = None) -> str:
-    done = cli(workspace, "--store", str(store), "record", target, "--input",
+    done = cli(workspace, "--store", str(store), "record", "--create", target, "--input",
                "applications.parquet", "--record-key", "application_id", "--at", AT, "--json",
                coretype=coretype)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -122,7 +122,7 @@ def _cli(env: dict[str, Path], *args: str):  # type: ignore[no-untyped-def]
 
 
 def _record(env: dict[str, Path], source: str):  # type: ignore[no-untyped-def]
-    return _cli(env, "record", f"{env['dir']}/keyed_pipeline.py:pipeline", "--input",
+    return _cli(env, "record", "--create", f"{env['dir']}/keyed_pipeline.py:pipeline", "--input",
                 str(env["dir"] / source), "--record-key", "k", "--json")
 
 
@@ -168,7 +168,7 @@ def test_catalog_commands_skip_a_key_they_cannot_index_and_warn(store, monkeypat
         f"run {run_id}: record key 'k' not indexed ({why}); `replay find` will not find its "
         "records"]
     if command == "runs":
-        assert len(json.loads(result.stdout)) == 2  # the run itself is listed
+        assert json.loads(result.stdout)["total"] == 2  # the run itself is listed
 
 
 def test_the_warning_reaches_stderr(store, monkeypatch) -> None:

@@ -41,7 +41,8 @@ def _cli(cwd: Path, workspace: Path, *args: str) -> subprocess.CompletedProcess[
 def test_replay_is_exact_after_code_models_and_data_all_changed(tmp_path, workspace) -> None:
     pkg = copy_credit_package(tmp_path)
     pq.write_table(make_applications(40, seed=5), tmp_path / "apps.parquet")
-    recorded = _cli(tmp_path, workspace, "record", "bankcopy/credit/pipeline.py:pipeline",
+    recorded = _cli(tmp_path, workspace, "record", "--create",
+                    "bankcopy/credit/pipeline.py:pipeline",
                     "--input", "apps.parquet", "--record-key", "application_id", "--json")
     assert recorded.returncode == 0, recorded.stderr
     run_id = json.loads(recorded.stdout)["run_id"]
@@ -130,12 +131,13 @@ def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path, monkeypat
 
 def test_the_credit_pipeline_from_fresh_shells(tmp_path, workspace) -> None:
     pq.write_table(make_applications(6, seed=9, start_id=777), tmp_path / "apps.parquet")
-    recorded = _cli(tmp_path, workspace, "record", str(REPO / "pipelines/credit/pipeline.py")
+    recorded = _cli(tmp_path, workspace, "record", "--create",
+                    str(REPO / "pipelines/credit/pipeline.py")
                     + ":pipeline", "--input", "apps.parquet", "--record-key", "application_id",
                     "--json")
     assert recorded.returncode == 0, recorded.stderr
     run_id = json.loads(recorded.stdout)["run_id"]
-    listed = json.loads(_cli(tmp_path, workspace, "runs", "--json").stdout)
+    listed = json.loads(_cli(tmp_path, workspace, "runs", "--json").stdout)["runs"]
     assert [r["run_id"] for r in listed] == [run_id]
     shown = json.loads(_cli(tmp_path, workspace, "show", run_id, "--json").stdout)
     bureau = next(c for c in shown["components"] if c["name"] == "bureau")

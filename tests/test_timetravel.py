@@ -65,10 +65,10 @@ def test_with_a_record_key_the_run_that_decided_that_record(store, timeline) -> 
 
 
 def test_a_time_before_the_first_run_is_a_clear_error(store, timeline) -> None:
-    with pytest.raises(NotFoundError, match="its first run is at 2026-03-14T10:00:00"):
+    with pytest.raises(NotFoundError, match="its first production run is at 2026-03-14T10:00:00"):
         at(store, T0 - timedelta(seconds=1), "desk")
 
 
 def test_an_unknown_pipeline_is_a_clear_error(store, timeline) -> None:
-    with pytest.raises(NotFoundError, match="no run of pipeline 'nope' is recorded"):
+    with pytest.raises(NotFoundError, match="no production run of pipeline 'nope' is recorded"):
         at(store, T0, "nope")

@@ -174,10 +174,11 @@ def test_a_mismatch_no_column_explains_diverges_with_the_reason(store, monkeypat
 def test_the_cli_exits_1_and_prints_the_reason(store, monkeypatch) -> None:
     run_id = _record(store, monkeypatch)
     monkeypatch.setenv(VARIANT, "under-null")
-    result = CliRunner().invoke(app, ["--store", str(store.root), "run", run_id])
+    result = CliRunner().invoke(app, ["--store", str(store.root), "run", run_id],
+                                env={"COLUMNS": "200"})  # wide enough not to wrap the reason
     assert result.exit_code == 1, result.output
     assert "DIVERGED" in result.output
-    words = " ".join(result.output.replace("│", " ").split())  # the table wraps its cells
+    words = " ".join(result.output.replace("│", " ").split())
     assert NOTHING_FOUND in words
 
 

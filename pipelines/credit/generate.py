@@ -116,3 +116,25 @@ def _ids(pattern: str, numbers: np.ndarray) -> pa.Array:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.asarray(1 / (1 + np.exp(-x)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pipelines.credit.generate N OUT.parquet [--seed S] [--start-id I]``:
+    applications to put through the pipeline (e.g. a what-if with ``replay at --input``)."""
+    import argparse
+
+    import pyarrow.parquet as pq
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.credit.generate",
+                                     description=main.__doc__)
+    parser.add_argument("n", type=int, help="how many applications")
+    parser.add_argument("out", help="Parquet file to write")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start-id", type=int, default=900_000, help="first APP-number")
+    args = parser.parse_args(argv)
+    pq.write_table(make_applications(args.n, args.seed, args.start_id), args.out)
+    print(f"wrote {args.n} applications to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
