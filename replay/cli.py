@@ -17,19 +17,28 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import pyarrow as pa
 import typer
 import typer.core
 from rich.markup import escape
 
-from replay import kinds, queries, render
+from replay import kinds, render
 from replay.errors import CatalogError, InputError, ReplayError, StoreError, UsageError
 from replay.kinds import PRODUCTION
-from replay.store import Store
+from replay.lazy import Lazy
 from replay.timeparse import parse_time
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from replay.store import Store
+
+# Imported on first use: `replay --help` must not pay for DuckDB and pyarrow.
+if TYPE_CHECKING:
+    from replay import queries
+else:
+    queries = Lazy("replay.queries")
 INTERNAL_ERROR = 70
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -191,7 +200,8 @@ def translate(exc: Exception) -> ReplayError | None:
     if duckdb is not None and isinstance(exc, duckdb.Error):
         return CatalogError(f"DuckDB: {exc}", hint="run `replay reindex` if the catalog is "
                                                    "damaged; check the query otherwise")
-    if isinstance(exc, pa.ArrowException) and not isinstance(exc, OSError):
+    pa = sys.modules.get("pyarrow")
+    if pa is not None and isinstance(exc, pa.ArrowException) and not isinstance(exc, OSError):
         return InputError(f"Arrow refused the data: {exc}",
                           hint="check the input's column types and values")
     if isinstance(exc, OSError):
@@ -208,6 +218,8 @@ def translate(exc: Exception) -> ReplayError | None:
 
 
 def open_store(*, create: bool = False) -> Store:
+    from replay.store import Store
+
     return Store.open(state["store"], create=create)
 
 

@@ -10,12 +10,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from replay import kinds, queries, render
+from replay import kinds, render
 from replay.cli import JsonOpt, KindOpt, _read_key, app, handled, open_store, state
+from replay.lazy import Lazy
 from replay.timeparse import parse_time
 
 if TYPE_CHECKING:
+    from replay import queries
     from replay.verify import Verification
+else:
+    queries = Lazy("replay.queries")
 
 keys_app = typer.Typer(no_args_is_help=True, help="Signing keys for checkpoints and bundles.")
 app.add_typer(keys_app, name="keys")

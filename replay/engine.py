@@ -11,7 +11,7 @@ one step's components (a counterfactual: "today's model on March's inputs").
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -23,7 +23,7 @@ from replay.delta import Change, env_changes
 from replay.digest import table_digest
 from replay.errors import NotFoundError, ReplayError, UsageError
 from replay.pipeline import INPUT
-from replay.queries import entry
+from replay.queries import entries, entry
 from replay.rebuild import RecordedRun, load_code, load_json, load_run, step_kwargs
 from replay.recordchanges import RecordChange, record_changes
 from replay.runner import call_step
@@ -117,6 +117,16 @@ def replay(store: Store, run_id: str, mode: str = "chained", swap: dict[str, str
             tables[step_spec["name"]] = out
     return replace(_report(store, run, mode, swap or {}, tuple(results),
                            tables.get(spec["steps"][-1]["name"])), tolerances=judge.given)
+
+
+def replay_many(store: Store, run_ids: Sequence[str], mode: str = "chained",
+                swap: dict[str, str] | None = None,
+                tolerances: dict[str, float] | None = None) -> Iterator[ReplayReport]:
+    """Replay runs one after another, as ``replay`` does each: the ids (or unique prefixes)
+    are resolved together on one catalog connection first, and specs, code and models are
+    loaded once per digest for them all."""
+    for found in entries(store, list(run_ids)):
+        yield replay(store, found["run_id"], mode=mode, swap=swap, tolerances=tolerances)
 
 
 class Tolerances:

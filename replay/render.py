@@ -7,9 +7,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -17,6 +16,9 @@ from rich.text import Text
 
 from replay.cells import cell, change, duration, plain, short_digest
 from replay.errors import UsageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)

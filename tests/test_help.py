@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,3 +55,19 @@ def test_every_option_has_help(path: tuple[str, ...]) -> None:
     bare = [p.name for p in command.params if isinstance(p, typer.core.TyperOption)
             and not p.hidden and not p.help]
     assert bare == [], f"{' '.join(path)}: options without help: {bare}"
+
+
+HEAVY = ("pyarrow", "duckdb", "numpy", "pandas", "cryptography", "docker", "dvc",
+         "cloudpickle", "jinja2", "fpdf", "sklearn")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["runs", "--help"]],
+                         ids=" ".join)
+def test_help_starts_without_the_heavy_libraries(args: list[str]) -> None:
+    # A fresh interpreter: this one has imported everything already.
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "replay", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))

@@ -141,3 +141,22 @@ def test_environment_drift_is_reported_but_does_not_fail_the_replay(store, toy,
     assert report.verdict == "exact"
     assert {c.what for c in report.drift} >= {"OMP_NUM_THREADS", "image"}
     assert report.current_image == "reg/x@sha256:" + "1" * 64
+
+
+def test_replay_many_resolves_every_run_on_one_catalog_connection(store, toy,
+                                                                   monkeypatch) -> None:
+    from datetime import UTC, datetime
+
+    from replay.catalog import Catalog
+    from replay.engine import replay_many
+
+    at = datetime(2026, 3, 14, tzinfo=UTC)
+    ids = [replay.record(toy, rows(1, i), store=store, at=at).run_id for i in range(5)]
+    fresh = replay.Store.open(store.root)
+    opened = []
+    connect = Catalog.connect
+    monkeypatch.setattr(Catalog, "connect", lambda self, *a, **k: (opened.append(1),
+                                                                   connect(self, *a, **k))[1])
+    reports = list(replay_many(fresh, ids))
+    assert [r.run_id for r in reports] == ids
+    assert all(r.verdict == "exact" for r in reports) and len(opened) == 1
