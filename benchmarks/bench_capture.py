@@ -40,12 +40,12 @@ from pipelines.credit.external import verify_income
 from pipelines.credit.generate import make_applications
 from pipelines.credit.pipeline import make_pipeline
 from pipelines.credit.workspace import build_workspace
-from replay.components import bind
-from replay.digest import sha256, table_bytes
-from replay.fsutil import sync_data
-from replay.ledger import line_of
-from replay.loader import load_pipeline
-from replay.runner import arguments
+from replay.capture.bind import bind
+from replay.capture.loader import load_pipeline
+from replay.capture.runner import arguments
+from replay.core.digest import sha256, table_bytes
+from replay.core.fsutil import sync_data
+from replay.store.ledger import line_of
 
 ONBOARDING_AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 

@@ -24,7 +24,7 @@ import replay
 from pipelines.credit.generate import make_applications
 from pipelines.credit.pipeline import make_pipeline
 from pipelines.credit.workspace import build_workspace
-from replay.container import engine
+from replay.docker.client import engine
 
 
 def main() -> None:

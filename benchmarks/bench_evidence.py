@@ -32,9 +32,9 @@ import replay
 from pipelines.credit.generate import make_applications
 from pipelines.credit.pipeline import make_pipeline
 from pipelines.credit.workspace import build_workspace
-from replay import keys
-from replay.evidence import export
-from replay.verify import verify_bundle
+from replay.core import keys
+from replay.evidence.export import export
+from replay.evidence.verify import verify_bundle
 
 
 def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
@@ -60,7 +60,7 @@ def high_water_kb():
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux too
 
-from replay.verify import verify_bundle
+from replay.evidence.verify import verify_bundle
 imported = high_water_kb()
 check = verify_bundle(Path(sys.argv[1]), Path(sys.argv[2]).read_bytes())
 print(json.dumps({"ok": check.ok, "imports_kb": imported, "peak_kb": high_water_kb()}))
@@ -112,8 +112,9 @@ def main() -> None:
 def verified_read(n: int) -> None:
     """check_entry per run against a 1-row replay, in a checkpointed store whose signer is
     pinned (the strictest policy: chain and checkpoint coverage)."""
-    from replay import checkpoint, queries
-    from replay.history import check_entry
+    from replay.catalog import queries
+    from replay.store import checkpoint
+    from replay.store.history import check_entry
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -5,7 +5,7 @@
 Records N runs of the reference credit chain (1 to 17 rows each, 12 minutes apart, as a day
 of one branch's applications), then times, in this one process:
 
-- export: ``replay.evidence.export`` of the window with a record asked about (ledger checks,
+- export: ``replay.evidence.export.export`` of the window with a record asked about (ledger checks,
   files, proofs, replaying every run, the human report in HTML and PDF, the signature). The
   first export in a process also imports fpdf and loads the chain's code and models: it is
   shown apart, as ``replay export`` on the command line pays it each time.
@@ -33,11 +33,13 @@ import replay
 from pipelines.credit.generate import make_applications
 from pipelines.credit.pipeline import make_pipeline
 from pipelines.credit.workspace import build_workspace
-from replay import checkpoint, keys, report
-from replay.evidence import export
-from replay.queries import entries
-from replay.rebuild import load_run
-from replay.report_context import context
+from replay.catalog.queries import entries
+from replay.core import keys
+from replay.engine.recorded import load_run
+from replay.evidence import report
+from replay.evidence.export import export
+from replay.evidence.facts import context
+from replay.store import checkpoint
 
 T0 = datetime(2026, 3, 14, 8, tzinfo=UTC)
 

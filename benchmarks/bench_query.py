@@ -21,7 +21,7 @@ import pyarrow as pa
 from bench_capture import timed
 
 import replay
-from replay import queries
+from replay.catalog import queries
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -34,26 +34,27 @@ from replay.errors import (
 )
 
 if TYPE_CHECKING:
-    from replay.bundle import BundleError, MalformedBundleError
-    from replay.capture import RecordResult, record
-    from replay.compare import RunDiff, diff
-    from replay.container import Limits, replay_in_container
-    from replay.context import ClockWarning, RunContext
-    from replay.engine import ReplayReport, StepResult, replay, replay_many
-    from replay.models import Model
-    from replay.pipeline import Pipeline, Step
-    from replay.store import Store
-    from replay.timetravel import at, run_as_of
+    from replay.capture.record import RecordResult, record
+    from replay.core.context import ClockWarning, RunContext
+    from replay.core.model import Model
+    from replay.core.pipeline import Pipeline, Step
+    from replay.docker.sandbox import Limits, replay_in_container
+    from replay.engine.diff import RunDiff, diff
+    from replay.engine.replay import ReplayReport, StepResult, replay, replay_many
+    from replay.engine.timetravel import at, run_as_of
+    from replay.evidence.bundle import BundleError, MalformedBundleError
+    from replay.store.store import Store
 
 _WHERE = {
-    "BundleError": "bundle", "MalformedBundleError": "bundle",
-    "RecordResult": "capture", "record": "capture", "RunDiff": "compare", "diff": "compare",
-    "Limits": "container", "replay_in_container": "container",
-    "ClockWarning": "context", "RunContext": "context",
-    "ReplayReport": "engine", "StepResult": "engine", "replay": "engine",
-    "replay_many": "engine",
-    "Model": "models", "Pipeline": "pipeline", "Step": "pipeline", "Store": "store",
-    "at": "timetravel", "run_as_of": "timetravel",
+    "BundleError": "evidence.bundle", "MalformedBundleError": "evidence.bundle",
+    "RecordResult": "capture.record", "record": "capture.record",
+    "RunDiff": "engine.diff", "diff": "engine.diff",
+    "Limits": "docker.sandbox", "replay_in_container": "docker.sandbox",
+    "ClockWarning": "core.context", "RunContext": "core.context",
+    "ReplayReport": "engine.replay", "StepResult": "engine.replay", "replay": "engine.replay",
+    "replay_many": "engine.replay",
+    "Model": "core.model", "Pipeline": "core.pipeline", "Step": "core.pipeline",
+    "Store": "store.store", "at": "engine.timetravel", "run_as_of": "engine.timetravel",
 }
 
 

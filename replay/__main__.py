@@ -1,5 +1,5 @@
 """`python -m replay` is the `replay` command."""
 
-from replay.cli import main
+from replay.cli.main import main
 
 main()

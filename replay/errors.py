@@ -6,7 +6,7 @@
     ├── InputError                   exit 5   unreadable input file, wrong schema, bad record key
     ├── PipelineError                exit 6   pipeline module missing / raising / not a Pipeline
     │   ├── StepError                exit 6   a step raised or returned the wrong type
-    │   └── TapeMismatch             exit 6   (replay.context) a replayed step asked the world
+    │   └── TapeMismatch             exit 6   (replay.core.context) a replayed step asked the world
     │                                         something it did not ask when recorded (a replay
     │                                         reports it as a diverged step: exit 1)
     ├── CaptureError                 exit 7   something a run depends on cannot be captured
@@ -21,15 +21,15 @@
     │   ├── EngineUnavailableError   exit 11  no Docker engine answers (daemon down, no socket)
     │   ├── ImageMissingError        exit 12  the recorded image is not on the engine, no pull
     │   └── ContainerFailedError     exit 13  the container was killed (memory limit) or failed
-    ├── ImageTarError                exit 15  (replay.imagetar) a docker save tarball that is
+    ├── ImageTarError                exit 15  (replay.docker.imagetar) a docker save tarball that is
     │                                         not the image it claims (a bundle holding one
     │                                         is refused)
     ├── UntrustedSignerError         exit 14  a bundle consistent in every byte, signed by a key
     │                                         nobody pinned (trust store, REPLAY_TRUSTED_KEYS,
     │                                         --key): nothing of it is replayed
-    └── BundleError                  exit 15  (replay.bundle) a bundle refused: malformed,
+    └── BundleError                  exit 15  (replay.evidence.bundle) a bundle refused: malformed,
         │                                     unsafe, or failing verification
-        └── MalformedBundleError     exit 15  (replay.bundle) not even safe to read
+        └── MalformedBundleError     exit 15  (replay.evidence.bundle) not even safe to read
 
 `replay verify` itself exits 1 when a check fails, 15 for a bundle it would not read, and 14
 for a consistent bundle, or a store checkpoint, whose signer is not pinned.
@@ -37,7 +37,7 @@ for a consistent bundle, or a store checkpoint, whose signer is not pinned.
 Every error carries its data as attributes and a message ending in what to do next. The CLI
 catches ReplayError in one place and exits with `exit_code`; nothing else reaches the user
 as a traceback: third-party errors that get that far are mapped in one table
-(`replay.cli.translate`), anything else is an internal error, exit 70.
+(`replay.cli.app.translate`), anything else is an internal error, exit 70.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class ReadOnlyStoreError(StoreError):
 
 
 class UnsafeStoreError(StoreError):
-    """A store another user owns, not allowed (replay.ownership)."""
+    """A store another user owns, not allowed (replay.core.ownership)."""
 
 
 class CorruptionError(StoreError):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from replay.cli import app
+from replay.cli.app import app
 
 MODULE = '''
 import threading

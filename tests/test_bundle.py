@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import replay
-from replay import bundle, keys
-from replay.bundle import BundleError
-from replay.cli import app
-from replay.evidence import export, open_bundle
-from replay.verify import verify_bundle
+from replay.cli.app import app
+from replay.core import keys
+from replay.evidence import bundle
+from replay.evidence.bundle import BundleError
+from replay.evidence.export import export, open_bundle
+from replay.evidence.verify import verify_bundle
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -201,7 +202,7 @@ def test_a_redacted_row_changed_after_export_is_caught(personal_store, tmp_path)
 
     import pyarrow as pa
 
-    from replay.digest import canonical_json, sha256, table_bytes
+    from replay.core.digest import canonical_json, sha256, table_bytes
 
     store, run_id, key = personal_store
     out = export(store, [run_id], tmp_path / "r.bundle", key=key, redact=["name", "kyc"]).path

@@ -23,12 +23,13 @@ from conftest import rows, scale
 from typer.testing import CliRunner, Result
 
 import replay
-from replay import bundle, keys
-from replay.bundle import BundleError
-from replay.cli import app
-from replay.digest import canonical_json, sha256
-from replay.evidence import export
-from replay.verify import verify_bundle
+from replay.cli.app import app
+from replay.core import keys
+from replay.core.digest import canonical_json, sha256
+from replay.evidence import bundle
+from replay.evidence.bundle import BundleError
+from replay.evidence.export import export
+from replay.evidence.verify import verify_bundle
 
 REFUSED = 15
 SIGNED = ("MANIFEST.json", "MANIFEST.sig")
@@ -58,7 +59,7 @@ def _members(data: bytes) -> dict[str, bytes]:
 
 
 def canonical_tar(files: dict[str, bytes]) -> bytes:
-    """What export writes, made with tarfile, independently of replay.bundle."""
+    """What export writes, made with tarfile, independently of replay.evidence.bundle."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name in sorted(files):

@@ -10,6 +10,7 @@ one the intact store held under its digest.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -17,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import pytest
 from conftest import rows
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,8 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replay
-from replay import checkpoint, keys, queries, rebuild, segments
+from replay.catalog import queries
+from replay.core import keys, unpickle
+from replay.engine import recorded as rebuild
 from replay.errors import CorruptionError, ReplayError
+from replay.store import checkpoint, segments
 
 T0 = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 LATER = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
@@ -92,18 +95,19 @@ def test_a_flipped_byte_is_refused_or_changes_no_answer(intact: Intact, tmp_path
     path.chmod(0o644)
     path.write_bytes(bytes(raw))
 
-    loads = cloudpickle.loads
+    door = unpickle._Unpickler
 
-    def only_intact_bytes(blob: bytes, *args: Any, **kwargs: Any) -> Any:
+    def only_intact_bytes(f: io.BytesIO) -> Any:
+        blob = f.getvalue()
         assert "sha256:" + hashlib.sha256(blob).hexdigest() in intact.digests, \
             f"unpickled bytes the intact store never held (flip in {target})"
-        return loads(blob, *args, **kwargs)
+        return door(f)
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("XDG_CACHE_HOME", str(root.parent / "cache"))  # this copy's own history
         env.setenv("REPLAY_TRUSTED_KEYS", str(intact.public))
         env.setenv("REPLAY_REQUIRE_CHECKPOINT", "1")
-        env.setattr(cloudpickle, "loads", only_intact_bytes)
+        env.setattr(unpickle, "_Unpickler", only_intact_bytes)
         try:
             got = answers(replay.Store.open(root))
         except ReplayError:

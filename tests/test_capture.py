@@ -12,7 +12,7 @@ import pytest
 from conftest import rows
 
 import replay
-from replay.digest import table_digest
+from replay.core.digest import table_digest
 from replay.errors import CaptureError, InputError, StepError
 
 
@@ -81,7 +81,7 @@ def test_the_environment_is_recorded_once_with_a_package_lock(store, toy) -> Non
     env = json.loads(store.get_object(a))
     assert a == b
     assert env["python"]["version"].count(".") == 2
-    assert env["image"] == replay.environment.image()  # see test_image_identity.py
+    assert env["image"] == replay.capture.environment.image()  # see test_image_identity.py
     lock = json.loads(store.get_object(env["packages"]["lock_sha256"]))
     assert any(p.startswith("pyarrow==") for p in lock)
 

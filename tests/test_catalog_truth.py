@@ -12,8 +12,10 @@ from conftest import rows
 from typer.testing import CliRunner
 
 import replay
-from replay import checkpoint, keys, queries, trust
-from replay.cli import app
+from replay.catalog import queries
+from replay.cli.app import app
+from replay.core import keys, trust
+from replay.store import checkpoint
 
 T1 = datetime(2026, 3, 14, 9, tzinfo=UTC)
 T2 = datetime(2026, 3, 14, 10, tzinfo=UTC)

@@ -12,10 +12,11 @@ from conftest import forge_history, rows
 from typer.testing import CliRunner
 
 import replay
-from replay import checkpoint, keys
-from replay.audit import verify_store
-from replay.cli import app
+from replay.catalog.check import verify_store
+from replay.cli.app import app
+from replay.core import keys
 from replay.errors import CorruptionError, UsageError
+from replay.store import checkpoint
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from conftest import rows
 from typer.testing import CliRunner
 
-from replay.cli import app
+from replay.cli.app import app
 
 PIPELINE_MODULE = '''
 import pyarrow as pa

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import replay
-from replay.codecapture import capture_code
+from replay.capture.code import capture_code
 from replay.errors import CaptureError
 
 PIPE = """
@@ -149,7 +149,7 @@ def test_an_unpicklable_global_is_named(store) -> None:
 def test_show_source_prints_each_module_the_step_ran(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from replay.cli import app
+    from replay.cli.app import app
 
     folder = _folder(tmp_path / "bank")
     run_id = _record(folder, tmp_path / "store")
@@ -165,7 +165,7 @@ def test_show_source_prints_each_module_the_step_ran(tmp_path) -> None:
 def test_lineage_names_every_module_by_digest(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from replay.cli import app
+    from replay.cli.app import app
 
     run_id = _record(_folder(tmp_path / "bank"), tmp_path / "store")
     result = CliRunner().invoke(app, ["--store", str(tmp_path / "store"), "lineage", run_id])
@@ -175,7 +175,7 @@ def test_lineage_names_every_module_by_digest(tmp_path) -> None:
 
 def test_an_installed_pipeline_package_travels_by_value_and_a_library_by_name(
         tmp_path, monkeypatch) -> None:
-    from replay import codecapture
+    from replay.capture import code as codecapture
 
     site = tmp_path / "site-packages"
     (site / "bankpkg").mkdir(parents=True)

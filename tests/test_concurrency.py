@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import replay
-from replay import queries
+from replay.catalog import queries
 
 WRITER = '''
 import sys

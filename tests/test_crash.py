@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 
 import replay
-from replay.audit import verify_store
-from replay.doctor import doctor
-from replay.engine import replay as replay_run
+from replay.catalog.check import verify_store
+from replay.catalog.repair import doctor
+from replay.engine.replay import replay as replay_run
 
 CHILD = '''
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 import pyarrow as pa
 import replay
-import replay.ledger, replay.objects, replay.segments
+import replay.store.ledger, replay.store.objects, replay.store.segments
 from conftest import label, scale
 
 POINT, ARMED = {point!r}, False
@@ -46,13 +46,13 @@ def crash_in(module, name, half=False):
 
 
 if POINT == "object-before-rename":
-    crash_in(replay.objects.os, "replace")
+    crash_in(replay.store.objects.os, "replace")
 elif POINT == "segment-mid-write":
-    crash_in(replay.segments, "write_all", half=True)
+    crash_in(replay.store.segments, "write_all", half=True)
 elif POINT == "between-segment-and-ledger":
-    crash_in(replay.ledger.Ledger, "append")
+    crash_in(replay.store.ledger.Ledger, "append")
 elif POINT == "ledger-mid-write":
-    crash_in(replay.ledger, "write_all", half=True)
+    crash_in(replay.store.ledger, "write_all", half=True)
 
 def pipeline(k):
     return replay.Pipeline("crash", [replay.Step("scale", scale, params={{"k": k}}),

@@ -8,8 +8,8 @@ import pyarrow as pa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from replay.context import _args_digest, _args_digest_v1
-from replay.digest import canonical_json, json_digest, table_digest
+from replay.core.context import _args_digest, _args_digest_v1
+from replay.core.digest import canonical_json, json_digest, table_digest
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,

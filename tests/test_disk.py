@@ -13,8 +13,8 @@ from conftest import rows
 from typer.testing import CliRunner
 
 import replay
-from replay.audit import verify_store
-from replay.cli import app
+from replay.catalog.check import verify_store
+from replay.cli.app import app
 from replay.errors import ReadOnlyStoreError, StoreError
 
 

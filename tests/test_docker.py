@@ -26,9 +26,9 @@ from typer.testing import CliRunner
 import replay
 from pipelines.credit.generate import make_applications
 from pipelines.credit.workspace import build_workspace, refresh_workspace
-from replay.cli import app
-from replay.container import Limits, sandbox
-from replay.queries import entry
+from replay.catalog.queries import entry
+from replay.cli.app import app
+from replay.docker.sandbox import Limits, sandbox
 from tests import docker_engine as de
 from tests.conftest import copy_credit_package
 
@@ -331,7 +331,7 @@ def test_no_engine_is_a_one_line_error(recorded, monkeypatch, tmp_path) -> None:
 
 def test_an_image_neither_local_nor_pullable_says_how_to_load_it(images, engine, toy,
                                                                  tmp_path, monkeypatch) -> None:
-    import replay.environment as environment
+    import replay.capture.environment as environment
 
     missing = f"{images.registry}/pipeline-replay@sha256:{'0' * 64}"
     monkeypatch.setenv("REPLAY_IMAGE_DIGEST", missing)

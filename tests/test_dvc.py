@@ -16,7 +16,7 @@ import pytest
 from conftest import rows
 
 import replay
-from replay import dvcdata
+from replay.capture import dvc as dvcdata
 from replay.errors import DataVersionError
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-import replay.environment as environment
-from replay.delta import NOT_RECORDED, Change, env_changes
+import replay.capture.environment as environment
+from replay.engine.delta import NOT_RECORDED, Change, env_changes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def no_kernel_settings(monkeypatch):
 
 def in_fresh_process(code: str) -> Any:
     """Run ``code`` in a new interpreter; it prints one JSON value as its last line."""
-    prelude = "import json, sys\nfrom replay import environment\n"
+    prelude = "import json, sys\nfrom replay.capture import environment\n"
     out = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

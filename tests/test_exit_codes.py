@@ -16,8 +16,9 @@ import pytest
 from conftest import rows
 from typer.testing import CliRunner
 
-from replay import errors, queries
-from replay.cli import app
+from replay import errors
+from replay.catalog import queries
+from replay.cli.app import app
 
 MODEL_PIPELINE = '''
 import pyarrow.compute as pc
@@ -170,8 +171,8 @@ def test_a_key_file_of_garbage_is_a_usage_error(env) -> None:
 
 
 def test_tape_mismatch_and_image_tar_errors_are_in_the_tree() -> None:
-    from replay.context import TapeMismatch
-    from replay.imagetar import ImageTarError
+    from replay.core.context import TapeMismatch
+    from replay.docker.imagetar import ImageTarError
 
     assert issubclass(TapeMismatch, errors.PipelineError) and TapeMismatch.exit_code == 6
     assert issubclass(ImageTarError, errors.ReplayError) and ImageTarError.exit_code == 15

@@ -16,9 +16,9 @@ import pytest
 from conftest import rows
 
 import replay
-from replay import keys
-from replay.container import data_mounts
-from replay.doctor import doctor
+from replay.catalog.repair import doctor
+from replay.core import keys
+from replay.docker.sandbox import data_mounts
 from replay.errors import StoreError, UnsafeStoreError, UsageError
 
 REPO = Path(__file__).parents[1]
@@ -253,8 +253,8 @@ def test_a_bundle_replayed_from_leaves_no_temporary_store(tmp_path, toy) -> None
     import subprocess
     import sys
 
-    from replay import keys
-    from replay.evidence import export
+    from replay.core import keys
+    from replay.evidence.export import export
 
     store = replay.Store.open(tmp_path / "store")
     run_id = replay.record(toy, rows(2), store=store, at=AT).run_id

@@ -15,11 +15,13 @@ from conftest import forge_history, rows, scale
 from typer.testing import CliRunner
 
 import replay
-from replay import checkpoint, keys, queries
-from replay.cli import app
-from replay.digest import canonical_json
+from replay.catalog import queries
+from replay.cli.app import app
+from replay.core import keys
+from replay.core.digest import canonical_json
 from replay.errors import CorruptionError
-from replay.ledger import entry_hash
+from replay.store import checkpoint
+from replay.store.ledger import entry_hash
 
 pytestmark = pytest.mark.usefixtures("no_trust")
 
@@ -146,7 +148,7 @@ def _plant(store: replay.Store, run_id: str, tmp_path: Path, monkeypatch: pytest
                                                params={"k": 2.0})])
     attacker = replay.Store.open(tmp_path / "attacker")
     with monkeypatch.context() as patch:
-        patch.setattr("replay.capture.new_run_id", lambda: run_id)
+        patch.setattr("replay.capture.record.new_run_id", lambda: run_id)
         replay.record(evil, rows(2), store=attacker)
         attacker.flush()
     marker.unlink(missing_ok=True)
@@ -220,6 +222,6 @@ def test_an_untouched_store_replays_exact_and_keeps_what_it_verified_outside_it(
     _trust(monkeypatch, key)
     reopened = replay.Store.open(store.root)
     assert all(replay.replay(reopened, r).verdict == "exact" for r in runs)
-    from replay.history import cache_path
+    from replay.store.history import cache_path
 
     assert cache_path(reopened).exists() and not (store.root / "verified.json").exists()

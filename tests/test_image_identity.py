@@ -8,7 +8,7 @@ import json
 import pytest
 
 import replay
-import replay.environment as environment
+import replay.capture.environment as environment
 from replay.errors import CaptureError
 from tests.conftest import rows
 

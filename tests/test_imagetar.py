@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from replay.imagetar import ImageTarError, image_id
+from replay.docker.imagetar import ImageTarError, image_id
 
 LAYER = b"layer bytes " * 100
 

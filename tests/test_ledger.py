@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replay.digest import canonical_json, sha256
+from replay.core.digest import canonical_json, sha256
 from replay.errors import CorruptionError
-from replay.ledger import GENESIS, Ledger
+from replay.store.ledger import GENESIS, Ledger
 
 
 def _records(n: int) -> list[dict[str, object]]:

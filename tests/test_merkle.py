@@ -7,7 +7,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replay import merkle
+from replay.core import merkle
 
 
 def _leaves(n: int) -> list[bytes]:

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pytest
 
 import replay
-from replay import models
-from replay.digest import canonical_json, sha256
+from replay.capture import models
+from replay.core.digest import canonical_json, sha256
 from replay.errors import CaptureError, CorruptionError, PipelineError
 
 REPO = Path(__file__).parents[1]

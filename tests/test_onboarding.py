@@ -190,7 +190,7 @@ def test_replay_is_exact_after_the_incident_with_the_workspace_gone(tmp_path) ->
 def test_a_running_worker_records_the_overwritten_models_with_the_code_it_imported(
         tmp_path) -> None:
     import replay
-    from replay.compare import diff
+    from replay.engine.diff import diff
 
     workspace = builder().build_workspace(tmp_path / "ws")
     store = replay.Store.open(tmp_path / "store")

@@ -12,8 +12,8 @@ from conftest import rows
 from typer.testing import CliRunner
 
 import replay
-from replay.cells import duration, plain, short_digest
-from replay.cli import app
+from replay.cli.app import app
+from replay.core.cells import duration, plain, short_digest
 
 T1 = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 T2 = datetime(2026, 4, 14, 9, 0, tzinfo=UTC)

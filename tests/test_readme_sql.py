@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import replay
-from replay.cli import app
+from replay.cli.app import app
 
 README = Path(__file__).parents[1] / "README.md"
 

@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 import replay
-from replay import capture
-from replay.catalog_ingest import CatalogWarning
-from replay.cli import app
+from replay.capture import record as capture
+from replay.catalog.ingest import CatalogWarning
+from replay.cli.app import app
 from replay.errors import InputError
 
 AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)

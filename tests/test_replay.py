@@ -12,8 +12,8 @@ import pytest
 from conftest import rows
 
 import replay
-from replay.audit import verify_store
-from replay.engine import replay as replay_run
+from replay.catalog.check import verify_store
+from replay.engine.replay import replay as replay_run
 from replay.errors import NotFoundError, UsageError
 
 
@@ -128,7 +128,7 @@ def test_an_unknown_mode_is_a_usage_error(store, toy) -> None:
 
 def test_environment_drift_is_reported_but_does_not_fail_the_replay(store, toy,
                                                                      monkeypatch) -> None:
-    import replay.environment as environment
+    import replay.capture.environment as environment
 
     run_id = replay.record(toy, rows(1), store=store).run_id
     environment.fingerprint.cache_clear()
@@ -147,8 +147,8 @@ def test_replay_many_resolves_every_run_on_one_catalog_connection(store, toy,
                                                                    monkeypatch) -> None:
     from datetime import UTC, datetime
 
-    from replay.catalog import Catalog
-    from replay.engine import replay_many
+    from replay.catalog.index import Catalog
+    from replay.engine.replay import replay_many
 
     at = datetime(2026, 3, 14, tzinfo=UTC)
     ids = [replay.record(toy, rows(1, i), store=store, at=at).run_id for i in range(5)]

@@ -17,9 +17,9 @@ import replay
 from pipelines.credit.generate import make_applications
 from pipelines.credit.pipeline import make_pipeline
 from pipelines.credit.workspace import build_workspace, refresh_workspace
-from replay.compare import diff
-from replay.engine import replay as replay_run
-from replay.timetravel import run_as_of
+from replay.engine.diff import diff
+from replay.engine.replay import replay as replay_run
+from replay.engine.timetravel import run_as_of
 from tests.conftest import copy_credit_package
 
 REPO = Path(__file__).parents[1]
@@ -111,7 +111,7 @@ def test_at_with_new_rows_decides_as_the_pipeline_did_then(tmp_path, workspace) 
 def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from replay.cli import app
+    from replay.cli.app import app
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the demo pins its key
     args = ["--store", str(tmp_path / "store"), "demo", "--workspace",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from replay.report import render_html, render_pdf, scatter_svg
+from replay.evidence.report import render_html, render_pdf, scatter_svg
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>alert(1)</script>"

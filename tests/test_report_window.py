@@ -15,9 +15,10 @@ import pyarrow as pa
 from conftest import rows
 
 import replay
-from replay import evidence, keys
-from replay.report import render_pdf
-from replay.verify import verify_bundle
+from replay.core import keys
+from replay.evidence import export as evidence
+from replay.evidence.report import render_pdf
+from replay.evidence.verify import verify_bundle
 
 T0 = datetime(2026, 3, 14, 8, tzinfo=UTC)
 
@@ -96,10 +97,10 @@ def test_the_asked_record_is_highlighted_in_its_runs_decisions(tmp_path) -> None
 
 
 def test_the_asked_record_is_bold_on_a_fill_in_the_pdf(tmp_path) -> None:
-    from replay.checkpoint import sign
-    from replay.queries import entry
-    from replay.rebuild import load_run
-    from replay.report_context import context  # the PDF marks what the context marks
+    from replay.catalog.queries import entry
+    from replay.engine.recorded import load_run
+    from replay.evidence.facts import context  # the PDF marks what the context marks
+    from replay.store.checkpoint import sign
 
     _, ids = window(tmp_path, [30])
     store = replay.Store.open(tmp_path / "store")
@@ -204,7 +205,7 @@ def test_cli_export_of_a_window_keeps_json_output_clean(tmp_path) -> None:
 
     from typer.testing import CliRunner
 
-    from replay.cli import app
+    from replay.cli.app import app
 
     store = replay.Store.open(tmp_path / "store")
     for i in range(5):

@@ -17,9 +17,10 @@ from conftest import rows
 from typer.testing import CliRunner
 
 import replay
-from replay import kinds, queries
-from replay.cli import app
-from replay.timetravel import run_as_of
+from replay.catalog import queries
+from replay.cli.app import app
+from replay.core import kinds
+from replay.engine.timetravel import run_as_of
 
 NINE = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 TEN = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
@@ -137,7 +138,7 @@ def test_a_whole_listing_says_nothing_more(store, day) -> None:
 
 def test_an_exported_whatif_run_is_labelled_in_the_report(store, day, tmp_path,
                                                           monkeypatch, no_trust) -> None:
-    from replay import bundle
+    from replay.evidence import bundle
 
     monkeypatch.setenv("REPLAY_SIGNING_KEY", str(tmp_path / "k.pem"))
     assert cli(store, "keys", "init").exit_code == 0

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replay
-from replay import segments
-from replay.audit import verify_store
-from replay.digest import sha256, table_digest
+from replay.catalog.check import verify_store
+from replay.core.digest import sha256, table_digest
 from replay.errors import CorruptionError
-from replay.segments import Block, BlockRef, RunData, SegmentWriter, Sharing, StoredTable
+from replay.store import segments
+from replay.store.segments import Block, BlockRef, RunData, SegmentWriter, Sharing, StoredTable
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 import replay
 from replay import errors
-from replay.cli import app
+from replay.cli.app import app
 
 AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 HERE = Path(__file__).resolve().parent
@@ -140,7 +140,8 @@ def test_every_error_of_the_tree_is_exported_from_the_package(name: str) -> None
 
 
 def test_bundle_errors_and_the_clock_warning_are_exported_from_the_package() -> None:
-    from replay import bundle, context
+    from replay.core import context
+    from replay.evidence import bundle
 
     assert replay.BundleError is bundle.BundleError
     assert replay.MalformedBundleError is bundle.MalformedBundleError
@@ -262,7 +263,7 @@ def test_replay_show_lists_a_dvc_tracked_models_rev_and_md5(
 
 def test_the_lineage_names_a_dvc_tracked_models_rev(model_repo: Path,
                                                     store: replay.Store) -> None:
-    from replay import lineage
+    from replay.engine import lineage
 
     pipe = replay.Pipeline("p", [replay.Step("s", ones, models={
         "model": replay.Model(model_repo / "models" / "weight.bin", format="path")})])

@@ -16,10 +16,10 @@ from conftest import rows
 from test_cli import PIPELINE_MODULE
 from typer.testing import CliRunner
 
-from replay import queries
-from replay.cli import app
+from replay.catalog import queries
+from replay.cli.app import app
 from replay.errors import CatalogError
-from replay.store import Store
+from replay.store.store import Store
 
 READ_HINT = "ask with SELECT, WITH, FROM, VALUES, SHOW, DESCRIBE, SUMMARIZE or EXPLAIN"
 KEEP_HINT = "to keep a result, print it with --json and redirect it"

@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 import pytest
 
 import replay
-from replay.context import ClockWarning
-from replay.engine import replay as replay_run
+from replay.core.context import ClockWarning
+from replay.engine.replay import replay as replay_run
 from replay.errors import InputError, PipelineError
 
 AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)

@@ -13,7 +13,7 @@ from conftest import rows
 from typer.testing import CliRunner
 
 import replay
-from replay.cli import app, hoist_store
+from replay.cli.app import app, hoist_store
 
 AT = datetime(2026, 3, 14, 9, tzinfo=UTC)
 

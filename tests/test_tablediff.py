@@ -13,8 +13,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from replay.recordchanges import record_changes
-from replay.tablediff import ColumnDiff, TableDiff, compare_tables
+from replay.engine.records import record_changes
+from replay.engine.tablediff import ColumnDiff, TableDiff, compare_tables
 
 
 def _embeddings(values: np.ndarray) -> pa.Table:

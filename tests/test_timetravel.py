@@ -10,9 +10,9 @@ import pytest
 from conftest import rows
 
 import replay
+from replay.core.timeparse import parse_time
+from replay.engine.timetravel import at
 from replay.errors import NotFoundError
-from replay.timeparse import parse_time
-from replay.timetravel import at
 
 T0 = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 

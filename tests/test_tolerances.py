@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 import replay
-from replay.cli import app
-from replay.engine import replay as replay_run
+from replay.cli.app import app
+from replay.engine.replay import replay as replay_run
 from replay.errors import UsageError
 
 AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
@@ -81,7 +81,7 @@ def test_the_cli_takes_tolerances(store, monkeypatch) -> None:
 
 @pytest.mark.parametrize("bad", ["score", "score=abc", "=1", "score=-1", "score=inf"])
 def test_a_malformed_tolerance_is_a_usage_error(bad) -> None:
-    from replay.engine import parse_tolerances
+    from replay.engine.replay import parse_tolerances
 
     with pytest.raises(UsageError, match="is not COLUMN=NUMBER"):
         parse_tolerances([bad])

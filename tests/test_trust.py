@@ -24,13 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 import replay
-from replay import bundle, keys, merkle, trust
-from replay.checkpoint import Checkpoint
-from replay.cli import app
-from replay.digest import canonical_json, sha256, table_bytes, table_digest
+from replay.cli.app import app
+from replay.core import keys, merkle, trust
+from replay.core.digest import canonical_json, sha256, table_bytes, table_digest
 from replay.errors import UntrustedSignerError
-from replay.evidence import export, open_bundle
-from replay.ledger import entry_hash, line_of
+from replay.evidence import bundle
+from replay.evidence.export import export, open_bundle
+from replay.store.checkpoint import Checkpoint
+from replay.store.ledger import entry_hash, line_of
 
 BANK = "Bank X model risk"
 
@@ -334,7 +335,7 @@ def test_insecure_replay_unverified_replays_an_unpinned_bundle_with_a_warning(ge
 
 
 def test_every_trust_command_is_a_library_function_of_the_same_name() -> None:
-    from replay.cli_evidence import trust_app
+    from replay.cli.evidence import trust_app
 
     commands = {c.name for c in trust_app.registered_commands}
     assert commands == {"add", "list", "remove", "allow-store"}

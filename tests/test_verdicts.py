@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 import replay
-from replay.cli import app
-from replay.engine import ReplayReport, StepResult
-from replay.engine import replay as replay_run
+from replay.cli.app import app
+from replay.engine.replay import ReplayReport, StepResult
+from replay.engine.replay import replay as replay_run
 
 AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 VARIANT = "REPLAY_TEST_VARIANT"  # which output the step returns: recorded one, replayed another

@@ -14,8 +14,9 @@ from conftest import forge_history, rows
 from typer.testing import CliRunner
 
 import replay
-from replay import checkpoint, keys
-from replay.cli import app
+from replay.cli.app import app
+from replay.core import keys
+from replay.store import checkpoint
 
 pytestmark = pytest.mark.usefixtures("no_trust")
 
@@ -57,7 +58,7 @@ def _signed(store: replay.Store, toy: replay.Pipeline, bank: Path, runs: int,
 
 def test_a_witness_cosigns_a_head_then_a_grown_one(store, toy, bank, witness_key, tmp_path,
                                                     monkeypatch) -> None:
-    from replay import witness
+    from replay.evidence import witness
 
     _pin(monkeypatch, bank)
     state = tmp_path / "witness-state"
@@ -82,7 +83,7 @@ def test_a_witness_cosigns_a_head_then_a_grown_one(store, toy, bank, witness_key
 
 def test_a_witness_refuses_a_head_over_a_rewritten_history(store, toy, bank, witness_key,
                                                            tmp_path, monkeypatch) -> None:
-    from replay import witness
+    from replay.evidence import witness
 
     _pin(monkeypatch, bank)
     state = tmp_path / "witness-state"
@@ -101,7 +102,7 @@ def test_a_witness_refuses_a_head_over_a_rewritten_history(store, toy, bank, wit
 
 def test_a_witness_refuses_a_rolled_back_head(store, toy, bank, witness_key, tmp_path,
                                               monkeypatch) -> None:
-    from replay import witness
+    from replay.evidence import witness
 
     _pin(monkeypatch, bank)
     state = tmp_path / "witness-state"

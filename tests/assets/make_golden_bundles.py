@@ -19,9 +19,10 @@ import pyarrow as pa
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
+from replay.digest import canonical_json, sha256  # noqa: E402
+
 import replay  # noqa: E402
 from replay import bundle, checkpoint, keys  # noqa: E402
-from replay.digest import canonical_json, sha256  # noqa: E402
 from replay.evidence import export  # noqa: E402
 
 

@@ -1,0 +1,136 @@
+"""``doctor``: find what crashes leave behind and repair what is safe to repair.
+
+A crash can leave: temporary object files (named with their writer's pid), a torn last
+ledger line, block bytes at the end of a segment log that no ledger entry points at, and a
+stale or corrupt catalog. Doctor removes temporary files of writers that are gone, cuts a
+torn ledger line (never acknowledged) — a tail that parses as complete, hash-valid,
+chained entries gets its newline back instead — reports unreferenced segment bytes
+(harmless, never read) and rebuilds the catalog. It never deletes or rewrites a committed
+run, and refuses a store where a symbolic link stands in place of one of its files or
+folders.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from replay.catalog.queries import reindex
+from replay.core.fsutil import open_nofollow
+from replay.errors import CorruptionError, StoreError
+from replay.store.ledger import settle
+from replay.store.store import Store
+
+
+@dataclass
+class Checkup:
+    repaired: list[str] = field(default_factory=list)
+    noted: list[str] = field(default_factory=list)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _writer_pid(name: str) -> int | None:
+    parts = name.split("-")
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+
+
+def _temp_files(store: Store, report: Checkup) -> None:
+    base = store.root / "objects" / "sha256"
+    for tmp in sorted(base.glob("*/.tmp-*")) if base.exists() else []:
+        pid = _writer_pid(tmp.name)
+        if pid is not None and _alive(pid):
+            report.noted.append(f"{tmp}: being written by live process {pid}, left alone")
+            continue
+        tmp.unlink(missing_ok=True)
+        report.repaired.append(f"removed {tmp} (temporary file of a writer that is gone)")
+
+
+def _ledger_tail(store: Store, report: Checkup) -> None:
+    path = store.ledger.path
+    if not os.path.lexists(path):
+        return
+    # Under the writers' lock, on descriptors that never follow a link out of the store.
+    lock = open_nofollow(store.ledger.root / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fd = open_nofollow(path, os.O_RDWR)
+        try:
+            _repair_tail(store, fd, path, report)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(lock)
+
+
+def _repair_tail(store: Store, fd: int, path: Path, report: Checkup) -> None:
+    try:
+        settled = settle(fd, store.root / "segments")
+    except CorruptionError as exc:
+        report.noted.append(f"{path}: {exc.message}; left as it is (run `replay verify`)")
+        return
+    if settled.restored:
+        n = settled.restored
+        report.repaired.append(
+            f"restored the newline of {n} complete, chained entr{'y' if n == 1 else 'ies'} "
+            f"at the end of {path} (nothing cut from them)")
+    if settled.cut:
+        report.repaired.append(f"cut a torn last line ({settled.cut} bytes) from {path} "
+                               "(a crash mid-append; that run was never acknowledged)")
+
+
+def _segment_tails(store: Store, report: Checkup) -> None:
+    ends: dict[str, int] = {}
+    for _, entry in store.ledger.read():
+        b = entry["block"]
+        ends[b["segment"]] = max(ends.get(b["segment"], 0), b["offset"] + b["length"])
+    folder = store.root / "segments"
+    for seg in sorted(folder.glob("*.seg")) if folder.exists() else []:
+        extra = seg.stat().st_size - ends.get(seg.name, 0)
+        if extra > 0:
+            report.noted.append(f"{seg}: {extra} bytes after the last committed block "
+                                "(a crash before the ledger append; never read)")
+
+
+def _refuse_links(store: Store) -> None:
+    """Doctor writes, truncates and deletes in the store, often as root: a symbolic link in
+    the place of a store file or folder (which the store's owner can put there) must not
+    take it anywhere else. Refused before anything is touched."""
+    root = store.root
+    names = [root / n for n in ("FORMAT", "objects", "segments", "ledger", "catalog.duckdb",
+                                "catalog.duckdb.wal", "catalog.lock")]
+    names += [store.ledger.path, store.ledger.root / "lock", root / "objects" / "sha256"]
+    for folder in (root / "segments", root / "objects" / "sha256"):
+        if folder.is_dir() and not folder.is_symlink():
+            names += sorted(folder.iterdir())
+    for path in names:
+        if path.is_symlink():
+            raise StoreError(f"{path} is a symbolic link: doctor repairs only the store's own "
+                             "files, never what a link points at",
+                             hint=f"replace {path} by the file or folder itself, then rerun")
+
+
+def doctor(store: Store) -> Checkup:
+    report = Checkup()
+    if store.readonly:
+        report.noted.append(f"{store.root} is read-only: checked nothing that needs writing")
+        return report
+    _refuse_links(store)
+    _temp_files(store, report)
+    _ledger_tail(store, report)
+    _segment_tails(store, report)
+    runs = reindex(store)
+    report.repaired.append(f"rebuilt the catalog from the files ({runs} runs)")
+    return report
+
+

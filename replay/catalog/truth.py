@@ -1,0 +1,198 @@
+"""The catalog checked against the files: it is only an index, the ledger and blocks are truth.
+
+``confirmed`` is the cheap check ``find`` and ``at`` make before answering: the catalog's own
+counts agree (every records row's run is listed, a keyed run has one records row per input
+row) and every run an answer names is, in its hash-checked ledger entry, of that pipeline and
+clock, and its block holds the record key at that input row. ``answer`` asks again on a
+rebuilt catalog when that fails. ``check_catalog`` is the full comparison ``verify --store``
+makes: it reports the first disagreeing row and repairs nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import duckdb
+
+from replay.catalog.index import Catalog
+from replay.catalog.ingest import UNINDEXED
+from replay.core.kinds import kind_of
+from replay.core.pipeline import INPUT
+from replay.errors import CorruptionError, NotFoundError
+from replay.store.store import Store
+
+T = TypeVar("T")
+WARNING = "warning: catalog disagreed with the ledger; rebuilt"
+
+_COUNTS = ("select (select count(*) from records where run_id not in "
+           "(select run_id from runs)) = 0 and (select count(*) from records) = "
+           "(select coalesce(sum(rows), 0) from runs where record_key is not null and "
+           f"'{UNINDEXED}' || run_id not in (select key from meta))")
+
+
+def answer(store: Store, ask: Callable[[duckdb.DuckDBPyConnection], T],
+           named: Callable[[T], Iterable[dict[str, Any]]], key: str | None = None) -> T:
+    """``ask`` the catalog; when the answer is not confirmed by the files, rebuild the
+    catalog (with a warning on stderr) and ask once more."""
+    with Catalog(store).connect() as con:
+        result = ask(con)
+        rows = list(named(result))
+        # One records row per (run, input row): a duplicate is a row moved onto a run that
+        # holds the key at that row too.
+        ok = (len({(r["run_id"], r.get("row")) for r in rows}) == len(rows)
+              and _counts_hold(con) and all(confirm(store, row, key) for row in rows))
+    if ok:
+        return result
+    with Catalog(store).connect(rebuild=True) as con:
+        result = ask(con)
+    print(WARNING, file=sys.stderr)
+    return result
+
+
+def _counts_hold(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(_COUNTS).fetchall()
+    return bool(rows and rows[0][0])
+
+
+def confirm(store: Store, row: dict[str, Any], key: str | None) -> bool:
+    """The run ``row`` names is, in the ledger, of its pipeline and clock; with ``key``, its
+    block holds that record key at input row ``row['row']``."""
+    from replay.store.history import _hash_holds
+
+    try:
+        found = entry_for(store, {"run_id": row["run_id"],
+                                  "entry_end": row.get("entry_end") or 0})
+    except NotFoundError:
+        return False
+    m = found["manifest"]
+    if (found["run_id"] != row["run_id"] or m.get("run_id") != row["run_id"]
+            or not _hash_holds(found) or m["pipeline"] != row["pipeline"]
+            or not _same_clock(m["clock"], row["clock"])
+            or row.get("kind", kind_of(m)) != kind_of(m)):
+        return False
+    if key is None:
+        return True
+    if m.get("record_key") is None or row.get("row") is None:
+        return False
+    try:
+        block = store.block(found["block"])
+        part, first, n = block.kinds(row["run_id"])[INPUT]
+        if not 0 <= int(row["row"]) < n:
+            return False
+        value = block.part_table(part).column(m["record_key"])[first + int(row["row"])]
+    except (KeyError, IndexError, CorruptionError):
+        return False
+    return value.is_valid and str(value.as_py()) == key
+
+
+def _same_clock(iso: str, clock: Any) -> bool:
+    if not isinstance(clock, datetime):
+        return False
+    recorded = datetime.fromisoformat(iso)
+    if clock.tzinfo is None or recorded.tzinfo is None:
+        return recorded.replace(tzinfo=None) == clock.replace(tzinfo=None)
+    return recorded == clock
+
+
+def _indexes_this_ledger(store: Store, meta: dict[str, str]) -> bool:
+    """The entry the catalog says it indexed last is the ledger's entry at that offset."""
+    last, offset = meta.get("ledger_hash"), int(meta.get("ledger_offset") or 0)
+    if last is None:
+        return True
+    return any(pos == offset and e.get("hash") == last for pos, e in store.entries())
+
+
+def check_catalog(store: Store) -> int:
+    """Compare the catalog with the ledger and blocks; raise CorruptionError naming the
+    catalog file and the first row that disagrees. Returns the number of runs compared."""
+    from replay.catalog.ingest import _as_keys
+
+    catalog = Catalog(store)
+    where = str(catalog.path)
+    with catalog.connect() as con:
+        meta = dict(con.execute("select key, value from meta").fetchall())
+    if not _indexes_this_ledger(store, meta):
+        # Not an edited index of this ledger but an index of another one (the ledger was
+        # replaced under it, which the checks above judge): rebuilt, as any use would.
+        with catalog.connect(rebuild=True):
+            pass
+        print("warning: the catalog indexed another ledger; rebuilt", file=sys.stderr)
+    with catalog.connect() as con:
+        listed = con.execute("select seq, run_id, pipeline, clock, version, record_key, kind "
+                             "from runs order by seq").fetchall()
+        count = 0
+        for _, e in store.entries():
+            m = e["manifest"]
+            row = listed[count] if count < len(listed) else None
+            count += 1
+            if row is None:
+                raise CorruptionError(where, f"has no runs row for ledger entry {e['seq']} "
+                                      f"(run {e['run_id']})", hint="`replay reindex` rebuilds it")
+            seq, run_id, pipeline, clock, version, record_key, kind = row
+            if (seq, run_id, pipeline, version, record_key, kind) != (
+                    e["seq"], e["run_id"], m["pipeline"], m["version"], m.get("record_key"),
+                    kind_of(m)) \
+                    or not _same_clock(m["clock"], clock):
+                raise CorruptionError(where, f"runs row seq {seq} (run {run_id}, pipeline "
+                                      f"{pipeline}) disagrees with ledger entry {e['seq']} (run "
+                                      f"{e['run_id']}, pipeline {m['pipeline']})",
+                                      hint="`replay reindex` rebuilds it")
+            if record_key:
+                block = store.block(e["block"])
+                part, first, n = block.kinds(run_id)[INPUT]
+                try:
+                    held = _as_keys(block.part_table(part).column(record_key)
+                                    .slice(first, n).combine_chunks()).to_pylist()
+                except Exception:  # keys the catalog cannot index (see CatalogWarning)
+                    held = None
+                if held is not None:
+                    indexed = [k for (k,) in con.execute(
+                        "select key from records where run_id = ? order by row",
+                        [run_id]).fetchall()]
+                    if indexed != held:
+                        first_bad = next((i for i, (a, b) in enumerate(
+                            zip(indexed, held, strict=False)) if a != b), min(len(indexed),
+                                                                              len(held)))
+                        raise CorruptionError(where, f"records of run {run_id} disagree with "
+                                              f"its block at input row {first_bad}",
+                                              hint="`replay reindex` rebuilds it")
+        if len(listed) > count:
+            seq, run_id = listed[count][:2]
+            raise CorruptionError(where, f"runs row seq {seq} (run {run_id}) has no ledger "
+                                  "entry", hint="`replay reindex` rebuilds it")
+        stray = con.execute("select run_id from records where run_id not in "
+                            "(select run_id from runs) limit 1").fetchall()
+        if stray:
+            raise CorruptionError(where, f"records rows name run {stray[0][0]}, which the "
+                                  "ledger does not hold", hint="`replay reindex` rebuilds it")
+    return count
+
+
+def entry_for(store: Store, row: dict[str, Any]) -> dict[str, Any]:
+    """The run's ledger entry, read from the ledger itself (the catalog only points at it)."""
+    for _, entry in store.entries(_start_of(store, row)):
+        if entry["run_id"] == row["run_id"]:
+            return entry
+        break
+    for _, entry in store.entries():
+        if entry["run_id"] == row["run_id"]:
+            return entry
+    raise NotFoundError(f"run {row['run_id']} is in the catalog but not in the ledger",
+                        hint="run `replay reindex`")
+
+
+def _start_of(store: Store, row: dict[str, Any]) -> int:
+    # Entries end at entry_end; step back to the line start.
+    with open(store.ledger.path, "rb") as f:
+        pos = max(0, int(row["entry_end"]) - 1)
+        while pos > 0:
+            step = min(pos, 4096)
+            f.seek(pos - step)
+            idx = f.read(step).rfind(b"\n")
+            if idx >= 0:
+                return pos - step + idx + 1
+            pos -= step
+    return 0

@@ -1,0 +1,264 @@
+"""How results look in a terminal (rich tables that fit its width), in pipes (TSV) and in
+scripts (JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from replay.core.cells import cell, change, duration, plain, short_digest, step_detail
+from replay.errors import UsageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)
+
+FORMATS = ("table", "tsv", "json")
+HEADERS = {"duration_ns": "took"}  # a column whose table cells are not what its key says
+LONGEST_WORD = 40  # a longer value folds rather than widening its column further
+
+
+def pick_format(fmt: str | None, as_json: bool = False) -> str:
+    """``--format`` as given (``--json`` means json); without one, a table on a terminal and
+    TSV when stdout is piped or redirected."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not table, tsv or json")
+    if as_json:
+        if fmt not in (None, "json"):
+            raise UsageError(f"--json and --format {fmt} disagree", hint="give one of them")
+        return "json"
+    return fmt or ("table" if console.is_terminal else "tsv")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=_default)
+
+
+def emit_json(value: Any) -> None:
+    # Plain print: rich would wrap and colour the JSON.
+    print(as_json(value))
+
+
+def tsv(rows: Sequence[dict[str, Any]], columns: Iterable[str]) -> None:
+    """Rows as tab-separated values under a header row, every value in full: the columns
+    given, then every other key the rows have."""
+    cols = list(dict.fromkeys([*columns, *(k for r in rows for k in r)]))
+    print("\t".join(cols))
+    for row in rows:
+        print("\t".join(plain(row.get(c)) for c in cols))
+
+
+def _cells(rows: Sequence[dict[str, Any]], cols: list[str]) -> list[list[Text]]:
+    return [[v if isinstance(v := row.get(c), Text) else Text(cell(v, c)) for c in cols]
+            for row in rows]
+
+
+def _least(texts: list[Text]) -> int:
+    """The narrowest a column gets: its longest word (capped), so words never break."""
+    words = (len(w) for t in texts for w in t.plain.split())
+    return min(max(words, default=1), LONGEST_WORD)
+
+
+def _natural(texts: list[Text]) -> int:
+    return max((len(line) for t in texts for line in t.plain.splitlines()), default=1)
+
+
+def _shrink(widths: list[int], floors: list[int], room: int) -> list[int]:
+    """Take one character at a time from the column with the most to spare."""
+    widths = list(widths)
+    while sum(widths) > room:
+        spare = [w - f for w, f in zip(widths, floors, strict=True)]
+        i = max(range(len(widths)), key=spare.__getitem__)
+        if spare[i] <= 0:
+            break
+        widths[i] -= 1
+    return widths
+
+
+def _layout(columns: list[list[Text]], names: list[str], drop: Sequence[str],
+            width: int) -> tuple[list[str], list[int]]:
+    """Which columns fit ``width`` and how wide each is: drop columns in ``drop`` order until
+    every kept column fits its longest word; then narrow the ones that wrap at spaces."""
+    kept = list(names)
+    least = {n: _least(col) for n, col in zip(names, columns, strict=True)}
+    for name in drop:
+        if sum(least[n] for n in kept) + 3 * len(kept) + 1 <= width:
+            break
+        if name in kept and len(kept) > 1:
+            kept.remove(name)
+    natural = [_natural(columns[names.index(n)]) for n in kept]
+    room = width - 3 * len(kept) - 1
+    widths = _shrink(natural, [least[n] for n in kept], room)
+    return kept, _shrink(widths, [min(4, w) for w in widths], room)  # last resort: fold
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Iterable[str], title: str = "",
+          drop: Sequence[str] = ()) -> None:
+    """Rows as a table as wide as the terminal: digests and DVC versions shortened (see
+    replay.core.cells), ``drop`` naming the columns to leave out, first first, when the rest
+    would not fit; every title, header and cell is data, printed with markup off."""
+    names = list(columns)
+    body = _cells(rows, names)
+    heads = [Text(HEADERS.get(n, n)) for n in names]
+    by_column = [[heads[i], *(r[i] for r in body)] for i in range(len(names))]
+    kept, widths = _layout(by_column, names, drop, console.width)
+    t = Table(title=Text(title) if title else None, header_style="bold")
+    for name, w in zip(kept, widths, strict=True):
+        t.add_column(heads[names.index(name)], width=w, overflow="fold")
+    for r in body:
+        t.add_row(*(r[names.index(n)] for n in kept))
+    console.print(t)
+    if len(kept) < len(names):
+        left = ", ".join(HEADERS.get(n, n) for n in names if n not in kept)
+        console.print(Text(f"not shown at this width: {left} (--format tsv shows every column)",
+                           style="dim"))
+
+
+def rows_out(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str, fmt: str,
+             drop: Sequence[str] = ()) -> None:
+    """Rows in the chosen format: a fitted table, TSV (every key, in full) or JSON."""
+    if fmt == "json":
+        emit_json(list(rows))
+    elif fmt == "tsv":
+        tsv(rows, columns)
+    else:
+        table(rows, columns, title, drop)
+
+
+STEP_COLUMNS = ("name", "rows", "output", "duration_ns", "calls")
+COMPONENT_COLUMNS = ("step", "kind", "name", "digest", "dvc_rev", "dvc_md5")
+
+
+def _run_fields(info: dict[str, Any]) -> dict[str, Any]:
+    m = info["manifest"]
+    return {"run_id": m["run_id"], "pipeline": m["pipeline"], "status": m["status"],
+            "seq": info["seq"], "clock": m["clock"], "version": m["version"], "env": m["env"],
+            "image": info["run"]["image"], "input_rows": m["input"]["rows"],
+            "input_digest": m["input"]["digest"], "error": m.get("error")}
+
+
+def show_run(info: dict[str, Any], fmt: str) -> None:
+    """``replay show``: the run, its steps and every component, as a table or as three TSV
+    blocks (run, steps, components) separated by an empty line."""
+    run, m = _run_fields(info), info["manifest"]
+    if fmt == "tsv":
+        for rows, cols in (([run], ()), (m["steps"], STEP_COLUMNS),
+                           (info["components"], COMPONENT_COLUMNS)):
+            if cols:
+                print()
+            tsv(rows, cols)
+        return
+    for line in (f"run {run['run_id']}  pipeline {run['pipeline']}",
+                 f"status {run['status']}  ledger #{run['seq']}  clock {run['clock']}",
+                 f"input {run['input_rows']} rows {short_digest(run['input_digest'])}  "
+                 f"version {short_digest(run['version'])}",
+                 f"env {short_digest(run['env'])}  image {run['image']}"):
+        console.print(Text(line))
+    if run["error"]:
+        console.print(Text(f"failed at step {run['error']['step']}: "
+                           f"{run['error']['message']}", style="red"))
+    table(m["steps"], STEP_COLUMNS, "steps", drop=("calls", "rows", "output"))
+    table(info["components"], COMPONENT_COLUMNS, "components",
+          drop=("dvc_md5", "dvc_rev", "kind"))
+
+
+def arrow(tbl: pa.Table, title: str = "", limit: int = 50) -> None:
+    """The first ``limit`` rows: a table on a terminal, TSV when piped (the count of rows
+    left out then goes to stderr, so the pipe gets rows only)."""
+    rows = tbl.slice(0, limit).to_pylist()
+    piped = not console.is_terminal
+    if piped:
+        tsv(rows, tbl.column_names)
+    else:
+        table(rows, tbl.column_names, title)
+    if tbl.num_rows > limit:
+        (errors if piped else console).print(
+            f"[dim]… {tbl.num_rows - limit} more rows (use --json for all)[/dim]")
+
+
+def arrow_json(tbl: pa.Table) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = tbl.to_pylist()
+    return rows
+
+
+VERDICT_STYLE = {"exact": "green", "equivalent": "yellow", "diverged": "red", "skipped": "red"}
+
+
+def _outputs(recorded: str | None, replayed: str | None) -> str:
+    """The recorded output digest, and under it the replayed one when they differ."""
+    if replayed is None or replayed == recorded:
+        return short_digest(recorded)
+    return f"{short_digest(recorded)}\n→ {short_digest(replayed)}"
+
+
+def report(rep: Any, limit: int = 20) -> None:
+    """A replay report: verdict, steps, record changes, environment drift."""
+    style = VERDICT_STYLE[rep.verdict]
+    what = "counterfactual" if rep.swap else f"{rep.mode} replay"
+    console.print(f"{what} of run [bold]{rep.run_id}[/bold] ({escape(rep.pipeline)}, clock "
+                  f"{rep.clock}): [bold {style}]{rep.verdict.upper()}[/bold {style}]",
+                  highlight=False)
+    if rep.first_divergence:
+        console.print(f"first diverging step: [bold]{escape(rep.first_divergence)}[/bold]",
+                      highlight=False)
+    if rep.tolerances:
+        given = ", ".join(f"{c} ≤ {t:g}" for c, t in sorted(rep.tolerances.items()))
+        console.print(f"tolerances given at replay time (not by the pipeline): {given}",
+                      highlight=False, markup=False)
+    steps = [{"step": f"{s.name} (swapped)" if s.swapped else s.name,
+              "verdict": Text(s.verdict, style=VERDICT_STYLE[s.verdict]),
+              "output": _outputs(s.recorded, s.replayed), "took": duration(s.duration_ns),
+              "what differs": step_detail(s)} for s in rep.steps]
+    table(steps, ("step", "verdict", "output", "took", "what differs"), drop=("took",))
+    if rep.records:
+        flips = sum(r.flipped for r in rep.records)
+        rows = [{"record": r.key, **{c: change(a, b) for c, (a, b) in r.changes.items()}}
+                for r in rep.records[:limit]]
+        cols = ["record", *dict.fromkeys(c for r in rep.records[:limit] for c in r.changes)]
+        table(rows, cols, f"{len(rep.records)} records changed, {flips} decisions flipped")
+    drift(rep.drift, rep.recorded_image, rep.current_image)
+
+
+def drift(changes: Any, recorded_image: str | None, current_image: str | None) -> None:
+    if recorded_image is not None:
+        console.print(f"image: recorded {recorded_image}; now {current_image}",
+                      highlight=False, markup=False)
+    if not changes:
+        console.print("environment: no drift")
+        return
+    rows = [{"field": f"{c.where}: {c.what}" if c.where == "package" else c.what,
+             "recorded": c.before, "now": c.after} for c in changes[:25]]
+    table(rows, ("field", "recorded", "now"),
+          f"environment drift ({len(changes)} fields; reported, not a failure)")
+
+
+@contextmanager
+def steps_progress(disable: bool = False, doing: str = "replaying"
+                   ) -> Iterator[Callable[[str], None]]:
+    """A progress line naming what is being done now, with the time spent (on stderr, so
+    --json output stays clean; rich shows nothing when stderr is not a terminal)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn(doing + " {task.description}", markup=False),
+                  TimeElapsedColumn(), console=errors, transient=True,
+                  disable=disable) as bar:
+        task = bar.add_task("", total=None)
+        yield lambda name: bar.update(task, description=name)

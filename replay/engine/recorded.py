@@ -1,0 +1,161 @@
+"""Rebuilding a recorded run from the store alone: its manifest, rows, tape and components.
+
+Nothing here looks at the live workspace's code or models: step code comes from its recorded
+pickle, models from their recorded bytes, data from the store or from DVC at the recorded rev
+(the workspace file is used only when its bytes still hash to the recorded sha256). Loaded
+components are cached by digest, so replaying many runs of one version loads each once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from replay.capture import dvc as dvcdata
+from replay.capture.bind import load_data
+from replay.capture.models import load as load_recorded_model
+from replay.core.digest import sha256, table_digest
+from replay.core.pipeline import INPUT, Step
+from replay.core.unpickle import unpickle_trusted
+from replay.errors import CorruptionError, DataVersionError, NotFoundError
+from replay.store.segments import Block
+from replay.store.store import Store
+
+_cache: dict[tuple[str, str], Any] = {}
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A committed run as the store holds it."""
+
+    entry: dict[str, Any]
+    spec: dict[str, Any]
+    block: Block
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.entry["manifest"]  # type: ignore[no-any-return]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.entry["run_id"])
+
+    @property
+    def clock(self) -> datetime:
+        return datetime.fromisoformat(self.manifest["clock"])
+
+    def table(self, kind: str) -> pa.Table:
+        """A recorded table (``input`` or a step's output), checked against the manifest."""
+        expected = self.manifest["input"]["digest"] if kind == INPUT else next(
+            s["output"] for s in self.manifest["steps"] if s["name"] == kind)
+        table = self.block.table(self.run_id, kind)
+        if table_digest(table, self.personal) != expected:
+            raise CorruptionError(self.block.path.name,
+                                  f"recorded {kind!r} rows of run {self.run_id} do not match "
+                                  "their manifest digest")
+        return table
+
+    @property
+    def personal(self) -> tuple[str, ...]:
+        return tuple(self.spec.get("personal", ()))
+
+    def has_table(self, kind: str) -> bool:
+        return kind in self.block.kinds(self.run_id)
+
+    def tape(self) -> dict[str, list[dict[str, Any]]]:
+        if "tape" not in self.manifest:
+            return {}
+        blob = self.block.blob(self.run_id, "tape")
+        if sha256(blob) != self.manifest["tape"]:
+            raise CorruptionError(self.block.path.name,
+                                  f"tape of run {self.run_id} does not match its digest")
+        return orjson.loads(blob)  # type: ignore[no-any-return]
+
+
+def load_run(store: Store, entry: dict[str, Any]) -> RecordedRun:
+    """A committed run, once its ledger entry is verified (replay.store.history): callers go on
+    to unpickle the code and models it names."""
+    from replay.store.history import check_entry
+
+    check_entry(store, entry)
+    spec = load_json(store, entry["manifest"]["version"])
+    return RecordedRun(entry, spec, store.block(entry["block"]))
+
+
+def load_json(store: Store, digest: str) -> Any:
+    """A JSON object (spec, environment), parsed once per process: objects never change."""
+    return _cached("json", digest, lambda: json.loads(store.get_object(digest)))
+
+
+def _cached(kind: str, digest: str, make: Any) -> Any:
+    key = (kind, digest)
+    if key not in _cache:
+        _cache[key] = make()
+    return _cache[key]
+
+
+def load_code(store: Store, step: dict[str, Any]) -> Step:
+    """The recorded step function, unpickled from its verified bytes (this runs its code)."""
+    fn = _cached("code", step["code"],
+                 lambda: unpickle_trusted(store.get_object(step["code"]), step["code"]))
+    inputs = step["inputs"] if step.get("named_inputs") else None
+    # Only the names matter here: they tell which keyword receives which component.
+    return Step(step["name"], fn, inputs=inputs, tolerances=step.get("tolerances") or {},
+                models=dict.fromkeys(step["models"]),
+                data={name: d["path"] for name, d in step["data"].items()},
+                params=dict.fromkeys(load_params(store, step["params"])))
+
+
+def load_model(store: Store, model: dict[str, Any]) -> Any:
+    """A recorded model from its stored bytes, once per process (see replay.capture.models)."""
+    return load_recorded_model(model, store.get_object,
+                               f"model {model.get('path') or model['digest']}")
+
+
+def data_bytes(store: Store, record: dict[str, Any]) -> bytes:
+    """The exact bytes a run read: from the store, the workspace if unchanged, or DVC."""
+    if record.get("object"):
+        return store.get_object(record["object"])
+    if store.objects.has(record["sha256"]):  # DVC data an evidence bundle carried
+        return store.get_object(record["sha256"])
+    path = Path(record["path"])
+    try:
+        raw = path.read_bytes()
+        if sha256(raw) == record["sha256"]:
+            return raw
+    except OSError:
+        pass
+    version = record.get("dvc")
+    if not version:
+        raise NotFoundError(f"data {path} changed since the run and no copy was kept",
+                            hint="restore the file with sha256 " + record["sha256"])
+    raw = dvcdata.fetch(version)
+    if sha256(raw) != record["sha256"]:
+        raise DataVersionError(f"DVC returned bytes for {version['path']} that are not the "
+                               f"recorded {record['sha256']}")
+    return raw
+
+
+def load_data_component(store: Store, record: dict[str, Any]) -> Any:
+    return _cached("data", record["sha256"],
+                   lambda: load_data(record["format"], data_bytes(store, record)))
+
+
+def load_params(store: Store, digest: str) -> dict[str, Any]:
+    return _cached("params", digest,  # type: ignore[no-any-return]
+                   lambda: json.loads(store.get_object(digest)))
+
+
+def step_kwargs(store: Store, step: dict[str, Any]) -> dict[str, Any]:
+    """models / data / params of a recorded step, as its function receives them."""
+    return {"models": {n: load_model(store, m) for n, m in step["models"].items()},
+            "data": {n: load_data_component(store, d) for n, d in step["data"].items()},
+            "params": load_params(store, step["params"])}
+
+

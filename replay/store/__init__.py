@@ -1,0 +1,7 @@
+"""The store's files: content-addressed objects, segment blocks, the hash-chained ledger,
+group commit, signed checkpoints and the verified-read check of every entry
+(``history``).
+
+Imports ``replay.core`` and ``replay.errors`` only: the files are the truth and know
+nothing of the index above them.
+"""

@@ -1,0 +1,140 @@
+"""Signed tree heads: the ledger's size and Merkle root at a moment, signed with Ed25519.
+
+Checkpoints are kept in ``checkpoints/`` (with the public keys that signed them in
+``keys/``). Two checkpoints prove the ledger only grew when a consistency proof between
+their trees verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from replay.core import keys, merkle
+from replay.core.digest import canonical_json
+from replay.core.fsutil import fsync_dir, write_durable
+from replay.errors import CorruptionError, NotFoundError
+from replay.store.store import Store
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    tree_size: int
+    root: str
+    timestamp: str
+    key_id: str
+    signature: str = ""
+
+    def body(self) -> bytes:
+        return canonical_json({"format": 1, "tree_size": self.tree_size, "root": self.root,
+                               "timestamp": self.timestamp, "key_id": self.key_id})
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def verify(self, key: Ed25519PublicKey) -> bool:
+        return keys.signed_by(key, self.key_id, self.signature, self.body())
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Checkpoint:
+        return cls(int(data["tree_size"]), str(data["root"]), str(data["timestamp"]),
+                   str(data["key_id"]), str(data["signature"]))
+
+
+def ledger_leaves(store: Store, size: int | None = None) -> list[bytes]:
+    """Leaf hashes of the ledger's entries, in order (each entry's canonical bytes)."""
+    leaves = []
+    for _, entry in store.ledger.read():
+        leaves.append(merkle.leaf_hash(canonical_json(entry)))
+        if size is not None and len(leaves) == size:
+            break
+    return leaves
+
+
+def hexroot(leaves: list[bytes]) -> str:
+    return "sha256:" + merkle.root(leaves).hex()
+
+
+def sign(store: Store, private: Ed25519PrivateKey, leaves: list[bytes] | None = None,
+         now: datetime | None = None) -> Checkpoint:
+    """Sign the current tree head and keep it (and the public key) in the store."""
+    leaves = ledger_leaves(store) if leaves is None else leaves
+    public = private.public_key()
+    unsigned = Checkpoint(len(leaves), hexroot(leaves),
+                          (now or datetime.now(UTC)).isoformat(), keys.key_id(public))
+    cp = Checkpoint(**{**asdict(unsigned), "signature": base64.b64encode(
+        private.sign(unsigned.body())).decode()})
+    _keep_public_key(store, public)
+    folder = store.root / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    name = f"{cp.tree_size:012d}-{cp.key_id[7:19]}-{cp.timestamp.replace(':', '')}.json"
+    tmp = folder / f".{name}.tmp"
+    write_durable(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+                  canonical_json(cp.as_json()))
+    os.replace(tmp, folder / name)
+    fsync_dir(folder)
+    return cp
+
+
+def _keep_public_key(store: Store, public: Ed25519PublicKey) -> None:
+    """So the store can check its own checkpoints (public keys are not secret)."""
+    path = public_key_path(store, keys.key_id(public))
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(keys.public_pem(public))
+
+
+def public_key_path(store: Store, key_id: str) -> Path:
+    return store.root / "keys" / f"{key_id[7:]}.pub"
+
+
+def stored(store: Store) -> list[tuple[Path, Checkpoint]]:
+    folder = store.root / "checkpoints"
+    if not folder.exists():
+        return []
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out.append((path, Checkpoint.from_json(json.loads(path.read_bytes()))))
+        except (ValueError, KeyError, TypeError):
+            raise CorruptionError(str(path), "is not a checkpoint") from None
+    return out
+
+
+def prove_growth(store: Store, old: Checkpoint, new: Checkpoint) -> list[str]:
+    """The consistency proof from ``old`` to ``new`` (hex), computed from the ledger."""
+    leaves = ledger_leaves(store, new.tree_size)
+    return [h.hex() for h in merkle.consistency_proof(old.tree_size, leaves)]
+
+
+def grew(old: Checkpoint, new: Checkpoint, proof: list[str]) -> bool:
+    """True when ``new``'s tree extends ``old``'s: the ledger only grew in between."""
+    if old.tree_size == 0:
+        return not proof
+    return merkle.verify_consistency(old.tree_size, new.tree_size,
+                                     bytes.fromhex(old.root[7:]), bytes.fromhex(new.root[7:]),
+                                     [bytes.fromhex(h) for h in proof])
+
+
+def write_head(cp: Checkpoint, path: Path) -> None:
+    """A signed tree head in a file of its own, to keep outside the store."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_durable(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+                  canonical_json(cp.as_json()))
+    os.replace(tmp, path)
+
+
+def read_head(path: Path) -> Checkpoint:
+    try:
+        return Checkpoint.from_json(json.loads(path.read_bytes()))
+    except FileNotFoundError:
+        raise NotFoundError(f"no checkpoint file {path}") from None
+    except (ValueError, KeyError, TypeError):
+        raise CorruptionError(str(path), "is not a checkpoint") from None

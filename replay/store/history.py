@@ -1,0 +1,208 @@
+"""Verified reads: nothing a run names is unpickled before its ledger entry is checked.
+
+Before ``rebuild.load_run`` hands a run to code that unpickles, ``check_entry`` verifies the
+entry's own hash, that it is the entry the verified chain holds at its sequence number (so a
+rewritten line, even one whose ``hash`` field was recomputed, is refused), and, when the store
+claims to be checkpointed, that a checkpoint signed by a pinned key covers it.
+
+The verified prefix (entry hashes, Merkle leaves, the byte offset reached) is kept per process
+and per store: each entry is hashed once, when first read past the prefix; a read of a run
+already in the prefix costs one entry hash and a list lookup. The size and root last verified
+are recorded outside the store (``$XDG_CACHE_HOME/pipeline-replay/verified/``, once the store is
+checkpointed with a pinned key), so a later process notices a history rewritten under it.
+
+Checkpoint coverage is required when a stored checkpoint is signed by a pinned key (trust
+store, REPLAY_TRUSTED_KEYS), or when REPLAY_REQUIRE_CHECKPOINT=1: a store that claims signed
+history must prove every run it replays from it (run ``replay checkpoint`` after recording).
+A store nobody checkpoints with a pinned key still gets the chain check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from replay.core import keys, merkle
+from replay.core.digest import canonical_json, sha256
+from replay.core.trust import ENV as TRUST_ENV
+from replay.errors import CorruptionError, UntrustedSignerError
+from replay.store.checkpoint import Checkpoint, public_key_path, stored
+from replay.store.ledger import GENESIS, entry_hash
+from replay.store.store import Store
+
+REQUIRE_ENV = "REPLAY_REQUIRE_CHECKPOINT"
+
+
+@dataclass
+class _Prefix:
+    folder: str  # the store's checkpoints/
+    end: int = 0
+    hashes: list[str] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)
+    roots: dict[int, bytes] = field(default_factory=dict)  # tree size -> root
+    covered: int = 0  # entries covered by a pinned, verified checkpoint
+    # ((checkpoints/ mtime, env), required, pins): re-read when a checkpoint comes or goes
+    policy: tuple[tuple[int, str | None, str | None], bool, tuple[str, ...]] | None = None
+    hashed: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> entry checked
+
+
+_prefixes: dict[Path, _Prefix] = {}
+
+
+def check_entry(store: Store, entry: dict[str, Any]) -> None:
+    """Refuse (CorruptionError, exit 9) an entry the verified history does not hold."""
+    prefix = _prefixes.get(store.root)
+    if prefix is None:
+        prefix = _prefixes[store.root] = _Prefix(folder=str(store.root / "checkpoints"))
+    seq = entry.get("seq")
+    where = f"ledger entry {seq} (run {entry.get('run_id')})"
+    # Entries are immutable once read (queries.entry caches them): each object is hashed once.
+    if prefix.hashed.get(id(entry)) is not entry:
+        if not isinstance(seq, int) or seq < 1 or not _hash_holds(entry):
+            raise CorruptionError(str(store.ledger.path), f"{where} does not match its hash")
+        prefix.hashed[id(entry)] = entry
+    assert isinstance(seq, int)
+    if seq > len(prefix.hashes):
+        _extend(store, prefix)
+    if seq > len(prefix.hashes) or prefix.hashes[seq - 1] != entry["hash"]:
+        raise CorruptionError(str(store.ledger.path), f"{where} is not the entry the hash "
+                              "chain holds at that position: the ledger was rewritten")
+    if seq <= prefix.covered:
+        return
+    _check_coverage(store, prefix, seq, where)
+
+
+def _hash_holds(entry: dict[str, Any]) -> bool:
+    """``entry_hash(entry) == entry["hash"]``, 4x faster: orjson's sorted compact UTF-8 is
+    canonical_json's bytes for the values an entry holds; should it ever differ, the exact
+    canonical form decides. (Equal bytes parse to equal values, so accepting on either is
+    as sound as the canonical check.)"""
+    body = {k: v for k, v in entry.items() if k not in ("hash", "manifest")}
+    try:
+        fast = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        fast = b""
+    return sha256(fast) == entry.get("hash") or entry_hash(entry) == entry.get("hash")
+
+
+def _extend(store: Store, prefix: _Prefix) -> None:
+    """Hash and chain-check the entries past the verified prefix."""
+    size = store.ledger.path.stat().st_size if store.ledger.path.exists() else 0
+    if size < prefix.end:
+        raise CorruptionError(str(store.ledger.path), f"is {size} bytes, shorter than the "
+                              f"{prefix.end} already verified: entries were removed")
+    prev = prefix.hashes[-1] if prefix.hashes else GENESIS
+    for pos, entry in store.ledger.read(prefix.end):
+        seq = len(prefix.hashes) + 1
+        where = f"entry {seq} (ends at byte {pos})"
+        if entry.get("seq") != seq or entry.get("prev") != prev:
+            raise CorruptionError(str(store.ledger.path), f"{where} breaks the chain")
+        if entry_hash(entry) != entry.get("hash"):
+            raise CorruptionError(str(store.ledger.path), f"{where} does not match its hash")
+        prev = entry["hash"]
+        prefix.hashes.append(prev)
+        prefix.leaves.append(merkle.leaf_hash(canonical_json(entry)))
+        prefix.end = pos
+    _check_cache(store, prefix)
+
+
+def _check_cache(store: Store, prefix: _Prefix) -> None:
+    """The history last verified (the user's record of it) must be a prefix of today's."""
+    path = cache_path(store)
+    try:
+        cached = json.loads(path.read_bytes())
+        size, root = int(cached["size"]), str(cached["root"])
+    except FileNotFoundError:
+        size, root = -1, ""
+    except (ValueError, KeyError, TypeError):
+        size, root = -1, ""  # a damaged cache is only rebuilt: it vouches for nothing
+    if size > 0 and (size > len(prefix.leaves) or _root(prefix, size).hex() != root):
+        raise CorruptionError(str(store.ledger.path), f"its first {size} entries are not the "
+                              f"ones verified before ({path}): the history was rewritten or "
+                              "truncated", hint="if you replaced this store yourself (deleted "
+                              "and recreated it), forget what was verified of the old one: "
+                              f"rm {shlex.quote(str(path))}")
+    if size != len(prefix.leaves) and prefix.leaves and (size > 0 or _policy(store, prefix)[0]):
+        _write_cache(path, len(prefix.leaves), _root(prefix, len(prefix.leaves)).hex())
+
+
+def cache_path(store: Store) -> Path:
+    """Where the size and root last verified are kept: in the user's cache folder, not in the
+    store (whoever may write the store must not be able to rewrite what was verified, and a
+    read never changes a store)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    name = sha256(str(store.root.resolve()).encode())[7:]
+    return base / "pipeline-replay" / "verified" / f"{name}.json"
+
+
+def _write_cache(path: Path, size: int, root: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp.write_bytes(canonical_json({"size": size, "root": root}))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only store is still checked; only the cache is not kept
+
+
+def _root(prefix: _Prefix, size: int) -> bytes:
+    if size not in prefix.roots:
+        prefix.roots[size] = merkle.root(prefix.leaves[:size])
+    return prefix.roots[size]
+
+
+def _policy(store: Store, prefix: _Prefix) -> tuple[bool, tuple[str, ...]]:
+    try:
+        mtime = os.stat(prefix.folder).st_mtime_ns
+    except FileNotFoundError:
+        mtime = 0
+    stamp = (mtime, os.environ.get(TRUST_ENV), os.environ.get(REQUIRE_ENV))
+    if prefix.policy is None or prefix.policy[0] != stamp:
+        from replay.core import trust
+
+        found = stored(store)
+        pins = tuple(k.key_id for k in trust.pinned()) if found or _required_by_env() else ()
+        signed = any(cp.key_id in pins for _, cp in found)
+        prefix.policy = (stamp, signed or _required_by_env(), pins)
+    return prefix.policy[1], prefix.policy[2]
+
+
+def _required_by_env() -> bool:
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
+def _check_coverage(store: Store, prefix: _Prefix, seq: int, where: str) -> None:
+    required, pins = _policy(store, prefix)
+    if not required:
+        return
+    if not pins:
+        error = UntrustedSignerError("nobody")
+        error.message = (f"{where}: {REQUIRE_ENV} requires a checkpoint signed by a pinned key, "
+                         "and no signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)")
+        error.args = (error.message,)
+        raise error
+    best: tuple[Path, Checkpoint] | None = None
+    for path, cp in stored(store):
+        if cp.key_id in pins and cp.tree_size >= seq and (
+                best is None or cp.tree_size > best[1].tree_size):
+            best = (path, cp)
+    if best is None:
+        raise CorruptionError(str(store.ledger.path), f"{where} is covered by no checkpoint "
+                              f"signed by a pinned key ({', '.join(pins)})",
+                              hint="sign one with `replay checkpoint`: this store's runs are "
+                                   "replayed once a pinned checkpoint covers them")
+    path, cp = best
+    if not cp.verify(keys.load_public(public_key_path(store, cp.key_id).read_bytes())):
+        raise CorruptionError(str(path), "signature does not verify")
+    if cp.tree_size > len(prefix.leaves) or "sha256:" + _root(
+            prefix, cp.tree_size).hex() != cp.root:
+        raise CorruptionError(str(path), f"its root does not match the ledger: an entry among "
+                              f"the first {cp.tree_size} was changed")
+    prefix.covered = max(prefix.covered, cp.tree_size)
+

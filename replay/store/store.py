@@ -1,0 +1,163 @@
+"""A snapshot store: a folder of immutable objects, segment logs and the ledger.
+
+    snapshots/
+      FORMAT                   {"format": 1}; a newer format is refused, never rewritten
+      objects/sha256/ab/cdef…  code, sources, models, params, environments, pipeline specs
+      segments/<writer>.seg    manifests, row data and tapes, one block per commit group
+      ledger/ledger.jsonl      one hash-chained entry per committed run (manifest by digest)
+      catalog.duckdb           an index rebuilt from the above (see replay.catalog.index)
+
+The files are the truth. Writers never touch the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from replay.core import ownership
+from replay.core.digest import sha256
+from replay.core.fsutil import open_nofollow
+from replay.errors import (
+    CorruptionError,
+    NotFoundError,
+    ReadOnlyStoreError,
+    StoreError,
+    StoreFormatError,
+)
+from replay.store.commit import Committer
+from replay.store.ledger import Ledger
+from replay.store.objects import ObjectStore
+from replay.store.segments import Block, BlockRef, RunData, SegmentWriter
+
+FORMAT = 1
+DEFAULT_PATH = "snapshots"
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("REPLAY_STORE") or DEFAULT_PATH)
+
+
+class Store:
+    def __init__(self, root: Path, *, readonly: bool, durable: bool) -> None:
+        self.root = root
+        self.location = root.resolve()  # one name for the folder, however it was reached
+        self.readonly = readonly
+        self.durable = durable
+        self.objects = ObjectStore(root / "objects")
+        self.ledger = Ledger(root / "ledger", root / "segments")
+        self._writer_lock = threading.Lock()
+        self._writer_pid = -1
+        self._committer: Committer | None = None
+        self._segments: SegmentWriter | None = None
+        self.entry_cache: dict[str, dict[str, Any]] = {}  # committed entries are immutable
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, create: bool = True,
+             readonly: bool = False, durable: bool = True) -> Store:
+        """Open (and with ``create``, initialise) the store at ``path``.
+
+        ``path`` defaults to ``$REPLAY_STORE`` or ``./snapshots``. ``durable=False`` makes
+        ``record`` return before its run is fsynced (see ``Store.flush``).
+        """
+        root = Path(path) if path is not None else default_path()
+        fmt = root / "FORMAT"
+        if not fmt.exists():
+            if not create or readonly:
+                raise NotFoundError(f"no store at {root}",
+                                    hint="run `replay init` there, or set REPLAY_STORE")
+            _initialise(root)
+        ownership.check(root)
+        try:
+            version = json.loads(fmt.read_text())["format"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise StoreFormatError(f"{fmt} is unreadable",
+                                   hint='it must hold {"format": 1}; restore it') from None
+        if version > FORMAT:
+            raise StoreFormatError(
+                f"store {root} has format {version}, this pipeline-replay reads up to {FORMAT}",
+                hint="upgrade pipeline-replay (pip install -U pipeline-replay)")
+        if not readonly and not os.access(root, os.W_OK):
+            readonly = True
+        return cls(root, readonly=readonly, durable=durable)
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise ReadOnlyStoreError(f"store {self.root} is read-only",
+                                     hint="query and replay it, or record into a writable store")
+
+    def _writer(self) -> Committer:
+        # One committer per process: a fork gets its own segment log and thread.
+        with self._writer_lock:
+            if self._committer is None or self._writer_pid != os.getpid():
+                self._segments = SegmentWriter(self.root / "segments")
+                self._committer = Committer(self._segments, self.ledger)
+                self._writer_pid = os.getpid()
+            return self._committer
+
+    def put_object(self, data: bytes | memoryview) -> str:
+        self._check_writable()
+        return self.objects.put(data)
+
+    def get_object(self, digest: str) -> bytes:
+        return self.objects.get(digest)
+
+    def commit(self, data: RunData, manifest: dict[str, Any]) -> Future[dict[str, Any]]:
+        """Queue a run for group commit; the future resolves to its ledger entry."""
+        self._check_writable()
+        return self._writer().submit(data, manifest)
+
+    def flush(self) -> None:
+        """Wait until every run recorded so far is durable."""
+        if self._committer is not None and self._writer_pid == os.getpid():
+            self._committer.flush()
+
+    @property
+    def pending(self) -> int:
+        if self._committer is None or self._writer_pid != os.getpid():
+            return 0
+        return self._committer.pending
+
+    def entries(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Committed entries from byte ``offset`` of the ledger, each with its manifest
+        (read from its block and checked against the digest the entry names)."""
+        block: Block | None = None
+        key: tuple[str, int] | None = None
+        for pos, entry in self.ledger.read(offset):
+            ref = entry["block"]
+            if key != (ref["segment"], ref["offset"]):
+                block, key = self.block(ref), (ref["segment"], ref["offset"])
+            assert block is not None
+            body = block.blob(entry["run_id"], "manifest")
+            if sha256(body) != entry["manifest_sha256"]:
+                raise CorruptionError(str(block.path), f"the manifest of run {entry['run_id']} "
+                                      "does not match its ledger entry")
+            yield pos, {**entry, "manifest": json.loads(body)}
+
+    def block(self, ref: dict[str, Any]) -> Block:
+        block_ref = BlockRef(**ref)
+        if "/" in block_ref.segment or block_ref.segment.startswith("."):
+            raise StoreError(f"segment name {block_ref.segment!r} is not a plain file name")
+        return Block(self.root / "segments" / block_ref.segment, block_ref)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+
+def _initialise(root: Path) -> None:
+    try:
+        for sub in ("objects", "segments", "ledger"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        tmp = root / f".FORMAT.{os.getpid()}.tmp"
+        fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"format": FORMAT}) + "\n")
+        os.replace(tmp, root / "FORMAT")
+    except OSError as exc:
+        raise StoreError(f"cannot create a store at {root}: {exc.strerror}",
+                         hint="choose a writable folder (REPLAY_STORE or --store)") from exc
