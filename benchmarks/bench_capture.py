@@ -83,8 +83,9 @@ def timed(fn: Callable[[], Any], repeat: int) -> float:
     return (time.perf_counter() - t0) / repeat
 
 
-def alternate(bare: Callable[[], Any], recorded: Callable[[], Any], rounds: int,
-              repeat: int) -> tuple[float, float]:
+def alternate(
+    bare: Callable[[], Any], recorded: Callable[[], Any], rounds: int, repeat: int
+) -> tuple[float, float]:
     b, r = [], []
     for _ in range(rounds):
         b.append(timed(bare, repeat))
@@ -94,6 +95,7 @@ def alternate(bare: Callable[[], Any], recorded: Callable[[], Any], rounds: int,
 
 def throughput(run: Callable[[], Any], threads: int, runs: int) -> float:
     """Runs per second of ``run`` called from ``threads`` threads at once."""
+
     def work(_: int) -> None:
         for _ in range(runs // threads):
             run()
@@ -116,16 +118,19 @@ def last_run_tables_hashed(store: replay.Store) -> tuple[int, float]:
     *_, (_, entry) = store.entries()
     block = store.block(entry["block"])
     tables = [block.table(entry["run_id"], kind) for kind in block.kinds(entry["run_id"])]
-    took = statistics.median(timed(lambda: [sha256(table_bytes(t)) for t in tables], 1)
-                             for _ in range(501))
+    took = statistics.median(
+        timed(lambda: [sha256(table_bytes(t)) for t in tables], 1) for _ in range(501)
+    )
     return len(tables), took
 
 
 def fsynced_writes(folder: Path, sizes: tuple[int, ...], repeat: int) -> float:
     """Median time of appending blocks of ``sizes`` bytes, each to its own file and fsynced,
     one after the other, as a durable record does (segment log, then ledger)."""
-    fds = [os.open(folder / f"floor-{i}.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-           for i in range(len(sizes))]
+    fds = [
+        os.open(folder / f"floor-{i}.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        for i in range(len(sizes))
+    ]
     blobs = [os.urandom(n) for n in sizes]
 
     def write() -> None:
@@ -143,8 +148,9 @@ def answers_round_trip(rows: Any) -> float:
     """What exact replay cannot skip in a recorded ``ctx.call``: encoding the answers for the
     tape, and handing the step the answers as a replay will (after a JSON round trip)."""
     answers = verify_income(rows["applicant_id"].to_pylist())
-    return statistics.median(timed(lambda: orjson.loads(orjson.dumps(answers)), 1)
-                             for _ in range(21))
+    return statistics.median(
+        timed(lambda: orjson.loads(orjson.dumps(answers)), 1) for _ in range(21)
+    )
 
 
 def onboarding(tmp: Path, rounds: int, one_row: int) -> tuple[float, float, float, float]:
@@ -153,7 +159,8 @@ def onboarding(tmp: Path, rounds: int, one_row: int) -> tuple[float, float, floa
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "onboarding_build", Path(__file__).parents[1] / "pipelines/onboarding/build.py")
+        "onboarding_build", Path(__file__).parents[1] / "pipelines/onboarding/build.py"
+    )
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
@@ -165,13 +172,16 @@ def onboarding(tmp: Path, rounds: int, one_row: int) -> tuple[float, float, floa
     single = batch.slice(0, 1)
 
     def rec(t: Any) -> Callable[[], Any]:
-        return lambda: replay.record(pipeline, t, store=store, record_key="application_id",
-                                     at=ONBOARDING_AT)
+        return lambda: replay.record(
+            pipeline, t, store=store, record_key="application_id", at=ONBOARDING_AT
+        )
 
     for fn in (lambda: bare(batch), rec(batch), lambda: bare(single), rec(single)):
         fn()
-    return (*alternate(lambda: bare(batch), rec(batch), rounds, 3),
-            *alternate(lambda: bare(single), rec(single), rounds, one_row))
+    return (
+        *alternate(lambda: bare(batch), rec(batch), rounds, 3),
+        *alternate(lambda: bare(single), rec(single), rounds, one_row),
+    )
 
 
 def main() -> None:
@@ -187,8 +197,9 @@ def main() -> None:
         batch, single = make_applications(10_000, seed=1), make_applications(1, seed=2)
 
         def rec(t: Any, durable: bool = True) -> Callable[[], Any]:
-            return lambda: replay.record(pipeline, t, store=store, record_key="application_id",
-                                         durable=durable)
+            return lambda: replay.record(
+                pipeline, t, store=store, record_key="application_id", durable=durable
+            )
 
         for fn in (lambda: bare(batch), rec(batch), lambda: bare(single), rec(single)):
             fn()  # warm caches, imports and the binding
@@ -202,10 +213,8 @@ def main() -> None:
         a10k_b, a10k = alternate(lambda: bare(batch), rec(batch, False), rounds, 3)
         a1_b, a1 = alternate(lambda: bare(single), rec(single, False), rounds, one_row)
         store.flush()
-        btps1, tps1 = (throughput(fn, 1, one_row * 2) for fn in (lambda: bare(single),
-                                                                  rec(single)))
-        btps8, tps8 = (throughput(fn, 8, one_row * 8) for fn in (lambda: bare(single),
-                                                                 rec(single)))
+        btps1, tps1 = (throughput(fn, 1, one_row * 2) for fn in (lambda: bare(single), rec(single)))
+        btps8, tps8 = (throughput(fn, 8, one_row * 8) for fn in (lambda: bare(single), rec(single)))
         trivial = replay.Pipeline("trivial", [replay.Step("id", lambda t: t)])
 
         def noop() -> Any:
@@ -214,36 +223,58 @@ def main() -> None:
         ttps1, ttps8 = throughput(noop, 1, one_row * 4), throughput(noop, 8, one_row * 16)
         batch_floor = {
             "JSON round trip of the 10,000 answers": answers_round_trip(batch),
-            f"fsync'd writes of its {sum(batch_bytes):,} bytes":
-                fsynced_writes(Path(tmp), batch_bytes, 21)}
+            f"fsync'd writes of its {sum(batch_bytes):,} bytes": fsynced_writes(
+                Path(tmp), batch_bytes, 21
+            ),
+        }
         single_floor = {
-            f"fsync'd writes of its {sum(single_bytes):,} bytes":
-                fsynced_writes(Path(tmp), single_bytes, 501),
-            f"Arrow IPC bytes and sha256 of its {single_tables} tables": single_hashed}
+            f"fsync'd writes of its {sum(single_bytes):,} bytes": fsynced_writes(
+                Path(tmp), single_bytes, 501
+            ),
+            f"Arrow IPC bytes and sha256 of its {single_tables} tables": single_hashed,
+        }
         ob10k, or10k, ob1, or1 = onboarding(Path(tmp), rounds, one_row)
 
     print(f"{'measure':44} {'bare':>10} {'record':>10} {'overhead':>9}")
-    print(f"{'10,000-row batch (ms per run)':44} {b10k * 1e3:10.1f} {r10k * 1e3:10.1f} "
-          f"{(r10k / b10k - 1) * 100:8.1f}%")
-    print(f"{'1-row run (ms per run)':44} {b1 * 1e3:10.2f} {r1 * 1e3:10.2f} "
-          f"{(r1 / b1 - 1) * 100:8.1f}%")
-    print(f"{'10,000-row batch, asynchronous (ms per run)':44} {a10k_b * 1e3:10.1f} "
-          f"{a10k * 1e3:10.1f} {(a10k / a10k_b - 1) * 100:8.1f}%")
-    print(f"{'1-row run, asynchronous (ms per run)':44} {a1_b * 1e3:10.2f} {a1 * 1e3:10.2f} "
-          f"{(a1 / a1_b - 1) * 100:8.1f}%")
-    print(f"{'durable 1-row runs/s, 1 thread':44} {btps1:10.0f} {tps1:10.0f} "
-          f"{(btps1 / tps1 - 1) * 100:8.1f}%")
-    print(f"{'durable 1-row runs/s, 8 threads':44} {btps8:10.0f} {tps8:10.0f} "
-          f"{(btps8 / tps8 - 1) * 100:8.1f}%")
-    print(f"{'onboarding, 10,000-row batch (ms per run)':44} {ob10k * 1e3:10.1f} "
-          f"{or10k * 1e3:10.1f} {(or10k / ob10k - 1) * 100:8.1f}%")
-    print(f"{'onboarding, 1-row run (ms per run)':44} {ob1 * 1e3:10.2f} {or1 * 1e3:10.2f} "
-          f"{(or1 / ob1 - 1) * 100:8.1f}%")
+    print(
+        f"{'10,000-row batch (ms per run)':44} {b10k * 1e3:10.1f} {r10k * 1e3:10.1f} "
+        f"{(r10k / b10k - 1) * 100:8.1f}%"
+    )
+    print(
+        f"{'1-row run (ms per run)':44} {b1 * 1e3:10.2f} {r1 * 1e3:10.2f} "
+        f"{(r1 / b1 - 1) * 100:8.1f}%"
+    )
+    print(
+        f"{'10,000-row batch, asynchronous (ms per run)':44} {a10k_b * 1e3:10.1f} "
+        f"{a10k * 1e3:10.1f} {(a10k / a10k_b - 1) * 100:8.1f}%"
+    )
+    print(
+        f"{'1-row run, asynchronous (ms per run)':44} {a1_b * 1e3:10.2f} {a1 * 1e3:10.2f} "
+        f"{(a1 / a1_b - 1) * 100:8.1f}%"
+    )
+    print(
+        f"{'durable 1-row runs/s, 1 thread':44} {btps1:10.0f} {tps1:10.0f} "
+        f"{(btps1 / tps1 - 1) * 100:8.1f}%"
+    )
+    print(
+        f"{'durable 1-row runs/s, 8 threads':44} {btps8:10.0f} {tps8:10.0f} "
+        f"{(btps8 / tps8 - 1) * 100:8.1f}%"
+    )
+    print(
+        f"{'onboarding, 10,000-row batch (ms per run)':44} {ob10k * 1e3:10.1f} "
+        f"{or10k * 1e3:10.1f} {(or10k / ob10k - 1) * 100:8.1f}%"
+    )
+    print(
+        f"{'onboarding, 1-row run (ms per run)':44} {ob1 * 1e3:10.2f} {or1 * 1e3:10.2f} "
+        f"{(or1 / ob1 - 1) * 100:8.1f}%"
+    )
     print(f"{'durable runs/s of a 1-step no-op, 1 thread':44} {'':10} {ttps1:10.0f}")
     print(f"{'durable runs/s of a 1-step no-op, 8 threads':44} {'':10} {ttps8:10.0f}")
     print("\nWhat a durable, exactly replayable record cannot skip, against the goal:")
-    for name, bare_s, goal, parts in (("10,000-row batch", b10k, 0.03, batch_floor),
-                                      ("1-row run", b1, 0.10, single_floor)):
+    for name, bare_s, goal, parts in (
+        ("10,000-row batch", b10k, 0.03, batch_floor),
+        ("1-row run", b1, 0.10, single_floor),
+    ):
         together = f"together (goal: {goal:.0%} of bare)"
         for part, took in [*parts.items(), (together, sum(parts.values()))]:
             print(f"  {name + ': ' + part:68} {took * 1e3:6.2f} ms {took / bare_s * 100:5.1f}%")

@@ -38,16 +38,19 @@ def main() -> None:
         store = replay.Store.open(Path(tmp) / "store")
         print(f"{'rows per run':>12} {'in-process ms':>14} {'in-container ms':>16} {'ratio':>7}")
         for n in (1, 10_000):
-            run_id = replay.record(pipeline, make_applications(n, seed=n), store=store,
-                                   record_key="application_id").run_id
+            run_id = replay.record(
+                pipeline, make_applications(n, seed=n), store=store, record_key="application_id"
+            ).run_id
             inside = replay.replay_in_container(store, run_id, image=args.image, client=client)
             assert inside.verdict == "exact", inside.verdict
             here, there = alternate(
                 lambda run_id=run_id: replay.replay(store, run_id),
-                lambda run_id=run_id: replay.replay_in_container(store, run_id,
-                                                                 image=args.image,
-                                                                 client=client),
-                args.rounds, 1)
+                lambda run_id=run_id: replay.replay_in_container(
+                    store, run_id, image=args.image, client=client
+                ),
+                args.rounds,
+                1,
+            )
             print(f"{n:12,} {here * 1e3:14.1f} {there * 1e3:16.1f} {there / here:6.1f}x")
 
 

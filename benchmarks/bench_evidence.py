@@ -69,8 +69,12 @@ print(json.dumps({"ok": check.ok, "imports_kb": imported, "peak_kb": high_water_
 
 def verify_peak(bundle: Path, public_key: Path) -> dict[str, float]:
     """Verify's RSS high-water mark in MB, and that after its imports alone."""
-    done = subprocess.run([sys.executable, "-c", PEAK, str(bundle), str(public_key)],
-                          check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK, str(bundle), str(public_key)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     found = json.loads(done.stdout)
     assert found["ok"], "the benchmark's bundle must verify"
     return {"imports": found["imports_kb"] / 1024, "peak": found["peak_kb"] / 1024}
@@ -89,8 +93,12 @@ def main() -> None:
         pipeline = make_pipeline(build_workspace(root / "workspace"))
         store = replay.Store.open(root / "store")
         key = keys.init_key(root / "k.pem")
-        ids = [replay.record(pipeline, make_applications(rows, seed=i), store=store,
-                             record_key="application_id").run_id for i in range(runs)]
+        ids = [
+            replay.record(
+                pipeline, make_applications(rows, seed=i), store=store, record_key="application_id"
+            ).run_id
+            for i in range(runs)
+        ]
         out = root / "e.bundle"
         t_export = best(lambda: export(store, ids, out, key=key), 2)
         data = out.read_bytes()
@@ -104,8 +112,10 @@ def main() -> None:
     print(f"{'sha256':10} {mb / t_hash:8.0f} {1:14.1f}")
     print(f"{'export':10} {mb / t_export:8.1f} {t_export / t_hash:14.1f}")
     print(f"{'verify':10} {mb / t_verify:8.1f} {t_verify / t_hash:14.1f}")
-    print(f"verify peak memory: {memory['peak']:.0f} MB RSS "
-          f"({memory['imports']:.0f} MB of it the interpreter and imports)")
+    print(
+        f"verify peak memory: {memory['peak']:.0f} MB RSS "
+        f"({memory['imports']:.0f} MB of it the interpreter and imports)"
+    )
     verified_read(50 if args.quick else 200)
 
 
@@ -122,8 +132,12 @@ def verified_read(n: int) -> None:
         pipeline = make_pipeline(build_workspace(root / "workspace"))
         store = replay.Store.open(root / "store")
         t0 = datetime(2026, 3, 14, 9, tzinfo=UTC)
-        ids = [replay.record(pipeline, make_applications(1, seed=i), store=store,
-                             at=t0 + timedelta(minutes=i)).run_id for i in range(n)]
+        ids = [
+            replay.record(
+                pipeline, make_applications(1, seed=i), store=store, at=t0 + timedelta(minutes=i)
+            ).run_id
+            for i in range(n)
+        ]
         key = keys.init_key(root / "k.pem")
         checkpoint.sign(store, keys.load_private(key))
         os.environ["REPLAY_TRUSTED_KEYS"] = str(keys.public_path(key))
@@ -135,9 +149,11 @@ def verified_read(n: int) -> None:
         per_check = best(lambda: [check_entry(reopened, e) for e in entries], 5) / n
         replay.replay(reopened, ids[0])  # warm: models and code loaded once per process
         per_replay = best(lambda: [replay.replay(reopened, r) for r in ids[:20]], 3) / 20
-    print(f"verified read: {per_check * 1e6:.1f} us per run = "
-          f"{100 * per_check / per_replay:.2f}% of a 1-row replay ({per_replay * 1e3:.1f} ms); "
-          f"first read in a process hashes the ledger: {first * 1e3:.1f} ms for {n} entries")
+    print(
+        f"verified read: {per_check * 1e6:.1f} us per run = "
+        f"{100 * per_check / per_replay:.2f}% of a 1-row replay ({per_replay * 1e3:.1f} ms); "
+        f"first read in a process hashes the ledger: {first * 1e3:.1f} ms for {n} entries"
+    )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,15 @@ def record_window(root: Path, runs: int) -> tuple[replay.Store, list[str], str]:
     ids = []
     for i in range(runs):
         batch = make_applications(1 + (i * 7) % 17, seed=i, start_id=i * 100)
-        ids.append(replay.record(pipeline, batch, store=store, record_key="application_id",
-                                 at=T0 + timedelta(minutes=12 * i)).run_id)
+        ids.append(
+            replay.record(
+                pipeline,
+                batch,
+                store=store,
+                record_key="application_id",
+                at=T0 + timedelta(minutes=12 * i),
+            ).run_id
+        )
     return store, ids, f"APP-{(runs // 2) * 100:08d}"
 
 
@@ -111,8 +118,10 @@ def main() -> None:
         html = best(lambda: report.render_html(ctx), repeat)
         pdf = best(lambda: report.render_pdf(ctx), repeat)
         size = out.stat().st_size
-    print(f"window: {runs} credit runs of 1-17 rows; bundle {size / 1e6:.1f} MB; "
-          f"record asked: {asked}")
+    print(
+        f"window: {runs} credit runs of 1-17 rows; bundle {size / 1e6:.1f} MB; "
+        f"record asked: {asked}"
+    )
     print(f"{'':34} {'s':>7} {'x replay alone':>15}")
     print(f"{'replay the runs alone (baseline)':34} {alone:7.2f} {1:15.2f}")
     print(f"{'export, warm':34} {warm:7.2f} {warm / alone:15.2f}")

@@ -43,16 +43,19 @@ def main() -> None:
         capture = (time.perf_counter() - t0) / args.runs
         size = int(per_run_bytes(store))
         data = os.urandom(size)
-        sha = statistics.median(timed(lambda: hashlib.sha256(data).digest(), 1)
-                                for _ in range(2001))
+        sha = statistics.median(
+            timed(lambda: hashlib.sha256(data).digest(), 1) for _ in range(2001)
+        )
         fsync = fsynced_writes(Path(tmp), (size,), 501)
     print(f"bytes written per run (block + ledger line): {size}")
     print(f"{'':34} {'us/run':>9} {'x capture':>10}")
     print(f"{'capture (durable record, 1 row)':34} {capture * 1e6:9.1f} {1:10.2f}")
     print(f"{'sha256 of those bytes':34} {sha * 1e6:9.1f} {sha / capture:10.3f}")
     print(f"{'write + fsync of those bytes':34} {fsync * 1e6:9.1f} {fsync / capture:10.3f}")
-    print(f"capture costs {capture / (sha + fsync):.2f}x the machine's floor (sha256 + one "
-          "fsync'd write); it does two fsyncs (segment, ledger)")
+    print(
+        f"capture costs {capture / (sha + fsync):.2f}x the machine's floor (sha256 + one "
+        "fsync'd write); it does two fsyncs (segment, ledger)"
+    )
 
 
 if __name__ == "__main__":

@@ -37,10 +37,10 @@ def main() -> None:
         t0 = time.perf_counter()
         for i in range(args.runs):
             ids = np.arange(i * args.rows, (i + 1) * args.rows)
-            batch = pa.table({"key": pa.array([f"K{n:09d}" for n in ids]),
-                              "x": pa.array(ids, pa.float64())})
-            replay.record(pipe, batch, store=store, record_key="key",
-                          at=T0 + timedelta(minutes=i))
+            batch = pa.table(
+                {"key": pa.array([f"K{n:09d}" for n in ids]), "x": pa.array(ids, pa.float64())}
+            )
+            replay.record(pipe, batch, store=store, record_key="key", at=T0 + timedelta(minutes=i))
         store.flush()
         built = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -48,11 +48,19 @@ def main() -> None:
         ingest = time.perf_counter() - t0
         probe = [f"K{n:09d}" for n in np.random.default_rng(1).integers(0, total, 20)]
         find = [timed(lambda k=k: queries.find(store, k), 1) for k in probe]
-        window = [timed(lambda i=i: queries.runs(
-            store, since=T0 + timedelta(minutes=i), until=T0 + timedelta(minutes=i + 30)), 1)
-            for i in range(0, args.runs, max(1, args.runs // 20))]
-    print(f"store: {args.runs} runs, {total:,} recorded rows "
-          f"(recorded in {built:.1f} s, catalog ingest {ingest:.1f} s, once)")
+        window = [
+            timed(
+                lambda i=i: queries.runs(
+                    store, since=T0 + timedelta(minutes=i), until=T0 + timedelta(minutes=i + 30)
+                ),
+                1,
+            )
+            for i in range(0, args.runs, max(1, args.runs // 20))
+        ]
+    print(
+        f"store: {args.runs} runs, {total:,} recorded rows "
+        f"(recorded in {built:.1f} s, catalog ingest {ingest:.1f} s, once)"
+    )
     print(f"{'query':34} {'median ms':>10} {'max ms':>8}")
     for name, times in (("find KEY", find), ("runs --since/--until (30 min)", window)):
         print(f"{name:34} {statistics.median(times) * 1e3:10.1f} {max(times) * 1e3:8.1f}")

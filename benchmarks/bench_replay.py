@@ -37,11 +37,14 @@ def main() -> None:
         bare = bare_runner(pipeline, store)
         for n, repeat in ((1, 100), (100, 30), (10_000, 3)):
             rows = make_applications(n, seed=n)
-            run_id = replay.record(pipeline, rows, store=store,
-                                   record_key="application_id").run_id
+            run_id = replay.record(pipeline, rows, store=store, record_key="application_id").run_id
             assert replay.replay(store, run_id).verdict == "exact"  # and warms the cache
-            b, r = alternate(lambda rows=rows: bare(rows),
-                             lambda run_id=run_id: replay.replay(store, run_id), rounds, repeat)
+            b, r = alternate(
+                lambda rows=rows: bare(rows),
+                lambda run_id=run_id: replay.replay(store, run_id),
+                rounds,
+                repeat,
+            )
             print(f"{n:12,} {b * 1e3:9.2f} {r * 1e3:10.2f} {r / b:6.2f}x")
 
 

@@ -43,7 +43,7 @@ def main() -> None:
             for r in chunk:
                 replay.record(pipeline, r, store=store, record_key="application_id")
 
-        chunks = [rows[1:][i::args.threads] for i in range(args.threads)]
+        chunks = [rows[1:][i :: args.threads] for i in range(args.threads)]
         with ThreadPoolExecutor(args.threads) as pool:
             list(pool.map(work, chunks))
         grown = {p: du(store.root / p) - base[p] for p in base}
@@ -52,8 +52,10 @@ def main() -> None:
     for part, size in grown.items():
         print(f"  {part:10} {size / n:8.0f} bytes per run")
     print(f"  {'total':10} {sum(grown.values()) / n:8.0f} bytes per run (goal <= 2048)")
-    print(f"  objects stored once at first run: {base['objects']:,} bytes "
-          f"(grew by {grown['objects']:,} after)")
+    print(
+        f"  objects stored once at first run: {base['objects']:,} bytes "
+        f"(grew by {grown['objects']:,} after)"
+    )
 
 
 if __name__ == "__main__":

@@ -46,15 +46,26 @@ if TYPE_CHECKING:
     from replay.store.store import Store
 
 _WHERE = {
-    "BundleError": "evidence.bundle", "MalformedBundleError": "evidence.bundle",
-    "RecordResult": "capture.record", "record": "capture.record",
-    "RunDiff": "engine.diff", "diff": "engine.diff",
-    "Limits": "docker.sandbox", "replay_in_container": "docker.sandbox",
-    "ClockWarning": "core.context", "RunContext": "core.context",
-    "ReplayReport": "engine.replay", "StepResult": "engine.replay", "replay": "engine.replay",
+    "BundleError": "evidence.bundle",
+    "MalformedBundleError": "evidence.bundle",
+    "RecordResult": "capture.record",
+    "record": "capture.record",
+    "RunDiff": "engine.diff",
+    "diff": "engine.diff",
+    "Limits": "docker.sandbox",
+    "replay_in_container": "docker.sandbox",
+    "ClockWarning": "core.context",
+    "RunContext": "core.context",
+    "ReplayReport": "engine.replay",
+    "StepResult": "engine.replay",
+    "replay": "engine.replay",
     "replay_many": "engine.replay",
-    "Model": "core.model", "Pipeline": "core.pipeline", "Step": "core.pipeline",
-    "Store": "store.store", "at": "engine.timetravel", "run_as_of": "engine.timetravel",
+    "Model": "core.model",
+    "Pipeline": "core.pipeline",
+    "Step": "core.pipeline",
+    "Store": "store.store",
+    "at": "engine.timetravel",
+    "run_as_of": "engine.timetravel",
 }
 
 

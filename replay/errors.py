@@ -152,13 +152,17 @@ class UntrustedSignerError(ReplayError):
     exit_code = 14
 
     def __init__(self, signer: str, pinned: tuple[str, ...] = ()) -> None:
-        which = (f"which is none of the pinned keys ({', '.join(pinned)})" if pinned
-                 else "and no signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)")
+        which = (
+            f"which is none of the pinned keys ({', '.join(pinned)})"
+            if pinned
+            else "and no signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)"
+        )
         super().__init__(
             f"signer not trusted: {signer} signed this bundle, {which}",
             hint="get the bank's public key from the bank, not from the bundle, compare its "
-                 "key id, then pin it: `replay trust add BANK.pem --name NAME` (or --key "
-                 "BANK.pem for one call)")
+            "key id, then pin it: `replay trust add BANK.pem --name NAME` (or --key "
+            "BANK.pem for one call)",
+        )
         self.signer = signer
         self.pinned = pinned
 
@@ -166,11 +170,26 @@ class UntrustedSignerError(ReplayError):
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
-        ReplayError, UsageError, NotFoundError, InputError, PipelineError, StepError,
-        CaptureError, DataVersionError, StoreError, StoreFormatError, ReadOnlyStoreError,
+        ReplayError,
+        UsageError,
+        NotFoundError,
+        InputError,
+        PipelineError,
+        StepError,
+        CaptureError,
+        DataVersionError,
+        StoreError,
+        StoreFormatError,
+        ReadOnlyStoreError,
         UnsafeStoreError,
-        CorruptionError, CatalogError, ContainerError, EngineUnavailableError,
-        ImageMissingError, ContainerFailedError, UntrustedSignerError, TapeMismatch,
+        CorruptionError,
+        CatalogError,
+        ContainerError,
+        EngineUnavailableError,
+        ImageMissingError,
+        ContainerFailedError,
+        UntrustedSignerError,
+        TapeMismatch,
         ImageTarError,
     )
 }

@@ -21,25 +21,35 @@ def label(table: pa.Table, *, ctx: replay.RunContext) -> pa.Table:
 
     noise = ctx.rng("jitter").random(table.num_rows)
     stamp = pa.array([ctx.now().isoformat()] * table.num_rows)
-    return (table.append_column("label", pc.if_else(pc.greater(table["score"], 5), "hi", "lo"))
-            .append_column("noise", pa.array(noise)).append_column("at", stamp))
+    return (
+        table.append_column("label", pc.if_else(pc.greater(table["score"], 5), "hi", "lo"))
+        .append_column("noise", pa.array(noise))
+        .append_column("at", stamp)
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--crash-trials", type=int, default=6,
-                     help="stores killed twice at random in tests/test_crash.py (CI: 500)")
+    parser.addoption(
+        "--crash-trials",
+        type=int,
+        default=6,
+        help="stores killed twice at random in tests/test_crash.py (CI: 500)",
+    )
 
 
 @pytest.fixture(autouse=True)
-def own_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-               ) -> None:
+def own_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """The user's own settings are not the tests': a test starts with no signing key, nobody
     pinned, no store allowed and nothing verified before, unless it says otherwise."""
     folder = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(folder / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
-    for name in ("REPLAY_TRUSTED_KEYS", "REPLAY_SIGNING_KEY", "REPLAY_REQUIRE_CHECKPOINT",
-                 "REPLAY_STORE"):
+    for name in (
+        "REPLAY_TRUSTED_KEYS",
+        "REPLAY_SIGNING_KEY",
+        "REPLAY_REQUIRE_CHECKPOINT",
+        "REPLAY_STORE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -62,8 +72,9 @@ def no_trust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def toy() -> replay.Pipeline:
-    return replay.Pipeline("toy", [replay.Step("scale", scale, params={"k": 2.0}),
-                                   replay.Step("label", label)])
+    return replay.Pipeline(
+        "toy", [replay.Step("scale", scale, params={"k": 2.0}), replay.Step("label", label)]
+    )
 
 
 @pytest.fixture
@@ -72,8 +83,12 @@ def store(tmp_path: Path) -> replay.Store:
 
 
 def rows(n: int, start: int = 0) -> pa.Table:
-    return pa.table({"id": [f"R{i}" for i in range(start, start + n)],
-                     "x": [float(i) for i in range(start, start + n)]})
+    return pa.table(
+        {
+            "id": [f"R{i}" for i in range(start, start + n)],
+            "x": [float(i) for i in range(start, start + n)],
+        }
+    )
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +99,9 @@ def credit_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_workspace(tmp_path_factory.mktemp("credit") / "workspace")
 
 
-def forge_history(store: replay.Store, pipeline: replay.Pipeline, tmp_path: Path,
-                  runs: int = 3) -> None:
+def forge_history(
+    store: replay.Store, pipeline: replay.Pipeline, tmp_path: Path, runs: int = 3
+) -> None:
     """Replace the store's whole history by another, self-consistent one: what an admin with
     write access could do; only a checkpoint kept outside the store or pinned catches it."""
     import shutil

@@ -84,10 +84,24 @@ def start_engine(data_root: Path) -> Engine:
     log = data_root / "dockerd.log"
     with open(log, "ab") as out:  # dockerd keeps its own copy of the descriptor
         process = subprocess.Popen(
-        ["dockerd", "--data-root", str(data_root), "--exec-root", str(run / "exec"),
-         "--pidfile", str(data_root / "dockerd.pid"), "-H", url, "--bridge=none",
-         "--iptables=false", "--ip-masq=false"],
-            stdout=out, stderr=out, start_new_session=True)
+            [
+                "dockerd",
+                "--data-root",
+                str(data_root),
+                "--exec-root",
+                str(run / "exec"),
+                "--pidfile",
+                str(data_root / "dockerd.pid"),
+                "-H",
+                url,
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+            ],
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
     engine = Engine(url, data_root, process, run)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -146,10 +160,15 @@ def registry() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="registry-") as tmp:
         port = _free_port()
         config = Path(tmp) / "config.yml"
-        config.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-                          f"    rootdirectory: {tmp}/data\nhttp:\n  addr: 127.0.0.1:{port}\n")
-        process = subprocess.Popen(["docker-registry", "serve", str(config)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        config.write_text(
+            f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {tmp}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        )
+        process = subprocess.Popen(
+            ["docker-registry", "serve", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -183,10 +202,13 @@ def base_image(engine: Engine) -> str:
     if shutil.which("mmdebstrap") is None:
         raise Unavailable("no mmdebstrap to build a base image: apt-get install mmdebstrap")
     env = {**os.environ, "DOCKER_HOST": engine.url}
-    cmd = (f"mmdebstrap --quiet --variant=essential --include={BASE_PACKAGES} bookworm - "
-           f"| docker import - {BASE}")
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=env, capture_output=True,
-                          text=True, timeout=900)
+    cmd = (
+        f"mmdebstrap --quiet --variant=essential --include={BASE_PACKAGES} bookworm - "
+        f"| docker import - {BASE}"
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], env=env, capture_output=True, text=True, timeout=900
+    )
     if done.returncode != 0:
         raise Unavailable(f"building the base image failed: {done.stderr.strip()[-500:]}")
     return BASE
@@ -198,8 +220,12 @@ def wheelhouse() -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     # Two resolutions: one set would pin image A's numpy to B's.
     for wanted in ([str(REPO), "setuptools>=68", "wheel"], ["--no-deps", f"numpy=={OTHER_NUMPY}"]):
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels),
-                               *wanted], capture_output=True, text=True, timeout=1800)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels), *wanted],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         if done.returncode != 0:
             raise Unavailable(f"pip download failed: {done.stderr.strip()[-500:]}")
     return wheels
@@ -224,8 +250,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def build(engine: Engine, *, wheels_url: str, tag: str, dockerfile: str | None = None,
-          base: str = BASE) -> Any:
+def build(
+    engine: Engine, *, wheels_url: str, tag: str, dockerfile: str | None = None, base: str = BASE
+) -> Any:
     """The project image (or ``dockerfile`` text built on it), pip reading the wheelhouse."""
     import io
 
@@ -234,12 +261,17 @@ def build(engine: Engine, *, wheels_url: str, tag: str, dockerfile: str | None =
     args = {"BASE": base, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheels_url}
     try:
         if dockerfile is None:
-            image, _ = engine.client.images.build(path=str(REPO), tag=tag, buildargs=args,
-                                                  network_mode="host", rm=True)
+            image, _ = engine.client.images.build(
+                path=str(REPO), tag=tag, buildargs=args, network_mode="host", rm=True
+            )
         else:
-            image, _ = engine.client.images.build(fileobj=io.BytesIO(dockerfile.encode()),
-                                                  tag=tag, buildargs=args,
-                                                  network_mode="host", rm=True)
+            image, _ = engine.client.images.build(
+                fileobj=io.BytesIO(dockerfile.encode()),
+                tag=tag,
+                buildargs=args,
+                network_mode="host",
+                rm=True,
+            )
     except docker.errors.BuildError as exc:
         log = "".join(str(x.get("stream", x.get("error", ""))) for x in exc.build_log)
         raise AssertionError(f"docker build failed: {exc}\n{log[-3000:]}") from None

@@ -6,8 +6,11 @@ import replay
 def test_all_lists_exactly_the_public_names() -> None:
     # The package imports its names on first use (PEP 562): what it can give is the lazy
     # map, the errors it imports, and the version.
-    errors = {n for n, v in vars(replay).items() if isinstance(v, type)
-              and issubclass(v, Exception) and n not in replay._WHERE}
+    errors = {
+        n
+        for n, v in vars(replay).items()
+        if isinstance(v, type) and issubclass(v, Exception) and n not in replay._WHERE
+    }
     assert set(replay.__all__) == {"__version__", *replay._WHERE, *errors}
 
 

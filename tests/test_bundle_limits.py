@@ -47,8 +47,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[s
     key = keys.init_key(tmp / "signing.pem")
     store = replay.Store.open(tmp / "store")
     pipe = replay.Pipeline("toy", [replay.Step("scale", scale, params={"k": 2.0})])
-    ids = [replay.record(pipe, rows(3, i), store=store, record_key="id").run_id
-           for i in range(2)]
+    ids = [replay.record(pipe, rows(3, i), store=store, record_key="id").run_id for i in range(2)]
     path = export(store, ids, tmp / "evidence.bundle", key=key).path
     return path, key, _members(path.read_bytes())
 
@@ -74,20 +73,31 @@ def resign(files: dict[str, bytes], key: Path, manifest: Any = None) -> dict[str
     """``files`` under a fresh digest list (or ``manifest`` as given), signed by ``key``."""
     rest = {n: d for n, d in files.items() if n not in SIGNED}
     if manifest is None:
-        manifest = {**json.loads(files["MANIFEST.json"]),
-                    "files": {n: sha256(d) for n, d in sorted(rest.items())}}
+        manifest = {
+            **json.loads(files["MANIFEST.json"]),
+            "files": {n: sha256(d) for n, d in sorted(rest.items())},
+        }
     body = canonical_json(manifest)
-    return {**rest, "MANIFEST.json": body,
-            "MANIFEST.sig": base64.b64encode(keys.load_private(key).sign(body))}
+    return {
+        **rest,
+        "MANIFEST.json": body,
+        "MANIFEST.sig": base64.b64encode(keys.load_private(key).sign(body)),
+    }
 
 
-def header(name: str, size: int = 0, kind: bytes = b"0", *, magic: bytes = b"ustar\x0000",
-           link: bytes = b"") -> bytearray:
+def header(
+    name: str,
+    size: int = 0,
+    kind: bytes = b"0",
+    *,
+    magic: bytes = b"ustar\x0000",
+    link: bytes = b"",
+) -> bytearray:
     """A ustar header written field by field, checksum last."""
     h = bytearray(512)
-    h[0:len(name)] = name.encode()
+    h[0 : len(name)] = name.encode()
     h[100:148] = b"0000644\x00" + b"0000000\x00" * 2 + b"%011o\x00" % size + b"0" * 11 + b"\x00"
-    h[156:157], h[157:157 + len(link)], h[257:265] = kind, link, magic
+    h[156:157], h[157 : 157 + len(link)], h[257:265] = kind, link, magic
     return checksum(h)
 
 
@@ -123,15 +133,17 @@ def refused(args: list[str], *, seconds: float = 5.0, peak: int | None = 32 << 2
 
 def reason(result: Result) -> str:
     """The one line that says why: the FAIL line of verify, or the error line."""
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("FAIL")] \
-        or result.stderr.splitlines()[:1]
+    lines = [
+        ln for ln in result.stdout.splitlines() if ln.startswith("FAIL")
+    ] or result.stderr.splitlines()[:1]
     assert len(lines) == 1, result.output
     return lines[0]
 
 
 def verify(path: Path, key: Path, *more: str, **bounds: Any) -> str:
-    return reason(refused(["verify", str(path), "--key", str(keys.public_path(key)), *more],
-                          **bounds))
+    return reason(
+        refused(["verify", str(path), "--key", str(keys.public_path(key)), *more], **bounds)
+    )
 
 
 def test_a_sparse_member_is_refused_unread(signed, tmp_path) -> None:
@@ -149,7 +161,8 @@ def test_a_sparse_member_is_refused_unread(signed, tmp_path) -> None:
 
 
 def test_a_header_claiming_more_bytes_than_the_file_holds_is_refused_before_reading(
-        signed, tmp_path) -> None:
+    signed, tmp_path
+) -> None:
     path = tmp_path / "liar.bundle"
     path.write_bytes(raw_tar((header("report.html", 1 << 30), b"<html>")))
     line = verify(path, signed[1], seconds=2.0)
@@ -157,8 +170,10 @@ def test_a_header_claiming_more_bytes_than_the_file_holds_is_refused_before_read
 
 
 def test_more_members_than_the_cap_are_refused(signed, tmp_path) -> None:
-    names = sorted(f"objects/sha256/{i:064x}"[:17] + "/" + f"{i:064x}"[2:]
-                   for i in range(bundle.MAX_MEMBERS + 1))
+    names = sorted(
+        f"objects/sha256/{i:064x}"[:17] + "/" + f"{i:064x}"[2:]
+        for i in range(bundle.MAX_MEMBERS + 1)
+    )
     path = tmp_path / "many.bundle"
     path.write_bytes(raw_tar(*((header(n), b"") for n in names)))
     line = verify(path, signed[1], seconds=10.0, peak=None)
@@ -175,15 +190,18 @@ def test_a_bundle_over_the_size_cap_is_refused_unread(signed, tmp_path) -> None:
     assert f"bundle  {size:,} bytes, more than the {bundle.MAX_BUNDLE:,}" in line
 
 
-@pytest.mark.parametrize(("kind", "what"), [
-    (b"2", "symbolic link in bundle (to '/etc/passwd'"),
-    (b"1", "hard link in bundle (to 'MANIFEST.json'"),
-    (b"3", "character device in bundle"),
-    (b"4", "block device in bundle"),
-    (b"5", "directory in bundle"),
-    (b"6", "FIFO in bundle"),
-    (b"7", "member of type b'7' in bundle"),
-])
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [
+        (b"2", "symbolic link in bundle (to '/etc/passwd'"),
+        (b"1", "hard link in bundle (to 'MANIFEST.json'"),
+        (b"3", "character device in bundle"),
+        (b"4", "block device in bundle"),
+        (b"5", "directory in bundle"),
+        (b"6", "FIFO in bundle"),
+        (b"7", "member of type b'7' in bundle"),
+    ],
+)
 def test_links_devices_and_other_non_files_are_refused(signed, tmp_path, kind, what) -> None:
     link = {b"1": b"MANIFEST.json", b"2": b"/etc/passwd"}.get(kind, b"")
     path = tmp_path / "odd.bundle"
@@ -191,12 +209,14 @@ def test_links_devices_and_other_non_files_are_refused(signed, tmp_path, kind, w
     assert f"report.html  {what}" in verify(path, signed[1], seconds=2.0)
 
 
-def test_a_signed_name_outside_the_layout_is_refused_and_never_extracted(signed,
-                                                                        tmp_path) -> None:
+def test_a_signed_name_outside_the_layout_is_refused_and_never_extracted(signed, tmp_path) -> None:
     _, key, files = signed
     path = tmp_path / "ssh.bundle"
-    path.write_bytes(canonical_tar(resign({**files, ".ssh/authorized_keys": b"ssh-ed25519 AAAA"
-                                           b" attacker\n"}, key)))
+    path.write_bytes(
+        canonical_tar(
+            resign({**files, ".ssh/authorized_keys": b"ssh-ed25519 AAAA attacker\n"}, key)
+        )
+    )
     target = tmp_path / "home"
     line = verify(path, key, "--extract", str(target))
     assert ".ssh/authorized_keys  is not a name of the bundle layout (refused)" in line
@@ -221,14 +241,16 @@ def test_a_name_over_100_characters_uses_the_ustar_prefix_or_is_refused(tmp_path
     data = path.read_bytes()
     with tarfile.open(path) as tar:
         at = tar.getmember(name).offset  # where its header starts
-    assert len(name) == 112 and data[at + 345:at + 500].rstrip(b"\0") == f"runs/{run_id}".encode()
+    assert len(name) == 112 and data[at + 345 : at + 500].rstrip(b"\0") == f"runs/{run_id}".encode()
     assert data == canonical_tar(_members(data))  # the very bytes tarfile writes
     ok = CliRunner().invoke(app, ["verify", str(path), "--key", str(keys.public_path(key))])
     assert ok.exit_code == 0, ok.output
     with pytest.raises(BundleError, match="not a name of the bundle layout"):
         bundle.write({f"objects/{'a' * 120}": b"x"})  # was a ValueError: exit 70
-    for fmt, what in [(tarfile.GNU_FORMAT, "GNU long-name header"),
-                      (tarfile.PAX_FORMAT, "pax extended header")]:
+    for fmt, what in [
+        (tarfile.GNU_FORMAT, "GNU long-name header"),
+        (tarfile.PAX_FORMAT, "pax extended header"),
+    ]:
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
             info = tarfile.TarInfo(f"objects/{'a' * 120}")
@@ -238,8 +260,7 @@ def test_a_name_over_100_characters_uses_the_ustar_prefix_or_is_refused(tmp_path
         assert f"{what} in bundle (refused" in verify(tmp_path / "ext.bundle", key)
 
 
-def test_extracting_twice_into_one_folder_is_refused_and_changes_nothing(signed,
-                                                                        tmp_path) -> None:
+def test_extracting_twice_into_one_folder_is_refused_and_changes_nothing(signed, tmp_path) -> None:
     path, key, _ = signed
     target = tmp_path / "opened"
     args = ["verify", str(path), "--key", str(keys.public_path(key)), "--extract", str(target)]
@@ -256,6 +277,7 @@ def _entries(change: Callable[[list[Any]], None]) -> Callable[[Any, dict[str, by
         change(entries)
         files["ledger/entries.jsonl"] = b"".join(canonical_json(e) + b"\n" for e in entries)
         return None
+
     return apply
 
 
@@ -263,6 +285,7 @@ def _file(name: str, change: Callable[[Any], Any]) -> Callable[[Any, dict[str, b
     def apply(manifest: Any, files: dict[str, bytes]) -> Any:
         files[name] = canonical_json(change(json.loads(files[name])))
         return None
+
     return apply
 
 
@@ -271,44 +294,74 @@ def _manifest(change: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[st
 
 
 MALFORMED = {
-    "manifest-a-list": ("MANIFEST.json", _manifest(lambda m: [m]),
-                        "$ is a list, not an object"),
-    "manifest-without-files": ("MANIFEST.json",
-                               _manifest(lambda m: {k: v for k, v in m.items() if k != "files"}),
-                               "$ has no 'files'"),
-    "files-a-list": ("MANIFEST.json", _manifest(lambda m: {**m, "files": [*m["files"]]}),
-                     "$.files is a list, not an object"),
-    "key-id-a-number": ("MANIFEST.json", _manifest(lambda m: {**m, "key_id": 7}),
-                        "$.key_id is an integer, not a string"),
-    "runs-a-string": ("MANIFEST.json", _manifest(lambda m: {**m, "runs": "all"}),
-                      "$.runs is a string, not a list"),
-    "images-a-list": ("MANIFEST.json", _manifest(lambda m: {**m, "images": ["x"]}),
-                      "$.images is a list, not an object"),
-    "entry-a-list": ("ledger/entries.jsonl", _entries(lambda es: es.__setitem__(0, [es[0]])),
-                     "line 1: is not of the expected shape: $ is a list, not an object"),
-    "entry-without-manifest": ("ledger/entries.jsonl",
-                               _entries(lambda es: es[1].pop("manifest")),
-                               "line 2: is not of the expected shape: $ has no 'manifest'"),
-    "seq-a-string": ("ledger/entries.jsonl", _entries(lambda es: es[0].update(seq="1")),
-                     "$.seq is a string, not a positive integer"),
-    "no-steps": ("ledger/entries.jsonl",
-                 _entries(lambda es: es[0]["manifest"].update(steps=[])),
-                 "$.manifest.steps holds 0 items, not at least 1"),
-    "proofs-a-list": ("ledger/proofs.json", _file("ledger/proofs.json", lambda p: [p]),
-                      "$ is a list, not an object"),
-    "tree-size-a-string": ("ledger/checkpoint.json",
-                           _file("ledger/checkpoint.json",
-                                 lambda c: {**c, "tree_size": str(c["tree_size"])}),
-                           "$.tree_size is a string, not an integer"),
-    "subject-an-object": ("statement.intoto.json",
-                          _file("statement.intoto.json", lambda s: {**s, "subject": {"a": 1}}),
-                          "$.subject is an object, not a list"),
+    "manifest-a-list": ("MANIFEST.json", _manifest(lambda m: [m]), "$ is a list, not an object"),
+    "manifest-without-files": (
+        "MANIFEST.json",
+        _manifest(lambda m: {k: v for k, v in m.items() if k != "files"}),
+        "$ has no 'files'",
+    ),
+    "files-a-list": (
+        "MANIFEST.json",
+        _manifest(lambda m: {**m, "files": [*m["files"]]}),
+        "$.files is a list, not an object",
+    ),
+    "key-id-a-number": (
+        "MANIFEST.json",
+        _manifest(lambda m: {**m, "key_id": 7}),
+        "$.key_id is an integer, not a string",
+    ),
+    "runs-a-string": (
+        "MANIFEST.json",
+        _manifest(lambda m: {**m, "runs": "all"}),
+        "$.runs is a string, not a list",
+    ),
+    "images-a-list": (
+        "MANIFEST.json",
+        _manifest(lambda m: {**m, "images": ["x"]}),
+        "$.images is a list, not an object",
+    ),
+    "entry-a-list": (
+        "ledger/entries.jsonl",
+        _entries(lambda es: es.__setitem__(0, [es[0]])),
+        "line 1: is not of the expected shape: $ is a list, not an object",
+    ),
+    "entry-without-manifest": (
+        "ledger/entries.jsonl",
+        _entries(lambda es: es[1].pop("manifest")),
+        "line 2: is not of the expected shape: $ has no 'manifest'",
+    ),
+    "seq-a-string": (
+        "ledger/entries.jsonl",
+        _entries(lambda es: es[0].update(seq="1")),
+        "$.seq is a string, not a positive integer",
+    ),
+    "no-steps": (
+        "ledger/entries.jsonl",
+        _entries(lambda es: es[0]["manifest"].update(steps=[])),
+        "$.manifest.steps holds 0 items, not at least 1",
+    ),
+    "proofs-a-list": (
+        "ledger/proofs.json",
+        _file("ledger/proofs.json", lambda p: [p]),
+        "$ is a list, not an object",
+    ),
+    "tree-size-a-string": (
+        "ledger/checkpoint.json",
+        _file("ledger/checkpoint.json", lambda c: {**c, "tree_size": str(c["tree_size"])}),
+        "$.tree_size is a string, not an integer",
+    ),
+    "subject-an-object": (
+        "statement.intoto.json",
+        _file("statement.intoto.json", lambda s: {**s, "subject": {"a": 1}}),
+        "$.subject is an object, not a list",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_signed_json_of_the_wrong_shape_is_refused_naming_the_member(signed, tmp_path,
-                                                                     case) -> None:
+def test_signed_json_of_the_wrong_shape_is_refused_naming_the_member(
+    signed, tmp_path, case
+) -> None:
     _, key, files = signed
     member, change, problem = MALFORMED[case]
     files = dict(files)
@@ -324,8 +377,9 @@ def test_a_big_member_is_hashed_streaming_not_held(signed, tmp_path) -> None:
     model = bytes(range(256)) * (1 << 18)  # 64 MiB, as a model object
     digest = sha256(model)[7:]
     path = tmp_path / "model.bundle"
-    path.write_bytes(canonical_tar(resign({**files, f"objects/sha256/{digest[:2]}/"
-                                           f"{digest[2:]}": model}, key)))
+    path.write_bytes(
+        canonical_tar(resign({**files, f"objects/sha256/{digest[:2]}/{digest[2:]}": model}, key))
+    )
     del model
     tracemalloc.start()
     try:

@@ -42,17 +42,28 @@ class Intact:
         self.root = root
         store = replay.Store.open(root)
         for hour in range(3):
-            replay.record(toy, rows(3, start=10 * hour), store=store, record_key="id",
-                          at=T0.replace(hour=9 + hour))
+            replay.record(
+                toy,
+                rows(3, start=10 * hour),
+                store=store,
+                record_key="id",
+                at=T0.replace(hour=9 + hour),
+            )
         private = Ed25519PrivateKey.generate()
         checkpoint.sign(store, private)
         self.public = root.parent / "signer.pub"
         self.public.write_bytes(keys.public_pem(private.public_key()))
         queries.find(store, "R11")  # builds the catalog, so its file is a target too
-        self.files = sorted(p.relative_to(root) for p in root.rglob("*")
-                            if p.is_file() and p.stat().st_size > 0 and p.name != "LOCK")
-        self.digests = {"sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
-                        for p in (root / "objects").rglob("*") if p.is_file()}
+        self.files = sorted(
+            p.relative_to(root)
+            for p in root.rglob("*")
+            if p.is_file() and p.stat().st_size > 0 and p.name != "LOCK"
+        )
+        self.digests = {
+            "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (root / "objects").rglob("*")
+            if p.is_file()
+        }
         self.answers = answers(store)
 
 
@@ -71,18 +82,21 @@ def answers(store: replay.Store) -> tuple[Any, ...]:
 def intact(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Intact]:
     from conftest import label, scale
 
-    toy = replay.Pipeline("toy", [replay.Step("scale", scale, params={"k": 2.0}),
-                                  replay.Step("label", label)])
+    toy = replay.Pipeline(
+        "toy", [replay.Step("scale", scale, params={"k": 2.0}), replay.Step("label", label)]
+    )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         yield Intact(tmp_path_factory.mktemp("intact") / "store", toy)
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_a_flipped_byte_is_refused_or_changes_no_answer(intact: Intact, tmp_path_factory,
-                                                        data: st.DataObject) -> None:
+def test_a_flipped_byte_is_refused_or_changes_no_answer(
+    intact: Intact, tmp_path_factory, data: st.DataObject
+) -> None:
     target = data.draw(st.sampled_from(intact.files), label="file")
     size = (intact.root / target).stat().st_size
     offset = data.draw(st.integers(0, size - 1), label="offset")
@@ -99,8 +113,9 @@ def test_a_flipped_byte_is_refused_or_changes_no_answer(intact: Intact, tmp_path
 
     def only_intact_bytes(f: io.BytesIO) -> Any:
         blob = f.getvalue()
-        assert "sha256:" + hashlib.sha256(blob).hexdigest() in intact.digests, \
+        assert "sha256:" + hashlib.sha256(blob).hexdigest() in intact.digests, (
             f"unpickled bytes the intact store never held (flip in {target})"
+        )
         return door(f)
 
     with pytest.MonkeyPatch.context() as env:
@@ -115,8 +130,9 @@ def test_a_flipped_byte_is_refused_or_changes_no_answer(intact: Intact, tmp_path
     assert got == intact.answers, f"a flip at byte {offset} of {target} changed an answer"
 
 
-def test_a_checkpoint_signature_that_is_not_base64_is_refused(intact: Intact, tmp_path,
-                                                             monkeypatch) -> None:
+def test_a_checkpoint_signature_that_is_not_base64_is_refused(
+    intact: Intact, tmp_path, monkeypatch
+) -> None:
     root = tmp_path / "store"
     shutil.copytree(intact.root, root)
     (path,) = (root / "checkpoints").iterdir()

@@ -144,14 +144,18 @@ def test_pandas_input_is_accepted(store, toy) -> None:
     assert replay.record(toy, df, store=store).output.num_rows == 2
 
 
-@pytest.mark.parametrize(("inputs", "key", "message"), [
-    (rows(0), None, "no rows"),
-    (rows(2), "missing", "record key column 'missing' is not in the input"),
-    (pa.table({"id": ["a", None], "x": [1.0, 2.0]}), "id", "1 null values"),
-    ([1, 2, 3], None, "not a table"),
-])
-def test_bad_inputs_are_refused_before_anything_is_recorded(store, toy, inputs, key,
-                                                            message) -> None:
+@pytest.mark.parametrize(
+    ("inputs", "key", "message"),
+    [
+        (rows(0), None, "no rows"),
+        (rows(2), "missing", "record key column 'missing' is not in the input"),
+        (pa.table({"id": ["a", None], "x": [1.0, 2.0]}), "id", "1 null values"),
+        ([1, 2, 3], None, "not a table"),
+    ],
+)
+def test_bad_inputs_are_refused_before_anything_is_recorded(
+    store, toy, inputs, key, message
+) -> None:
     with pytest.raises(InputError, match=message):
         replay.record(toy, inputs, store=store, record_key=key)
     assert list(store.entries()) == []
@@ -179,8 +183,9 @@ def test_a_step_returning_something_else_than_a_table_fails_clearly(store) -> No
 def test_a_model_that_cannot_be_pickled_is_a_capture_error(store) -> None:
     import threading
 
-    pipe = replay.Pipeline("lock", [replay.Step("s", lambda t, models: t,
-                                                models={"m": threading.Lock()})])
+    pipe = replay.Pipeline(
+        "lock", [replay.Step("s", lambda t, models: t, models={"m": threading.Lock()})]
+    )
     with pytest.raises(CaptureError, match="model 'm' cannot be pickled"):
         replay.record(pipe, rows(1), store=store)
 
@@ -194,14 +199,18 @@ def test_async_recording_is_durable_after_flush(tmp_path: Path, toy) -> None:
 
 
 def _record_big(store_path: str) -> None:
-    replay.record(replay.Pipeline("wide", [replay.Step("same", lambda t: t)]), rows(5000),
-                  store=replay.Store.open(Path(store_path)), record_key="id")
+    replay.record(
+        replay.Pipeline("wide", [replay.Step("same", lambda t: t)]),
+        rows(5000),
+        store=replay.Store.open(Path(store_path)),
+        record_key="id",
+    )
 
 
-def test_a_big_run_is_recorded_with_its_digests_computed_alongside_the_next_step(
-        store) -> None:
-    pipe = replay.Pipeline("wide", [replay.Step("same", lambda t: t),
-                                    replay.Step("again", lambda t: t)])
+def test_a_big_run_is_recorded_with_its_digests_computed_alongside_the_next_step(store) -> None:
+    pipe = replay.Pipeline(
+        "wide", [replay.Step("same", lambda t: t), replay.Step("again", lambda t: t)]
+    )
     result = replay.record(pipe, rows(5000), store=store, record_key="id")
     steps = result.manifest["steps"]
     assert steps[0]["inputs"] == [table_digest(rows(5000))] == [steps[1]["output"]]
@@ -213,8 +222,7 @@ def test_a_forked_process_records_big_runs_after_its_parent_did(store) -> None:
     import multiprocessing
 
     _record_big(str(store.root))
-    child = multiprocessing.get_context("fork").Process(target=_record_big,
-                                                        args=(str(store.root),))
+    child = multiprocessing.get_context("fork").Process(target=_record_big, args=(str(store.root),))
     child.start()
     child.join(timeout=60)
     if child.is_alive():  # hung on a digest thread it did not have

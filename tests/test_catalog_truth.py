@@ -79,8 +79,9 @@ def test_at_record_confirms_its_run_in_the_ledger(store, toy) -> None:
 def test_at_record_finds_a_deleted_records_row(store, toy) -> None:
     _, second = _two_runs(store, toy)
     _tamper(store, "delete from records where key = 'R6'", [])
-    result = _cli(store, "at", "2100-01-01T00:00:00Z", "--pipeline", "toy", "--record", "R6",
-                  "--json")
+    result = _cli(
+        store, "at", "2100-01-01T00:00:00Z", "--pipeline", "toy", "--record", "R6", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["found"]["run_id"] == second
 
@@ -97,8 +98,7 @@ def test_verify_store_reports_a_tampered_catalog(store, toy) -> None:
     # A check reports, it does not repair: the tampered row is still there to be examined.
     con = duckdb.connect(str(store.root / "catalog.duckdb"), read_only=True)
     try:
-        assert con.execute("select run_id from records where key = 'R1'").fetchall() == [
-            (second,)]
+        assert con.execute("select run_id from records where key = 'R1'").fetchall() == [(second,)]
     finally:
         con.close()
 
@@ -112,7 +112,8 @@ def test_verify_store_names_a_runs_row_that_disagrees(store, toy) -> None:
 
 
 def test_export_right_after_recording_in_a_pinned_checkpointed_store(
-        store, toy, tmp_path, monkeypatch) -> None:
+    store, toy, tmp_path, monkeypatch
+) -> None:
     key = keys.init_key(tmp_path / "signer" / "signing-key.pem")
     replay.record(toy, rows(2), store=store, record_key="id", at=T1)
     checkpoint.sign(store, keys.load_private(key))
@@ -136,12 +137,22 @@ def test_export_still_refuses_a_broken_chain(store, toy, tmp_path) -> None:
     entry["prev"] = "sha256:" + "0" * 64
     lines[1] = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode() + b"\n"
     ledger.write_bytes(b"".join(lines))
-    result = _cli(replay.Store.open(store.root), "export", run_ids[2], "--out",
-                  str(tmp_path / "x.bundle"), "--key", str(key))
+    result = _cli(
+        replay.Store.open(store.root),
+        "export",
+        run_ids[2],
+        "--out",
+        str(tmp_path / "x.bundle"),
+        "--key",
+        str(key),
+    )
     text = "".join(result.output.split())
     assert result.exit_code == 9, result.output
-    assert str(ledger).replace(" ", "") in text and "entry2" in text and "breakthechain" \
-        in text.replace("breaks", "break"), result.output
+    assert (
+        str(ledger).replace(" ", "") in text
+        and "entry2" in text
+        and "breakthechain" in text.replace("breaks", "break")
+    ), result.output
     assert not (tmp_path / "x.bundle").exists()
 
 
@@ -150,8 +161,7 @@ def test_a_row_moved_onto_a_run_holding_the_same_key_is_caught(store, toy) -> No
     second = replay.record(toy, rows(2), store=store, record_key="id", at=T2).run_id
     store.flush()
     queries.reindex(store)
-    _tamper(store, "update records set run_id = ? where key = 'R1' and run_id = ?",
-            [second, first])
+    _tamper(store, "update records set run_id = ? where key = 'R1' and run_id = ?", [second, first])
     result = _cli(store, "find", "R1", "--json")
     assert result.exit_code == 0, result.output
     assert [r["run_id"] for r in json.loads(result.stdout)] == [second, first]

@@ -65,9 +65,13 @@ def test_a_healthy_store_verifies(store, toy, key) -> None:
     for i in range(3):
         replay.record(toy, rows(2, i), store=store)
     checkpoint.sign(store, keys.load_private(key))
-    assert verify_store(store) == {"objects": len(list(store.objects)), "runs": 3,
-                                   "blocks": 3, "checkpoints": 1,
-                                   "catalog": "3 runs match the ledger"}
+    assert verify_store(store) == {
+        "objects": len(list(store.objects)),
+        "runs": 3,
+        "blocks": 3,
+        "checkpoints": 1,
+        "catalog": "3 runs match the ledger",
+    }
 
 
 def _corrupt_object(store: replay.Store) -> Path:
@@ -88,7 +92,7 @@ def _corrupt_ledger(store: replay.Store) -> Path:
     path = store.ledger.path
     data = path.read_bytes()
     at = data.index(b'"manifest_sha256":"sha256:') + 26
-    path.write_bytes(data[:at] + (b"0" if data[at:at + 1] != b"0" else b"1") + data[at + 1:])
+    path.write_bytes(data[:at] + (b"0" if data[at : at + 1] != b"0" else b"1") + data[at + 1 :])
     return path
 
 
@@ -117,8 +121,9 @@ def test_cli_checkpoint_and_verify_store(store, toy, key) -> None:
     signed = CliRunner().invoke(app, [*base, "checkpoint", "--key", str(key), "--json"])
     assert signed.exit_code == 0, signed.output
     assert json.loads(signed.stdout)["tree_size"] == 1
-    ok = CliRunner().invoke(app, [*base, "verify", "--store", "--json",
-                                  "--key", str(keys.public_path(key))])
+    ok = CliRunner().invoke(
+        app, [*base, "verify", "--store", "--json", "--key", str(keys.public_path(key))]
+    )
     assert ok.exit_code == 0 and json.loads(ok.stdout)["ok"] is True
     _corrupt_segment(store)
     bad = CliRunner().invoke(app, [*base, "verify", "--store"])

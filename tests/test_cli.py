@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from replay.cli.app import app
 
-PIPELINE_MODULE = '''
+PIPELINE_MODULE = """
 import pyarrow as pa
 import pyarrow.compute as pc
 import replay
@@ -28,7 +28,7 @@ def decide(table, *, ctx):
 pipeline = replay.Pipeline("cli-toy", [replay.Step("scale", scale, params={"k": 2.0}),
                                         replay.Step("decide", decide)])
 not_a_pipeline = 42
-'''
+"""
 
 
 @pytest.fixture
@@ -45,8 +45,18 @@ def run(env: dict[str, Path], *args: str):  # type: ignore[no-untyped-def]
 
 
 def record(env: dict[str, Path], *extra: str) -> str:
-    result = run(env, "record", "--create", f"{env['dir']}/toy_pipeline.py:pipeline", "--input",
-                 str(env["dir"] / "apps.parquet"), "--record-key", "id", "--json", *extra)
+    result = run(
+        env,
+        "record",
+        "--create",
+        f"{env['dir']}/toy_pipeline.py:pipeline",
+        "--input",
+        str(env["dir"] / "apps.parquet"),
+        "--record-key",
+        "id",
+        "--json",
+        *extra,
+    )
     assert result.exit_code == 0, result.output
     return str(json.loads(result.stdout)["run_id"])
 
@@ -81,10 +91,17 @@ def test_find_names_the_run_that_decided_a_record(env) -> None:
 def test_sql_counts_runs_and_reads_row_data(env) -> None:
     record(env)
     record(env)
-    assert json.loads(run(env, "sql", "select count(*) as n from runs", "--json").stdout) \
-        == [{"n": 2}]
-    decisions = json.loads(run(env, "sql", "select decision, count(*) as n from "
-                               "cli_toy.decide group by 1 order by 1", "--json").stdout)
+    assert json.loads(run(env, "sql", "select count(*) as n from runs", "--json").stdout) == [
+        {"n": 2}
+    ]
+    decisions = json.loads(
+        run(
+            env,
+            "sql",
+            "select decision, count(*) as n from cli_toy.decide group by 1 order by 1",
+            "--json",
+        ).stdout
+    )
     assert decisions == [{"decision": "approve", "n": 2}, {"decision": "decline", "n": 4}]
 
 
@@ -127,21 +144,26 @@ def test_bad_queries_get_one_line_and_a_distinct_exit_code(env, args, code, mess
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("target", "input_name", "code", "message"), [
-    ("toy_pipeline.py:pipeline", "missing.parquet", 5, "does not exist"),
-    ("toy_pipeline.py:pipeline", "not.parquet", 5, "is not a readable Parquet file"),
-    ("toy_pipeline.py:nothing", "apps.parquet", 6, "defines no 'nothing'"),
-    ("toy_pipeline.py:not_a_pipeline", "apps.parquet", 6, "is a int, not a replay.Pipeline"),
-    ("broken_pipeline.py:pipeline", "apps.parquet", 6, "raised RuntimeError: no config"),
-    ("nowhere.py:pipeline", "apps.parquet", 6, "does not exist"),
-    ("toy_pipeline.py", "apps.parquet", 2, "does not name a pipeline"),
-])
-def test_bad_record_arguments_leave_the_store_unchanged(env, target, input_name, code,
-                                                        message) -> None:
+@pytest.mark.parametrize(
+    ("target", "input_name", "code", "message"),
+    [
+        ("toy_pipeline.py:pipeline", "missing.parquet", 5, "does not exist"),
+        ("toy_pipeline.py:pipeline", "not.parquet", 5, "is not a readable Parquet file"),
+        ("toy_pipeline.py:nothing", "apps.parquet", 6, "defines no 'nothing'"),
+        ("toy_pipeline.py:not_a_pipeline", "apps.parquet", 6, "is a int, not a replay.Pipeline"),
+        ("broken_pipeline.py:pipeline", "apps.parquet", 6, "raised RuntimeError: no config"),
+        ("nowhere.py:pipeline", "apps.parquet", 6, "does not exist"),
+        ("toy_pipeline.py", "apps.parquet", 2, "does not name a pipeline"),
+    ],
+)
+def test_bad_record_arguments_leave_the_store_unchanged(
+    env, target, input_name, code, message
+) -> None:
     record(env)
     before = (env["store"] / "ledger" / "ledger.jsonl").read_bytes()
-    result = run(env, "record", "--create", f"{env['dir']}/{target}", "--input",
-                 str(env["dir"] / input_name))
+    result = run(
+        env, "record", "--create", f"{env['dir']}/{target}", "--input", str(env["dir"] / input_name)
+    )
     assert result.exit_code == code, result.output
     assert message in result.stderr
     assert "Traceback" not in result.output
@@ -164,7 +186,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
         assert help_text.exit_code == 0 and "--json" in help_text.stdout
 
 
-LEAKY_MODULE = '''
+LEAKY_MODULE = """
 import time
 import pyarrow as pa
 import replay
@@ -173,15 +195,22 @@ def stamp(table):
     return table.append_column("t", pa.array([time.time_ns()] * table.num_rows))
 
 pipeline = replay.Pipeline("leaky", [replay.Step("stamp", stamp)])
-'''
+"""
 
 
 def test_run_exits_0_when_exact_and_1_when_diverged(env) -> None:
     (env["dir"] / "leaky_pipeline.py").write_text(LEAKY_MODULE)
     exact = record(env)
     assert run(env, "run", exact).exit_code == 0
-    leaky = run(env, "record", "--create", f"{env['dir']}/leaky_pipeline.py:pipeline", "--input",
-                str(env["dir"] / "apps.parquet"), "--json")
+    leaky = run(
+        env,
+        "record",
+        "--create",
+        f"{env['dir']}/leaky_pipeline.py:pipeline",
+        "--input",
+        str(env["dir"] / "apps.parquet"),
+        "--json",
+    )
     result = run(env, "run", json.loads(leaky.stdout)["run_id"], "--json")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["first_divergence"] == "stamp"
@@ -197,8 +226,16 @@ def test_at_finds_and_replays_the_run_of_that_moment(env) -> None:
 
 def test_at_with_input_records_a_counterfactual_tagged_with_its_source(env) -> None:
     run_id = record(env, "--at", "2026-03-14T09:00:00Z")
-    result = run(env, "at", "2026-03-14T12:00:00Z", "--pipeline", "cli-toy", "--input",
-                 str(env["dir"] / "apps.parquet"), "--json")
+    result = run(
+        env,
+        "at",
+        "2026-03-14T12:00:00Z",
+        "--pipeline",
+        "cli-toy",
+        "--input",
+        str(env["dir"] / "apps.parquet"),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     tags = json.loads(result.stdout)["tags"]
     assert tags["counterfactual"] == "true" and tags["deployed_by_run"] == run_id
@@ -236,9 +273,20 @@ def test_output_piped_into_a_reader_that_stops_ends_quietly(env) -> None:
     import sys
 
     record(env)
-    proc = subprocess.Popen([sys.executable, "-m", "replay", "--store", str(env["store"]), "sql",
-                             "select range from range(200000)", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "replay",
+            "--store",
+            str(env["store"]),
+            "sql",
+            "select range from range(200000)",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.read(100)  # as `| head -c 100` does, then goes away
     proc.stdout.close()

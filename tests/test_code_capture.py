@@ -50,13 +50,30 @@ def _folder(root: Path) -> Path:
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "REPLAY_STORE"}
-    return subprocess.run([sys.executable, "-m", "replay", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "replay", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _record(folder: Path, store: Path) -> str:
-    done = _cli(folder, "--store", str(store), "record", "--create", "pipe.py:pipeline",
-                "--input", "in.parquet", "--record-key", "id", "--json")
+    done = _cli(
+        folder,
+        "--store",
+        str(store),
+        "record",
+        "--create",
+        "pipe.py:pipeline",
+        "--input",
+        "in.parquet",
+        "--record-key",
+        "id",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     return str(json.loads(done.stdout)["run_id"])
 
@@ -71,8 +88,7 @@ def test_a_sibling_helper_edited_after_the_run_does_not_change_its_replay(tmp_pa
     assert "exact" in done.stdout
 
 
-def test_a_folder_pipeline_replays_from_another_folder_after_its_folder_is_gone(
-        tmp_path) -> None:
+def test_a_folder_pipeline_replays_from_another_folder_after_its_folder_is_gone(tmp_path) -> None:
     folder = _folder(tmp_path / "bank")
     run_id = _record(folder, tmp_path / "store")
     for f in folder.iterdir():
@@ -89,7 +105,7 @@ def test_every_reached_module_keeps_its_own_source(tmp_path) -> None:
     folder = _folder(tmp_path / "bank")
     _record(folder, tmp_path / "store")
     store = replay.Store.open(tmp_path / "store")
-    (_, entry), = store.entries()
+    ((_, entry),) = store.entries()
     spec = json.loads(store.get_object(entry["manifest"]["version"]))
     double, decide = (step["modules"] for step in spec["steps"])
     assert (set(double), set(decide)) == ({"pipe", "helper"}, {"pipe", "rules"})
@@ -126,8 +142,9 @@ def test_a_model_cached_in_a_module_global_is_refused_with_the_fix(store) -> Non
     pipe = replay.Pipeline("cached", [replay.Step("pd", cached_step)])
     with pytest.raises(CaptureError) as err:
         replay.record(pipe, pa.table({"x": [1.0]}), store=store)
-    assert "test_code_capture._sessions holds a Session, which is state, not code" \
-        in err.value.message
+    assert (
+        "test_code_capture._sessions holds a Session, which is state, not code" in err.value.message
+    )
     assert "Step(models=" in err.value.hint
     assert list(store.entries()) == []
 
@@ -154,8 +171,9 @@ def test_show_source_prints_each_module_the_step_ran(tmp_path) -> None:
     folder = _folder(tmp_path / "bank")
     run_id = _record(folder, tmp_path / "store")
     (folder / "helper.py").write_text("def double(v):\n    return v * 3\n")
-    result = CliRunner().invoke(app, ["--store", str(tmp_path / "store"), "show", run_id,
-                                      "--source", "--step", "double"])
+    result = CliRunner().invoke(
+        app, ["--store", str(tmp_path / "store"), "show", run_id, "--source", "--step", "double"]
+    )
     assert result.exit_code == 0, result.output
     assert "# step double · module helper · sha256:" in result.output
     assert HELPER in result.output and "v * 3" not in result.output
@@ -174,17 +192,20 @@ def test_lineage_names_every_module_by_digest(tmp_path) -> None:
 
 
 def test_an_installed_pipeline_package_travels_by_value_and_a_library_by_name(
-        tmp_path, monkeypatch) -> None:
+    tmp_path, monkeypatch
+) -> None:
     from replay.capture import code as codecapture
 
     site = tmp_path / "site-packages"
     (site / "bankpkg").mkdir(parents=True)
     (site / "bankpkg" / "__init__.py").write_text("")
     (site / "bankpkg" / "steps.py").write_text(
-        "import libpkg\n\ndef score(table):\n    return libpkg.tag(table)\n")
+        "import libpkg\n\ndef score(table):\n    return libpkg.tag(table)\n"
+    )
     (site / "libpkg").mkdir()
     (site / "libpkg" / "__init__.py").write_text(
-        "__version__ = '1.2'\n\ndef tag(table):\n    return table\n")
+        "__version__ = '1.2'\n\ndef tag(table):\n    return table\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     roots = (*codecapture._installed_roots(), site.resolve())
     monkeypatch.setattr(codecapture, "_installed_roots", lambda: roots)

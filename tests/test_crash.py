@@ -23,7 +23,7 @@ from replay.catalog.check import verify_store
 from replay.catalog.repair import doctor
 from replay.engine.replay import replay as replay_run
 
-CHILD = '''
+CHILD = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 import pyarrow as pa
@@ -67,7 +67,7 @@ for i in range(100_000):
         pipe = pipeline(3.0)  # new params: a new object to write, for the object crash point
     t = pa.table({{"id": [f"{{os.getpid()}}-{{i}}"], "x": [float(i)]}})
     print(replay.record(pipe, t, store=store, record_key="id").run_id, flush=True)
-'''
+"""
 
 
 def _child(store: Path, crash_at: str) -> subprocess.Popen[str]:
@@ -86,8 +86,9 @@ def _check(store_path: Path, committed: list[str]) -> None:
     pipe = replay.Pipeline("crash", [replay.Step("id", lambda t: t)])
     import pyarrow as pa
 
-    after = replay.record(pipe, pa.table({"id": ["resumed"], "x": [1.0]}), store=store,
-                          record_key="id")
+    after = replay.record(
+        pipe, pa.table({"id": ["resumed"], "x": [1.0]}), store=store, record_key="id"
+    )
     assert store.ledger.verify() == len(visible) + 1 and after.seq == len(visible) + 1
 
 
@@ -98,8 +99,10 @@ def _kill_after(proc: subprocess.Popen[str], seconds: float) -> list[str]:
     return out.split()
 
 
-@pytest.mark.parametrize("point", ["object-before-rename", "segment-mid-write",
-                                   "between-segment-and-ledger", "ledger-mid-write"])
+@pytest.mark.parametrize(
+    "point",
+    ["object-before-rename", "segment-mid-write", "between-segment-and-ledger", "ledger-mid-write"],
+)
 def test_a_crash_between_write_stages_loses_nothing_committed(tmp_path, point) -> None:
     proc = _child(tmp_path / "store", point)
     out, _ = proc.communicate(timeout=120)

@@ -48,16 +48,24 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_steps(root: Path, table: pa.Table, ctx: FakeCtx) -> pa.Table:
     bureau = pq.read_table(root / workspace.BUREAU)
-    models = {name: pickle.loads((root / f"models/{name}.pkl").read_bytes())
-              for name in ("fraud", "pd")}
+    models = {
+        name: pickle.loads((root / f"models/{name}.pkl").read_bytes()) for name in ("fraud", "pd")
+    }
     out = credit.features(table, data={"bureau": bureau}, ctx=ctx)
     out = credit.pd_step(credit.fraud(out, models=models), models=models)
     return credit.decision(out, params=credit.DEFAULT_PARAMS)
 
 
 def tiny_bureau() -> pa.Table:
-    return pa.table({"applicant_id": ["C-0000001"], "bureau_score": [720],
-                     "delinquencies_24m": [0], "open_trades": [5], "inquiries_6m": [1]})
+    return pa.table(
+        {
+            "applicant_id": ["C-0000001"],
+            "bureau_score": [720],
+            "delinquencies_24m": [0],
+            "open_trades": [5],
+            "inquiries_6m": [1],
+        }
+    )
 
 
 def tiny_applications() -> pa.Table:
@@ -66,8 +74,9 @@ def tiny_applications() -> pa.Table:
 
 
 def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", *args], cwd=root, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def test_applications_are_deterministic_by_seed() -> None:
@@ -100,16 +109,25 @@ def test_bureau_refresh_shifts_some_applicants() -> None:
 
 def test_features_step_adds_bureau_ratios_and_verification() -> None:
     out = credit.features(tiny_applications(), data={"bureau": tiny_bureau()}, ctx=FakeCtx())
-    expected = {"application_id", "bureau_score", "account_age_days", "debt_to_income",
-                "loan_to_income", "income_verified"}
+    expected = {
+        "application_id",
+        "bureau_score",
+        "account_age_days",
+        "debt_to_income",
+        "loan_to_income",
+        "income_verified",
+    }
     assert expected <= set(out.column_names)
     assert out["application_id"].equals(tiny_applications()["application_id"])
 
 
 def test_features_step_verifies_income_once_per_batch() -> None:
     ctx = FakeCtx()
-    credit.features(generate.make_applications(50, seed=1),
-                    data={"bureau": generate.make_bureau_table(1)}, ctx=ctx)
+    credit.features(
+        generate.make_applications(50, seed=1),
+        data={"bureau": generate.make_bureau_table(1)},
+        ctx=ctx,
+    )
     assert ctx.calls == 1
 
 
@@ -121,8 +139,7 @@ def test_unknown_applicant_gets_conservative_bureau_defaults() -> None:
 
 def test_account_age_follows_the_logical_clock() -> None:
     def age_at(now: datetime) -> int:
-        out = credit.features(tiny_applications(), data={"bureau": tiny_bureau()},
-                              ctx=FakeCtx(now))
+        out = credit.features(tiny_applications(), data={"bureau": tiny_bureau()}, ctx=FakeCtx(now))
         return int(out["account_age_days"][0].as_py())
 
     later, earlier = datetime(2026, 1, 11, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
@@ -140,12 +157,17 @@ def test_income_verification_changes_with_the_day(monkeypatch: pytest.MonkeyPatc
 def test_decisions_carry_reasons_exactly_when_adverse() -> None:
     rng = np.random.default_rng(0)
     n = 2_000
-    table = pa.table({
-        "application_id": [f"APP-{i:08d}" for i in range(n)],
-        "fraud_score": rng.beta(0.5, 4, n), "pd": rng.beta(1, 6, n),
-        "debt_to_income": rng.uniform(0, 0.7, n), "delinquencies_24m": rng.poisson(0.3, n),
-        "account_age_days": rng.integers(0, 3_000, n), "income_verified": rng.random(n) < 0.85,
-    })
+    table = pa.table(
+        {
+            "application_id": [f"APP-{i:08d}" for i in range(n)],
+            "fraud_score": rng.beta(0.5, 4, n),
+            "pd": rng.beta(1, 6, n),
+            "debt_to_income": rng.uniform(0, 0.7, n),
+            "delinquencies_24m": rng.poisson(0.3, n),
+            "account_age_days": rng.integers(0, 3_000, n),
+            "income_verified": rng.random(n) < 0.85,
+        }
+    )
     out = credit.decision(table, params=credit.DEFAULT_PARAMS)
     decisions, reasons = out["decision"].to_pylist(), out["reason_codes"].to_pylist()
     assert set(decisions) == {"approve", "refer", "decline"}
@@ -154,8 +176,7 @@ def test_decisions_carry_reasons_exactly_when_adverse() -> None:
 
 def test_steps_produce_the_decision_columns(built: Path) -> None:
     out = run_steps(built, generate.make_applications(300, seed=9), FakeCtx())
-    assert out.column_names == ["application_id", "fraud_score", "pd", "decision",
-                                "reason_codes"]
+    assert out.column_names == ["application_id", "fraud_score", "pd", "decision", "reason_codes"]
     assert out.schema.field("reason_codes").type == pa.list_(pa.string())
     assert 0 <= pc.min(out["pd"]).as_py() <= pc.max(out["pd"]).as_py() <= 1
 

@@ -28,29 +28,49 @@ SOURCES = (Path(replay.__file__).parent, Path(pipelines.__file__).parent)
 def _env(home: Path) -> dict[str, str]:
     """A user of their own: own key, trust store and caches; no ambient store or engine;
     the package installed in `home/site`."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("REPLAY_") and k not in ("CREDIT_WORKSPACE", "COLUMNS")}
-    return {**env, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_CACHE_HOME": str(home / "cache"), "PYTHONPATH": str(home / "site"),
-            "DOCKER_HOST": "unix:///nonexistent/pipeline-replay-tests.sock"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("REPLAY_") and k not in ("CREDIT_WORKSPACE", "COLUMNS")
+    }
+    return {
+        **env,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "PYTHONPATH": str(home / "site"),
+        "DOCKER_HOST": "unix:///nonexistent/pipeline-replay-tests.sock",
+    }
 
 
 def _replay(cwd: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "replay", *args], cwd=cwd, env=_env(home),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "replay", *args],
+        cwd=cwd,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _package_files(site: Path) -> dict[str, int]:
     # Bytecode caches are Python's own (written on a module's first import).
-    return {str(p): p.stat().st_mtime_ns for p in sorted(site.rglob("*"))
-            if "__pycache__" not in p.parts}
+    return {
+        str(p): p.stat().st_mtime_ns
+        for p in sorted(site.rglob("*"))
+        if "__pycache__" not in p.parts
+    }
 
 
 def _story(stdout: str) -> dict[str, Any]:
     summary: dict[str, Any] = json.loads(stdout)
-    return {"application": summary["application"], "replay": summary["replay"],
-            "counterfactual": summary["counterfactual"]["decision"],
-            "verified": summary["evidence"]["verified"]}
+    return {
+        "application": summary["application"],
+        "replay": summary["replay"],
+        "counterfactual": summary["counterfactual"]["decision"],
+        "verified": summary["evidence"]["verified"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +78,18 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home whose `site` holds the package (old demo workspaces in the tree left out)."""
     home = tmp_path_factory.mktemp("home")
     for source in SOURCES:
-        shutil.copytree(source, home / "site" / source.name, ignore=shutil.ignore_patterns(
-            "__pycache__", "workspace", "workspace-remote"))
-    found = subprocess.run([sys.executable, "-c", "import replay; print(replay.__file__)"],
-                           cwd=home, env=_env(home), capture_output=True, text=True)
+        shutil.copytree(
+            source,
+            home / "site" / source.name,
+            ignore=shutil.ignore_patterns("__pycache__", "workspace", "workspace-remote"),
+        )
+    found = subprocess.run(
+        [sys.executable, "-c", "import replay; print(replay.__file__)"],
+        cwd=home,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+    )
     assert found.stdout.strip() == str(home / "site" / "replay" / "__init__.py")
     return home
 
@@ -130,7 +158,8 @@ def test_a_second_demo_in_another_folder_tells_the_same_story(again, elsewhere, 
     assert _story(elsewhere.stdout) == _story(again.stdout)
     assert _story(again.stdout)["replay"] == "exact"
     assert json.loads(elsewhere.stdout)["workspace"] == str(
-        (home / "b" / "snapshots-demo" / "workspace").resolve())
+        (home / "b" / "snapshots-demo" / "workspace").resolve()
+    )
 
 
 def test_every_printed_command_runs_as_printed(first, folder_a, home) -> None:
@@ -145,16 +174,17 @@ def test_every_printed_command_runs_as_printed(first, folder_a, home) -> None:
         assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
 
 
-def test_printed_commands_name_the_store_only_when_it_is_not_the_default(first,
-                                                                          elsewhere) -> None:
+def test_printed_commands_name_the_store_only_when_it_is_not_the_default(first, elsewhere) -> None:
     assert _printed_commands(first[0].stdout)[0].startswith("replay --store store find ")
     assert json.loads(elsewhere.stdout)["commands"][0].startswith("replay find ")
 
 
 def test_a_new_store_given_a_workdir_past_the_incident_starts_the_story_afresh(
-        elsewhere, home) -> None:
-    done = _replay(home / "b", home, "--store", "other", "demo", "--json", "--workdir",
-                   "snapshots-demo")
+    elsewhere, home
+) -> None:
+    done = _replay(
+        home / "b", home, "--store", "other", "demo", "--json", "--workdir", "snapshots-demo"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert _story(done.stdout) == _story(elsewhere.stdout)
 
@@ -164,13 +194,17 @@ def test_a_store_whose_workspace_was_deleted_tells_its_story_again(elsewhere, ho
     done = _replay(home / "b", home, "demo", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert _story(done.stdout) == _story(elsewhere.stdout)
-    log = subprocess.run(["git", "log", "--format=%s"], cwd=home / "b" / "snapshots-demo" /
-                         "workspace", capture_output=True, text=True, check=True).stdout
+    log = subprocess.run(
+        ["git", "log", "--format=%s"],
+        cwd=home / "b" / "snapshots-demo" / "workspace",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert log.splitlines()[0].startswith("bureau refresh v2")  # after the incident, as stored
 
 
 def test_workdir_and_workspace_together_are_refused(home) -> None:
-    done = _replay(home, home, "--store", "refused", "demo", "--workdir", "w",
-                   "--workspace", "v")
+    done = _replay(home, home, "--store", "refused", "demo", "--workdir", "w", "--workspace", "v")
     assert done.returncode == 2
     assert "give --workdir or --workspace, not both" in done.stderr

@@ -12,9 +12,14 @@ from replay.core.context import _args_digest, _args_digest_v1
 from replay.core.digest import canonical_json, json_digest, table_digest
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
-                                                          allow_infinity=False) | st.text(),
-    lambda children: st.lists(children) | st.dictionaries(st.text(), children), max_leaves=20)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
 
 
 @given(json_values)
@@ -37,8 +42,9 @@ def test_table_digest_ignores_chunking_and_metadata(values: list[float], chunks:
 
 
 @given(st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=30), st.data())
-def test_changing_any_value_changes_the_table_digest(values: list[int], data: st.DataObject
-                                                     ) -> None:
+def test_changing_any_value_changes_the_table_digest(
+    values: list[int], data: st.DataObject
+) -> None:
     i = data.draw(st.integers(0, len(values) - 1))
     changed = list(values)
     changed[i] += data.draw(st.integers(1, 1000))
@@ -46,11 +52,16 @@ def test_changing_any_value_changes_the_table_digest(values: list[int], data: st
 
 
 _args = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
-    | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
-                                                                max_size=3),
-    max_leaves=8)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 @given(_args, _args)
@@ -60,8 +71,9 @@ _args = st.recursive(
 @example(True, 1)
 @example(2**64, 2**64 + 1)
 @example({"a": None}, {"a": float("nan")})
-def test_call_arguments_tell_apart_exactly_what_older_tapes_told_apart(a: object,
-                                                                       b: object) -> None:
+def test_call_arguments_tell_apart_exactly_what_older_tapes_told_apart(
+    a: object, b: object
+) -> None:
     """The faster arguments digest of current tapes (orjson) must neither merge arguments the
     older one (json) kept apart (NaN and null, 1 and 1.0, huge integers), nor split equal ones."""
     same_now = _args_digest((a,), {"k": b}) == _args_digest((b,), {"k": a})

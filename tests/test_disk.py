@@ -22,8 +22,9 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
     return done.returncode == 0
 
 
@@ -52,8 +53,7 @@ def big_rows(n: int) -> pa.Table:
 
 def test_a_full_disk_fails_clearly_and_keeps_every_committed_run(small_fs, toy) -> None:
     store = replay.Store.open(small_fs / "store")
-    before = [replay.record(toy, rows(2, i), store=store, record_key="id").run_id
-              for i in range(5)]
+    before = [replay.record(toy, rows(2, i), store=store, record_key="id").run_id for i in range(5)]
     filler = _fill(small_fs, leave=8 * 1024)
     with pytest.raises(StoreError, match="No space left on device"):
         replay.record(toy, big_rows(20_000), store=store, record_key="id")
@@ -73,12 +73,22 @@ def test_the_cli_reports_a_full_disk_in_one_line(small_fs, tmp_path, toy) -> Non
     tests = str(Path(__file__).parent)
     (tmp_path / "toy.py").write_text(
         f"import sys\nsys.path.insert(0, {tests!r})\nimport replay\nfrom conftest import scale\n"
-        "pipeline = replay.Pipeline('toy', [replay.Step('scale', scale, params={'k': 2.0})])\n")
+        "pipeline = replay.Pipeline('toy', [replay.Step('scale', scale, params={'k': 2.0})])\n"
+    )
     pq.write_table(big_rows(20_000), tmp_path / "big.parquet")
     _fill(small_fs, leave=8 * 1024)
-    result = CliRunner().invoke(app, ["--store", str(store), "record", "--create",
-                                      f"{tmp_path}/toy.py:"
-                                      "pipeline", "--input", str(tmp_path / "big.parquet")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "--store",
+            str(store),
+            "record",
+            "--create",
+            f"{tmp_path}/toy.py:pipeline",
+            "--input",
+            str(tmp_path / "big.parquet"),
+        ],
+    )
     assert result.exit_code == 8, result.output
     assert "No space left on device" in result.stderr and "Traceback" not in result.output
 
@@ -89,8 +99,11 @@ def read_only_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     rw, ro = tmp_path / "rw", tmp_path / "ro"
     rw.mkdir()
     ro.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(rw), str(ro)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "--bind", str(rw), str(ro)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("needs root and permission to bind-mount")
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
@@ -99,8 +112,7 @@ def read_only_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         subprocess.run(["umount", "-l", str(ro)], check=False)
 
 
-def test_a_read_only_store_is_queried_and_replayed_but_not_written(read_only_view,
-                                                                   toy) -> None:
+def test_a_read_only_store_is_queried_and_replayed_but_not_written(read_only_view, toy) -> None:
     rw, ro_root = read_only_view
     store = replay.Store.open(rw / "store")
     run_id = replay.record(toy, rows(3), store=store, record_key="id").run_id

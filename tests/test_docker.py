@@ -70,13 +70,22 @@ def images(engine: de.Engine) -> Iterator[Images]:
         wheels = de.wheelhouse()
         with de.registry() as registry, de.served(wheels) as url:
             a = de.build(engine, wheels_url=url, tag="pipeline-replay:test")
-            b = de.build(engine, wheels_url=url, tag="pipeline-replay:other-numpy",
-                         dockerfile=f"FROM {a.id}\nARG PIP_NO_INDEX\nARG PIP_FIND_LINKS\n"
-                                    f"USER root\nRUN pip install numpy=={de.OTHER_NUMPY}\n"
-                                    f"USER {UID}\n")
+            b = de.build(
+                engine,
+                wheels_url=url,
+                tag="pipeline-replay:other-numpy",
+                dockerfile=f"FROM {a.id}\nARG PIP_NO_INDEX\nARG PIP_FIND_LINKS\n"
+                f"USER root\nRUN pip install numpy=={de.OTHER_NUMPY}\n"
+                f"USER {UID}\n",
+            )
             repository = f"{registry}/pipeline-replay"
-            built = Images(a, de.push(engine, a, repository, "a"), b,
-                           de.push(engine, b, repository, "b"), registry)
+            built = Images(
+                a,
+                de.push(engine, a, repository, "a"),
+                b,
+                de.push(engine, b, repository, "b"),
+                registry,
+            )
             de.collect_sdk_sockets()
             yield built
     except de.Unavailable as exc:
@@ -108,25 +117,54 @@ def stores_of_the_image_user() -> Iterator[None]:
         yield
 
 
-def record_in_container(engine: de.Engine, image_ref: str, root: Path, workspace: Path,
-                        *, env: dict[str, str], docker_socket: bool = False) -> dict[str, Any]:
+def record_in_container(
+    engine: de.Engine,
+    image_ref: str,
+    root: Path,
+    workspace: Path,
+    *,
+    env: dict[str, str],
+    docker_socket: bool = False,
+) -> dict[str, Any]:
     """``replay record`` of the credit chain inside the image, as a bank's job would run."""
-    volumes = {str(root): {"bind": str(root), "mode": "rw"},
-               str(workspace.parent): {"bind": str(workspace.parent), "mode": "rw"}}
+    volumes = {
+        str(root): {"bind": str(root), "mode": "rw"},
+        str(workspace.parent): {"bind": str(workspace.parent), "mode": "rw"},
+    }
     group_add = []
     if docker_socket:
         sock = engine.url.removeprefix("unix://")
         volumes[sock] = {"bind": "/var/run/docker.sock", "mode": "rw"}
         group_add = [str(os.stat(sock).st_gid)]
     out = engine.client.containers.run(
-        image_ref, ["--store", str(root / "store"), "record", "--create",
-                    str(root / "bankcopy/credit/pipeline.py") + ":pipeline",
-                    "--input", str(root / "apps.parquet"), "--record-key", "application_id",
-                    "--json"],
-        user=str(UID), group_add=group_add, network_mode="none", working_dir=str(root),
-        volumes=volumes, remove=True, stdout=True, stderr=False,
-        environment={"CREDIT_WORKSPACE": str(workspace), "HOME": "/tmp",
-                     "OMP_NUM_THREADS": "1", **env})
+        image_ref,
+        [
+            "--store",
+            str(root / "store"),
+            "record",
+            "--create",
+            str(root / "bankcopy/credit/pipeline.py") + ":pipeline",
+            "--input",
+            str(root / "apps.parquet"),
+            "--record-key",
+            "application_id",
+            "--json",
+        ],
+        user=str(UID),
+        group_add=group_add,
+        network_mode="none",
+        working_dir=str(root),
+        volumes=volumes,
+        remove=True,
+        stdout=True,
+        stderr=False,
+        environment={
+            "CREDIT_WORKSPACE": str(workspace),
+            "HOME": "/tmp",
+            "OMP_NUM_THREADS": "1",
+            **env,
+        },
+    )
     de.collect_sdk_sockets()
     return json.loads(out)  # type: ignore[no-any-return]
 
@@ -142,17 +180,28 @@ def _prepared(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def recorded(engine: de.Engine, images: Images,
-             tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+def recorded(
+    engine: de.Engine, images: Images, tmp_path_factory: pytest.TempPathFactory
+) -> Recorded:
     """A credit run recorded inside image A, its digest declared by the deployment."""
     root = tmp_path_factory.mktemp("in-a")
     workspace = _prepared(root)
-    result = record_in_container(engine, images.a_digest, root, workspace,
-                                 env={"REPLAY_IMAGE_DIGEST": images.a_digest,
-                                      "REPLAY_IMAGE_ID": images.a.id})
+    result = record_in_container(
+        engine,
+        images.a_digest,
+        root,
+        workspace,
+        env={"REPLAY_IMAGE_DIGEST": images.a_digest, "REPLAY_IMAGE_ID": images.a.id},
+    )
     _own(root, workspace.parent, uid=0)  # back to the host's engineers (not the replayer)
-    return Recorded(root, root / "store", workspace, root / "bankcopy" / "credit",
-                    result["run_id"], result["output"])
+    return Recorded(
+        root,
+        root / "store",
+        workspace,
+        root / "bankcopy" / "credit",
+        result["run_id"],
+        result["output"],
+    )
 
 
 def cli(store: Path, *args: str) -> Any:
@@ -167,20 +216,27 @@ def _recorded_image(store: Path, run_id: str) -> dict[str, str]:
 
 def test_capture_in_the_image_records_its_repo_digest_and_id(recorded, images) -> None:
     assert _recorded_image(recorded.store, recorded.run_id) == {
-        "digest": images.a_digest, "id": images.a.id, "source": "REPLAY_IMAGE_DIGEST"}
+        "digest": images.a_digest,
+        "id": images.a.id,
+        "source": "REPLAY_IMAGE_DIGEST",
+    }
 
 
-def test_with_the_docker_socket_mounted_capture_asks_the_engine(engine, images,
-                                                                tmp_path) -> None:
+def test_with_the_docker_socket_mounted_capture_asks_the_engine(engine, images, tmp_path) -> None:
     workspace = _prepared(tmp_path)
-    result = record_in_container(engine, images.a_digest, tmp_path, workspace, env={},
-                                 docker_socket=True)
+    result = record_in_container(
+        engine, images.a_digest, tmp_path, workspace, env={}, docker_socket=True
+    )
     assert _recorded_image(tmp_path / "store", result["run_id"]) == {
-        "digest": images.a_digest, "id": images.a.id, "source": "docker engine"}
+        "digest": images.a_digest,
+        "id": images.a.id,
+        "source": "docker engine",
+    }
 
 
 def test_replay_in_the_recorded_image_is_exact_after_the_host_changed_everything(
-        recorded, images, engine, monkeypatch) -> None:
+    recorded, images, engine, monkeypatch
+) -> None:
     (recorded.package / "features.py").write_text("raise RuntimeError('rewritten')\n")
     refresh_workspace(recorded.workspace)  # new bureau table, PD model retrained in place
     (recorded.workspace / "models" / "fraud.pkl").write_bytes(b"not a model any more")
@@ -196,15 +252,22 @@ def test_replay_in_the_recorded_image_is_exact_after_the_host_changed_everything
     assert report["drift"] == []
 
 
-def test_replay_in_another_image_reports_the_digest_and_numpy_drift(recorded, images, engine,
-                                                                   monkeypatch) -> None:
+def test_replay_in_another_image_reports_the_digest_and_numpy_drift(
+    recorded, images, engine, monkeypatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", engine.url)
-    done = cli(recorded.store, "run", recorded.run_id, "--in-container",
-               "--image", images.b_digest, "--json")
+    done = cli(
+        recorded.store,
+        "run",
+        recorded.run_id,
+        "--in-container",
+        "--image",
+        images.b_digest,
+        "--json",
+    )
     report = json.loads(done.stdout)
     assert report["verdict"] in ("exact", "equivalent", "diverged")  # beside the drift
-    assert (report["recorded_image"], report["current_image"]) == (images.a_digest,
-                                                                   images.b_digest)
+    assert (report["recorded_image"], report["current_image"]) == (images.a_digest, images.b_digest)
     drift = {(c["where"], c["what"]): (c["before"], c["after"]) for c in report["drift"]}
     assert drift[("environment", "image")] == (images.a_digest, images.b_digest)
     assert drift[("environment", "numpy")][1] == de.OTHER_NUMPY
@@ -219,8 +282,7 @@ def test_replay_outside_the_image_reports_the_environment_drift(recorded, images
     assert {c["what"] for c in report["drift"]} >= {"image", "packages"}
 
 
-def test_the_sandbox_has_no_network_a_read_only_store_and_no_root(recorded, images,
-                                                                  engine) -> None:
+def test_the_sandbox_has_no_network_a_read_only_store_and_no_root(recorded, images, engine) -> None:
     probe = """if True:
         import json, os, socket
         def attempt(fn):
@@ -235,8 +297,9 @@ def test_the_sandbox_has_no_network_a_read_only_store_and_no_root(recorded, imag
             "root_fs": attempt(lambda: open("/usr/probe", "w")),
             "uid": os.getuid()}))
     """
-    out = sandbox(engine.client, images.a, ["-c", probe], store=recorded.store,
-                  entrypoint=["python3"])
+    out = sandbox(
+        engine.client, images.a, ["-c", probe], store=recorded.store, entrypoint=["python3"]
+    )
     assert out.exit_code == 0, out.stderr
     seen = json.loads(out.stdout)
     assert seen["network"] == "Network is unreachable"
@@ -258,24 +321,27 @@ def reach(table: pa.Table, *, params: dict[str, Any]) -> pa.Table:
     return table.append_column("reached", pa.array([True] * table.num_rows))
 
 
-def test_a_step_that_opens_a_socket_fails_inside_the_container(images, engine,
-                                                               tmp_path) -> None:
+def test_a_step_that_opens_a_socket_fails_inside_the_container(images, engine, tmp_path) -> None:
     with socket.create_server(("0.0.0.0", 0)) as server:
         host = _outward_address()
-        pipe = replay.Pipeline("probe", [replay.Step(
-            "reach", reach, params={"host": host, "port": server.getsockname()[1]})])
+        pipe = replay.Pipeline(
+            "probe",
+            [replay.Step("reach", reach, params={"host": host, "port": server.getsockname()[1]})],
+        )
         store = replay.Store.open(tmp_path / "store")
         run = replay.record(pipe, pa.table({"id": ["a"]}), store=store)
         assert run.status == "ok"
-        rep = replay.replay_in_container(store, run.run_id, image=images.a_digest,
-                                         client=engine.client)
+        rep = replay.replay_in_container(
+            store, run.run_id, image=images.a_digest, client=engine.client
+        )
     assert rep.verdict == "diverged" and rep.first_divergence == "reach"
     assert "unreachable" in (rep.steps[0].error or "").lower()
 
 
 @pytest.mark.slow
 def test_a_bundle_with_its_image_verifies_loads_into_a_fresh_engine_and_replays_exact(
-        recorded, images, engine, tmp_path, monkeypatch) -> None:
+    recorded, images, engine, tmp_path, monkeypatch
+) -> None:
     monkeypatch.setenv("REPLAY_SIGNING_KEY", str(tmp_path / "signing.pem"))
     monkeypatch.setenv("REPLAY_TRUSTED_KEYS", str(tmp_path / "signing.pub"))  # the regulator's pin
     assert cli(recorded.store, "keys", "init").exit_code == 0
@@ -291,15 +357,21 @@ def test_a_bundle_with_its_image_verifies_loads_into_a_fresh_engine_and_replays_
         monkeypatch.setenv("DOCKER_HOST", fresh.url)
         assert fresh.client.images.list() == []
         # No --in-container: a bundle goes into the sandbox whenever an engine answers.
-        done = cli(tmp_path / "unused", "run", recorded.run_id, "--bundle", str(bundle),
-                   "--json")
+        done = cli(tmp_path / "unused", "run", recorded.run_id, "--bundle", str(bundle), "--json")
         assert done.exit_code == 0, done.output
         report = json.loads(done.stdout)
         assert report["verdict"] == "exact" and report["current_image"] == images.a.id
         assert fresh.client.images.get(images.a.id).id == images.a.id
 
-        on_host = cli(tmp_path / "unused", "run", recorded.run_id, "--bundle", str(bundle),
-                      "--no-sandbox", "--json")
+        on_host = cli(
+            tmp_path / "unused",
+            "run",
+            recorded.run_id,
+            "--bundle",
+            str(bundle),
+            "--no-sandbox",
+            "--json",
+        )
         assert on_host.exit_code == 0, on_host.output
         assert json.loads(on_host.stdout)["current_image"] != images.a.id
         assert "--no-sandbox: the bundle's code runs on this machine" in on_host.stderr
@@ -307,7 +379,8 @@ def test_a_bundle_with_its_image_verifies_loads_into_a_fresh_engine_and_replays_
 
 @pytest.mark.slow
 def test_an_engine_without_the_image_pulls_it_by_digest_from_the_recorded_registry(
-        recorded, images, tmp_path, monkeypatch) -> None:
+    recorded, images, tmp_path, monkeypatch
+) -> None:
     with de.fresh_engine(tmp_path / "fresh-engine") as fresh:
         monkeypatch.setenv("DOCKER_HOST", fresh.url)
         done = cli(recorded.store, "run", recorded.run_id, "--in-container", "--json")
@@ -329,16 +402,18 @@ def test_no_engine_is_a_one_line_error(recorded, monkeypatch, tmp_path) -> None:
     assert "no Docker engine answers" in out
 
 
-def test_an_image_neither_local_nor_pullable_says_how_to_load_it(images, engine, toy,
-                                                                 tmp_path, monkeypatch) -> None:
+def test_an_image_neither_local_nor_pullable_says_how_to_load_it(
+    images, engine, toy, tmp_path, monkeypatch
+) -> None:
     import replay.capture.environment as environment
 
     missing = f"{images.registry}/pipeline-replay@sha256:{'0' * 64}"
     monkeypatch.setenv("REPLAY_IMAGE_DIGEST", missing)
     environment.fingerprint.cache_clear()
     try:
-        run = replay.record(toy, pa.table({"id": ["a"], "x": [1.0]}),
-                            store=replay.Store.open(tmp_path / "store"))
+        run = replay.record(
+            toy, pa.table({"id": ["a"], "x": [1.0]}), store=replay.Store.open(tmp_path / "store")
+        )
     finally:
         environment.fingerprint.cache_clear()
     monkeypatch.setenv("DOCKER_HOST", engine.url)
@@ -346,10 +421,12 @@ def test_an_image_neither_local_nor_pullable_says_how_to_load_it(images, engine,
     assert missing in out and "docker load" in out
 
 
-def test_a_replay_killed_by_the_memory_limit_is_a_one_line_error(recorded, engine,
-                                                                 monkeypatch) -> None:
+def test_a_replay_killed_by_the_memory_limit_is_a_one_line_error(
+    recorded, engine, monkeypatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", engine.url)
-    out = _one_line_error(cli(recorded.store, "run", recorded.run_id, "--in-container",
-                              "--memory", "48m"), 13)
+    out = _one_line_error(
+        cli(recorded.store, "run", recorded.run_id, "--in-container", "--memory", "48m"), 13
+    )
     assert "memory limit (48m)" in out
     assert Limits().memory == "2g"  # the default leaves room for the credit chain

@@ -19,8 +19,12 @@ import replay
 from replay.capture import dvc as dvcdata
 from replay.errors import DataVersionError
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
 
 
 def sh(cwd: Path, *cmd: str) -> None:
@@ -62,12 +66,14 @@ def _data_version(store: replay.Store, result: replay.RecordResult) -> dict:
 
 
 def test_a_run_records_the_dvc_md5_git_rev_and_remote(dvc_repo: Path, store) -> None:
-    pipe = replay.Pipeline("dvc", [replay.Step("lookup", lookup,
-                                               data={"bureau": dvc_repo / "bureau.parquet"})])
+    pipe = replay.Pipeline(
+        "dvc", [replay.Step("lookup", lookup, data={"bureau": dvc_repo / "bureau.parquet"})]
+    )
     result = replay.record(pipe, rows(2), store=store)
     version = _data_version(store, result)["dvc"]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dvc_repo, capture_output=True,
-                          text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=dvc_repo, capture_output=True, text=True
+    ).stdout.strip()
     assert version["rev"] == head
     assert version["md5"] == hashlib.md5((dvc_repo / "bureau.parquet").read_bytes()).hexdigest()
     assert version["remote"] == str(dvc_repo.parent / "remote")
@@ -76,8 +82,9 @@ def test_a_run_records_the_dvc_md5_git_rev_and_remote(dvc_repo: Path, store) -> 
 
 
 def test_after_a_refresh_the_old_run_still_reads_its_own_bytes(dvc_repo: Path, store) -> None:
-    pipe = replay.Pipeline("dvc", [replay.Step("lookup", lookup,
-                                               data={"bureau": dvc_repo / "bureau.parquet"})])
+    pipe = replay.Pipeline(
+        "dvc", [replay.Step("lookup", lookup, data={"bureau": dvc_repo / "bureau.parquet"})]
+    )
     old = replay.record(pipe, rows(2), store=store)
     old_bytes = (dvc_repo / "bureau.parquet").read_bytes()
     commit_table(dvc_repo, pa.table({"id": ["R0", "R1"], "score": [520, 480]}), "bureau v2")
@@ -91,16 +98,18 @@ def test_after_a_refresh_the_old_run_still_reads_its_own_bytes(dvc_repo: Path, s
 
 def test_an_uncommitted_change_keeps_the_bytes_in_the_store(dvc_repo: Path, store) -> None:
     pq.write_table(pa.table({"id": ["R0"], "score": [1]}), dvc_repo / "bureau.parquet")
-    pipe = replay.Pipeline("dvc", [replay.Step("lookup", lookup,
-                                               data={"bureau": dvc_repo / "bureau.parquet"})])
+    pipe = replay.Pipeline(
+        "dvc", [replay.Step("lookup", lookup, data={"bureau": dvc_repo / "bureau.parquet"})]
+    )
     record = _data_version(store, replay.record(pipe, rows(1), store=store))
     assert record["dvc"]["committed"] is False
     assert store.get_object(record["object"]) == (dvc_repo / "bureau.parquet").read_bytes()
 
 
 def test_fetching_from_a_missing_remote_names_the_remote(dvc_repo: Path, store) -> None:
-    pipe = replay.Pipeline("dvc", [replay.Step("lookup", lookup,
-                                               data={"bureau": dvc_repo / "bureau.parquet"})])
+    pipe = replay.Pipeline(
+        "dvc", [replay.Step("lookup", lookup, data={"bureau": dvc_repo / "bureau.parquet"})]
+    )
     version = _data_version(store, replay.record(pipe, rows(1), store=store))["dvc"]
     shutil.rmtree(dvc_repo / ".dvc" / "cache")
     shutil.rmtree(dvc_repo.parent / "remote")

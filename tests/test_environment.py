@@ -37,8 +37,13 @@ def no_kernel_settings(monkeypatch):
 def in_fresh_process(code: str) -> Any:
     """Run ``code`` in a new interpreter; it prints one JSON value as its last line."""
     prelude = "import json, sys\nfrom replay.capture import environment\n"
-    out = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -49,7 +54,8 @@ def as_old_record(env: dict[str, Any]) -> dict[str, Any]:
     del old["kernels"]
     old["blas"]["threadpools"] = [
         {k: p[k] for k in ("user_api", "internal_api", "version", "num_threads", "architecture")}
-        for p in old["blas"]["threadpools"]]
+        for p in old["blas"]["threadpools"]
+    ]
     return old
 
 
@@ -108,15 +114,18 @@ def test_libraries_loaded_only_by_the_replaying_process_are_not_drift() -> None:
     assert env_changes(recorded, replaying) == []
 
 
-@pytest.mark.parametrize(("var", "value"), [("OPENBLAS_CORETYPE", "Haswell"),
-                                            ("OMP_NUM_THREADS", "3"), ("MKL_CBWR", "COMPATIBLE")])
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("OPENBLAS_CORETYPE", "Haswell"), ("OMP_NUM_THREADS", "3"), ("MKL_CBWR", "COMPATIBLE")],
+)
 def test_a_changed_kernel_variable_is_named_in_the_drift(monkeypatch, var, value) -> None:
     monkeypatch.delenv(var, raising=False)
     before = environment.fingerprint()
     monkeypatch.setenv(var, value)
     environment.reset()
     assert env_changes(before, environment.fingerprint()) == [
-        Change("environment", var, None, value)]
+        Change("environment", var, None, value)
+    ]
 
 
 def test_a_changed_library_setting_is_named_in_the_drift() -> None:
@@ -152,13 +161,17 @@ def test_a_thread_pool_whose_thread_count_changed_is_named_in_the_drift() -> Non
     if blas["num_threads"] == 1:
         pytest.skip("one BLAS thread already: nothing to lower")
     before = environment.fingerprint()
-    library = next(p["library"] for p in before["blas"]["threadpools"]
-                   if p["user_api"] == "blas" and p["num_threads"] == blas["num_threads"])
+    library = next(
+        p["library"]
+        for p in before["blas"]["threadpools"]
+        if p["user_api"] == "blas" and p["num_threads"] == blas["num_threads"]
+    )
     with threadpool_limits(limits=1, user_api="blas"):
         environment.reset()
         after = environment.fingerprint()
-    assert Change("environment", f"{library} num_threads", blas["num_threads"], 1) \
-        in env_changes(before, after)
+    assert Change("environment", f"{library} num_threads", blas["num_threads"], 1) in env_changes(
+        before, after
+    )
 
 
 def test_a_record_older_than_kernel_settings_compares_without_drift(no_kernel_settings) -> None:
@@ -166,9 +179,11 @@ def test_a_record_older_than_kernel_settings_compares_without_drift(no_kernel_se
     assert env_changes(as_old_record(current), current) == []
 
 
-def test_a_variable_an_old_record_lacks_is_drift_only_when_set_now(no_kernel_settings,
-                                                                    monkeypatch) -> None:
+def test_a_variable_an_old_record_lacks_is_drift_only_when_set_now(
+    no_kernel_settings, monkeypatch
+) -> None:
     monkeypatch.setenv("PYTHONHASHSEED", "0")
     current = environment.fingerprint()
     assert env_changes(as_old_record(current), current) == [
-        Change("environment", "PYTHONHASHSEED", NOT_RECORDED, "0")]
+        Change("environment", "PYTHONHASHSEED", NOT_RECORDED, "0")
+    ]

@@ -20,7 +20,7 @@ from replay import errors
 from replay.catalog import queries
 from replay.cli.app import app
 
-MODEL_PIPELINE = '''
+MODEL_PIPELINE = """
 import pyarrow.compute as pc
 import replay
 
@@ -28,9 +28,9 @@ def score(table, *, models):
     return table.append_column("score", pc.multiply(table["x"], models["m"]["k"]))
 
 pipeline = replay.Pipeline("swap-toy", [replay.Step("pd", score, models={"m": {"k": 2.0}})])
-'''
+"""
 
-MARKUP_PIPELINE = '''
+MARKUP_PIPELINE = """
 import pyarrow as pa
 import replay
 
@@ -38,7 +38,7 @@ def tag(table):
     return table.append_column("[bold]", pa.array(["[/x] closes nothing"] * table.num_rows))
 
 pipeline = replay.Pipeline("markup", [replay.Step("tag", tag)])
-'''
+"""
 
 
 @pytest.fixture
@@ -54,8 +54,15 @@ def cli(env: dict[str, Path], *args: str) -> Any:
 
 
 def record(env: dict[str, Path], target: str) -> str:
-    result = cli(env, "record", "--create", f"{env['dir']}/{target}", "--input",
-                 str(env["dir"] / "apps.parquet"), "--json")
+    result = cli(
+        env,
+        "record",
+        "--create",
+        f"{env['dir']}/{target}",
+        "--input",
+        str(env["dir"] / "apps.parquet"),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     return str(json.loads(result.stdout)["run_id"])
 
@@ -96,8 +103,14 @@ def test_swap_with_a_too_short_or_non_hex_digest_is_a_usage_error(env) -> None:
 
 
 def test_markup_in_recorded_data_is_printed_as_is(env) -> None:
-    result = cli(env, "record", "--create", f"{env['dir']}/markup_pipeline.py:pipeline", "--input",
-                 str(env["dir"] / "apps.parquet"))
+    result = cli(
+        env,
+        "record",
+        "--create",
+        f"{env['dir']}/markup_pipeline.py:pipeline",
+        "--input",
+        str(env["dir"] / "apps.parquet"),
+    )
     assert result.exit_code == 0, result.output
     assert "[/x] closes nothing" in result.stdout and "[bold]" in result.stdout
     run_id = json.loads(cli(env, "runs", "--json").stdout)["runs"][0]["run_id"]
@@ -111,15 +124,27 @@ def test_markup_in_recorded_data_is_printed_as_is(env) -> None:
 def test_markup_in_a_step_name_is_printed_as_is(env) -> None:
     step_named = MARKUP_PIPELINE.replace('"tag", tag', '"[/x]", tag')
     (env["dir"] / "step_pipeline.py").write_text(step_named)
-    result = cli(env, "record", "--create", f"{env['dir']}/step_pipeline.py:pipeline", "--input",
-                 str(env["dir"] / "apps.parquet"))
+    result = cli(
+        env,
+        "record",
+        "--create",
+        f"{env['dir']}/step_pipeline.py:pipeline",
+        "--input",
+        str(env["dir"] / "apps.parquet"),
+    )
     assert result.exit_code == 6
     assert result.stderr.startswith("error: step name '[/x]' is not usable")
 
 
 def test_an_error_message_with_markup_is_printed_as_is(env) -> None:
-    result = cli(env, "record", "--create", f"{env['dir']}/[bold]x[/x].py:pipeline", "--input",
-                 str(env["dir"] / "apps.parquet"))
+    result = cli(
+        env,
+        "record",
+        "--create",
+        f"{env['dir']}/[bold]x[/x].py:pipeline",
+        "--input",
+        str(env["dir"] / "apps.parquet"),
+    )
     assert result.exit_code == 6
     assert "error: pipeline file" in result.stderr and "[bold]x[/x].py" in result.stderr
 
@@ -131,8 +156,9 @@ def test_a_column_name_that_is_not_utf8_is_bad_input(env) -> None:
     path = env["dir"] / "bad.parquet"
     pq.write_table(pa.table({"id": ["a"], "x": [1.0], "ZZZZ": [1]}), path, store_schema=False)
     path.write_bytes(path.read_bytes().replace(b"ZZZZ", b"Z\xffZZ"))
-    result = cli(env, "record", "--create", f"{env['dir']}/swap_pipeline.py:pipeline",
-                 "--input", str(path))
+    result = cli(
+        env, "record", "--create", f"{env['dir']}/swap_pipeline.py:pipeline", "--input", str(path)
+    )
     assert result.exit_code == 5, result.output
     assert f"{path}: a column name is not UTF-8" in result.stderr
     assert "rename the column" in result.stderr
@@ -141,8 +167,14 @@ def test_a_column_name_that_is_not_utf8_is_bad_input(env) -> None:
 @pytest.mark.parametrize("name", ["json", "random"])
 def test_a_pipeline_file_named_like_a_stdlib_module_is_refused(env, name: str) -> None:
     (env["dir"] / f"{name}.py").write_text(MODEL_PIPELINE)
-    result = cli(env, "record", "--create", f"{env['dir']}/{name}.py:pipeline", "--input",
-                 str(env["dir"] / "apps.parquet"))
+    result = cli(
+        env,
+        "record",
+        "--create",
+        f"{env['dir']}/{name}.py:pipeline",
+        "--input",
+        str(env["dir"] / "apps.parquet"),
+    )
     assert result.exit_code == 6, result.output
     assert f"has the name of the standard-library module {name!r}" in result.stderr
     assert f"rename it, e.g. {name}_pipeline.py" in result.stderr
@@ -150,8 +182,9 @@ def test_a_pipeline_file_named_like_a_stdlib_module_is_refused(env, name: str) -
 
 def test_a_key_that_is_a_folder_is_a_usage_error(env) -> None:
     run_id = record(env, "swap_pipeline.py:pipeline")
-    result = cli(env, "export", run_id, "--out", str(env["dir"] / "e.bundle"),
-                 "--key", str(env["dir"]))
+    result = cli(
+        env, "export", run_id, "--out", str(env["dir"] / "e.bundle"), "--key", str(env["dir"])
+    )
     assert result.exit_code == 2, result.output
     assert f"error: cannot use {env['dir']}: Is a directory" in result.stderr
 
@@ -161,8 +194,9 @@ def test_a_key_file_of_garbage_is_a_usage_error(env) -> None:
     garbage = env["dir"] / "garbage.pem"
     garbage.write_bytes(b"-----BEGIN PRIVATE KEY-----\n\xff\x00garbage\n")
     garbage.chmod(0o600)
-    result = cli(env, "export", run_id, "--out", str(env["dir"] / "e.bundle"),
-                 "--key", str(garbage))
+    result = cli(
+        env, "export", run_id, "--out", str(env["dir"] / "e.bundle"), "--key", str(garbage)
+    )
     assert result.exit_code == 2, result.output
     assert f"{garbage} is not a PEM private key" in result.stderr
 
@@ -207,21 +241,35 @@ def _raise(exc: BaseException) -> Any:
 LEAKS = [
     (pa.ArrowInvalid("bad cast"), 5, "error: Arrow refused the data: bad cast"),
     (duckdb.Error("catalog.duckdb is locked"), 10, "error: DuckDB: catalog.duckdb is locked"),
-    (PermissionError(13, "Permission denied", "/x/key.pem"), 2,
-     "error: cannot use /x/key.pem: Permission denied"),
-    (OSError(28, "No space left on device", "/x/store"), 8,
-     "error: cannot use /x/store: No space left on device"),
-    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), 5,
-     "error: bytes that are not UTF-8"),
-    (json.JSONDecodeError("Expecting value", "x", 0), 70,
-     "internal error: JSONDecodeError: Expecting value"),
+    (
+        PermissionError(13, "Permission denied", "/x/key.pem"),
+        2,
+        "error: cannot use /x/key.pem: Permission denied",
+    ),
+    (
+        OSError(28, "No space left on device", "/x/store"),
+        8,
+        "error: cannot use /x/store: No space left on device",
+    ),
+    (
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+        5,
+        "error: bytes that are not UTF-8",
+    ),
+    (
+        json.JSONDecodeError("Expecting value", "x", 0),
+        70,
+        "internal error: JSONDecodeError: Expecting value",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("exc", "code", "text"), LEAKS,
-                         ids=[type(e).__name__ for e, _, _ in LEAKS])
+@pytest.mark.parametrize(
+    ("exc", "code", "text"), LEAKS, ids=[type(e).__name__ for e, _, _ in LEAKS]
+)
 def test_no_third_party_error_reaches_the_user_as_a_traceback(
-        env, monkeypatch: pytest.MonkeyPatch, exc: BaseException, code: int, text: str) -> None:
+    env, monkeypatch: pytest.MonkeyPatch, exc: BaseException, code: int, text: str
+) -> None:
     cli(env, "init")
     monkeypatch.setattr(queries, "runs", _raise(exc))
     result = cli(env, "runs")

@@ -26,9 +26,14 @@ AT = datetime(2026, 11, 29, tzinfo=UTC)
 
 
 def cli(*args: str, umask: int | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "replay", *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=120,
-                          preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+    return subprocess.run(
+        [sys.executable, "-m", "replay", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )
 
 
 def recorded(tmp_path: Path, toy: replay.Pipeline, n: int = 3) -> replay.Store:
@@ -39,6 +44,7 @@ def recorded(tmp_path: Path, toy: replay.Pipeline, n: int = 3) -> replay.Store:
 
 
 # 1. doctor cuts a tail only when it is not a complete chained entry
+
 
 @pytest.mark.parametrize("newline", [b" ", b""], ids=["changed-to-space", "removed"])
 def test_doctor_gives_a_complete_last_entry_its_newline_back(tmp_path, toy, newline) -> None:
@@ -86,7 +92,7 @@ def test_doctor_cuts_a_last_entry_whose_hash_or_link_is_wrong(tmp_path, toy) -> 
     # The last entry with one digit of its hash changed: not what a writer wrote.
     last = lines[-1].rstrip(b"\n")
     i = last.index(b'"hash":"sha256:') + len(b'"hash":"sha256:')
-    forged = last[:i] + (b"0" if last[i:i + 1] != b"0" else b"1") + last[i + 1:]
+    forged = last[:i] + (b"0" if last[i : i + 1] != b"0" else b"1") + last[i + 1 :]
     path.write_bytes(b"".join(lines[:-1]) + forged)
 
     doctor(replay.Store.open(store.root))
@@ -96,8 +102,7 @@ def test_doctor_cuts_a_last_entry_whose_hash_or_link_is_wrong(tmp_path, toy) -> 
 
 
 @pytest.mark.parametrize("newline", [b" ", b""], ids=["changed-to-space", "removed"])
-def test_recording_after_a_lost_newline_keeps_the_complete_entry(tmp_path, toy,
-                                                                 newline) -> None:
+def test_recording_after_a_lost_newline_keeps_the_complete_entry(tmp_path, toy, newline) -> None:
     store = recorded(tmp_path, toy)
     path = store.ledger.path
     whole = path.read_bytes()
@@ -123,6 +128,7 @@ def test_recording_after_a_torn_line_cuts_only_the_torn_line(tmp_path, toy) -> N
 
 # 2. the store's files are never followed out of it
 
+
 def test_doctor_refuses_a_ledger_symlinked_out_of_the_store(tmp_path, toy) -> None:
     store = recorded(tmp_path, toy, n=1)
     outside = tmp_path / "outside.txt"
@@ -141,8 +147,7 @@ def test_doctor_refuses_a_ledger_symlinked_out_of_the_store(tmp_path, toy) -> No
 
 
 @pytest.mark.parametrize("name", ["FORMAT", "catalog.lock", "ledger/lock", "segments"])
-def test_doctor_refuses_any_store_file_or_folder_that_is_a_symlink(tmp_path, toy,
-                                                                   name) -> None:
+def test_doctor_refuses_any_store_file_or_folder_that_is_a_symlink(tmp_path, toy, name) -> None:
     store = recorded(tmp_path, toy, n=1)
     target = store.root / name
     outside = tmp_path / "elsewhere"
@@ -172,16 +177,24 @@ def test_record_refuses_a_ledger_symlinked_out_of_the_store(tmp_path, toy) -> No
 
 # 3. objects follow the umask
 
-PUT = ("import sys, replay; s = replay.Store.open(sys.argv[1]); "
-       "print(s.objects.path(s.put_object(b'immutable bytes')))")
+PUT = (
+    "import sys, replay; s = replay.Store.open(sys.argv[1]); "
+    "print(s.objects.path(s.put_object(b'immutable bytes')))"
+)
 
 
-@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o444), (0o027, 0o440), (0o077, 0o400)],
-                         ids=["022", "027", "077"])
+@pytest.mark.parametrize(
+    ("umask", "mode"), [(0o022, 0o444), (0o027, 0o440), (0o077, 0o400)], ids=["022", "027", "077"]
+)
 def test_objects_are_read_only_and_follow_the_umask(tmp_path, umask, mode) -> None:
-    done = subprocess.run([sys.executable, "-c", PUT, str(tmp_path / "store")],
-                          capture_output=True, text=True, cwd=REPO, timeout=60,
-                          preexec_fn=lambda: os.umask(umask))
+    done = subprocess.run(
+        [sys.executable, "-c", PUT, str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        preexec_fn=lambda: os.umask(umask),
+    )
     assert done.returncode == 0, done.stderr
     obj = Path(done.stdout.strip())
 
@@ -190,6 +203,7 @@ def test_objects_are_read_only_and_follow_the_umask(tmp_path, umask, mode) -> No
 
 
 # 4. a private key others can read is refused
+
 
 @pytest.mark.parametrize("mode", [0o644, 0o666, 0o640, 0o604], ids=oct)
 def test_a_private_key_others_can_read_is_refused(tmp_path, mode) -> None:
@@ -207,8 +221,10 @@ def test_checkpoint_and_export_refuse_a_readable_key_with_the_fix(tmp_path, toy)
     path.chmod(0o644)
     run_id = store.ledger.read().__next__()[1]["run_id"]
 
-    for args in (["checkpoint", "--key", str(path)],
-                 ["export", run_id, "--key", str(path), "--out", str(tmp_path / "e.bundle")]):
+    for args in (
+        ["checkpoint", "--key", str(path)],
+        ["export", run_id, "--key", str(path), "--out", str(tmp_path / "e.bundle")],
+    ):
         done = cli("--store", str(store.root), *args)
         assert done.returncode == 2, (args, done.stderr)
         assert f"chmod 600 {path}" in done.stderr
@@ -219,6 +235,7 @@ def test_checkpoint_and_export_refuse_a_readable_key_with_the_fix(tmp_path, toy)
 
 
 # 5. a replay container mounts only real DVC repos and remotes
+
 
 def spec_reading(*versions: dict[str, Any]) -> dict[str, Any]:
     return {"steps": [{"data": {f"d{i}": {"dvc": v} for i, v in enumerate(versions)}}]}
@@ -262,9 +279,23 @@ def test_a_bundle_replayed_from_leaves_no_temporary_store(tmp_path, toy) -> None
     path = export(store, [run_id], tmp_path / "e.bundle", key=key).path
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    done = subprocess.run([sys.executable, "-m", "replay", "run", run_id, "--bundle", str(path),
-                           "--key", str(keys.public_path(key))], capture_output=True, text=True,
-                          env={**os.environ, "TMPDIR": str(scratch)}, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "replay",
+            "run",
+            run_id,
+            "--bundle",
+            str(path),
+            "--key",
+            str(keys.public_path(key)),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert list(scratch.iterdir()) == []
 
@@ -281,8 +312,7 @@ def given_away(tmp_path: Path, toy: replay.Pipeline) -> Path:
 
 
 @needs_root
-def test_a_store_another_user_owns_is_refused_and_left_as_it_was(tmp_path, toy,
-                                                                 no_trust) -> None:
+def test_a_store_another_user_owns_is_refused_and_left_as_it_was(tmp_path, toy, no_trust) -> None:
     root = given_away(tmp_path, toy)
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     done = cli("--store", str(root), "doctor")
@@ -297,15 +327,21 @@ def test_the_printed_allow_store_command_opens_it(tmp_path, toy, no_trust) -> No
     root = given_away(tmp_path, toy)
     hint = cli("--store", str(root), "runs").stderr.splitlines()[-1].split(": ", 1)[1]
     assert hint == f"replay trust allow-store {root}"
-    allowed = subprocess.run([sys.executable, "-m", *hint.split()], capture_output=True,
-                             text=True, cwd=tmp_path, timeout=120)
+    allowed = subprocess.run(
+        [sys.executable, "-m", *hint.split()],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert allowed.returncode == 0, allowed.stderr
     assert cli("--store", str(root), "runs").returncode == 0
 
 
 @needs_root
-def test_replay_safe_stores_allows_a_store_for_one_process(tmp_path, toy, no_trust,
-                                                          monkeypatch) -> None:
+def test_replay_safe_stores_allows_a_store_for_one_process(
+    tmp_path, toy, no_trust, monkeypatch
+) -> None:
     root = given_away(tmp_path, toy)
     monkeypatch.setenv("REPLAY_SAFE_STORES", f"/elsewhere:{root}")
     assert replay.Store.open(root).root == root

@@ -36,8 +36,13 @@ ALL = list(commands())
 
 
 def test_the_walk_finds_every_family() -> None:
-    assert {("trust", "add"), ("keys", "init"), ("witness", "cosign"), ("run",),
-            ("verify",)} <= set(ALL)
+    assert {
+        ("trust", "add"),
+        ("keys", "init"),
+        ("witness", "cosign"),
+        ("run",),
+        ("verify",),
+    } <= set(ALL)
 
 
 @pytest.mark.parametrize("path", ALL, ids=" ".join)
@@ -52,22 +57,42 @@ def test_help_names_values_by_what_they_are(path: tuple[str, ...]) -> None:
 def test_every_option_has_help(path: tuple[str, ...]) -> None:
     command = command_at(path)
     assert command.help, f"{' '.join(path)} has no help"
-    bare = [p.name for p in command.params if isinstance(p, typer.core.TyperOption)
-            and not p.hidden and not p.help]
+    bare = [
+        p.name
+        for p in command.params
+        if isinstance(p, typer.core.TyperOption) and not p.hidden and not p.help
+    ]
     assert bare == [], f"{' '.join(path)}: options without help: {bare}"
 
 
-HEAVY = ("pyarrow", "duckdb", "numpy", "pandas", "cryptography", "docker", "dvc",
-         "cloudpickle", "jinja2", "fpdf", "sklearn")
+HEAVY = (
+    "pyarrow",
+    "duckdb",
+    "numpy",
+    "pandas",
+    "cryptography",
+    "docker",
+    "dvc",
+    "cloudpickle",
+    "jinja2",
+    "fpdf",
+    "sklearn",
+)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["runs", "--help"]],
-                         ids=" ".join)
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["runs", "--help"]], ids=" ".join)
 def test_help_starts_without_the_heavy_libraries(args: list[str]) -> None:
     # A fresh interpreter: this one has imported everything already.
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "replay", *args],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "replay", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
-                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))

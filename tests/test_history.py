@@ -46,6 +46,7 @@ def _trust(monkeypatch: pytest.MonkeyPatch, key: Path) -> None:
 
 # 1. `verify --store` pins the checkpoint signer.
 
+
 def test_zero_checkpoints_fail_when_a_key_is_pinned(store, toy, key) -> None:
     replay.record(toy, rows(2), store=store)
     result = _cli(store, "verify", "--store", "--key", str(keys.public_path(key)))
@@ -53,8 +54,9 @@ def test_zero_checkpoints_fail_when_a_key_is_pinned(store, toy, key) -> None:
     assert "FAIL" in _text(result) and "no checkpoint" in _text(result)
 
 
-def test_a_checkpoint_signed_by_a_key_dropped_into_the_store_fails(store, toy, key,
-                                                                    tmp_path) -> None:
+def test_a_checkpoint_signed_by_a_key_dropped_into_the_store_fails(
+    store, toy, key, tmp_path
+) -> None:
     replay.record(toy, rows(2), store=store)
     checkpoint.sign(store, keys.load_private(key))
     intruder = keys.init_key(tmp_path / "intruder.pem")
@@ -75,14 +77,15 @@ def test_the_trust_store_pins_when_no_key_is_given(store, toy, key, monkeypatch)
     pinned = _cli(store, "verify", "--store", "--json")
     assert pinned.exit_code == 0, pinned.output
     assert json.loads(pinned.stdout)["checkpoints"] == 1
-    assert _cli(store, "verify", "--store", "--key",
-                str(keys.public_path(key))).exit_code == 0
+    assert _cli(store, "verify", "--store", "--key", str(keys.public_path(key))).exit_code == 0
 
 
 # 2. A tree head kept outside the store.
 
-def test_a_head_kept_outside_catches_a_rewritten_and_resigned_history(store, toy, key,
-                                                                      tmp_path) -> None:
+
+def test_a_head_kept_outside_catches_a_rewritten_and_resigned_history(
+    store, toy, key, tmp_path
+) -> None:
     for i in range(2):
         replay.record(toy, rows(2, i), store=store)
     head = tmp_path / "outside" / "head.json"
@@ -92,8 +95,7 @@ def test_a_head_kept_outside_catches_a_rewritten_and_resigned_history(store, toy
     assert json.loads(head.read_bytes())["tree_size"] == 2
     pub = str(keys.public_path(key))
     replay.record(toy, rows(2, 5), store=store)  # the ledger grows: still consistent
-    assert _cli(store, "verify", "--store", "--key", pub, "--checkpoint",
-                str(head)).exit_code == 0
+    assert _cli(store, "verify", "--store", "--key", pub, "--checkpoint", str(head)).exit_code == 0
     # The admin rewrites history and, holding the key, re-signs the store's checkpoints.
     forge_history(store, toy, tmp_path)
     shutil.rmtree(store.root / "checkpoints")
@@ -114,12 +116,20 @@ def test_a_head_kept_outside_catches_a_truncated_history(store, toy, key, tmp_pa
     ledger.write_bytes(b"".join(ledger.read_bytes().splitlines(keepends=True)[:2]))
     shutil.rmtree(store.root / "checkpoints")
     checkpoint.sign(replay.Store.open(store.root), keys.load_private(key))
-    result = _cli(replay.Store.open(store.root), "verify", "--store", "--key",
-                  str(keys.public_path(key)), "--checkpoint", str(head))
+    result = _cli(
+        replay.Store.open(store.root),
+        "verify",
+        "--store",
+        "--key",
+        str(keys.public_path(key)),
+        "--checkpoint",
+        str(head),
+    )
     assert result.exit_code == 1 and "truncated" in _text(result), result.output
 
 
 # 3. Verified reads.
+
 
 class Payload:
     """A step whose unpickling writes a marker file: proof that code from the store ran."""
@@ -139,13 +149,19 @@ def _armed(marker: str) -> Payload:
     return Payload(marker)
 
 
-def _plant(store: replay.Store, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-           marker: Path, *, rechain: bool) -> None:
+def _plant(
+    store: replay.Store,
+    run_id: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    marker: Path,
+    *,
+    rechain: bool,
+) -> None:
     """An attacker with write access: a code object, spec and block recorded elsewhere under
     the victim's run id, copied in, and the victim's first ledger line rewritten to point at
     them (with its hash recomputed; with ``rechain`` every later line re-chained too)."""
-    evil = replay.Pipeline("toy", [replay.Step("scale", Payload(str(marker)),
-                                               params={"k": 2.0})])
+    evil = replay.Pipeline("toy", [replay.Step("scale", Payload(str(marker)), params={"k": 2.0})])
     attacker = replay.Store.open(tmp_path / "attacker")
     with monkeypatch.context() as patch:
         patch.setattr("replay.capture.record.new_run_id", lambda: run_id)
@@ -177,7 +193,8 @@ def _victim(tmp_path: Path, toy: replay.Pipeline) -> tuple[replay.Store, str]:
 
 
 def test_a_rewritten_ledger_line_is_refused_before_anything_is_unpickled(
-        tmp_path, toy, monkeypatch) -> None:
+    tmp_path, toy, monkeypatch
+) -> None:
     store, run_id = _victim(tmp_path, toy)
     marker = tmp_path / "marker"
     _plant(store, run_id, tmp_path, monkeypatch, marker, rechain=False)
@@ -190,7 +207,8 @@ def test_a_rewritten_ledger_line_is_refused_before_anything_is_unpickled(
 
 
 def test_a_rechained_history_is_refused_when_the_store_is_checkpointed(
-        tmp_path, toy, key, monkeypatch) -> None:
+    tmp_path, toy, key, monkeypatch
+) -> None:
     store, run_id = _victim(tmp_path, toy)
     checkpoint.sign(store, keys.load_private(key))
     marker = tmp_path / "marker"
@@ -203,7 +221,8 @@ def test_a_rechained_history_is_refused_when_the_store_is_checkpointed(
 
 
 def test_a_run_no_pinned_checkpoint_covers_is_refused_in_a_checkpointed_store(
-        store, toy, key, monkeypatch) -> None:
+    store, toy, key, monkeypatch
+) -> None:
     replay.record(toy, rows(2), store=store)
     checkpoint.sign(store, keys.load_private(key))
     fresh = replay.record(toy, rows(2, 3), store=store)
@@ -215,7 +234,8 @@ def test_a_run_no_pinned_checkpoint_covers_is_refused_in_a_checkpointed_store(
 
 
 def test_an_untouched_store_replays_exact_and_keeps_what_it_verified_outside_it(
-        store, toy, key, monkeypatch) -> None:
+    store, toy, key, monkeypatch
+) -> None:
     # The check's cost per run is measured by benchmarks/bench_evidence.py.
     runs = [replay.record(toy, rows(1, i), store=store).run_id for i in range(10)]
     checkpoint.sign(store, keys.load_private(key))

@@ -28,13 +28,13 @@ def fresh_fingerprint(monkeypatch):
 def test_a_declared_repo_digest_and_image_id_are_recorded(store, toy, monkeypatch) -> None:
     monkeypatch.setenv("REPLAY_IMAGE_DIGEST", DIGEST)
     monkeypatch.setenv("REPLAY_IMAGE_ID", IMAGE_ID)
-    env = json.loads(store.get_object(replay.record(toy, rows(1), store=store)
-                                      .manifest["env"]))
+    env = json.loads(store.get_object(replay.record(toy, rows(1), store=store).manifest["env"]))
     assert env["image"] == {"digest": DIGEST, "id": IMAGE_ID, "source": "REPLAY_IMAGE_DIGEST"}
 
 
-@pytest.mark.parametrize("tag", ["credit:latest", "127.0.0.1:5000/credit:v3", "sha256:abc",
-                                 "credit@sha256:" + "c" * 63])
+@pytest.mark.parametrize(
+    "tag", ["credit:latest", "127.0.0.1:5000/credit:v3", "sha256:abc", "credit@sha256:" + "c" * 63]
+)
 def test_a_tag_is_refused_as_an_image_digest(store, toy, monkeypatch, tag) -> None:
     monkeypatch.setenv("REPLAY_IMAGE_DIGEST", tag)
     before = sorted(p.name for p in store.root.rglob("*"))
@@ -45,8 +45,7 @@ def test_a_tag_is_refused_as_an_image_digest(store, toy, monkeypatch, tag) -> No
 
 def test_an_image_id_alone_is_recorded_as_the_digest(monkeypatch) -> None:
     monkeypatch.setenv("REPLAY_IMAGE_ID", IMAGE_ID)
-    assert environment.image() == {"digest": IMAGE_ID, "id": IMAGE_ID,
-                                   "source": "REPLAY_IMAGE_ID"}
+    assert environment.image() == {"digest": IMAGE_ID, "id": IMAGE_ID, "source": "REPLAY_IMAGE_ID"}
 
 
 def test_outside_a_container_the_run_says_so(monkeypatch) -> None:
@@ -55,7 +54,8 @@ def test_outside_a_container_the_run_says_so(monkeypatch) -> None:
 
 
 def test_in_a_container_without_a_declaration_or_socket_the_image_is_undeclared(
-        monkeypatch, tmp_path) -> None:
+    monkeypatch, tmp_path
+) -> None:
     monkeypatch.setattr(environment, "in_container", lambda: True)
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
     assert environment.image() == {"digest": environment.UNDECLARED}

@@ -16,15 +16,25 @@ from replay.docker.imagetar import ImageTarError, image_id
 LAYER = b"layer bytes " * 100
 
 
-def saved(layer: bytes = LAYER, *, diff_id: bytes = LAYER, link: bool = False,
-          manifest: object = None) -> tuple[bytes, str]:
-    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [
-        "sha256:" + hashlib.sha256(diff_id).hexdigest()]}}).encode()
+def saved(
+    layer: bytes = LAYER, *, diff_id: bytes = LAYER, link: bool = False, manifest: object = None
+) -> tuple[bytes, str]:
+    config = json.dumps(
+        {
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": ["sha256:" + hashlib.sha256(diff_id).hexdigest()],
+            }
+        }
+    ).encode()
     cid = hashlib.sha256(config).hexdigest()
     files: dict[str, bytes] = {f"{cid}.json": config, "aaa/layer.tar": layer}
     layers = ["bbb/layer.tar" if link else "aaa/layer.tar"]
-    files["manifest.json"] = json.dumps(manifest if manifest is not None else [
-        {"Config": f"{cid}.json", "RepoTags": None, "Layers": layers}]).encode()
+    files["manifest.json"] = json.dumps(
+        manifest
+        if manifest is not None
+        else [{"Config": f"{cid}.json", "RepoTags": None, "Layers": layers}]
+    ).encode()
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for name, data in files.items():
@@ -60,8 +70,10 @@ def test_a_config_listing_another_layer_is_refused() -> None:
         image_id(data)
 
 
-@pytest.mark.parametrize("manifest", [[], [{"Config": "x.json", "Layers": []}] * 2,
-                                      [{"Config": "missing.json", "Layers": []}]])
+@pytest.mark.parametrize(
+    "manifest",
+    [[], [{"Config": "x.json", "Layers": []}] * 2, [{"Config": "missing.json", "Layers": []}]],
+)
 def test_a_manifest_not_naming_exactly_one_present_image_is_refused(manifest) -> None:
     data, _ = saved(manifest=manifest)
     with pytest.raises(ImageTarError):

@@ -23,8 +23,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def walkthrough() -> list[str]:
     text = README.read_text()
-    section = text[text.index("## Investigate an incident"):]
-    block = section[section.index("```sh\n") + 6:section.index("\n```", section.index("```sh"))]
+    section = text[text.index("## Investigate an incident") :]
+    block = section[section.index("```sh\n") + 6 : section.index("\n```", section.index("```sh"))]
     return [line for line in block.splitlines() if line.strip()]
 
 
@@ -43,16 +43,25 @@ class Shell:
         self.folder = folder
         home = folder / "home"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("REPLAY_")}
-        self.env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "config"),
-                        XDG_CACHE_HOME=str(home / "cache"), COLUMNS="80",
-                        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        self.env.update(
+            HOME=str(home),
+            XDG_CONFIG_HOME=str(home / "config"),
+            XDG_CACHE_HOME=str(home / "cache"),
+            COLUMNS="80",
+            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        )
 
     def run(self, line: str, **extra: str) -> Done:
         assigned = re.match(r"^([A-Z_]+)=(\$\(.*\))$", line)
         command = f'printf %s "{assigned.group(2)}"' if assigned else line
-        done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=self.folder,
-                              env={**self.env, **extra}, capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command],
+            cwd=self.folder,
+            env={**self.env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if assigned and done.returncode == 0:
             self.env[assigned.group(1)] = done.stdout
         return Done(line, done.returncode, done.stdout, done.stderr)
@@ -113,8 +122,9 @@ def test_a_whatif_answers_and_stays_apart_from_the_record(story) -> None:
     assert len(rows(asked)) == 6 and "what-if run" in asked.err
     whatifs = rows(answer(story, "replay runs --kind whatif"))
     assert len(whatifs) == 2 and "whatif" in whatifs[1]
-    again = answer(story, "replay at 2026-03-14T12:00:00Z --pipeline credit-decision --record",
-                   nth=1)
+    again = answer(
+        story, "replay at 2026-03-14T12:00:00Z --pipeline credit-decision --record", nth=1
+    )
     assert story[0].env["RUN"] in again.out  # the production run, not the question
 
 
@@ -126,7 +136,7 @@ def test_diff_names_what_changed_since_the_decision(story) -> None:
 
 
 def test_swapping_in_todays_model_flips_the_complaint(story) -> None:
-    out = answer(story, "replay run \"$RUN\" --swap").out
+    out = answer(story, 'replay run "$RUN" --swap').out
     assert "APP-00000006" in out and "flipped" in out
 
 
@@ -135,8 +145,15 @@ def test_the_exported_evidence_verifies_against_the_pinned_key(story) -> None:
     assert "signer" in answer(story, "replay verify").out
 
 
-@pytest.mark.parametrize("line", ["replay runs --limit 5", 'replay show "$RUN"',
-                                  "replay find APP-00000006", 'replay diff "$RUN" "$TODAY"'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "replay runs --limit 5",
+        'replay show "$RUN"',
+        "replay find APP-00000006",
+        'replay diff "$RUN" "$TODAY"',
+    ],
+)
 def test_at_80_columns_every_line_fits(story, line) -> None:
     done = story[0].run(line, TTY_COMPATIBLE="1", FORCE_COLOR="0")
     assert done.code == 0, done.err

@@ -48,11 +48,13 @@ def test_a_torn_last_line_is_invisible_and_cut_by_the_next_append(tmp_path: Path
     assert Ledger(tmp_path).verify() == 3
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.data())
-def test_changing_any_byte_of_the_ledger_is_detected(tmp_path_factory: pytest.TempPathFactory,
-                                                      data: st.DataObject) -> None:
+def test_changing_any_byte_of_the_ledger_is_detected(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
     root = tmp_path_factory.mktemp("ledger")
     ledger = Ledger(root)
     ledger.append(_records(4))

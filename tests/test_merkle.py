@@ -25,8 +25,9 @@ def _reference_root(leaves: list[bytes]) -> bytes:
 
 
 def test_the_rfc_6962_test_vector_root_of_the_empty_tree() -> None:
-    assert merkle.root([]).hex() == \
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert (
+        merkle.root([]).hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
 
 
 def test_leaves_and_nodes_are_hashed_with_distinct_prefixes() -> None:
@@ -71,7 +72,6 @@ def test_a_rewritten_past_is_not_consistent(n: int, data: st.DataObject) -> None
     leaves = _leaves(n)
     m = data.draw(st.integers(1, n - 1))
     k = data.draw(st.integers(0, m - 1))
-    forged = [*leaves[:k], merkle.leaf_hash(b"forged"), *leaves[k + 1:]]
+    forged = [*leaves[:k], merkle.leaf_hash(b"forged"), *leaves[k + 1 :]]
     proof = merkle.consistency_proof(m, forged)
-    assert not merkle.verify_consistency(m, n, merkle.root(leaves[:m]), merkle.root(forged),
-                                         proof)
+    assert not merkle.verify_consistency(m, n, merkle.root(leaves[:m]), merkle.root(forged), proof)

@@ -29,8 +29,9 @@ FEATURES = ("f0", "f1", "f2")
 
 def applications(n: int = 5) -> pa.Table:
     x = np.random.default_rng(7).random((n, len(FEATURES)))
-    return pa.table({"id": [f"A{i}" for i in range(n)],
-                     **{name: x[:, i] for i, name in enumerate(FEATURES)}})
+    return pa.table(
+        {"id": [f"A{i}" for i in range(n)], **{name: x[:, i] for i, name in enumerate(FEATURES)}}
+    )
 
 
 def training(n: int = 50) -> tuple[np.ndarray, np.ndarray]:
@@ -47,6 +48,7 @@ def scored(table: pa.Table, values: Any) -> pa.Table:
 
 
 # Steps, one per kind of loaded model.
+
 
 def proba(table: pa.Table, m: Any) -> pa.Table:
     return scored(table, m.predict_proba(matrix(table))[:, 1])
@@ -84,8 +86,9 @@ def folder_sum(table: pa.Table, m: Path) -> pa.Table:
 
 
 def loaded_sum(table: pa.Table, m: Any) -> pa.Table:
-    return table.append_column("v", pa.array([m["weights.txt"] + m["sub/bias.txt"]]
-                                             * table.num_rows))
+    return table.append_column(
+        "v", pa.array([m["weights.txt"] + m["sub/bias.txt"]] * table.num_rows)
+    )
 
 
 def load_folder(path: Path) -> dict[str, float]:
@@ -93,11 +96,15 @@ def load_folder(path: Path) -> dict[str, float]:
     if "REPLAY_TEST_LOADS" in os.environ:
         with open(os.environ["REPLAY_TEST_LOADS"], "a") as log:
             log.write("loaded\n")
-    return {p.relative_to(path).as_posix(): float(p.read_text().split()[0])
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): float(p.read_text().split()[0])
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 # Model files, built here with the real libraries.
+
 
 def sklearn_model() -> Any:
     from sklearn.linear_model import LogisticRegression
@@ -127,14 +134,20 @@ def onnx_file(folder: Path, name: str = "score") -> Path:
     w = numpy_helper.from_array(np.array([[0.5], [-1.0], [2.0]], np.float32), "W")
     b = numpy_helper.from_array(np.array([0.1], np.float32), "B")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W"], ["XW"]), helper.make_node("Add", ["XW", "B"],
-                                                                          ["Z"]),
-         helper.make_node("Sigmoid", ["Z"], ["Y"])], name,
+        [
+            helper.make_node("MatMul", ["X", "W"], ["XW"]),
+            helper.make_node("Add", ["XW", "B"], ["Z"]),
+            helper.make_node("Sigmoid", ["Z"], ["Y"]),
+        ],
+        name,
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])], [w, b])
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])],
+        [w, b],
+    )
     path = folder / "model.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
-                                ir_version=8), path)
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path
+    )
     return path
 
 
@@ -145,8 +158,11 @@ def onnx_model(folder: Path) -> tuple[Any, Callable[..., pa.Table]]:
 def xgboost_booster() -> Any:
     import xgboost
 
-    return xgboost.train({"objective": "binary:logistic", "max_depth": 2},
-                         xgboost.DMatrix(*training()), num_boost_round=3)
+    return xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 2},
+        xgboost.DMatrix(*training()),
+        num_boost_round=3,
+    )
 
 
 def xgboost_ubj(folder: Path) -> tuple[Any, Callable[..., pa.Table]]:
@@ -196,8 +212,7 @@ def model_folder(root: Path, tag: str = "") -> Path:
 
 
 def one_step(fn: Callable[..., pa.Table], model: Any, **params: Any) -> replay.Pipeline:
-    return replay.Pipeline("models", [replay.Step("use", fn, models={"m": model},
-                                                  params=params)])
+    return replay.Pipeline("models", [replay.Step("use", fn, models={"m": model}, params=params)])
 
 
 def spec_model(store: replay.Store, result: replay.RecordResult) -> dict[str, Any]:
@@ -206,18 +221,34 @@ def spec_model(store: replay.Store, result: replay.RecordResult) -> dict[str, An
 
 
 def run_python(code: str, cwd: Path, **env: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
-                          text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": f"{cwd}{os.pathsep}{REPO}", **env})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": f"{cwd}{os.pathsep}{REPO}", **env},
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-@pytest.mark.parametrize("build", [joblib_declared, skops_file, onnx_model, xgboost_ubj,
-                                   xgboost_json_declared, lightgbm_text, safetensors_file,
-                                   torch_weights])
+@pytest.mark.parametrize(
+    "build",
+    [
+        joblib_declared,
+        skops_file,
+        onnx_model,
+        xgboost_ubj,
+        xgboost_json_declared,
+        lightgbm_text,
+        safetensors_file,
+        torch_weights,
+    ],
+)
 def test_each_format_replays_exact_after_the_model_file_is_deleted(
-        store, tmp_path: Path, build: Callable[[Path], tuple[Any, Any]]) -> None:
+    store, tmp_path: Path, build: Callable[[Path], tuple[Any, Any]]
+) -> None:
     (tmp_path / "m").mkdir()
     model, fn = build(tmp_path / "m")
     result = replay.record(one_step(fn, model), applications(), store=store)
@@ -237,7 +268,10 @@ def test_a_model_replaced_with_cp_p_is_captured_again(store, tmp_path: Path) -> 
     shutil.copyfile(tmp_path / "new.pkl", path)  # in place, as cp does
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and -p keeps the times
     assert (path.stat().st_ino, path.stat().st_size, path.stat().st_mtime_ns) == (
-        before.st_ino, before.st_size, before.st_mtime_ns)
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
     second = replay.record(pipe, applications(1), store=store)
     assert second.output["v"].to_pylist() == [2]
     assert spec_model(store, second)["digest"] == sha256(path.read_bytes())
@@ -245,7 +279,8 @@ def test_a_model_replaced_with_cp_p_is_captured_again(store, tmp_path: Path) -> 
 
 
 def test_a_small_model_rewritten_with_its_old_size_and_mtime_is_noticed(
-        store, tmp_path: Path) -> None:
+    store, tmp_path: Path
+) -> None:
     path = tmp_path / "m.pkl"
     path.write_bytes(pickle.dumps({"v": 1}))
     pipe = one_step(value_of, path)
@@ -257,19 +292,21 @@ def test_a_small_model_rewritten_with_its_old_size_and_mtime_is_noticed(
 
 
 def test_a_file_of_no_known_format_is_handed_over_as_a_read_only_copy_of_its_stored_bytes(
-        store, tmp_path: Path) -> None:
+    store, tmp_path: Path
+) -> None:
     path = tmp_path / "weights.bin"
     path.write_bytes(b"\x01\x02\x03")
 
     def describe(table: pa.Table, m: Path, live: str) -> pa.Table:
         n = table.num_rows
-        return table.append_column("live", pa.array([os.path.samefile(m, live)] * n)) \
-            .append_column("mode", pa.array([m.stat().st_mode & 0o777] * n)) \
-            .append_column("name", pa.array([m.name] * n)) \
+        return (
+            table.append_column("live", pa.array([os.path.samefile(m, live)] * n))
+            .append_column("mode", pa.array([m.stat().st_mode & 0o777] * n))
+            .append_column("name", pa.array([m.name] * n))
             .append_column("sha", pa.array([sha256(m.read_bytes())] * n))
+        )
 
-    result = replay.record(one_step(describe, path, live=str(path)), applications(1),
-                           store=store)
+    result = replay.record(one_step(describe, path, live=str(path)), applications(1), store=store)
     row = result.output.to_pylist()[0]
     assert (row["live"], row["mode"], row["name"]) == (False, 0o444, "weights.bin")
     assert row["sha"] == spec_model(store, result)["digest"] == sha256(b"\x01\x02\x03")
@@ -281,8 +318,13 @@ def test_a_folder_model_is_stored_as_a_tree_of_file_objects(store, tmp_path: Pat
     entry = spec_model(store, result)
     files = {"sub/bias.txt": sha256(b"0.25 "), "weights.txt": sha256(b"1.5 ")}
     tree = canonical_json({"format": "tree-1", "files": files})
-    assert entry == {"kind": "folder", "path": str(folder), "format": "path",
-                     "digest": sha256(tree), "objects": sorted(files.values())}
+    assert entry == {
+        "kind": "folder",
+        "path": str(folder),
+        "format": "path",
+        "digest": sha256(tree),
+        "objects": sorted(files.values()),
+    }
     assert all(store.objects.has(d) for d in [sha256(tree), *files.values()])
     assert result.output["v"].to_pylist() == [1.75]
 
@@ -304,10 +346,12 @@ def test_a_file_added_to_a_folder_model_is_captured_again(store, tmp_path: Path)
 
 
 def test_a_folder_model_with_a_loader_replays_from_the_recorded_loader(
-        store, tmp_path: Path) -> None:
+    store, tmp_path: Path
+) -> None:
     folder = model_folder(tmp_path)
-    result = replay.record(one_step(loaded_sum, replay.Model(folder, loader=load_folder)),
-                           applications(1), store=store)
+    result = replay.record(
+        one_step(loaded_sum, replay.Model(folder, loader=load_folder)), applications(1), store=store
+    )
     entry = spec_model(store, result)
     shutil.rmtree(folder)
     assert entry["format"] == "loader" and entry["loader"]["qualname"] == "load_folder"
@@ -320,11 +364,13 @@ def test_a_loader_runs_once_per_process_per_model(store, tmp_path: Path, monkeyp
     folder = model_folder(tmp_path, tag=str(tmp_path))  # bytes no other test loads
     log = tmp_path / "loads.log"
     monkeypatch.setenv("REPLAY_TEST_LOADS", str(log))
-    first = replay.record(one_step(loaded_sum, replay.Model(folder, loader=load_folder)),
-                          applications(1), store=store)
+    first = replay.record(
+        one_step(loaded_sum, replay.Model(folder, loader=load_folder)), applications(1), store=store
+    )
     # Another pipeline object binds the same model again; a replay loads it again.
-    replay.record(one_step(loaded_sum, replay.Model(folder, loader=load_folder)),
-                  applications(2), store=store)
+    replay.record(
+        one_step(loaded_sum, replay.Model(folder, loader=load_folder)), applications(2), store=store
+    )
     assert replay.replay(store, first.run_id).verdict == "exact"
     assert log.read_text().splitlines() == ["loaded"]
 
@@ -338,13 +384,16 @@ def test_no_model_copy_outlives_the_process_that_replayed(store, tmp_path: Path)
         "import os, replay\n"
         f"report = replay.replay(replay.Store.open({str(store.root)!r}), {result.run_id!r})\n"
         "print(report.verdict, len(os.listdir(os.environ['TMPDIR'])))\n",
-        tmp_path, TMPDIR=str(tmp))
+        tmp_path,
+        TMPDIR=str(tmp),
+    )
     assert out.split() == ["exact", "1"]  # one folder of copies while it ran
     assert list(tmp.iterdir()) == []
 
 
 def test_a_store_recorded_before_models_by_content_replays_exact_leaving_no_copy(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """tests/assets/store-c3ebb82-models: one run recorded by commit c3ebb82, whose models
     are spec entries of format "pickle", "joblib" and "bytes" (a file the step opened
     itself, handed over then as the live path); the model files are gone."""
@@ -355,12 +404,15 @@ def test_a_store_recorded_before_models_by_content_replays_exact_leaving_no_copy
         "import replay\n"
         "store = replay.Store.open('store')\n"
         "(entry,) = [e for _, e in store.entries()]\n"
-        "print(replay.replay(store, entry['run_id']).verdict)\n", tmp_path, TMPDIR=str(tmp))
+        "print(replay.replay(store, entry['run_id']).verdict)\n",
+        tmp_path,
+        TMPDIR=str(tmp),
+    )
     assert out.split() == ["exact"]
     assert list(tmp.iterdir()) == []
 
 
-PIPELINE_MODULE = '''
+PIPELINE_MODULE = """
 from pathlib import Path
 
 import numpy as np
@@ -384,21 +436,24 @@ def pipeline(root):
     return replay.Pipeline("two-writers", [replay.Step("score", score, models={
         "onnx": root / "model.onnx",
         "names": replay.Model(root / "bundle", loader=load)})])
-'''
+"""
 
 
 def test_two_processes_recording_the_same_pipeline_store_one_model_and_one_version(
-        store, tmp_path: Path) -> None:
+    store, tmp_path: Path
+) -> None:
     (tmp_path / "bank_models.py").write_text(PIPELINE_MODULE)
     onnx_file(tmp_path)
     model_folder(tmp_path)
     applications(3).to_pandas().to_parquet(tmp_path / "rows.parquet")
-    record = ("import json, pandas, replay, bank_models\n"
-              "from pathlib import Path\n"
-              "r = replay.record(bank_models.pipeline(Path.cwd()), "
-              "pandas.read_parquet('rows.parquet'), "
-              f"store=replay.Store.open({str(store.root)!r}))\n"
-              "print(json.dumps([r.manifest['version'], r.output['names'][0].as_py()]))\n")
+    record = (
+        "import json, pandas, replay, bank_models\n"
+        "from pathlib import Path\n"
+        "r = replay.record(bank_models.pipeline(Path.cwd()), "
+        "pandas.read_parquet('rows.parquet'), "
+        f"store=replay.Store.open({str(store.root)!r}))\n"
+        "print(json.dumps([r.manifest['version'], r.output['names'][0].as_py()]))\n"
+    )
     first = json.loads(run_python(record, tmp_path))
     objects = {digest for digest, _ in store.objects}
     second = json.loads(run_python(record, tmp_path))
@@ -408,7 +463,8 @@ def test_two_processes_recording_the_same_pipeline_store_one_model_and_one_versi
 
 
 def test_a_skops_file_holding_types_skops_does_not_trust_is_refused_naming_them(
-        store, tmp_path: Path) -> None:
+    store, tmp_path: Path
+) -> None:
     import skops.io
 
     skops.io.dump({"counts": collections.Counter(a=1)}, tmp_path / "m.skops")
@@ -418,11 +474,15 @@ def test_a_skops_file_holding_types_skops_does_not_trust_is_refused_naming_them(
 
 
 def test_a_missing_model_library_is_a_capture_error_naming_its_pip_package(
-        store, tmp_path: Path, monkeypatch) -> None:
+    store, tmp_path: Path, monkeypatch
+) -> None:
     path = onnx_file(tmp_path, name=str(tmp_path))  # bytes no other test loaded
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
-    with pytest.raises(CaptureError, match=r"needs the package 'onnxruntime'.*"
-                                           r"pip install onnxruntime"):
+    with pytest.raises(
+        CaptureError,
+        match=r"needs the package 'onnxruntime'.*"
+        r"pip install onnxruntime",
+    ):
         replay.record(one_step(onnx_run, path), applications(1), store=store)
 
 
@@ -433,13 +493,16 @@ def test_a_symbolic_link_inside_a_folder_model_is_refused(store, tmp_path: Path)
         replay.record(one_step(folder_sum, folder), applications(1), store=store)
 
 
-def test_a_tree_naming_a_path_outside_its_folder_is_refused_before_writing(
-        tmp_path: Path) -> None:
+def test_a_tree_naming_a_path_outside_its_folder_is_refused_before_writing(tmp_path: Path) -> None:
     blob = b"overwritten"
     tree = canonical_json({"format": "tree-1", "files": {"../escape.txt": sha256(blob)}})
     objects = {sha256(blob): blob, sha256(tree): tree}
-    entry = {"kind": "folder", "path": str(tmp_path / "m"), "format": "path",
-             "digest": sha256(tree)}
+    entry = {
+        "kind": "folder",
+        "path": str(tmp_path / "m"),
+        "format": "path",
+        "digest": sha256(tree),
+    }
     with pytest.raises(CorruptionError, match=r"unsafe path '\.\./escape\.txt'"):
         models.load(entry, objects.__getitem__, "model m")
 
@@ -463,8 +526,12 @@ def test_a_torch_file_holding_more_than_weights_is_refused(store, tmp_path: Path
 
 def embed(table: pa.Table, encoder: Any) -> pa.Table:
     vectors = encoder.encode(table["text"].to_pylist(), convert_to_numpy=True)
-    return table.append_column("vec", pa.FixedSizeListArray.from_arrays(
-        pa.array(vectors.ravel(), pa.float32()), vectors.shape[1]))
+    return table.append_column(
+        "vec",
+        pa.FixedSizeListArray.from_arrays(
+            pa.array(vectors.ravel(), pa.float32()), vectors.shape[1]
+        ),
+    )
 
 
 def minilm(root: Path) -> Path:
@@ -476,14 +543,17 @@ def minilm(root: Path) -> Path:
 
 
 def test_a_sentence_transformers_folder_is_handed_over_loaded_and_replays_exact(
-        store, tmp_path: Path) -> None:
+    store, tmp_path: Path
+) -> None:
     folder = minilm(tmp_path)
     pipe = replay.Pipeline("texts", [replay.Step("embed", embed, models={"encoder": folder})])
     texts = pa.table({"text": ["car loan for my daughter", "consolidate two credit cards"]})
     result = replay.record(pipe, texts, store=store)
     entry = json.loads(store.get_object(result.manifest["version"]))["steps"][0]["models"]
     assert (entry["encoder"]["kind"], entry["encoder"]["format"]) == (
-        "folder", "sentence-transformers")
+        "folder",
+        "sentence-transformers",
+    )
     assert result.output.schema.field("vec").type == pa.list_(pa.float32(), 384)
     shutil.rmtree(folder)
     assert replay.replay(store, result.run_id).verdict == "exact"

@@ -17,8 +17,11 @@ ASSETS = Path(__file__).parent / "assets"
 def _defined_in(module: str) -> str:
     """A name the module itself defines (a class or function), to look up by its old path."""
     mod = importlib.import_module(module)
-    return next(name for name, value in sorted(vars(mod).items())
-                if not name.startswith("_") and getattr(value, "__module__", None) == module)
+    return next(
+        name
+        for name, value in sorted(vars(mod).items())
+        if not name.startswith("_") and getattr(value, "__module__", None) == module
+    )
 
 
 @pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
@@ -29,8 +32,11 @@ def test_an_old_module_path_in_a_pickle_finds_the_moved_module(old: str, new: st
 
 
 def _pickles(store: Path) -> list[Path]:
-    return [p for p in sorted((store / "objects").rglob("*"))
-            if p.is_file() and p.read_bytes()[:1] == b"\x80"]
+    return [
+        p
+        for p in sorted((store / "objects").rglob("*"))
+        if p.is_file() and p.read_bytes()[:1] == b"\x80"
+    ]
 
 
 @pytest.mark.parametrize("store", sorted(ASSETS.glob("store-*")), ids=lambda p: p.name)

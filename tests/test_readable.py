@@ -32,11 +32,13 @@ def credit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     workspace = build_workspace(root / "workspace")
     store = replay.Store.open(root / "store")
     pipe = make_pipeline(workspace)
-    before = replay.record(pipe, make_applications(6, seed=3), store=store,
-                           record_key="application_id", at=T1)
+    before = replay.record(
+        pipe, make_applications(6, seed=3), store=store, record_key="application_id", at=T1
+    )
     refresh_workspace(workspace)
-    after = replay.record(pipe, make_applications(6, seed=3), store=store,
-                          record_key="application_id", at=T2)
+    after = replay.record(
+        pipe, make_applications(6, seed=3), store=store, record_key="application_id", at=T2
+    )
     return {"store": str(store.root), "a": before.run_id, "b": after.run_id}
 
 
@@ -47,15 +49,15 @@ def toy_store(store: replay.Store, toy: replay.Pipeline) -> dict[str, str]:
 
 
 def cli(where: dict[str, str], *args: str, columns: int = 80, **env: str) -> str:
-    result = CliRunner().invoke(app, ["--store", where["store"], *args],
-                                env={"COLUMNS": str(columns), **env})
+    result = CliRunner().invoke(
+        app, ["--store", where["store"], *args], env={"COLUMNS": str(columns), **env}
+    )
     assert result.exit_code == 0, result.output
     return result.stdout
 
 
 def components(where: dict[str, str]) -> list[dict[str, str]]:
-    found: list[dict[str, str]] = json.loads(cli(where, "show", where["a"], "--json"))[
-        "components"]
+    found: list[dict[str, str]] = json.loads(cli(where, "show", where["a"], "--json"))["components"]
     return found
 
 
@@ -76,8 +78,11 @@ def test_show_at_80_columns_keeps_the_dvc_version_of_tracked_data(credit) -> Non
     tracked = [c for c in components(credit) if c["dvc_rev"]]
     assert any(c["kind"] == "data" for c in tracked)
     for c in tracked:
-        (line,) = (line for line in out.splitlines()
-                   if f" {c['step']} " in line and short_digest(c["digest"]) in line)
+        (line,) = (
+            line
+            for line in out.splitlines()
+            if f" {c['step']} " in line and short_digest(c["digest"]) in line
+        )
         assert f" {c['dvc_rev'][:7]} " in line and f" {c['dvc_md5'][:12]} " in line
 
 
@@ -150,8 +155,9 @@ def test_format_json_is_the_same_as_json(toy_store, command) -> None:
 
 
 def test_json_with_another_format_is_a_usage_error(toy_store) -> None:
-    result = CliRunner().invoke(app, ["--store", toy_store["store"], "runs", "--json",
-                                      "--format", "tsv"])
+    result = CliRunner().invoke(
+        app, ["--store", toy_store["store"], "runs", "--json", "--format", "tsv"]
+    )
     assert result.exit_code == 2 and "--json and --format tsv disagree" in result.stderr
 
 
@@ -163,8 +169,15 @@ def test_an_unknown_format_is_a_usage_error(toy_store) -> None:
 # Durations read as durations
 
 
-@pytest.mark.parametrize(("ns", "shown"), [(850_000, "850 µs"), (19_000_000, "19 ms"),
-                                           (1_400_000_000, "1.4 s"), (123 * 10**9, "2 min 3 s")])
+@pytest.mark.parametrize(
+    ("ns", "shown"),
+    [
+        (850_000, "850 µs"),
+        (19_000_000, "19 ms"),
+        (1_400_000_000, "1.4 s"),
+        (123 * 10**9, "2 min 3 s"),
+    ],
+)
 def test_a_duration_reads_in_the_unit_that_fits(ns, shown) -> None:
     assert duration(ns) == shown
 
@@ -184,8 +197,9 @@ def test_show_prints_step_durations_for_people_and_json_keeps_nanoseconds(toy_st
 
 def test_diff_shows_dvc_data_versions_without_a_dict(credit) -> None:
     out = cli(credit, "diff", credit["a"], credit["b"])
-    bureau = [c for w in ("a", "b") for c in components({**credit, "a": credit[w]})
-              if c["kind"] == "data"]
+    bureau = [
+        c for w in ("a", "b") for c in components({**credit, "a": credit[w]}) if c["kind"] == "data"
+    ]
     assert len({c["dvc_md5"] for c in bureau}) == 2 and "{" not in out
     for c in bureau:
         assert f"rev {c['dvc_rev'][:7]}" in out and f"md5 {c['dvc_md5'][:12]}" in out

@@ -33,8 +33,13 @@ def store(credit_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     pipe = make_pipeline(credit_workspace)
     t0 = datetime(2026, 3, 14, 8, tzinfo=UTC)
     for i in range(3):
-        replay.record(pipe, make_applications(20, seed=i, start_id=100 * i), store=store,
-                      record_key="application_id", at=t0 + timedelta(minutes=40 * i))
+        replay.record(
+            pipe,
+            make_applications(20, seed=i, start_id=100 * i),
+            store=store,
+            record_key="application_id",
+            at=t0 + timedelta(minutes=40 * i),
+        )
     return store.root
 
 

@@ -30,9 +30,11 @@ def test_the_recorded_clock_seeds_and_tape_are_served_back(store) -> None:
     def world(table: pa.Table, *, ctx: replay.RunContext) -> pa.Table:
         answer = ctx.call("api", lambda: time.time_ns())
         noise = ctx.rng("n").random(table.num_rows)
-        return table.append_column("answer", pa.array([answer] * table.num_rows)) \
-            .append_column("noise", pa.array(noise)) \
+        return (
+            table.append_column("answer", pa.array([answer] * table.num_rows))
+            .append_column("noise", pa.array(noise))
             .append_column("day", pa.array([ctx.now().isoformat()] * table.num_rows))
+        )
 
     pipe = replay.Pipeline("world", [replay.Step("world", world)])
     run_id = replay.record(pipe, rows(3), store=store).run_id
@@ -53,9 +55,14 @@ def _after(table: pa.Table) -> pa.Table:
 
 @pytest.mark.parametrize("culprit", [_wall_clock, _unseeded])
 def test_a_step_reading_the_world_directly_is_named_as_the_divergence(store, culprit) -> None:
-    pipe = replay.Pipeline("leaky", [replay.Step("clean", lambda t: t),
-                                     replay.Step("culprit", culprit),
-                                     replay.Step("after", _after)])
+    pipe = replay.Pipeline(
+        "leaky",
+        [
+            replay.Step("clean", lambda t: t),
+            replay.Step("culprit", culprit),
+            replay.Step("after", _after),
+        ],
+    )
     run_id = replay.record(pipe, rows(3), store=store).run_id
     chained = replay_run(store, run_id, mode="chained")
     assert chained.verdict == "diverged"
@@ -126,8 +133,9 @@ def test_an_unknown_mode_is_a_usage_error(store, toy) -> None:
         replay_run(store, run_id, mode="sideways")
 
 
-def test_environment_drift_is_reported_but_does_not_fail_the_replay(store, toy,
-                                                                     monkeypatch) -> None:
+def test_environment_drift_is_reported_but_does_not_fail_the_replay(
+    store, toy, monkeypatch
+) -> None:
     import replay.capture.environment as environment
 
     run_id = replay.record(toy, rows(1), store=store).run_id
@@ -143,8 +151,7 @@ def test_environment_drift_is_reported_but_does_not_fail_the_replay(store, toy,
     assert report.current_image == "reg/x@sha256:" + "1" * 64
 
 
-def test_replay_many_resolves_every_run_on_one_catalog_connection(store, toy,
-                                                                   monkeypatch) -> None:
+def test_replay_many_resolves_every_run_on_one_catalog_connection(store, toy, monkeypatch) -> None:
     from datetime import UTC, datetime
 
     from replay.catalog.index import Catalog
@@ -155,8 +162,9 @@ def test_replay_many_resolves_every_run_on_one_catalog_connection(store, toy,
     fresh = replay.Store.open(store.root)
     opened = []
     connect = Catalog.connect
-    monkeypatch.setattr(Catalog, "connect", lambda self, *a, **k: (opened.append(1),
-                                                                   connect(self, *a, **k))[1])
+    monkeypatch.setattr(
+        Catalog, "connect", lambda self, *a, **k: (opened.append(1), connect(self, *a, **k))[1]
+    )
     reports = list(replay_many(fresh, ids))
     assert [r.run_id for r in reports] == ids
     assert all(r.verdict == "exact" for r in reports) and len(opened) == 1

@@ -34,16 +34,31 @@ def workspace(tmp_path: Path) -> Path:
 
 def _cli(cwd: Path, workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CREDIT_WORKSPACE": str(workspace), "REPLAY_STORE": str(cwd / "store")}
-    return subprocess.run([sys.executable, "-m", "replay", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "replay", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_replay_is_exact_after_code_models_and_data_all_changed(tmp_path, workspace) -> None:
     pkg = copy_credit_package(tmp_path)
     pq.write_table(make_applications(40, seed=5), tmp_path / "apps.parquet")
-    recorded = _cli(tmp_path, workspace, "record", "--create",
-                    "bankcopy/credit/pipeline.py:pipeline",
-                    "--input", "apps.parquet", "--record-key", "application_id", "--json")
+    recorded = _cli(
+        tmp_path,
+        workspace,
+        "record",
+        "--create",
+        "bankcopy/credit/pipeline.py:pipeline",
+        "--input",
+        "apps.parquet",
+        "--record-key",
+        "application_id",
+        "--json",
+    )
     assert recorded.returncode == 0, recorded.stderr
     run_id = json.loads(recorded.stdout)["run_id"]
 
@@ -59,15 +74,20 @@ def test_replay_is_exact_after_code_models_and_data_all_changed(tmp_path, worksp
     assert [s["verdict"] for s in report["steps"]] == ["exact"] * 4
 
 
-def test_swapping_in_todays_pd_model_reports_the_decisions_that_flip(tmp_path,
-                                                                      workspace) -> None:
+def test_swapping_in_todays_pd_model_reports_the_decisions_that_flip(tmp_path, workspace) -> None:
     store = replay.Store.open(tmp_path / "store")
     pipe = make_pipeline(workspace)
-    march = replay.record(pipe, make_applications(300, seed=11), store=store,
-                          record_key="application_id", at=T1)
+    march = replay.record(
+        pipe, make_applications(300, seed=11), store=store, record_key="application_id", at=T1
+    )
     refresh_workspace(workspace)
-    today = replay.record(pipe, make_applications(5, seed=12, start_id=10**6), store=store,
-                          record_key="application_id", at=T2)
+    today = replay.record(
+        pipe,
+        make_applications(5, seed=12, start_id=10**6),
+        store=store,
+        record_key="application_id",
+        at=T2,
+    )
     report = replay_run(store, march.run_id, swap={"pd": today.run_id})
     assert [s.verdict for s in report.steps[:2]] == ["exact", "exact"]
     assert report.steps[2].swapped and report.first_divergence == "pd"
@@ -80,14 +100,18 @@ def test_swapping_in_todays_pd_model_reports_the_decisions_that_flip(tmp_path,
 def test_diff_names_exactly_the_components_that_changed(tmp_path, workspace) -> None:
     store = replay.Store.open(tmp_path / "store")
     pipe = make_pipeline(workspace)
-    before = replay.record(pipe, make_applications(50, seed=3), store=store,
-                           record_key="application_id")
+    before = replay.record(
+        pipe, make_applications(50, seed=3), store=store, record_key="application_id"
+    )
     refresh_workspace(workspace)
-    after = replay.record(pipe, make_applications(50, seed=3), store=store,
-                          record_key="application_id")
+    after = replay.record(
+        pipe, make_applications(50, seed=3), store=store, record_key="application_id"
+    )
     d = diff(store, before.run_id, after.run_id)
-    assert {(c.where, c.what) for c in d.components} == {("features", "data bureau"),
-                                                         ("pd", "model pd")}
+    assert {(c.where, c.what) for c in d.components} == {
+        ("features", "data bureau"),
+        ("pd", "model pd"),
+    }
     assert d.shared_records == 50 and d.records
 
 
@@ -114,9 +138,18 @@ def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path, monkeypat
     from replay.cli.app import app
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the demo pins its key
-    args = ["--store", str(tmp_path / "store"), "demo", "--workspace",
-            str(tmp_path / "workspace"), "--key", str(tmp_path / "keys" / "demo.pem"),
-            "--out-dir", str(tmp_path), "--json"]
+    args = [
+        "--store",
+        str(tmp_path / "store"),
+        "demo",
+        "--workspace",
+        str(tmp_path / "workspace"),
+        "--key",
+        str(tmp_path / "keys" / "demo.pem"),
+        "--out-dir",
+        str(tmp_path),
+        "--json",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     story = json.loads(first.stdout)
@@ -125,16 +158,26 @@ def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path, monkeypat
     assert before != after
     assert story["evidence"]["verified"] is True
     again = json.loads(CliRunner().invoke(app, args).stdout)
-    assert (again["application"], again["decided_by"]) == (story["application"],
-                                                            story["decided_by"])
+    assert (again["application"], again["decided_by"]) == (
+        story["application"],
+        story["decided_by"],
+    )
 
 
 def test_the_credit_pipeline_from_fresh_shells(tmp_path, workspace) -> None:
     pq.write_table(make_applications(6, seed=9, start_id=777), tmp_path / "apps.parquet")
-    recorded = _cli(tmp_path, workspace, "record", "--create",
-                    str(REPO / "pipelines/credit/pipeline.py")
-                    + ":pipeline", "--input", "apps.parquet", "--record-key", "application_id",
-                    "--json")
+    recorded = _cli(
+        tmp_path,
+        workspace,
+        "record",
+        "--create",
+        str(REPO / "pipelines/credit/pipeline.py") + ":pipeline",
+        "--input",
+        "apps.parquet",
+        "--record-key",
+        "application_id",
+        "--json",
+    )
     assert recorded.returncode == 0, recorded.stderr
     run_id = json.loads(recorded.stdout)["run_id"]
     listed = json.loads(_cli(tmp_path, workspace, "runs", "--json").stdout)["runs"]
@@ -144,19 +187,20 @@ def test_the_credit_pipeline_from_fresh_shells(tmp_path, workspace) -> None:
     assert bureau["dvc_md5"] and bureau["dvc_rev"]
     found = json.loads(_cli(tmp_path, workspace, "find", "APP-00000779", "--json").stdout)
     assert [(f["run_id"], f["row"]) for f in found] == [(run_id, 2)]
-    counted = json.loads(_cli(tmp_path, workspace, "sql", "select count(*) as n from runs",
-                              "--json").stdout)
+    counted = json.loads(
+        _cli(tmp_path, workspace, "sql", "select count(*) as n from runs", "--json").stdout
+    )
     assert counted == [{"n": 1}]
 
 
 def test_swapping_one_model_by_digest_marks_that_step(tmp_path, workspace) -> None:
     store = replay.Store.open(tmp_path / "store")
     pipe = make_pipeline(workspace)
-    march = replay.record(pipe, make_applications(50, seed=31), store=store,
-                          record_key="application_id", at=T1)
+    march = replay.record(
+        pipe, make_applications(50, seed=31), store=store, record_key="application_id", at=T1
+    )
     refresh_workspace(workspace)
-    today = replay.record(pipe, make_applications(2, seed=32, start_id=10**6), store=store,
-                          at=T2)
+    today = replay.record(pipe, make_applications(2, seed=32, start_id=10**6), store=store, at=T2)
     spec = json.loads(store.get_object(today.manifest["version"]))
     new_pd = next(s for s in spec["steps"] if s["name"] == "pd")["models"]["pd"]["digest"]
     report = replay_run(store, march.run_id, swap={"pd.pd": new_pd})

@@ -29,41 +29,92 @@ def make_context() -> dict[str, Any]:
     return {
         "title": "Evidence for application APP-00000006",
         "generated_at": "2026-11-26T06:30:00+00:00",
-        "question": {"pipeline": "credit-decision", "run_ids": [run_id],
-                     "time": "2026-03-14T08:19:00+00:00", "record": "APP-00000006"},
-        "ledger": {"tree_size": 49, "root_hash": digest(1), "key_id": digest(2),
-                   "checkpoint_time": "2026-11-26T06:29:00+00:00"},
+        "question": {
+            "pipeline": "credit-decision",
+            "run_ids": [run_id],
+            "time": "2026-03-14T08:19:00+00:00",
+            "record": "APP-00000006",
+        },
+        "ledger": {
+            "tree_size": 49,
+            "root_hash": digest(1),
+            "key_id": digest(2),
+            "checkpoint_time": "2026-11-26T06:29:00+00:00",
+        },
         "redacted": ["applicant_id", "date_of_birth"],
-        "runs": [{
-            "run_id": run_id, "pipeline": "credit-decision",
-            "clock": "2026-03-14T08:19:00+00:00", "version": digest(3),
-            "verdict": "diverged", "first_divergence": "pd",
-            "environment": {"python": "3.11.7", "platform": "Linux 6.1 x86_64",
-                            "cpu": "Intel Xeon", "numpy": "2.4.6",
-                            "image": "reg/x@" + digest(4), "packages_lock": digest(5)},
-            "drift": [{"what": "numpy", "recorded": "2.4.6", "now": "2.5.0"}],
-            "chain": [
-                {"step": "features", "inputs": ["input"], "verdict": "exact", "detail": "",
-                 "code": digest(6), "source": digest(7), "params": digest(8),
-                 "output": digest(9), "models": {},
-                 "data": {"bureau": {"sha256": digest(10), "dvc_rev": "858a23d",
-                                     "dvc_md5": "1535aa", "remote": "/srv/dvc"}}},
-                {"step": "pd", "inputs": ["features"], "verdict": "diverged",
-                 "detail": "3 rows changed, max abs diff 0.002", "code": digest(11),
-                 "source": digest(12), "params": digest(13), "output": digest(14),
-                 "models": {"fraud": digest(15)}, "data": {}},
-            ],
-            "decisions": [
-                {"key": "APP-00000006", "decision": "decline",
-                 "reason_codes": ["R01 high probability of default"], "score": 0.3232},
-                {"key": HOSTILE, "decision": "approve", "reason_codes": [], "score": 0.05},
-            ],
-            "scores": {"column": "pd", "recorded": [0.3232, 0.05, 0.5],
-                       "replayed": [0.3232, 0.05, 0.502]},
-        }],
-        "retention": [{"field": "decisions + reason codes",
-                       "regulation": "US Regulation B, 12 CFR 1002.12(b)",
-                       "why": "adverse-action reasons, 25 months"}],
+        "runs": [
+            {
+                "run_id": run_id,
+                "pipeline": "credit-decision",
+                "clock": "2026-03-14T08:19:00+00:00",
+                "version": digest(3),
+                "verdict": "diverged",
+                "first_divergence": "pd",
+                "environment": {
+                    "python": "3.11.7",
+                    "platform": "Linux 6.1 x86_64",
+                    "cpu": "Intel Xeon",
+                    "numpy": "2.4.6",
+                    "image": "reg/x@" + digest(4),
+                    "packages_lock": digest(5),
+                },
+                "drift": [{"what": "numpy", "recorded": "2.4.6", "now": "2.5.0"}],
+                "chain": [
+                    {
+                        "step": "features",
+                        "inputs": ["input"],
+                        "verdict": "exact",
+                        "detail": "",
+                        "code": digest(6),
+                        "source": digest(7),
+                        "params": digest(8),
+                        "output": digest(9),
+                        "models": {},
+                        "data": {
+                            "bureau": {
+                                "sha256": digest(10),
+                                "dvc_rev": "858a23d",
+                                "dvc_md5": "1535aa",
+                                "remote": "/srv/dvc",
+                            }
+                        },
+                    },
+                    {
+                        "step": "pd",
+                        "inputs": ["features"],
+                        "verdict": "diverged",
+                        "detail": "3 rows changed, max abs diff 0.002",
+                        "code": digest(11),
+                        "source": digest(12),
+                        "params": digest(13),
+                        "output": digest(14),
+                        "models": {"fraud": digest(15)},
+                        "data": {},
+                    },
+                ],
+                "decisions": [
+                    {
+                        "key": "APP-00000006",
+                        "decision": "decline",
+                        "reason_codes": ["R01 high probability of default"],
+                        "score": 0.3232,
+                    },
+                    {"key": HOSTILE, "decision": "approve", "reason_codes": [], "score": 0.05},
+                ],
+                "scores": {
+                    "column": "pd",
+                    "recorded": [0.3232, 0.05, 0.5],
+                    "replayed": [0.3232, 0.05, 0.502],
+                },
+            }
+        ],
+        "retention": [
+            {
+                "field": "decisions + reason codes",
+                "regulation": "US Regulation B, 12 CFR 1002.12(b)",
+                "why": "adverse-action reasons, 25 months",
+            }
+        ],
     }
 
 
@@ -93,13 +144,16 @@ def test_html_escapes_hostile_values() -> None:
 
 def test_html_loads_nothing_external_and_has_csp() -> None:
     html = render_html(make_context())
-    assert not re.search(r"""(src|href|srcset|action|poster)\s*=\s*["']?\s*(https?:|//)""",
-                         html, re.I)
+    assert not re.search(
+        r"""(src|href|srcset|action|poster)\s*=\s*["']?\s*(https?:|//)""", html, re.I
+    )
     assert not re.search(r"""url\(|@import""", html, re.I)
     # The only URL-looking text allowed is the SVG namespace, which is a name, not a request.
     assert not re.search(r"https?:", html.replace('xmlns="http://www.w3.org/2000/svg"', ""))
-    assert ('<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-            "style-src 'unsafe-inline'; img-src data:\">") in html
+    assert (
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; img-src data:\">"
+    ) in html
 
 
 def test_html_shows_every_digest_redaction_and_verdict() -> None:
@@ -133,8 +187,9 @@ def test_pdf_is_deterministic() -> None:
 
 
 @pytest.mark.parametrize(("recorded", "replayed"), [([], []), ([0.4] * 5, [0.4] * 5)])
-def test_scatter_svg_degenerate_inputs_are_valid_svg(recorded: list[float],
-                                                      replayed: list[float]) -> None:
+def test_scatter_svg_degenerate_inputs_are_valid_svg(
+    recorded: list[float], replayed: list[float]
+) -> None:
     root = ET.fromstring(scatter_svg(recorded, replayed, "pd <&>"))
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     assert "nan" not in ET.tostring(root, encoding="unicode").lower()
@@ -142,8 +197,11 @@ def test_scatter_svg_degenerate_inputs_are_valid_svg(recorded: list[float],
 
 def test_null_and_nan_scores_are_left_off_the_plot_but_counted() -> None:
     ctx = make_context()
-    ctx["runs"][0]["scores"] = {"column": "pd", "recorded": [0.1, None, float("nan"), 0.4],
-                                "replayed": [0.1, 0.2, float("nan"), 0.4]}
+    ctx["runs"][0]["scores"] = {
+        "column": "pd",
+        "recorded": [0.1, None, float("nan"), 0.4],
+        "replayed": [0.1, 0.2, float("nan"), 0.4],
+    }
     html = render_html(ctx)
     assert "4 pairs, 1 differ" in html
     assert html.count("<circle") == 2
@@ -169,18 +227,33 @@ def page_requests(net_log: Path) -> set[str]:
 
 def run_chromium(page: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
     shot, net = tmp_path / "shot.png", tmp_path / "net.json"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-           "--v=0", f"--log-net-log={net}", *DEAD_PROXY, f"--screenshot={shot}",
-           "--window-size=1280,2000", page.as_uri()]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--log-net-log={net}",
+        *DEAD_PROXY,
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc, net
 
 
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
-                                    reason="needs Debian's chromium at /usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"
+)
 
 
 @needs_chromium

@@ -27,8 +27,9 @@ def decide(table: pa.Table, *, params: dict[str, float]) -> pa.Table:
     import pyarrow.compute as pc
 
     score = pc.multiply(table["x"], params["k"])
-    return (table.append_column("score", score)
-            .append_column("decision", pc.if_else(pc.greater(score, 50), "decline", "approve")))
+    return table.append_column("score", score).append_column(
+        "decision", pc.if_else(pc.greater(score, 50), "decline", "approve")
+    )
 
 
 def pipeline(k: float) -> replay.Pipeline:
@@ -36,17 +37,30 @@ def pipeline(k: float) -> replay.Pipeline:
     return replay.Pipeline("lending", [replay.Step("decide", decide, params={"k": k})])
 
 
-def window(tmp: Path, starts: list[int], versions: list[float] | None = None,
-           record: str | None = "R31", time: datetime = T0) -> tuple[dict[str, bytes], list[str]]:
+def window(
+    tmp: Path,
+    starts: list[int],
+    versions: list[float] | None = None,
+    record: str | None = "R31",
+    time: datetime = T0,
+) -> tuple[dict[str, bytes], list[str]]:
     """Runs of 3 rows each (ids R<start>..), 12 minutes apart from T0, exported and verified:
     the bundle's files and the run ids."""
     store = replay.Store.open(tmp / "store")
     key = keys.init_key(tmp / "k.pem")
-    ids = [replay.record(pipeline((versions or [2.0] * len(starts))[i]), rows(3, start),
-                         store=store, record_key="id", at=T0 + timedelta(minutes=12 * i)).run_id
-           for i, start in enumerate(starts)]
-    out = evidence.export(store, ids, tmp / "e.bundle", key=key,
-                          question={"record": record, "time": time.isoformat()})
+    ids = [
+        replay.record(
+            pipeline((versions or [2.0] * len(starts))[i]),
+            rows(3, start),
+            store=store,
+            record_key="id",
+            at=T0 + timedelta(minutes=12 * i),
+        ).run_id
+        for i, start in enumerate(starts)
+    ]
+    out = evidence.export(
+        store, ids, tmp / "e.bundle", key=key, question={"record": record, "time": time.isoformat()}
+    )
     check = verify_bundle(out.path, keys.public_path(key).read_bytes())
     assert check.ok, check.failure
     return check.files, ids
@@ -67,10 +81,13 @@ def test_the_question_names_the_clock_of_the_run_that_decided_the_record(tmp_pat
     files, ids = window(tmp_path, [0, 10, 20, 30, 40])
     page = files["report.html"].decode()
     decided = (T0 + timedelta(minutes=36)).isoformat()
-    assert (f"decide for record R31, decided at {decided} (window from {T0.isoformat()}), "
-            f"in run {ids[3]} (one of 5 exported runs)") in html.unescape(page)
+    assert (
+        f"decide for record R31, decided at {decided} (window from {T0.isoformat()}), "
+        f"in run {ids[3]} (one of 5 exported runs)"
+    ) in html.unescape(page)
     assert f"decided at {decided} (window from {T0.isoformat()})" in pdf_text(
-        files["report.pdf"]).replace("\n", " ")
+        files["report.pdf"]
+    ).replace("\n", " ")
 
 
 def test_a_record_decided_twice_is_asked_about_at_its_newest_decision(tmp_path) -> None:
@@ -115,8 +132,7 @@ def test_the_asked_record_is_bold_on_a_fill_in_the_pdf(tmp_path) -> None:
     assert fill not in render_pdf(plain)
 
 
-def test_a_window_lists_every_run_but_details_only_the_one_holding_the_record(
-        tmp_path) -> None:
+def test_a_window_lists_every_run_but_details_only_the_one_holding_the_record(tmp_path) -> None:
     files, ids = window(tmp_path, [0, 10, 20, 30, 40])
     page = files["report.html"].decode()
     summary = section(page, "verdict")
@@ -175,26 +191,45 @@ def test_export_replays_each_run_once_and_reports_each_one(tmp_path, monkeypatch
 
     monkeypatch.setattr(evidence, "replay", counting)
     store = replay.Store.open(tmp_path / "store")
-    ids = [replay.record(pipeline(2.0), rows(3, 10 * i), store=store, record_key="id",
-                         at=T0 + timedelta(minutes=i)).run_id for i in range(4)]
+    ids = [
+        replay.record(
+            pipeline(2.0),
+            rows(3, 10 * i),
+            store=store,
+            record_key="id",
+            at=T0 + timedelta(minutes=i),
+        ).run_id
+        for i in range(4)
+    ]
     lines: list[str] = []
-    evidence.export(store, ids + ids[:1], tmp_path / "e.bundle",
-                    key=keys.init_key(tmp_path / "k.pem"), progress=lines.append)
+    evidence.export(
+        store,
+        ids + ids[:1],
+        tmp_path / "e.bundle",
+        key=keys.init_key(tmp_path / "k.pem"),
+        progress=lines.append,
+    )
     assert sorted(replayed) == sorted(ids)
     assert [ln for ln in lines if ln.startswith("run ")] == [
-        f"run {n}/4 {i}" for n, i in enumerate(ids, 1)]
+        f"run {n}/4 {i}" for n, i in enumerate(ids, 1)
+    ]
 
 
 def test_an_asked_record_beyond_the_decisions_shown_is_still_shown(tmp_path) -> None:
     store = replay.Store.open(tmp_path / "store")
-    run_id = replay.record(pipeline(2.0), rows(301), store=store, record_key="id",
-                           at=T0).run_id
-    out = evidence.export(store, [run_id], tmp_path / "e.bundle",
-                          key=keys.init_key(tmp_path / "k.pem"), question={"record": "R300"})
+    run_id = replay.record(pipeline(2.0), rows(301), store=store, record_key="id", at=T0).run_id
+    out = evidence.export(
+        store,
+        [run_id],
+        tmp_path / "e.bundle",
+        key=keys.init_key(tmp_path / "k.pem"),
+        question={"record": "R300"},
+    )
     check = verify_bundle(out.path, keys.public_path(tmp_path / "k.pem").read_bytes())
     decisions = section(check.files["report.html"].decode(), "decisions").split("<caption>")[1]
-    assert decisions.startswith("301 decisions, of which the first 300 and the asked record "
-                                 "are shown")
+    assert decisions.startswith(
+        "301 decisions, of which the first 300 and the asked record are shown"
+    )
     assert decisions.count("<tr><td") == 300  # MAX_DECISIONS rows, R0 to R299 ...
     assert decisions.count('<tr class="asked">') == 1  # ... and R300, the 301st
     assert '<td class="digest"><strong>R300</strong></td>' in decisions
@@ -209,13 +244,33 @@ def test_cli_export_of_a_window_keeps_json_output_clean(tmp_path) -> None:
 
     store = replay.Store.open(tmp_path / "store")
     for i in range(5):
-        replay.record(pipeline(2.0), rows(3, 10 * i), store=store, record_key="id",
-                      at=T0 + timedelta(minutes=12 * i))
+        replay.record(
+            pipeline(2.0),
+            rows(3, 10 * i),
+            store=store,
+            record_key="id",
+            at=T0 + timedelta(minutes=12 * i),
+        )
     out = tmp_path / "e.bundle"
-    done = CliRunner().invoke(app, [
-        "--store", str(store.root), "export", "--since", T0.isoformat(), "--until",
-        (T0 + timedelta(hours=1)).isoformat(), "--record", "R31", "--out", str(out), "--key",
-        str(keys.init_key(tmp_path / "k.pem")), "--json"])
+    done = CliRunner().invoke(
+        app,
+        [
+            "--store",
+            str(store.root),
+            "export",
+            "--since",
+            T0.isoformat(),
+            "--until",
+            (T0 + timedelta(hours=1)).isoformat(),
+            "--record",
+            "R31",
+            "--out",
+            str(out),
+            "--key",
+            str(keys.init_key(tmp_path / "k.pem")),
+            "--json",
+        ],
+    )
     assert done.exit_code == 0, done.output
     assert len(json.loads(done.stdout)["runs"]) == 5
     assert "replaying" not in done.stderr

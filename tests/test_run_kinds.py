@@ -48,13 +48,18 @@ def test_a_whatif_run_says_so_in_its_manifest_and_the_catalog(store, day) -> Non
     assert queries.entry(store, day["whatif"])["manifest"]["kind"] == "whatif"
     assert queries.entry(store, day["morning"])["manifest"]["kind"] == "production"
     listed = {r["run_id"]: r["kind"] for r in queries.runs(store, kind=None)}
-    assert listed == {day["morning"]: "production", day["noon"]: "production",
-                      day["whatif"]: "whatif"}
+    assert listed == {
+        day["morning"]: "production",
+        day["noon"]: "production",
+        day["whatif"]: "whatif",
+    }
 
 
 def test_at_a_later_time_answers_with_production_not_the_whatif(store, day) -> None:
-    assert replay.at(store, datetime(2026, 3, 14, 10, 30, tzinfo=UTC),
-                     "desk")["run_id"] == day["morning"]
+    assert (
+        replay.at(store, datetime(2026, 3, 14, 10, 30, tzinfo=UTC), "desk")["run_id"]
+        == day["morning"]
+    )
     assert replay.at(store, TEN, "desk", record="R1")["run_id"] == day["morning"]
     asked = replay.at(store, TEN, "desk", record="R1", kind=kinds.WHATIF)
     assert asked["run_id"] == day["whatif"]
@@ -64,15 +69,18 @@ def test_runs_and_find_list_production_unless_asked(store, day) -> None:
     assert [r["run_id"] for r in queries.runs(store)] == [day["noon"], day["morning"]]
     assert [r["run_id"] for r in queries.find(store, "R1")] == [day["morning"]]
     assert [r["run_id"] for r in queries.find(store, "R1", kind=None)] == [
-        day["whatif"], day["morning"]]
+        day["whatif"],
+        day["morning"],
+    ]
     whatifs = json.loads(cli(store, "runs", "--kind", "whatif", "--json").stdout)
     assert [r["run_id"] for r in whatifs["runs"]] == [day["whatif"]]
     assert whatifs["runs"][0]["kind"] == "whatif"
 
 
 def test_at_record_on_the_command_line_never_replays_the_whatif(store, day) -> None:
-    result = cli(store, "at", "2026-03-14T10:30:00Z", "--pipeline", "desk", "--record", "R1",
-                 "--json")
+    result = cli(
+        store, "at", "2026-03-14T10:30:00Z", "--pipeline", "desk", "--record", "R1", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["found"]["run_id"] == day["morning"]
 
@@ -80,20 +88,40 @@ def test_at_record_on_the_command_line_never_replays_the_whatif(store, day) -> N
 def test_at_input_prints_the_kind_and_lists_it_apart(store, day, tmp_path: Path) -> None:
     path = tmp_path / "new.parquet"
     pq.write_table(rows(1, start=7), path)
-    result = cli(store, "at", "2026-03-14T10:00:00Z", "--pipeline", "desk", "--input",
-                 str(path), "--record-key", "id", "--json")
+    result = cli(
+        store,
+        "at",
+        "2026-03-14T10:00:00Z",
+        "--pipeline",
+        "desk",
+        "--input",
+        str(path),
+        "--record-key",
+        "id",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["kind"] == "whatif"
     assert json.loads(cli(store, "runs", "--json").stdout)["total"] == 2
 
 
-def test_a_window_export_leaves_whatif_runs_out(store, day, tmp_path, monkeypatch,
-                                                no_trust) -> None:
+def test_a_window_export_leaves_whatif_runs_out(
+    store, day, tmp_path, monkeypatch, no_trust
+) -> None:
     monkeypatch.setenv("REPLAY_SIGNING_KEY", str(tmp_path / "k.pem"))
     assert cli(store, "keys", "init").exit_code == 0
     out = tmp_path / "window.bundle"
-    done = cli(store, "export", "--since", "2026-03-14T08:00:00Z", "--until",
-               "2026-03-14T12:00:00Z", "-o", str(out), "--json")
+    done = cli(
+        store,
+        "export",
+        "--since",
+        "2026-03-14T08:00:00Z",
+        "--until",
+        "2026-03-14T12:00:00Z",
+        "-o",
+        str(out),
+        "--json",
+    )
     assert done.exit_code == 0, done.output
     assert sorted(json.loads(done.stdout)["runs"]) == sorted([day["morning"], day["noon"]])
 
@@ -122,6 +150,7 @@ def test_a_catalog_row_whose_kind_was_edited_is_caught(store, day, no_trust) -> 
 
 # Every list says how much it holds.
 
+
 def test_runs_says_how_many_there_are_and_how_to_see_the_rest(store, day) -> None:
     result = cli(store, "runs", "--limit", "1")
     assert result.exit_code == 0
@@ -136,8 +165,9 @@ def test_a_whole_listing_says_nothing_more(store, day) -> None:
     assert result.stdout.count("\n") == 3 and "more" not in result.stderr  # header + 2 runs
 
 
-def test_an_exported_whatif_run_is_labelled_in_the_report(store, day, tmp_path,
-                                                          monkeypatch, no_trust) -> None:
+def test_an_exported_whatif_run_is_labelled_in_the_report(
+    store, day, tmp_path, monkeypatch, no_trust
+) -> None:
     from replay.evidence import bundle
 
     monkeypatch.setenv("REPLAY_SIGNING_KEY", str(tmp_path / "k.pem"))
@@ -145,8 +175,13 @@ def test_an_exported_whatif_run_is_labelled_in_the_report(store, day, tmp_path,
     out = tmp_path / "asked.bundle"
     assert cli(store, "export", day["whatif"], day["morning"], "-o", str(out)).exit_code == 0
     html = bundle.read(out.read_bytes())["report.html"].decode()
-    assert html.count("What-if run: new rows put through the pipeline as deployed at "
-                      "2026-03-14T10:00:00+00:00") == 1
+    assert (
+        html.count(
+            "What-if run: new rows put through the pipeline as deployed at "
+            "2026-03-14T10:00:00+00:00"
+        )
+        == 1
+    )
     assert "It is not a decision the bank made." in html
 
 
@@ -156,8 +191,7 @@ def test_a_store_from_before_kinds_keeps_its_whatif_apart_and_replays_exact(tmp_
     counterfactual tag."""
     import shutil
 
-    shutil.copytree(Path(__file__).parent / "assets" / "store-73ef54f-whatif",
-                    tmp_path / "store")
+    shutil.copytree(Path(__file__).parent / "assets" / "store-73ef54f-whatif", tmp_path / "store")
     store = replay.Store.open(tmp_path / "store")
     listed = queries.runs(store, kind=None)
     assert sorted(r["kind"] for r in listed) == ["production", "production", "whatif"]

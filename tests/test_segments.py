@@ -26,9 +26,13 @@ def share_small_tables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def chain(ops: list[tuple[str, int]], rows: int) -> dict[str, pa.Table]:
     """An input and one table per op, each made from the one before as pipeline steps do."""
-    table = pa.table({"id": pa.array([f"A{i}" for i in range(rows)]),
-                      "x": pa.array([float(i) for i in range(rows)]),
-                      "tags": pa.array([[i] for i in range(rows)], pa.list_(pa.int64()))})
+    table = pa.table(
+        {
+            "id": pa.array([f"A{i}" for i in range(rows)]),
+            "x": pa.array([float(i) for i in range(rows)]),
+            "tags": pa.array([[i] for i in range(rows)], pa.list_(pa.int64())),
+        }
+    )
     tables = {"input": table}
     for i, (op, arg) in enumerate(ops):
         name = table.column_names[arg % table.num_columns]
@@ -37,8 +41,7 @@ def chain(ops: list[tuple[str, int]], rows: int) -> dict[str, pa.Table]:
         elif op == "drop" and table.num_columns > 1:
             table = table.drop_columns([name])
         elif op == "rename":
-            table = table.rename_columns([f"r{i}" if n == name else n
-                                          for n in table.column_names])
+            table = table.rename_columns([f"r{i}" if n == name else n for n in table.column_names])
         elif op == "reverse":
             table = table.select(list(reversed(range(table.num_columns))))
         elif op == "not-null":  # the same array under a stricter field
@@ -48,8 +51,12 @@ def chain(ops: list[tuple[str, int]], rows: int) -> dict[str, pa.Table]:
         elif op == "duplicate":
             table = table.append_column(f"d{i}", table.column(name))
         elif op == "new-table":  # a fresh table of copies: nothing shared
-            table = pa.table({n: pa.array(c.to_pylist(), c.type)
-                              for n, c in zip(table.column_names, table.columns, strict=True)})
+            table = pa.table(
+                {
+                    n: pa.array(c.to_pylist(), c.type)
+                    for n, c in zip(table.column_names, table.columns, strict=True)
+                }
+            )
         tables[f"step{i}"] = table
     return tables
 
@@ -57,42 +64,68 @@ def chain(ops: list[tuple[str, int]], rows: int) -> dict[str, pa.Table]:
 PERSONAL = ("id", "x")
 
 
-def stored(tables: dict[str, pa.Table], personal: tuple[str, ...] = ()
-           ) -> dict[str, StoredTable]:
+def stored(tables: dict[str, pa.Table], personal: tuple[str, ...] = ()) -> dict[str, StoredTable]:
     """As capture stores a run's tables: in order, sharing columns with earlier ones and
     digesting a personal column they pass along once."""
     sharing, memo = Sharing(), dict[tuple[object, ...], str]()
     return {k: StoredTable.of(t, personal, memo, sharing.split(k, t)) for k, t in tables.items()}
 
 
-def append_runs(tmp_path: Path, blocks: list[dict[str, dict[str, pa.Table]]],
-                personal: tuple[str, ...] = ()) -> list[BlockRef]:
+def append_runs(
+    tmp_path: Path, blocks: list[dict[str, dict[str, pa.Table]]], personal: tuple[str, ...] = ()
+) -> list[BlockRef]:
     """One block per item of ``blocks``, each holding its runs (with a tape), in one log."""
     writer = SegmentWriter(tmp_path / "segments")
-    refs = [writer.append([RunData(run_id, stored(tables, personal), {"tape": b"[]"})
-                           for run_id, tables in runs.items()]) for runs in blocks]
+    refs = [
+        writer.append(
+            [
+                RunData(run_id, stored(tables, personal), {"tape": b"[]"})
+                for run_id, tables in runs.items()
+            ]
+        )
+        for runs in blocks
+    ]
     writer.close()
     return refs
 
 
-def write_and_read(tmp_path: Path, runs: dict[str, dict[str, pa.Table]],
-                   personal: tuple[str, ...] = ()) -> Block:
+def write_and_read(
+    tmp_path: Path, runs: dict[str, dict[str, pa.Table]], personal: tuple[str, ...] = ()
+) -> Block:
     (ref,) = append_runs(tmp_path, [runs], personal)
     return Block(tmp_path / "segments" / ref.segment, ref)
 
 
-OPS = st.lists(st.tuples(st.sampled_from(["append", "drop", "rename", "reverse", "not-null",
-                                          "duplicate", "new-table"]),
-                         st.integers(0, 9)), max_size=8)
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["append", "drop", "rename", "reverse", "not-null", "duplicate", "new-table"]
+        ),
+        st.integers(0, 9),
+    ),
+    max_size=8,
+)
 
 
-@settings(max_examples=80, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=OPS, rows=st.integers(0, 4), runs=st.integers(1, 3),
-       personal=st.sampled_from([(), PERSONAL]), share_rows=st.sampled_from([0, 256]))
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=OPS,
+    rows=st.integers(0, 4),
+    runs=st.integers(1, 3),
+    personal=st.sampled_from([(), PERSONAL]),
+    share_rows=st.sampled_from([0, 256]),
+)
 def test_every_table_reads_back_with_its_schema_values_and_digest(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ops: list[tuple[str, int]], rows: int,
-        runs: int, personal: tuple[str, ...], share_rows: int) -> None:
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ops: list[tuple[str, int]],
+    rows: int,
+    runs: int,
+    personal: tuple[str, ...],
+    share_rows: int,
+) -> None:
     """With and without personal columns, sharing columns (big tables) or not (small)."""
     monkeypatch.setattr(segments, "SHARE_ROWS", share_rows)
     written = {f"run{r}": chain(ops, rows) for r in range(runs)}
@@ -125,7 +158,8 @@ def test_equal_values_in_another_array_are_stored_again(tmp_path: Path) -> None:
 
 
 def test_a_store_written_before_the_current_block_format_still_reads_and_replays(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """tests/assets/store-538e4b6: three toy runs recorded by commit 538e4b6, whose small
     blocks kept their index and a digest per part outside the compressed bytes."""
     shutil.copytree(Path(__file__).parent / "assets" / "store-538e4b6", tmp_path / "store")
@@ -140,7 +174,8 @@ def test_a_store_written_before_the_current_block_format_still_reads_and_replays
 
 
 def test_small_blocks_after_the_first_of_a_log_are_compressed_with_its_bytes(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     blocks = [{f"run{i}": chain([("append", i), ("rename", 0)], 1)} for i in range(3)]
     first, second, third = append_runs(tmp_path, blocks)
     assert third.length < 0.6 * first.length
@@ -152,11 +187,13 @@ def test_small_blocks_after_the_first_of_a_log_are_compressed_with_its_bytes(
             assert block.table(block.run_ids()[0], kind).equals(table)
 
 
-@settings(max_examples=80, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(small=st.booleans(), where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
-def test_any_flipped_bit_of_a_block_is_detected(tmp_path: Path, small: bool, where: float,
-                                                bit: int) -> None:
+def test_any_flipped_bit_of_a_block_is_detected(
+    tmp_path: Path, small: bool, where: float, bit: int
+) -> None:
     """Small blocks: the second is compressed with the first's bytes, so a bit flipped in the
     first must also be caught when the second is read."""
     rows = 2 if small else 40_000  # compressed blocks, or blocks stored as written
@@ -186,12 +223,13 @@ def test_a_block_whose_header_length_is_damaged_is_corrupt(tmp_path: Path, bit: 
         Block(path, ref)
 
 
-@settings(max_examples=80, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops=OPS, rows=st.integers(0, 4), share_rows=st.sampled_from([0, 256]))
 def test_digests_shared_along_a_run_equal_digests_computed_alone(
-        monkeypatch: pytest.MonkeyPatch, ops: list[tuple[str, int]], rows: int,
-        share_rows: int) -> None:
+    monkeypatch: pytest.MonkeyPatch, ops: list[tuple[str, int]], rows: int, share_rows: int
+) -> None:
     """A personal column passed from table to table is hashed once per run (the memo); each
     table's digest stays the one it has on its own, as verify and replay compute it."""
     monkeypatch.setattr(segments, "SHARE_ROWS", share_rows)

@@ -25,10 +25,14 @@ from replay.cli.app import app
 
 AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 HERE = Path(__file__).resolve().parent
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
 
-PIPELINE_FILE = '''
+PIPELINE_FILE = """
 import pyarrow as pa
 
 import replay
@@ -42,7 +46,7 @@ pipeline = replay.Pipeline("relative", [
     replay.Step("score", score, models={"weight": replay.Model("models/weight.pkl")},
                 data={"bands": "data/bands.csv"}),
 ])
-'''
+"""
 
 
 def ones(table: pa.Table, model: object = None) -> pa.Table:
@@ -71,7 +75,8 @@ def test_a_model_path_given_as_text_to_a_step_resolves_the_same_way() -> None:
 
 
 def test_code_without_a_file_declares_in_the_working_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"replay": replay}  # as a REPL or `python -c`: no __file__
     exec("model = replay.Model('models/pd.onnx')", namespace)
@@ -83,7 +88,8 @@ def test_an_absolute_model_path_is_kept(tmp_path: Path) -> None:
 
 
 def test_a_pipeline_file_with_relative_paths_records_from_another_working_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = tmp_path / "ws"
     (ws / "models").mkdir(parents=True)
     (ws / "data").mkdir()
@@ -97,36 +103,52 @@ def test_a_pipeline_file_with_relative_paths_records_from_another_working_direct
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setitem(sys.modules, "relative_paths_pipe", None)
     monkeypatch.delitem(sys.modules, "relative_paths_pipe")  # and removed again afterwards
-    result = CliRunner().invoke(app, [
-        "--store", str(tmp_path / "store"), "record", "--create",
-        f"{ws}/relative_paths_pipe.py:pipeline", "--input", str(tmp_path / "in.parquet"),
-        "--at", "2026-03-14T09:30:00Z", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "--store",
+            str(tmp_path / "store"),
+            "record",
+            "--create",
+            f"{ws}/relative_paths_pipe.py:pipeline",
+            "--input",
+            str(tmp_path / "in.parquet"),
+            "--at",
+            "2026-03-14T09:30:00Z",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)["output"]
     assert [r["score"] for r in out] == [2, 4]
 
 
 def test_a_missing_relative_model_names_the_folder_it_was_resolved_against(
-        store: replay.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: replay.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    pipe = replay.Pipeline("p", [replay.Step("s", ones, models={
-        "model": replay.Model("no-such-model.pkl")})])
+    pipe = replay.Pipeline(
+        "p", [replay.Step("s", ones, models={"model": replay.Model("no-such-model.pkl")})]
+    )
     with pytest.raises(errors.CaptureError) as caught:
         replay.record(pipe, rows(1), store=store, at=AT)
-    assert caught.value.message == (f"step 's': model 'model': {HERE / 'no-such-model.pkl'} "
-                                    "does not exist")
-    assert caught.value.hint == ("check the path bound to the step; relative paths resolve "
-                                 f"against the folder of the file that declared them ({HERE})")
+    assert caught.value.message == (
+        f"step 's': model 'model': {HERE / 'no-such-model.pkl'} does not exist"
+    )
+    assert caught.value.hint == (
+        "check the path bound to the step; relative paths resolve "
+        f"against the folder of the file that declared them ({HERE})"
+    )
 
 
 def test_a_missing_relative_data_file_names_the_folder_it_was_resolved_against(
-        store: replay.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: replay.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     pipe = replay.Pipeline("p", [replay.Step("s", reads, data={"bands": "no-such.csv"})])
     with pytest.raises(errors.CaptureError) as caught:
         replay.record(pipe, rows(1), store=store, at=AT)
-    assert caught.value.message == (f"step 's': data file {HERE / 'no-such.csv'} does not "
-                                    "exist")
+    assert caught.value.message == (f"step 's': data file {HERE / 'no-such.csv'} does not exist")
     assert str(HERE) in caught.value.hint
 
 
@@ -153,8 +175,7 @@ def test_a_failing_step_is_caught_as_replay_step_error(store: replay.Store) -> N
         raise ValueError("boom")
 
     with pytest.raises(replay.StepError) as caught:
-        replay.record(replay.Pipeline("p", [replay.Step("s", fails)]), rows(1), store=store,
-                      at=AT)
+        replay.record(replay.Pipeline("p", [replay.Step("s", fails)]), rows(1), store=store, at=AT)
     assert caught.value.step == "s"
 
 
@@ -171,7 +192,8 @@ def imports_lazily(table: pa.Table) -> pa.Table:
 
 
 def test_a_replayed_step_time_leaves_out_the_imports_its_call_triggers(
-        store: replay.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: replay.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / f"{SLOW_MODULE}.py").write_text("import time\ntime.sleep(0.5)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(sys.modules, SLOW_MODULE, None)
@@ -189,8 +211,9 @@ def test_a_replayed_step_time_leaves_out_the_imports_its_call_triggers(
 
 
 def sh(cwd: Path, *cmd: str) -> str:
-    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True,
-                          env={**os.environ, **GIT_ENV}).stdout.strip()
+    return subprocess.run(
+        cmd, cwd=cwd, check=True, capture_output=True, text=True, env={**os.environ, **GIT_ENV}
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -217,42 +240,63 @@ def _model_entry(store: replay.Store, result: replay.RecordResult) -> dict:
 
 
 def test_a_dvc_tracked_model_file_is_recorded_with_its_dvc_version(
-        model_repo: Path, store: replay.Store) -> None:
+    model_repo: Path, store: replay.Store
+) -> None:
     path = model_repo / "models" / "weight.bin"
-    pipe = replay.Pipeline("p", [replay.Step("s", ones, models={
-        "model": replay.Model(path, format="path")})])
+    pipe = replay.Pipeline(
+        "p", [replay.Step("s", ones, models={"model": replay.Model(path, format="path")})]
+    )
     entry = _model_entry(store, replay.record(pipe, rows(1), store=store, at=AT))
     assert {k: entry["dvc"][k] for k in ("repo", "rev", "path", "md5", "committed")} == {
-        "repo": str(model_repo), "rev": sh(model_repo, "git", "rev-parse", "HEAD"),
-        "path": "models/weight.bin", "md5": hashlib.md5(path.read_bytes()).hexdigest(),
-        "committed": True}
+        "repo": str(model_repo),
+        "rev": sh(model_repo, "git", "rev-parse", "HEAD"),
+        "path": "models/weight.bin",
+        "md5": hashlib.md5(path.read_bytes()).hexdigest(),
+        "committed": True,
+    }
     assert store.get_object(entry["digest"]) == path.read_bytes()  # stored by content too
 
 
 def test_a_dvc_tracked_model_folder_is_recorded_with_its_dvc_version(
-        model_repo: Path, store: replay.Store) -> None:
+    model_repo: Path, store: replay.Store
+) -> None:
     dvc_file = (model_repo / "models" / "encoder.dvc").read_text()
-    pipe = replay.Pipeline("p", [replay.Step("s", ones, models={
-        "model": replay.Model(model_repo / "models" / "encoder", format="path")})])
+    pipe = replay.Pipeline(
+        "p",
+        [
+            replay.Step(
+                "s",
+                ones,
+                models={"model": replay.Model(model_repo / "models" / "encoder", format="path")},
+            )
+        ],
+    )
     entry = _model_entry(store, replay.record(pipe, rows(1), store=store, at=AT))
     assert entry["dvc"]["path"] == "models/encoder"
     assert entry["dvc"]["md5"].endswith(".dir") and entry["dvc"]["md5"] in dvc_file
     assert entry["dvc"]["committed"] is True
 
 
-def test_a_model_dvc_does_not_track_has_no_dvc_version(
-        store: replay.Store, tmp_path: Path) -> None:
+def test_a_model_dvc_does_not_track_has_no_dvc_version(store: replay.Store, tmp_path: Path) -> None:
     (tmp_path / "weight.bin").write_bytes(b"w")
-    pipe = replay.Pipeline("p", [replay.Step("s", ones, models={
-        "model": replay.Model(tmp_path / "weight.bin", format="path")})])
+    pipe = replay.Pipeline(
+        "p",
+        [
+            replay.Step(
+                "s", ones, models={"model": replay.Model(tmp_path / "weight.bin", format="path")}
+            )
+        ],
+    )
     assert "dvc" not in _model_entry(store, replay.record(pipe, rows(1), store=store, at=AT))
 
 
 def test_replay_show_lists_a_dvc_tracked_models_rev_and_md5(
-        model_repo: Path, store: replay.Store) -> None:
+    model_repo: Path, store: replay.Store
+) -> None:
     path = model_repo / "models" / "weight.bin"
-    pipe = replay.Pipeline("p", [replay.Step("s", ones, models={
-        "model": replay.Model(path, format="path")})])
+    pipe = replay.Pipeline(
+        "p", [replay.Step("s", ones, models={"model": replay.Model(path, format="path")})]
+    )
     run_id = replay.record(pipe, rows(1), store=store, at=AT).run_id
     shown = CliRunner().invoke(app, ["--store", str(store.root), "show", run_id, "--json"])
     assert shown.exit_code == 0, shown.output
@@ -261,15 +305,20 @@ def test_replay_show_lists_a_dvc_tracked_models_rev_and_md5(
     assert model["dvc_md5"] == hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def test_the_lineage_names_a_dvc_tracked_models_rev(model_repo: Path,
-                                                    store: replay.Store) -> None:
+def test_the_lineage_names_a_dvc_tracked_models_rev(model_repo: Path, store: replay.Store) -> None:
     from replay.engine import lineage
 
-    pipe = replay.Pipeline("p", [replay.Step("s", ones, models={
-        "model": replay.Model(model_repo / "models" / "weight.bin", format="path")})])
+    pipe = replay.Pipeline(
+        "p",
+        [
+            replay.Step(
+                "s",
+                ones,
+                models={"model": replay.Model(model_repo / "models" / "weight.bin", format="path")},
+            )
+        ],
+    )
     result = replay.record(pipe, rows(1), store=store, at=AT)
     spec = json.loads(store.get_object(result.manifest["version"]))
     rev = sh(model_repo, "git", "rev-parse", "HEAD")
     assert f"(dvc rev {rev[:12]}, md5 " in lineage.text(result.manifest, spec)
-
-

@@ -95,7 +95,8 @@ def run(env: dict[str, Path], *args: str):  # type: ignore[no-untyped-def]
 def record(env: dict[str, Path]) -> str:
     result = run(
         env,
-        "record", "--create",
+        "record",
+        "--create",
         f"{env['dir']}/toy_pipeline.py:pipeline",
         "--input",
         str(env["dir"] / "apps.parquet"),

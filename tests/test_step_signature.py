@@ -22,19 +22,25 @@ def score(table: pa.Table, weights: list[float], cutoff: float, now, rng, call) 
     bureau = call("bureau", lambda ids: [len(i) for i in ids], table["id"].to_pylist())
     noise = rng.random(table.num_rows)
     value = pc.add(pc.multiply(table["x"], weights[0]), pa.array(noise))
-    return table.append_column("score", value).append_column(
-        "high", pc.greater(value, cutoff)).append_column(
-        "bureau", pa.array(bureau)).append_column("day", pa.array([now.date()] * len(table)))
+    return (
+        table.append_column("score", value)
+        .append_column("high", pc.greater(value, cutoff))
+        .append_column("bureau", pa.array(bureau))
+        .append_column("day", pa.array([now.date()] * len(table)))
+    )
 
 
 def _pipe(**params) -> replay.Pipeline:
-    return replay.Pipeline("plain", [replay.Step(
-        "score", score, params={"weights": (2.0, 1.0), "cutoff": 3.0, **params})])
+    return replay.Pipeline(
+        "plain",
+        [replay.Step("score", score, params={"weights": (2.0, 1.0), "cutoff": 3.0, **params})],
+    )
 
 
 def test_a_plain_function_gets_its_params_and_doors_by_name_and_replays_exact(store) -> None:
-    result = replay.record(_pipe(), pa.table({"id": ["a", "bb"], "x": [1.0, 2.0]}),
-                           store=store, at=AT)
+    result = replay.record(
+        _pipe(), pa.table({"id": ["a", "bb"], "x": [1.0, 2.0]}), store=store, at=AT
+    )
     assert result.output["bureau"].to_pylist() == [1, 2]
     assert result.output["day"].to_pylist() == [AT.date()] * 2
     assert replay_run(store, result.run_id).verdict == "exact"
@@ -47,8 +53,9 @@ def test_tuple_and_numpy_params_arrive_as_json_gives_them_back(store) -> None:
         seen.append((bands, k, type(k)))
         return table
 
-    pipe = replay.Pipeline("p", [replay.Step("keep", keep, params={
-        "bands": (0.1, np.float32(0.5)), "k": np.int64(3)})])
+    pipe = replay.Pipeline(
+        "p", [replay.Step("keep", keep, params={"bands": (0.1, np.float32(0.5)), "k": np.int64(3)})]
+    )
     replay.record(pipe, pa.table({"x": [1.0]}), store=store, at=AT)
     assert seen == [([0.1, 0.5], 3, int)]
 

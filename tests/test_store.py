@@ -45,14 +45,18 @@ def test_opening_a_missing_store_without_create_says_how_to_make_one(tmp_path: P
         replay.Store.open(tmp_path / "nowhere", create=False)
 
 
-def test_the_default_store_comes_from_replay_store(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_store_comes_from_replay_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("REPLAY_STORE", str(tmp_path / "env-store"))
     assert replay.Store.open().root == tmp_path / "env-store"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_a_store_without_write_permission_opens_read_only(tmp_path: Path, toy, ) -> None:
+def test_a_store_without_write_permission_opens_read_only(
+    tmp_path: Path,
+    toy,
+) -> None:
     replay.Store.open(tmp_path / "s")
     os.chmod(tmp_path / "s", 0o555)
     try:

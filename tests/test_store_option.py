@@ -49,9 +49,17 @@ def test_verify_store_path_verifies_that_store(recorded, tmp_path) -> None:
 
 def test_a_store_flag_followed_by_an_option_stays_verifys_flag() -> None:
     assert hoist_store(["verify", "--store", "--key", "k.pub"]) == [
-        "verify", "--store", "--key", "k.pub"]
-    assert hoist_store(["--store", "a", "verify", "--store"]) == ["--store", "a", "verify",
-                                                                  "--store"]
+        "verify",
+        "--store",
+        "--key",
+        "k.pub",
+    ]
+    assert hoist_store(["--store", "a", "verify", "--store"]) == [
+        "--store",
+        "a",
+        "verify",
+        "--store",
+    ]
 
 
 def test_only_options_after_the_command_move_and_never_past_a_double_dash() -> None:
@@ -64,31 +72,58 @@ def pipeline_file(tmp_path: Path) -> Path:
     (tmp_path / "pipe.py").write_text(
         "import replay\n\n"
         "def score(table):\n    return table\n\n"
-        "pipeline = replay.Pipeline('desk', [replay.Step('score', score)])\n")
+        "pipeline = replay.Pipeline('desk', [replay.Step('score', score)])\n"
+    )
     pq.write_table(rows(2), tmp_path / "in.parquet")
     return tmp_path / "pipe.py"
 
 
 def test_record_refuses_a_store_that_does_not_exist(pipeline_file, tmp_path) -> None:
-    result = invoke("--store", str(tmp_path / "stroe"), "record", f"{pipeline_file}:pipeline",
-                    "--input", str(tmp_path / "in.parquet"), "--record-key", "id",
-                    cwd=tmp_path)
+    result = invoke(
+        "--store",
+        str(tmp_path / "stroe"),
+        "record",
+        f"{pipeline_file}:pipeline",
+        "--input",
+        str(tmp_path / "in.parquet"),
+        "--record-key",
+        "id",
+        cwd=tmp_path,
+    )
     assert result.exit_code == 4  # type: ignore[attr-defined]
     assert "no store at" in result.stderr and "--create" in result.stderr  # type: ignore
     assert not (tmp_path / "stroe").exists()
 
 
 def test_record_create_makes_the_store(pipeline_file, tmp_path) -> None:
-    result = invoke("--store", str(tmp_path / "new"), "record", f"{pipeline_file}:pipeline",
-                    "--input", str(tmp_path / "in.parquet"), "--record-key", "id", "--create",
-                    cwd=tmp_path)
+    result = invoke(
+        "--store",
+        str(tmp_path / "new"),
+        "record",
+        f"{pipeline_file}:pipeline",
+        "--input",
+        str(tmp_path / "in.parquet"),
+        "--record-key",
+        "id",
+        "--create",
+        cwd=tmp_path,
+    )
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert (tmp_path / "new" / "FORMAT").exists()
 
 
-def test_record_without_a_record_key_warns_that_find_will_not_find_it(pipeline_file,
-                                                                      tmp_path) -> None:
-    result = invoke("--store", str(tmp_path / "new"), "record", f"{pipeline_file}:pipeline",
-                    "--input", str(tmp_path / "in.parquet"), "--create", cwd=tmp_path)
+def test_record_without_a_record_key_warns_that_find_will_not_find_it(
+    pipeline_file, tmp_path
+) -> None:
+    result = invoke(
+        "--store",
+        str(tmp_path / "new"),
+        "record",
+        f"{pipeline_file}:pipeline",
+        "--input",
+        str(tmp_path / "in.parquet"),
+        "--create",
+        cwd=tmp_path,
+    )
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert "warning: no --record-key" in result.stderr  # type: ignore[attr-defined]

@@ -23,8 +23,9 @@ def _embeddings(values: np.ndarray) -> pa.Table:
 
 
 def _diff(a: pa.Array, b: pa.Array, tolerance: float | None = None) -> TableDiff:
-    return compare_tables(pa.table({"c": a}), pa.table({"c": b}),
-                          None if tolerance is None else {"c": tolerance})
+    return compare_tables(
+        pa.table({"c": a}), pa.table({"c": b}), None if tolerance is None else {"c": tolerance}
+    )
 
 
 def test_an_embedding_that_moved_within_its_tolerance_is_equivalent() -> None:
@@ -45,7 +46,8 @@ def test_an_embedding_that_moved_without_a_declared_tolerance_diverges() -> None
 
 @given(st.data())
 def test_a_float32_vector_column_is_equivalent_exactly_when_it_moved_within_tolerance(
-        data: st.DataObject) -> None:
+    data: st.DataObject,
+) -> None:
     rows, width = data.draw(st.integers(1, 8)), data.draw(st.integers(1, 6))
     finite = st.floats(-100, 100, width=32)
     values = data.draw(hnp.arrays(np.float32, (rows, width), elements=finite))
@@ -55,8 +57,11 @@ def test_a_float32_vector_column_is_equivalent_exactly_when_it_moved_within_tole
     gaps = np.abs(moved.astype(np.float64) - values.astype(np.float64))
     signs = np.signbit(moved) != np.signbit(values)  # -0.0 and 0.0: a change of size 0
     changed = int(((gaps > 0) | signs).any(axis=1).sum())
-    diff = _diff(pa.array(list(values), pa.list_(pa.float32())),
-                 pa.array(list(moved), pa.list_(pa.float32())), tolerance)
+    diff = _diff(
+        pa.array(list(values), pa.list_(pa.float32())),
+        pa.array(list(moved), pa.list_(pa.float32())),
+        tolerance,
+    )
     assert diff.equivalent == (gaps.max() <= tolerance)
     assert [c.rows_changed for c in diff.columns] == ([changed] if changed else [])
 
@@ -107,8 +112,14 @@ def test_a_column_diff_read_back_from_json_is_the_same_value() -> None:
 
 
 def test_a_column_diff_written_before_rows_were_kept_still_loads() -> None:
-    old = {"column": "u", "rows_changed": 4, "max_abs": 0.5, "max_rel": 0.5,
-           "tolerance": None, "changes": []}
+    old = {
+        "column": "u",
+        "rows_changed": 4,
+        "max_abs": 0.5,
+        "max_rel": 0.5,
+        "tolerance": None,
+        "changes": [],
+    }
     assert ColumnDiff(**old).rows == ()
 
 
@@ -133,17 +144,24 @@ def test_an_unsized_change_is_not_within_even_an_infinite_tolerance() -> None:
     assert not ColumnDiff("p", 1, math.inf, math.inf, math.inf).within_tolerance
 
 
-@given(st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)),
-                min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)),
+        min_size=1,
+        max_size=20,
+    )
+)
 @example([(2**53, 2**53 + 1)])
 @example([(-(2**63), 2**63 - 1)])
 def test_integers_are_compared_exactly_and_never_equivalent_without_a_tolerance(
-        pairs: list[tuple[int, int]]) -> None:
+    pairs: list[tuple[int, int]],
+) -> None:
     before, after = zip(*pairs, strict=True)
     diff = _diff(pa.array(before, pa.int64()), pa.array(after, pa.int64()))
     moved = [abs(x - y) for x, y in pairs if x != y]
     assert [(c.rows_changed, c.max_abs) for c in diff.columns] == (
-        [(len(moved), float(max(moved)))] if moved else [])
+        [(len(moved), float(max(moved)))] if moved else []
+    )
     assert diff.equivalent == (not moved)
 
 
@@ -184,8 +202,7 @@ def test_a_map_whose_values_moved_within_tolerance_is_equivalent() -> None:
 
 def test_a_map_key_that_changed_is_compared_exactly() -> None:
     diff = _diff(_scores([("a", 1.0)], [("b", 2.0)]), _scores([("a", 1.0)], [("c", 2.0)]), 1.0)
-    assert [(c.column, c.changes) for c in diff.columns] == [
-        ("c.keys", (('["b"]', '["c"]', 1),))]
+    assert [(c.column, c.changes) for c in diff.columns] == [("c.keys", (('["b"]', '["c"]', 1),))]
     assert not diff.equivalent
 
 
@@ -239,15 +256,19 @@ def test_a_moved_embedding_is_not_a_decision_flip_a_changed_decision_is() -> Non
     before = _outputs([[0.1, 0.2], [0.3, 0.4]], ["approve", "approve"])
     after = _outputs([[0.1, 0.7], [0.3, 0.4]], ["approve", "decline"])
     assert [(r.key, r.flipped) for r in record_changes(before, after, "id")] == [
-        ("B", True), ("A", False)]
+        ("B", True),
+        ("A", False),
+    ]
 
 
 def test_a_moved_embedding_is_shown_by_its_size_and_distance_not_its_values() -> None:
     before = _outputs([[0.1, 0.2], [0.3, 0.4]], ["approve", "approve"])
     after = _outputs([[0.1, 0.7], [0.3]], ["approve", "approve"])
     changes = {r.key: r.changes for r in record_changes(before, after, "id")}
-    assert changes == {"A": {"embedding": ("2 values", "max |Δ| 0.5")},
-                       "B": {"embedding": ("2 values", "1 values")}}
+    assert changes == {
+        "A": {"embedding": ("2 values", "max |Δ| 0.5")},
+        "B": {"embedding": ("2 values", "1 values")},
+    }
 
 
 def test_a_score_appearing_where_there_was_none_is_not_a_flip() -> None:

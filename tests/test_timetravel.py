@@ -29,10 +29,12 @@ def timeline(store) -> dict[str, str]:
     fast = replay.Pipeline("desk", [replay.Step("s", lambda t: t)])
     return {
         "slow": replay.record(slow, rows(1, 0), store=store, record_key="id", at=T0).run_id,
-        "fast": replay.record(fast, rows(1, 1), store=store, record_key="id",
-                              at=T0 + timedelta(milliseconds=100)).run_id,
-        "later": replay.record(fast, rows(1, 0), store=store, record_key="id",
-                               at=T0 + timedelta(hours=1)).run_id,
+        "fast": replay.record(
+            fast, rows(1, 1), store=store, record_key="id", at=T0 + timedelta(milliseconds=100)
+        ).run_id,
+        "later": replay.record(
+            fast, rows(1, 0), store=store, record_key="id", at=T0 + timedelta(hours=1)
+        ).run_id,
     }
 
 
@@ -51,17 +53,13 @@ def test_the_exact_start_of_a_run_finds_that_run(store, timeline) -> None:
 
 
 def test_time_zones_are_honoured(store, timeline) -> None:
-    assert at(store, parse_time("2026-03-14T11:00:00+01:00"), "desk")["run_id"] == \
-        timeline["slow"]
-    assert at(store, parse_time("2026-03-14T06:30:00-04:00"), "desk")["run_id"] == \
-        timeline["fast"]
+    assert at(store, parse_time("2026-03-14T11:00:00+01:00"), "desk")["run_id"] == timeline["slow"]
+    assert at(store, parse_time("2026-03-14T06:30:00-04:00"), "desk")["run_id"] == timeline["fast"]
 
 
 def test_with_a_record_key_the_run_that_decided_that_record(store, timeline) -> None:
-    assert at(store, T0 + timedelta(minutes=30), "desk", record="R0")["run_id"] == \
-        timeline["slow"]
-    assert at(store, T0 + timedelta(hours=2), "desk", record="R0")["run_id"] == \
-        timeline["later"]
+    assert at(store, T0 + timedelta(minutes=30), "desk", record="R0")["run_id"] == timeline["slow"]
+    assert at(store, T0 + timedelta(hours=2), "desk", record="R0")["run_id"] == timeline["later"]
 
 
 def test_a_time_before_the_first_run_is_a_clear_error(store, timeline) -> None:

@@ -25,13 +25,15 @@ def score(table: pa.Table) -> pa.Table:
 
 
 def rule(table: pa.Table) -> pa.Table:
-    return table.append_column("decision",
-                               pc.if_else(pc.greater(table["score"], 5), "decline", "approve"))
+    return table.append_column(
+        "decision", pc.if_else(pc.greater(table["score"], 5), "decline", "approve")
+    )
 
 
 def rescale(table: pa.Table) -> pa.Table:
-    return table.set_column(table.column_names.index("score"), "score",
-                            pc.multiply(table["score"], 1000.0))
+    return table.set_column(
+        table.column_names.index("score"), "score", pc.multiply(table["score"], 1000.0)
+    )
 
 
 def _record(store: replay.Store, *steps: replay.Step) -> str:
@@ -40,8 +42,9 @@ def _record(store: replay.Store, *steps: replay.Step) -> str:
 
 
 def test_a_columns_tolerance_follows_it_through_later_steps(store, monkeypatch) -> None:
-    run_id = _record(store, replay.Step("score", score, tolerances={"score": 1e-6}),
-                     replay.Step("rule", rule))
+    run_id = _record(
+        store, replay.Step("score", score, tolerances={"score": 1e-6}), replay.Step("rule", rule)
+    )
     monkeypatch.setenv(NUDGE, "1e-9")
     report = replay_run(store, run_id)
     assert [s.verdict for s in report.steps] == ["equivalent", "equivalent"]
@@ -50,8 +53,11 @@ def test_a_columns_tolerance_follows_it_through_later_steps(store, monkeypatch) 
 
 
 def test_a_column_a_later_step_recomputes_does_not_inherit(store, monkeypatch) -> None:
-    run_id = _record(store, replay.Step("score", score, tolerances={"score": 1e-6}),
-                     replay.Step("rescale", rescale))
+    run_id = _record(
+        store,
+        replay.Step("score", score, tolerances={"score": 1e-6}),
+        replay.Step("rescale", rescale),
+    )
     monkeypatch.setenv(NUDGE, "1e-9")
     report = replay_run(store, run_id)
     assert [s.verdict for s in report.steps] == ["equivalent", "diverged"]

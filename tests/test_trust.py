@@ -62,12 +62,13 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     tmp = tmp_path_factory.mktemp("bank")
     key = keys.init_key(tmp / "bank.pem")
     store = replay.Store.open(tmp / "store")
-    pipe = replay.Pipeline("toy", [replay.Step("scale", scale, params={"k": 2.0}),
-                                   replay.Step("label", label)])
-    run_id = replay.record(pipe, rows(3), store=store, record_key="id",
-                           at=datetime(2026, 3, 14, 8, tzinfo=UTC)).run_id
-    return export(store, [run_id], tmp / "bank.bundle", key=key).path, \
-        keys.public_path(key), run_id
+    pipe = replay.Pipeline(
+        "toy", [replay.Step("scale", scale, params={"k": 2.0}), replay.Step("label", label)]
+    )
+    run_id = replay.record(
+        pipe, rows(3), store=store, record_key="id", at=datetime(2026, 3, 14, 8, tzinfo=UTC)
+    ).run_id
+    return export(store, [run_id], tmp / "bank.bundle", key=key).path, keys.public_path(key), run_id
 
 
 def _object(digest: str) -> str:
@@ -97,13 +98,21 @@ def _prove(files: dict[str, bytes], entry: dict[str, Any], forger: Ed25519Privat
     leaves = [merkle.leaf_hash(b"filler %d" % i) for i in range(entry["seq"] - 1)]
     leaves.append(merkle.leaf_hash(line_of(entry)))
     index = entry["seq"] - 1
-    files["ledger/proofs.json"] = canonical_json({entry["run_id"]: {
-        "index": index, "proof": [h.hex() for h in merkle.inclusion_proof(index, leaves)]}})
+    files["ledger/proofs.json"] = canonical_json(
+        {
+            entry["run_id"]: {
+                "index": index,
+                "proof": [h.hex() for h in merkle.inclusion_proof(index, leaves)],
+            }
+        }
+    )
     kid = keys.key_id(forger.public_key())
-    cp = Checkpoint(len(leaves), "sha256:" + merkle.root(leaves).hex(),
-                    "2026-03-14T09:00:00+00:00", kid)
-    signed = Checkpoint(**{**cp.as_json(),
-                           "signature": base64.b64encode(forger.sign(cp.body())).decode()})
+    cp = Checkpoint(
+        len(leaves), "sha256:" + merkle.root(leaves).hex(), "2026-03-14T09:00:00+00:00", kid
+    )
+    signed = Checkpoint(
+        **{**cp.as_json(), "signature": base64.b64encode(forger.sign(cp.body())).decode()}
+    )
     files["ledger/checkpoint.json"] = canonical_json(signed.as_json())
     return kid
 
@@ -126,11 +135,15 @@ def forge(genuine: Path, forger: Ed25519PrivateKey, marker: Path) -> bytes:
     signed = json.loads(files.pop("MANIFEST.json"))
     del files["MANIFEST.sig"]
     cp = json.loads(files["ledger/checkpoint.json"])
-    signed.update(key_id=kid, checkpoint={"tree_size": cp["tree_size"], "root": cp["root"]},
-                  files={n: sha256(d) for n, d in sorted(files.items())})
+    signed.update(
+        key_id=kid,
+        checkpoint={"tree_size": cp["tree_size"], "root": cp["root"]},
+        files={n: sha256(d) for n, d in sorted(files.items())},
+    )
     body = canonical_json(signed)
-    return bundle.write({**files, "MANIFEST.json": body,
-                         "MANIFEST.sig": base64.b64encode(forger.sign(body))})
+    return bundle.write(
+        {**files, "MANIFEST.json": body, "MANIFEST.sig": base64.b64encode(forger.sign(body))}
+    )
 
 
 @pytest.fixture
@@ -151,8 +164,7 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def test_nothing_pinned_a_forged_bundle_is_consistent_but_its_signer_not_trusted(
-        forged) -> None:
+def test_nothing_pinned_a_forged_bundle_is_consistent_but_its_signer_not_trusted(forged) -> None:
     path, _, forger, _ = forged
     result = cli("verify", path)
     assert result.exit_code == 14, result.output
@@ -163,8 +175,7 @@ def test_nothing_pinned_a_forged_bundle_is_consistent_but_its_signer_not_trusted
     assert [c["part"] for c in checks if not c["ok"]] == ["signer"]  # all else consistent
 
 
-def test_with_the_banks_key_pinned_the_forgery_fails_naming_the_forged_key(
-        genuine, forged) -> None:
+def test_with_the_banks_key_pinned_the_forgery_fails_naming_the_forged_key(genuine, forged) -> None:
     added = cli("trust", "add", genuine[1], "--name", BANK)
     assert added.exit_code == 0, added.output
     assert keys.key_id(keys.load_public(genuine[1].read_bytes())) in flat(added.stdout)
@@ -199,7 +210,8 @@ def test_a_bundle_from_a_pinned_signer_replays(genuine) -> None:
 
 
 def test_without_a_container_engine_a_bundle_replays_on_the_host_and_says_so(
-        genuine, tmp_path, monkeypatch) -> None:
+    genuine, tmp_path, monkeypatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     assert cli("trust", "add", genuine[1], "--name", BANK).exit_code == 0
     result = cli("run", genuine[2], "--bundle", genuine[0], "--json")
@@ -242,8 +254,9 @@ def test_insecure_any_signer_checks_consistency_only_and_warns(forged) -> None:
     assert both.exit_code == 2 and "contradict" in flat(both.stderr)
 
 
-def test_replay_trusted_keys_pins_key_files_and_folders(genuine, forged, tmp_path,
-                                                        monkeypatch) -> None:
+def test_replay_trusted_keys_pins_key_files_and_folders(
+    genuine, forged, tmp_path, monkeypatch
+) -> None:
     folder = tmp_path / "ci-keys"
     folder.mkdir()
     (folder / "bank.pem").write_bytes(genuine[1].read_bytes())
@@ -265,7 +278,9 @@ def test_trust_list_and_remove_round_trip(genuine, forged, config) -> None:
     assert cli("trust", "add", forged[1], "--name", "other").exit_code == 0
     listed = json.loads(cli("trust", "list", "--json").stdout)
     assert [(k["name"], k["key_id"], k["source"]) for k in listed] == [
-        (BANK, bank, "trust store"), ("other", forged[2], "trust store")]
+        (BANK, bank, "trust store"),
+        ("other", forged[2], "trust store"),
+    ]
     assert (config / f"{BANK}.pem").read_bytes() == genuine[1].read_bytes()
     assert cli("trust", "remove", BANK).exit_code == 0
     gone = cli("trust", "remove", forged[2][7:19])  # a unique prefix of the key id
@@ -275,8 +290,7 @@ def test_trust_list_and_remove_round_trip(genuine, forged, config) -> None:
     assert unknown.exit_code == 4 and "no trusted key is named" in flat(unknown.stderr)
 
 
-def test_adding_twice_changes_nothing_and_a_name_or_key_is_never_reused(genuine,
-                                                                       forged) -> None:
+def test_adding_twice_changes_nothing_and_a_name_or_key_is_never_reused(genuine, forged) -> None:
     first = trust.add(genuine[1], BANK)
     assert trust.add(genuine[1], BANK) == first
     renamed = cli("trust", "add", genuine[1], "--name", "another name")
@@ -298,7 +312,8 @@ def test_verify_key_pins_only_that_key(genuine, forged) -> None:
 
 
 def test_a_private_or_malformed_key_is_refused_a_readable_public_one_is_fine(
-        genuine, tmp_path, config) -> None:
+    genuine, tmp_path, config
+) -> None:
     private = genuine[1].with_suffix(".pem")
     refused = cli("trust", "add", private, "--name", BANK)
     assert refused.exit_code == 2 and "is a private key" in flat(refused.stderr)
@@ -327,8 +342,9 @@ def test_the_old_trust_flag_is_refused_with_its_new_name(genuine, forged) -> Non
 
 
 def test_insecure_replay_unverified_replays_an_unpinned_bundle_with_a_warning(genuine) -> None:
-    result = cli("run", genuine[2], "--bundle", genuine[0], "--insecure-replay-unverified",
-                 "--json")
+    result = cli(
+        "run", genuine[2], "--bundle", genuine[0], "--insecure-replay-unverified", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["verdict"] == "exact"
     assert "warning: replaying an unverified bundle" in flat(result.stderr)

@@ -24,15 +24,19 @@ BIG = 2**53
 
 
 def _base() -> pa.Table:
-    return pa.table({
-        "id": ["A1", "A2"], "n": pa.array([BIG, None], pa.int64()), "x": [0.0, 1.5],
-        "d": pa.array(["a", "b"]).dictionary_encode(),
-        "v": pa.array([[0.5], [1.0]], pa.list_(pa.float64())),
-        "s": pa.array([{"p": 0.25, "r": "ok"}, {"p": 0.75, "r": "ok"}])})
+    return pa.table(
+        {
+            "id": ["A1", "A2"],
+            "n": pa.array([BIG, None], pa.int64()),
+            "x": [0.0, 1.5],
+            "d": pa.array(["a", "b"]).dictionary_encode(),
+            "v": pa.array([[0.5], [1.0]], pa.list_(pa.float64())),
+            "s": pa.array([{"p": 0.25, "r": "ok"}, {"p": 0.75, "r": "ok"}]),
+        }
+    )
 
 
-def _with(name: str, column: pa.Array | pa.ChunkedArray,
-          field: pa.Field | None = None) -> pa.Table:
+def _with(name: str, column: pa.Array | pa.ChunkedArray, field: pa.Field | None = None) -> pa.Table:
     table = _base()
     i = table.column_names.index(name)
     return table.set_column(i, field or pa.field(name, column.type), column)
@@ -46,25 +50,32 @@ def _null_over(value: int) -> pa.Array:
 
 def _dictionary_in_chunks() -> pa.ChunkedArray:
     """["a", "b"] in two chunks whose dictionaries combine into one with an unused entry."""
-    return pa.chunked_array([
-        pa.DictionaryArray.from_arrays(pa.array([1], pa.int32()), pa.array(["z", "a"])),
-        pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), pa.array(["b"]))])
+    return pa.chunked_array(
+        [
+            pa.DictionaryArray.from_arrays(pa.array([1], pa.int32()), pa.array(["z", "a"])),
+            pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), pa.array(["b"])),
+        ]
+    )
 
 
 def _twins(second: str) -> pa.Table:
-    return pa.Table.from_arrays([pa.array(["hi", "lo"]), pa.array(["hi", second])],
-                                names=["s", "s"])
+    return pa.Table.from_arrays(
+        [pa.array(["hi", "lo"]), pa.array(["hi", second])], names=["s", "s"]
+    )
 
 
 VARIANTS = {
     "base": _base,
     "order": lambda: _base().select(["x", "id", "n", "d", "v", "s"]),
-    "metadata": lambda: _with("x", pa.array([0.0, 1.5]),
-                              pa.field("x", pa.float64(), metadata={"unit": "EUR"})),
-    "nested-name": lambda: _with("v", pa.array([[0.5], [1.0]],
-                                               pa.list_(pa.field("element", pa.float64())))),
-    "nullability": lambda: _with("x", pa.array([0.0, 1.5]),
-                                 pa.field("x", pa.float64(), nullable=False)),
+    "metadata": lambda: _with(
+        "x", pa.array([0.0, 1.5]), pa.field("x", pa.float64(), metadata={"unit": "EUR"})
+    ),
+    "nested-name": lambda: _with(
+        "v", pa.array([[0.5], [1.0]], pa.list_(pa.field("element", pa.float64())))
+    ),
+    "nullability": lambda: _with(
+        "x", pa.array([0.0, 1.5]), pa.field("x", pa.float64(), nullable=False)
+    ),
     "negative-zero": lambda: _with("x", pa.array([-0.0, 1.5])),
     "int32-base": lambda: _with("n", pa.array([2**23, None], pa.int64())),
     "int32": lambda: _with("n", pa.array([2**23, None], pa.int32())),
@@ -75,8 +86,7 @@ VARIANTS = {
     "nan": lambda: _with("x", pa.array([1e-9, float("nan")])),
     "null": lambda: _with("x", pa.array([1e-9, None], pa.float64())),
     "vector": lambda: _with("v", pa.array([[0.5 + 1e-9], [1.0]], pa.list_(pa.float64()))),
-    "struct": lambda: _with("s", pa.array([{"p": 0.25 + 1e-9, "r": "ok"},
-                                           {"p": 0.75, "r": "ok"}])),
+    "struct": lambda: _with("s", pa.array([{"p": 0.25 + 1e-9, "r": "ok"}, {"p": 0.75, "r": "ok"}])),
     "twins": lambda: _twins("lo"),
     "twins-moved": lambda: _twins("hi"),
 }
@@ -86,16 +96,24 @@ def shape(table: pa.Table) -> pa.Table:
     return VARIANTS[os.environ.get(VARIANT, "base")]()
 
 
-def _record(store: replay.Store, monkeypatch: pytest.MonkeyPatch, variant: str = "base",
-            tolerances: dict[str, float] | None = None) -> str:
+def _record(
+    store: replay.Store,
+    monkeypatch: pytest.MonkeyPatch,
+    variant: str = "base",
+    tolerances: dict[str, float] | None = None,
+) -> str:
     monkeypatch.setenv(VARIANT, variant)
     pipe = replay.Pipeline("verdicts", [replay.Step("shape", shape, tolerances=tolerances)])
     return replay.record(pipe, pa.table({"i": [1]}), store=store, at=AT).run_id
 
 
-def _replayed(store: replay.Store, monkeypatch: pytest.MonkeyPatch, variant: str,
-              recorded: str = "base", tolerances: dict[str, float] | None = None
-              ) -> StepResult:
+def _replayed(
+    store: replay.Store,
+    monkeypatch: pytest.MonkeyPatch,
+    variant: str,
+    recorded: str = "base",
+    tolerances: dict[str, float] | None = None,
+) -> StepResult:
     """The one step's result when it returned ``recorded`` and now returns ``variant``;
     ``tolerances`` declared by the step (as pipelines have always been able to)."""
     run_id = _record(store, monkeypatch, recorded, tolerances)
@@ -111,8 +129,9 @@ def test_reordered_columns_diverge_and_say_the_new_order(store, monkeypatch) -> 
     step = _replayed(store, monkeypatch, "order")
     assert step.verdict == "diverged"
     assert step.diff.order == ("x", "id", "n", "d", "v", "s") and step.diff.columns == ()
-    assert step.error == "digests differ; same values, another schema: column order x, id, " \
-                         "n, d, v, s"
+    assert (
+        step.error == "digests differ; same values, another schema: column order x, id, n, d, v, s"
+    )
 
 
 def test_changed_field_metadata_diverges(store, monkeypatch) -> None:
@@ -133,12 +152,15 @@ def test_a_changed_nullability_diverges(store, monkeypatch) -> None:
     assert step.error == "digests differ; same values, another schema: nullability of x"
 
 
-def test_negative_zero_without_a_tolerance_diverges_as_a_change_of_zero(store,
-                                                                        monkeypatch) -> None:
+def test_negative_zero_without_a_tolerance_diverges_as_a_change_of_zero(store, monkeypatch) -> None:
     step = _replayed(store, monkeypatch, "negative-zero")
     (column,) = step.diff.columns
-    assert (column.column, column.rows_changed, column.max_abs, column.max_rel) == \
-        ("x", 1, 0.0, 0.0)
+    assert (column.column, column.rows_changed, column.max_abs, column.max_rel) == (
+        "x",
+        1,
+        0.0,
+        0.0,
+    )
     assert step.verdict == "diverged"
 
 
@@ -174,8 +196,9 @@ def test_a_mismatch_no_column_explains_diverges_with_the_reason(store, monkeypat
 def test_the_cli_exits_1_and_prints_the_reason(store, monkeypatch) -> None:
     run_id = _record(store, monkeypatch)
     monkeypatch.setenv(VARIANT, "under-null")
-    result = CliRunner().invoke(app, ["--store", str(store.root), "run", run_id],
-                                env={"COLUMNS": "200"})  # wide enough not to wrap the reason
+    result = CliRunner().invoke(
+        app, ["--store", str(store.root), "run", run_id], env={"COLUMNS": "200"}
+    )  # wide enough not to wrap the reason
     assert result.exit_code == 1, result.output
     assert "DIVERGED" in result.output
     words = " ".join(result.output.replace("│", " ").split())
@@ -222,8 +245,7 @@ def test_a_struct_column_is_compared_field_by_field(store, monkeypatch) -> None:
     assert [(c.column, c.rows_changed) for c in step.diff.columns] == [("s.p", 1)]
 
 
-def test_a_change_in_the_second_of_two_same_named_columns_is_named(store,
-                                                                    monkeypatch) -> None:
+def test_a_change_in_the_second_of_two_same_named_columns_is_named(store, monkeypatch) -> None:
     step = _replayed(store, monkeypatch, "twins-moved", recorded="twins")
     assert step.verdict == "diverged"
     assert [(c.column, c.changes) for c in step.diff.columns] == [("s#2", (("lo", "hi", 1),))]

@@ -32,13 +32,16 @@ def witness_key(tmp_path: Path) -> Path:
 
 
 def _pin(monkeypatch: pytest.MonkeyPatch, *private: Path) -> None:
-    monkeypatch.setenv("REPLAY_TRUSTED_KEYS",
-                       os.pathsep.join(str(keys.public_path(p)) for p in private))
+    monkeypatch.setenv(
+        "REPLAY_TRUSTED_KEYS", os.pathsep.join(str(keys.public_path(p)) for p in private)
+    )
 
 
 def _cosign(store: replay.Store, key: Path, state: Path) -> Any:
-    return CliRunner().invoke(app, ["witness", "cosign", str(store.root), "--key", str(key),
-                                    "--state", str(state), "--json"])
+    return CliRunner().invoke(
+        app,
+        ["witness", "cosign", str(store.root), "--key", str(key), "--state", str(state), "--json"],
+    )
 
 
 def _verify(store: replay.Store, *args: str) -> Any:
@@ -49,15 +52,17 @@ def _text(result: Any) -> str:
     return " ".join(result.output.split())
 
 
-def _signed(store: replay.Store, toy: replay.Pipeline, bank: Path, runs: int,
-            start: int = 0) -> checkpoint.Checkpoint:
+def _signed(
+    store: replay.Store, toy: replay.Pipeline, bank: Path, runs: int, start: int = 0
+) -> checkpoint.Checkpoint:
     for i in range(runs):
         replay.record(toy, rows(1, start + i), store=store)
     return checkpoint.sign(store, keys.load_private(bank))
 
 
-def test_a_witness_cosigns_a_head_then_a_grown_one(store, toy, bank, witness_key, tmp_path,
-                                                    monkeypatch) -> None:
+def test_a_witness_cosigns_a_head_then_a_grown_one(
+    store, toy, bank, witness_key, tmp_path, monkeypatch
+) -> None:
     from replay.evidence import witness
 
     _pin(monkeypatch, bank)
@@ -65,10 +70,14 @@ def test_a_witness_cosigns_a_head_then_a_grown_one(store, toy, bank, witness_key
     first = _signed(store, toy, bank, 3)
     done = _cosign(store, witness_key, state)
     assert done.exit_code == 0, done.output
-    cosig = witness.Cosignature.from_json(json.loads(Path(json.loads(done.stdout)["path"])
-                                                     .read_bytes()))
+    cosig = witness.Cosignature.from_json(
+        json.loads(Path(json.loads(done.stdout)["path"]).read_bytes())
+    )
     assert (cosig.tree_size, cosig.root, cosig.checkpoint_key_id) == (
-        first.tree_size, first.root, first.key_id)
+        first.tree_size,
+        first.root,
+        first.key_id,
+    )
     assert cosig.verify(keys.load_private(witness_key).public_key())
     assert not cosig.verify(keys.load_private(bank).public_key())
 
@@ -81,8 +90,9 @@ def test_a_witness_cosigns_a_head_then_a_grown_one(store, toy, bank, witness_key
     assert len(list((store.root / "witnesses").glob("*.json"))) == 2
 
 
-def test_a_witness_refuses_a_head_over_a_rewritten_history(store, toy, bank, witness_key,
-                                                           tmp_path, monkeypatch) -> None:
+def test_a_witness_refuses_a_head_over_a_rewritten_history(
+    store, toy, bank, witness_key, tmp_path, monkeypatch
+) -> None:
     from replay.evidence import witness
 
     _pin(monkeypatch, bank)
@@ -91,7 +101,7 @@ def test_a_witness_refuses_a_head_over_a_rewritten_history(store, toy, bank, wit
     assert _cosign(store, witness_key, state).exit_code == 0
     forge_history(store, toy, tmp_path, runs=4)  # the admin swaps the history...
     forged = checkpoint.sign(replay.Store.open(store.root), keys.load_private(bank))  # ...and
-    assert forged.tree_size == 4                   # the bank's key signs it: a valid checkpoint
+    assert forged.tree_size == 4  # the bank's key signs it: a valid checkpoint
     refused = _cosign(store, witness_key, state)
     assert refused.exit_code == 9, refused.output
     assert "rewritten" in _text(refused)
@@ -100,8 +110,9 @@ def test_a_witness_refuses_a_head_over_a_rewritten_history(store, toy, bank, wit
         witness.cosign(replay.Store.open(store.root), keys.load_private(witness_key), state)
 
 
-def test_a_witness_refuses_a_rolled_back_head(store, toy, bank, witness_key, tmp_path,
-                                              monkeypatch) -> None:
+def test_a_witness_refuses_a_rolled_back_head(
+    store, toy, bank, witness_key, tmp_path, monkeypatch
+) -> None:
     from replay.evidence import witness
 
     _pin(monkeypatch, bank)
@@ -120,9 +131,9 @@ def test_a_witness_refuses_a_rolled_back_head(store, toy, bank, witness_key, tmp
     assert "rolled back" in _text(refused)
 
 
-def test_a_witness_refuses_a_checkpoint_signed_by_an_unpinned_key(store, toy, bank,
-                                                                  witness_key, tmp_path,
-                                                                  monkeypatch) -> None:
+def test_a_witness_refuses_a_checkpoint_signed_by_an_unpinned_key(
+    store, toy, bank, witness_key, tmp_path, monkeypatch
+) -> None:
     _signed(store, toy, bank, 2)  # the store carries the bank's public key: not enough
     state = tmp_path / "witness-state"
     refused = _cosign(store, witness_key, state)
@@ -131,15 +142,26 @@ def test_a_witness_refuses_a_checkpoint_signed_by_an_unpinned_key(store, toy, ba
     _pin(monkeypatch, witness_key)  # pinned keys, but not the one that signed
     assert _cosign(store, witness_key, state).exit_code == 14
     assert not (store.root / "witnesses").exists() and not state.exists()
-    pinned_once = CliRunner().invoke(app, [
-        "witness", "cosign", str(store.root), "--key", str(witness_key), "--state", str(state),
-        "--signer", str(keys.public_path(bank))])
+    pinned_once = CliRunner().invoke(
+        app,
+        [
+            "witness",
+            "cosign",
+            str(store.root),
+            "--key",
+            str(witness_key),
+            "--state",
+            str(state),
+            "--signer",
+            str(keys.public_path(bank)),
+        ],
+    )
     assert pinned_once.exit_code == 0, pinned_once.output  # --signer pins it for one call
 
 
-def test_verify_store_requires_n_cosignatures_by_pinned_witnesses(store, toy, bank,
-                                                                  witness_key, tmp_path,
-                                                                  monkeypatch) -> None:
+def test_verify_store_requires_n_cosignatures_by_pinned_witnesses(
+    store, toy, bank, witness_key, tmp_path, monkeypatch
+) -> None:
     _pin(monkeypatch, bank, witness_key)
     _signed(store, toy, bank, 3)
     none = _verify(store, "--witnesses", "1")
@@ -156,8 +178,9 @@ def test_verify_store_requires_n_cosignatures_by_pinned_witnesses(store, toy, ba
     assert _verify(store, "--witnesses", "1").exit_code == 1
 
 
-def test_a_cosignature_by_an_unpinned_witness_does_not_count(store, toy, bank, witness_key,
-                                                             tmp_path, monkeypatch) -> None:
+def test_a_cosignature_by_an_unpinned_witness_does_not_count(
+    store, toy, bank, witness_key, tmp_path, monkeypatch
+) -> None:
     _pin(monkeypatch, bank)
     _signed(store, toy, bank, 2)
     assert _cosign(store, witness_key, tmp_path / "state").exit_code == 0
@@ -170,8 +193,9 @@ def test_a_cosignature_by_an_unpinned_witness_does_not_count(store, toy, bank, w
     assert own.exit_code == 1 and "checkpoint's own key" in _text(own)
 
 
-def test_a_tampered_cosignature_does_not_count(store, toy, bank, witness_key, tmp_path,
-                                               monkeypatch) -> None:
+def test_a_tampered_cosignature_does_not_count(
+    store, toy, bank, witness_key, tmp_path, monkeypatch
+) -> None:
     _pin(monkeypatch, bank, witness_key)
     _signed(store, toy, bank, 2)
     done = _cosign(store, witness_key, tmp_path / "state")

@@ -25,8 +25,13 @@ def verify_income(applicant_ids: list[str]) -> list[dict[str, str | bool | float
         base = _unit(applicant)
         jitter = _unit(f"{applicant}:{day}") - 0.5
         ratio = round(0.7 + 0.35 * base + drift + 0.06 * jitter, 4)
-        answers.append({"applicant_id": applicant, "verified": ratio >= VERIFIED_RATIO,
-                        "verified_income_ratio": ratio})
+        answers.append(
+            {
+                "applicant_id": applicant,
+                "verified": ratio >= VERIFIED_RATIO,
+                "verified_income_ratio": ratio,
+            }
+        )
     return answers
 
 

@@ -19,15 +19,24 @@ Model = Literal["fraud", "pd"]
 BUREAU_COLUMNS = ("bureau_score", "delinquencies_24m", "open_trades", "inquiries_6m")
 # An applicant the bureau does not know is scored like a subprime borrower with a recent
 # delinquency: the bank must not lend more freely to someone it knows nothing about.
-BUREAU_DEFAULTS = {"bureau_score": 560, "delinquencies_24m": 1, "open_trades": 0,
-                   "inquiries_6m": 3}
+BUREAU_DEFAULTS = {"bureau_score": 560, "delinquencies_24m": 1, "open_trades": 0, "inquiries_6m": 3}
 _APR = 0.09  # nominal rate that turns the requested loan into a monthly instalment
 _REVOLVING_SHARE = 0.03  # share of existing debt serviced each month (typical minimum payment)
 
 _BASE_COLUMNS = (
-    "age", "annual_income", "loan_amount", "term_months", "employment_years", "existing_debt",
-    "channel_online", "channel_broker", *BUREAU_COLUMNS,
-    "account_age_days", "debt_to_income", "loan_to_income", "income_verified",
+    "age",
+    "annual_income",
+    "loan_amount",
+    "term_months",
+    "employment_years",
+    "existing_debt",
+    "channel_online",
+    "channel_broker",
+    *BUREAU_COLUMNS,
+    "account_age_days",
+    "debt_to_income",
+    "loan_to_income",
+    "income_verified",
 )
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "fraud": _BASE_COLUMNS,
@@ -57,11 +66,14 @@ def add_ratios(table: pa.Table, now: datetime) -> pa.Table:
     age_days = pc.max_element_wise(pc.days_between(table["account_opened"], as_of), 0)
     income = np.maximum(_numpy(table, "annual_income"), 1.0)  # no division by zero
     loan = _numpy(table, "loan_amount")
-    monthly = (_instalment(loan, _numpy(table, "term_months"))
-               + _REVOLVING_SHARE * _numpy(table, "existing_debt"))
-    return (table.append_column("account_age_days", age_days)
-            .append_column("debt_to_income", pa.array(monthly / (income / 12)))
-            .append_column("loan_to_income", pa.array(loan / income)))
+    monthly = _instalment(loan, _numpy(table, "term_months")) + _REVOLVING_SHARE * _numpy(
+        table, "existing_debt"
+    )
+    return (
+        table.append_column("account_age_days", age_days)
+        .append_column("debt_to_income", pa.array(monthly / (income / 12)))
+        .append_column("loan_to_income", pa.array(loan / income))
+    )
 
 
 def build_feature_matrix(table: pa.Table, model: Model = "fraud") -> np.ndarray:

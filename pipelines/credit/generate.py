@@ -31,18 +31,20 @@ def make_applications(n: int, seed: int, start_id: int = 0) -> pa.Table:
     income = np.round(rng.lognormal(np.log(52_000), 0.5, n), 2)
     loan = np.clip(np.round(income * rng.lognormal(np.log(0.3), 0.6, n), -2), 1_000, 250_000)
     debt = np.round(income * rng.lognormal(np.log(0.25), 0.8, n), 2) * (rng.random(n) < 0.7)
-    return pa.table({
-        "application_id": _ids("APP-%08d", np.arange(start_id, start_id + n)),
-        "applicant_id": _ids("C-%07d", rng.integers(0, POPULATION, n)),
-        "age": age,
-        "annual_income": income,
-        "loan_amount": loan,
-        "term_months": rng.choice(np.array(TERMS), n, p=[0.1, 0.2, 0.35, 0.15, 0.2]),
-        "employment_years": np.round(np.minimum(rng.exponential(6.0, n), age - 18), 1),
-        "account_opened": _account_opened(rng, age),
-        "channel": pa.array(CHANNELS).take(rng.choice(3, n, p=[0.35, 0.5, 0.15])),
-        "existing_debt": debt,
-    })
+    return pa.table(
+        {
+            "application_id": _ids("APP-%08d", np.arange(start_id, start_id + n)),
+            "applicant_id": _ids("C-%07d", rng.integers(0, POPULATION, n)),
+            "age": age,
+            "annual_income": income,
+            "loan_amount": loan,
+            "term_months": rng.choice(np.array(TERMS), n, p=[0.1, 0.2, 0.35, 0.15, 0.2]),
+            "employment_years": np.round(np.minimum(rng.exponential(6.0, n), age - 18), 1),
+            "account_opened": _account_opened(rng, age),
+            "channel": pa.array(CHANNELS).take(rng.choice(3, n, p=[0.35, 0.5, 0.15])),
+            "existing_debt": debt,
+        }
+    )
 
 
 def make_bureau_table(seed: int, version: int = 1) -> pa.Table:
@@ -57,19 +59,23 @@ def make_bureau_table(seed: int, version: int = 1) -> pa.Table:
         score, delinquencies = _refresh(seed, score, delinquencies)
     elif version != 1:
         raise ValueError(f"bureau version {version} does not exist; use 1 or 2")
-    table = pa.table({
-        "applicant_id": _ids("C-%07d", np.arange(POPULATION)),
-        "bureau_score": np.rint(score).astype(np.int64),
-        "delinquencies_24m": delinquencies,
-        "open_trades": open_trades,
-        "inquiries_6m": inquiries,
-    })
+    table = pa.table(
+        {
+            "applicant_id": _ids("C-%07d", np.arange(POPULATION)),
+            "bureau_score": np.rint(score).astype(np.int64),
+            "delinquencies_24m": delinquencies,
+            "open_trades": open_trades,
+            "inquiries_6m": inquiries,
+        }
+    )
     # Stamped into the parquet file, so a workspace knows which population it can refresh.
     return table.replace_schema_metadata({"bureau_seed": str(seed), "bureau_version": str(version)})
 
 
 def make_training_set(
-    n: int, seed: int, bureau: pa.Table | None = None,
+    n: int,
+    seed: int,
+    bureau: pa.Table | None = None,
 ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """Feature table (as the features step builds it) with fraud and default labels."""
     rng = np.random.default_rng((seed, _LABEL_STREAM))
@@ -79,15 +85,24 @@ def make_training_set(
     col = {name: table[name].to_numpy() for name in table.column_names}
     # Fraud rings open fresh accounts, apply remotely, borrow a lot and shop around.
     fraud = rng.random(n) < _sigmoid(
-        -6.3 + 3.0 * (col["account_age_days"] < 180) + 1.5 * (col["channel"] == "broker")
-        + 0.7 * (col["channel"] == "online") + 1.5 * (col["loan_to_income"] > 0.6)
-        + 0.45 * col["inquiries_6m"])
+        -6.3
+        + 3.0 * (col["account_age_days"] < 180)
+        + 1.5 * (col["channel"] == "broker")
+        + 0.7 * (col["channel"] == "online")
+        + 1.5 * (col["loan_to_income"] > 0.6)
+        + 0.45 * col["inquiries_6m"]
+    )
     # Fraudsters' stated incomes rarely survive verification.
     verified = rng.random(n) < np.where(fraud, 0.3, 0.88)
     default = rng.random(n) < _sigmoid(
-        -2.6 - 0.018 * (col["bureau_score"] - 690) + 0.45 * col["delinquencies_24m"]
-        + 2.5 * (col["debt_to_income"] - 0.35) + 0.7 * (col["employment_years"] < 1)
-        + 2.0 * fraud + 0.5 * ~verified)
+        -2.6
+        - 0.018 * (col["bureau_score"] - 690)
+        + 0.45 * col["delinquencies_24m"]
+        + 2.5 * (col["debt_to_income"] - 0.35)
+        + 0.7 * (col["employment_years"] < 1)
+        + 2.0 * fraud
+        + 0.5 * ~verified
+    )
     return table.append_column("income_verified", pa.array(verified)), fraud, default
 
 
@@ -125,8 +140,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import pyarrow.parquet as pq
 
-    parser = argparse.ArgumentParser(prog="python -m pipelines.credit.generate",
-                                     description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.credit.generate", description=main.__doc__
+    )
     parser.add_argument("n", type=int, help="how many applications")
     parser.add_argument("out", help="Parquet file to write")
     parser.add_argument("--seed", type=int, default=0)

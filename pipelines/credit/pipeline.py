@@ -50,8 +50,7 @@ def features(table: pa.Table, *, data: Mapping[str, pa.Table], ctx: Context) -> 
     """Bureau attributes, account age at the run's logical time, ratios, income check."""
     enriched = feature_code.add_ratios(feature_code.join_bureau(table, data["bureau"]), ctx.now())
     # One batched call per run: one tape entry, however many applications.
-    answers = ctx.call("income.verify", external.verify_income,
-                       table["applicant_id"].to_pylist())
+    answers = ctx.call("income.verify", external.verify_income, table["applicant_id"].to_pylist())
     verified = pa.array([answer["verified"] for answer in answers], pa.bool_())
     return enriched.append_column("income_verified", verified)
 
@@ -59,7 +58,8 @@ def features(table: pa.Table, *, data: Mapping[str, pa.Table], ctx: Context) -> 
 def fraud(table: pa.Table, *, models: Mapping[str, Any]) -> pa.Table:
     """Fraud score: probability the application is fraudulent."""
     return table.append_column(
-        "fraud_score", feature_code.predict_score(models["fraud"], table, "fraud"))
+        "fraud_score", feature_code.predict_score(models["fraud"], table, "fraud")
+    )
 
 
 def pd_step(table: pa.Table, *, models: Mapping[str, Any]) -> pa.Table:
@@ -76,29 +76,37 @@ def decision(table: pa.Table, *, params: Mapping[str, float]) -> pa.Table:
     outcome = np.where(declined, 2, np.where(referred, 1, 0))
     # Reasons are only given for adverse actions; an approval carries none.
     reasons = np.column_stack(list(flags.values())) & (outcome > 0)[:, None]
-    return pa.table({
-        "application_id": table["application_id"],
-        "fraud_score": table["fraud_score"],
-        "pd": table["pd"],
-        "decision": pa.array(DECISIONS).take(outcome),
-        "reason_codes": _reason_lists(reasons),
-    })
+    return pa.table(
+        {
+            "application_id": table["application_id"],
+            "fraud_score": table["fraud_score"],
+            "pd": table["pd"],
+            "decision": pa.array(DECISIONS).take(outcome),
+            "reason_codes": _reason_lists(reasons),
+        }
+    )
 
 
 def make_pipeline(workspace: Path) -> replay.Pipeline:
     """The pipeline bound to the bureau table and models of a DVC workspace."""
     workspace = Path(workspace)
-    return replay.Pipeline("credit-decision", [
-        replay.Step("features", features, data={"bureau": workspace / "data/bureau.parquet"}),
-        replay.Step("fraud", fraud, models={"fraud": workspace / "models/fraud.pkl"}),
-        replay.Step("pd", pd_step, models={"pd": workspace / "models/pd.pkl"},
-                    tolerances={"pd": 1e-9}),
-        replay.Step("decision", decision, params=DEFAULT_PARAMS),
-    ], personal=["applicant_id"])  # links a row to a natural person: redactable on export
+    return replay.Pipeline(
+        "credit-decision",
+        [
+            replay.Step("features", features, data={"bureau": workspace / "data/bureau.parquet"}),
+            replay.Step("fraud", fraud, models={"fraud": workspace / "models/fraud.pkl"}),
+            replay.Step(
+                "pd", pd_step, models={"pd": workspace / "models/pd.pkl"}, tolerances={"pd": 1e-9}
+            ),
+            replay.Step("decision", decision, params=DEFAULT_PARAMS),
+        ],
+        personal=["applicant_id"],
+    )  # links a row to a natural person: redactable on export
 
 
 def _reason_flags(table: pa.Table, params: Mapping[str, float]) -> dict[str, np.ndarray]:
     """Per-row truth of every reason, keyed like REASONS (same order)."""
+
     def column(name: str) -> np.ndarray:
         return np.asarray(table[name].to_numpy())
 

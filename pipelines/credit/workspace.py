@@ -32,8 +32,10 @@ PD_MODEL = "models/pd.pkl"
 TRAINING_ROWS = 8_000  # per model: enough that a retrain is not mostly noise, still < 1 s
 _ENV = {
     # Commits must work on machines (CI, containers) that have no git identity.
-    "GIT_AUTHOR_NAME": "pipeline-replay", "GIT_AUTHOR_EMAIL": "pipeline-replay@example.com",
-    "GIT_COMMITTER_NAME": "pipeline-replay", "GIT_COMMITTER_EMAIL": "pipeline-replay@example.com",
+    "GIT_AUTHOR_NAME": "pipeline-replay",
+    "GIT_AUTHOR_EMAIL": "pipeline-replay@example.com",
+    "GIT_COMMITTER_NAME": "pipeline-replay",
+    "GIT_COMMITTER_EMAIL": "pipeline-replay@example.com",
     # A fixed date makes the commits reproducible: a workspace rebuilt at the same path has
     # the very revisions a store recorded, so the store's DVC references resolve again.
     "GIT_AUTHOR_DATE": "2026-03-13T18:00:00+00:00",
@@ -51,8 +53,10 @@ def build_workspace(root: Path, seed: int = 7) -> Path:
     if _is_built(root):
         return root
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty and not a built credit workspace; "
-                              "remove it or choose another path")
+        raise FileExistsError(
+            f"{root} is not empty and not a built credit workspace; "
+            "remove it or choose another path"
+        )
     root.mkdir(parents=True, exist_ok=True)
     _init_repos(root)
     bureau = generate.make_bureau_table(seed)
@@ -108,37 +112,51 @@ def _init_repos(root: Path) -> None:
 
 
 def _train_models(
-    bureau: pa.Table, seed: int,
+    bureau: pa.Table,
+    seed: int,
 ) -> tuple[HistGradientBoostingClassifier, HistGradientBoostingClassifier]:
     """(fraud model, PD model) trained on applications scored against `bureau`."""
-    train, fraud_labels, default_labels = generate.make_training_set(2 * TRAINING_ROWS, seed,
-                                                                     bureau)
+    train, fraud_labels, default_labels = generate.make_training_set(
+        2 * TRAINING_ROWS, seed, bureau
+    )
     # Fraud and PD models learn from disjoint halves, so the PD model sees fraud scores as
     # they look on unseen applications rather than over-confident in-sample ones.
     half = TRAINING_ROWS
     with _ONE_THREAD():
-        fraud_model = _fit(train.slice(0, half), fraud_labels[:half], "fraud", seed,
-                           learning_rate=0.08)
-        pd_model = _fit(_with_fraud_score(train.slice(half), fraud_model),
-                        default_labels[half:], "pd", seed, learning_rate=0.05)
+        fraud_model = _fit(
+            train.slice(0, half), fraud_labels[:half], "fraud", seed, learning_rate=0.08
+        )
+        pd_model = _fit(
+            _with_fraud_score(train.slice(half), fraud_model),
+            default_labels[half:],
+            "pd",
+            seed,
+            learning_rate=0.05,
+        )
     return fraud_model, pd_model
 
 
-def _retrain_pd(bureau: pa.Table, fraud_model: Any,
-                seed: int) -> HistGradientBoostingClassifier:
+def _retrain_pd(bureau: pa.Table, fraud_model: Any, seed: int) -> HistGradientBoostingClassifier:
     """The incident's PD model: other training rows, the refreshed bureau, a new rate."""
     train, _, default_labels = generate.make_training_set(TRAINING_ROWS, seed, bureau)
     with _ONE_THREAD():
-        return _fit(_with_fraud_score(train, fraud_model), default_labels, "pd", seed,
-                    learning_rate=0.06)
+        return _fit(
+            _with_fraud_score(train, fraud_model), default_labels, "pd", seed, learning_rate=0.06
+        )
 
 
-def _fit(table: pa.Table, labels: np.ndarray, model: Model, seed: int,
-         learning_rate: float) -> HistGradientBoostingClassifier:
+def _fit(
+    table: pa.Table, labels: np.ndarray, model: Model, seed: int, learning_rate: float
+) -> HistGradientBoostingClassifier:
     estimator = HistGradientBoostingClassifier(
         # Small trees: labels are noisy draws, and deep trees would chase that noise.
-        learning_rate=learning_rate, max_iter=100, max_leaf_nodes=8, l2_regularization=1.0,
-        early_stopping=False, random_state=seed)
+        learning_rate=learning_rate,
+        max_iter=100,
+        max_leaf_nodes=8,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=seed,
+    )
     return estimator.fit(build_feature_matrix(table, model), labels)
 
 
@@ -182,9 +200,12 @@ def _dvc(root: Path, *args: str) -> None:
 
 
 def _run(command: list[str], cwd: Path, check: bool = True) -> int:
-    result = subprocess.run(command, cwd=cwd, env={**os.environ, **_ENV},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        command, cwd=cwd, env={**os.environ, **_ENV}, capture_output=True, text=True
+    )
     if check and result.returncode != 0:
-        raise RuntimeError(f"`{' '.join(command)}` failed in {cwd}: "
-                           f"{result.stderr.strip() or result.stdout.strip()}")
+        raise RuntimeError(
+            f"`{' '.join(command)}` failed in {cwd}: "
+            f"{result.stderr.strip() or result.stdout.strip()}"
+        )
     return result.returncode

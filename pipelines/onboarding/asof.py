@@ -15,8 +15,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def latest_as_of(table: pa.Table, snapshots: pa.Table, now: datetime, *, key: str,
-                 time: str, columns: Sequence[str]) -> pa.Table:
+def latest_as_of(
+    table: pa.Table,
+    snapshots: pa.Table,
+    now: datetime,
+    *,
+    key: str,
+    time: str,
+    columns: Sequence[str],
+) -> pa.Table:
     """For each row of `table` (same order), `columns` of its `key`'s latest snapshot whose
     `time` is at or before `now`; null where the key has none."""
     stamp = pa.scalar(now, snapshots.schema.field(time).type)

@@ -44,8 +44,10 @@ TRAINED_AT = datetime(2026, 2, 15, tzinfo=UTC)  # the as-of time of the training
 _SEED_KEY = b"onboarding_seed"  # stamped into balances.parquet: which population to refresh
 # The tokenizer edit of the incident: stop words dropped before pooling.
 _TOKENIZER_BEFORE = "STOPWORDS: frozenset[str] = frozenset()\n"
-_TOKENIZER_AFTER = ('STOPWORDS: frozenset[str] = frozenset(\n'
-                    '    {"a", "an", "the", "my", "for", "to", "of", "and", "this"})\n')
+_TOKENIZER_AFTER = (
+    "STOPWORDS: frozenset[str] = frozenset(\n"
+    '    {"a", "an", "the", "my", "for", "to", "of", "and", "this"})\n'
+)
 
 
 def build_workspace(root: Path, *, seed: int = 0, applications: int = 200) -> Path:
@@ -72,15 +74,18 @@ def incident(root: Path, *, seed: int = 1) -> None:
     root = Path(root).resolve()
     source = (root / "textfeat.py").read_text()
     if _TOKENIZER_BEFORE not in source:
-        raise ValueError(f"{root / 'textfeat.py'} does not have the tokenizer this incident "
-                         "edits; was the incident already performed?")
+        raise ValueError(
+            f"{root / 'textfeat.py'} does not have the tokenizer this incident "
+            "edits; was the incident already performed?"
+        )
     with _kept_mtime(root / "textfeat.py"):
         (root / "textfeat.py").write_text(source.replace(_TOKENIZER_BEFORE, _TOKENIZER_AFTER))
     population = int(pq.read_schema(root / BALANCES).metadata[_SEED_KEY])
     balances = synth.balances(population, refreshed=True)
     with _kept_mtime(root / BALANCES):
-        _write_table(root / BALANCES,
-                     balances.replace_schema_metadata({_SEED_KEY: str(population)}))
+        _write_table(
+            root / BALANCES, balances.replace_schema_metadata({_SEED_KEY: str(population)})
+        )
     with _kept_mtime(root / RISK), _kept_mtime(root / PD):
         _write_models(root, balances, population + 100 * seed)
 
@@ -114,8 +119,9 @@ def _write_models(root: Path, balances: pa.Table, seed: int) -> None:
         labels = synth.defaults(apps, seed)
         encoder = code["textfeat"].load_encoder(root / ENCODER)
         table = pipe.asof_features(pipe.embed(apps, encoder), balances, TRAINED_AT, _direct)
-        risk = train.fit_risk(code["riskfeat"].risk_matrix(table), labels,
-                              code["riskfeat"].RISK_FEATURES, seed)
+        risk = train.fit_risk(
+            code["riskfeat"].risk_matrix(table), labels, code["riskfeat"].RISK_FEATURES, seed
+        )
         scored = pipe.gbm(table, risk)
         graph = train.pd_graph(code["riskfeat"].pd_matrix(scored), labels, seed)
     (root / RISK).parent.mkdir(parents=True, exist_ok=True)

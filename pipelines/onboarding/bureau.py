@@ -19,11 +19,13 @@ def reports(customer_ids: list[str]) -> list[dict[str, str | int]]:
     answers: list[dict[str, str | int]] = []
     for customer in customer_ids:
         base = _unit(customer)
-        answers.append({
-            "customer_id": customer,
-            "score": int(low + (high - low) * (0.35 + 0.6 * base)),
-            "inquiries_6m": int(6 * _unit(f"{customer}:inquiries") * (1.2 - base)),
-        })
+        answers.append(
+            {
+                "customer_id": customer,
+                "score": int(low + (high - low) * (0.35 + 0.6 * base)),
+                "inquiries_6m": int(6 * _unit(f"{customer}:inquiries") * (1.2 - base)),
+            }
+        )
     return answers
 
 

@@ -58,30 +58,42 @@ def embed(table: pa.Table, encoder: Any) -> pa.Table:
     texts = [text or "" for text in table["purpose"].to_pylist()]
     vectors = encode(encoder, texts)
     values = pa.array(vectors.ravel(), pa.float32())
-    return table.append_column("purpose_vec",
-                               pa.FixedSizeListArray.from_arrays(values, PURPOSE_DIM))
+    return table.append_column(
+        "purpose_vec", pa.FixedSizeListArray.from_arrays(values, PURPOSE_DIM)
+    )
 
 
-def asof_features(table: pa.Table, balances: pa.Table, now: datetime,
-                  call: Callable[..., Any]) -> pa.Table:
+def asof_features(
+    table: pa.Table, balances: pa.Table, now: datetime, call: Callable[..., Any]
+) -> pa.Table:
     """The customer's latest balance snapshot at or before `now` (null: not a customer yet)
     and the bureau's score and recent inquiries."""
-    latest = latest_as_of(table, balances, now, key="customer_id", time="as_of",
-                          columns=("as_of", "balance", "missed_payments"))
+    latest = latest_as_of(
+        table,
+        balances,
+        now,
+        key="customer_id",
+        time="as_of",
+        columns=("as_of", "balance", "missed_payments"),
+    )
     # One batched bureau call per run: one tape entry, however many applications.
     answers = call("bureau.reports", bureau.reports, table["customer_id"].to_pylist())
-    return (table.append_column("balance_as_of", latest["as_of"])
-            .append_column("balance", latest["balance"])
-            .append_column("missed_payments", latest["missed_payments"])
-            .append_column("bureau_score", pa.array([a["score"] for a in answers], pa.int64()))
-            .append_column("bureau_inquiries",
-                           pa.array([a["inquiries_6m"] for a in answers], pa.int64())))
+    return (
+        table.append_column("balance_as_of", latest["as_of"])
+        .append_column("balance", latest["balance"])
+        .append_column("missed_payments", latest["missed_payments"])
+        .append_column("bureau_score", pa.array([a["score"] for a in answers], pa.int64()))
+        .append_column(
+            "bureau_inquiries", pa.array([a["inquiries_6m"] for a in answers], pa.int64())
+        )
+    )
 
 
 def gbm(table: pa.Table, risk: xgboost.Booster) -> pa.Table:
     """`risk_score` (float32, 0-1): the booster's risk from income, amount, balances, bureau."""
-    features = xgboost.DMatrix(riskfeat.risk_matrix(table),
-                               feature_names=list(riskfeat.RISK_FEATURES))
+    features = xgboost.DMatrix(
+        riskfeat.risk_matrix(table), feature_names=list(riskfeat.RISK_FEATURES)
+    )
     return table.append_column("risk_score", pa.array(risk.predict(features), pa.float32()))
 
 
@@ -91,8 +103,9 @@ def pd_step(table: pa.Table, pd: Any) -> pa.Table:
     return table.append_column("pd", pa.array(scores.reshape(-1), pa.float32()))
 
 
-def decide(table: pa.Table, bands: Sequence[float], max_missed: int,
-           max_loan_to_income: float) -> pa.Table:
+def decide(
+    table: pa.Table, bands: Sequence[float], max_missed: int, max_loan_to_income: float
+) -> pa.Table:
     """approve / refer / decline with the main reason for a refer or decline (null for an
     approval): declines first, then referrals, each in REASONS order."""
     refer_from, decline_from = bands
@@ -104,19 +117,24 @@ def decide(table: pa.Table, bands: Sequence[float], max_missed: int,
         (pd >= decline_from, "decline", REASONS["pd_high"]),
         (pd >= refer_from, "refer", REASONS["pd_mid"]),
         (ratio > max_loan_to_income, "refer", REASONS["amount"]),
-        (pc.is_null(table["balance_as_of"]).to_numpy(zero_copy_only=False), "refer",
-         REASONS["no_history"]),
+        (
+            pc.is_null(table["balance_as_of"]).to_numpy(zero_copy_only=False),
+            "refer",
+            REASONS["no_history"],
+        ),
     ]
     decision = np.select([c[0] for c in checks], [c[1] for c in checks], "approve")
     reason = np.select([c[0] for c in checks], [c[2] for c in checks], "")
-    return pa.table({
-        "application_id": table["application_id"],
-        "customer_id": table["customer_id"],
-        "risk_score": table["risk_score"],
-        "pd": table["pd"],
-        "decision": pa.array(decision.tolist(), pa.string()),
-        "reason": pa.array([r or None for r in reason.tolist()], pa.string()),
-    })
+    return pa.table(
+        {
+            "application_id": table["application_id"],
+            "customer_id": table["customer_id"],
+            "risk_score": table["risk_score"],
+            "pd": table["pd"],
+            "decision": pa.array(decision.tolist(), pa.string()),
+            "reason": pa.array([r or None for r in reason.tolist()], pa.string()),
+        }
+    )
 
 
 def _numbers(table: pa.Table, name: str) -> np.ndarray:
@@ -128,21 +146,31 @@ def make_pipeline(tolerances: Mapping[str, float] | None = None) -> replay.Pipel
     """The pipeline bound to the models and data beside this file. `tolerances` (column ->
     largest absolute difference a replay may show) go to the step that makes the column;
     steps that pass it on unchanged keep it."""
+
     def within(column: str) -> dict[str, float]:
         return {column: tolerances[column]} if tolerances and column in tolerances else {}
 
-    return replay.Pipeline("loan-onboarding", [
-        replay.Step("embed", embed, models={
-            "encoder": replay.Model(HERE / "models/encoder", loader=load_encoder)},
-            tolerances=within("purpose_vec")),
-        replay.Step("asof", asof_features, data={"balances": HERE / "data/balances.parquet"}),
-        replay.Step("gbm", gbm, models={"risk": HERE / "models/risk.ubj"}),
-        replay.Step("pd", pd_step, models={"pd": HERE / "models/pd.onnx"},
-                    tolerances=within("pd")),
-        replay.Step("decision", decide, params=POLICY),
-    # Personal data, redactable on export: the customer, and the purpose, which applicants
-    # write freely (names, illnesses), with the vector derived from it.
-    ], personal=["customer_id", "purpose", "purpose_vec"], decisions=["decision", "reason"])
+    return replay.Pipeline(
+        "loan-onboarding",
+        [
+            replay.Step(
+                "embed",
+                embed,
+                models={"encoder": replay.Model(HERE / "models/encoder", loader=load_encoder)},
+                tolerances=within("purpose_vec"),
+            ),
+            replay.Step("asof", asof_features, data={"balances": HERE / "data/balances.parquet"}),
+            replay.Step("gbm", gbm, models={"risk": HERE / "models/risk.ubj"}),
+            replay.Step(
+                "pd", pd_step, models={"pd": HERE / "models/pd.onnx"}, tolerances=within("pd")
+            ),
+            replay.Step("decision", decide, params=POLICY),
+            # Personal data, redactable on export: the customer, and the purpose, which applicants
+            # write freely (names, illnesses), with the vector derived from it.
+        ],
+        personal=["customer_id", "purpose", "purpose_vec"],
+        decisions=["decision", "reason"],
+    )
 
 
 pipeline = make_pipeline()  # as first deployed: any replayed bit that moves is a divergence

@@ -10,8 +10,15 @@ import numpy as np
 import pyarrow as pa
 
 # The risk booster's inputs, by name: XGBoost checks the names against the saved model.
-RISK_FEATURES = ("income", "amount", "loan_to_income", "balance", "missed_payments",
-                 "bureau_score", "bureau_inquiries")
+RISK_FEATURES = (
+    "income",
+    "amount",
+    "loan_to_income",
+    "balance",
+    "missed_payments",
+    "bureau_score",
+    "bureau_inquiries",
+)
 # The PD model's inputs after the purpose vector's components, in order.
 PD_FEATURES = ("risk_score", "loan_to_income", "missed_payments")
 

@@ -47,15 +47,20 @@ def load_encoder(path: Path) -> Encoder:
     vocab = (path / "vocab.txt").read_text().splitlines()
     arrays = load_file(str(path / "model.safetensors"))
     embedding, projection = arrays["embedding"], arrays["projection"]
-    expected = {"embedding": (config["vocab_size"], config["hidden"]),
-                "projection": (config["hidden"], config["dim"])}
+    expected = {
+        "embedding": (config["vocab_size"], config["hidden"]),
+        "projection": (config["hidden"], config["dim"]),
+    }
     for name, array in (("embedding", embedding), ("projection", projection)):
         if array.shape != expected[name] or array.dtype != np.float32:
-            raise ValueError(f"{path}: {name} is {array.dtype}{list(array.shape)}, "
-                             f"config.json says float32{list(expected[name])}")
+            raise ValueError(
+                f"{path}: {name} is {array.dtype}{list(array.shape)}, "
+                f"config.json says float32{list(expected[name])}"
+            )
     if len(vocab) != config["vocab_size"]:
-        raise ValueError(f"{path}: vocab.txt has {len(vocab)} words, "
-                         f"config.json says {config['vocab_size']}")
+        raise ValueError(
+            f"{path}: vocab.txt has {len(vocab)} words, config.json says {config['vocab_size']}"
+        )
     words = {word: row for row, word in enumerate(vocab)}
     return Encoder(words, words[config["unknown"]], embedding, projection)
 

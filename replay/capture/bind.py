@@ -69,8 +69,14 @@ def _stat_sig(path: Path) -> tuple[Any, ...] | None:
     except FileNotFoundError:
         return None
     small = stat.S_ISREG(st.st_mode) and st.st_size <= SMALL_FILE
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            _content_digest(path) if small else None)
+    return (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        _content_digest(path) if small else None,
+    )
 
 
 def _content_digest(path: Path) -> bytes | None:
@@ -160,16 +166,25 @@ def bind(pipeline: Pipeline, store: Store) -> Binding:
     staged = Staged()
     steps = tuple(
         prev if old is not None and (prev := old.steps[i]).fresh() else _bind_step(s, staged)
-        for i, s in enumerate(pipeline.steps))
-    spec = {"format": 1, "pipeline": pipeline.name, "personal": list(pipeline.personal),
-            **({"decisions": list(pipeline.decisions)} if pipeline.decisions else {}),
-            "steps": [dict(s.spec, inputs=list(pipeline.sources(i)),
-                           named_inputs=s.step.inputs is not None)
-                      for i, s in enumerate(steps)]}
+        for i, s in enumerate(pipeline.steps)
+    )
+    spec = {
+        "format": 1,
+        "pipeline": pipeline.name,
+        "personal": list(pipeline.personal),
+        **({"decisions": list(pipeline.decisions)} if pipeline.decisions else {}),
+        "steps": [
+            dict(s.spec, inputs=list(pipeline.sources(i)), named_inputs=s.step.inputs is not None)
+            for i, s in enumerate(steps)
+        ],
+    }
     version = staged.put_object(canonical_json(spec))
     staged.write(store)
-    binding = (Binding(pipeline, steps, spec, version) if old is None
-               else Binding(pipeline, steps, spec, version, old.envs, old.warned))
+    binding = (
+        Binding(pipeline, steps, spec, version)
+        if old is None
+        else Binding(pipeline, steps, spec, version, old.envs, old.warned)
+    )
     pipeline._bindings[key] = binding
     return binding
 
@@ -190,7 +205,8 @@ def _bind_step(step: Step, store: Staged) -> BoundStep:
             model = value if isinstance(value, Model) else Model(value)
             watch += [(p, _stat_sig(p)) for p in _watched(model.path)]  # before reading
             models[name], live["models"][name] = capture_model(
-                model, store, f"step {step.name!r}: model {name!r}")
+                model, store, f"step {step.name!r}: model {name!r}"
+            )
             _add_dvc_version(models[name], model.path)
         else:
             models[name], live["models"][name] = _capture_model_object(step, name, value, store)
@@ -198,8 +214,14 @@ def _bind_step(step: Step, store: Staged) -> BoundStep:
         watch += [(p, _stat_sig(p)) for p in _watched(Path(value))]
         data[name], live["data"][name] = _capture_data(step, Path(value), store)
     params = _json_params(step)
-    spec = {"name": step.name, **code, "models": models, "data": data,
-            "params": store.put_object(canonical_json(params)), "tolerances": step.tolerances}
+    spec = {
+        "name": step.name,
+        **code,
+        "models": models,
+        "data": data,
+        "params": store.put_object(canonical_json(params)),
+        "tolerances": step.tolerances,
+    }
     kwargs = {"models": live["models"], "data": live["data"], "params": params}
     return BoundStep(step, spec, kwargs, tuple(watch))
 
@@ -217,31 +239,41 @@ def _capture_code(step: Step, store: Staged) -> dict[str, Any]:
         except (OSError, TypeError):
             text = f"# source of {step.fn!r} is not available (defined interactively?)\n"
         source = store.put_object(text.encode())
-    return {"code": store.put_object(code.pickled), "source": source,
-            "qualname": code.qualname, "modules": modules, "installed": code.installed}
+    return {
+        "code": store.put_object(code.pickled),
+        "source": source,
+        "qualname": code.qualname,
+        "modules": modules,
+        "installed": code.installed,
+    }
 
 
 def _read(step: Step, path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise CaptureError(f"step {step.name!r}: {what} {path} does not exist",
-                           hint=missing_hint(step.folder)) from None
+        raise CaptureError(
+            f"step {step.name!r}: {what} {path} does not exist", hint=missing_hint(step.folder)
+        ) from None
     except OSError as exc:
-        raise CaptureError(f"step {step.name!r}: cannot read {what} {path}: {exc.strerror}",
-                           hint="check the path bound to the step") from None
+        raise CaptureError(
+            f"step {step.name!r}: cannot read {what} {path}: {exc.strerror}",
+            hint="check the path bound to the step",
+        ) from None
 
 
-def _capture_model_object(step: Step, name: str, obj: Any,
-                          store: Staged) -> tuple[dict[str, Any], Any]:
+def _capture_model_object(
+    step: Step, name: str, obj: Any, store: Staged
+) -> tuple[dict[str, Any], Any]:
     try:
         data = cloudpickle.dumps(obj, protocol=5)
     except Exception as exc:
-        raise CaptureError(f"step {step.name!r}: model {name!r} cannot be pickled ({exc})",
-                           hint="bind the model as a file, or make it picklable") from None
+        raise CaptureError(
+            f"step {step.name!r}: model {name!r} cannot be pickled ({exc})",
+            hint="bind the model as a file, or make it picklable",
+        ) from None
     digest = store.put_object(data)
-    entry = {"kind": "object", "type": type(obj).__qualname__, "digest": digest,
-             "format": "pickle"}
+    entry = {"kind": "object", "type": type(obj).__qualname__, "digest": digest, "format": "pickle"}
     # The step runs on a copy made from the stored bytes: mutating the original later
     # cannot make the snapshot lie about what ran.
     what = f"step {step.name!r}: model {name!r}"
@@ -252,8 +284,12 @@ def _capture_data(step: Step, path: Path, store: Staged) -> tuple[dict[str, Any]
     raw = _read(step, path, "data file")
     fmt = DATA_FORMATS.get(path.suffix.lower(), "bytes")
     version = dvcdata.version(path)
-    record: dict[str, Any] = {"path": str(path.resolve()), "sha256": sha256(raw),
-                              "format": fmt, "dvc": version}
+    record: dict[str, Any] = {
+        "path": str(path.resolve()),
+        "sha256": sha256(raw),
+        "format": fmt,
+        "dvc": version,
+    }
     if version is None or not version["committed"]:
         # Not recoverable from a DVC remote at a git rev: keep the bytes themselves.
         record["object"] = store.put_object(raw)
@@ -287,6 +323,8 @@ def _json_value(step: Step, where: str, value: Any) -> Any:
         return [_json_value(step, f"{where}[{i}]", v) for i, v in enumerate(value)]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _json_value(step, f"{where}.{k}", v) for k, v in value.items()}
-    raise InputError(f"step {step.name!r}: param {where} = {value!r} has no exact JSON form",
-                     hint="use strings, finite numbers, booleans, None, lists, tuples and "
-                          "dicts with text keys (a datetime as its ISO text)")
+    raise InputError(
+        f"step {step.name!r}: param {where} = {value!r} has no exact JSON form",
+        hint="use strings, finite numbers, booleans, None, lists, tuples and "
+        "dicts with text keys (a datetime as its ISO text)",
+    )

@@ -30,13 +30,29 @@ import cloudpickle
 from replay.errors import CaptureError
 
 # Objects of these libraries are models or sessions: state, to be bound, not code.
-MODEL_LIBRARIES = frozenset({
-    "sklearn", "xgboost", "lightgbm", "catboost", "onnxruntime", "torch", "tensorflow",
-    "keras", "jax", "transformers", "sentence_transformers", "safetensors", "statsmodels"})
+MODEL_LIBRARIES = frozenset(
+    {
+        "sklearn",
+        "xgboost",
+        "lightgbm",
+        "catboost",
+        "onnxruntime",
+        "torch",
+        "tensorflow",
+        "keras",
+        "jax",
+        "transformers",
+        "sentence_transformers",
+        "safetensors",
+        "statsmodels",
+    }
+)
 _MECHANISM = frozenset({"replay", "cloudpickle"})  # the tool's own, not the step's
-_HINT = ("bind models with Step(models={...}): they are captured by content and handed to "
-         "the step loaded, once per process per model; keep caches, sessions and locks out "
-         "of module globals and closures")
+_HINT = (
+    "bind models with Step(models={...}): they are captured by content and handed to "
+    "the step loaded, once per process per model; keep caches, sessions and locks out "
+    "of module globals and closures"
+)
 
 
 @dataclass(frozen=True)
@@ -74,13 +90,17 @@ def users_modules() -> dict[str, types.ModuleType]:
     found = {}
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if name == "__main__" or not isinstance(module, types.ModuleType) \
-                or name.partition(".")[0] in _MECHANISM:  # wherever they are installed
+        if (
+            name == "__main__"
+            or not isinstance(module, types.ModuleType)
+            or name.partition(".")[0] in _MECHANISM
+        ):  # wherever they are installed
             continue
         if file is not None and _is_users_file(file):
             found[name] = module
-        elif file is None and any(_is_users_file(str(Path(p) / "__init__.py"))
-                                  for p in getattr(module, "__path__", ())):
+        elif file is None and any(
+            _is_users_file(str(Path(p) / "__init__.py")) for p in getattr(module, "__path__", ())
+        ):
             found[name] = module  # a namespace package: a plain folder of modules
     return found
 
@@ -91,9 +111,13 @@ def _own_package(fn: Any) -> dict[str, types.ModuleType]:
     top = (getattr(fn, "__module__", None) or "").partition(".")[0]
     if not top or top in _MECHANISM or top in sys.stdlib_module_names or top == "__main__":
         return {}
-    return {name: module for name, module in list(sys.modules.items())
-            if (name == top or name.startswith(top + ".")) and isinstance(module, types.ModuleType)
-            and getattr(module, "__file__", None)}
+    return {
+        name: module
+        for name, module in list(sys.modules.items())
+        if (name == top or name.startswith(top + "."))
+        and isinstance(module, types.ModuleType)
+        and getattr(module, "__file__", None)
+    }
 
 
 def _installed_as(top: str) -> str | None:
@@ -142,7 +166,8 @@ def capture_code(fn: Any, what: str) -> CapturedCode:
     in errors (e.g. "step 'pd'")."""
     users = users_modules() | _own_package(fn)
     tops = {name.partition(".")[0] for name in users} - set(
-        cloudpickle.list_registry_pickle_by_value())
+        cloudpickle.list_registry_pickle_by_value()
+    )
     for top in tops:
         if top in sys.modules:
             cloudpickle.register_pickle_by_value(sys.modules[top])
@@ -152,21 +177,28 @@ def capture_code(fn: Any, what: str) -> CapturedCode:
         pickler.dump(fn)
     except _StateError as exc:
         where = _holder(exc.obj, pickler.reached, users)
-        raise CaptureError(f"{what}: {where}holds a {type(exc.obj).__qualname__}, which is "
-                           "state, not code", hint=_HINT) from None
+        raise CaptureError(
+            f"{what}: {where}holds a {type(exc.obj).__qualname__}, which is state, not code",
+            hint=_HINT,
+        ) from None
     except Exception as exc:
         where = _unpicklable(pickler.reached, users)
-        raise CaptureError(f"{what}: its code cannot be pickled: {where}{exc}",
-                           hint=_HINT) from None
+        raise CaptureError(
+            f"{what}: its code cannot be pickled: {where}{exc}", hint=_HINT
+        ) from None
     finally:
         for top in tops:
             if top in sys.modules:
                 cloudpickle.unregister_pickle_by_value(sys.modules[top])
     modules = {name: _source(users[name]) for name in sorted(pickler.reached)}
-    installed = {top: dist for top in sorted(pickler.referenced)
-                 if top not in _MECHANISM and (dist := _installed_as(top)) is not None}
-    return CapturedCode(buf.getvalue(), modules, installed,
-                        getattr(fn, "__qualname__", type(fn).__qualname__))
+    installed = {
+        top: dist
+        for top in sorted(pickler.referenced)
+        if top not in _MECHANISM and (dist := _installed_as(top)) is not None
+    }
+    return CapturedCode(
+        buf.getvalue(), modules, installed, getattr(fn, "__qualname__", type(fn).__qualname__)
+    )
 
 
 def _source(module: types.ModuleType) -> str:
@@ -180,15 +212,21 @@ def _globals(reached: set[str], users: dict[str, types.ModuleType]) -> Any:
     for name in sorted(reached):
         for var, value in vars(users[name]).items():
             if not var.startswith("__") and not isinstance(
-                    value, (types.ModuleType, types.FunctionType, type)):
+                value, (types.ModuleType, types.FunctionType, type)
+            ):
                 yield f"{name}.{var}", value
 
 
 def _holder(obj: Any, reached: set[str], users: dict[str, types.ModuleType]) -> str:
     """Which module global holds ``obj`` (itself or as an item of a container), if any."""
     for where, value in _globals(reached, users):
-        items = value.values() if isinstance(value, dict) else value \
-            if isinstance(value, (list, tuple, set)) else ()
+        items = (
+            value.values()
+            if isinstance(value, dict)
+            else value
+            if isinstance(value, (list, tuple, set))
+            else ()
+        )
         if value is obj or any(item is obj for item in items):
             return f"{where} "
     return ""

@@ -31,12 +31,17 @@ def md5_of(path: Path) -> str:
 
 def _git_rev(root: Path) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise DataVersionError(f"{root} is a DVC repo without a git commit ({exc})",
-                               hint="commit the .dvc files (git add *.dvc && git commit)"
-                               ) from None
+        raise DataVersionError(
+            f"{root} is a DVC repo without a git commit ({exc})",
+            hint="commit the .dvc files (git add *.dvc && git commit)",
+        ) from None
     return out.stdout.strip()
 
 
@@ -64,18 +69,30 @@ def version(path: Path) -> dict[str, Any] | None:
             name = repo.config.get("core", {}).get("remote")
             remote = remotes.get(name, {}).get("url") if name else None
     except Exception as exc:  # DVC raises many unrelated types; all mean "cannot version"
-        raise DataVersionError(f"DVC cannot describe {rel} at {rev[:12]} in {root}: {exc}",
-                               hint="check `dvc status` in that repo") from None
-    return {"repo": str(root), "rev": rev, "path": rel, "md5": committed,
-            "remote": remote, "committed": same}
+        raise DataVersionError(
+            f"DVC cannot describe {rel} at {rev[:12]} in {root}: {exc}",
+            hint="check `dvc status` in that repo",
+        ) from None
+    return {
+        "repo": str(root),
+        "rev": rev,
+        "path": rel,
+        "md5": committed,
+        "remote": remote,
+        "committed": same,
+    }
 
 
 def _same_files(fs: Any, rel: str, folder: Path) -> bool:
     """Whether ``folder`` holds exactly the files, by md5, that DVC lists for it at a rev."""
-    listed = {name.removeprefix("/"): info.get("md5")
-              for name, info in fs.find(rel, detail=True).items()}
-    on_disk = {f"{rel}/{p.relative_to(folder).as_posix()}": md5_of(p)
-               for p in folder.rglob("*") if p.is_file()}
+    listed = {
+        name.removeprefix("/"): info.get("md5") for name, info in fs.find(rel, detail=True).items()
+    }
+    on_disk = {
+        f"{rel}/{p.relative_to(folder).as_posix()}": md5_of(p)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
     return listed == on_disk
 
 
@@ -100,16 +117,22 @@ def fetch(v: dict[str, Any]) -> bytes:
         _trust_repo_owner()
         # The remote recorded at capture, not whatever the config at that rev says (a
         # remote added after the commit is absent there).
-        config = ({"core": {"remote": "recorded"}, "remote": {"recorded": {"url": v["remote"]}}}
-                  if v.get("remote") else None)
+        config = (
+            {"core": {"remote": "recorded"}, "remote": {"recorded": {"url": v["remote"]}}}
+            if v.get("remote")
+            else None
+        )
         data = dvc.api.read(v["path"], repo=v["repo"], rev=v["rev"], mode="rb", config=config)
     except Exception as exc:
         raise DataVersionError(
             f"cannot fetch {v['path']} (md5 {v['md5']}) at rev {v['rev'][:12]} "
             f"from DVC remote {v.get('remote')!r}: {type(exc).__name__}: {exc}",
             hint="check that the remote is reachable and holds the data (`dvc push` "
-                 "after recording)") from None
+            "after recording)",
+        ) from None
     if hashlib.md5(data, usedforsecurity=False).hexdigest() != v["md5"]:
-        raise DataVersionError(f"DVC returned bytes for {v['path']} whose md5 is not "
-                               f"the recorded {v['md5']}", hint="the remote is corrupt")
+        raise DataVersionError(
+            f"DVC returned bytes for {v['path']} whose md5 is not the recorded {v['md5']}",
+            hint="the remote is corrupt",
+        )
     return bytes(data)

@@ -20,32 +20,65 @@ from typing import Any
 from replay.core.digest import json_digest
 from replay.errors import CaptureError
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "OPENBLAS_CORETYPE")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+)
 NOT_IN_CONTAINER = "not in a container"
-UNDECLARED = ("in a container, image not declared "
-              "(set REPLAY_IMAGE_DIGEST or mount the Docker socket)")
+UNDECLARED = (
+    "in a container, image not declared (set REPLAY_IMAGE_DIGEST or mount the Docker socket)"
+)
 REPO_DIGEST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*@sha256:[0-9a-f]{64}")
 IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 # Importing one of these loads BLAS/OpenMP pools or kernel settings into the process.
-WATCHED = ("numpy", "scipy", "sklearn", "torch", "onnxruntime", "xgboost", "lightgbm",
-           "tensorflow", "jax", "sentence_transformers", "transformers")
+WATCHED = (
+    "numpy",
+    "scipy",
+    "sklearn",
+    "torch",
+    "onnxruntime",
+    "xgboost",
+    "lightgbm",
+    "tensorflow",
+    "jax",
+    "sentence_transformers",
+    "transformers",
+)
 # Variables that pick a kernel or the order of a parallel reduction, hence the low bits of a
 # result (thread counts are THREAD_VARS). Affinity (OMP_PROC_BIND, KMP_AFFINITY) changes speed,
 # not results, and is left out so it cannot show up as drift.
 KERNEL_VARS = (
     # the instruction set a kernel library dispatches to
-    "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
-    "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_DEBUG_CPU_TYPE",
     # how work is split between threads
-    "OMP_DYNAMIC", "OMP_SCHEDULE", "OMP_THREAD_LIMIT", "OMP_MAX_ACTIVE_LEVELS", "MKL_DYNAMIC",
-    "MKL_THREADING_LAYER", "KMP_DETERMINISTIC_REDUCTION",
+    "OMP_DYNAMIC",
+    "OMP_SCHEDULE",
+    "OMP_THREAD_LIMIT",
+    "OMP_MAX_ACTIVE_LEVELS",
+    "MKL_DYNAMIC",
+    "MKL_THREADING_LAYER",
+    "KMP_DETERMINISTIC_REDUCTION",
     # framework switches between kernels or precisions
-    "TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS", "JAX_ENABLE_X64",
-    "JAX_DEFAULT_MATMUL_PRECISION", "XLA_FLAGS",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_DETERMINISTIC_OPS",
+    "JAX_ENABLE_X64",
+    "JAX_DEFAULT_MATMUL_PRECISION",
+    "XLA_FLAGS",
     # GPU: which device, and cuBLAS/TF32 determinism
-    "CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE",
+    "CUDA_VISIBLE_DEVICES",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "NVIDIA_TF32_OVERRIDE",
     "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
     "PYTHONHASHSEED",  # set order, hence the order of anything built by iterating a set
 )
@@ -76,11 +109,15 @@ def _blas() -> dict[str, Any]:
         import numpy as np
 
         config: Any = np.show_config(mode="dicts")
-        deps: dict[str, Any] = config.get("Build Dependencies", {}) \
-            if isinstance(config, dict) else {}
+        deps: dict[str, Any] = (
+            config.get("Build Dependencies", {}) if isinstance(config, dict) else {}
+        )
         info["numpy"] = np.__version__
-        info["build"] = {k: {f: v.get(f) for f in ("name", "version")}
-                         for k, v in deps.items() if k in ("blas", "lapack")}
+        info["build"] = {
+            k: {f: v.get(f) for f in ("name", "version")}
+            for k, v in deps.items()
+            if k in ("blas", "lapack")
+        }
     except Exception:  # a broken numpy is itself recorded, not fatal
         info["numpy"] = None
     return info
@@ -95,9 +132,23 @@ def _threadpools() -> list[dict[str, Any]]:
         found = threadpool_info()
     except Exception:  # no threadpoolctl, or a library it cannot query: no pools to record
         return []
-    pools = [{"library": _library(p.get("filepath") or ""),
-              **{k: p.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
-                                       "threading_layer", "architecture")}} for p in found]
+    pools = [
+        {
+            "library": _library(p.get("filepath") or ""),
+            **{
+                k: p.get(k)
+                for k in (
+                    "user_api",
+                    "internal_api",
+                    "version",
+                    "num_threads",
+                    "threading_layer",
+                    "architecture",
+                )
+            },
+        }
+        for p in found
+    ]
     return sorted(pools, key=lambda p: (p["library"], p["internal_api"] or ""))
 
 
@@ -120,34 +171,45 @@ def _read(fields: dict[str, Callable[[], Any]]) -> dict[str, Any]:
 def _torch(t: Any) -> dict[str, Any]:
     # Plain getters: none starts a thread pool, so the program can still set its thread counts.
     b = t.backends
-    return _read({
-        "version": lambda: str(t.__version__),
-        "threads": lambda: t.get_num_threads(),
-        "interop threads": lambda: t.get_num_interop_threads(),
-        "cpu capability": lambda: b.cpu.get_cpu_capability(),
-        "mkldnn": lambda: bool(b.mkldnn.enabled and b.mkldnn.is_available()),
-        "deterministic algorithms": lambda: t.are_deterministic_algorithms_enabled(),
-        "float32 matmul precision": lambda: t.get_float32_matmul_precision(),
-        "cudnn deterministic": lambda: bool(b.cudnn.deterministic),
-        "cudnn benchmark": lambda: bool(b.cudnn.benchmark),
-        "tf32 matmul": lambda: bool(b.cuda.matmul.allow_tf32),
-    })
+    return _read(
+        {
+            "version": lambda: str(t.__version__),
+            "threads": lambda: t.get_num_threads(),
+            "interop threads": lambda: t.get_num_interop_threads(),
+            "cpu capability": lambda: b.cpu.get_cpu_capability(),
+            "mkldnn": lambda: bool(b.mkldnn.enabled and b.mkldnn.is_available()),
+            "deterministic algorithms": lambda: t.are_deterministic_algorithms_enabled(),
+            "float32 matmul precision": lambda: t.get_float32_matmul_precision(),
+            "cudnn deterministic": lambda: bool(b.cudnn.deterministic),
+            "cudnn benchmark": lambda: bool(b.cudnn.benchmark),
+            "tf32 matmul": lambda: bool(b.cuda.matmul.allow_tf32),
+        }
+    )
 
 
 def _onnxruntime(ort: Any) -> dict[str, Any]:
-    return _read({"version": lambda: ort.__version__,
-                  "providers": lambda: list(ort.get_available_providers()),
-                  "device": lambda: ort.get_device()})
+    return _read(
+        {
+            "version": lambda: ort.__version__,
+            "providers": lambda: list(ort.get_available_providers()),
+            "device": lambda: ort.get_device(),
+        }
+    )
 
 
 def _xgboost(xgb: Any) -> dict[str, Any]:
-    return _read({"version": lambda: xgb.__version__,
-                  "nthread": lambda: xgb.get_config().get("nthread")})
+    return _read(
+        {"version": lambda: xgb.__version__, "nthread": lambda: xgb.get_config().get("nthread")}
+    )
 
 
 def _sklearn(sk: Any) -> dict[str, Any]:
-    return _read({"version": lambda: sk.__version__,
-                  "array api dispatch": lambda: sk.get_config().get("array_api_dispatch")})
+    return _read(
+        {
+            "version": lambda: sk.__version__,
+            "array api dispatch": lambda: sk.get_config().get("array_api_dispatch"),
+        }
+    )
 
 
 def _version(mod: Any) -> dict[str, Any]:
@@ -156,31 +218,47 @@ def _version(mod: Any) -> dict[str, Any]:
 
 # numpy is recorded under "blas"; every other watched library at least by its version.
 READERS: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "torch": _torch, "onnxruntime": _onnxruntime, "xgboost": _xgboost, "sklearn": _sklearn,
-    **{name: _version for name in WATCHED if name not in ("numpy", "torch", "onnxruntime",
-                                                         "xgboost", "sklearn")}}
+    "torch": _torch,
+    "onnxruntime": _onnxruntime,
+    "xgboost": _xgboost,
+    "sklearn": _sklearn,
+    **{
+        name: _version
+        for name in WATCHED
+        if name not in ("numpy", "torch", "onnxruntime", "xgboost", "sklearn")
+    },
+}
 
 
 def _imported() -> tuple[str, ...]:
     """The watched libraries fully imported: one still running its ``__init__`` (another
     thread importing it) is left for the next fingerprint rather than read half-built."""
-    return tuple(name for name in WATCHED if name in sys.modules
-                 and not getattr(getattr(sys.modules[name], "__spec__", None),
-                                 "_initializing", False))
+    return tuple(
+        name
+        for name in WATCHED
+        if name in sys.modules
+        and not getattr(getattr(sys.modules[name], "__spec__", None), "_initializing", False)
+    )
 
 
 def _kernels(imported: tuple[str, ...]) -> dict[str, Any]:
     """Kernel settings: the variables, and what each library already imported reports.
     A library is never imported here (torch alone takes seconds)."""
-    return {"env": {k: os.environ.get(k) for k in KERNEL_VARS},
-            "libraries": {name: READERS[name](sys.modules[name])
-                          for name in imported if name in READERS}}
+    return {
+        "env": {k: os.environ.get(k) for k in KERNEL_VARS},
+        "libraries": {
+            name: READERS[name](sys.modules[name]) for name in imported if name in READERS
+        },
+    }
 
 
 def packages() -> list[str]:
     """The installed distributions as a sorted ``name==version`` lock."""
-    found = {f"{(d.metadata['Name'] or '').lower()}=={d.version}"
-             for d in metadata.distributions() if d.metadata["Name"]}
+    found = {
+        f"{(d.metadata['Name'] or '').lower()}=={d.version}"
+        for d in metadata.distributions()
+        if d.metadata["Name"]
+    }
     return sorted(found)
 
 
@@ -196,14 +274,17 @@ def declared_image() -> dict[str, str] | None:
     declared = os.environ.get("REPLAY_IMAGE_DIGEST", "").strip()
     image_id = os.environ.get("REPLAY_IMAGE_ID", "").strip()
     if image_id and not IMAGE_ID.fullmatch(image_id):
-        raise CaptureError(f"REPLAY_IMAGE_ID={image_id!r} is not an image ID (sha256:<64 hex>)",
-                           hint="set it from `docker inspect --format '{{.Id}}' IMAGE`")
+        raise CaptureError(
+            f"REPLAY_IMAGE_ID={image_id!r} is not an image ID (sha256:<64 hex>)",
+            hint="set it from `docker inspect --format '{{.Id}}' IMAGE`",
+        )
     if declared:
         if not REPO_DIGEST.fullmatch(declared):
             raise CaptureError(
                 f"REPLAY_IMAGE_DIGEST={declared!r} is not a repo digest (name@sha256:<64 hex>); "
                 "a tag is not evidence of what ran",
-                hint="set it from `docker inspect --format '{{index .RepoDigests 0}}' IMAGE`")
+                hint="set it from `docker inspect --format '{{index .RepoDigests 0}}' IMAGE`",
+            )
         return {"digest": declared, "id": image_id, "source": "REPLAY_IMAGE_DIGEST"}
     if image_id:
         return {"digest": image_id, "id": image_id, "source": "REPLAY_IMAGE_ID"}
@@ -266,11 +347,18 @@ def _compute() -> tuple[tuple[str, ...], dict[str, Any]]:
     imported = _imported()
     blas["threadpools"] = _threadpools()
     return imported, {
-        "python": {"version": platform.python_version(),
-                   "implementation": platform.python_implementation(),
-                   "build": list(platform.python_build()), "executable": sys.executable},
-        "platform": {"system": platform.system(), "release": platform.release(),
-                     "machine": platform.machine(), "libc": list(platform.libc_ver())},
+        "python": {
+            "version": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "build": list(platform.python_build()),
+            "executable": sys.executable,
+        },
+        "platform": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "libc": list(platform.libc_ver()),
+        },
         "cpu": _cpu(),
         "blas": blas,
         "threads": {k: os.environ.get(k) for k in THREAD_VARS},

@@ -24,8 +24,9 @@ def _dotted_name(path: Path) -> tuple[Path, str] | None:
 
 def _import_file(path: Path) -> ModuleType:
     if not path.exists():
-        raise PipelineError(f"pipeline file {path} does not exist",
-                            hint="give MODULE:NAME or path/to/file.py:NAME")
+        raise PipelineError(
+            f"pipeline file {path} does not exist", hint="give MODULE:NAME or path/to/file.py:NAME"
+        )
     dotted = _dotted_name(path.resolve())
     if dotted is not None:
         # Import it as part of its package, so its own imports resolve and it is pickled
@@ -54,16 +55,19 @@ def _refuse_clash(path: Path) -> None:
     so it is refused rather than imported under a made-up name that pickling could not find
     again."""
     if path.stem in sys.stdlib_module_names:
-        raise PipelineError(f"pipeline file {path} has the name of the standard-library "
-                            f"module {path.stem!r}",
-                            hint=f"rename it, e.g. {path.stem}_pipeline.py")
+        raise PipelineError(
+            f"pipeline file {path} has the name of the standard-library module {path.stem!r}",
+            hint=f"rename it, e.g. {path.stem}_pipeline.py",
+        )
 
 
 def load_pipeline(target: str) -> Pipeline:
     module_part, sep, attr = target.rpartition(":")
     if not sep or not module_part or not attr:
-        raise UsageError(f"{target!r} does not name a pipeline",
-                         hint="write MODULE:NAME, e.g. pipelines/credit/pipeline.py:pipeline")
+        raise UsageError(
+            f"{target!r} does not name a pipeline",
+            hint="write MODULE:NAME, e.g. pipelines/credit/pipeline.py:pipeline",
+        )
     try:
         if module_part.endswith(".py") or "/" in module_part:
             module = _import_file(Path(module_part))
@@ -74,18 +78,24 @@ def load_pipeline(target: str) -> Pipeline:
     except PipelineError:
         raise
     except ModuleNotFoundError as exc:
-        raise PipelineError(f"cannot import {module_part}: {exc}",
-                            hint="check the module path and that its dependencies are "
-                                 "installed") from None
+        raise PipelineError(
+            f"cannot import {module_part}: {exc}",
+            hint="check the module path and that its dependencies are installed",
+        ) from None
     except Exception as exc:
-        raise PipelineError(f"importing {module_part} raised {type(exc).__name__}: {exc}",
-                            hint="fix the module so that it imports cleanly") from None
+        raise PipelineError(
+            f"importing {module_part} raised {type(exc).__name__}: {exc}",
+            hint="fix the module so that it imports cleanly",
+        ) from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
-        raise PipelineError(f"{module_part} defines no {attr!r}",
-                            hint="name the module-level replay.Pipeline object") from None
+        raise PipelineError(
+            f"{module_part} defines no {attr!r}",
+            hint="name the module-level replay.Pipeline object",
+        ) from None
     if not isinstance(obj, Pipeline):
-        raise PipelineError(f"{module_part}:{attr} is a {type(obj).__name__}, "
-                            "not a replay.Pipeline")
+        raise PipelineError(
+            f"{module_part}:{attr} is a {type(obj).__name__}, not a replay.Pipeline"
+        )
     return obj

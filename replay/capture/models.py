@@ -43,16 +43,33 @@ from replay.errors import CaptureError, CorruptionError, ReplayError
 
 _BYTES = "bytes"  # what specs recorded before models by content call PATH
 TREE = "tree-1"
-SUFFIXES = {".pkl": "pickle", ".pickle": "pickle", ".joblib": "joblib", ".skops": "skops",
-            ".onnx": "onnx", ".ubj": "xgboost", ".xgb": "xgboost",
-            ".safetensors": "safetensors", ".pt": "torch", ".pth": "torch"}
+SUFFIXES = {
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".joblib": "joblib",
+    ".skops": "skops",
+    ".onnx": "onnx",
+    ".ubj": "xgboost",
+    ".xgb": "xgboost",
+    ".safetensors": "safetensors",
+    ".pt": "torch",
+    ".pth": "torch",
+}
 # A folder in these formats is told by the files it holds.
 MARKERS = {"sentence-transformers": ("modules.json", "config_sentence_transformers.json")}
 # The pip package that provides a module a loader imports.
-PACKAGES = {"onnxruntime": "onnxruntime", "xgboost": "xgboost", "lightgbm": "lightgbm",
-            "safetensors": "safetensors", "skops": "skops", "joblib": "joblib",
-            "sklearn": "scikit-learn", "numpy": "numpy", "torch": "torch",
-            "sentence_transformers": "sentence-transformers"}
+PACKAGES = {
+    "onnxruntime": "onnxruntime",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "safetensors": "safetensors",
+    "skops": "skops",
+    "joblib": "joblib",
+    "sklearn": "scikit-learn",
+    "numpy": "numpy",
+    "torch": "torch",
+    "sentence_transformers": "sentence-transformers",
+}
 
 Fetch = Callable[[str], bytes]  # an object's bytes, already checked against its digest
 
@@ -101,12 +118,17 @@ def _sentence_transformers(path: Path) -> Any:
 # Built-in loaders from verified bytes, by format. Each imports its library only when a
 # model of its format is loaded; a missing one is reported with its pip package by load().
 LOADERS: dict[str, Callable[[bytes, str], Any]] = {
-    "pickle": _unpickled("pickle"), "joblib": _unpickled("joblib"),
-    "skops": _unpickled("skops"), "torch": _unpickled("torch"), "onnx": _onnx,
-    "xgboost": _xgboost, "lightgbm": _lightgbm, "safetensors": _safetensors}
+    "pickle": _unpickled("pickle"),
+    "joblib": _unpickled("joblib"),
+    "skops": _unpickled("skops"),
+    "torch": _unpickled("torch"),
+    "onnx": _onnx,
+    "xgboost": _xgboost,
+    "lightgbm": _lightgbm,
+    "safetensors": _safetensors,
+}
 # Built-in loaders of folders, from a verified read-only copy removed once they return.
-FOLDER_LOADERS: dict[str, Callable[[Path], Any]] = {
-    "sentence-transformers": _sentence_transformers}
+FOLDER_LOADERS: dict[str, Callable[[Path], Any]] = {"sentence-transformers": _sentence_transformers}
 # Model(format=...) is checked against core.model.FORMATS: these loaders are those formats.
 assert frozenset({*LOADERS, *FOLDER_LOADERS, PATH}) == FORMATS
 
@@ -226,17 +248,22 @@ def capture(model: Model, sink: Sink, what: str) -> tuple[dict[str, Any], Any]:
     kept = _Kept(sink)
     path = model.path.resolve()  # a link to a model is followed; links inside it are not
     if not path.exists():
-        raise CaptureError(f"{what}: {model.path} does not exist",
-                           hint=missing_hint(model.folder))
+        raise CaptureError(f"{what}: {model.path} does not exist", hint=missing_hint(model.folder))
     fmt = LOADER if model.loader is not None else model.format
     if path.is_dir():
         entry = _capture_folder(path, fmt, kept, what)
     elif fmt in FOLDER_LOADERS:
-        raise CaptureError(f"{what}: {path} is a file, and format {fmt!r} loads a folder",
-                           hint="bind the model's folder")
+        raise CaptureError(
+            f"{what}: {path} is a file, and format {fmt!r} loads a folder",
+            hint="bind the model's folder",
+        )
     else:
-        entry = {"kind": "file", "path": str(path), "format": fmt or _by_suffix(path),
-                 "digest": kept.put(_read(path, what))}
+        entry = {
+            "kind": "file",
+            "path": str(path),
+            "format": fmt or _by_suffix(path),
+            "digest": kept.put(_read(path, what)),
+        }
     if model.loader is not None:
         entry["loader"] = _capture_loader(model.loader, kept, what)
         entry["objects"] = sorted({*entry.get("objects", ()), *_loader_objects(entry)})
@@ -251,22 +278,31 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise CaptureError(f"{what}: cannot read {path}: {exc.strerror}",
-                           hint="check the path bound to the step") from None
+        raise CaptureError(
+            f"{what}: cannot read {path}: {exc.strerror}", hint="check the path bound to the step"
+        ) from None
 
 
 def _capture_folder(path: Path, fmt: str | None, kept: _Kept, what: str) -> dict[str, Any]:
-    fmt = fmt or next((f for f, marks in MARKERS.items()
-                       if any((path / m).is_file() for m in marks)), None)
+    fmt = fmt or next(
+        (f for f, marks in MARKERS.items() if any((path / m).is_file() for m in marks)), None
+    )
     if fmt not in (None, PATH, LOADER, *FOLDER_LOADERS):
-        raise CaptureError(f"{what}: {path} is a folder, and format {fmt!r} loads a file",
-                           hint="bind the model file itself, or give Model(path, loader=...)")
+        raise CaptureError(
+            f"{what}: {path} is a folder, and format {fmt!r} loads a file",
+            hint="bind the model file itself, or give Model(path, loader=...)",
+        )
     files = {rel: kept.put(_read(file, what)) for rel, file in _files(path, path, what)}
     if not files:
         raise CaptureError(f"{what}: folder {path} holds no files", hint="bind the model")
     tree = kept.put(canonical_json({"format": TREE, "files": files}))
-    return {"kind": "folder", "path": str(path), "format": fmt or PATH, "digest": tree,
-            "objects": sorted(set(files.values()))}
+    return {
+        "kind": "folder",
+        "path": str(path),
+        "format": fmt or PATH,
+        "digest": tree,
+        "objects": sorted(set(files.values())),
+    }
 
 
 def _files(root: Path, folder: Path, what: str) -> Iterator[tuple[str, Path]]:
@@ -279,22 +315,29 @@ def _files(root: Path, folder: Path, what: str) -> Iterator[tuple[str, Path]]:
     for entry in entries:
         path = Path(entry.path)
         if entry.is_symlink():
-            raise CaptureError(f"{what}: {path} is a symbolic link",
-                               hint="replace it by the file or folder it points to")
+            raise CaptureError(
+                f"{what}: {path} is a symbolic link",
+                hint="replace it by the file or folder it points to",
+            )
         if entry.is_dir(follow_symlinks=False):
             yield from _files(root, path, what)
         elif entry.is_file(follow_symlinks=False):
             yield path.relative_to(root).as_posix(), path
         else:
-            raise CaptureError(f"{what}: {path} is not a regular file (a socket, pipe or "
-                               "device)", hint="keep only files and folders in a model folder")
+            raise CaptureError(
+                f"{what}: {path} is not a regular file (a socket, pipe or device)",
+                hint="keep only files and folders in a model folder",
+            )
 
 
 def _capture_loader(loader: Callable[[Path], Any], kept: _Kept, what: str) -> dict[str, Any]:
     code = capture_code(loader, f"{what}: loader")
-    return {"code": kept.put(code.pickled), "qualname": code.qualname,
-            "modules": {name: kept.put(text.encode()) for name, text in code.modules.items()},
-            "installed": code.installed}
+    return {
+        "code": kept.put(code.pickled),
+        "qualname": code.qualname,
+        "modules": {name: kept.put(text.encode()) for name, text in code.modules.items()},
+        "installed": code.installed,
+    }
 
 
 def _loader_objects(entry: Mapping[str, Any]) -> list[str]:
@@ -321,18 +364,24 @@ def _load(entry: Mapping[str, Any], fetch: Fetch, what: str) -> Any:
             with COPIES.scratch(_name(entry), _contents(entry, fetch)) as path:
                 return FOLDER_LOADERS[fmt](path)
         if fmt not in LOADERS:
-            raise CaptureError(f"{what}: format {fmt!r} is unknown to this pipeline-replay",
-                               hint="replay it with the version that recorded it")
+            raise CaptureError(
+                f"{what}: format {fmt!r} is unknown to this pipeline-replay",
+                hint="replay it with the version that recorded it",
+            )
         return LOADERS[fmt](fetch(entry["digest"]), entry["digest"])
     except ReplayError:
         raise
     except ModuleNotFoundError as exc:
         package = PACKAGES.get((exc.name or "").partition(".")[0], exc.name)
-        raise CaptureError(f"{what}: loading it ({fmt}) needs the package {package!r}, "
-                           "which is not installed", hint=f"pip install {package}") from None
+        raise CaptureError(
+            f"{what}: loading it ({fmt}) needs the package {package!r}, which is not installed",
+            hint=f"pip install {package}",
+        ) from None
     except Exception as exc:
-        raise CaptureError(f"{what}: cannot load it as {fmt} ({type(exc).__name__}: {exc})",
-                           hint="check that the file is a model of that format") from None
+        raise CaptureError(
+            f"{what}: cannot load it as {fmt} ({type(exc).__name__}: {exc})",
+            hint="check that the file is a model of that format",
+        ) from None
 
 
 def _load_with_loader(entry: Mapping[str, Any], fetch: Fetch) -> Any:
@@ -352,8 +401,9 @@ def _contents(entry: Mapping[str, Any], fetch: Fetch) -> dict[str, bytes]:
     """Relative path -> bytes of a model: "" for a file, every file of a folder's tree."""
     if entry["kind"] != "folder":
         return {"": fetch(entry["digest"])}
-    return {rel: fetch(digest) for rel, digest in _tree(fetch(entry["digest"]),
-                                                        entry["digest"]).items()}
+    return {
+        rel: fetch(digest) for rel, digest in _tree(fetch(entry["digest"]), entry["digest"]).items()
+    }
 
 
 def _tree(data: bytes, digest: str) -> dict[str, str]:
@@ -366,8 +416,11 @@ def _tree(data: bytes, digest: str) -> dict[str, str]:
             raise ValueError("no files")
         for rel, file_digest in files.items():
             hex_of(file_digest)
-            if any(part in ("", ".", "..") for part in rel.split("/")) or "\\" in rel \
-                    or "\x00" in rel:
+            if (
+                any(part in ("", ".", "..") for part in rel.split("/"))
+                or "\\" in rel
+                or "\x00" in rel
+            ):
                 raise ValueError(f"unsafe path {rel!r}")
     except (ValueError, TypeError, AttributeError) as exc:
         raise CorruptionError(digest, f"is not a model folder tree ({exc})") from None

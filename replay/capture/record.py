@@ -66,22 +66,33 @@ def prepare_input(inputs: Any, record_key: str | None) -> pa.Table:
 # itself, -0.0 and 0.0 are two keys that print alike, and a key computed in floating point
 # (0.1 + 0.2) prints 0.30000000000000004 where its source said 0.3; an identifier is not a
 # measurement. Booleans name two records, structs, lists and maps have no one text.
-_KEY_TYPES = (pa.types.is_integer, pa.types.is_date, pa.types.is_timestamp,
-              pa.types.is_decimal)
-_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
-               pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
-_KEY_HINT = ("key the records by a column of strings, integers, dates, timestamps or decimals "
-            "(cast this one, or join its parts into a string)")
+_KEY_TYPES = (pa.types.is_integer, pa.types.is_date, pa.types.is_timestamp, pa.types.is_decimal)
+_TEXT_TYPES = (
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_string_view,
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+    pa.types.is_binary_view,
+)
+_KEY_HINT = (
+    "key the records by a column of strings, integers, dates, timestamps or decimals "
+    "(cast this one, or join its parts into a string)"
+)
 
 
 def _key_column(table: pa.Table, name: str) -> pa.ChunkedArray:
     count = table.column_names.count(name)
     if not count:
-        raise InputError(f"record key column {name!r} is not in the input",
-                         hint=f"choose one of: {', '.join(table.column_names)}")
+        raise InputError(
+            f"record key column {name!r} is not in the input",
+            hint=f"choose one of: {', '.join(table.column_names)}",
+        )
     if count > 1:
-        raise InputError(f"record key column {name!r} appears {count} times in the input",
-                         hint="rename the others")
+        raise InputError(
+            f"record key column {name!r} appears {count} times in the input",
+            hint="rename the others",
+        )
     return table.column(name)
 
 
@@ -93,22 +104,31 @@ def _check_record_key(table: pa.Table, name: str) -> None:
     values = kind.value_type if pa.types.is_dictionary(kind) else kind
     text = any(is_(values) for is_ in _TEXT_TYPES)  # a dictionary: only of strings
     if not (text or (values == kind and any(is_(kind) for is_ in _KEY_TYPES))):
-        raise InputError(f"record key column {name!r} is of type {kind}, which cannot name "
-                         "a record", hint=_KEY_HINT)
+        raise InputError(
+            f"record key column {name!r} is of type {kind}, which cannot name a record",
+            hint=_KEY_HINT,
+        )
     if text and (row := _not_utf8(column)) is not None:
-        raise InputError(f"record key column {name!r} ({kind}) holds bytes that are not "
-                         f"UTF-8 (row {row})", hint="decode them into strings, or hex-encode them")
+        raise InputError(
+            f"record key column {name!r} ({kind}) holds bytes that are not UTF-8 (row {row})",
+            hint="decode them into strings, or hex-encode them",
+        )
     if column.null_count:
-        raise InputError(f"record key column {name!r} has {column.null_count} null values",
-                         hint="every row needs a key; drop or fill those rows")
+        raise InputError(
+            f"record key column {name!r} has {column.null_count} null values",
+            hint="every row needs a key; drop or fill those rows",
+        )
 
 
 def _not_utf8(column: pa.ChunkedArray) -> int | None:
     """The first row whose bytes are not UTF-8, if any."""
     kind = column.type
     try:  # a cast from bytes checks them; strings need a full validation
-        text = column if pa.types.is_string(kind) or pa.types.is_large_string(kind) \
+        text = (
+            column
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind)
             else column.cast(pa.large_string())
+        )
         text.validate(full=True)
         return None
     except pa.ArrowInvalid:
@@ -124,9 +144,16 @@ def _decodes(value: bytes) -> bool:
     return True
 
 
-def record(pipeline: Pipeline, inputs: Any, *, store: Store | None = None,
-           record_key: str | None = None, at: datetime | None = None,
-           durable: bool | None = None, tags: dict[str, str] | None = None) -> RecordResult:
+def record(
+    pipeline: Pipeline,
+    inputs: Any,
+    *,
+    store: Store | None = None,
+    record_key: str | None = None,
+    at: datetime | None = None,
+    durable: bool | None = None,
+    tags: dict[str, str] | None = None,
+) -> RecordResult:
     """Run ``pipeline`` over ``inputs`` and snapshot the run into ``store``.
 
     ``at`` sets the logical clock steps see through ``ctx.now()`` (default: now).
@@ -135,23 +162,47 @@ def record(pipeline: Pipeline, inputs: Any, *, store: Store | None = None,
     """
     store = store if store is not None else Store.open()
     table = prepare_input(inputs, record_key)
-    return record_with(bind(pipeline, store), table, store=store, record_key=record_key,
-                       at=at, durable=durable, tags=tags)
+    return record_with(
+        bind(pipeline, store),
+        table,
+        store=store,
+        record_key=record_key,
+        at=at,
+        durable=durable,
+        tags=tags,
+    )
 
 
-def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: str | None,
-                at: datetime | None, durable: bool | None,
-                tags: dict[str, str] | None, kind: str = PRODUCTION) -> RecordResult:
+def record_with(
+    binding: Binding,
+    table: pa.Table,
+    *,
+    store: Store,
+    record_key: str | None,
+    at: datetime | None,
+    durable: bool | None,
+    tags: dict[str, str] | None,
+    kind: str = PRODUCTION,
+) -> RecordResult:
     """Record a run of an already captured binding (``kind`` whatif: a counterfactual)."""
     started = time.time_ns()
     if at is not None and at.tzinfo is None:
         raise InputError("the logical time has no timezone", hint="pass an aware datetime")
     clock = (at or datetime.fromtimestamp(started / 1e9, UTC)).astimezone(UTC)
     run_id = new_run_id()
-    stored, steps, tape, failure = _execute(binding, normalize_table(table), clock,
-                                            wall=at is None)
-    manifest = _manifest(run_id, binding, binding.environment(store), stored[INPUT], steps,
-                         record_key, clock, started, tags or {}, failure)
+    stored, steps, tape, failure = _execute(binding, normalize_table(table), clock, wall=at is None)
+    manifest = _manifest(
+        run_id,
+        binding,
+        binding.environment(store),
+        stored[INPUT],
+        steps,
+        record_key,
+        clock,
+        started,
+        tags or {},
+        failure,
+    )
     manifest["kind"] = kind
     blobs = {}
     if tape is not None:
@@ -166,8 +217,13 @@ def record_with(binding: Binding, table: pa.Table, *, store: Store, record_key: 
     return RecordResult(run_id, final, manifest, entry["seq"] if entry else None)
 
 
-def _stored_soon(kind: str, table: pa.Table, personal: Collection[str],
-                 memo: dict[tuple[Any, ...], str], sharing: Sharing) -> Future[StoredTable]:
+def _stored_soon(
+    kind: str,
+    table: pa.Table,
+    personal: Collection[str],
+    memo: dict[tuple[Any, ...], str],
+    sharing: Sharing,
+) -> Future[StoredTable]:
     """The stored form of a table; a big one is serialized and hashed on another core while
     the next step runs (Arrow and hashlib release the GIL), off the commit's path."""
     shared = sharing.split(kind, table)  # in the order the tables were made
@@ -182,8 +238,12 @@ def _done(value: T) -> Future[T]:
     return done
 
 
-def _prepared(table: pa.Table, personal: Collection[str], memo: dict[tuple[Any, ...], str],
-              shared: tuple[pa.Table, Layout] | None) -> StoredTable:
+def _prepared(
+    table: pa.Table,
+    personal: Collection[str],
+    memo: dict[tuple[Any, ...], str],
+    shared: tuple[pa.Table, Layout] | None,
+) -> StoredTable:
     stored = StoredTable.of(table, personal, memo, shared)
     _ = stored.data_digest  # the stored bytes serialized and hashed here, not at commit
     return stored
@@ -198,9 +258,11 @@ class _Ran:
     ok: bool
 
 
-def _execute(binding: Binding, inp: pa.Table, clock: datetime, *, wall: bool) -> tuple[
-        dict[str, StoredTable], list[dict[str, Any]], tuple[bytes, str] | None,
-        StepError | None]:
+def _execute(
+    binding: Binding, inp: pa.Table, clock: datetime, *, wall: bool
+) -> tuple[
+    dict[str, StoredTable], list[dict[str, Any]], tuple[bytes, str] | None, StepError | None
+]:
     personal = binding.pipeline.personal
     tables = {INPUT: inp}  # what later steps read
     memo: dict[tuple[Any, ...], str] = {}  # lives no longer than the run's tables
@@ -210,8 +272,11 @@ def _execute(binding: Binding, inp: pa.Table, clock: datetime, *, wall: bool) ->
     failure: StepError | None = None
     for i, bound in enumerate(binding.steps):
         sources = binding.pipeline.sources(i)
-        arg = tables[sources[0]] if len(sources) == 1 and bound.step.inputs is None \
+        arg = (
+            tables[sources[0]]
+            if len(sources) == 1 and bound.step.inputs is None
             else {s: tables[s] for s in sources}
+        )
         ctx = RunContext(clock, step=bound.step.name)
         t0 = time.perf_counter_ns()
         try:
@@ -246,28 +311,47 @@ def _tape(ran: list[_Ran]) -> tuple[bytes, Future[str]] | None:
 
 def _step_entry(ran: _Ran, stored: dict[str, StoredTable]) -> dict[str, Any]:
     out = stored[ran.name] if ran.ok else None
-    entry = {"name": ran.name, "inputs": [stored[s].digest for s in ran.sources],
-             "output": out.digest if out is not None else None,
-             "rows": out.table.num_rows if out is not None else None,
-             "duration_ns": ran.duration_ns, "seeds": ran.ctx.seeds,
-             "calls": len(ran.ctx.tape)}
+    entry = {
+        "name": ran.name,
+        "inputs": [stored[s].digest for s in ran.sources],
+        "output": out.digest if out is not None else None,
+        "rows": out.table.num_rows if out is not None else None,
+        "duration_ns": ran.duration_ns,
+        "seeds": ran.ctx.seeds,
+        "calls": len(ran.ctx.tape),
+    }
     if out is not None and out.parts is not None:
         entry["output_parts"] = _redactable(out.parts)
     return entry
 
 
-def _manifest(run_id: str, binding: Binding, env: str, inp: StoredTable,
-              steps: list[dict[str, Any]],
-              record_key: str | None, clock: datetime, started: int, tags: dict[str, str],
-              failure: ReplayError | None) -> dict[str, Any]:
+def _manifest(
+    run_id: str,
+    binding: Binding,
+    env: str,
+    inp: StoredTable,
+    steps: list[dict[str, Any]],
+    record_key: str | None,
+    clock: datetime,
+    started: int,
+    tags: dict[str, str],
+    failure: ReplayError | None,
+) -> dict[str, Any]:
     manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT, "run_id": run_id, "pipeline": binding.pipeline.name,
-        "version": binding.version, "status": "failed" if failure else "ok",
-        "started_ns": started, "ended_ns": time.time_ns(),
-        "clock": clock.isoformat(), "record_key": record_key,
+        "format": MANIFEST_FORMAT,
+        "run_id": run_id,
+        "pipeline": binding.pipeline.name,
+        "version": binding.version,
+        "status": "failed" if failure else "ok",
+        "started_ns": started,
+        "ended_ns": time.time_ns(),
+        "clock": clock.isoformat(),
+        "record_key": record_key,
         "input": {"digest": inp.digest, "rows": inp.table.num_rows}
         | ({"parts": _redactable(inp.parts)} if inp.parts else {}),
-        "env": env, "steps": steps, "tags": dict(tags),
+        "env": env,
+        "steps": steps,
+        "tags": dict(tags),
     }
     if failure is not None:
         manifest["error"] = {"step": getattr(failure, "step", None), "message": failure.message}

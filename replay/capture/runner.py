@@ -23,8 +23,10 @@ def as_table(value: Any, what: str) -> pa.Table:
             return pa.Table.from_pandas(value, preserve_index=False)
         except (pa.ArrowException, ValueError, TypeError) as exc:
             raise InputError(f"{what}: cannot convert the DataFrame to Arrow ({exc})") from None
-    raise InputError(f"{what} is a {type(value).__name__}, not a table",
-                     hint="pass a pyarrow.Table or a pandas.DataFrame")
+    raise InputError(
+        f"{what} is a {type(value).__name__}, not a table",
+        hint="pass a pyarrow.Table or a pandas.DataFrame",
+    )
 
 
 def call_step(step: Step, table_arg: Any, kwargs: dict[str, Any], ctx: RunContext) -> pa.Table:
@@ -34,13 +36,19 @@ def call_step(step: Step, table_arg: Any, kwargs: dict[str, Any], ctx: RunContex
     except ReplayError:
         raise
     except Exception as exc:
-        raise StepError(step.name, f"raised {type(exc).__name__}: {exc}",
-                        hint="fix the step; the failed run is kept with its error") from exc
+        raise StepError(
+            step.name,
+            f"raised {type(exc).__name__}: {exc}",
+            hint="fix the step; the failed run is kept with its error",
+        ) from exc
     try:
         return as_table(out, f"step {step.name!r} output")
     except InputError as exc:
-        raise StepError(step.name, f"returned {type(out).__name__}, not a table",
-                        hint="return a pyarrow.Table or a pandas.DataFrame") from exc
+        raise StepError(
+            step.name,
+            f"returned {type(out).__name__}, not a table",
+            hint="return a pyarrow.Table or a pandas.DataFrame",
+        ) from exc
 
 
 def arguments(step: Step, kwargs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -75,6 +83,7 @@ def read_table_file(path: str) -> pa.Table:
         raise InputError(f"input file {path} does not exist") from None
     except (pa.ArrowException, OSError) as exc:
         kind = {"csv": "CSV", "arrow": "Arrow", "feather": "Arrow"}.get(suffix, "Parquet")
-        raise InputError(f"{path} is not a readable {kind} file ({exc})".splitlines()[0],
-                         hint="write the input with pyarrow.parquet.write_table or "
-                              "DataFrame.to_parquet") from None
+        raise InputError(
+            f"{path} is not a readable {kind} file ({exc})".splitlines()[0],
+            hint="write the input with pyarrow.parquet.write_table or DataFrame.to_parquet",
+        ) from None

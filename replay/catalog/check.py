@@ -31,17 +31,26 @@ class UntrustedCheckpointError(UntrustedSignerError):
 
     def __init__(self, where: str, signer: str, pins: tuple[str, ...]) -> None:
         UntrustedSignerError.__init__(self, signer)
-        pinned = (f"the pinned keys are {', '.join(pins)}" if pins else
-                  "no signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)")
+        pinned = (
+            f"the pinned keys are {', '.join(pins)}"
+            if pins
+            else "no signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)"
+        )
         self.message = f"{where}: signer not trusted: {signer} signed this checkpoint, {pinned}"
         self.args = (self.message,)
-        self.hint = ("pin the store's checkpoint key: `replay trust add KEY.pub --name NAME`, "
-                     "or --key KEY.pub for one call")
+        self.hint = (
+            "pin the store's checkpoint key: `replay trust add KEY.pub --name NAME`, "
+            "or --key KEY.pub for one call"
+        )
 
 
-def verify_store(store: Store, progress: Callable[[str], None] | None = None, *,
-                 signers: tuple[str, ...] | None = None,
-                 head: Checkpoint | None = None) -> dict[str, Any]:
+def verify_store(
+    store: Store,
+    progress: Callable[[str], None] | None = None,
+    *,
+    signers: tuple[str, ...] | None = None,
+    head: Checkpoint | None = None,
+) -> dict[str, Any]:
     """Check the whole store. ``signers`` (key ids) pins who may sign its checkpoints: then
     at least one checkpoint is required and every one must be signed by a pinned key (an
     empty tuple: nothing pinned, every checkpoint is refused as untrusted). ``head`` is a
@@ -76,8 +85,13 @@ def verify_store(store: Store, progress: Callable[[str], None] | None = None, *,
     if head is not None:
         _verify_head(store, head, signers)
     tick("catalog")
-    return {"objects": objects, "runs": runs, "blocks": len(blocks), "checkpoints": checkpoints,
-            "catalog": _check_catalog(store)}
+    return {
+        "objects": objects,
+        "runs": runs,
+        "blocks": len(blocks),
+        "checkpoints": checkpoints,
+        "catalog": _check_catalog(store),
+    }
 
 
 def _check_catalog(store: Store) -> str:
@@ -96,17 +110,21 @@ def _check_catalog(store: Store) -> str:
 
 def _require(store: Store, digest: str, who: str) -> None:
     if not store.objects.has(digest):
-        raise NotFoundError(f"object {digest} named by {who} is missing from the store",
-                            hint="restore it from a backup or an evidence bundle")
+        raise NotFoundError(
+            f"object {digest} named by {who} is missing from the store",
+            hint="restore it from a backup or an evidence bundle",
+        )
 
 
 def _verify_checkpoints(store: Store, signers: tuple[str, ...] | None = None) -> int:
     found = stored(store)
     if not found:
         if signers:
-            raise CorruptionError(str(store.root / "checkpoints"),
-                                  "holds no checkpoint: nothing signed by the pinned key "
-                                  f"({', '.join(signers)}) vouches for this history")
+            raise CorruptionError(
+                str(store.root / "checkpoints"),
+                "holds no checkpoint: nothing signed by the pinned key "
+                f"({', '.join(signers)}) vouches for this history",
+            )
         return 0
     leaves = ledger_leaves(store)
     for path, cp in found:
@@ -118,11 +136,17 @@ def _verify_checkpoints(store: Store, signers: tuple[str, ...] | None = None) ->
         if not cp.verify(keys.load_public(pem)):
             raise CorruptionError(str(path), "signature does not verify")
         if cp.tree_size > len(leaves):
-            raise CorruptionError(str(path), f"covers {cp.tree_size} entries but the ledger "
-                                  f"has only {len(leaves)}: entries were removed")
-        if "sha256:" + merkle.root(leaves[:cp.tree_size]).hex() != cp.root:
-            raise CorruptionError(str(path), "its root does not match the ledger: an entry "
-                                  f"among the first {cp.tree_size} was changed")
+            raise CorruptionError(
+                str(path),
+                f"covers {cp.tree_size} entries but the ledger "
+                f"has only {len(leaves)}: entries were removed",
+            )
+        if "sha256:" + merkle.root(leaves[: cp.tree_size]).hex() != cp.root:
+            raise CorruptionError(
+                str(path),
+                "its root does not match the ledger: an entry "
+                f"among the first {cp.tree_size} was changed",
+            )
     return len(found)
 
 
@@ -131,25 +155,36 @@ def _require_pinned(where: str, key_id: str, signers: tuple[str, ...] | None) ->
         raise UntrustedCheckpointError(where, key_id, signers)
 
 
-def _verify_head(store: Store, head: Checkpoint, signers: tuple[str, ...] | None,
-                 where: str = "--checkpoint") -> None:
+def _verify_head(
+    store: Store, head: Checkpoint, signers: tuple[str, ...] | None, where: str = "--checkpoint"
+) -> None:
     """The ledger is consistent with ``head``, a tree head kept outside the store: the first
     ``head.tree_size`` entries are the ones it signed (an RFC 9162 consistency proof)."""
     _require_pinned(where, head.key_id, signers)
     try:
         pem = public_key_path(store, head.key_id).read_bytes()
     except FileNotFoundError:
-        raise CorruptionError(where, f"signed by {head.key_id}, whose public key the store "
-                              "does not hold") from None
+        raise CorruptionError(
+            where, f"signed by {head.key_id}, whose public key the store does not hold"
+        ) from None
     if not head.verify(keys.load_public(pem)):
         raise CorruptionError(where, "signature does not verify")
     leaves = ledger_leaves(store)
     if head.tree_size > len(leaves):
-        raise CorruptionError(where, f"covers {head.tree_size} entries but the ledger has only "
-                              f"{len(leaves)}: the history was truncated")
+        raise CorruptionError(
+            where,
+            f"covers {head.tree_size} entries but the ledger has only "
+            f"{len(leaves)}: the history was truncated",
+        )
     now = Checkpoint(len(leaves), hexroot(leaves), "", "")
-    proof = ([] if head.tree_size == 0 else
-             [h.hex() for h in merkle.consistency_proof(head.tree_size, leaves)])
+    proof = (
+        []
+        if head.tree_size == 0
+        else [h.hex() for h in merkle.consistency_proof(head.tree_size, leaves)]
+    )
     if not grew(head, now, proof):
-        raise CorruptionError(where, f"the ledger is not consistent with this head of "
-                              f"{head.tree_size} entries: the history was rewritten")
+        raise CorruptionError(
+            where,
+            f"the ledger is not consistent with this head of "
+            f"{head.tree_size} entries: the history was rewritten",
+        )

@@ -83,8 +83,9 @@ class Catalog:
                 con.close()
 
     @contextmanager
-    def reader(self, prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None
-               ) -> Iterator[duckdb.DuckDBPyConnection]:
+    def reader(
+        self, prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection that cannot write the catalog or anything else, refreshed first.
 
         One in-memory DuckDB with the catalog file attached as ``catalog`` (the default
@@ -101,15 +102,18 @@ class Catalog:
             return
         # Spill where a file-backed catalog spills (an in-memory one would use ./.tmp).
         spill = f"{self.path}.tmp"
-        with self._locked(), closing(duckdb.connect(":memory:", config={"temp_directory": spill})
-                                     ) as con:
+        with (
+            self._locked(),
+            closing(duckdb.connect(":memory:", config={"temp_directory": spill})) as con,
+        ):
             yield from self._ready(con, self._attach_refreshed, prepare)
 
     @staticmethod
-    def _ready(con: duckdb.DuckDBPyConnection,
-               load: Callable[[duckdb.DuckDBPyConnection], None],
-               prepare: Callable[[duckdb.DuckDBPyConnection], None] | None
-               ) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _ready(
+        con: duckdb.DuckDBPyConnection,
+        load: Callable[[duckdb.DuckDBPyConnection], None],
+        prepare: Callable[[duckdb.DuckDBPyConnection], None] | None,
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         try:
             load(con)
             if prepare is not None:
@@ -140,8 +144,9 @@ class Catalog:
         except (duckdb.Error, ValueError):
             return False
 
-    def _attach(self, con: duckdb.DuckDBPyConnection, *, readonly: bool
-                ) -> duckdb.DuckDBPyConnection:
+    def _attach(
+        self, con: duckdb.DuckDBPyConnection, *, readonly: bool
+    ) -> duckdb.DuckDBPyConnection:
         mode = " (read_only)" if readonly else ""
         con.execute(f"attach ? as catalog{mode}", [str(self.path)])
         con.execute("use catalog")
@@ -204,8 +209,10 @@ class Catalog:
     def _flush(con: duckdb.DuckDBPyConnection, ingest: Ingest, pos: int, last: str) -> None:
         con.execute("begin")
         ingest.write()
-        con.execute("insert or replace into meta values ('ledger_offset', ?), "
-                    "('ledger_hash', ?)", [str(pos), last])
+        con.execute(
+            "insert or replace into meta values ('ledger_offset', ?), ('ledger_hash', ?)",
+            [str(pos), last],
+        )
         con.execute("commit")
 
 
@@ -217,5 +224,7 @@ def _create(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
 def _failed(exc: duckdb.Error) -> CatalogError:
     """A DuckDB error of a catalog connection, as the one-line error the CLI shows."""
-    return CatalogError(f"catalog query failed: {exc}".splitlines()[0],
-                        hint="check the SQL; `replay reindex` rebuilds the catalog")
+    return CatalogError(
+        f"catalog query failed: {exc}".splitlines()[0],
+        hint="check the SQL; `replay reindex` rebuilds the catalog",
+    )

@@ -50,11 +50,18 @@ def _keys(column: pa.ChunkedArray, members: list[Member]) -> tuple[list[Member],
             keys.append(_as_keys(values))
             kept.append(member)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            why = ("its bytes are not UTF-8" if isinstance(exc, pa.ArrowInvalid)
-                   else f"its type {column.type} has no text form")
-            warnings.warn(CatalogWarning(
-                f"run {member[0]['run_id']}: record key {member[0]['key']!r} not indexed "
-                f"({why}); `replay find` will not find its records"), stacklevel=2)
+            why = (
+                "its bytes are not UTF-8"
+                if isinstance(exc, pa.ArrowInvalid)
+                else f"its type {column.type} has no text form"
+            )
+            warnings.warn(
+                CatalogWarning(
+                    f"run {member[0]['run_id']}: record key {member[0]['key']!r} not indexed "
+                    f"({why}); `replay find` will not find its records"
+                ),
+                stacklevel=2,
+            )
     return kept, pa.concat_arrays(keys) if keys else pa.array([], pa.string())
 
 
@@ -66,8 +73,12 @@ def _clock_ns(iso: str) -> int:
 def _dvc_columns(component: dict[str, Any]) -> dict[str, Any]:
     """The DVC version of a DVC-tracked model or data component, as catalog columns."""
     dvc = component.get("dvc") or {}
-    return {"dvc_repo": dvc.get("repo"), "dvc_rev": dvc.get("rev"), "dvc_md5": dvc.get("md5"),
-            "dvc_remote": dvc.get("remote")}
+    return {
+        "dvc_repo": dvc.get("repo"),
+        "dvc_rev": dvc.get("rev"),
+        "dvc_md5": dvc.get("md5"),
+        "dvc_remote": dvc.get("remote"),
+    }
 
 
 class Ingest:
@@ -92,27 +103,54 @@ class Ingest:
     def add(self, entry: dict[str, Any], end: int) -> None:
         m, block = entry["manifest"], entry["block"]
         clock = _clock_ns(m["clock"])
-        self.runs.append({
-            "seq": entry["seq"], "run_id": m["run_id"], "pipeline": m["pipeline"],
-            "version": m["version"], "status": m["status"], "started": m["started_ns"],
-            "ended": m["ended_ns"], "clock": clock, "rows": m["input"]["rows"],
-            "record_key": m.get("record_key"), "env": m["env"],
-            "error": (m.get("error") or {}).get("message"),
-            "tags": json.dumps(m.get("tags") or {}, sort_keys=True),
-            "manifest_sha256": entry["manifest_sha256"], "entry_end": end,
-            "segment": block["segment"], "block_offset": block["offset"],
-            "block_length": block["length"], "block_header": block["header"],
-            "kind": kind_of(m)})
+        self.runs.append(
+            {
+                "seq": entry["seq"],
+                "run_id": m["run_id"],
+                "pipeline": m["pipeline"],
+                "version": m["version"],
+                "status": m["status"],
+                "started": m["started_ns"],
+                "ended": m["ended_ns"],
+                "clock": clock,
+                "rows": m["input"]["rows"],
+                "record_key": m.get("record_key"),
+                "env": m["env"],
+                "error": (m.get("error") or {}).get("message"),
+                "tags": json.dumps(m.get("tags") or {}, sort_keys=True),
+                "manifest_sha256": entry["manifest_sha256"],
+                "entry_end": end,
+                "segment": block["segment"],
+                "block_offset": block["offset"],
+                "block_length": block["length"],
+                "block_header": block["header"],
+                "kind": kind_of(m),
+            }
+        )
         for idx, s in enumerate(m["steps"]):
-            self.steps.append({
-                "run_id": m["run_id"], "idx": idx, "step": s["name"], "inputs": s["inputs"],
-                "output": s["output"], "rows": s["rows"], "duration_ms": s["duration_ns"] / 1e6,
-                "seeds": json.dumps(s["seeds"], sort_keys=True), "calls": s["calls"]})
+            self.steps.append(
+                {
+                    "run_id": m["run_id"],
+                    "idx": idx,
+                    "step": s["name"],
+                    "inputs": s["inputs"],
+                    "output": s["output"],
+                    "rows": s["rows"],
+                    "duration_ms": s["duration_ns"] / 1e6,
+                    "seeds": json.dumps(s["seeds"], sort_keys=True),
+                    "calls": s["calls"],
+                }
+            )
         if m.get("record_key"):
             key = (block["segment"], block["offset"])
             self.blocks.setdefault(key, (block, []))[1].append(
-                {"run_id": m["run_id"], "key": m["record_key"], "pipeline": m["pipeline"],
-                 "clock": clock})
+                {
+                    "run_id": m["run_id"],
+                    "key": m["record_key"],
+                    "pipeline": m["pipeline"],
+                    "clock": clock,
+                }
+            )
         self.versions[m["version"]] = m["pipeline"]
         self.envs.add(m["env"])
         self.end = end
@@ -122,8 +160,7 @@ class Ingest:
         if self.steps:
             self._insert("steps", pa.Table.from_pylist(self.steps))
         self._insert_components()
-        records = [t for block, runs in self.blocks.values()
-                   for t in self._records(block, runs)]
+        records = [t for block, runs in self.blocks.values() for t in self._records(block, runs)]
         if records:
             self._insert("records", pa.concat_tables(records))
 
@@ -144,23 +181,33 @@ class Ingest:
             fp = json.loads(self.store.get_object(env))
             images[env] = fp["image"]["digest"]
             self._insert_environment(env, fp)
-        return runs.append_column("image", pa.array([images[e] for e in runs["env"].to_pylist()],
-                                                     pa.string()))
+        return runs.append_column(
+            "image", pa.array([images[e] for e in runs["env"].to_pylist()], pa.string())
+        )
 
     def _insert_environment(self, env: str, fp: dict[str, Any]) -> None:
         if self.con.execute("select 1 from environments where env = ?", [env]).fetchall():
             return
-        self.con.execute("insert into environments values (?, ?, ?, ?, ?, ?, ?, ?)", [
-            env, fp["python"]["version"],
-            f"{fp['platform']['system']} {fp['platform']['release']} {fp['platform']['machine']}",
-            fp["cpu"]["model"], fp["blas"].get("numpy"), fp["packages"]["count"],
-            fp["packages"]["lock_sha256"], fp["image"]["digest"]])
+        self.con.execute(
+            "insert into environments values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                env,
+                fp["python"]["version"],
+                " ".join(str(fp["platform"][k]) for k in ("system", "release", "machine")),
+                fp["cpu"]["model"],
+                fp["blas"].get("numpy"),
+                fp["packages"]["count"],
+                fp["packages"]["lock_sha256"],
+                fp["image"]["digest"],
+            ],
+        )
 
     def _insert_components(self) -> None:
         rows: list[dict[str, Any]] = []
         for version, pipeline in self.versions.items():
-            if self.con.execute("select 1 from components where version = ? limit 1",
-                                [version]).fetchall():
+            if self.con.execute(
+                "select 1 from components where version = ? limit 1", [version]
+            ).fetchall():
                 continue
             spec = json.loads(self.store.get_object(version))
             for step in spec["steps"]:
@@ -168,24 +215,54 @@ class Ingest:
                 for kind in ("code", "source", "params"):
                     rows.append(base | {"kind": kind, "name": kind, "digest": step[kind]})
                 for name, model in step["models"].items():
-                    rows.append(base | {"kind": "model", "name": name, "digest": model["digest"],
-                                        "path": model.get("path"), **_dvc_columns(model)})
+                    rows.append(
+                        base
+                        | {
+                            "kind": "model",
+                            "name": name,
+                            "digest": model["digest"],
+                            "path": model.get("path"),
+                            **_dvc_columns(model),
+                        }
+                    )
                 for name, data in step["data"].items():
-                    rows.append(base | {"kind": "data", "name": name, "digest": data["sha256"],
-                                        "path": data["path"], **_dvc_columns(data)})
+                    rows.append(
+                        base
+                        | {
+                            "kind": "data",
+                            "name": name,
+                            "digest": data["sha256"],
+                            "path": data["path"],
+                            **_dvc_columns(data),
+                        }
+                    )
         if rows:
             # Every row names every column: from_pylist takes its schema from the first row.
-            keys = ("version", "pipeline", "step", "kind", "name", "digest", "path", "dvc_repo",
-                    "dvc_rev", "dvc_md5", "dvc_remote")
-            self._insert("components", pa.Table.from_pylist(
-                [{k: r.get(k) for k in keys} for r in rows]))
+            keys = (
+                "version",
+                "pipeline",
+                "step",
+                "kind",
+                "name",
+                "digest",
+                "path",
+                "dvc_repo",
+                "dvc_rev",
+                "dvc_md5",
+                "dvc_remote",
+            )
+            self._insert(
+                "components", pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
+            )
 
     def _note_unindexed(self, run_ids: Any) -> None:
         # So that a check of the catalog's own counts (catalogcheck) expects no records rows
         # of these runs, rather than taking their absence for an edited catalog.
         for run_id in run_ids:
-            self.con.execute("insert or replace into meta values (?, ?)",
-                             [UNINDEXED + run_id, "record keys not indexed"])
+            self.con.execute(
+                "insert or replace into meta values (?, ?)",
+                [UNINDEXED + run_id, "record keys not indexed"],
+            )
 
     def _records(self, block_ref: dict[str, Any], runs: list[dict[str, Any]]) -> list[pa.Table]:
         block = self.store.block(block_ref)
@@ -203,11 +280,17 @@ class Ingest:
                 if not sel:
                     continue
                 counts = [n for _, _, n in sel]
-                out.append(pa.table({
-                    "key": keys,
-                    "run_id": np.repeat([m[0]["run_id"] for m in sel], counts),
-                    "pipeline": np.repeat([m[0]["pipeline"] for m in sel], counts),
-                    "clock": np.repeat(np.array([m[0]["clock"] for m in sel], np.int64), counts),
-                    "row": np.concatenate([np.arange(n, dtype=np.int64) for n in counts]),
-                }))
+                out.append(
+                    pa.table(
+                        {
+                            "key": keys,
+                            "run_id": np.repeat([m[0]["run_id"] for m in sel], counts),
+                            "pipeline": np.repeat([m[0]["pipeline"] for m in sel], counts),
+                            "clock": np.repeat(
+                                np.array([m[0]["clock"] for m in sel], np.int64), counts
+                            ),
+                            "row": np.concatenate([np.arange(n, dtype=np.int64) for n in counts]),
+                        }
+                    )
+                )
         return out

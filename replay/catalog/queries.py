@@ -17,8 +17,19 @@ from replay.core.pipeline import INPUT
 from replay.errors import CatalogError, NotFoundError, UsageError
 from replay.store.store import Store
 
-RUN_COLUMNS = ("seq", "run_id", "pipeline", "kind", "status", "clock", "started", "rows", "version",
-               "image", "error")
+RUN_COLUMNS = (
+    "seq",
+    "run_id",
+    "pipeline",
+    "kind",
+    "status",
+    "clock",
+    "started",
+    "rows",
+    "version",
+    "image",
+    "error",
+)
 
 
 def _rows(con: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -31,45 +42,73 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run: str) -> str:
     """A full run id from an id or a unique prefix of one (at least 8 characters)."""
     run = run.strip().lower()
     if len(run) < 8 or not re.fullmatch(r"[0-9a-f-]+", run):
-        raise UsageError(f"{run!r} is not a run id", hint="give a run id or its first 8+ "
-                         "characters (see `replay runs`)")
-    found = [r[0] for r in con.execute(
-        "select run_id from runs where starts_with(run_id, ?) order by seq limit 6", [run]
-    ).fetchall()]
+        raise UsageError(
+            f"{run!r} is not a run id",
+            hint="give a run id or its first 8+ characters (see `replay runs`)",
+        )
+    found = [
+        r[0]
+        for r in con.execute(
+            "select run_id from runs where starts_with(run_id, ?) order by seq limit 6", [run]
+        ).fetchall()
+    ]
     if not found:
         raise NotFoundError(f"no run {run}", hint="list runs with `replay runs`")
     if len(found) > 1:
-        raise NotFoundError(f"run id {run} is ambiguous: {', '.join(found[:5])}",
-                            hint="give more characters of the id")
+        raise NotFoundError(
+            f"run id {run} is ambiguous: {', '.join(found[:5])}",
+            hint="give more characters of the id",
+        )
     return str(found[0])
 
 
-def runs(store: Store, *, pipeline: str | None = None, since: datetime | None = None,
-         until: datetime | None = None, kind: str | None = PRODUCTION, limit: int | None = 100,
-         offset: int = 0) -> list[dict[str, Any]]:
+def runs(
+    store: Store,
+    *,
+    pipeline: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    kind: str | None = PRODUCTION,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
     """Committed runs of ``kind`` (None: every kind), newest first, by logical clock range
     and pipeline; ``limit`` None lists them all."""
     where, params = _run_filter(pipeline, since, until, kind)
     page = f" limit {int(limit)}" if limit is not None else ""
     with Catalog(store).connect() as con:
-        return _rows(con, f"select {', '.join(RUN_COLUMNS)} from runs where {where} "
-                     f"order by clock desc, seq desc{page} offset {int(offset)}", params)
+        return _rows(
+            con,
+            f"select {', '.join(RUN_COLUMNS)} from runs where {where} "
+            f"order by clock desc, seq desc{page} offset {int(offset)}",
+            params,
+        )
 
 
-def count_runs(store: Store, *, pipeline: str | None = None, since: datetime | None = None,
-               until: datetime | None = None, kind: str | None = PRODUCTION) -> int:
+def count_runs(
+    store: Store,
+    *,
+    pipeline: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    kind: str | None = PRODUCTION,
+) -> int:
     """How many runs ``runs`` would list without a limit."""
     where, params = _run_filter(pipeline, since, until, kind)
     with Catalog(store).connect() as con:
-        return int(con.execute(f"select count(*) from runs where {where}", params)
-                   .fetchall()[0][0])
+        return int(con.execute(f"select count(*) from runs where {where}", params).fetchall()[0][0])
 
 
-def _run_filter(pipeline: str | None, since: datetime | None, until: datetime | None,
-                kind: str | None) -> tuple[str, list[Any]]:
+def _run_filter(
+    pipeline: str | None, since: datetime | None, until: datetime | None, kind: str | None
+) -> tuple[str, list[Any]]:
     where, params = ["true"], []
-    for cond, value in (("pipeline = ?", pipeline), ("clock >= ?", since),
-                        ("clock <= ?", until), ("kind = ?", kind)):
+    for cond, value in (
+        ("pipeline = ?", pipeline),
+        ("clock >= ?", since),
+        ("clock <= ?", until),
+        ("kind = ?", kind),
+    ):
         if value is not None:
             where.append(cond)
             params.append(value)
@@ -81,12 +120,21 @@ def show(store: Store, run: str) -> dict[str, Any]:
     with Catalog(store).connect() as con:
         run_id = resolve_run(con, run)
         (row,) = _rows(con, "select * from runs where run_id = ?", [run_id])
-        components = _rows(con, "select step, kind, name, digest, path, dvc_rev, dvc_md5, "
-                           "dvc_remote from components where version = ? order by step, kind, "
-                           "name", [row["version"]])
+        components = _rows(
+            con,
+            "select step, kind, name, digest, path, dvc_rev, dvc_md5, "
+            "dvc_remote from components where version = ? order by step, kind, "
+            "name",
+            [row["version"]],
+        )
     entry = entry_for(store, row)
-    return {"run": row, "manifest": entry["manifest"], "seq": entry["seq"],
-            "entry_hash": entry["hash"], "components": components}
+    return {
+        "run": row,
+        "manifest": entry["manifest"],
+        "seq": entry["seq"],
+        "entry_hash": entry["hash"],
+        "components": components,
+    }
 
 
 def sources(store: Store, run: str, step: str | None = None) -> list[dict[str, str]]:
@@ -98,12 +146,20 @@ def sources(store: Store, run: str, step: str | None = None) -> list[dict[str, s
     spec = json.loads(store.get_object(found["manifest"]["version"]))
     steps = [s for s in spec["steps"] if step is None or s["name"] == step]
     if not steps:
-        raise NotFoundError(f"run {found['run_id']} has no step {step!r}",
-                            hint="steps: " + ", ".join(s["name"] for s in spec["steps"]))
-    return [{"step": s["name"], "module": module, "digest": digest,
-             "text": store.get_object(digest).decode(errors="replace")}
-            for s in steps
-            for module, digest in (s.get("modules") or {s["qualname"]: s["source"]}).items()]
+        raise NotFoundError(
+            f"run {found['run_id']} has no step {step!r}",
+            hint="steps: " + ", ".join(s["name"] for s in spec["steps"]),
+        )
+    return [
+        {
+            "step": s["name"],
+            "module": module,
+            "digest": digest,
+            "text": store.get_object(digest).decode(errors="replace"),
+        }
+        for s in steps
+        for module, digest in (s.get("modules") or {s["qualname"]: s["source"]}).items()
+    ]
 
 
 def entry(store: Store, run: str) -> dict[str, Any]:
@@ -115,32 +171,55 @@ def entry(store: Store, run: str) -> dict[str, Any]:
 def entries(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """The ledger entries of runs given by id or unique prefix, in that order, resolved on
     one catalog connection (opening one costs milliseconds; an export names many runs)."""
-    found: dict[str, dict[str, Any]] = {r: store.entry_cache[r] for r in runs
-                                        if r in store.entry_cache}
+    found: dict[str, dict[str, Any]] = {
+        r: store.entry_cache[r] for r in runs if r in store.entry_cache
+    }
     if len(found) < len(set(runs)):
         with Catalog(store).connect() as con:
-            rows = {r: _rows(con, "select run_id, entry_end from runs where run_id = ?",
-                             [resolve_run(con, r)])[0] for r in runs if r not in found}
+            rows = {
+                r: _rows(
+                    con,
+                    "select run_id, entry_end from runs where run_id = ?",
+                    [resolve_run(con, r)],
+                )[0]
+                for r in runs
+                if r not in found
+            }
         for run, row in rows.items():
             found[run] = store.entry_cache[row["run_id"]] = entry_for(store, row)
     return [found[r] for r in runs]
 
 
-def find(store: Store, key: str, *, pipeline: str | None = None,
-         until: datetime | None = None, kind: str | None = PRODUCTION) -> list[dict[str, Any]]:
+def find(
+    store: Store,
+    key: str,
+    *,
+    pipeline: str | None = None,
+    until: datetime | None = None,
+    kind: str | None = PRODUCTION,
+) -> list[dict[str, Any]]:
     """The runs of ``kind`` (None: every kind) that decided the business record ``key``,
     newest first."""
-    query = ("select r.run_id, r.pipeline, r.clock, r.status, r.kind, k.row, r.record_key, "
-             "r.entry_end from records k join runs r using (run_id) where k.key = ?")
+    query = (
+        "select r.run_id, r.pipeline, r.clock, r.status, r.kind, k.row, r.record_key, "
+        "r.entry_end from records k join runs r using (run_id) where k.key = ?"
+    )
     params: list[Any] = [key]
-    for cond, value in ((" and r.pipeline = ?", pipeline), (" and r.clock <= ?", until),
-                        (" and r.kind = ?", kind)):
+    for cond, value in (
+        (" and r.pipeline = ?", pipeline),
+        (" and r.clock <= ?", until),
+        (" and r.kind = ?", kind),
+    ):
         if value is not None:
             query += cond
             params.append(value)
     # The catalog is only an index: its answer is confirmed in the ledger and blocks.
-    found = answer(store, lambda con: _rows(con, query + " order by r.clock desc, r.seq desc",
-                                            params), lambda rows: rows, key)
+    found = answer(
+        store,
+        lambda con: _rows(con, query + " order by r.clock desc, r.seq desc", params),
+        lambda rows: rows,
+        key,
+    )
     for row in found:
         row.pop("entry_end", None)
     return found
@@ -166,13 +245,13 @@ def sql(store: Store, query: str) -> pa.Table:
             raise CatalogError(str(exc).splitlines()[0], hint=_error_hint(exc)) from None
 
 
-SQL_HINT = "`replay sql \"show all tables\"` lists what can be queried"
+SQL_HINT = '`replay sql "show all tables"` lists what can be queried'
 READ_HINT = "ask with SELECT, WITH, FROM, VALUES, SHOW, DESCRIBE, SUMMARIZE or EXPLAIN"
 REFUSAL_HINTS: dict[duckdb.StatementType | None, str] = {
     duckdb.StatementType.COPY: "to keep a result, print it with --json and redirect it",
     duckdb.StatementType.EXPORT: "to keep a result, print it with --json and redirect it",
     duckdb.StatementType.PRAGMA: "read metadata with table functions instead, e.g. "
-                                 "select * from pragma_table_info('runs')",
+    "select * from pragma_table_info('runs')",
     # A PIVOT without IN first creates a type (one statement of several).
     duckdb.StatementType.MULTI: "list the values a PIVOT spreads: PIVOT t ON col IN ('a', 'b')",
 }
@@ -182,6 +261,7 @@ def _prepare(store: Store, query: str) -> Callable[[duckdb.DuckDBPyConnection], 
     def prepare(con: duckdb.DuckDBPyConnection) -> None:
         _refuse_unless_reads(con, query)  # first: a refused query loads no row data
         _register_rows(store, con, query)
+
     return prepare
 
 
@@ -197,12 +277,15 @@ def _refuse_unless_reads(con: duckdb.DuckDBPyConnection, query: str) -> None:
         refused = _refused(con, statement)
         if refused is not None:
             where = f" (statement {i} of {len(statements)})" if len(statements) > 1 else ""
-            raise CatalogError(f"replay sql only reads: refused {_keyword(refused)}{where}",
-                               hint=REFUSAL_HINTS.get(_kind(refused), READ_HINT))
+            raise CatalogError(
+                f"replay sql only reads: refused {_keyword(refused)}{where}",
+                hint=REFUSAL_HINTS.get(_kind(refused), READ_HINT),
+            )
 
 
-def _refused(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement
-             ) -> duckdb.Statement | None:
+def _refused(
+    con: duckdb.DuckDBPyConnection, statement: duckdb.Statement
+) -> duckdb.Statement | None:
     """The statement that is not a read (the one inside an EXPLAIN), or None."""
     kind = _kind(statement)
     # SHOW, DESCRIBE, SUMMARIZE, FROM-first, VALUES and TABLE all parse as SELECT.
@@ -243,13 +326,15 @@ def _keyword(statement: duckdb.Statement) -> str:
     if not starts:
         return "a statement"
     end = starts[1] if len(starts) > 1 else len(text)
-    return text[starts[0]:end].strip().rstrip(";").upper()
+    return text[starts[0] : end].strip().rstrip(";").upper()
 
 
 def _error_hint(exc: duckdb.Error) -> str:
     if isinstance(exc, duckdb.PermissionException):
-        return "replay sql reads only the catalog and the row-data views: no files, " \
-               "extensions or settings"
+        return (
+            "replay sql reads only the catalog and the row-data views: no files, "
+            "extensions or settings"
+        )
     return SQL_HINT
 
 
@@ -276,13 +361,17 @@ def _register_rows(store: Store, con: duckdb.DuckDBPyConnection, query: str) -> 
 
 def rows_of(store: Store, con: duckdb.DuckDBPyConnection, pipeline: str) -> dict[str, pa.Table]:
     """Every recorded table of a pipeline, by kind (``input`` or a step name)."""
-    refs = con.execute("select segment, block_offset, block_length, block_header, "
-                       "list(run_id order by seq) from runs where pipeline = ? "
-                       "group by all order by min(seq)", [pipeline]).fetchall()
+    refs = con.execute(
+        "select segment, block_offset, block_length, block_header, "
+        "list(run_id order by seq) from runs where pipeline = ? "
+        "group by all order by min(seq)",
+        [pipeline],
+    ).fetchall()
     pieces: dict[str, list[pa.Table]] = {}
     for segment, offset, length, header, run_ids in refs:
-        block = store.block({"segment": segment, "offset": offset, "length": length,
-                             "header": header})
+        block = store.block(
+            {"segment": segment, "offset": offset, "length": length, "header": header}
+        )
         for run_id in run_ids:
             for kind in block.kinds(run_id):
                 t = block.table(run_id, kind)

@@ -83,10 +83,13 @@ def _repair_tail(store: Store, fd: int, path: Path, report: Checkup) -> None:
         n = settled.restored
         report.repaired.append(
             f"restored the newline of {n} complete, chained entr{'y' if n == 1 else 'ies'} "
-            f"at the end of {path} (nothing cut from them)")
+            f"at the end of {path} (nothing cut from them)"
+        )
     if settled.cut:
-        report.repaired.append(f"cut a torn last line ({settled.cut} bytes) from {path} "
-                               "(a crash mid-append; that run was never acknowledged)")
+        report.repaired.append(
+            f"cut a torn last line ({settled.cut} bytes) from {path} "
+            "(a crash mid-append; that run was never acknowledged)"
+        )
 
 
 def _segment_tails(store: Store, report: Checkup) -> None:
@@ -98,8 +101,10 @@ def _segment_tails(store: Store, report: Checkup) -> None:
     for seg in sorted(folder.glob("*.seg")) if folder.exists() else []:
         extra = seg.stat().st_size - ends.get(seg.name, 0)
         if extra > 0:
-            report.noted.append(f"{seg}: {extra} bytes after the last committed block "
-                                "(a crash before the ledger append; never read)")
+            report.noted.append(
+                f"{seg}: {extra} bytes after the last committed block "
+                "(a crash before the ledger append; never read)"
+            )
 
 
 def _refuse_links(store: Store) -> None:
@@ -107,17 +112,29 @@ def _refuse_links(store: Store) -> None:
     the place of a store file or folder (which the store's owner can put there) must not
     take it anywhere else. Refused before anything is touched."""
     root = store.root
-    names = [root / n for n in ("FORMAT", "objects", "segments", "ledger", "catalog.duckdb",
-                                "catalog.duckdb.wal", "catalog.lock")]
+    names = [
+        root / n
+        for n in (
+            "FORMAT",
+            "objects",
+            "segments",
+            "ledger",
+            "catalog.duckdb",
+            "catalog.duckdb.wal",
+            "catalog.lock",
+        )
+    ]
     names += [store.ledger.path, store.ledger.root / "lock", root / "objects" / "sha256"]
     for folder in (root / "segments", root / "objects" / "sha256"):
         if folder.is_dir() and not folder.is_symlink():
             names += sorted(folder.iterdir())
     for path in names:
         if path.is_symlink():
-            raise StoreError(f"{path} is a symbolic link: doctor repairs only the store's own "
-                             "files, never what a link points at",
-                             hint=f"replace {path} by the file or folder itself, then rerun")
+            raise StoreError(
+                f"{path} is a symbolic link: doctor repairs only the store's own "
+                "files, never what a link points at",
+                hint=f"replace {path} by the file or folder itself, then rerun",
+            )
 
 
 def doctor(store: Store) -> Checkup:
@@ -132,5 +149,3 @@ def doctor(store: Store) -> Checkup:
     runs = reindex(store)
     report.repaired.append(f"rebuilt the catalog from the files ({runs} runs)")
     return report
-
-

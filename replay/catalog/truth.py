@@ -27,14 +27,20 @@ from replay.store.store import Store
 T = TypeVar("T")
 WARNING = "warning: catalog disagreed with the ledger; rebuilt"
 
-_COUNTS = ("select (select count(*) from records where run_id not in "
-           "(select run_id from runs)) = 0 and (select count(*) from records) = "
-           "(select coalesce(sum(rows), 0) from runs where record_key is not null and "
-           f"'{UNINDEXED}' || run_id not in (select key from meta))")
+_COUNTS = (
+    "select (select count(*) from records where run_id not in "
+    "(select run_id from runs)) = 0 and (select count(*) from records) = "
+    "(select coalesce(sum(rows), 0) from runs where record_key is not null and "
+    f"'{UNINDEXED}' || run_id not in (select key from meta))"
+)
 
 
-def answer(store: Store, ask: Callable[[duckdb.DuckDBPyConnection], T],
-           named: Callable[[T], Iterable[dict[str, Any]]], key: str | None = None) -> T:
+def answer(
+    store: Store,
+    ask: Callable[[duckdb.DuckDBPyConnection], T],
+    named: Callable[[T], Iterable[dict[str, Any]]],
+    key: str | None = None,
+) -> T:
     """``ask`` the catalog; when the answer is not confirmed by the files, rebuild the
     catalog (with a warning on stderr) and ask once more."""
     with Catalog(store).connect() as con:
@@ -42,8 +48,11 @@ def answer(store: Store, ask: Callable[[duckdb.DuckDBPyConnection], T],
         rows = list(named(result))
         # One records row per (run, input row): a duplicate is a row moved onto a run that
         # holds the key at that row too.
-        ok = (len({(r["run_id"], r.get("row")) for r in rows}) == len(rows)
-              and _counts_hold(con) and all(confirm(store, row, key) for row in rows))
+        ok = (
+            len({(r["run_id"], r.get("row")) for r in rows}) == len(rows)
+            and _counts_hold(con)
+            and all(confirm(store, row, key) for row in rows)
+        )
     if ok:
         return result
     with Catalog(store).connect(rebuild=True) as con:
@@ -63,15 +72,18 @@ def confirm(store: Store, row: dict[str, Any], key: str | None) -> bool:
     from replay.store.history import _hash_holds
 
     try:
-        found = entry_for(store, {"run_id": row["run_id"],
-                                  "entry_end": row.get("entry_end") or 0})
+        found = entry_for(store, {"run_id": row["run_id"], "entry_end": row.get("entry_end") or 0})
     except NotFoundError:
         return False
     m = found["manifest"]
-    if (found["run_id"] != row["run_id"] or m.get("run_id") != row["run_id"]
-            or not _hash_holds(found) or m["pipeline"] != row["pipeline"]
-            or not _same_clock(m["clock"], row["clock"])
-            or row.get("kind", kind_of(m)) != kind_of(m)):
+    if (
+        found["run_id"] != row["run_id"]
+        or m.get("run_id") != row["run_id"]
+        or not _hash_holds(found)
+        or m["pipeline"] != row["pipeline"]
+        or not _same_clock(m["clock"], row["clock"])
+        or row.get("kind", kind_of(m)) != kind_of(m)
+    ):
         return False
     if key is None:
         return True
@@ -121,53 +133,83 @@ def check_catalog(store: Store) -> int:
             pass
         print("warning: the catalog indexed another ledger; rebuilt", file=sys.stderr)
     with catalog.connect() as con:
-        listed = con.execute("select seq, run_id, pipeline, clock, version, record_key, kind "
-                             "from runs order by seq").fetchall()
+        listed = con.execute(
+            "select seq, run_id, pipeline, clock, version, record_key, kind from runs order by seq"
+        ).fetchall()
         count = 0
         for _, e in store.entries():
             m = e["manifest"]
             row = listed[count] if count < len(listed) else None
             count += 1
             if row is None:
-                raise CorruptionError(where, f"has no runs row for ledger entry {e['seq']} "
-                                      f"(run {e['run_id']})", hint="`replay reindex` rebuilds it")
+                raise CorruptionError(
+                    where,
+                    f"has no runs row for ledger entry {e['seq']} (run {e['run_id']})",
+                    hint="`replay reindex` rebuilds it",
+                )
             seq, run_id, pipeline, clock, version, record_key, kind = row
             if (seq, run_id, pipeline, version, record_key, kind) != (
-                    e["seq"], e["run_id"], m["pipeline"], m["version"], m.get("record_key"),
-                    kind_of(m)) \
-                    or not _same_clock(m["clock"], clock):
-                raise CorruptionError(where, f"runs row seq {seq} (run {run_id}, pipeline "
-                                      f"{pipeline}) disagrees with ledger entry {e['seq']} (run "
-                                      f"{e['run_id']}, pipeline {m['pipeline']})",
-                                      hint="`replay reindex` rebuilds it")
+                e["seq"],
+                e["run_id"],
+                m["pipeline"],
+                m["version"],
+                m.get("record_key"),
+                kind_of(m),
+            ) or not _same_clock(m["clock"], clock):
+                raise CorruptionError(
+                    where,
+                    f"runs row seq {seq} (run {run_id}, pipeline "
+                    f"{pipeline}) disagrees with ledger entry {e['seq']} (run "
+                    f"{e['run_id']}, pipeline {m['pipeline']})",
+                    hint="`replay reindex` rebuilds it",
+                )
             if record_key:
                 block = store.block(e["block"])
                 part, first, n = block.kinds(run_id)[INPUT]
                 try:
-                    held = _as_keys(block.part_table(part).column(record_key)
-                                    .slice(first, n).combine_chunks()).to_pylist()
+                    held = _as_keys(
+                        block.part_table(part).column(record_key).slice(first, n).combine_chunks()
+                    ).to_pylist()
                 except Exception:  # keys the catalog cannot index (see CatalogWarning)
                     held = None
                 if held is not None:
-                    indexed = [k for (k,) in con.execute(
-                        "select key from records where run_id = ? order by row",
-                        [run_id]).fetchall()]
+                    indexed = [
+                        k
+                        for (k,) in con.execute(
+                            "select key from records where run_id = ? order by row", [run_id]
+                        ).fetchall()
+                    ]
                     if indexed != held:
-                        first_bad = next((i for i, (a, b) in enumerate(
-                            zip(indexed, held, strict=False)) if a != b), min(len(indexed),
-                                                                              len(held)))
-                        raise CorruptionError(where, f"records of run {run_id} disagree with "
-                                              f"its block at input row {first_bad}",
-                                              hint="`replay reindex` rebuilds it")
+                        first_bad = next(
+                            (
+                                i
+                                for i, (a, b) in enumerate(zip(indexed, held, strict=False))
+                                if a != b
+                            ),
+                            min(len(indexed), len(held)),
+                        )
+                        raise CorruptionError(
+                            where,
+                            f"records of run {run_id} disagree with "
+                            f"its block at input row {first_bad}",
+                            hint="`replay reindex` rebuilds it",
+                        )
         if len(listed) > count:
             seq, run_id = listed[count][:2]
-            raise CorruptionError(where, f"runs row seq {seq} (run {run_id}) has no ledger "
-                                  "entry", hint="`replay reindex` rebuilds it")
-        stray = con.execute("select run_id from records where run_id not in "
-                            "(select run_id from runs) limit 1").fetchall()
+            raise CorruptionError(
+                where,
+                f"runs row seq {seq} (run {run_id}) has no ledger entry",
+                hint="`replay reindex` rebuilds it",
+            )
+        stray = con.execute(
+            "select run_id from records where run_id not in (select run_id from runs) limit 1"
+        ).fetchall()
         if stray:
-            raise CorruptionError(where, f"records rows name run {stray[0][0]}, which the "
-                                  "ledger does not hold", hint="`replay reindex` rebuilds it")
+            raise CorruptionError(
+                where,
+                f"records rows name run {stray[0][0]}, which the ledger does not hold",
+                hint="`replay reindex` rebuilds it",
+            )
     return count
 
 
@@ -180,8 +222,9 @@ def entry_for(store: Store, row: dict[str, Any]) -> dict[str, Any]:
     for _, entry in store.entries():
         if entry["run_id"] == row["run_id"]:
             return entry
-    raise NotFoundError(f"run {row['run_id']} is in the catalog but not in the ledger",
-                        hint="run `replay reindex`")
+    raise NotFoundError(
+        f"run {row['run_id']} is in the catalog but not in the ledger", hint="run `replay reindex`"
+    )
 
 
 def _start_of(store: Store, row: dict[str, Any]) -> int:

@@ -43,6 +43,7 @@ else:
 INTERNAL_ERROR = 70
 F = TypeVar("F", bound=Callable[..., Any])
 
+
 def hoist_store(args: list[str]) -> list[str]:
     """``--store PATH`` (``-s PATH``, ``--store=PATH``) after the command means what it means
     before it, so it is moved in front; ``verify --store PATH`` keeps its flag too: it
@@ -51,7 +52,7 @@ def hoist_store(args: list[str]) -> list[str]:
     i, command = 0, None
     while i < len(args) and command is None:  # the global options, then the command
         if args[i] in ("--store", "-s") and i + 1 < len(args):
-            front += args[i:i + 2]
+            front += args[i : i + 2]
             i += 2
             continue
         if not args[i].startswith("-"):
@@ -83,24 +84,54 @@ def hoist_store(args: list[str]) -> list[str]:
 
 
 # What an option's value is, in help (typer would print <str>, <path>, and <bool> on flags).
-METAVARS = {"store": "PATH", "since": "TIME", "until": "TIME", "at": "TIME", "input": "FILE",
-            "out": "FILE", "bundle": "FILE", "checkpoint": "FILE", "head": "FILE",
-            "key": "PEM", "signer": "PEM", "record_key": "COLUMN", "record": "KEY",
-            "pipeline": "NAME", "name": "NAME", "step": "STEP", "image": "REF",
-            "kind": "production|whatif|all", "fmt": "table|tsv|json",
-            "mode": "chained|isolated", "swap": "STEP=RUN|STEP[.MODEL]=sha256:…",
-            "tolerance": "COLUMN=NUMBER", "memory": "SIZE", "cpus": "N", "pids": "N",
-            "limit": "N", "offset": "N", "witnesses": "N", "redact": "COLUMNS",
-            "extract": "DIR", "state": "DIR", "workdir": "DIR", "workspace": "DIR",
-            "out_dir": "DIR", "format": "text|mermaid"}
+METAVARS = {
+    "store": "PATH",
+    "since": "TIME",
+    "until": "TIME",
+    "at": "TIME",
+    "input": "FILE",
+    "out": "FILE",
+    "bundle": "FILE",
+    "checkpoint": "FILE",
+    "head": "FILE",
+    "key": "PEM",
+    "signer": "PEM",
+    "record_key": "COLUMN",
+    "record": "KEY",
+    "pipeline": "NAME",
+    "name": "NAME",
+    "step": "STEP",
+    "image": "REF",
+    "kind": "production|whatif|all",
+    "fmt": "table|tsv|json",
+    "mode": "chained|isolated",
+    "swap": "STEP=RUN|STEP[.MODEL]=sha256:…",
+    "tolerance": "COLUMN=NUMBER",
+    "memory": "SIZE",
+    "cpus": "N",
+    "pids": "N",
+    "limit": "N",
+    "offset": "N",
+    "witnesses": "N",
+    "redact": "COLUMNS",
+    "extract": "DIR",
+    "state": "DIR",
+    "workdir": "DIR",
+    "workspace": "DIR",
+    "out_dir": "DIR",
+    "format": "text|mermaid",
+}
 
 
 def _name_values(command: Any) -> None:
     """Help shows a flag bare and an option's value by what it is (``--since TIME``)."""
     for param in command.params:
         if isinstance(param, typer.core.TyperOption) and param.metavar is None:
-            param.metavar = "" if param.is_flag else METAVARS.get(
-                param.name or "", (param.name or "value").upper())
+            param.metavar = (
+                ""
+                if param.is_flag
+                else METAVARS.get(param.name or "", (param.name or "value").upper())
+            )
         elif isinstance(param, typer.core.TyperArgument):
             param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
     make_help = command.get_help_option
@@ -125,18 +156,32 @@ class _StoreAnywhere(typer.core.TyperGroup):
         return super().parse_args(ctx, hoist_store(list(args)))
 
 
-app = typer.Typer(cls=_StoreAnywhere, add_completion=False, no_args_is_help=True,
-                  pretty_exceptions_enable=False,
-                  help="Snapshot every run of an inference pipeline; replay it exactly.")
+app = typer.Typer(
+    cls=_StoreAnywhere,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Snapshot every run of an inference pipeline; replay it exactly.",
+)
 state: dict[str, Any] = {"store": None, "debug": False}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-FormatOpt = Annotated[str | None, typer.Option(
-    "--format", help="table (default on a terminal), tsv (default when piped: every column, "
-                     "in full) or json (as --json).")]
-KindOpt = Annotated[str, typer.Option(
-    "--kind", help="production (what the pipeline decided), whatif (questions asked with "
-                   "`at --input`) or all.")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="table (default on a terminal), tsv (default when piped: every column, "
+        "in full) or json (as --json).",
+    ),
+]
+KindOpt = Annotated[
+    str,
+    typer.Option(
+        "--kind",
+        help="production (what the pipeline decided), whatif (questions asked with "
+        "`at --input`) or all.",
+    ),
+]
 
 
 BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away
@@ -159,8 +204,9 @@ def handled(fn: F) -> F:
         except Exception as exc:
             if state["debug"]:
                 raise
-            code = report_error(exc, as_json=bool(kwargs.get("as_json"))
-                                or kwargs.get("fmt") == "json")
+            code = report_error(
+                exc, as_json=bool(kwargs.get("as_json")) or kwargs.get("fmt") == "json"
+            )
             raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -172,8 +218,11 @@ def report_error(exc: Exception, *, as_json: bool) -> int:
     err = exc if isinstance(exc, ReplayError) else translate(exc)
     if err is None:
         message = f"{type(exc).__name__}: {exc}"
-        hint, code, label = "rerun with --debug for the traceback and report it", \
-            INTERNAL_ERROR, "internal error"
+        hint, code, label = (
+            "rerun with --debug for the traceback and report it",
+            INTERNAL_ERROR,
+            "internal error",
+        )
     else:
         message, hint, code, label = err.message, err.hint, err.exit_code, "error"
     if as_json:
@@ -186,8 +235,17 @@ def report_error(exc: Exception, *, as_json: bool) -> int:
 
 
 # A path the user gave that cannot be used (a folder for --key, a file without permission).
-PATH_ERRNOS = frozenset({errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM,
-                         errno.ENAMETOOLONG, errno.ELOOP})
+PATH_ERRNOS = frozenset(
+    {
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
 
 
 def translate(exc: Exception) -> ReplayError | None:
@@ -199,22 +257,29 @@ def translate(exc: Exception) -> ReplayError | None:
     """
     duckdb = sys.modules.get("duckdb")  # never imported just to be checked
     if duckdb is not None and isinstance(exc, duckdb.Error):
-        return CatalogError(f"DuckDB: {exc}", hint="run `replay reindex` if the catalog is "
-                                                   "damaged; check the query otherwise")
+        return CatalogError(
+            f"DuckDB: {exc}",
+            hint="run `replay reindex` if the catalog is damaged; check the query otherwise",
+        )
     pa = sys.modules.get("pyarrow")
     if pa is not None and isinstance(exc, pa.ArrowException) and not isinstance(exc, OSError):
-        return InputError(f"Arrow refused the data: {exc}",
-                          hint="check the input's column types and values")
+        return InputError(
+            f"Arrow refused the data: {exc}", hint="check the input's column types and values"
+        )
     if isinstance(exc, OSError):
         where = f"cannot use {exc.filename}" if exc.filename else "I/O failed"
         if exc.errno in PATH_ERRNOS:
-            return UsageError(f"{where}: {exc.strerror}",
-                              hint="check that the path names a file you can read")
-        return StoreError(f"{where}: {exc.strerror or exc}",
-                          hint="check free space and permissions")
+            return UsageError(
+                f"{where}: {exc.strerror}", hint="check that the path names a file you can read"
+            )
+        return StoreError(
+            f"{where}: {exc.strerror or exc}", hint="check free space and permissions"
+        )
     if isinstance(exc, UnicodeDecodeError):
-        return InputError(f"bytes that are not UTF-8: {exc}",
-                          hint="names and text must be UTF-8; rewrite the file as UTF-8")
+        return InputError(
+            f"bytes that are not UTF-8: {exc}",
+            hint="names and text must be UTF-8; rewrite the file as UTF-8",
+        )
     return None
 
 
@@ -233,13 +298,22 @@ def _print_version() -> None:
 
 @app.callback()
 def main_options(
-    store: Annotated[str | None, typer.Option(
-        "--store", "-s", envvar="REPLAY_STORE", help="Store folder (default ./snapshots).")
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", "-s", envvar="REPLAY_STORE", help="Store folder (default ./snapshots)."
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-    version: Annotated[bool, typer.Option(
-        "--version", help="Print the version and exit.", is_eager=True,
-        callback=lambda shown: _print_version() if shown else None)] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=lambda shown: _print_version() if shown else None,
+        ),
+    ] = False,
 ) -> None:
     state["store"] = store
     state["debug"] = debug
@@ -261,12 +335,18 @@ def init(as_json: JsonOpt = False) -> None:
 def record(
     target: Annotated[str, typer.Argument(help="MODULE:PIPELINE or path/file.py:PIPELINE")],
     input: Annotated[str, typer.Option("--input", "-i", help="Input rows (Parquet).")],
-    record_key: Annotated[str | None, typer.Option(
-        "--record-key", "-k", help="Column naming the business record.")] = None,
+    record_key: Annotated[
+        str | None, typer.Option("--record-key", "-k", help="Column naming the business record.")
+    ] = None,
     at: Annotated[str | None, typer.Option(help="Logical time (ISO-8601 with zone).")] = None,
-    create: Annotated[bool, typer.Option(
-        "--create", help="Create the store if it does not exist (without it a missing store "
-                         "is refused, so a mistyped path is never made).")] = False,
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create",
+            help="Create the store if it does not exist (without it a missing store "
+            "is refused, so a mistyped path is never made).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pipeline over input rows and snapshot the run."""
@@ -278,35 +358,49 @@ def record(
     try:
         store = open_store(create=create)
     except NotFoundError as exc:
-        raise NotFoundError(exc.message, hint="check the path; to start a store there, run "
-                            "`replay init` first or add --create") from None
+        raise NotFoundError(
+            exc.message,
+            hint="check the path; to start a store there, run `replay init` first or add --create",
+        ) from None
     rows = read_rows(input)
     pipeline = load_pipeline(target)
     if record_key is None:
-        _warn("warning: no --record-key: `replay find` and `replay at --record` will never "
-              "return this run's records")
+        _warn(
+            "warning: no --record-key: `replay find` and `replay at --record` will never "
+            "return this run's records"
+        )
     result = record_run(pipeline, rows, store=store, record_key=record_key, at=clock)
     if as_json:
-        render.emit_json({"run_id": result.run_id, "seq": result.seq, "status": result.status,
-                          "rows": result.output.num_rows,
-                          "output": render.arrow_json(result.output)})
+        render.emit_json(
+            {
+                "run_id": result.run_id,
+                "seq": result.seq,
+                "status": result.status,
+                "rows": result.output.num_rows,
+                "output": render.arrow_json(result.output),
+            }
+        )
         return
-    render.console.print(f"recorded run [bold]{result.run_id}[/bold] (ledger #{result.seq}, "
-                         f"{rows.num_rows} rows, pipeline {escape(pipeline.name)})")
+    render.console.print(
+        f"recorded run [bold]{result.run_id}[/bold] (ledger #{result.seq}, "
+        f"{rows.num_rows} rows, pipeline {escape(pipeline.name)})"
+    )
     render.arrow(result.output, limit=10)
 
 
 @app.command()
 @handled
 def runs(
-    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
-                        ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+    ] = None,
     since: Annotated[str | None, typer.Option(help="ISO-8601 time (logical clock).")] = None,
     until: Annotated[str | None, typer.Option(help="ISO-8601 time (logical clock).")] = None,
     kind: KindOpt = PRODUCTION,
     limit: Annotated[int, typer.Option(min=1, help="Runs per page.")] = 50,
-    offset: Annotated[int, typer.Option(min=0, help="Skip this many (the next page: "
-                                                    "--offset LIMIT).")] = 0,
+    offset: Annotated[
+        int, typer.Option(min=0, help="Skip this many (the next page: --offset LIMIT).")
+    ] = 0,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
@@ -314,30 +408,51 @@ def runs(
     store = open_store()
     start = parse_time(since) if since is not None else None
     end = parse_time(until) if until is not None else None
-    rows = queries.runs(store, pipeline=pipeline, since=start, until=end,
-                        kind=kinds.wanted(kind), limit=limit, offset=offset)
-    total = queries.count_runs(store, pipeline=pipeline, since=start, until=end,
-                               kind=kinds.wanted(kind))
+    rows = queries.runs(
+        store,
+        pipeline=pipeline,
+        since=start,
+        until=end,
+        kind=kinds.wanted(kind),
+        limit=limit,
+        offset=offset,
+    )
+    total = queries.count_runs(
+        store, pipeline=pipeline, since=start, until=end, kind=kinds.wanted(kind)
+    )
     fmt = render.pick_format(fmt, as_json)
     if fmt == "json":
         render.emit_json({"runs": rows, "total": total, "offset": offset, "limit": limit})
         return
     shown = f"{kind} runs {offset + 1 if rows else 0} to {offset + len(rows)} of {total}"
-    render.rows_out(rows, ("run_id", "pipeline", "clock", "rows", "status"), shown, fmt,
-                    drop=("rows", "status", "pipeline"))
+    render.rows_out(
+        rows,
+        ("run_id", "pipeline", "clock", "rows", "status"),
+        shown,
+        fmt,
+        drop=("rows", "status", "pipeline"),
+    )
     if offset + len(rows) < total:  # on stderr: a piped listing stays pure rows
-        render.errors.print(f"{shown}; {total - offset - len(rows)} more: --offset "
-                            f"{offset + len(rows)} (or --limit {total})", markup=False,
-                            highlight=False)
+        render.errors.print(
+            f"{shown}; {total - offset - len(rows)} more: --offset "
+            f"{offset + len(rows)} (or --limit {total})",
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command()
 @handled
-def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
-         source: Annotated[bool, typer.Option(
-             "--source", help="Print the recorded source of every module the steps ran.")] = False,
-         step: Annotated[str | None, typer.Option(help="With --source: only this step.")] = None,
-         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
+def show(
+    run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    source: Annotated[
+        bool,
+        typer.Option("--source", help="Print the recorded source of every module the steps ran."),
+    ] = False,
+    step: Annotated[str | None, typer.Option(help="With --source: only this step.")] = None,
+    as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
     """Show one run: manifest, steps and every component digest."""
     if source:
         texts = queries.sources(open_store(), run, step)
@@ -345,8 +460,13 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")
             render.emit_json(texts)
             return
         for t in texts:
-            render.console.print(f"# step {t['step']} · module {t['module']} · {t['digest']}",
-                                 style="bold", highlight=False, markup=False, soft_wrap=True)
+            render.console.print(
+                f"# step {t['step']} · module {t['module']} · {t['digest']}",
+                style="bold",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
             render.console.print(t["text"], highlight=False, markup=False, soft_wrap=True)
         return
     info = queries.show(open_store(), run)
@@ -359,11 +479,15 @@ def show(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")
 
 @app.command()
 @handled
-def find(key: Annotated[str, typer.Argument(help="Record key, e.g. an application id.")],
-         pipeline: Annotated[str | None, typer.Option("--pipeline", "-p",
-                                                      help="Only this pipeline.")] = None,
-         kind: KindOpt = PRODUCTION,
-         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
+def find(
+    key: Annotated[str, typer.Argument(help="Record key, e.g. an application id.")],
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+    ] = None,
+    kind: KindOpt = PRODUCTION,
+    as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
     """Which runs decided this record."""
     rows = queries.find(open_store(), key, pipeline=pipeline, kind=kinds.wanted(kind))
     fmt = render.pick_format(fmt, as_json)
@@ -373,14 +497,20 @@ def find(key: Annotated[str, typer.Argument(help="Record key, e.g. an applicatio
     if not rows:
         render.errors.print(f"no run decided record {key!r}")
         raise typer.Exit(4)
-    render.rows_out(rows, ("run_id", "pipeline", "clock", "row", "status"), f"record {key}",
-                    fmt, drop=("row", "status", "pipeline"))
+    render.rows_out(
+        rows,
+        ("run_id", "pipeline", "clock", "row", "status"),
+        f"record {key}",
+        fmt,
+        drop=("row", "status", "pipeline"),
+    )
 
 
 @app.command()
 @handled
-def sql(query: Annotated[str, typer.Argument(help="DuckDB SQL.")],
-        as_json: JsonOpt = False) -> None:
+def sql(
+    query: Annotated[str, typer.Argument(help="DuckDB SQL.")], as_json: JsonOpt = False
+) -> None:
     """Query the catalog and row data with DuckDB SQL.
 
     Tables: runs, steps, components, environments, records. Row data: one schema per
@@ -407,9 +537,14 @@ def reindex(as_json: JsonOpt = False) -> None:
 
 
 Mode = Annotated[str, typer.Option("--mode", "-m", help="chained or isolated.")]
-ToleranceOpt = Annotated[list[str] | None, typer.Option(
-    "--tolerance", help="COLUMN=NUMBER: an absolute difference the replay accepts "
-                        "(adds to the steps' own; repeatable).")]
+ToleranceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tolerance",
+        help="COLUMN=NUMBER: an absolute difference the replay accepts "
+        "(adds to the steps' own; repeatable).",
+    ),
+]
 
 
 def _bundle_sandbox(no_sandbox: bool, in_container: bool) -> bool:
@@ -421,8 +556,10 @@ def _bundle_sandbox(no_sandbox: bool, in_container: bool) -> bool:
     if no_sandbox and in_container:
         raise UsageError("--no-sandbox and --in-container contradict each other")
     if no_sandbox:
-        _warn("warning: --no-sandbox: the bundle's code runs on this machine, with its network "
-              "and files")
+        _warn(
+            "warning: --no-sandbox: the bundle's code runs on this machine, with its network "
+            "and files"
+        )
         return False
     try:
         engine().close()
@@ -442,8 +579,9 @@ def _no_sandbox_hint(applies: bool) -> Iterator[None]:
     except ImageMissingError as exc:
         if not applies:
             raise
-        raise ImageMissingError(exc.message, hint=f"{exc.hint}; or replay on this machine "
-                                "with --no-sandbox") from None
+        raise ImageMissingError(
+            exc.message, hint=f"{exc.hint}; or replay on this machine with --no-sandbox"
+        ) from None
 
 
 def _warn(line: str) -> None:
@@ -461,30 +599,54 @@ def _exit_for(rep: Any) -> None:
 def run_cmd(
     run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
     mode: Mode = "chained",
-    swap: Annotated[list[str] | None, typer.Option(
-        "--swap", help="STEP=RUN (the step as another run had it) or STEP[.MODEL]=sha256:…"
-    )] = None,
-    bundle: Annotated[Path | None, typer.Option(
-        help="Replay from an evidence bundle (verified first, against a trusted signer).")
+    swap: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--swap", help="STEP=RUN (the step as another run had it) or STEP[.MODEL]=sha256:…"
+        ),
     ] = None,
-    key: Annotated[Path | None, typer.Option(
-        help="With --bundle: pin exactly this public key (the trust store is not read).")
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay from an evidence bundle (verified first, against a trusted signer)."
+        ),
     ] = None,
-    insecure_replay_unverified: Annotated[bool, typer.Option(
-        "--insecure-replay-unverified",
-        help="With --bundle: replay even if verification fails or no pinned key signed it "
-             "(runs its code!).")] = False,
-    trust: Annotated[bool, typer.Option("--trust", hidden=True)] = False,
-    in_container: Annotated[bool, typer.Option(
-        "--in-container", help="Replay inside the recorded image (Docker; no network, "
-                               "store read-only). A bundle replays there by default whenever "
-                               "a Docker engine answers.")] = False,
-    no_sandbox: Annotated[bool, typer.Option(
-        "--no-sandbox", help="With --bundle: replay on this machine even though a Docker engine "
-                             "answers (the bundle's code runs with your network and files).")
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --bundle: pin exactly this public key (the trust store is not read)."
+        ),
+    ] = None,
+    insecure_replay_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-replay-unverified",
+            help="With --bundle: replay even if verification fails or no pinned key signed it "
+            "(runs its code!).",
+        ),
     ] = False,
-    image: Annotated[str | None, typer.Option(
-        help="With --in-container: replay in this image instead of the recorded one.")] = None,
+    trust: Annotated[bool, typer.Option("--trust", hidden=True)] = False,
+    in_container: Annotated[
+        bool,
+        typer.Option(
+            "--in-container",
+            help="Replay inside the recorded image (Docker; no network, "
+            "store read-only). A bundle replays there by default whenever "
+            "a Docker engine answers.",
+        ),
+    ] = False,
+    no_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--no-sandbox",
+            help="With --bundle: replay on this machine even though a Docker engine "
+            "answers (the bundle's code runs with your network and files).",
+        ),
+    ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option(help="With --in-container: replay in this image instead of the recorded one."),
+    ] = None,
     memory: Annotated[str, typer.Option(help="With --in-container: memory limit.")] = "2g",
     cpus: Annotated[float, typer.Option(help="With --in-container: CPU limit.")] = 1.0,
     pids: Annotated[int, typer.Option(help="With --in-container: process limit.")] = 256,
@@ -502,8 +664,9 @@ def run_cmd(
     if bundle is not None:
         from replay.evidence.export import bundle_images, open_bundle
 
-        store, check = open_bundle(bundle, key=_read_key(key),
-                                   insecure_replay_unverified=insecure_replay_unverified)
+        store, check = open_bundle(
+            bundle, key=_read_key(key), insecure_replay_unverified=insecure_replay_unverified
+        )
         if not check.ok:  # only reached with --insecure-replay-unverified
             _warn(f"warning: replaying an unverified bundle ({check.failure})")
         images = bundle_images(check.files)
@@ -517,20 +680,29 @@ def run_cmd(
         from replay.docker.client import engine
         from replay.docker.sandbox import Limits, load_images, replay_in_container
 
-        status = (render.console.status("replaying in a container") if not as_json
-                  else contextlib.nullcontext())
-        with contextlib.closing(engine()) as client, status, \
-                _no_sandbox_hint(sandboxed_by_default):
+        status = (
+            render.console.status("replaying in a container")
+            if not as_json
+            else contextlib.nullcontext()
+        )
+        with contextlib.closing(engine()) as client, status, _no_sandbox_hint(sandboxed_by_default):
             load_images(client, images)
-            rep = replay_in_container(store, run, mode, swaps, image=image, client=client,
-                                      limits=Limits(memory, cpus, pids), tolerances=tolerances,
-                                      from_bundle=bundle is not None)
+            rep = replay_in_container(
+                store,
+                run,
+                mode,
+                swaps,
+                image=image,
+                client=client,
+                limits=Limits(memory, cpus, pids),
+                tolerances=tolerances,
+                from_bundle=bundle is not None,
+            )
     else:
         if image is not None:
             raise UsageError("--image needs --in-container")
         with render.steps_progress(disable=as_json) as tick:
-            rep = replay(store, run, mode=mode, swap=swaps, progress=tick,
-                         tolerances=tolerances)
+            rep = replay(store, run, mode=mode, swap=swaps, progress=tick, tolerances=tolerances)
     if as_json:
         render.emit_json(rep.as_json())
     else:
@@ -543,12 +715,18 @@ def run_cmd(
 def at(
     time: Annotated[str, typer.Argument(help="ISO-8601 time with zone.")],
     pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline name.")],
-    record: Annotated[str | None, typer.Option(
-        "--record", "-r", help="Record key: the run that decided this record.")] = None,
-    input: Annotated[str | None, typer.Option(
-        "--input", "-i", help="New rows to run through the pipeline as it was then.")] = None,
-    record_key: Annotated[str | None, typer.Option(
-        "--record-key", "-k", help="With --input: the column naming each record.")] = None,
+    record: Annotated[
+        str | None,
+        typer.Option("--record", "-r", help="Record key: the run that decided this record."),
+    ] = None,
+    input: Annotated[
+        str | None,
+        typer.Option("--input", "-i", help="New rows to run through the pipeline as it was then."),
+    ] = None,
+    record_key: Annotated[
+        str | None,
+        typer.Option("--record-key", "-k", help="With --input: the column naming each record."),
+    ] = None,
     kind: KindOpt = PRODUCTION,
     mode: Mode = "chained",
     tolerance: ToleranceOpt = None,
@@ -566,37 +744,54 @@ def at(
             tick(f"{rows.num_rows} rows through {pipeline} as deployed at {when.isoformat()}")
             result = run_as_of(store, when, pipeline, rows, record_key, source=input)
         if as_json:
-            render.emit_json({"run_id": result.run_id, "kind": result.manifest["kind"],
-                              "tags": result.manifest["tags"],
-                              "output": render.arrow_json(result.output)})
+            render.emit_json(
+                {
+                    "run_id": result.run_id,
+                    "kind": result.manifest["kind"],
+                    "tags": result.manifest["tags"],
+                    "output": render.arrow_json(result.output),
+                }
+            )
         else:
             # On stderr: piped, stdout holds only the rows.
-            render.errors.print(f"what-if run [bold]{result.run_id}[/bold] (kept apart from "
-                                 "production runs: `--kind whatif` lists it): "
-                                 f"{escape(pipeline)} "
-                                 f"as deployed at {when.isoformat()} (by run "
-                                 f"{result.manifest['tags']['deployed_by_run']})")
+            render.errors.print(
+                f"what-if run [bold]{result.run_id}[/bold] (kept apart from "
+                "production runs: `--kind whatif` lists it): "
+                f"{escape(pipeline)} "
+                f"as deployed at {when.isoformat()} (by run "
+                f"{result.manifest['tags']['deployed_by_run']})"
+            )
             render.arrow(result.output, limit=20)
         return
     found = run_at(store, when, pipeline, record, kind=kinds.wanted(kind))
     with render.steps_progress(disable=as_json) as tick:
-        rep = replay(store, found["run_id"], mode=mode, progress=tick,
-                     tolerances=parse_tolerances(tolerance or []))
+        rep = replay(
+            store,
+            found["run_id"],
+            mode=mode,
+            progress=tick,
+            tolerances=parse_tolerances(tolerance or []),
+        )
     if as_json:
         render.emit_json({"found": found, "replay": rep.as_json()})
     else:
-        render.console.print(f"at {when.isoformat()} {pipeline} was run {found['run_id']} "
-                             f"(clock {found['clock'].isoformat()})", highlight=False,
-                             markup=False)
+        render.console.print(
+            f"at {when.isoformat()} {pipeline} was run {found['run_id']} "
+            f"(clock {found['clock'].isoformat()})",
+            highlight=False,
+            markup=False,
+        )
         render.report(rep)
     _exit_for(rep)
 
 
 @app.command()
 @handled
-def diff(run_a: Annotated[str, typer.Argument(help="First run.")],
-         run_b: Annotated[str, typer.Argument(help="Second run.")],
-         as_json: JsonOpt = False) -> None:
+def diff(
+    run_a: Annotated[str, typer.Argument(help="First run.")],
+    run_b: Annotated[str, typer.Argument(help="Second run.")],
+    as_json: JsonOpt = False,
+) -> None:
     """Which components differ between two runs, and how their shared records differ."""
     from replay.core.cells import change
     from replay.engine.diff import diff as diff_runs
@@ -605,16 +800,26 @@ def diff(run_a: Annotated[str, typer.Argument(help="First run.")],
     if as_json:
         render.emit_json(d.as_json())
         return
-    rows = [{"step": c.where, "component": c.what, "A": c.before, "B": c.after}
-            for c in d.components]
-    render.table(rows, ("step", "component", "A", "B"),
-                 f"{len(rows)} components differ" if rows else "same components")
+    rows = [
+        {"step": c.where, "component": c.what, "A": c.before, "B": c.after} for c in d.components
+    ]
+    render.table(
+        rows,
+        ("step", "component", "A", "B"),
+        f"{len(rows)} components differ" if rows else "same components",
+    )
     if d.records:
-        changed = [{"record": r.key, **{c: change(a, b) for c, (a, b) in r.changes.items()}}
-                   for r in d.records[:20]]
+        changed = [
+            {"record": r.key, **{c: change(a, b) for c, (a, b) in r.changes.items()}}
+            for r in d.records[:20]
+        ]
         cols = ["record", *dict.fromkeys(c for r in d.records[:20] for c in r.changes)]
-        render.table(changed, cols, f"{len(d.records)} of {d.shared_records} shared records "
-                     f"differ, {sum(r.flipped for r in d.records)} decisions flipped")
+        render.table(
+            changed,
+            cols,
+            f"{len(d.records)} of {d.shared_records} shared records "
+            f"differ, {sum(r.flipped for r in d.records)} decisions flipped",
+        )
     else:
         render.console.print(f"{d.shared_records} shared records, none differs")
     render.drift(d.environment, None, None)
@@ -622,9 +827,11 @@ def diff(run_a: Annotated[str, typer.Argument(help="First run.")],
 
 @app.command()
 @handled
-def lineage(run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
-            format: Annotated[str, typer.Option(help="text or mermaid.")] = "text",
-            as_json: JsonOpt = False) -> None:
+def lineage(
+    run: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    format: Annotated[str, typer.Option(help="text or mermaid.")] = "text",
+    as_json: JsonOpt = False,
+) -> None:
     """The chain of a run with every component's digest."""
     from replay.engine import lineage as draw
     from replay.engine.recorded import load_run
@@ -660,26 +867,41 @@ def doctor(as_json: JsonOpt = False) -> None:
 @app.command()
 @handled
 def demo(
-    workdir: Annotated[Path | None, typer.Option(
-        help="Folder for the demo's git + DVC workspace and its DVC remote (default: "
-             "<store>-demo beside the store).")] = None,
-    workspace: Annotated[Path | None, typer.Option(
-        hidden=True, help="The workspace folder itself (its remote beside it).")] = None,
-    key: Annotated[Path | None, typer.Option(
-        help="Signing key for the evidence (created if missing).")] = None,
-    out_dir: Annotated[Path | None, typer.Option(
-        help="Where to write the evidence bundle (default: the current folder).")] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the demo's git + DVC workspace and its DVC remote (default: "
+            "<store>-demo beside the store)."
+        ),
+    ] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(hidden=True, help="The workspace folder itself (its remote beside it)."),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="Signing key for the evidence (created if missing).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the evidence bundle (default: the current folder)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The end-to-end story: a day of decisions, an incident, replay, evidence."""
     from replay.cli.demo import run_demo
 
     if workdir is not None and workspace is not None:
-        raise UsageError("give --workdir or --workspace, not both",
-                         hint="--workdir DIR builds the workspace in DIR/workspace")
-    summary = run_demo(open_store(create=True),
-                       workspace=workdir / "workspace" if workdir is not None else workspace,
-                       key=key, out_dir=out_dir, quiet=as_json)
+        raise UsageError(
+            "give --workdir or --workspace, not both",
+            hint="--workdir DIR builds the workspace in DIR/workspace",
+        )
+    summary = run_demo(
+        open_store(create=True),
+        workspace=workdir / "workspace" if workdir is not None else workspace,
+        key=key,
+        out_dir=out_dir,
+        quiet=as_json,
+    )
     if as_json:
         render.emit_json(summary)
 
@@ -693,19 +915,23 @@ def read_rows(path: str) -> pa.Table:
     try:
         rows.schema.names  # noqa: B018 - decodes every name
     except UnicodeDecodeError:
-        raise InputError(f"{path}: a column name is not UTF-8",
-                         hint="rename the column to UTF-8 text and write the file again "
-                              "(e.g. table.rename_columns in pyarrow)") from None
+        raise InputError(
+            f"{path}: a column name is not UTF-8",
+            hint="rename the column to UTF-8 text and write the file again "
+            "(e.g. table.rename_columns in pyarrow)",
+        ) from None
     return rows
 
 
 def _renamed_trust() -> None:
     # Refused, not aliased: beside `replay trust`, "--trust" reads as "check the signer"
     # while it skipped every check; a script that used it must now say what it means.
-    raise UsageError("--trust is now --insecure-replay-unverified: it replays a bundle that "
-                     "failed verification or whose signer nobody pinned, running its code",
-                     hint="to accept a signer, pin its public key: `replay trust add BANK.pem "
-                          "--name NAME` (or --key BANK.pem)")
+    raise UsageError(
+        "--trust is now --insecure-replay-unverified: it replays a bundle that "
+        "failed verification or whose signer nobody pinned, running its code",
+        hint="to accept a signer, pin its public key: `replay trust add BANK.pem "
+        "--name NAME` (or --key BANK.pem)",
+    )
 
 
 def _read_key(path: Path | None) -> bytes | None:

@@ -46,8 +46,9 @@ def _say(quiet: bool, text: str) -> None:
 
 
 @contextmanager
-def _stage(text: str, total: int | None = None,
-           disable: bool = False) -> Iterator[Callable[[], None]]:
+def _stage(
+    text: str, total: int | None = None, disable: bool = False
+) -> Iterator[Callable[[], None]]:
     """A transient progress line on stderr for a long stage; yields `advance` for counted
     ones. Drawn only on a terminal and never with --json (`disable`)."""
     from rich.progress import (
@@ -61,17 +62,24 @@ def _stage(text: str, total: int | None = None,
 
     shown = not disable and render.console.is_terminal and render.errors.is_terminal
     counted = (BarColumn(), MofNCompleteColumn()) if total is not None else ()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), *counted,
-                  TimeElapsedColumn(), console=render.errors, transient=True,
-                  disable=not shown) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        *counted,
+        TimeElapsedColumn(),
+        console=render.errors,
+        transient=True,
+        disable=not shown,
+    ) as bar:
         task = bar.add_task(text, total=total)
         yield lambda: bar.advance(task)
 
 
 def _runs_tagged(store: Store, source: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = queries.sql(
-        store, "select run_id, clock from runs where tags like "
-               f"'%\"source\": \"{source}\"%' order by clock").to_pylist()
+        store,
+        f'select run_id, clock from runs where tags like \'%"source": "{source}"%\' order by clock',
+    ).to_pylist()
     return found
 
 
@@ -94,8 +102,7 @@ def prepare_workspace(store: Store, workspace: Path) -> Path:
     return root
 
 
-def record_day(store: Store, workspace: Path,
-               advance: Callable[[], None] = lambda: None) -> None:
+def record_day(store: Store, workspace: Path, advance: Callable[[], None] = lambda: None) -> None:
     from pipelines.credit.generate import make_applications
     from pipelines.credit.pipeline import make_pipeline
 
@@ -105,8 +112,14 @@ def record_day(store: Store, workspace: Path,
         when = DAY + timedelta(minutes=12 * i + (i * 7) % 11)
         batch = make_applications(1 + (i * 5) % 17, seed=1000 + i, start_id=next_id)
         next_id += batch.num_rows
-        record(pipeline, batch, store=store, record_key="application_id", at=when,
-               tags={"source": "demo"})
+        record(
+            pipeline,
+            batch,
+            store=store,
+            record_key="application_id",
+            at=when,
+            tags={"source": "demo"},
+        )
         advance()
 
 
@@ -117,9 +130,14 @@ def incident(store: Store, workspace: Path) -> str:
     from pipelines.credit.workspace import refresh_workspace
 
     refresh_workspace(workspace)
-    today = record(make_pipeline(workspace), make_applications(8, seed=7, start_id=900_000),
-                   store=store, record_key="application_id", at=TODAY,
-                   tags={"source": "demo-today"})
+    today = record(
+        make_pipeline(workspace),
+        make_applications(8, seed=7, start_id=900_000),
+        store=store,
+        record_key="application_id",
+        at=TODAY,
+        tags={"source": "demo-today"},
+    )
     return today.run_id
 
 
@@ -160,13 +178,17 @@ def pin(public: Path, quiet: bool) -> str:
         return known.name
     name = f"demo bank {kid[7:19]}"
     trust.add(public, name)
-    _say(quiet, f"   `replay trust add {shlex.quote(str(public))} --name {shlex.quote(name)}` "
-                f"→ trusted {kid}")
+    _say(
+        quiet,
+        f"   `replay trust add {shlex.quote(str(public))} --name {shlex.quote(name)}` "
+        f"→ trusted {kid}",
+    )
     return name
 
 
-def evidence(store: Store, run_id: str, app_id: str, when: str, key: Path | None,
-             out_dir: Path, quiet: bool) -> dict[str, Any]:
+def evidence(
+    store: Store, run_id: str, app_id: str, when: str, key: Path | None, out_dir: Path, quiet: bool
+) -> dict[str, Any]:
     """Export the complaint's run as a signed bundle, pin the bank's key, then verify the
     bundle against the trust store, as a regulator would."""
     from replay.core import keys
@@ -185,12 +207,19 @@ def evidence(store: Store, run_id: str, app_id: str, when: str, key: Path | None
         check = verify_bundle(out)
     for part, ok, detail in check.checks:
         _say(quiet, f"   {'OK  ' if ok else 'FAIL'} {part}  {detail}")
-    return {"bundle": str(out), "bytes": done.size, "verified": check.ok,
-            "key": str(keys.public_path(key)), "private_key": str(key), "signer": signer}
+    return {
+        "bundle": str(out),
+        "bytes": done.size,
+        "verified": check.ok,
+        "key": str(keys.public_path(key)),
+        "private_key": str(key),
+        "signer": signer,
+    }
 
 
-def commands(store: Store, app_id: str, run_id: str, today: str, bundle: Path,
-             key: Path) -> list[str]:
+def commands(
+    store: Store, app_id: str, run_id: str, today: str, bundle: Path, key: Path
+) -> list[str]:
     """The commands to do each step yourself, each runnable as printed from this folder:
     ``--store`` unless the store is the default one, ``--key`` unless the key is."""
     from replay.core import keys
@@ -199,8 +228,7 @@ def commands(store: Store, app_id: str, run_id: str, today: str, bundle: Path,
     default = store.location == default_path().resolve()
     replay_ = "replay" if default else f"replay --store {q(str(store.root))}"
     signed = "" if key.resolve() == keys.default_key_path().resolve() else f" --key {q(str(key))}"
-    shown = q(str(bundle.relative_to(Path.cwd()) if bundle.is_relative_to(Path.cwd())
-                  else bundle))
+    shown = q(str(bundle.relative_to(Path.cwd()) if bundle.is_relative_to(Path.cwd()) else bundle))
     noon = DAY.replace(hour=12).isoformat()
     return [
         f"{replay_} find {q(app_id)}",
@@ -214,8 +242,7 @@ def commands(store: Store, app_id: str, run_id: str, today: str, bundle: Path,
         f"replay verify {shown}",
         f"{replay_} export {run_id} --redact applicant_id --out redacted.bundle{signed}",
         f"replay run {run_id} --bundle {shown}",
-        f"{replay_} sql "
-        + q("select decision, count(*) from credit_decision.decision group by 1"),
+        f"{replay_} sql " + q("select decision, count(*) from credit_decision.decision group by 1"),
     ]
 
 
@@ -224,12 +251,14 @@ def _record(store: Store, workspace: Path, quiet: bool) -> str:
     with _stage("building the credit workspace (git + DVC)", disable=quiet):
         prepare_workspace(store, workspace)
     if not _runs_tagged(store, "demo"):
-        with _stage(f"recording {DAY.date()}'s runs", total=RUNS,
-                          disable=quiet) as advance:
+        with _stage(f"recording {DAY.date()}'s runs", total=RUNS, disable=quiet) as advance:
             record_day(store, workspace, advance)
     _say(quiet, f"   {len(_runs_tagged(store, 'demo'))} runs recorded on {DAY.date()}")
-    _say(quiet, "[bold]2. The incident[/bold] — bureau table refreshed, PD model retrained "
-                "and redeployed in place (dvc commit + push)")
+    _say(
+        quiet,
+        "[bold]2. The incident[/bold] — bureau table refreshed, PD model retrained "
+        "and redeployed in place (dvc commit + push)",
+    )
     today_runs = _runs_tagged(store, "demo-today")
     if today_runs:
         return str(today_runs[0]["run_id"])
@@ -237,42 +266,72 @@ def _record(store: Store, workspace: Path, quiet: bool) -> str:
         return incident(store, workspace)
 
 
-def run_demo(store: Store, *, workspace: Path | None = None, key: Path | None = None,
-             out_dir: Path | None = None, quiet: bool = False) -> dict[str, Any]:
+def run_demo(
+    store: Store,
+    *,
+    workspace: Path | None = None,
+    key: Path | None = None,
+    out_dir: Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     workspace = Path(workspace or default_workspace(store)).resolve()
-    _say(quiet, f"[bold]1. A day of credit decisions[/bold] — workspace {workspace}, "
-                f"store {store.root}")
+    _say(
+        quiet,
+        f"[bold]1. A day of credit decisions[/bold] — workspace {workspace}, store {store.root}",
+    )
     today = _record(store, workspace, quiet)
     with _stage("finding a morning decision today's model would change", disable=quiet):
         app_id, _, counterfactual = complaint(store, today)
-    _say(quiet, f"[bold]3. A complaint[/bold] about application {app_id}, decided on "
-                f"{DAY.date()} in the morning")
+    _say(
+        quiet,
+        f"[bold]3. A complaint[/bold] about application {app_id}, decided on "
+        f"{DAY.date()} in the morning",
+    )
     found = at(store, DAY.replace(hour=12), PIPELINE, record=app_id)
-    _say(quiet, f"   `replay at {DAY.replace(hour=12).isoformat()} --pipeline {PIPELINE} "
-                f"--record {app_id}` → run {found['run_id']} "
-                f"(clock {found['clock'].isoformat()})")
+    _say(
+        quiet,
+        f"   `replay at {DAY.replace(hour=12).isoformat()} --pipeline {PIPELINE} "
+        f"--record {app_id}` → run {found['run_id']} "
+        f"(clock {found['clock'].isoformat()})",
+    )
     exact = replay(store, found["run_id"])
     if not quiet:
         render.report(exact)
-    _say(quiet, f"[bold]4. What would today's model have decided?[/bold] (PD step of run "
-                f"{today})")
+    _say(quiet, f"[bold]4. What would today's model have decided?[/bold] (PD step of run {today})")
     mine = next(r for r in counterfactual.records if r.key == app_id)
     if not quiet:
-        render.table(_side_by_side(exact, counterfactual, app_id),
-                     ("", "pd", "decision", "reason_codes"),
-                     f"application {app_id}: as decided, and with today's PD model")
+        render.table(
+            _side_by_side(exact, counterfactual, app_id),
+            ("", "pd", "decision", "reason_codes"),
+            f"application {app_id}: as decided, and with today's PD model",
+        )
     _say(quiet, "[bold]5. The evidence[/bold] — a signed bundle, verified as a regulator would")
-    proof = evidence(store, found["run_id"], app_id, found["clock"].isoformat(), key,
-                     out_dir or Path.cwd(), quiet)
-    todo = commands(store, app_id, found["run_id"], today, Path(proof["bundle"]),
-                    Path(proof["private_key"]))
+    proof = evidence(
+        store,
+        found["run_id"],
+        app_id,
+        found["clock"].isoformat(),
+        key,
+        out_dir or Path.cwd(),
+        quiet,
+    )
+    todo = commands(
+        store, app_id, found["run_id"], today, Path(proof["bundle"]), Path(proof["private_key"])
+    )
     if not quiet:
         _say(quiet, "\n[bold]Do it yourself:[/bold]")
         for line in todo:
             render.console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
         _say(quiet, f"\ndemo finished in {time.perf_counter() - t0:.1f} s")
-    return {"store": str(store.root), "workspace": str(workspace), "application": app_id,
-            "decided_by": found["run_id"], "replay": exact.verdict, "today_run": today,
-            "counterfactual": {c: list(v) for c, v in mine.changes.items()},
-            "evidence": proof, "commands": todo}
+    return {
+        "store": str(store.root),
+        "workspace": str(workspace),
+        "application": app_id,
+        "decided_by": found["run_id"],
+        "replay": exact.verdict,
+        "today_run": today,
+        "counterfactual": {c: list(v) for c, v in mine.changes.items()},
+        "evidence": proof,
+        "commands": todo,
+    }

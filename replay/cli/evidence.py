@@ -24,15 +24,22 @@ else:
 
 keys_app = typer.Typer(no_args_is_help=True, help="Signing keys for checkpoints and bundles.")
 app.add_typer(keys_app, name="keys")
-KeyOpt = Annotated[Path | None, typer.Option(
-    "--key", help="Private signing key (default: $REPLAY_SIGNING_KEY or "
-                  "~/.config/pipeline-replay/signing-key.pem).")]
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Private signing key (default: $REPLAY_SIGNING_KEY or "
+        "~/.config/pipeline-replay/signing-key.pem).",
+    ),
+]
 
 
 @keys_app.command("init")
 @handled
-def keys_init(out: Annotated[Path | None, typer.Option(help="Where to write the key.")] = None,
-              as_json: JsonOpt = False) -> None:
+def keys_init(
+    out: Annotated[Path | None, typer.Option(help="Where to write the key.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Create an Ed25519 signing key (0600, never inside a store)."""
     from replay.core import keys
 
@@ -46,11 +53,19 @@ def keys_init(out: Annotated[Path | None, typer.Option(help="Where to write the 
 
 @app.command()
 @handled
-def checkpoint(key: KeyOpt = None, out: Annotated[Path | None, typer.Option(
-        "--out", help="Also write the signed tree head (JSON) to this file: keep it outside "
-                      "the store, then `verify --store --checkpoint FILE` proves the history "
-                      "only grew since.")] = None,
-               as_json: JsonOpt = False) -> None:
+def checkpoint(
+    key: KeyOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write the signed tree head (JSON) to this file: keep it outside "
+            "the store, then `verify --store --checkpoint FILE` proves the history "
+            "only grew since.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Sign the ledger's current tree head (size + Merkle root)."""
     from replay.core import keys
     from replay.store import checkpoint as checkpoints
@@ -61,8 +76,10 @@ def checkpoint(key: KeyOpt = None, out: Annotated[Path | None, typer.Option(
     if as_json:
         render.emit_json(cp.as_json())
     else:
-        render.console.print(f"checkpoint: {cp.tree_size} entries, root {cp.root}, "
-                             f"signed by {cp.key_id}", highlight=False)
+        render.console.print(
+            f"checkpoint: {cp.tree_size} entries, root {cp.root}, signed by {cp.key_id}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -70,20 +87,27 @@ def checkpoint(key: KeyOpt = None, out: Annotated[Path | None, typer.Option(
 def export(
     runs: Annotated[list[str] | None, typer.Argument(help="Run ids to export.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle file to write.")] = Path(
-        "evidence.bundle"),
+        "evidence.bundle"
+    ),
     since: Annotated[str | None, typer.Option(help="Window start (logical clock).")] = None,
     until: Annotated[str | None, typer.Option(help="Window end (logical clock).")] = None,
-    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p",
-                                                 help="With a window: only this pipeline.")
-                        ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", "-p", help="With a window: only this pipeline.")
+    ] = None,
     kind: KindOpt = "production",
-    record: Annotated[str | None, typer.Option(help="The record the evidence is about.")
-                      ] = None,
-    redact: Annotated[str | None, typer.Option(
-        help="Personal columns to replace by keyed pseudonyms, comma-separated.")] = None,
-    with_image: Annotated[bool, typer.Option(
-        "--with-image", help="Add the image the runs were recorded in (docker save), so "
-                             "they replay offline in it.")] = False,
+    record: Annotated[str | None, typer.Option(help="The record the evidence is about.")] = None,
+    redact: Annotated[
+        str | None,
+        typer.Option(help="Personal columns to replace by keyed pseudonyms, comma-separated."),
+    ] = None,
+    with_image: Annotated[
+        bool,
+        typer.Option(
+            "--with-image",
+            help="Add the image the runs were recorded in (docker save), so "
+            "they replay offline in it.",
+        ),
+    ] = False,
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -94,51 +118,102 @@ def export(
     store = open_store()
     ids = list(runs or [])
     if since is not None or until is not None:
-        ids += [r["run_id"] for r in queries.runs(
-            store, pipeline=pipeline, since=parse_time(since) if since is not None else None,
-            until=parse_time(until) if until is not None else None,
-            kind=kinds.wanted(kind), limit=None)]
+        ids += [
+            r["run_id"]
+            for r in queries.runs(
+                store,
+                pipeline=pipeline,
+                since=parse_time(since) if since is not None else None,
+                until=parse_time(until) if until is not None else None,
+                kind=kinds.wanted(kind),
+                limit=None,
+            )
+        ]
     if not ids:
         raise UsageError("no runs to export", hint="name runs, or give --since/--until")
     columns = [c.strip() for c in (redact or "").split(",") if c.strip()]
-    with render.steps_progress(disable=as_json or not render.errors.is_terminal,
-                               doing="exporting") as tick:
-        done = export_runs(store, ids, out, key=key, question={"record": record, "time": since},
-                           redact=columns, with_image=with_image, progress=tick)
+    with render.steps_progress(
+        disable=as_json or not render.errors.is_terminal, doing="exporting"
+    ) as tick:
+        done = export_runs(
+            store,
+            ids,
+            out,
+            key=key,
+            question={"record": record, "time": since},
+            redact=columns,
+            with_image=with_image,
+            progress=tick,
+        )
     if as_json:
-        render.emit_json({"bundle": str(done.path), "runs": list(done.runs), "bytes": done.size,
-                          "key_id": done.key_id, "checkpoint": done.checkpoint.as_json()})
+        render.emit_json(
+            {
+                "bundle": str(done.path),
+                "runs": list(done.runs),
+                "bytes": done.size,
+                "key_id": done.key_id,
+                "checkpoint": done.checkpoint.as_json(),
+            }
+        )
     else:
-        render.console.print(f"wrote {done.path}: {len(done.runs)} runs, {done.files} files, "
-                             f"{done.size:,} bytes, signed by {done.key_id}", highlight=False)
+        render.console.print(
+            f"wrote {done.path}: {len(done.runs)} runs, {done.files} files, "
+            f"{done.size:,} bytes, signed by {done.key_id}",
+            highlight=False,
+        )
 
 
 @app.command()
 @handled
 def verify(
     bundle: Annotated[Path | None, typer.Argument(help="Evidence bundle to verify.")] = None,
-    key: Annotated[Path | None, typer.Option(
-        help="Pin exactly this public key: the bundle must be signed by it (the trust store "
-             "is not read).")] = None,
-    insecure_any_signer: Annotated[bool, typer.Option(
-        "--insecure-any-signer", help="Check only that the bundle is consistent, whoever "
-                                      "signed it (prints a warning).")] = False,
-    store_check: Annotated[bool, typer.Option(
-        "--store", help="Check every object, segment, manifest and checkpoint of the store; "
-                        "its checkpoints must be signed by the pinned key (--key, else the "
-                        "trust store)."
-    )] = False,
-    head: Annotated[Path | None, typer.Option(
-        "--checkpoint", help="With --store: a signed tree head kept outside the store "
-                             "(`checkpoint --out`); the ledger must have only grown since."
-    )] = None,
-    extract: Annotated[Path | None, typer.Option(
-        help="After a successful verification, write the bundle's files into this folder."
-    )] = None,
-    witnesses: Annotated[int, typer.Option(
-        "--witnesses", min=0, help="With --store: the latest checkpoint must carry valid "
-                                   "cosignatures by at least N distinct pinned witness keys "
-                                   "(`replay witness cosign`).")] = 0,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pin exactly this public key: the bundle must be signed by it (the trust store "
+            "is not read)."
+        ),
+    ] = None,
+    insecure_any_signer: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-any-signer",
+            help="Check only that the bundle is consistent, whoever signed it (prints a warning).",
+        ),
+    ] = False,
+    store_check: Annotated[
+        bool,
+        typer.Option(
+            "--store",
+            help="Check every object, segment, manifest and checkpoint of the store; "
+            "its checkpoints must be signed by the pinned key (--key, else the "
+            "trust store).",
+        ),
+    ] = False,
+    head: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="With --store: a signed tree head kept outside the store "
+            "(`checkpoint --out`); the ledger must have only grown since.",
+        ),
+    ] = None,
+    extract: Annotated[
+        Path | None,
+        typer.Option(
+            help="After a successful verification, write the bundle's files into this folder."
+        ),
+    ] = None,
+    witnesses: Annotated[
+        int,
+        typer.Option(
+            "--witnesses",
+            min=0,
+            help="With --store: the latest checkpoint must carry valid "
+            "cosignatures by at least N distinct pinned witness keys "
+            "(`replay witness cosign`).",
+        ),
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a store (--store) or an evidence bundle and its signer; exit 1 on the first
@@ -158,10 +233,14 @@ def verify(
         from replay.store import checkpoint as checkpoints
 
         if insecure_any_signer:
-            render.errors.print("warning: checkpoint signers not checked "
-                                "(--insecure-any-signer)", markup=False, highlight=False)
-        signers = None if insecure_any_signer else tuple(
-            p.key_id for p in trust.pinned(_read_key(key)))
+            render.errors.print(
+                "warning: checkpoint signers not checked (--insecure-any-signer)",
+                markup=False,
+                highlight=False,
+            )
+        signers = (
+            None if insecure_any_signer else tuple(p.key_id for p in trust.pinned(_read_key(key)))
+        )
         try:
             outside = checkpoints.read_head(head) if head is not None else None
             with render.steps_progress(disable=as_json) as tick:
@@ -173,12 +252,18 @@ def verify(
                 counts["witnesses"] = witness.require(opened, witnesses)
         except (CorruptionError, NotFoundError, UntrustedSignerError) as exc:
             if as_json:
-                render.emit_json({"ok": False, "error": str(exc),
-                                  "untrusted": isinstance(exc, UntrustedSignerError)})
+                render.emit_json(
+                    {
+                        "ok": False,
+                        "error": str(exc),
+                        "untrusted": isinstance(exc, UntrustedSignerError),
+                    }
+                )
             else:
                 render.console.print(f"[red]FAIL[/red] {escape(exc.message)}", highlight=False)
-            raise typer.Exit(exc.exit_code if isinstance(exc, UntrustedSignerError)
-                             else 1) from None
+            raise typer.Exit(
+                exc.exit_code if isinstance(exc, UntrustedSignerError) else 1
+            ) from None
         if as_json:
             render.emit_json({"ok": True, **counts})
         else:
@@ -186,7 +271,9 @@ def verify(
                 f"[green]OK[/green] {counts['objects']} objects, {counts['runs']} ledger "
                 f"entries, {counts['blocks']} blocks, {counts['checkpoints']} checkpoints"
                 + (f", {counts['witnesses']} witnesses" if witnesses else "")
-                + f"; catalog: {counts['catalog']}", highlight=False)
+                + f"; catalog: {counts['catalog']}",
+                highlight=False,
+            )
     if bundle is not None:
         from replay.evidence.verify import verify_bundle
 
@@ -212,19 +299,27 @@ def _print_verification(check: Verification, as_json: bool) -> None:
     for warning in check.warnings:  # on stderr, so a script reading stdout still sees it
         render.errors.print(f"warning: {warning}", markup=False, highlight=False)
     if as_json:
-        render.emit_json({"ok": check.ok, "failure": check.failure, "runs": check.runs,
-                          "signer": check.signer, "pinned": check.pinned,
-                          "untrusted": check.untrusted,
-                          "checks": [{"part": p, "ok": ok, "detail": d}
-                                     for p, ok, d in check.checks]})
+        render.emit_json(
+            {
+                "ok": check.ok,
+                "failure": check.failure,
+                "runs": check.runs,
+                "signer": check.signer,
+                "pinned": check.pinned,
+                "untrusted": check.untrusted,
+                "checks": [{"part": p, "ok": ok, "detail": d} for p, ok, d in check.checks],
+            }
+        )
         return
     for part, ok, detail in check.checks:
         mark = "[green]OK  [/green]" if ok else "[red]FAIL[/red]"
         render.console.print(f"{mark} {part}  {escape(detail)}", highlight=False)
 
 
-trust_app = typer.Typer(no_args_is_help=True, help="Trusted signers: the public keys whose "
-                        "bundles verify and run --bundle accept.")
+trust_app = typer.Typer(
+    no_args_is_help=True,
+    help="Trusted signers: the public keys whose bundles verify and run --bundle accept.",
+)
 app.add_typer(trust_app, name="trust")
 
 
@@ -232,7 +327,7 @@ app.add_typer(trust_app, name="trust")
 @handled
 def trust_add(
     pem: Annotated[Path, typer.Argument(help="The signer's public key (PEM), from the signer.")],
-    name: Annotated[str, typer.Option("--name", help="Who it is, e.g. \"Bank X model risk\".")],
+    name: Annotated[str, typer.Option("--name", help='Who it is, e.g. "Bank X model risk".')],
     as_json: JsonOpt = False,
 ) -> None:
     """Trust a signer: bundles it signed verify, and replay from them is allowed."""
@@ -242,8 +337,11 @@ def trust_add(
     if as_json:
         render.emit_json(added.as_json())
     else:
-        render.console.print(f"trusted {added.key_id} as {added.name!r} ({added.path})",
-                             markup=False, highlight=False)
+        render.console.print(
+            f"trusted {added.key_id} as {added.name!r} ({added.path})",
+            markup=False,
+            highlight=False,
+        )
 
 
 @trust_app.command("list")
@@ -257,19 +355,25 @@ def trust_list(as_json: JsonOpt = False) -> None:
         render.emit_json([k.as_json() for k in found])
         return
     if not found:
-        render.console.print(f"no trusted signer: add one with `replay trust add PUB.pem --name "
-                             f"NAME` (trust store {trust.folder()})", markup=False,
-                             highlight=False)
+        render.console.print(
+            f"no trusted signer: add one with `replay trust add PUB.pem --name "
+            f"NAME` (trust store {trust.folder()})",
+            markup=False,
+            highlight=False,
+        )
     for k in found:
-        render.console.print(f"{k.key_id}  {k.name}  ({k.source}: {k.path})", markup=False,
-                             highlight=False)
+        render.console.print(
+            f"{k.key_id}  {k.name}  ({k.source}: {k.path})", markup=False, highlight=False
+        )
 
 
 @trust_app.command("remove")
 @handled
 def trust_remove(
-    key_id_or_name: Annotated[str, typer.Argument(
-        help="The name, key id or a unique prefix of it (8 hex digits or more).")],
+    key_id_or_name: Annotated[
+        str,
+        typer.Argument(help="The name, key id or a unique prefix of it (8 hex digits or more)."),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Stop trusting a signer of the trust store."""
@@ -280,11 +384,13 @@ def trust_remove(
     if as_json:
         render.emit_json({**removed.as_json(), "still_trusted_by": [k.source for k in still]})
         return
-    render.console.print(f"no longer trusted: {removed.key_id} ({removed.name!r})",
-                         markup=False, highlight=False)
+    render.console.print(
+        f"no longer trusted: {removed.key_id} ({removed.name!r})", markup=False, highlight=False
+    )
     for k in still:
-        render.console.print(f"still trusted through {k.source}: {k.path}", markup=False,
-                             highlight=False)
+        render.console.print(
+            f"still trusted through {k.source}: {k.path}", markup=False, highlight=False
+        )
 
 
 @trust_app.command("allow-store")
@@ -297,5 +403,6 @@ def trust_allow_store(
     from replay.core import trust
 
     listed = trust.allow_store(path)
-    render.console.print(f"allowed {os.path.realpath(path)} (in {listed})", markup=False,
-                         highlight=False)
+    render.console.print(
+        f"allowed {os.path.realpath(path)} (in {listed})", markup=False, highlight=False
+    )

@@ -67,8 +67,9 @@ def tsv(rows: Sequence[dict[str, Any]], columns: Iterable[str]) -> None:
 
 
 def _cells(rows: Sequence[dict[str, Any]], cols: list[str]) -> list[list[Text]]:
-    return [[v if isinstance(v := row.get(c), Text) else Text(cell(v, c)) for c in cols]
-            for row in rows]
+    return [
+        [v if isinstance(v := row.get(c), Text) else Text(cell(v, c)) for c in cols] for row in rows
+    ]
 
 
 def _least(texts: list[Text]) -> int:
@@ -93,8 +94,9 @@ def _shrink(widths: list[int], floors: list[int], room: int) -> list[int]:
     return widths
 
 
-def _layout(columns: list[list[Text]], names: list[str], drop: Sequence[str],
-            width: int) -> tuple[list[str], list[int]]:
+def _layout(
+    columns: list[list[Text]], names: list[str], drop: Sequence[str], width: int
+) -> tuple[list[str], list[int]]:
     """Which columns fit ``width`` and how wide each is: drop columns in ``drop`` order until
     every kept column fits its longest word; then narrow the ones that wrap at spaces."""
     kept = list(names)
@@ -110,8 +112,12 @@ def _layout(columns: list[list[Text]], names: list[str], drop: Sequence[str],
     return kept, _shrink(widths, [min(4, w) for w in widths], room)  # last resort: fold
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Iterable[str], title: str = "",
-          drop: Sequence[str] = ()) -> None:
+def table(
+    rows: Sequence[dict[str, Any]],
+    columns: Iterable[str],
+    title: str = "",
+    drop: Sequence[str] = (),
+) -> None:
     """Rows as a table as wide as the terminal: digests and DVC versions shortened (see
     replay.core.cells), ``drop`` naming the columns to leave out, first first, when the rest
     would not fit; every title, header and cell is data, printed with markup off."""
@@ -128,12 +134,18 @@ def table(rows: Sequence[dict[str, Any]], columns: Iterable[str], title: str = "
     console.print(t)
     if len(kept) < len(names):
         left = ", ".join(HEADERS.get(n, n) for n in names if n not in kept)
-        console.print(Text(f"not shown at this width: {left} (--format tsv shows every column)",
-                           style="dim"))
+        console.print(
+            Text(f"not shown at this width: {left} (--format tsv shows every column)", style="dim")
+        )
 
 
-def rows_out(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str, fmt: str,
-             drop: Sequence[str] = ()) -> None:
+def rows_out(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    title: str,
+    fmt: str,
+    drop: Sequence[str] = (),
+) -> None:
     """Rows in the chosen format: a fitted table, TSV (every key, in full) or JSON."""
     if fmt == "json":
         emit_json(list(rows))
@@ -149,10 +161,19 @@ COMPONENT_COLUMNS = ("step", "kind", "name", "digest", "dvc_rev", "dvc_md5")
 
 def _run_fields(info: dict[str, Any]) -> dict[str, Any]:
     m = info["manifest"]
-    return {"run_id": m["run_id"], "pipeline": m["pipeline"], "status": m["status"],
-            "seq": info["seq"], "clock": m["clock"], "version": m["version"], "env": m["env"],
-            "image": info["run"]["image"], "input_rows": m["input"]["rows"],
-            "input_digest": m["input"]["digest"], "error": m.get("error")}
+    return {
+        "run_id": m["run_id"],
+        "pipeline": m["pipeline"],
+        "status": m["status"],
+        "seq": info["seq"],
+        "clock": m["clock"],
+        "version": m["version"],
+        "env": m["env"],
+        "image": info["run"]["image"],
+        "input_rows": m["input"]["rows"],
+        "input_digest": m["input"]["digest"],
+        "error": m.get("error"),
+    }
 
 
 def show_run(info: dict[str, Any], fmt: str) -> None:
@@ -160,24 +181,29 @@ def show_run(info: dict[str, Any], fmt: str) -> None:
     blocks (run, steps, components) separated by an empty line."""
     run, m = _run_fields(info), info["manifest"]
     if fmt == "tsv":
-        for rows, cols in (([run], ()), (m["steps"], STEP_COLUMNS),
-                           (info["components"], COMPONENT_COLUMNS)):
+        for rows, cols in (
+            ([run], ()),
+            (m["steps"], STEP_COLUMNS),
+            (info["components"], COMPONENT_COLUMNS),
+        ):
             if cols:
                 print()
             tsv(rows, cols)
         return
-    for line in (f"run {run['run_id']}  pipeline {run['pipeline']}",
-                 f"status {run['status']}  ledger #{run['seq']}  clock {run['clock']}",
-                 f"input {run['input_rows']} rows {short_digest(run['input_digest'])}  "
-                 f"version {short_digest(run['version'])}",
-                 f"env {short_digest(run['env'])}  image {run['image']}"):
+    for line in (
+        f"run {run['run_id']}  pipeline {run['pipeline']}",
+        f"status {run['status']}  ledger #{run['seq']}  clock {run['clock']}",
+        f"input {run['input_rows']} rows {short_digest(run['input_digest'])}  "
+        f"version {short_digest(run['version'])}",
+        f"env {short_digest(run['env'])}  image {run['image']}",
+    ):
         console.print(Text(line))
     if run["error"]:
-        console.print(Text(f"failed at step {run['error']['step']}: "
-                           f"{run['error']['message']}", style="red"))
+        console.print(
+            Text(f"failed at step {run['error']['step']}: {run['error']['message']}", style="red")
+        )
     table(m["steps"], STEP_COLUMNS, "steps", drop=("calls", "rows", "output"))
-    table(info["components"], COMPONENT_COLUMNS, "components",
-          drop=("dvc_md5", "dvc_rev", "kind"))
+    table(info["components"], COMPONENT_COLUMNS, "components", drop=("dvc_md5", "dvc_rev", "kind"))
 
 
 def arrow(tbl: pa.Table, title: str = "", limit: int = 50) -> None:
@@ -191,7 +217,8 @@ def arrow(tbl: pa.Table, title: str = "", limit: int = 50) -> None:
         table(rows, tbl.column_names, title)
     if tbl.num_rows > limit:
         (errors if piped else console).print(
-            f"[dim]… {tbl.num_rows - limit} more rows (use --json for all)[/dim]")
+            f"[dim]… {tbl.num_rows - limit} more rows (use --json for all)[/dim]"
+        )
 
 
 def arrow_json(tbl: pa.Table) -> list[dict[str, Any]]:
@@ -213,25 +240,39 @@ def report(rep: Any, limit: int = 20) -> None:
     """A replay report: verdict, steps, record changes, environment drift."""
     style = VERDICT_STYLE[rep.verdict]
     what = "counterfactual" if rep.swap else f"{rep.mode} replay"
-    console.print(f"{what} of run [bold]{rep.run_id}[/bold] ({escape(rep.pipeline)}, clock "
-                  f"{rep.clock}): [bold {style}]{rep.verdict.upper()}[/bold {style}]",
-                  highlight=False)
+    console.print(
+        f"{what} of run [bold]{rep.run_id}[/bold] ({escape(rep.pipeline)}, clock "
+        f"{rep.clock}): [bold {style}]{rep.verdict.upper()}[/bold {style}]",
+        highlight=False,
+    )
     if rep.first_divergence:
-        console.print(f"first diverging step: [bold]{escape(rep.first_divergence)}[/bold]",
-                      highlight=False)
+        console.print(
+            f"first diverging step: [bold]{escape(rep.first_divergence)}[/bold]", highlight=False
+        )
     if rep.tolerances:
         given = ", ".join(f"{c} ≤ {t:g}" for c, t in sorted(rep.tolerances.items()))
-        console.print(f"tolerances given at replay time (not by the pipeline): {given}",
-                      highlight=False, markup=False)
-    steps = [{"step": f"{s.name} (swapped)" if s.swapped else s.name,
-              "verdict": Text(s.verdict, style=VERDICT_STYLE[s.verdict]),
-              "output": _outputs(s.recorded, s.replayed), "took": duration(s.duration_ns),
-              "what differs": step_detail(s)} for s in rep.steps]
+        console.print(
+            f"tolerances given at replay time (not by the pipeline): {given}",
+            highlight=False,
+            markup=False,
+        )
+    steps = [
+        {
+            "step": f"{s.name} (swapped)" if s.swapped else s.name,
+            "verdict": Text(s.verdict, style=VERDICT_STYLE[s.verdict]),
+            "output": _outputs(s.recorded, s.replayed),
+            "took": duration(s.duration_ns),
+            "what differs": step_detail(s),
+        }
+        for s in rep.steps
+    ]
     table(steps, ("step", "verdict", "output", "took", "what differs"), drop=("took",))
     if rep.records:
         flips = sum(r.flipped for r in rep.records)
-        rows = [{"record": r.key, **{c: change(a, b) for c, (a, b) in r.changes.items()}}
-                for r in rep.records[:limit]]
+        rows = [
+            {"record": r.key, **{c: change(a, b) for c, (a, b) in r.changes.items()}}
+            for r in rep.records[:limit]
+        ]
         cols = ["record", *dict.fromkeys(c for r in rep.records[:limit] for c in r.changes)]
         table(rows, cols, f"{len(rep.records)} records changed, {flips} decisions flipped")
     drift(rep.drift, rep.recorded_image, rep.current_image)
@@ -239,26 +280,42 @@ def report(rep: Any, limit: int = 20) -> None:
 
 def drift(changes: Any, recorded_image: str | None, current_image: str | None) -> None:
     if recorded_image is not None:
-        console.print(f"image: recorded {recorded_image}; now {current_image}",
-                      highlight=False, markup=False)
+        console.print(
+            f"image: recorded {recorded_image}; now {current_image}", highlight=False, markup=False
+        )
     if not changes:
         console.print("environment: no drift")
         return
-    rows = [{"field": f"{c.where}: {c.what}" if c.where == "package" else c.what,
-             "recorded": c.before, "now": c.after} for c in changes[:25]]
-    table(rows, ("field", "recorded", "now"),
-          f"environment drift ({len(changes)} fields; reported, not a failure)")
+    rows = [
+        {
+            "field": f"{c.where}: {c.what}" if c.where == "package" else c.what,
+            "recorded": c.before,
+            "now": c.after,
+        }
+        for c in changes[:25]
+    ]
+    table(
+        rows,
+        ("field", "recorded", "now"),
+        f"environment drift ({len(changes)} fields; reported, not a failure)",
+    )
 
 
 @contextmanager
-def steps_progress(disable: bool = False, doing: str = "replaying"
-                   ) -> Iterator[Callable[[str], None]]:
+def steps_progress(
+    disable: bool = False, doing: str = "replaying"
+) -> Iterator[Callable[[str], None]]:
     """A progress line naming what is being done now, with the time spent (on stderr, so
     --json output stays clean; rich shows nothing when stderr is not a terminal)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(SpinnerColumn(), TextColumn(doing + " {task.description}", markup=False),
-                  TimeElapsedColumn(), console=errors, transient=True,
-                  disable=disable) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(doing + " {task.description}", markup=False),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=disable,
+    ) as bar:
         task = bar.add_task("", total=None)
         yield lambda name: bar.update(task, description=name)

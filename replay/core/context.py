@@ -29,13 +29,21 @@ class ClockWarning(UserWarning):
 def warn_wall_clock(step: str) -> None:
     # As-of features silently computed at "whenever it ran" are a classic audit finding;
     # the time is recorded either way, so replays still match.
-    warnings.warn(ClockWarning(
-        f"step {step!r} reads the run's time, but the run was given no time "
-        "(record(..., at=) / --at): it sees the wall clock at recording"), stacklevel=5)
+    warnings.warn(
+        ClockWarning(
+            f"step {step!r} reads the run's time, but the run was given no time "
+            "(record(..., at=) / --at): it sees the wall clock at recording"
+        ),
+        stacklevel=5,
+    )
 
 
-_ARGS_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
-                 | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
+_ARGS_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def _args_digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -68,9 +76,14 @@ def _json_default(value: Any) -> Any:
 
 
 class RunContext:
-    def __init__(self, clock: datetime, *, step: str,
-                 seeds: dict[str, int] | None = None,
-                 tape: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        clock: datetime,
+        *,
+        step: str,
+        seeds: dict[str, int] | None = None,
+        tape: list[dict[str, Any]] | None = None,
+    ) -> None:
         self._clock = clock
         self.clock_read = False  # whether the step asked for the time
         self.step = step
@@ -87,8 +100,9 @@ class RunContext:
     def rng(self, name: str = "default") -> np.random.Generator:
         if name not in self.seeds:
             if self.replaying:
-                raise TapeMismatch(f"step {self.step!r} asked for rng {name!r}, "
-                                   "which it did not use when recorded")
+                raise TapeMismatch(
+                    f"step {self.step!r} asked for rng {name!r}, which it did not use when recorded"
+                )
             self.seeds[name] = int.from_bytes(os.urandom(8), "little")
         return np.random.default_rng(self.seeds[name])
 
@@ -100,12 +114,12 @@ class RunContext:
         result = fn(*args, **kwargs)
         try:
             # orjson: a 10,000-answer batch in 1 ms, not 9 (NaN and Infinity become null).
-            encoded = orjson.dumps(result, default=_json_default,
-                                   option=orjson.OPT_SERIALIZE_NUMPY)
+            encoded = orjson.dumps(result, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError as exc:
-            raise ReplayError(f"ctx.call({name!r}) returned a value that cannot be recorded: "
-                              f"{exc}", hint="return JSON-compatible values (dicts, lists, "
-                              "str, numbers)") from None
+            raise ReplayError(
+                f"ctx.call({name!r}) returned a value that cannot be recorded: {exc}",
+                hint="return JSON-compatible values (dicts, lists, str, numbers)",
+            ) from None
         # A fragment goes into the tape's JSON as it is, not escaped into a string again.
         self.tape.append({"name": name, "args": digest, "answer": orjson.Fragment(encoded)})
         # The step sees what a replay will see: the value after a JSON round trip.
@@ -113,13 +127,16 @@ class RunContext:
 
     def _replay_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._cursor >= len(self.tape):
-            raise TapeMismatch(f"step {self.step!r} made an extra call {name!r} "
-                               "not on the recorded tape")
+            raise TapeMismatch(
+                f"step {self.step!r} made an extra call {name!r} not on the recorded tape"
+            )
         entry = self.tape[self._cursor]
         self._cursor += 1
         current = "answer" in entry  # older tapes hold the answer's JSON text as "result"
         digest = _args_digest(args, kwargs) if current else _args_digest_v1(args, kwargs)
         if entry["name"] != name or entry["args"] != digest:
-            raise TapeMismatch(f"step {self.step!r} called {name!r} with other arguments "
-                               f"than recorded (call {self._cursor}: {entry['name']!r})")
+            raise TapeMismatch(
+                f"step {self.step!r} called {name!r} with other arguments "
+                f"than recorded (call {self._cursor}: {entry['name']!r})"
+            )
         return entry["answer"] if current else orjson.loads(entry["result"])

@@ -26,7 +26,7 @@ def hex_of(digest: str) -> str:
     """The bare hex of a ``sha256:<hex>`` digest (raises ValueError on anything else)."""
     if not digest.startswith(PREFIX) or len(digest) != len(PREFIX) + 64:
         raise ValueError(f"not a sha256 digest: {digest!r}")
-    hexpart = digest[len(PREFIX):]
+    hexpart = digest[len(PREFIX) :]
     int(hexpart, 16)
     return hexpart
 
@@ -63,12 +63,19 @@ def column_identity(field: pa.Field, column: pa.ChunkedArray) -> tuple[Any, ...]
     length and field. Nested and dictionary arrays hold state (child offsets, dictionaries)
     that their buffer list does not show, so they get no identity. Only meaningful while
     both columns are alive: a freed buffer's address can be reused."""
-    if column.num_chunks != 1 or pa.types.is_nested(field.type) \
-            or pa.types.is_dictionary(field.type):
+    if (
+        column.num_chunks != 1
+        or pa.types.is_nested(field.type)
+        or pa.types.is_dictionary(field.type)
+    ):
         return None
     arr = column.chunk(0)
-    return (field.with_name(""), len(arr), arr.offset,
-            tuple((b.address, b.size) if b is not None else None for b in arr.buffers()))
+    return (
+        field.with_name(""),
+        len(arr),
+        arr.offset,
+        tuple((b.address, b.size) if b is not None else None for b in arr.buffers()),
+    )
 
 
 def ipc_digest(table: pa.Table) -> str:
@@ -81,8 +88,9 @@ def _names_digest(names: tuple[str, ...]) -> str:
     return json_digest(list(names))
 
 
-def digest_parts(table: pa.Table, personal: Collection[str],
-                 memo: dict[tuple[Any, ...], str] | None = None) -> dict[str, Any] | None:
+def digest_parts(
+    table: pa.Table, personal: Collection[str], memo: dict[tuple[Any, ...], str] | None = None
+) -> dict[str, Any] | None:
     """For a normalized table holding personal columns, the digests a redacted copy can still
     prove: the other columns together, and each personal column alone. None without personal
     data. ``memo`` (kept only while the tables are alive) digests a personal column that
@@ -90,9 +98,11 @@ def digest_parts(table: pa.Table, personal: Collection[str],
     found = [c for c in table.column_names if c in personal]
     if not found:
         return None
-    return {"columns": _names_digest(tuple(table.column_names)),  # the order, without the names
-            "rest": ipc_digest(table.drop_columns(found)),
-            "personal": {c: _column_digest(table, c, memo) for c in found}}
+    return {
+        "columns": _names_digest(tuple(table.column_names)),  # the order, without the names
+        "rest": ipc_digest(table.drop_columns(found)),
+        "personal": {c: _column_digest(table, c, memo) for c in found},
+    }
 
 
 def _column_digest(table: pa.Table, name: str, memo: dict[tuple[Any, ...], str] | None) -> str:

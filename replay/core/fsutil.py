@@ -49,6 +49,8 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
         return os.open(path, flags | os.O_NOFOLLOW, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP or (exc.errno == errno.EEXIST and path.is_symlink()):
-            raise StoreError(f"{path} is a symbolic link: a store's files are never followed "
-                             "out of it", hint=f"replace {path} by the file itself") from None
+            raise StoreError(
+                f"{path} is a symbolic link: a store's files are never followed out of it",
+                hint=f"replace {path} by the file itself",
+            ) from None
         raise

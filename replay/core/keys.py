@@ -45,19 +45,27 @@ def init_key(path: Path | None = None, *, forbidden: tuple[Path, ...] = ()) -> P
     path = path or default_key_path()
     for folder in forbidden:
         if _inside(path, folder):
-            raise UsageError(f"{path} is inside {folder}",
-                             hint="keep the private key outside every store and bundle")
+            raise UsageError(
+                f"{path} is inside {folder}",
+                hint="keep the private key outside every store and bundle",
+            )
     key = Ed25519PrivateKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise UsageError(f"a signing key already exists at {path}",
-                         hint="use it, or choose another path with --out") from None
+        raise UsageError(
+            f"a signing key already exists at {path}",
+            hint="use it, or choose another path with --out",
+        ) from None
     with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     public_path(path).write_bytes(public_pem(key.public_key()))
     return path
 
@@ -68,9 +76,11 @@ def _read_private(path: Path) -> bytes:
     with open(path, "rb") as f:
         mode = os.fstat(f.fileno()).st_mode  # the file read, not whatever the name is now
         if mode & 0o077:
-            raise UsageError(f"{path} is accessible by others (mode {stat.S_IMODE(mode):04o}): "
-                             "refusing to sign with a private key others can read",
-                             hint=f"chmod 600 {path}")
+            raise UsageError(
+                f"{path} is accessible by others (mode {stat.S_IMODE(mode):04o}): "
+                "refusing to sign with a private key others can read",
+                hint=f"chmod 600 {path}",
+            )
         return f.read()
 
 
@@ -79,8 +89,9 @@ def load_private(path: Path | None = None) -> Ed25519PrivateKey:
     try:
         pem = _read_private(path)
     except FileNotFoundError:
-        raise NotFoundError(f"no signing key at {path}",
-                            hint="create one with `replay keys init`") from None
+        raise NotFoundError(
+            f"no signing key at {path}", hint="create one with `replay keys init`"
+        ) from None
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except ValueError as exc:
@@ -91,8 +102,9 @@ def load_private(path: Path | None = None) -> Ed25519PrivateKey:
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def load_public(pem: bytes) -> Ed25519PublicKey:

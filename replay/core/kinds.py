@@ -18,8 +18,10 @@ WHATIF = "whatif"
 KINDS = (PRODUCTION, WHATIF)
 ANY = "all"  # a --kind value: no filter
 
-LABELS = {PRODUCTION: "production decision",
-          WHATIF: "what-if run (a question asked of the pipeline, not a decision it made)"}
+LABELS = {
+    PRODUCTION: "production decision",
+    WHATIF: "what-if run (a question asked of the pipeline, not a decision it made)",
+}
 
 
 def kind_of(manifest: dict[str, Any]) -> str:
@@ -35,6 +37,7 @@ def wanted(kind: str | None) -> str | None:
     if kind is None or kind == ANY:
         return None
     if kind not in KINDS:
-        raise UsageError(f"unknown run kind {kind!r}",
-                         hint=f"use one of {', '.join((*KINDS, ANY))}")
+        raise UsageError(
+            f"unknown run kind {kind!r}", hint=f"use one of {', '.join((*KINDS, ANY))}"
+        )
     return kind

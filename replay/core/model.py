@@ -18,8 +18,20 @@ from replay.errors import PipelineError
 PATH = "path"  # handed to the step as a Path to a verified read-only copy
 LOADER = "loader"
 # What Model(format=...) may declare: the built-in loaders of replay.capture.models.
-FORMATS = frozenset({"pickle", "joblib", "skops", "torch", "onnx", "xgboost", "lightgbm",
-                     "safetensors", "sentence-transformers", PATH})
+FORMATS = frozenset(
+    {
+        "pickle",
+        "joblib",
+        "skops",
+        "torch",
+        "onnx",
+        "xgboost",
+        "lightgbm",
+        "safetensors",
+        "sentence-transformers",
+        PATH,
+    }
+)
 
 
 @dataclass(frozen=True, init=False)
@@ -41,12 +53,18 @@ class Model:
     loader: Callable[[Path], Any] | None
     folder: Path
 
-    def __init__(self, path: str | os.PathLike[str], *, format: str | None = None,
-                 loader: Callable[[Path], Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        loader: Callable[[Path], Any] | None = None,
+    ) -> None:
         if format is not None and format not in FORMATS:
-            raise PipelineError(f"model {path}: format {format!r} is not one of "
-                                f"{', '.join(sorted(FORMATS))}",
-                                hint="or load it with Model(path, loader=...)")
+            raise PipelineError(
+                f"model {path}: format {format!r} is not one of {', '.join(sorted(FORMATS))}",
+                hint="or load it with Model(path, loader=...)",
+            )
         if format is not None and loader is not None:
             raise PipelineError(f"model {path}: give a format or a loader, not both")
         if loader is not None and not callable(loader):

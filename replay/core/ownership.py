@@ -44,8 +44,10 @@ def check(root: Path) -> None:
         return
     raise UnsafeStoreError(
         f"store {where} belongs to {_user(owner)}, not to you ({_user(me)}); its files decide "
-        "what a replay runs", hint="if you trust everyone who can write it, allow it: "
-                                   f"replay trust allow-store {shlex.quote(where)}")
+        "what a replay runs",
+        hint="if you trust everyone who can write it, allow it: "
+        f"replay trust allow-store {shlex.quote(where)}",
+    )
 
 
 def allow(root: Path) -> Path:

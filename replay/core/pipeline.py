@@ -40,39 +40,51 @@ class Step:
     declares the step, not the working directory at record time (see ``replay.core.declared``).
     """
 
-    def __init__(self, name: str, fn: Callable[..., Any], *,
-                 models: Mapping[str, Any] | None = None,
-                 data: Mapping[str, str | Path] | None = None,
-                 params: Mapping[str, Any] | None = None,
-                 inputs: Sequence[str] | None = None,
-                 tolerances: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        models: Mapping[str, Any] | None = None,
+        data: Mapping[str, str | Path] | None = None,
+        params: Mapping[str, Any] | None = None,
+        inputs: Sequence[str] | None = None,
+        tolerances: Mapping[str, float] | None = None,
+    ) -> None:
         if not isinstance(name, str) or not _NAME.match(name) or name == INPUT:
-            raise PipelineError(f"step name {name!r} is not usable",
-                                hint="use letters, digits, _ . - (and not 'input')")
+            raise PipelineError(
+                f"step name {name!r} is not usable",
+                hint="use letters, digits, _ . - (and not 'input')",
+            )
         if not callable(fn):
             raise PipelineError(f"step {name!r}: {fn!r} is not callable")
         for key, path in (data or {}).items():
             if not isinstance(path, str | PathLike):
-                raise PipelineError(f"step {name!r}: data {key!r} is a {type(path).__name__}, "
-                                    "not a path", hint="give the data file's path")
+                raise PipelineError(
+                    f"step {name!r}: data {key!r} is a {type(path).__name__}, not a path",
+                    hint="give the data file's path",
+                )
         self.name = name
         self.fn = fn
         self.folder = declaring_folder()
-        self.models = {k: Model(v) if isinstance(v, str | Path) else v
-                       for k, v in (models or {}).items()}
+        self.models = {
+            k: Model(v) if isinstance(v, str | Path) else v for k, v in (models or {}).items()
+        }
         self.data = {k: resolve(v, self.folder) for k, v in (data or {}).items()}
         self.params = dict(params or {})
         self.inputs = tuple(inputs) if inputs is not None else None
         self.tolerances = {k: float(v) for k, v in (tolerances or {}).items()}
-        self.wants = wanted(name, fn, {"models": self.models, "data": self.data,
-                                       "params": self.params})
+        self.wants = wanted(
+            name, fn, {"models": self.models, "data": self.data, "params": self.params}
+        )
 
     def __repr__(self) -> str:
         return f"Step({self.name!r}, {getattr(self.fn, '__qualname__', self.fn)!r})"
 
 
-def wanted(name: str, fn: Callable[..., Any],
-           groups: Mapping[str, Mapping[str, Any]]) -> tuple[Want, ...]:
+def wanted(
+    name: str, fn: Callable[..., Any], groups: Mapping[str, Mapping[str, Any]]
+) -> tuple[Want, ...]:
     """What each keyword parameter of ``fn`` receives; unbindable names are refused here,
     when the pipeline is declared, not at the first run."""
     owner = _owners(name, groups)
@@ -84,8 +96,10 @@ def wanted(name: str, fn: Callable[..., Any],
         return tuple((k, k, None) for k in BINDABLE)
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if not positional and not any(p.kind is p.VAR_POSITIONAL for p in params):
-        raise PipelineError(f"step {name!r}: {_fname(fn)}() takes no table argument",
-                            hint="the first positional parameter receives the input table")
+        raise PipelineError(
+            f"step {name!r}: {_fname(fn)}() takes no table argument",
+            hint="the first positional parameter receives the input table",
+        )
     wants: list[Want] = []
     for p in params[1:] if positional and params[0] is positional[0] else params:
         if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
@@ -94,18 +108,22 @@ def wanted(name: str, fn: Callable[..., Any],
         if want is not None:
             wants.append(want)
         elif p.default is p.empty:
-            raise PipelineError(f"step {name!r}: {_fname(fn)}() parameter {p.name!r} is not "
-                                "a model, data or param of the step",
-                                hint="bind it (models=, data=, params=), give it a default, "
-                                     "or name one of: now, rng, call, ctx")
+            raise PipelineError(
+                f"step {name!r}: {_fname(fn)}() parameter {p.name!r} is not "
+                "a model, data or param of the step",
+                hint="bind it (models=, data=, params=), give it a default, "
+                "or name one of: now, rng, call, ctx",
+            )
     taken = {w[2] for w in wants if w[2] is not None and w[0] not in DOORS}
     if not any(w[2] is None for w in wants):
         unused = sorted(set(owner) - taken)
         if unused:
-            raise PipelineError(f"step {name!r}: {_fname(fn)}() takes no parameter "
-                                f"{unused[0]!r}, which the step binds",
-                                hint="name it in the function's signature, or take the "
-                                     "whole group (models, data, params)")
+            raise PipelineError(
+                f"step {name!r}: {_fname(fn)}() takes no parameter "
+                f"{unused[0]!r}, which the step binds",
+                hint="name it in the function's signature, or take the "
+                "whole group (models, data, params)",
+            )
     return tuple(wants)
 
 
@@ -124,8 +142,10 @@ def _owners(name: str, groups: Mapping[str, Mapping[str, Any]]) -> dict[str, str
     for group, items in groups.items():
         for key in items:
             if key in owner:
-                raise PipelineError(f"step {name!r}: {key!r} is both in {owner[key]} and in "
-                                    f"{group}", hint="give them different names")
+                raise PipelineError(
+                    f"step {name!r}: {key!r} is both in {owner[key]} and in {group}",
+                    hint="give them different names",
+                )
             owner[key] = group
     return owner
 
@@ -144,11 +164,18 @@ class Pipeline:
     kept apart, so an export can replace them by pseudonyms and still prove the rows.
     """
 
-    def __init__(self, name: str, steps: Sequence[Step], *,
-                 personal: Sequence[str] = (), decisions: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        steps: Sequence[Step],
+        *,
+        personal: Sequence[str] = (),
+        decisions: Sequence[str] = (),
+    ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
-            raise PipelineError(f"pipeline name {name!r} is not usable",
-                                hint="use letters, digits, _ . -")
+            raise PipelineError(
+                f"pipeline name {name!r} is not usable", hint="use letters, digits, _ . -"
+            )
         if not steps:
             raise PipelineError(f"pipeline {name!r} has no steps")
         seen = {INPUT}
@@ -161,7 +188,8 @@ class Pipeline:
                 if ref not in seen:
                     raise PipelineError(
                         f"step {step.name!r} reads {ref!r}, which is not an earlier step",
-                        hint=f"name one of: {', '.join(sorted(seen))}")
+                        hint=f"name one of: {', '.join(sorted(seen))}",
+                    )
             seen.add(step.name)
         self.name = name
         self.steps = tuple(steps)

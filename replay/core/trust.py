@@ -59,14 +59,17 @@ def folder() -> Path:
 def public_key(data: bytes, where: str) -> Ed25519PublicKey:
     """The public key in ``data``; a private key is refused, never copied or kept."""
     if b"PRIVATE KEY-----" in data:
-        raise UsageError(f"{where} is a private key; a signer is pinned by its public key",
-                         hint="give its public half (`replay keys init` writes it beside the "
-                              "private key, as .pub) and keep the private key where it is")
+        raise UsageError(
+            f"{where} is a private key; a signer is pinned by its public key",
+            hint="give its public half (`replay keys init` writes it beside the "
+            "private key, as .pub) and keep the private key where it is",
+        )
     try:
         return keys.load_public(data)
     except UsageError as exc:
-        raise UsageError(f"{where}: {exc.message}",
-                         hint="a trusted signer is an Ed25519 public key in PEM") from None
+        raise UsageError(
+            f"{where}: {exc.message}", hint="a trusted signer is an Ed25519 public key in PEM"
+        ) from None
 
 
 def _load(path: Path) -> Ed25519PublicKey:
@@ -81,8 +84,10 @@ def _not_writable_by_others(path: Path) -> None:
     # A key file or folder anyone may write is a signer anyone may choose (as ssh refuses an
     # authorized_keys others can write); readable by others is fine for public keys.
     if path.stat().st_mode & stat.S_IWOTH:
-        raise UsageError(f"{path} is writable by every user: anyone could choose whom you "
-                         "trust", hint=f"chmod o-w '{path}'")
+        raise UsageError(
+            f"{path} is writable by every user: anyone could choose whom you trust",
+            hint=f"chmod o-w '{path}'",
+        )
 
 
 def _entry(path: Path, source: str) -> TrustedKey:
@@ -92,8 +97,11 @@ def _entry(path: Path, source: str) -> TrustedKey:
 
 def _keys_in(where: Path, source: str) -> tuple[TrustedKey, ...]:
     _not_writable_by_others(where)
-    return tuple(_entry(p, source) for p in sorted(where.iterdir())
-                 if p.suffix in SUFFIXES and not p.name.startswith(".") and p.is_file())
+    return tuple(
+        _entry(p, source)
+        for p in sorted(where.iterdir())
+        if p.suffix in SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def _stored() -> tuple[TrustedKey, ...]:
@@ -112,9 +120,10 @@ def _from_env() -> tuple[TrustedKey, ...]:
         elif path.exists():
             found += (_entry(path, ENV),)
         else:  # a typo would otherwise trust nothing without saying so
-            raise UsageError(f"{ENV} names {path}, which does not exist",
-                             hint=f"list key files or folders of them, separated by "
-                                  f"{os.pathsep!r}")
+            raise UsageError(
+                f"{ENV} names {path}, which does not exist",
+                hint=f"list key files or folders of them, separated by {os.pathsep!r}",
+            )
     return found
 
 
@@ -132,9 +141,10 @@ def pinned(key: bytes | None = None) -> tuple[TrustedKey, ...]:
 
 def _check_name(name: str) -> None:
     if not _NAME.fullmatch(name) or name.startswith(".") or name != name.strip():
-        raise UsageError(f"--name {name!r} cannot name a trusted key",
-                         hint="use up to 80 printable characters, without '/' or '\\', "
-                              "not starting with '.'")
+        raise UsageError(
+            f"--name {name!r} cannot name a trusted key",
+            hint="use up to 80 printable characters, without '/' or '\\', not starting with '.'",
+        )
 
 
 def add(pem: Path, name: str) -> TrustedKey:
@@ -147,11 +157,15 @@ def add(pem: Path, name: str) -> TrustedKey:
         if known.key_id == kid and known.name == name:
             return known
         if known.key_id == kid:
-            raise UsageError(f"{kid} is already trusted as {known.name!r}",
-                             hint=f"to rename it, `replay trust remove {kid}` first")
+            raise UsageError(
+                f"{kid} is already trusted as {known.name!r}",
+                hint=f"to rename it, `replay trust remove {kid}` first",
+            )
         if known.name.casefold() == name.casefold():  # one file per name, on any filesystem
-            raise UsageError(f"a key named {known.name!r} is already trusted ({known.key_id})",
-                             hint="choose another --name, or `replay trust remove` it first")
+            raise UsageError(
+                f"a key named {known.name!r} is already trusted ({known.key_id})",
+                hint="choose another --name, or `replay trust remove` it first",
+            )
     return _write(key, name, kid)
 
 
@@ -182,13 +196,19 @@ def remove(key_id_or_name: str) -> TrustedKey:
     found = _match(_stored(), key_id_or_name)
     if not found:
         if _match(_from_env(), key_id_or_name):
-            raise UsageError(f"{key_id_or_name!r} is trusted through {ENV}, not the trust store",
-                             hint=f"take it out of {ENV}")
-        raise NotFoundError(f"no trusted key is named {key_id_or_name!r} or has that id",
-                            hint="`replay trust list` shows them")
+            raise UsageError(
+                f"{key_id_or_name!r} is trusted through {ENV}, not the trust store",
+                hint=f"take it out of {ENV}",
+            )
+        raise NotFoundError(
+            f"no trusted key is named {key_id_or_name!r} or has that id",
+            hint="`replay trust list` shows them",
+        )
     if len(found) > 1:
-        raise UsageError(f"{key_id_or_name!r} matches {len(found)} trusted keys",
-                         hint="give the whole key id, or the name")
+        raise UsageError(
+            f"{key_id_or_name!r} matches {len(found)} trusted keys",
+            hint="give the whole key id, or the name",
+        )
     assert found[0].path is not None  # every key of the store is a file
     found[0].path.unlink()
     return found[0]

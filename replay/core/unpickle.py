@@ -118,5 +118,6 @@ def _skops(data: bytes, digest: str) -> Any:
         raise CaptureError(
             f"skops model {digest} holds types skops does not trust: {', '.join(untrusted)}",
             hint="review them, then load the file with your own loader: "
-                 "replay.Model(path, loader=lambda p: skops.io.load(p, trusted=[...]))")
+            "replay.Model(path, loader=lambda p: skops.io.load(p, trusted=[...]))",
+        )
     return skops.io.loads(data)

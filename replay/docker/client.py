@@ -30,8 +30,9 @@ def engine(base_url: str | None = None) -> Any:
             try:
                 probe.connect(where.removeprefix("unix://"))
             except OSError as exc:
-                raise EngineUnavailableError(f"no Docker engine answers at {where} "
-                                             f"({exc.strerror})", hint=hint) from None
+                raise EngineUnavailableError(
+                    f"no Docker engine answers at {where} ({exc.strerror})", hint=hint
+                ) from None
     client = None
     try:
         client = docker.DockerClient(base_url=where, timeout=120)
@@ -39,8 +40,9 @@ def engine(base_url: str | None = None) -> Any:
     except docker.errors.DockerException as exc:
         if client is not None:
             client.close()
-        raise EngineUnavailableError(f"no Docker engine answers at {where} ({_reason(exc)})",
-                                     hint=hint) from None
+        raise EngineUnavailableError(
+            f"no Docker engine answers at {where} ({_reason(exc)})", hint=hint
+        ) from None
     return client
 
 
@@ -59,8 +61,11 @@ def own_image() -> dict[str, str] | None:
             img = client.images.get(container.attrs["Image"])
     except (docker.errors.DockerException, EngineUnavailableError):
         return None
-    return {"digest": _repo_digest(img.attrs, container.attrs["Config"]["Image"]) or img.id,
-            "id": img.id, "source": "docker engine"}
+    return {
+        "digest": _repo_digest(img.attrs, container.attrs["Config"]["Image"]) or img.id,
+        "id": img.id,
+        "source": "docker engine",
+    }
 
 
 def _own_container_id() -> str:
@@ -79,8 +84,9 @@ def _repo_digest(image_attrs: dict[str, Any], started_as: str) -> str | None:
     if started_as in digests:
         return started_as
     repo = _repository(started_as)
-    return next((d for d in digests if d.partition("@")[0] == repo),
-                digests[0] if digests else None)
+    return next(
+        (d for d in digests if d.partition("@")[0] == repo), digests[0] if digests else None
+    )
 
 
 def _repository(ref: str) -> str:

@@ -30,8 +30,7 @@ def image_id(data: bytes) -> str:
             diff_ids = config["rootfs"]["diff_ids"]
             layers = manifest[0]["Layers"]
             if len(layers) != len(diff_ids):
-                raise ImageTarError(f"{len(layers)} layers but the config lists "
-                                    f"{len(diff_ids)}")
+                raise ImageTarError(f"{len(layers)} layers but the config lists {len(diff_ids)}")
             for layer, want in zip(layers, diff_ids, strict=True):
                 got = "sha256:" + hashlib.sha256(_read(tar, members, layer)).hexdigest()
                 if got != want:

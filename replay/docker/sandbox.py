@@ -62,9 +62,11 @@ def resolve(client: Any, recorded: dict[str, str], override: str | None = None) 
             return _pull(client, override, override)
     digest, image_id = recorded.get("digest", ""), recorded.get("id", "")
     if not REPO_DIGEST.fullmatch(digest) and not image_id:
-        raise UsageError(f"the run was recorded {digest or 'without an image'}, so there is "
-                         "no image to replay it in",
-                         hint="pass --image REF to replay it in an image of your choice")
+        raise UsageError(
+            f"the run was recorded {digest or 'without an image'}, so there is "
+            "no image to replay it in",
+            hint="pass --image REF to replay it in an image of your choice",
+        )
     for ref in (digest, image_id):
         if ref and (ref.startswith("sha256:") or REPO_DIGEST.fullmatch(ref)):
             try:
@@ -75,12 +77,15 @@ def resolve(client: Any, recorded: dict[str, str], override: str | None = None) 
     else:
         if not REPO_DIGEST.fullmatch(digest):
             raise ImageMissingError(
-                f"image {image_id} is not on this Docker engine and was never pushed to a "
-                "registry", hint=_load_hint(image_id))
+                f"image {image_id} is not on this Docker engine and was never pushed to a registry",
+                hint=_load_hint(image_id),
+            )
         img = _pull(client, digest, image_id or digest)
     if image_id and img.id != image_id:
-        raise ImageMissingError(f"the engine's image for {digest} has ID {img.id}, but the run "
-                                f"recorded {image_id}", hint=_load_hint(image_id))
+        raise ImageMissingError(
+            f"the engine's image for {digest} has ID {img.id}, but the run recorded {image_id}",
+            hint=_load_hint(image_id),
+        )
     return img
 
 
@@ -97,14 +102,18 @@ def _pull(client: Any, ref: str, label: str) -> Any:
             raise docker.errors.APIError(failed[0])
         return client.images.get(ref)
     except docker.errors.DockerException as exc:
-        raise ImageMissingError(f"image {label} is not on this Docker engine and pulling "
-                                f"{ref} from {registry} failed: {_reason(exc)}",
-                                hint=_load_hint(label)) from None
+        raise ImageMissingError(
+            f"image {label} is not on this Docker engine and pulling "
+            f"{ref} from {registry} failed: {_reason(exc)}",
+            hint=_load_hint(label),
+        ) from None
 
 
 def _load_hint(label: str) -> str:
-    return (f"load it with `docker load -i IMAGE.tar` (a bundle exported --with-image carries "
-            f"it: `replay run --bundle B --in-container` loads it), then retry; wanted {label}")
+    return (
+        f"load it with `docker load -i IMAGE.tar` (a bundle exported --with-image carries "
+        f"it: `replay run --bundle B --in-container` loads it), then retry; wanted {label}"
+    )
 
 
 def data_mounts(spec: dict[str, Any], *, bundle: bool = False) -> list[str]:
@@ -131,8 +140,13 @@ def data_mounts(spec: dict[str, Any], *, bundle: bool = False) -> list[str]:
 
 def _plain_folder(path: object) -> TypeGuard[str]:
     """An absolute, normalised path of an existing folder (no ``..``, no link to elsewhere)."""
-    return (isinstance(path, str) and os.path.isabs(path) and os.path.normpath(path) == path
-            and os.path.isdir(path) and os.path.realpath(path) == path)
+    return (
+        isinstance(path, str)
+        and os.path.isabs(path)
+        and os.path.normpath(path) == path
+        and os.path.isdir(path)
+        and os.path.realpath(path) == path
+    )
 
 
 def _dvc_repo_holding(repo: str, rel: Any) -> bool:
@@ -142,43 +156,74 @@ def _dvc_repo_holding(repo: str, rel: Any) -> bool:
     if not target.startswith(repo.rstrip("/") + "/"):
         return False  # the recorded path must be inside the repo
     return os.path.isdir(os.path.join(repo, ".dvc")) and (
-        os.path.exists(target) or os.path.exists(target + ".dvc"))
+        os.path.exists(target) or os.path.exists(target + ".dvc")
+    )
 
 
-def sandbox(client: Any, image: Any, command: list[str], *, store: Path,
-            mounts: Sequence[str] = (), limits: Limits = Limits(),
-            environment: dict[str, str] | None = None,
-            entrypoint: Sequence[str] = ("replay",)) -> Outcome:
+def sandbox(
+    client: Any,
+    image: Any,
+    command: list[str],
+    *,
+    store: Path,
+    mounts: Sequence[str] = (),
+    limits: Limits = Limits(),
+    environment: dict[str, str] | None = None,
+    entrypoint: Sequence[str] = ("replay",),
+) -> Outcome:
     """Run ``replay COMMAND`` in ``image`` with every restriction; the one place they live."""
     import docker
 
-    volumes = {str(store): {"bind": STORE_MOUNT, "mode": "ro"},
-               **{p: {"bind": p, "mode": "ro"} for p in mounts}}
-    env = {"HOME": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache", "REPLAY_STORE": STORE_MOUNT,
-           # mounted from the host, it belongs to another uid: this sandbox is where it is read
-           "REPLAY_SAFE_STORES": STORE_MOUNT,
-           # the mounted repos belong to another uid: let git (and DVC through it) read them
-           "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
-           "GIT_CONFIG_VALUE_0": "*", **(environment or {})}
+    volumes = {
+        str(store): {"bind": STORE_MOUNT, "mode": "ro"},
+        **{p: {"bind": p, "mode": "ro"} for p in mounts},
+    }
+    env = {
+        "HOME": "/tmp",
+        "XDG_CACHE_HOME": "/tmp/.cache",
+        "REPLAY_STORE": STORE_MOUNT,
+        # mounted from the host, it belongs to another uid: this sandbox is where it is read
+        "REPLAY_SAFE_STORES": STORE_MOUNT,
+        # the mounted repos belong to another uid: let git (and DVC through it) read them
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "safe.directory",
+        "GIT_CONFIG_VALUE_0": "*",
+        **(environment or {}),
+    }
     try:
         container = client.containers.create(
-            image.id, command, entrypoint=list(entrypoint), user=USER, working_dir="/tmp",
-            network_mode="none", read_only=True, volumes=volumes, environment=env,
+            image.id,
+            command,
+            entrypoint=list(entrypoint),
+            user=USER,
+            working_dir="/tmp",
+            network_mode="none",
+            read_only=True,
+            volumes=volumes,
+            environment=env,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=512m", "/var/tmp": "rw,nosuid,nodev,size=64m"},
-            mem_limit=limits.memory, memswap_limit=limits.memory,
-            nano_cpus=int(limits.cpus * 1e9), pids_limit=limits.pids,
-            cap_drop=["ALL"], security_opt=["no-new-privileges"])
+            mem_limit=limits.memory,
+            memswap_limit=limits.memory,
+            nano_cpus=int(limits.cpus * 1e9),
+            pids_limit=limits.pids,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+        )
     except docker.errors.DockerException as exc:
-        raise ContainerFailedError(f"the engine refused to create the replay container: "
-                                   f"{_reason(exc)}", hint="check the limits and mounts") from None
+        raise ContainerFailedError(
+            f"the engine refused to create the replay container: {_reason(exc)}",
+            hint="check the limits and mounts",
+        ) from None
     try:
         container.start()
         status = container.wait()
         container.reload()
-        return Outcome(int(status.get("StatusCode", -1)),
-                       container.logs(stdout=True, stderr=False),
-                       container.logs(stdout=False, stderr=True),
-                       bool(container.attrs["State"].get("OOMKilled")))
+        return Outcome(
+            int(status.get("StatusCode", -1)),
+            container.logs(stdout=True, stderr=False),
+            container.logs(stdout=False, stderr=True),
+            bool(container.attrs["State"].get("OOMKilled")),
+        )
     except docker.errors.DockerException as exc:
         raise ContainerFailedError(f"the replay container failed: {_reason(exc)}") from None
     finally:
@@ -191,11 +236,18 @@ def _swap_args(swap: dict[str, str] | None) -> Iterator[str]:
         yield from ("--swap", f"{target}={value}")
 
 
-def replay_in_container(store: Store, run_id: str, mode: str = "chained",
-                        swap: dict[str, str] | None = None, *, image: str | None = None,
-                        limits: Limits = Limits(), client: Any = None,
-                        tolerances: dict[str, float] | None = None,
-                        from_bundle: bool = False) -> ReplayReport:
+def replay_in_container(
+    store: Store,
+    run_id: str,
+    mode: str = "chained",
+    swap: dict[str, str] | None = None,
+    *,
+    image: str | None = None,
+    limits: Limits = Limits(),
+    client: Any = None,
+    tolerances: dict[str, float] | None = None,
+    from_bundle: bool = False,
+) -> ReplayReport:
     """Replay a run inside its recorded image (or ``image``) and return the report.
 
     ``from_bundle``: the store was made from a bundle, whose spec is someone else's word, so
@@ -203,9 +255,17 @@ def replay_in_container(store: Store, run_id: str, mode: str = "chained",
     """
     if client is None:
         with contextlib.closing(engine()) as own:
-            return replay_in_container(store, run_id, mode, swap, image=image, limits=limits,
-                                       client=own, tolerances=tolerances,
-                                       from_bundle=from_bundle)
+            return replay_in_container(
+                store,
+                run_id,
+                mode,
+                swap,
+                image=image,
+                limits=limits,
+                client=own,
+                tolerances=tolerances,
+                from_bundle=from_bundle,
+            )
     run = load_run(store, entry(store, run_id))
     recorded_env = load_json(store, run.manifest["env"])
     recorded = recorded_env["image"]
@@ -218,27 +278,52 @@ def replay_in_container(store: Store, run_id: str, mode: str = "chained",
     by_digest = _repo_digest(img.attrs, recorded.get("digest", ""))
     if by_digest:
         declared["REPLAY_IMAGE_DIGEST"] = by_digest
-    command = ["--store", STORE_MOUNT, "run", run.run_id, "--json", "--mode", mode,
-               *_swap_args(swap), *(a for column, value in (tolerances or {}).items()
-                                    for a in ("--tolerance", f"{column}={value!r}"))]
-    out = sandbox(client, img, command, store=store.root,
-                  mounts=data_mounts(run.spec, bundle=from_bundle),
-                  limits=limits, environment=declared)
+    command = [
+        "--store",
+        STORE_MOUNT,
+        "run",
+        run.run_id,
+        "--json",
+        "--mode",
+        mode,
+        *_swap_args(swap),
+        *(
+            a
+            for column, value in (tolerances or {}).items()
+            for a in ("--tolerance", f"{column}={value!r}")
+        ),
+    ]
+    out = sandbox(
+        client,
+        img,
+        command,
+        store=store.root,
+        mounts=data_mounts(run.spec, bundle=from_bundle),
+        limits=limits,
+        environment=declared,
+    )
     label = by_digest or img.id
     if out.oom_killed:
-        raise ContainerFailedError(f"the replay in {label} was killed by the memory limit "
-                                   f"({limits.memory})", hint="raise it with --memory")
+        raise ContainerFailedError(
+            f"the replay in {label} was killed by the memory limit ({limits.memory})",
+            hint="raise it with --memory",
+        )
     if out.exit_code not in (0, 1):
         lines = [ln for ln in out.stderr.decode(errors="replace").splitlines() if ln.strip()]
         why = lines[0].removeprefix("error: ") if lines else "no message"
-        raise ContainerFailedError(f"the replay in {label} exited {out.exit_code}: {why}",
-                                   hint=lines[1].strip() if len(lines) > 1 else
-                                   "rerun with --debug outside the container to see more")
+        raise ContainerFailedError(
+            f"the replay in {label} exited {out.exit_code}: {why}",
+            hint=lines[1].strip()
+            if len(lines) > 1
+            else "rerun with --debug outside the container to see more",
+        )
     try:
         return ReplayReport.from_json(json.loads(out.stdout))
     except (ValueError, KeyError, TypeError) as exc:
-        raise ReplayError(f"the replay in {label} printed no report ({exc})",
-                          hint="is the image a pipeline-replay image?") from None
+        raise ReplayError(
+            f"the replay in {label} printed no report ({exc})",
+            hint="is the image a pipeline-replay image?",
+        ) from None
 
 
 def save_images(client: Any, recorded: list[dict[str, str]]) -> dict[str, tuple[str, bytes]]:
@@ -252,8 +337,7 @@ def save_images(client: Any, recorded: list[dict[str, str]]) -> dict[str, tuple[
             try:
                 data = b"".join(img.save(named=False))
             except docker.errors.DockerException as exc:
-                raise ContainerFailedError(f"docker save {img.id} failed: {_reason(exc)}") \
-                    from None
+                raise ContainerFailedError(f"docker save {img.id} failed: {_reason(exc)}") from None
             digest = rec["digest"] if REPO_DIGEST.fullmatch(rec.get("digest", "")) else ""
             out[img.id] = (digest, data)
     return out
@@ -270,5 +354,6 @@ def load_images(client: Any, images: dict[str, bytes]) -> None:
             try:
                 client.images.load(data)
             except docker.errors.DockerException as exc:
-                raise ContainerFailedError(f"docker load of {image_id} failed: "
-                                           f"{_reason(exc)}") from None
+                raise ContainerFailedError(
+                    f"docker load of {image_id} failed: {_reason(exc)}"
+                ) from None

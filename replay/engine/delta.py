@@ -25,8 +25,7 @@ def spec_changes(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
     for name in [*steps_a, *(n for n in steps_b if n not in steps_a)]:
         sa, sb = steps_a.get(name), steps_b.get(name)
         if sa is None or sb is None:
-            out.append(Change(name, "step", "present" if sa else None,
-                              "present" if sb else None))
+            out.append(Change(name, "step", "present" if sa else None, "present" if sb else None))
             continue
         for kind in ("code", "params", "inputs"):
             if sa.get(kind) != sb.get(kind):
@@ -36,8 +35,9 @@ def spec_changes(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
                 va, vb = sa[kind].get(comp, {}), sb[kind].get(comp, {})
                 if va.get(key) != vb.get(key):
                     label = "model" if kind == "models" else "data"
-                    out.append(Change(name, f"{label} {comp}", _describe(va, key),
-                                      _describe(vb, key)))
+                    out.append(
+                        Change(name, f"{label} {comp}", _describe(va, key), _describe(vb, key))
+                    )
     return out
 
 
@@ -48,10 +48,16 @@ def _describe(component: dict[str, Any], key: str) -> Any:
     return component.get(key)
 
 
-ENV_FIELDS = (("python", ("python", "version")), ("platform", ("platform", "release")),
-              ("machine", ("platform", "machine")), ("cpu", ("cpu", "model")),
-              ("numpy", ("blas", "numpy")), ("blas", ("blas", "build")),
-              ("packages", ("packages", "lock_sha256")), ("image", ("image", "digest")))
+ENV_FIELDS = (
+    ("python", ("python", "version")),
+    ("platform", ("platform", "release")),
+    ("machine", ("platform", "machine")),
+    ("cpu", ("cpu", "model")),
+    ("numpy", ("blas", "numpy")),
+    ("blas", ("blas", "build")),
+    ("packages", ("packages", "lock_sha256")),
+    ("image", ("image", "digest")),
+)
 NOT_RECORDED = "not recorded"  # a field an older record predates
 
 
@@ -74,8 +80,10 @@ def _fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[Chan
 
 def _settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[Change]:
     """Thread and kernel variables, each by its name (OMP_NUM_THREADS, MKL_CBWR, ...)."""
-    a, b = ({**(_get(env, ("threads",)) or {}), **(_get(env, ("kernels", "env")) or {})}
-            for env in (recorded, current))
+    a, b = (
+        {**(_get(env, ("threads",)) or {}), **(_get(env, ("kernels", "env")) or {})}
+        for env in (recorded, current)
+    )
     return _fields(a, b)
 
 
@@ -86,8 +94,14 @@ def _pools(recorded: dict[str, Any], current: dict[str, Any]) -> list[Change]:
     old, new = (_get(env, ("blas", "threadpools")) or [] for env in (recorded, current))
     if not any("library" in p for p in [*old, *new]):  # both predate named pools: as before
         return [] if old == new else [Change("environment", "thread pools", old, new)]
-    a, b = ({p["library"]: {k: v for k, v in p.items() if k != "library"}
-             for p in pools if "library" in p} for pools in (old, new))
+    a, b = (
+        {
+            p["library"]: {k: v for k, v in p.items() if k != "library"}
+            for p in pools
+            if "library" in p
+        }
+        for pools in (old, new)
+    )
     return [c for lib in sorted(a.keys() & b.keys()) for c in _fields(a[lib], b[lib], f"{lib} ")]
 
 
@@ -97,15 +111,26 @@ def _libraries(recorded: dict[str, Any], current: dict[str, Any]) -> list[Change
     return [c for lib in a if lib in b for c in _fields(a[lib], b[lib], f"{lib} ")]
 
 
-def env_changes(recorded: dict[str, Any], current: dict[str, Any],
-                locks: tuple[list[str], list[str]] | None = None) -> list[Change]:
+def env_changes(
+    recorded: dict[str, Any],
+    current: dict[str, Any],
+    locks: tuple[list[str], list[str]] | None = None,
+) -> list[Change]:
     """Environment drift, field by field; with both package locks, the packages that moved."""
-    out = [Change("environment", name, _get(recorded, path), _get(current, path))
-           for name, path in ENV_FIELDS if _get(recorded, path) != _get(current, path)]
-    out += [*_settings(recorded, current), *_pools(recorded, current),
-            *_libraries(recorded, current)]
-    fa, fb = set(recorded.get("cpu", {}).get("flags", [])), set(current.get("cpu", {})
-                                                              .get("flags", []))
+    out = [
+        Change("environment", name, _get(recorded, path), _get(current, path))
+        for name, path in ENV_FIELDS
+        if _get(recorded, path) != _get(current, path)
+    ]
+    out += [
+        *_settings(recorded, current),
+        *_pools(recorded, current),
+        *_libraries(recorded, current),
+    ]
+    fa, fb = (
+        set(recorded.get("cpu", {}).get("flags", [])),
+        set(current.get("cpu", {}).get("flags", [])),
+    )
     if fa != fb:
         out.append(Change("environment", "cpu flags", sorted(fa - fb), sorted(fb - fa)))
     if locks is not None:

@@ -48,10 +48,13 @@ def diff(store: Store, run_a: str, run_b: str) -> RunDiff:
     if a.has_table(last_a) and b.has_table(last_b) and key:
         out_a, out_b = a.table(last_a), b.table(last_b)
         if key in out_a.column_names and key in out_b.column_names:
-            common = pc.is_in(out_a.column(key), value_set=pa.array(
-                out_b.column(key).combine_chunks()))
+            common = pc.is_in(
+                out_a.column(key), value_set=pa.array(out_b.column(key).combine_chunks())
+            )
             shared = int(pc.sum(common).as_py() or 0)
-            records = tuple(record_changes(out_a.filter(common), out_b, key,
-                                           a.spec.get("decisions", ())))
-    return RunDiff(a.run_id, b.run_id, tuple(spec_changes(a.spec, b.spec)), tuple(env),
-                   shared, records)
+            records = tuple(
+                record_changes(out_a.filter(common), out_b, key, a.spec.get("decisions", ()))
+            )
+    return RunDiff(
+        a.run_id, b.run_id, tuple(spec_changes(a.spec, b.spec)), tuple(env), shared, records
+    )

@@ -21,8 +21,10 @@ def _dvc(component: dict[str, Any]) -> str:
 
 
 def text(manifest: dict[str, Any], spec: dict[str, Any]) -> str:
-    lines = [f"{manifest['pipeline']}  version {manifest['version']}",
-             f"└─ input  {manifest['input']['rows']} rows  {manifest['input']['digest']}"]
+    lines = [
+        f"{manifest['pipeline']}  version {manifest['version']}",
+        f"└─ input  {manifest['input']['rows']} rows  {manifest['input']['digest']}",
+    ]
     outputs = {s["name"]: s for s in manifest["steps"]}
     for step in spec["steps"]:
         reads = ", ".join(step["inputs"])

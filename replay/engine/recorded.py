@@ -52,13 +52,17 @@ class RecordedRun:
 
     def table(self, kind: str) -> pa.Table:
         """A recorded table (``input`` or a step's output), checked against the manifest."""
-        expected = self.manifest["input"]["digest"] if kind == INPUT else next(
-            s["output"] for s in self.manifest["steps"] if s["name"] == kind)
+        expected = (
+            self.manifest["input"]["digest"]
+            if kind == INPUT
+            else next(s["output"] for s in self.manifest["steps"] if s["name"] == kind)
+        )
         table = self.block.table(self.run_id, kind)
         if table_digest(table, self.personal) != expected:
-            raise CorruptionError(self.block.path.name,
-                                  f"recorded {kind!r} rows of run {self.run_id} do not match "
-                                  "their manifest digest")
+            raise CorruptionError(
+                self.block.path.name,
+                f"recorded {kind!r} rows of run {self.run_id} do not match their manifest digest",
+            )
         return table
 
     @property
@@ -73,8 +77,9 @@ class RecordedRun:
             return {}
         blob = self.block.blob(self.run_id, "tape")
         if sha256(blob) != self.manifest["tape"]:
-            raise CorruptionError(self.block.path.name,
-                                  f"tape of run {self.run_id} does not match its digest")
+            raise CorruptionError(
+                self.block.path.name, f"tape of run {self.run_id} does not match its digest"
+            )
         return orjson.loads(blob)  # type: ignore[no-any-return]
 
 
@@ -102,20 +107,27 @@ def _cached(kind: str, digest: str, make: Any) -> Any:
 
 def load_code(store: Store, step: dict[str, Any]) -> Step:
     """The recorded step function, unpickled from its verified bytes (this runs its code)."""
-    fn = _cached("code", step["code"],
-                 lambda: unpickle_trusted(store.get_object(step["code"]), step["code"]))
+    fn = _cached(
+        "code", step["code"], lambda: unpickle_trusted(store.get_object(step["code"]), step["code"])
+    )
     inputs = step["inputs"] if step.get("named_inputs") else None
     # Only the names matter here: they tell which keyword receives which component.
-    return Step(step["name"], fn, inputs=inputs, tolerances=step.get("tolerances") or {},
-                models=dict.fromkeys(step["models"]),
-                data={name: d["path"] for name, d in step["data"].items()},
-                params=dict.fromkeys(load_params(store, step["params"])))
+    return Step(
+        step["name"],
+        fn,
+        inputs=inputs,
+        tolerances=step.get("tolerances") or {},
+        models=dict.fromkeys(step["models"]),
+        data={name: d["path"] for name, d in step["data"].items()},
+        params=dict.fromkeys(load_params(store, step["params"])),
+    )
 
 
 def load_model(store: Store, model: dict[str, Any]) -> Any:
     """A recorded model from its stored bytes, once per process (see replay.capture.models)."""
-    return load_recorded_model(model, store.get_object,
-                               f"model {model.get('path') or model['digest']}")
+    return load_recorded_model(
+        model, store.get_object, f"model {model.get('path') or model['digest']}"
+    )
 
 
 def data_bytes(store: Store, record: dict[str, Any]) -> bytes:
@@ -133,29 +145,33 @@ def data_bytes(store: Store, record: dict[str, Any]) -> bytes:
         pass
     version = record.get("dvc")
     if not version:
-        raise NotFoundError(f"data {path} changed since the run and no copy was kept",
-                            hint="restore the file with sha256 " + record["sha256"])
+        raise NotFoundError(
+            f"data {path} changed since the run and no copy was kept",
+            hint="restore the file with sha256 " + record["sha256"],
+        )
     raw = dvcdata.fetch(version)
     if sha256(raw) != record["sha256"]:
-        raise DataVersionError(f"DVC returned bytes for {version['path']} that are not the "
-                               f"recorded {record['sha256']}")
+        raise DataVersionError(
+            f"DVC returned bytes for {version['path']} that are not the recorded {record['sha256']}"
+        )
     return raw
 
 
 def load_data_component(store: Store, record: dict[str, Any]) -> Any:
-    return _cached("data", record["sha256"],
-                   lambda: load_data(record["format"], data_bytes(store, record)))
+    return _cached(
+        "data", record["sha256"], lambda: load_data(record["format"], data_bytes(store, record))
+    )
 
 
 def load_params(store: Store, digest: str) -> dict[str, Any]:
-    return _cached("params", digest,  # type: ignore[no-any-return]
-                   lambda: json.loads(store.get_object(digest)))
+    params: dict[str, Any] = _cached("params", digest, lambda: json.loads(store.get_object(digest)))
+    return params
 
 
 def step_kwargs(store: Store, step: dict[str, Any]) -> dict[str, Any]:
     """models / data / params of a recorded step, as its function receives them."""
-    return {"models": {n: load_model(store, m) for n, m in step["models"].items()},
-            "data": {n: load_data_component(store, d) for n, d in step["data"].items()},
-            "params": load_params(store, step["params"])}
-
-
+    return {
+        "models": {n: load_model(store, m) for n, m in step["models"].items()},
+        "data": {n: load_data_component(store, d) for n, d in step["data"].items()},
+        "params": load_params(store, step["params"]),
+    }

@@ -45,8 +45,9 @@ def _vector_change(before: Any, after: Any) -> tuple[str | None, str | None]:
     return _count(xs), f"max |Δ| {delta.max(initial=0.0):.3g}"
 
 
-def record_changes(before: pa.Table, after: pa.Table, key: str | None,
-                   decisions: Collection[str] = ()) -> list[RecordChange]:
+def record_changes(
+    before: pa.Table, after: pa.Table, key: str | None, decisions: Collection[str] = ()
+) -> list[RecordChange]:
     """Per business record: what changed between two outputs, decision flips first. A flip
     is a change of a declared decision column; without any declared, of a column that is not
     a number or a vector of numbers. Vectors are shown by how far they moved."""
@@ -66,7 +67,11 @@ def record_changes(before: pa.Table, after: pa.Table, key: str | None,
         changes = {c: (row[c], a_rows[j][c]) for c in columns if row[c] != a_rows[j][c]}
         if changes:
             flipped = any(c in decisions if decisions else c not in numeric for c in changes)
-            out.append(RecordChange(str(row[key]), flipped,
-                                    {c: _vector_change(*v) if c in vectors else v
-                                     for c, v in changes.items()}))
+            out.append(
+                RecordChange(
+                    str(row[key]),
+                    flipped,
+                    {c: _vector_change(*v) if c in vectors else v for c, v in changes.items()},
+                )
+            )
     return sorted(out, key=lambda r: (not r.flipped, r.key))

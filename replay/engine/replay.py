@@ -77,13 +77,20 @@ class ReplayReport:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplayReport:
         """The report ``as_json`` wrote (e.g. by a replay inside a container)."""
-        steps = tuple(StepResult(**{**s, "diff": _table_diff(s["diff"])})
-                      for s in data["steps"])
-        return cls(**{**data, "steps": steps,
-                      "drift": tuple(Change(**c) for c in data["drift"]),
-                      "records": tuple(RecordChange(r["key"], r["flipped"],
-                                                    {k: tuple(v) for k, v in r["changes"].items()})
-                                       for r in data["records"])})
+        steps = tuple(StepResult(**{**s, "diff": _table_diff(s["diff"])}) for s in data["steps"])
+        return cls(
+            **{
+                **data,
+                "steps": steps,
+                "drift": tuple(Change(**c) for c in data["drift"]),
+                "records": tuple(
+                    RecordChange(
+                        r["key"], r["flipped"], {k: tuple(v) for k, v in r["changes"].items()}
+                    )
+                    for r in data["records"]
+                ),
+            }
+        )
 
 
 def _table_diff(data: dict[str, Any] | None) -> TableDiff | None:
@@ -93,9 +100,14 @@ def _table_diff(data: dict[str, Any] | None) -> TableDiff | None:
     return TableDiff(**{**data, "columns": tuple(ColumnDiff(**c) for c in data["columns"])})
 
 
-def replay(store: Store, run_id: str, mode: str = "chained", swap: dict[str, str] | None = None,
-           progress: Callable[[str], None] | None = None,
-           tolerances: dict[str, float] | None = None) -> ReplayReport:
+def replay(
+    store: Store,
+    run_id: str,
+    mode: str = "chained",
+    swap: dict[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    tolerances: dict[str, float] | None = None,
+) -> ReplayReport:
     """Replay a committed run; see the module docstring for modes and swaps. ``tolerances``
     (column -> absolute difference) add to, or override, those the steps declared."""
     if mode not in MODES:
@@ -115,13 +127,21 @@ def replay(store: Store, run_id: str, mode: str = "chained", swap: dict[str, str
         results.append(replace(result, swapped=step_spec["name"] in swapped))
         if out is not None:
             tables[step_spec["name"]] = out
-    return replace(_report(store, run, mode, swap or {}, tuple(results),
-                           tables.get(spec["steps"][-1]["name"])), tolerances=judge.given)
+    return replace(
+        _report(
+            store, run, mode, swap or {}, tuple(results), tables.get(spec["steps"][-1]["name"])
+        ),
+        tolerances=judge.given,
+    )
 
 
-def replay_many(store: Store, run_ids: Sequence[str], mode: str = "chained",
-                swap: dict[str, str] | None = None,
-                tolerances: dict[str, float] | None = None) -> Iterator[ReplayReport]:
+def replay_many(
+    store: Store,
+    run_ids: Sequence[str],
+    mode: str = "chained",
+    swap: dict[str, str] | None = None,
+    tolerances: dict[str, float] | None = None,
+) -> Iterator[ReplayReport]:
     """Replay runs one after another, as ``replay`` does each: the ids (or unique prefixes)
     are resolved together on one catalog connection first, and specs, code and models are
     loaded once per digest for them all."""
@@ -134,8 +154,9 @@ class Tolerances:
     a step passes through unchanged (in the recording) keeps the tolerance of the step that
     made it; a step's own declaration and then the replay's given ones take precedence."""
 
-    def __init__(self, run: RecordedRun, steps: list[dict[str, Any]],
-                 given: dict[str, float]) -> None:
+    def __init__(
+        self, run: RecordedRun, steps: list[dict[str, Any]], given: dict[str, float]
+    ) -> None:
         self.run = run
         self.steps = {s["name"]: s for s in steps}
         self.given = given
@@ -148,8 +169,11 @@ class Tolerances:
             spec = self.steps[name]
             inherited: dict[str, float] = {}
             for source in reversed(spec["inputs"]):  # the first source wins, as in a dict
-                inherited |= {c: t for c, t in self.of(source).items()
-                              if self._passes_through(name, source, c)}
+                inherited |= {
+                    c: t
+                    for c, t in self.of(source).items()
+                    if self._passes_through(name, source, c)
+                }
             self._memo[name] = inherited | (spec.get("tolerances") or {}) | self.given
         return self._memo[name]
 
@@ -158,12 +182,16 @@ class Tolerances:
             return False
         out = self.run.block.table(self.run.run_id, name)
         given = self.run.block.table(self.run.run_id, source)
-        return (column in out.column_names and column in given.column_names
-                and out.column(column).equals(given.column(column)))
+        return (
+            column in out.column_names
+            and column in given.column_names
+            and out.column(column).equals(given.column(column))
+        )
 
 
-def _inputs(run: RecordedRun, sources: list[str], tables: dict[str, pa.Table],
-            mode: str) -> dict[str, pa.Table] | None:
+def _inputs(
+    run: RecordedRun, sources: list[str], tables: dict[str, pa.Table], mode: str
+) -> dict[str, pa.Table] | None:
     got = {}
     for s in sources:
         if mode == "isolated" and s != INPUT:
@@ -177,10 +205,16 @@ def _inputs(run: RecordedRun, sources: list[str], tables: dict[str, pa.Table],
     return got
 
 
-def _replay_step(store: Store, run: RecordedRun, spec: dict[str, Any],
-                 recorded: dict[str, Any] | None, tables: dict[str, pa.Table],
-                 tape: dict[str, list[dict[str, Any]]], mode: str, judge: Tolerances
-                 ) -> tuple[StepResult, pa.Table | None]:
+def _replay_step(
+    store: Store,
+    run: RecordedRun,
+    spec: dict[str, Any],
+    recorded: dict[str, Any] | None,
+    tables: dict[str, pa.Table],
+    tape: dict[str, list[dict[str, Any]]],
+    mode: str,
+    judge: Tolerances,
+) -> tuple[StepResult, pa.Table | None]:
     name = spec["name"]
     want = recorded["output"] if recorded else None
     given = _inputs(run, spec["inputs"], tables, mode)
@@ -188,8 +222,9 @@ def _replay_step(store: Store, run: RecordedRun, spec: dict[str, Any],
         return StepResult(name, "skipped", want, None, error="its input was not produced"), None
     step = load_code(store, spec)
     arg = given if step.inputs is not None else given[spec["inputs"][0]]
-    ctx = RunContext(run.clock, step=name, seeds=(recorded or {}).get("seeds", {}),
-                     tape=tape.get(name, []))
+    ctx = RunContext(
+        run.clock, step=name, seeds=(recorded or {}).get("seeds", {}), tape=tape.get(name, [])
+    )
     kwargs = step_kwargs(store, spec)
     # The call only: loading code and models is done above, imports the call triggers are
     # left out (replay.engine.stepclock).
@@ -200,15 +235,22 @@ def _replay_step(store: Store, run: RecordedRun, spec: dict[str, Any],
     except ReplayError as exc:
         failed_then = (run.manifest.get("error") or {}).get("step") == name
         same = failed_then and want is None and run.manifest["error"]["message"] in str(exc)
-        return StepResult(name, "exact" if same else "diverged", want, None,
-                          clock.ns, error=exc.message), None
+        return StepResult(
+            name, "exact" if same else "diverged", want, None, clock.ns, error=exc.message
+        ), None
     took = clock.ns
     digest = table_digest(out, run.personal)
     if digest == want:
         return StepResult(name, "exact", want, digest, took), out
     if want is None or not run.has_table(name):
-        return StepResult(name, "diverged", want, digest, took,
-                          error="the recorded run has no output for this step"), out
+        return StepResult(
+            name,
+            "diverged",
+            want,
+            digest,
+            took,
+            error="the recorded run has no output for this step",
+        ), out
     before = run.block.table(run.run_id, name)
     if table_digest(before, run.personal) == digest:  # same values, another pyarrow
         return StepResult(name, "exact", want, digest, took), out
@@ -218,28 +260,53 @@ def _replay_step(store: Store, run: RecordedRun, spec: dict[str, Any],
     return StepResult(name, verdict, want, digest, took, diff, error=diff.reason()), out
 
 
-def _report(store: Store, run: RecordedRun, mode: str, swap: dict[str, str],
-            steps: tuple[StepResult, ...], output: pa.Table | None) -> ReplayReport:
+def _report(
+    store: Store,
+    run: RecordedRun,
+    mode: str,
+    swap: dict[str, str],
+    steps: tuple[StepResult, ...],
+    output: pa.Table | None,
+) -> ReplayReport:
     verdict = max((s.verdict for s in steps), key=lambda v: ORDER[v])
     verdict = "diverged" if verdict == "skipped" else verdict
     first = next((s.name for s in steps if s.verdict in ("diverged", "skipped")), None)
     recorded_env = load_json(store, run.manifest["env"])
     current_env = environment.fingerprint()
     locks = None
-    if recorded_env["packages"]["lock_sha256"] != current_env["packages"]["lock_sha256"] \
-            and store.objects.has(recorded_env["packages"]["lock_sha256"]):
-        locks = (json.loads(store.get_object(recorded_env["packages"]["lock_sha256"])),
-                 environment.packages())
+    if recorded_env["packages"]["lock_sha256"] != current_env["packages"][
+        "lock_sha256"
+    ] and store.objects.has(recorded_env["packages"]["lock_sha256"]):
+        locks = (
+            json.loads(store.get_object(recorded_env["packages"]["lock_sha256"])),
+            environment.packages(),
+        )
     records: tuple[RecordChange, ...] = ()
     last = run.manifest["steps"][-1]["name"]
     if swap and output is not None and run.has_table(last):
-        records = tuple(record_changes(run.block.table(run.run_id, last), output,
-                                       run.manifest.get("record_key"),
-                                       run.spec.get("decisions", ())))
-    return ReplayReport(run.run_id, run.manifest["pipeline"], mode, verdict, steps, first,
-                        tuple(env_changes(recorded_env, current_env, locks)),
-                        recorded_env["image"]["digest"], current_env["image"]["digest"],
-                        run.manifest["clock"], dict(swap), records, output)
+        records = tuple(
+            record_changes(
+                run.block.table(run.run_id, last),
+                output,
+                run.manifest.get("record_key"),
+                run.spec.get("decisions", ()),
+            )
+        )
+    return ReplayReport(
+        run.run_id,
+        run.manifest["pipeline"],
+        mode,
+        verdict,
+        steps,
+        first,
+        tuple(env_changes(recorded_env, current_env, locks)),
+        recorded_env["image"]["digest"],
+        current_env["image"]["digest"],
+        run.manifest["clock"],
+        dict(swap),
+        records,
+        output,
+    )
 
 
 def apply_swap(store: Store, spec: dict[str, Any], swap: dict[str, str]) -> dict[str, Any]:
@@ -249,8 +316,10 @@ def apply_swap(store: Store, spec: dict[str, Any], swap: dict[str, str]) -> dict
     for target, source in swap.items():
         name, _, model = target.partition(".")
         if name not in by_name:
-            raise UsageError(f"--swap {target}: the run has no step {name!r}",
-                             hint=f"steps: {', '.join(by_name)}")
+            raise UsageError(
+                f"--swap {target}: the run has no step {name!r}",
+                hint=f"steps: {', '.join(by_name)}",
+            )
         if source.startswith("sha256:"):
             by_name[name].update(models=_swap_model(store, by_name[name], model, source))
         else:
@@ -258,8 +327,10 @@ def apply_swap(store: Store, spec: dict[str, Any], swap: dict[str, str]) -> dict
             donor = next((s for s in other["steps"] if s["name"] == name), None)
             if donor is None:
                 raise UsageError(f"--swap {target}: run {source} has no step {name!r}")
-            keep = {"inputs": by_name[name]["inputs"],
-                    "named_inputs": by_name[name].get("named_inputs")}
+            keep = {
+                "inputs": by_name[name]["inputs"],
+                "named_inputs": by_name[name].get("named_inputs"),
+            }
             by_name[name].clear()
             by_name[name].update(donor, **keep)
     return {**spec, "steps": steps}
@@ -269,8 +340,10 @@ def _swap_model(store: Store, step: dict[str, Any], model: str, digest: str) -> 
     models = dict(step["models"])
     if not model:
         if len(models) != 1:
-            raise UsageError(f"step {step['name']!r} has {len(models)} models",
-                             hint="name one: --swap STEP.MODEL=sha256:…")
+            raise UsageError(
+                f"step {step['name']!r} has {len(models)} models",
+                hint="name one: --swap STEP.MODEL=sha256:…",
+            )
         model = next(iter(models))
     if model not in models:
         raise UsageError(f"step {step['name']!r} has no model {model!r}")
@@ -285,21 +358,32 @@ def resolve_digest(store: Store, digest: str, what: str) -> str:
     (the tables print 12), refused when no object or more than one starts with it."""
     hexpart = digest.removeprefix("sha256:").lower()
     if not 8 <= len(hexpart) <= 64 or not HEX.issuperset(hexpart):
-        raise UsageError(f"{what}={digest}: not a digest or a prefix of 8+ hex digits",
-                         hint="copy a digest from `replay show RUN` (sha256:…)")
+        raise UsageError(
+            f"{what}={digest}: not a digest or a prefix of 8+ hex digits",
+            hint="copy a digest from `replay show RUN` (sha256:…)",
+        )
     if len(hexpart) == 64:
         return "sha256:" + hexpart
     folder = store.objects.root / "sha256" / hexpart[:2]
-    found = sorted(f"sha256:{hexpart[:2]}{p.name}" for p in folder.glob(f"{hexpart[2:]}*")
-                   if not p.name.startswith(".tmp-")) if folder.is_dir() else []
+    found = (
+        sorted(
+            f"sha256:{hexpart[:2]}{p.name}"
+            for p in folder.glob(f"{hexpart[2:]}*")
+            if not p.name.startswith(".tmp-")
+        )
+        if folder.is_dir()
+        else []
+    )
     if not found:
-        raise NotFoundError(f"no object in the store starts with {digest}",
-                            hint="`replay show RUN --json` prints every component's full "
-                                 "digest")
+        raise NotFoundError(
+            f"no object in the store starts with {digest}",
+            hint="`replay show RUN --json` prints every component's full digest",
+        )
     if len(found) > 1:
-        raise UsageError(f"{what}={digest}: {len(found)} objects start with it",
-                         hint="give more digits, or the full digest from `replay show RUN "
-                              "--json`")
+        raise UsageError(
+            f"{what}={digest}: {len(found)} objects start with it",
+            hint="give more digits, or the full digest from `replay show RUN --json`",
+        )
     return found[0]
 
 
@@ -308,12 +392,12 @@ def parse_swap(values: list[str]) -> dict[str, str]:
     for value in values:
         target, sep, source = value.partition("=")
         if not sep or not target or not source:
-            raise UsageError(f"--swap {value!r} is not STEP=RUN_OR_DIGEST",
-                             hint="e.g. --swap pd=<run id> or --swap pd=sha256:…")
+            raise UsageError(
+                f"--swap {value!r} is not STEP=RUN_OR_DIGEST",
+                hint="e.g. --swap pd=<run id> or --swap pd=sha256:…",
+            )
         out[target] = source
     return out
-
-
 
 
 def parse_tolerances(values: list[str]) -> dict[str, float]:
@@ -326,7 +410,9 @@ def parse_tolerances(values: list[str]) -> dict[str, float]:
         except ValueError:
             tolerance = -1.0
         if not sep or not column or not tolerance >= 0 or tolerance == float("inf"):
-            raise UsageError(f"--tolerance {value!r} is not COLUMN=NUMBER",
-                             hint="e.g. --tolerance pd=1e-9 (an absolute difference >= 0)")
+            raise UsageError(
+                f"--tolerance {value!r} is not COLUMN=NUMBER",
+                hint="e.g. --tolerance pd=1e-9 (an absolute difference >= 0)",
+            )
         out[column] = tolerance
     return out

@@ -71,8 +71,9 @@ class StepClock:
         self._t0 = time.perf_counter_ns()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         wall = time.perf_counter_ns() - self._t0
         self.imports_ns = _importing_ns() - self._imports0
         self.ns = max(wall - self.imports_ns, 0)

@@ -19,8 +19,12 @@ CATEGORY_SAMPLES = 5
 ROW_SAMPLES = 5
 ELEMENT_SLICE = 1 << 18  # numbers compared at a time
 _LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
-_OFFSETS = {pa.large_string(): pa.string(), pa.string_view(): pa.string(),
-            pa.large_binary(): pa.binary(), pa.binary_view(): pa.binary()}
+_OFFSETS = {
+    pa.large_string(): pa.string(),
+    pa.string_view(): pa.string(),
+    pa.large_binary(): pa.binary(),
+    pa.binary_view(): pa.binary(),
+}
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,12 @@ class ColumnDiff:
         # -0.0 for 0.0 exactly as it lands a few ulps away, the noise tolerances are declared
         # for. A step whose decisions read the sign of a zero (1/x, atan2, copysign) must not
         # declare one; without a tolerance the flip is a change like any other bit.
-        return (self.max_abs is not None and self.tolerance is not None
-                and math.isfinite(self.max_abs) and self.max_abs <= self.tolerance)
+        return (
+            self.max_abs is not None
+            and self.tolerance is not None
+            and math.isfinite(self.max_abs)
+            and self.max_abs <= self.tolerance
+        )
 
 
 NOTHING_FOUND = "digests differ; no column difference found (chunking/encoding?)"
@@ -84,24 +92,36 @@ class TableDiff:
         object.__setattr__(self, "columns", tuple(self.columns))
 
     def __bool__(self) -> bool:
-        return bool(self.rows[0] != self.rows[1] or self.added or self.removed or self.columns
-                    or self.schema_changes())
+        return bool(
+            self.rows[0] != self.rows[1]
+            or self.added
+            or self.removed
+            or self.columns
+            or self.schema_changes()
+        )
 
     @property
     def equivalent(self) -> bool:
         """Only numeric differences, each within the tolerance its pipeline declared, and
         nothing beside the values."""
-        return (self.rows[0] == self.rows[1] and not (self.added or self.removed
-                                                       or self.schema_changes())
-                and all(c.within_tolerance for c in self.columns))
+        return (
+            self.rows[0] == self.rows[1]
+            and not (self.added or self.removed or self.schema_changes())
+            and all(c.within_tolerance for c in self.columns)
+        )
 
     def schema_changes(self) -> tuple[str, ...]:
         """What changed beside the values, in words: ``column order b, a``, ``type of c``."""
         order = (f"column order {', '.join(self.order)}",) if self.order else ()
-        words = {"retyped": "type", "encoding": "encoding", "nullability": "nullability",
-                 "metadata": "metadata"}
-        return order + tuple(f"{words[k]} of {', '.join(getattr(self, k))}"
-                             for k in SCHEMA_KINDS if getattr(self, k))
+        words = {
+            "retyped": "type",
+            "encoding": "encoding",
+            "nullability": "nullability",
+            "metadata": "metadata",
+        }
+        return order + tuple(
+            f"{words[k]} of {', '.join(getattr(self, k))}" for k in SCHEMA_KINDS if getattr(self, k)
+        )
 
     def reason(self) -> str | None:
         """Why two tables whose digests differ are not the same when no value changed (the
@@ -171,8 +191,9 @@ def _sizes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             delta = np.abs(wide_x - wide_y)
     scale = np.maximum(np.abs(wide_x), np.abs(wide_y))
     # A change of size 0 (a zero that changed sign) is 0 relative to anything.
-    rel = np.divide(delta, scale, out=np.where(delta == 0, 0.0, np.inf),
-                    where=np.isfinite(delta) & (scale > 0))
+    rel = np.divide(
+        delta, scale, out=np.where(delta == 0, 0.0, np.inf), where=np.isfinite(delta) & (scale > 0)
+    )
     return delta, rel
 
 
@@ -182,14 +203,17 @@ def elements(x: pa.Array, y: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarr
     0.0 differ (as their digests do), by 0."""
     target = _common_type(x.type, y.type)
     # Unsafe only where the target is float64: an integer past 2**53 rounds, never wraps.
-    vx, vy = (pc.fill_null(pc.cast(v, target, safe=False), 0).to_numpy(zero_copy_only=False)
-              for v in (x, y))
+    vx, vy = (
+        pc.fill_null(pc.cast(v, target, safe=False), 0).to_numpy(zero_copy_only=False)
+        for v in (x, y)
+    )
     ok_x, ok_y = (v.is_valid().to_numpy(zero_copy_only=False) for v in (x, y))
     nan_x, nan_y, sign_x, sign_y = (
         f(v) if v.dtype.kind == "f" else np.zeros(len(v), bool)
-        for f in (np.isnan, np.signbit) for v in (vx, vy))
-    changed = (ok_x != ok_y) | (ok_x & ok_y & ((vx != vy) | (sign_x != sign_y))
-                                & ~(nan_x & nan_y))
+        for f in (np.isnan, np.signbit)
+        for v in (vx, vy)
+    )
+    changed = (ok_x != ok_y) | (ok_x & ok_y & ((vx != vy) | (sign_x != sign_y)) & ~(nan_x & nan_y))
     sizeless = ((ok_x != ok_y) | (nan_x != nan_y))[changed]
     delta, rel = _sizes(vx[changed], vy[changed])
     delta[sizeless], rel[sizeless] = np.inf, np.inf
@@ -212,8 +236,7 @@ def _leaves(a: pa.Array, b: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray, n
     return a, b, rows, np.concatenate(reshaped)
 
 
-def _numeric(column: str, a: pa.Array, b: pa.Array,
-             tolerance: float | None) -> ColumnDiff | None:
+def _numeric(column: str, a: pa.Array, b: pa.Array, tolerance: float | None) -> ColumnDiff | None:
     """Numbers or vectors of numbers, element by element; a row changed if any element did."""
     x, y, rows, reshaped = _leaves(a, b)
     moved = np.zeros(len(a), bool)
@@ -221,14 +244,23 @@ def _numeric(column: str, a: pa.Array, b: pa.Array,
     # A vector of another length is a change no tolerance covers.
     max_abs = max_rel = math.inf if reshaped.size else 0.0
     for start in range(0, len(x), ELEMENT_SLICE):  # scratch of a few MB, not gigabytes
-        changed, delta, rel = elements(x.slice(start, ELEMENT_SLICE),
-                                        y.slice(start, ELEMENT_SLICE))
-        moved[rows[start:start + ELEMENT_SLICE][changed]] = True
+        changed, delta, rel = elements(x.slice(start, ELEMENT_SLICE), y.slice(start, ELEMENT_SLICE))
+        moved[rows[start : start + ELEMENT_SLICE][changed]] = True
         max_abs = max(max_abs, float(delta.max(initial=0.0)))
         max_rel = max(max_rel, float(rel.max(initial=0.0)))
     hit = np.flatnonzero(moved)
-    return ColumnDiff(column, int(hit.size), max_abs, max_rel, tolerance,
-                      rows=tuple(int(r) for r in hit[:ROW_SAMPLES])) if hit.size else None
+    return (
+        ColumnDiff(
+            column,
+            int(hit.size),
+            max_abs,
+            max_rel,
+            tolerance,
+            rows=tuple(int(r) for r in hit[:ROW_SAMPLES]),
+        )
+        if hit.size
+        else None
+    )
 
 
 def _categorical(column: str, a: pa.Array, b: pa.Array) -> ColumnDiff | None:
@@ -238,12 +270,19 @@ def _categorical(column: str, a: pa.Array, b: pa.Array) -> ColumnDiff | None:
     if not count:
         return None
     pairs = pa.table({"a": pc.filter(ta, changed), "b": pc.filter(tb, changed)})
-    top = pairs.group_by(["a", "b"]).aggregate([([], "count_all")]).sort_by(
-        [("count_all", "descending")]).slice(0, CATEGORY_SAMPLES)
+    top = (
+        pairs.group_by(["a", "b"])
+        .aggregate([([], "count_all")])
+        .sort_by([("count_all", "descending")])
+        .slice(0, CATEGORY_SAMPLES)
+    )
     hit = np.flatnonzero(changed.to_numpy(zero_copy_only=False))[:ROW_SAMPLES]
-    return ColumnDiff(column, count, changes=tuple(
-        (r["a"], r["b"], r["count_all"]) for r in top.to_pylist()),
-        rows=tuple(int(r) for r in hit))
+    return ColumnDiff(
+        column,
+        count,
+        changes=tuple((r["a"], r["b"], r["count_all"]) for r in top.to_pylist()),
+        rows=tuple(int(r) for r in hit),
+    )
 
 
 def _entries(m: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -252,8 +291,10 @@ def _entries(m: pa.Array) -> tuple[pa.Array, pa.Array]:
     offsets = m.offsets.to_numpy()
     start, stop = int(offsets[0]), int(offsets[-1])
     fresh, mask = pa.array(offsets - start, pa.int32()), m.is_null()
-    return (pa.ListArray.from_arrays(fresh, m.keys.slice(start, stop - start), mask=mask),
-            pa.ListArray.from_arrays(fresh, m.items.slice(start, stop - start), mask=mask))
+    return (
+        pa.ListArray.from_arrays(fresh, m.keys.slice(start, stop - start), mask=mask),
+        pa.ListArray.from_arrays(fresh, m.items.slice(start, stop - start), mask=mask),
+    )
 
 
 def _labelled(names: list[str], arrays: list[Any]) -> dict[str, tuple[str, Any]]:
@@ -266,8 +307,9 @@ def _labelled(names: list[str], arrays: list[Any]) -> dict[str, tuple[str, Any]]
     return out
 
 
-def _struct(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
-            tolerances: dict[str, float]) -> list[ColumnDiff]:
+def _struct(
+    label: str, a: pa.Array, b: pa.Array, tolerance: float | None, tolerances: dict[str, float]
+) -> list[ColumnDiff]:
     """Field by field, as label.field; a field without a tolerance of its own has its
     struct's."""
     # A null struct and one whose fields are null look alike field by field.
@@ -281,18 +323,21 @@ def _struct(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
     return out
 
 
-def _map(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
-         tolerances: dict[str, float]) -> list[ColumnDiff]:
+def _map(
+    label: str, a: pa.Array, b: pa.Array, tolerance: float | None, tolerances: dict[str, float]
+) -> list[ColumnDiff]:
     """Keys exactly, as label.keys; values by their type, as label.values."""
     (ka, va), (kb, vb) = _entries(a), _entries(b)
     keys = _categorical(f"{label}.keys", ka, kb)
-    values = _compare(f"{label}.values", va, vb,
-                      tolerances.get(f"{label}.values", tolerance), tolerances)
+    values = _compare(
+        f"{label}.values", va, vb, tolerances.get(f"{label}.values", tolerance), tolerances
+    )
     return values if keys is None else [keys, *values]
 
 
-def _compare(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
-             tolerances: dict[str, float]) -> list[ColumnDiff]:
+def _compare(
+    label: str, a: pa.Array, b: pa.Array, tolerance: float | None, tolerances: dict[str, float]
+) -> list[ColumnDiff]:
     """Structs field by field, maps as exact keys and values by type, numbers and vectors of
     numbers element by element, anything else exactly, as categories."""
     if pa.types.is_struct(a.type) and pa.types.is_struct(b.type):
@@ -300,8 +345,11 @@ def _compare(label: str, a: pa.Array, b: pa.Array, tolerance: float | None,
     if pa.types.is_map(a.type) and pa.types.is_map(b.type):
         return _map(label, a, b, tolerance, tolerances)
     levels = depth(a.type)
-    found = (_numeric(label, a, b, tolerance) if levels is not None and levels == depth(b.type)
-             else _categorical(label, a, b))
+    found = (
+        _numeric(label, a, b, tolerance)
+        if levels is not None and levels == depth(b.type)
+        else _categorical(label, a, b)
+    )
     return [] if found is None else [found]
 
 
@@ -329,8 +377,9 @@ def _field_changes(a: pa.Field, b: pa.Field) -> list[str]:
     return kinds
 
 
-def _beside_values(recorded: pa.Table, replayed: pa.Table, ca: dict[str, Any],
-                   cb: dict[str, Any]) -> TableDiff:
+def _beside_values(
+    recorded: pa.Table, replayed: pa.Table, ca: dict[str, Any], cb: dict[str, Any]
+) -> TableDiff:
     """Everything that differs but the values: rows, columns added and removed, their
     order, and the fields of the columns both have, by kind of change."""
     common = [c for c in ca if c in cb]
@@ -341,22 +390,30 @@ def _beside_values(recorded: pa.Table, replayed: pa.Table, ca: dict[str, Any],
         for kind in _field_changes(fa[c][1], fb[c][1]):
             found[kind].append(c)
     order = [c for c in cb if c in ca]
-    return TableDiff((recorded.num_rows, replayed.num_rows),
-                     tuple(sorted(cb.keys() - ca.keys())), tuple(sorted(ca.keys() - cb.keys())),
-                     tuple(found["retyped"]), order=() if order == common else tuple(order),
-                     encoding=tuple(found["encoding"]), nullability=tuple(found["nullability"]),
-                     metadata=tuple(found["metadata"]))
+    return TableDiff(
+        (recorded.num_rows, replayed.num_rows),
+        tuple(sorted(cb.keys() - ca.keys())),
+        tuple(sorted(ca.keys() - cb.keys())),
+        tuple(found["retyped"]),
+        order=() if order == common else tuple(order),
+        encoding=tuple(found["encoding"]),
+        nullability=tuple(found["nullability"]),
+        metadata=tuple(found["metadata"]),
+    )
 
 
 def _has_floats(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _has_floats(t.value_type)
-    return pa.types.is_floating(t) or any(_has_floats(t.field(i).type)
-                                          for i in range(t.num_fields))
+    return pa.types.is_floating(t) or any(_has_floats(t.field(i).type) for i in range(t.num_fields))
 
 
-def _values(ca: dict[str, tuple[str, Any]], cb: dict[str, tuple[str, Any]], common: list[str],
-            tolerances: dict[str, float]) -> tuple[list[ColumnDiff], set[str]]:
+def _values(
+    ca: dict[str, tuple[str, Any]],
+    cb: dict[str, tuple[str, Any]],
+    common: list[str],
+    tolerances: dict[str, float],
+) -> tuple[list[ColumnDiff], set[str]]:
     """The changes of the common columns' values; and the dictionary columns whose values
     are the same though their dictionaries or indices are not (another encoding)."""
     columns: list[ColumnDiff] = []
@@ -373,8 +430,9 @@ def _values(ca: dict[str, tuple[str, Any]], cb: dict[str, tuple[str, Any]], comm
     return columns, encoded
 
 
-def compare_tables(recorded: pa.Table, replayed: pa.Table,
-                   tolerances: dict[str, float] | None = None) -> TableDiff:
+def compare_tables(
+    recorded: pa.Table, replayed: pa.Table, tolerances: dict[str, float] | None = None
+) -> TableDiff:
     """Column by column: rows changed, largest differences, changed categories; and what
     changed beside the values (order, types, encodings, nullability, metadata). Columns
     that share a name are compared by position, as name, name#2, ..."""
@@ -385,5 +443,8 @@ def compare_tables(recorded: pa.Table, replayed: pa.Table,
     if diff.rows[0] != diff.rows[1] or not diff.rows[0]:  # no values to pair up
         return diff
     columns, encoded = _values(ca, cb, common, tolerances or {})
-    return replace(diff, columns=tuple(columns),
-                   encoding=tuple(c for c in common if c in encoded or c in diff.encoding))
+    return replace(
+        diff,
+        columns=tuple(columns),
+        encoding=tuple(c for c in common if c in encoded or c in diff.encoding),
+    )

@@ -20,8 +20,13 @@ from replay.errors import NotFoundError
 from replay.store.store import Store
 
 
-def at(store: Store, when: datetime, pipeline: str, record: str | None = None,
-       kind: str | None = PRODUCTION) -> dict[str, Any]:
+def at(
+    store: Store,
+    when: datetime,
+    pipeline: str,
+    record: str | None = None,
+    kind: str | None = PRODUCTION,
+) -> dict[str, Any]:
     """The run of ``pipeline`` that was deciding at ``when`` (see module docstring); only
     runs of ``kind`` count (None: any kind), so a what-if run never answers for production."""
     from replay.catalog.truth import answer
@@ -31,24 +36,43 @@ def at(store: Store, when: datetime, pipeline: str, record: str | None = None,
     if kind is not None:
         of_kind, params["kind"] = " and r.kind = $kind", kind
     if record is None:
-        query = ("select r.run_id, r.clock, r.seq, r.pipeline, r.entry_end, null as row, "
-                 "r.kind from runs r where r.pipeline = $p and r.clock <= $t" + of_kind +
-                 " order by (r.clock + (r.ended - r.started) >= $t) desc, r.clock desc, "
-                 "r.seq desc limit 1")
+        query = (
+            "select r.run_id, r.clock, r.seq, r.pipeline, r.entry_end, null as row, "
+            "r.kind from runs r where r.pipeline = $p and r.clock <= $t"
+            + of_kind
+            + " order by (r.clock + (r.ended - r.started) >= $t) desc, r.clock desc, "
+            "r.seq desc limit 1"
+        )
     else:
-        query = ("select r.run_id, r.clock, r.seq, r.pipeline, r.entry_end, k.row, r.kind "
-                 "from records k join runs r using (run_id) where k.key = $k and "
-                 "r.pipeline = $p and r.clock <= $t" + of_kind +
-                 " order by r.clock desc, r.seq desc limit 1")
+        query = (
+            "select r.run_id, r.clock, r.seq, r.pipeline, r.entry_end, k.row, r.kind "
+            "from records k join runs r using (run_id) where k.key = $k and "
+            "r.pipeline = $p and r.clock <= $t"
+            + of_kind
+            + " order by r.clock desc, r.seq desc limit 1"
+        )
         params["k"] = record
 
     def ask(con: Any) -> tuple[list[dict[str, Any]], Any]:
         rows = con.execute(query, params).fetchall()
-        found = [dict(zip(("run_id", "clock", "seq", "pipeline", "entry_end", "row", "kind"),
-                          r, strict=True)) for r in rows]
-        first = None if found else con.execute(
-            "select min(r.clock) from runs r where r.pipeline = $p" + of_kind,
-            {k: v for k, v in params.items() if k in ("p", "kind")}).fetchall()[0][0]
+        found = [
+            dict(
+                zip(
+                    ("run_id", "clock", "seq", "pipeline", "entry_end", "row", "kind"),
+                    r,
+                    strict=True,
+                )
+            )
+            for r in rows
+        ]
+        first = (
+            None
+            if found
+            else con.execute(
+                "select min(r.clock) from runs r where r.pipeline = $p" + of_kind,
+                {k: v for k, v in params.items() if k in ("p", "kind")},
+            ).fetchall()[0][0]
+        )
         return found, first
 
     # The catalog is only an index: its answer is confirmed in the ledger and blocks.
@@ -58,12 +82,15 @@ def at(store: Store, when: datetime, pipeline: str, record: str | None = None,
     what = f"decided record {record!r}" if record else "ran"
     runs = f"{kind} run" if kind else "run"
     if first is None:
-        raise NotFoundError(f"no {runs} of pipeline {pipeline!r} is recorded",
-                            hint="list pipelines with `replay sql \"select distinct pipeline "
-                                 "from runs\"`" + ("; --kind all counts every kind of run"
-                                                   if kind else ""))
-    raise NotFoundError(f"no {runs} of {pipeline!r} {what} at or before {when.isoformat()}",
-                        hint=f"its first {runs} is at {first.isoformat()}")
+        raise NotFoundError(
+            f"no {runs} of pipeline {pipeline!r} is recorded",
+            hint='list pipelines with `replay sql "select distinct pipeline '
+            'from runs"`' + ("; --kind all counts every kind of run" if kind else ""),
+        )
+    raise NotFoundError(
+        f"no {runs} of {pipeline!r} {what} at or before {when.isoformat()}",
+        hint=f"its first {runs} is at {first.isoformat()}",
+    )
 
 
 def as_deployed(store: Store, run_id: str) -> Binding:
@@ -74,20 +101,41 @@ def as_deployed(store: Store, run_id: str) -> Binding:
         step = load_code(store, spec)
         own = {k: v for k, v in spec.items() if k not in ("inputs", "named_inputs")}
         steps.append(BoundStep(step, own, step_kwargs(store, spec), ()))
-    pipeline = Pipeline(run.spec["pipeline"], [s.step for s in steps],
-                        personal=run.spec.get("personal", ()),
-                        decisions=run.spec.get("decisions", ()))
+    pipeline = Pipeline(
+        run.spec["pipeline"],
+        [s.step for s in steps],
+        personal=run.spec.get("personal", ()),
+        decisions=run.spec.get("decisions", ()),
+    )
     return Binding(pipeline, tuple(steps), run.spec, run.manifest["version"])
 
 
-def run_as_of(store: Store, when: datetime, pipeline: str, inputs: Any,
-              record_key: str | None = None, source: str = "") -> RecordResult:
+def run_as_of(
+    store: Store,
+    when: datetime,
+    pipeline: str,
+    inputs: Any,
+    record_key: str | None = None,
+    source: str = "",
+) -> RecordResult:
     """Run new rows through ``pipeline`` as deployed at ``when``; recorded as a
     counterfactual run tagged with the run it was rebuilt from."""
     then = at(store, when, pipeline)
     binding = as_deployed(store, then["run_id"])
     table = prepare_input(inputs, record_key)
-    tags = {"counterfactual": "true", "as_of": when.isoformat(),
-            "deployed_by_run": then["run_id"], "source": source}
-    return record_with(binding, table, store=store, record_key=record_key, at=when,
-                       durable=None, tags=tags, kind=WHATIF)
+    tags = {
+        "counterfactual": "true",
+        "as_of": when.isoformat(),
+        "deployed_by_run": then["run_id"],
+        "source": source,
+    }
+    return record_with(
+        binding,
+        table,
+        store=store,
+        record_key=record_key,
+        at=when,
+        durable=None,
+        tags=tags,
+        kind=WHATIF,
+    )

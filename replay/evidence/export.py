@@ -73,8 +73,9 @@ def _objects_of(run: RecordedRun, store: Store, redacting: bool) -> set[str]:
     env = json.loads(store.get_object(run.manifest["env"]))
     if store.objects.has(env["packages"]["lock_sha256"]):
         out.add(env["packages"]["lock_sha256"])
-    kept_data = {d["object"] for s in run.spec["steps"] for d in s["data"].values()
-                 if d.get("object")}
+    kept_data = {
+        d["object"] for s in run.spec["steps"] for d in s["data"].values() if d.get("object")
+    }
     # Kept reference data may itself be personal: a redacted bundle leaves it out.
     return out | (set(spec_digests(run.spec)) - (kept_data if redacting else set()))
 
@@ -86,9 +87,11 @@ class Redactor:
     def __init__(self, columns: list[str], private: Ed25519PrivateKey) -> None:
         from cryptography.hazmat.primitives import serialization
 
-        raw = private.private_bytes(serialization.Encoding.Raw,
-                                    serialization.PrivateFormat.Raw,
-                                    serialization.NoEncryption())
+        raw = private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
         self.columns = columns
         self._key = hashlib.sha256(b"pipeline-replay redaction v1\0" + raw).digest()
 
@@ -101,10 +104,12 @@ class Redactor:
     def __call__(self, table: pa.Table) -> pa.Table:
         for c in self.columns:
             if c in table.column_names:
-                values = pa.array([self.pseudonym(v) for v in table.column(c).to_pylist()],
-                                  pa.string())
+                values = pa.array(
+                    [self.pseudonym(v) for v in table.column(c).to_pylist()], pa.string()
+                )
                 table = table.set_column(table.column_names.index(c), c, values)
         return table
+
 
 def _run_files(run: RecordedRun, redactor: Redactor | None) -> dict[str, bytes]:
     files = {}
@@ -134,18 +139,19 @@ def _check_chain(store: Store, entries: list[dict[str, Any]]) -> None:
             raise CorruptionError(str(store.ledger.path), f"{where} does not match its hash")
         mine = wanted.get(seq)
         if mine is not None and (mine.get("hash") != e["hash"] or entry_hash(mine) != e["hash"]):
-            raise CorruptionError(str(store.ledger.path), f"ledger entry {seq} (run "
-                                  f"{mine.get('run_id')}) is not the entry the hash chain "
-                                  "holds at that position")
+            raise CorruptionError(
+                str(store.ledger.path),
+                f"ledger entry {seq} (run "
+                f"{mine.get('run_id')}) is not the entry the hash chain "
+                "holds at that position",
+            )
         prev = e["hash"]
         if seq >= newest:
             return
-    raise CorruptionError(str(store.ledger.path), f"holds no entry {newest}: entries were "
-                          "removed")
+    raise CorruptionError(str(store.ledger.path), f"holds no entry {newest}: entries were removed")
 
 
-def _checkpoint_for(store: Store, private: Ed25519PrivateKey, newest: int
-                    ) -> checkpoint.Checkpoint:
+def _checkpoint_for(store: Store, private: Ed25519PrivateKey, newest: int) -> checkpoint.Checkpoint:
     found = checkpoint.stored(store)
     key = keys.key_id(private.public_key())
     usable = [cp for _, cp in found if cp.key_id == key and cp.tree_size >= newest]
@@ -158,21 +164,44 @@ def statement(runs: list[RecordedRun], reports: dict[str, ReplayReport]) -> dict
     for run in runs:
         last = run.manifest["steps"][-1]
         if last["output"]:
-            subjects.append({"name": f"run/{run.run_id}/{last['name']}",
-                             "digest": {"sha256": last["output"][7:]}})
-        predicate.append({"run_id": run.run_id, "pipeline": run.manifest["pipeline"],
-                          "version": run.manifest["version"], "clock": run.manifest["clock"],
-                          "status": run.manifest["status"], "ledger_seq": run.entry["seq"],
-                          "ledger_hash": run.entry["hash"],
-                          "replay_verdict": reports[run.run_id].verdict})
-    return {"_type": "https://in-toto.io/Statement/v1", "subject": subjects,
-            "predicateType": PREDICATE, "predicate": {"runs": predicate}}
+            subjects.append(
+                {
+                    "name": f"run/{run.run_id}/{last['name']}",
+                    "digest": {"sha256": last["output"][7:]},
+                }
+            )
+        predicate.append(
+            {
+                "run_id": run.run_id,
+                "pipeline": run.manifest["pipeline"],
+                "version": run.manifest["version"],
+                "clock": run.manifest["clock"],
+                "status": run.manifest["status"],
+                "ledger_seq": run.entry["seq"],
+                "ledger_hash": run.entry["hash"],
+                "replay_verdict": reports[run.run_id].verdict,
+            }
+        )
+    return {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": subjects,
+        "predicateType": PREDICATE,
+        "predicate": {"runs": predicate},
+    }
 
 
-def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = None,
-           question: dict[str, Any] | None = None, redact: list[str] | None = None,
-           with_image: bool = False, client: Any = None,
-           progress: Callable[[str], None] | None = None) -> Exported:
+def export(
+    store: Store,
+    run_ids: list[str],
+    out: Path,
+    *,
+    key: Path | None = None,
+    question: dict[str, Any] | None = None,
+    redact: list[str] | None = None,
+    with_image: bool = False,
+    client: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> Exported:
     """Write a signed evidence bundle for ``run_ids`` to ``out``.
 
     ``redact`` replaces the named personal columns by keyed pseudonyms; the bundle still
@@ -188,8 +217,9 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
     # Entry hashes and the chain first, without requiring a checkpoint to cover the runs:
     # this export signs the checkpoint that covers them, and only then are they loaded.
     tell("the ledger entries of the runs")
-    entries = sorted(ledger_entries(store, list(dict.fromkeys(run_ids))),
-                     key=lambda e: int(e["seq"]))
+    entries = sorted(
+        ledger_entries(store, list(dict.fromkeys(run_ids))), key=lambda e: int(e["seq"])
+    )
     _check_chain(store, entries)
     _checkpoint_for(store, private, int(entries[-1]["seq"]))
     runs = [load_run(store, e) for e in entries]
@@ -197,10 +227,13 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
     for run in runs:
         undeclared = set(redact or ()) - set(run.personal)
         if undeclared:
-            raise UsageError(f"run {run.run_id} did not declare {', '.join(sorted(undeclared))} "
-                             "personal when it was recorded, so a redacted copy cannot be "
-                             "proven", hint="declare it with Pipeline(..., personal=[...]); "
-                                            f"declared: {', '.join(run.personal) or 'none'}")
+            raise UsageError(
+                f"run {run.run_id} did not declare {', '.join(sorted(undeclared))} "
+                "personal when it was recorded, so a redacted copy cannot be "
+                "proven",
+                hint="declare it with Pipeline(..., personal=[...]); "
+                f"declared: {', '.join(run.personal) or 'none'}",
+            )
     cp = _checkpoint_for(store, private, runs[-1].entry["seq"])
     tell(f"the rows, objects and proofs of {len(runs)} runs")
     leaves = checkpoint.ledger_leaves(store, cp.tree_size)
@@ -210,10 +243,14 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
         leaf = merkle.leaf_hash(line_of(run.entry))
         index = run.entry["seq"] - 1
         if leaves[index] != leaf:
-            raise CorruptionError(str(store.ledger.path), f"entry {run.entry['seq']} is not "
-                                  "the one the checkpoint covers")
-        proofs[run.run_id] = {"index": index, "proof": [h.hex() for h in
-                                                        merkle.inclusion_proof(index, leaves)]}
+            raise CorruptionError(
+                str(store.ledger.path),
+                f"entry {run.entry['seq']} is not the one the checkpoint covers",
+            )
+        proofs[run.run_id] = {
+            "index": index,
+            "proof": [h.hex() for h in merkle.inclusion_proof(index, leaves)],
+        }
         files.update(_run_files(run, redactor))
         for digest in _objects_of(run, store, redactor is not None):
             files["objects/" + relative_path(digest)] = store.get_object(digest)
@@ -237,14 +274,26 @@ def export(store: Store, run_ids: list[str], out: Path, *, key: Path | None = No
     question = {**(question or {}), "redacted": redactor.columns if redactor else []}
     files.update(_human_report(store, runs, reports, cp, question, redactor, tell))
     tell("signing the bundle")
-    return _seal(files, runs, cp, private, out, redactor.columns if redactor else [],
-                 {name: info for name, (info, _) in images.items()})
+    return _seal(
+        files,
+        runs,
+        cp,
+        private,
+        out,
+        redactor.columns if redactor else [],
+        {name: info for name, (info, _) in images.items()},
+    )
 
 
-def _human_report(store: Store, runs: list[RecordedRun], reports: dict[str, ReplayReport],
-                  cp: checkpoint.Checkpoint, question: dict[str, Any],
-                  redactor: Redactor | None, tell: Callable[[str], None]
-                  ) -> dict[str, bytes]:
+def _human_report(
+    store: Store,
+    runs: list[RecordedRun],
+    reports: dict[str, ReplayReport],
+    cp: checkpoint.Checkpoint,
+    question: dict[str, Any],
+    redactor: Redactor | None,
+    tell: Callable[[str], None],
+) -> dict[str, bytes]:
     from replay.evidence import report
     from replay.evidence.facts import context
 
@@ -267,8 +316,9 @@ def _add_dvc_data(store: Store, run: RecordedRun, files: dict[str, bytes]) -> No
                 files[name] = data_bytes(store, d)
 
 
-def _images(store: Store, runs: list[RecordedRun], client: Any
-            ) -> dict[str, tuple[dict[str, str], bytes]]:
+def _images(
+    store: Store, runs: list[RecordedRun], client: Any
+) -> dict[str, tuple[dict[str, str], bytes]]:
     from replay.docker.client import engine
     from replay.docker.sandbox import save_images
 
@@ -276,16 +326,20 @@ def _images(store: Store, runs: list[RecordedRun], client: Any
     for run in runs:
         img = json.loads(store.get_object(run.manifest["env"]))["image"]
         if not img.get("id") and "@sha256:" not in img["digest"]:
-            raise UsageError(f"run {run.run_id} was recorded {img['digest']}: there is no "
-                             "image to add", hint="export it without --with-image")
+            raise UsageError(
+                f"run {run.run_id} was recorded {img['digest']}: there is no image to add",
+                hint="export it without --with-image",
+            )
         recorded.append(img)
     if client is None:
         with contextlib.closing(engine()) as own:
             saved = save_images(own, recorded)
     else:
         saved = save_images(client, recorded)
-    return {f"images/{sha256(data)[7:]}.tar": ({"id": image_id, "digest": digest}, data)
-            for image_id, (digest, data) in saved.items()}
+    return {
+        f"images/{sha256(data)[7:]}.tar": ({"id": image_id, "digest": digest}, data)
+        for image_id, (digest, data) in saved.items()
+    }
 
 
 def bundle_images(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -294,29 +348,51 @@ def bundle_images(files: dict[str, bytes]) -> dict[str, bytes]:
     return {info["id"]: files[name] for name, info in listed.items()}
 
 
-def _seal(files: dict[str, bytes], runs: list[RecordedRun], cp: checkpoint.Checkpoint,
-          private: Ed25519PrivateKey, out: Path, redacted: list[str],
-          images: dict[str, dict[str, str]]) -> Exported:
-    manifest = canonical_json({
-        "format": 1, "created": datetime.now(UTC).isoformat(), "redacted": redacted,
-        "images": images,
-        "runs": [r.run_id for r in runs], "key_id": keys.key_id(private.public_key()),
-        "checkpoint": {"tree_size": cp.tree_size, "root": cp.root},
-        "files": {name: sha256(data) for name, data in sorted(files.items())}})
-    files = {**files, "MANIFEST.json": manifest,
-             "MANIFEST.sig": base64.b64encode(private.sign(manifest))}
+def _seal(
+    files: dict[str, bytes],
+    runs: list[RecordedRun],
+    cp: checkpoint.Checkpoint,
+    private: Ed25519PrivateKey,
+    out: Path,
+    redacted: list[str],
+    images: dict[str, dict[str, str]],
+) -> Exported:
+    manifest = canonical_json(
+        {
+            "format": 1,
+            "created": datetime.now(UTC).isoformat(),
+            "redacted": redacted,
+            "images": images,
+            "runs": [r.run_id for r in runs],
+            "key_id": keys.key_id(private.public_key()),
+            "checkpoint": {"tree_size": cp.tree_size, "root": cp.root},
+            "files": {name: sha256(data) for name, data in sorted(files.items())},
+        }
+    )
+    files = {
+        **files,
+        "MANIFEST.json": manifest,
+        "MANIFEST.sig": base64.b64encode(private.sign(manifest)),
+    }
     data = bundle.write(files)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, out)
-    return Exported(out, tuple(r.run_id for r in runs), len(data), len(files),
-                    keys.key_id(private.public_key()), cp)
+    return Exported(
+        out,
+        tuple(r.run_id for r in runs),
+        len(data),
+        len(files),
+        keys.key_id(private.public_key()),
+        cp,
+    )
 
 
-def open_bundle(path: Path, *, key: bytes | None = None,
-                insecure_replay_unverified: bool = False) -> tuple[Store, Any]:
+def open_bundle(
+    path: Path, *, key: bytes | None = None, insecure_replay_unverified: bool = False
+) -> tuple[Store, Any]:
     """A temporary store holding a bundle's runs, made only after the bundle verified
     against a pinned signer: a trusted one (replay.core.trust), or only ``key`` when given.
 
@@ -342,9 +418,11 @@ def open_bundle(path: Path, *, key: bytes | None = None,
     for line in check.files.get("ledger/entries.jsonl", b"").splitlines():
         e = json.loads(line)
         prefix = f"runs/{e['run_id']}/"
-        tables = {n[len(prefix):-6]: StoredTable.of(pa.ipc.open_stream(d).read_all())
-                  for n, d in check.files.items()
-                  if n.startswith(prefix) and n.endswith(".arrow")}
+        tables = {
+            n[len(prefix) : -6]: StoredTable.of(pa.ipc.open_stream(d).read_all())
+            for n, d in check.files.items()
+            if n.startswith(prefix) and n.endswith(".arrow")
+        }
         blobs = {"tape": check.files[prefix + "tape.json"]} if "tape" in e["manifest"] else {}
         store.commit(RunData(e["run_id"], tables, blobs), e["manifest"]).result()
     return store, check
@@ -357,9 +435,13 @@ def _refuse_redacted(check: Verification) -> None:
 
     redacted = json.loads(check.files.get("MANIFEST.json", b"{}")).get("redacted")
     if redacted:
-        raise BundleError("MANIFEST.json", f"the bundle is redacted ({', '.join(redacted)}): "
-                          "it proves its runs, but pseudonyms and withheld tapes cannot be "
-                          "replayed", hint="replay from the unredacted bundle or the store")
+        raise BundleError(
+            "MANIFEST.json",
+            f"the bundle is redacted ({', '.join(redacted)}): "
+            "it proves its runs, but pseudonyms and withheld tapes cannot be "
+            "replayed",
+            hint="replay from the unredacted bundle or the store",
+        )
 
 
 def _refuse(check: Verification) -> None:
@@ -370,6 +452,9 @@ def _refuse(check: Verification) -> None:
     if check.untrusted:
         raise UntrustedSignerError(check.signer or "", check.pinned or ())
     part, _, reason = (check.failure or "bundle: failed").partition(": ")
-    raise BundleError(part, f"{reason} — refusing to replay an unverified bundle",
-                      hint="check it with `replay verify`; --insecure-replay-unverified "
-                           "replays it anyway, running its code")
+    raise BundleError(
+        part,
+        f"{reason} — refusing to replay an unverified bundle",
+        hint="check it with `replay verify`; --insecure-replay-unverified "
+        "replays it anyway, running its code",
+    )

@@ -52,22 +52,44 @@ BASE64 = Check("base64", _is_base64)
 SEQ = Check("a positive integer", lambda v: type(v) is int and v > 0)
 PARTS = {"personal": {str: DIGEST}, "columns?": DIGEST}
 RUN_MANIFEST = {
-    "run_id": str, "version": DIGEST, "env": DIGEST, "tape?": DIGEST,
+    "run_id": str,
+    "version": DIGEST,
+    "env": DIGEST,
+    "tape?": DIGEST,
     "input": {"digest": DIGEST, "parts?": (PARTS, None)},
-    "steps": Items({"name": str, "output": (DIGEST, None), "output_parts?": (PARTS, None)},
-                   at_least=1)}
-ENTRY = {"seq": SEQ, "run_id": str, "hash": str, "manifest_sha256": str,
-         "manifest": RUN_MANIFEST}
-MANIFEST = {"key_id": str, "runs": [str], "files": {str: DIGEST}, "redacted?": ([str], None),
-            "images?": ({str: {"id?": (str, None)}}, None)}
-CHECKPOINT = {"tree_size": int, "root": DIGEST, "timestamp": str, "key_id": str,
-              "signature": BASE64}
+    "steps": Items(
+        {"name": str, "output": (DIGEST, None), "output_parts?": (PARTS, None)}, at_least=1
+    ),
+}
+ENTRY = {"seq": SEQ, "run_id": str, "hash": str, "manifest_sha256": str, "manifest": RUN_MANIFEST}
+MANIFEST = {
+    "key_id": str,
+    "runs": [str],
+    "files": {str: DIGEST},
+    "redacted?": ([str], None),
+    "images?": ({str: {"id?": (str, None)}}, None),
+}
+CHECKPOINT = {
+    "tree_size": int,
+    "root": DIGEST,
+    "timestamp": str,
+    "key_id": str,
+    "signature": BASE64,
+}
 PROOFS = {str: {"index?": int, "proof?": [HEX]}}
 STATEMENT = {"_type?": str, "subject?": [{"digest": {"sha256": str}}]}
-SPEC = {"steps": [{"code": DIGEST, "source": DIGEST, "params": DIGEST,
-                   "modules?": {str: DIGEST}, "models": {str: {"digest": DIGEST,
-                                                               "objects?": [DIGEST]}},
-                   "data": {str: {"object?": (DIGEST, None)}}}]}
+SPEC = {
+    "steps": [
+        {
+            "code": DIGEST,
+            "source": DIGEST,
+            "params": DIGEST,
+            "modules?": {str: DIGEST},
+            "models": {str: {"digest": DIGEST, "objects?": [DIGEST]}},
+            "data": {str: {"object?": (DIGEST, None)}},
+        }
+    ]
+}
 ENVIRONMENT = {"image?": {"id?": (str, None)}}
 
 
@@ -96,16 +118,19 @@ def _items(value: Any, shape: Items, where: str) -> str | None:
         return f"{where} is {_kind(value)}, not a list"
     if len(value) < shape.at_least:
         return f"{where} holds {len(value)} items, not at least {shape.at_least}"
-    return next((p for i, item in enumerate(value)
-                 if (p := mismatch(item, shape.of, f"{where}[{i}]"))), None)
+    return next(
+        (p for i, item in enumerate(value) if (p := mismatch(item, shape.of, f"{where}[{i}]"))),
+        None,
+    )
 
 
 def _object(value: Any, shape: dict[Any, Any], where: str) -> str | None:
     if not isinstance(value, dict):
         return f"{where} is {_kind(value)}, not an object"
     if str in shape:
-        return next((p for k, v in value.items()
-                     if (p := mismatch(v, shape[str], f"{where}.{k}"))), None)
+        return next(
+            (p for k, v in value.items() if (p := mismatch(v, shape[str], f"{where}.{k}"))), None
+        )
     for key, sub in shape.items():
         name = key.removesuffix("?")
         if name not in value:
@@ -117,8 +142,14 @@ def _object(value: Any, shape: dict[Any, Any], where: str) -> str | None:
     return None
 
 
-_KINDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-          list: "a list", dict: "an object"}
+_KINDS = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+}
 
 
 def _kind(value: Any) -> str:

@@ -33,8 +33,12 @@ SIGNED = ("MANIFEST.json", "MANIFEST.sig")
 # the digest list of bundle.MAX_MEMBERS files (~16 MB) and the entries of ~20,000 runs
 # (~3 KB each), and keeps a hostile one to about a gigabyte.
 MAX_JSON = 64 << 20
-SHAPES = {"MANIFEST.json": shapes.MANIFEST, "ledger/checkpoint.json": shapes.CHECKPOINT,
-          "ledger/proofs.json": shapes.PROOFS, "statement.intoto.json": shapes.STATEMENT}
+SHAPES = {
+    "MANIFEST.json": shapes.MANIFEST,
+    "ledger/checkpoint.json": shapes.CHECKPOINT,
+    "ledger/proofs.json": shapes.PROOFS,
+    "statement.intoto.json": shapes.STATEMENT,
+}
 
 
 @dataclass
@@ -69,14 +73,17 @@ class Verification:
         self.checks.append((part, True, detail))
 
 
-def verify_bundle(path: Path, expected_key: bytes | None = None, *,
-                  any_signer: bool = False) -> Verification:
+def verify_bundle(
+    path: Path, expected_key: bytes | None = None, *, any_signer: bool = False
+) -> Verification:
     """Verify every byte of the bundle at ``path``, then that a pinned key signed it: the
     trusted signers (replay.core.trust), or only ``expected_key`` when given. ``any_signer``
     skips that last check (a warning says so). Never raises on a bad bundle."""
     if any_signer and expected_key is not None:
-        raise UsageError("--key and --insecure-any-signer contradict each other",
-                         hint="--key pins one signer; drop --insecure-any-signer")
+        raise UsageError(
+            "--key and --insecure-any-signer contradict each other",
+            hint="--key pins one signer; drop --insecure-any-signer",
+        )
     # Read first: a broken trust configuration is the user's error, before any bundle byte.
     pins = None if any_signer else pinned(expected_key)
     result = Verification()
@@ -110,8 +117,11 @@ def _json(files: Members, name: str, shape: Any = None) -> Any:
 def _small(files: Members, name: str) -> bytes:
     _need(files, name)
     if files.size(name) > MAX_JSON:
-        raise MalformedBundleError(name, f"is {files.size(name):,} bytes; a JSON member may "
-                                   f"hold at most {MAX_JSON:,} (refused unparsed)")
+        raise MalformedBundleError(
+            name,
+            f"is {files.size(name):,} bytes; a JSON member may "
+            f"hold at most {MAX_JSON:,} (refused unparsed)",
+        )
     return files[name]
 
 
@@ -135,14 +145,17 @@ def _check_signer(result: Verification, pins: tuple[TrustedKey, ...] | None) -> 
     The key in the bundle proves only that the bundle is whole, not who made it."""
     signer = result.signer or ""
     if pins is None:
-        result.warnings.append(f"signer not checked: {signer} signed this bundle and "
-                               "--insecure-any-signer accepted it without a pinned key")
+        result.warnings.append(
+            f"signer not checked: {signer} signed this bundle and "
+            "--insecure-any-signer accepted it without a pinned key"
+        )
         return
     result.pinned = tuple(p.name if p.source != PINNED else f"--key {p.key_id}" for p in pins)
     match = next((p for p in pins if p.key_id == signer), None)
     if match is None:
-        result.checks.append(("signer", False, f"consistent, "
-                              f"{UntrustedSignerError(signer, result.pinned)}"))
+        result.checks.append(
+            ("signer", False, f"consistent, {UntrustedSignerError(signer, result.pinned)}")
+        )
     elif match.source == PINNED:
         result.passed("signer", f"{signer} is the key --key pins")
     else:
@@ -185,8 +198,10 @@ def _verify(result: Verification) -> None:
     images = manifest.get("images") or {}
     if images or any(n.startswith("images/") for n in files):
         _verify_images(files, images, manifest["files"], entries)
-        result.passed("images", f"{len(images)} image(s): config and every layer match the "
-                                "image ID the runs recorded")
+        result.passed(
+            "images",
+            f"{len(images)} image(s): config and every layer match the image ID the runs recorded",
+        )
     _verify_statement(files, entries)
     result.passed("statement.intoto.json", "subjects are the runs' outputs")
 
@@ -201,8 +216,7 @@ def _verify_digests(files: Members, listed: dict[str, str]) -> None:
             raise BundleError(name, "does not match its digest in MANIFEST.json")
 
 
-def _verify_checkpoint(files: Members, public: Any, manifest: dict[str, Any]
-                       ) -> Checkpoint:
+def _verify_checkpoint(files: Members, public: Any, manifest: dict[str, Any]) -> Checkpoint:
     try:
         cp = Checkpoint.from_json(_json(files, "ledger/checkpoint.json"))
     except (KeyError, TypeError, ValueError):
@@ -222,32 +236,43 @@ def _verify_ledger(files: Members, cp: Checkpoint) -> list[dict[str, Any]]:
     if seqs != sorted(set(seqs)):
         raise BundleError(name, f"entries are not in ledger order ({seqs})")
     if seqs and seqs[-1] > cp.tree_size:
-        raise BundleError("ledger/checkpoint.json", f"stale checkpoint: it covers "
-                          f"{cp.tree_size} entries, the bundle holds entry {seqs[-1]}")
+        raise BundleError(
+            "ledger/checkpoint.json",
+            f"stale checkpoint: it covers "
+            f"{cp.tree_size} entries, the bundle holds entry {seqs[-1]}",
+        )
     top = bytes.fromhex(cp.root[7:])
     for e in entries:
         where = f"entry {e['seq']} (run {e['run_id']})"
-        if entry_hash(e) != e["hash"] or sha256(canonical_json(e["manifest"])) \
-                != e["manifest_sha256"] or e["manifest"]["run_id"] != e["run_id"]:
+        if (
+            entry_hash(e) != e["hash"]
+            or sha256(canonical_json(e["manifest"])) != e["manifest_sha256"]
+            or e["manifest"]["run_id"] != e["run_id"]
+        ):
             raise BundleError(name, f"{where} does not match its own hashes")
         proof = proofs.get(e["run_id"], {})
         path = [bytes.fromhex(h) for h in proof.get("proof", [])]
         if proof.get("index") != e["seq"] - 1 or not merkle.verify_inclusion(
-                e["seq"] - 1, cp.tree_size, merkle.leaf_hash(line_of(e)), path, top):
-            raise BundleError("ledger/proofs.json", f"{where} is not proven in the "
-                              "checkpoint's tree")
+            e["seq"] - 1, cp.tree_size, merkle.leaf_hash(line_of(e)), path, top
+        ):
+            raise BundleError(
+                "ledger/proofs.json", f"{where} is not proven in the checkpoint's tree"
+            )
     return entries
 
 
 def _entries(files: Members, name: str) -> list[dict[str, Any]]:
-    return [_parse(line, name, shapes.ENTRY, f"line {i}: ")
-            for i, line in enumerate(_small(files, name).splitlines(), 1)]
+    return [
+        _parse(line, name, shapes.ENTRY, f"line {i}: ")
+        for i, line in enumerate(_small(files, name).splitlines(), 1)
+    ]
 
 
 def _verify_run(files: Members, e: dict[str, Any], redacted: set[str]) -> None:
     m, run = e["manifest"], e["run_id"]
     expected = {INPUT: (m["input"]["digest"], m["input"].get("parts"))} | {
-        s["name"]: (s["output"], s.get("output_parts")) for s in m["steps"] if s["output"]}
+        s["name"]: (s["output"], s.get("output_parts")) for s in m["steps"] if s["output"]
+    }
     for kind, (digest, parts) in expected.items():
         _verify_table(files, f"runs/{run}/{kind}.arrow", digest, parts, redacted)
     tape = f"runs/{run}/tape.json"
@@ -256,16 +281,20 @@ def _verify_run(files: Members, e: dict[str, Any], redacted: set[str]) -> None:
         if files.digest(tape) != m["tape"]:
             raise BundleError(tape, "does not match the manifest's tape digest")
     spec = _json(files, _object_name(m["version"]), shapes.SPEC)
-    kept_data = {d["object"] for s in spec["steps"] for d in s["data"].values()
-                 if d.get("object")} if redacted else set()
+    kept_data = (
+        {d["object"] for s in spec["steps"] for d in s["data"].values() if d.get("object")}
+        if redacted
+        else set()
+    )
     for digest in [*spec_digests(spec), m["env"]]:
         if digest not in kept_data:  # kept reference data is left out of redacted bundles
             _need(files, _object_name(digest))
     _need(files, f"reports/{run}.json")
 
 
-def _verify_table(files: Members, name: str, digest: str, parts: dict[str, Any] | None,
-                  redacted: set[str]) -> None:
+def _verify_table(
+    files: Members, name: str, digest: str, parts: dict[str, Any] | None, redacted: set[str]
+) -> None:
     _need(files, name)
     # A table's digest is the sha256 of its canonical Arrow IPC bytes, which export writes
     # as they are: bytes hashing to it are the recorded rows, proven without parsing them.
@@ -279,8 +308,9 @@ def _verify_table(files: Members, name: str, digest: str, parts: dict[str, Any] 
         raise BundleError(name, f"rows do not match the manifest of run {name.split('/')[1]}")
 
 
-def _content_digest(name: str, table: pa.Table, parts: dict[str, Any] | None,
-                    redacted: set[str]) -> str:
+def _content_digest(
+    name: str, table: pa.Table, parts: dict[str, Any] | None, redacted: set[str]
+) -> str:
     """The table's digest; a redacted column enters by its recorded digest, every other
     column is recomputed from the bytes in the bundle."""
     if parts is None or not redacted & set(parts["personal"]):
@@ -289,8 +319,10 @@ def _content_digest(name: str, table: pa.Table, parts: dict[str, Any] | None,
     if parts.get("columns", columns) != columns:  # runs recorded before 2026-11-26 name them
         raise BundleError(name, "columns differ from the recorded ones")
     rest = table.drop_columns(list(parts["personal"]))
-    personal = {c: (d if c in redacted else table_digest(table.select([c])))
-                for c, d in parts["personal"].items()}
+    personal = {
+        c: (d if c in redacted else table_digest(table.select([c])))
+        for c, d in parts["personal"].items()
+    }
     return combine_parts({"columns": columns, "rest": table_digest(rest), "personal": personal})
 
 
@@ -306,8 +338,9 @@ def _verify_objects(files: Members) -> None:
                 raise BundleError(name, "does not hash to its name")
 
 
-def _verify_images(files: Members, listed: dict[str, Any], digests: dict[str, str],
-                   entries: list[dict[str, Any]]) -> None:
+def _verify_images(
+    files: Members, listed: dict[str, Any], digests: dict[str, str], entries: list[dict[str, Any]]
+) -> None:
     recorded = set()
     for e in entries:
         env = _json(files, _object_name(e["manifest"]["env"]), shapes.ENVIRONMENT)
@@ -327,15 +360,19 @@ def _verify_images(files: Members, listed: dict[str, Any], digests: dict[str, st
         if found != info.get("id"):
             raise BundleError(name, f"is image {found}, not the listed {info.get('id')}")
         if found not in recorded:
-            raise BundleError(name, f"image {found} is not the image any exported run "
-                              "was recorded in")
+            raise BundleError(
+                name, f"image {found} is not the image any exported run was recorded in"
+            )
 
 
 def _verify_statement(files: Members, entries: list[dict[str, Any]]) -> None:
     name = "statement.intoto.json"
     st = _json(files, name)
-    want = sorted(e["manifest"]["steps"][-1]["output"][7:] for e in entries
-                  if e["manifest"]["steps"][-1]["output"])
+    want = sorted(
+        e["manifest"]["steps"][-1]["output"][7:]
+        for e in entries
+        if e["manifest"]["steps"][-1]["output"]
+    )
     got = sorted(s["digest"]["sha256"] for s in st.get("subject", []))
     if st.get("_type") != "https://in-toto.io/Statement/v1" or got != want:
         raise BundleError(name, "subjects are not the runs' recorded outputs")

@@ -43,8 +43,12 @@ class InconsistentHeadError(CorruptionError):
     history was rewritten or rolled back (exit 9). Nothing is cosigned."""
 
     def __init__(self, path: str, message: str) -> None:
-        super().__init__(path, message, hint="do not cosign: ask the store's owner why its "
-                         "history changed; the witness state keeps the last head signed")
+        super().__init__(
+            path,
+            message,
+            hint="do not cosign: ask the store's owner why its "
+            "history changed; the witness state keeps the last head signed",
+        )
 
 
 class UntrustedHeadError(UntrustedSignerError):
@@ -52,12 +56,17 @@ class UntrustedHeadError(UntrustedSignerError):
 
     def __init__(self, where: str, signer: str, pinned: tuple[str, ...]) -> None:
         UntrustedSignerError.__init__(self, signer, pinned)
-        which = (f"none of the pinned keys ({', '.join(pinned)})" if pinned else
-                 "and no key is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)")
+        which = (
+            f"none of the pinned keys ({', '.join(pinned)})"
+            if pinned
+            else "and no key is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)"
+        )
         self.message = f"{where}: signer not trusted: {signer} signed this checkpoint, {which}"
         self.args = (self.message,)
-        self.hint = ("a witness never trusts the key a store carries: pin the store's "
-                     "checkpoint key (`replay trust add KEY.pub --name NAME`, or --signer)")
+        self.hint = (
+            "a witness never trusts the key a store carries: pin the store's "
+            "checkpoint key (`replay trust add KEY.pub --name NAME`, or --signer)"
+        )
 
 
 class TooFewWitnessesError(CorruptionError):
@@ -65,10 +74,13 @@ class TooFewWitnessesError(CorruptionError):
 
     def __init__(self, path: str, found: int, required: int, skipped: list[str]) -> None:
         why = f" (not counted: {'; '.join(skipped)})" if skipped else ""
-        super().__init__(path, f"{found} valid cosignature{'s' * (found != 1)} by pinned "
-                         f"witnesses, {required} required{why}",
-                         hint="have witnesses run `replay witness cosign`, and pin their "
-                              "public keys (`replay trust add`)")
+        super().__init__(
+            path,
+            f"{found} valid cosignature{'s' * (found != 1)} by pinned "
+            f"witnesses, {required} required{why}",
+            hint="have witnesses run `replay witness cosign`, and pin their "
+            "public keys (`replay trust add`)",
+        )
         self.found = found
         self.required = required
 
@@ -83,11 +95,17 @@ class Cosignature:
     signature: str = ""
 
     def body(self) -> bytes:
-        return canonical_json({"format": 1, "kind": "pipeline-replay witness cosignature",
-                               "tree_size": self.tree_size, "root": self.root,
-                               "checkpoint_key_id": self.checkpoint_key_id,
-                               "witness_key_id": self.witness_key_id,
-                               "timestamp": self.timestamp})
+        return canonical_json(
+            {
+                "format": 1,
+                "kind": "pipeline-replay witness cosignature",
+                "tree_size": self.tree_size,
+                "root": self.root,
+                "checkpoint_key_id": self.checkpoint_key_id,
+                "witness_key_id": self.witness_key_id,
+                "timestamp": self.timestamp,
+            }
+        )
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,8 +115,14 @@ class Cosignature:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Cosignature:
-        return cls(int(data["tree_size"]), str(data["root"]), str(data["checkpoint_key_id"]),
-                   str(data["witness_key_id"]), str(data["timestamp"]), str(data["signature"]))
+        return cls(
+            int(data["tree_size"]),
+            str(data["root"]),
+            str(data["checkpoint_key_id"]),
+            str(data["witness_key_id"]),
+            str(data["timestamp"]),
+            str(data["signature"]),
+        )
 
 
 def state_folder() -> Path:
@@ -109,8 +133,10 @@ def latest(store: Store) -> tuple[Path, Checkpoint]:
     """The store's latest checkpoint: the largest tree, the newest among equals."""
     found = checkpoint.stored(store)
     if not found:
-        raise NotFoundError(f"store {store.root} holds no checkpoint",
-                            hint="the store's owner signs one with `replay checkpoint`")
+        raise NotFoundError(
+            f"store {store.root} holds no checkpoint",
+            hint="the store's owner signs one with `replay checkpoint`",
+        )
     return max(found, key=lambda f: (f[1].tree_size, f[1].timestamp))
 
 
@@ -136,9 +162,12 @@ def _last_head(path: Path) -> Checkpoint | None:
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
-        raise CorruptionError(str(path), "is not a witness state file",
-                              hint="restore it from a backup: without it this witness "
-                                   "cannot tell a rewritten history") from None
+        raise CorruptionError(
+            str(path),
+            "is not a witness state file",
+            hint="restore it from a backup: without it this witness "
+            "cannot tell a rewritten history",
+        ) from None
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -150,9 +179,12 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 def _check_growth(store: Store, where: str, old: Checkpoint, new: Checkpoint) -> None:
     if new.tree_size < old.tree_size:
-        raise InconsistentHeadError(where, f"covers {new.tree_size} entries, but this witness "
-                                    f"already signed a head of {old.tree_size}: the history "
-                                    "was rolled back")
+        raise InconsistentHeadError(
+            where,
+            f"covers {new.tree_size} entries, but this witness "
+            f"already signed a head of {old.tree_size}: the history "
+            "was rolled back",
+        )
     if old.tree_size == 0:
         return
     try:
@@ -160,14 +192,22 @@ def _check_growth(store: Store, where: str, old: Checkpoint, new: Checkpoint) ->
     except ValueError:  # the ledger holds fewer entries than the old head
         proof = None
     if proof is None or not checkpoint.grew(old, new, proof):
-        raise InconsistentHeadError(where, f"its tree of {new.tree_size} entries does not "
-                                    f"extend the head of {old.tree_size} entries this witness "
-                                    "signed: the history was rewritten")
+        raise InconsistentHeadError(
+            where,
+            f"its tree of {new.tree_size} entries does not "
+            f"extend the head of {old.tree_size} entries this witness "
+            "signed: the history was rewritten",
+        )
 
 
-def cosign(store: Store, private: Ed25519PrivateKey, state_dir: Path | None = None, *,
-           signer: bytes | None = None, now: datetime | None = None
-           ) -> tuple[Cosignature, Path]:
+def cosign(
+    store: Store,
+    private: Ed25519PrivateKey,
+    state_dir: Path | None = None,
+    *,
+    signer: bytes | None = None,
+    now: datetime | None = None,
+) -> tuple[Cosignature, Path]:
     """Cosign the store's latest checkpoint once it is proven to extend the last head this
     witness signed; returns the cosignature and the file it was written to."""
     path, cp = latest(store)
@@ -186,24 +226,39 @@ def cosign(store: Store, private: Ed25519PrivateKey, state_dir: Path | None = No
         if len(leaves) != cp.tree_size or checkpoint.hexroot(leaves) != cp.root:
             raise CorruptionError(str(path), "its root does not match the store's ledger")
     witness_kid = keys.key_id(private.public_key())
-    unsigned = Cosignature(cp.tree_size, cp.root, cp.key_id, witness_kid,
-                           (now or datetime.now(UTC)).isoformat())
-    cosig = Cosignature(**{**asdict(unsigned), "signature": base64.b64encode(
-        private.sign(unsigned.body())).decode()})
+    unsigned = Cosignature(
+        cp.tree_size, cp.root, cp.key_id, witness_kid, (now or datetime.now(UTC)).isoformat()
+    )
+    cosig = Cosignature(
+        **{
+            **asdict(unsigned),
+            "signature": base64.b64encode(private.sign(unsigned.body())).decode(),
+        }
+    )
     # The state first: a head this witness signed is never forgotten, even if publishing fails.
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write(state, canonical_json({"format": 1, "store": str(store.location),
-                                  "checkpoint": cp.as_json(), "cosignature": cosig.as_json()}),
-           0o600)
+    _write(
+        state,
+        canonical_json(
+            {
+                "format": 1,
+                "store": str(store.location),
+                "checkpoint": cp.as_json(),
+                "cosignature": cosig.as_json(),
+            }
+        ),
+        0o600,
+    )
     folder = store.root / FOLDER
     out = folder / f"{path.stem}.{witness_kid[7:19]}.json"
     try:
         folder.mkdir(exist_ok=True)
         _write(out, canonical_json(cosig.as_json()), 0o644)
     except OSError as exc:
-        raise StoreError(f"cannot write the cosignature into {folder}: {exc.strerror}",
-                         hint="a witness needs write access to the store's witnesses/ "
-                              "folder") from None
+        raise StoreError(
+            f"cannot write the cosignature into {folder}: {exc.strerror}",
+            hint="a witness needs write access to the store's witnesses/ folder",
+        ) from None
     return cosig, out
 
 
@@ -233,7 +288,10 @@ def require(store: Store, count: int) -> int:
         elif key is None:
             skipped.append(f"{where.name}: witness {cosig.witness_key_id} is not pinned")
         elif (cosig.tree_size, cosig.root, cosig.checkpoint_key_id) != (
-                cp.tree_size, cp.root, cp.key_id):
+            cp.tree_size,
+            cp.root,
+            cp.key_id,
+        ):
             skipped.append(f"{where.name}: for another tree head")
         elif not cosig.verify(key):
             skipped.append(f"{where.name}: signature does not verify")

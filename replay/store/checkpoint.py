@@ -33,8 +33,15 @@ class Checkpoint:
     signature: str = ""
 
     def body(self) -> bytes:
-        return canonical_json({"format": 1, "tree_size": self.tree_size, "root": self.root,
-                               "timestamp": self.timestamp, "key_id": self.key_id})
+        return canonical_json(
+            {
+                "format": 1,
+                "tree_size": self.tree_size,
+                "root": self.root,
+                "timestamp": self.timestamp,
+                "key_id": self.key_id,
+            }
+        )
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,8 +51,13 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Checkpoint:
-        return cls(int(data["tree_size"]), str(data["root"]), str(data["timestamp"]),
-                   str(data["key_id"]), str(data["signature"]))
+        return cls(
+            int(data["tree_size"]),
+            str(data["root"]),
+            str(data["timestamp"]),
+            str(data["key_id"]),
+            str(data["signature"]),
+        )
 
 
 def ledger_leaves(store: Store, size: int | None = None) -> list[bytes]:
@@ -62,22 +74,32 @@ def hexroot(leaves: list[bytes]) -> str:
     return "sha256:" + merkle.root(leaves).hex()
 
 
-def sign(store: Store, private: Ed25519PrivateKey, leaves: list[bytes] | None = None,
-         now: datetime | None = None) -> Checkpoint:
+def sign(
+    store: Store,
+    private: Ed25519PrivateKey,
+    leaves: list[bytes] | None = None,
+    now: datetime | None = None,
+) -> Checkpoint:
     """Sign the current tree head and keep it (and the public key) in the store."""
     leaves = ledger_leaves(store) if leaves is None else leaves
     public = private.public_key()
-    unsigned = Checkpoint(len(leaves), hexroot(leaves),
-                          (now or datetime.now(UTC)).isoformat(), keys.key_id(public))
-    cp = Checkpoint(**{**asdict(unsigned), "signature": base64.b64encode(
-        private.sign(unsigned.body())).decode()})
+    unsigned = Checkpoint(
+        len(leaves), hexroot(leaves), (now or datetime.now(UTC)).isoformat(), keys.key_id(public)
+    )
+    cp = Checkpoint(
+        **{
+            **asdict(unsigned),
+            "signature": base64.b64encode(private.sign(unsigned.body())).decode(),
+        }
+    )
     _keep_public_key(store, public)
     folder = store.root / "checkpoints"
     folder.mkdir(exist_ok=True)
     name = f"{cp.tree_size:012d}-{cp.key_id[7:19]}-{cp.timestamp.replace(':', '')}.json"
     tmp = folder / f".{name}.tmp"
-    write_durable(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
-                  canonical_json(cp.as_json()))
+    write_durable(
+        os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), canonical_json(cp.as_json())
+    )
     os.replace(tmp, folder / name)
     fsync_dir(folder)
     return cp
@@ -118,16 +140,21 @@ def grew(old: Checkpoint, new: Checkpoint, proof: list[str]) -> bool:
     """True when ``new``'s tree extends ``old``'s: the ledger only grew in between."""
     if old.tree_size == 0:
         return not proof
-    return merkle.verify_consistency(old.tree_size, new.tree_size,
-                                     bytes.fromhex(old.root[7:]), bytes.fromhex(new.root[7:]),
-                                     [bytes.fromhex(h) for h in proof])
+    return merkle.verify_consistency(
+        old.tree_size,
+        new.tree_size,
+        bytes.fromhex(old.root[7:]),
+        bytes.fromhex(new.root[7:]),
+        [bytes.fromhex(h) for h in proof],
+    )
 
 
 def write_head(cp: Checkpoint, path: Path) -> None:
     """A signed tree head in a file of its own, to keep outside the store."""
     tmp = path.with_name(f".{path.name}.tmp")
-    write_durable(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
-                  canonical_json(cp.as_json()))
+    write_durable(
+        os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), canonical_json(cp.as_json())
+    )
     os.replace(tmp, path)
 
 

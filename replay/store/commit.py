@@ -68,13 +68,20 @@ class Committer:
         try:
             # The manifest travels in the (compressed) block; the ledger line names it by
             # digest, and the block's header digest in that line covers its bytes.
-            ref = self._segments.append([
-                RunData(p.data.run_id, p.data.tables, {**p.data.blobs, "manifest": p.body})
-                for p in group])
-            records = [{"run_id": p.data.run_id, "manifest_sha256": sha256(p.body),
-                        "block": ref.as_json()} for p in group]
-            entries = [{**e, "manifest": p.manifest} for p, e in
-                       zip(group, self._ledger.append(records), strict=True)]
+            ref = self._segments.append(
+                [
+                    RunData(p.data.run_id, p.data.tables, {**p.data.blobs, "manifest": p.body})
+                    for p in group
+                ]
+            )
+            records = [
+                {"run_id": p.data.run_id, "manifest_sha256": sha256(p.body), "block": ref.as_json()}
+                for p in group
+            ]
+            entries = [
+                {**e, "manifest": p.manifest}
+                for p, e in zip(group, self._ledger.append(records), strict=True)
+            ]
         except BaseException as exc:  # every waiter must learn its run was not committed
             for p in group:
                 p.done.set_exception(exc)

@@ -71,8 +71,11 @@ def check_entry(store: Store, entry: dict[str, Any]) -> None:
     if seq > len(prefix.hashes):
         _extend(store, prefix)
     if seq > len(prefix.hashes) or prefix.hashes[seq - 1] != entry["hash"]:
-        raise CorruptionError(str(store.ledger.path), f"{where} is not the entry the hash "
-                              "chain holds at that position: the ledger was rewritten")
+        raise CorruptionError(
+            str(store.ledger.path),
+            f"{where} is not the entry the hash "
+            "chain holds at that position: the ledger was rewritten",
+        )
     if seq <= prefix.covered:
         return
     _check_coverage(store, prefix, seq, where)
@@ -95,8 +98,11 @@ def _extend(store: Store, prefix: _Prefix) -> None:
     """Hash and chain-check the entries past the verified prefix."""
     size = store.ledger.path.stat().st_size if store.ledger.path.exists() else 0
     if size < prefix.end:
-        raise CorruptionError(str(store.ledger.path), f"is {size} bytes, shorter than the "
-                              f"{prefix.end} already verified: entries were removed")
+        raise CorruptionError(
+            str(store.ledger.path),
+            f"is {size} bytes, shorter than the "
+            f"{prefix.end} already verified: entries were removed",
+        )
     prev = prefix.hashes[-1] if prefix.hashes else GENESIS
     for pos, entry in store.ledger.read(prefix.end):
         seq = len(prefix.hashes) + 1
@@ -123,11 +129,15 @@ def _check_cache(store: Store, prefix: _Prefix) -> None:
     except (ValueError, KeyError, TypeError):
         size, root = -1, ""  # a damaged cache is only rebuilt: it vouches for nothing
     if size > 0 and (size > len(prefix.leaves) or _root(prefix, size).hex() != root):
-        raise CorruptionError(str(store.ledger.path), f"its first {size} entries are not the "
-                              f"ones verified before ({path}): the history was rewritten or "
-                              "truncated", hint="if you replaced this store yourself (deleted "
-                              "and recreated it), forget what was verified of the old one: "
-                              f"rm {shlex.quote(str(path))}")
+        raise CorruptionError(
+            str(store.ledger.path),
+            f"its first {size} entries are not the "
+            f"ones verified before ({path}): the history was rewritten or "
+            "truncated",
+            hint="if you replaced this store yourself (deleted "
+            "and recreated it), forget what was verified of the old one: "
+            f"rm {shlex.quote(str(path))}",
+        )
     if size != len(prefix.leaves) and prefix.leaves and (size > 0 or _policy(store, prefix)[0]):
         _write_cache(path, len(prefix.leaves), _root(prefix, len(prefix.leaves)).hex())
 
@@ -183,26 +193,37 @@ def _check_coverage(store: Store, prefix: _Prefix, seq: int, where: str) -> None
         return
     if not pins:
         error = UntrustedSignerError("nobody")
-        error.message = (f"{where}: {REQUIRE_ENV} requires a checkpoint signed by a pinned key, "
-                         "and no signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)")
+        error.message = (
+            f"{where}: {REQUIRE_ENV} requires a checkpoint signed by a pinned key, "
+            "and no signer is pinned (trust store empty, REPLAY_TRUSTED_KEYS unset)"
+        )
         error.args = (error.message,)
         raise error
     best: tuple[Path, Checkpoint] | None = None
     for path, cp in stored(store):
-        if cp.key_id in pins and cp.tree_size >= seq and (
-                best is None or cp.tree_size > best[1].tree_size):
+        if (
+            cp.key_id in pins
+            and cp.tree_size >= seq
+            and (best is None or cp.tree_size > best[1].tree_size)
+        ):
             best = (path, cp)
     if best is None:
-        raise CorruptionError(str(store.ledger.path), f"{where} is covered by no checkpoint "
-                              f"signed by a pinned key ({', '.join(pins)})",
-                              hint="sign one with `replay checkpoint`: this store's runs are "
-                                   "replayed once a pinned checkpoint covers them")
+        raise CorruptionError(
+            str(store.ledger.path),
+            f"{where} is covered by no checkpoint signed by a pinned key ({', '.join(pins)})",
+            hint="sign one with `replay checkpoint`: this store's runs are "
+            "replayed once a pinned checkpoint covers them",
+        )
     path, cp = best
     if not cp.verify(keys.load_public(public_key_path(store, cp.key_id).read_bytes())):
         raise CorruptionError(str(path), "signature does not verify")
-    if cp.tree_size > len(prefix.leaves) or "sha256:" + _root(
-            prefix, cp.tree_size).hex() != cp.root:
-        raise CorruptionError(str(path), f"its root does not match the ledger: an entry among "
-                              f"the first {cp.tree_size} was changed")
+    if (
+        cp.tree_size > len(prefix.leaves)
+        or "sha256:" + _root(prefix, cp.tree_size).hex() != cp.root
+    ):
+        raise CorruptionError(
+            str(path),
+            f"its root does not match the ledger: an entry among "
+            f"the first {cp.tree_size} was changed",
+        )
     prefix.covered = max(prefix.covered, cp.tree_size)
-

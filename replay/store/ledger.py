@@ -88,9 +88,10 @@ class Ledger:
                 sync_data(fd)
             except OSError as exc:
                 os.ftruncate(fd, tail.size)  # leave no torn line behind us
-                raise StoreError(f"cannot append to the ledger: {exc.strerror}",
-                                 hint="free space in the store's filesystem and record again"
-                                 ) from exc
+                raise StoreError(
+                    f"cannot append to the ledger: {exc.strerror}",
+                    hint="free space in the store's filesystem and record again",
+                ) from exc
             if tail.size == 0:
                 fsync_dir(self.root)
             self._tail = Tail(tail.size + len(data), seq, prev)
@@ -137,8 +138,9 @@ class Ledger:
                 try:
                     yield pos, json.loads(line)
                 except ValueError:
-                    raise CorruptionError(str(self.path),
-                                          f"entry ending at byte {pos} is not JSON") from None
+                    raise CorruptionError(
+                        str(self.path), f"entry ending at byte {pos} is not JSON"
+                    ) from None
 
     def verify(self) -> int:
         """Check every entry's hash and chain link; returns the number of entries."""
@@ -185,10 +187,13 @@ def settle(fd: int, segments: Path | None) -> Settled:
             last = json.loads(os.pread(fd, start - before, before))
             seq, prev = int(last["seq"]), str(last["hash"])
         except (ValueError, KeyError, TypeError):
-            raise CorruptionError(f"ledger entry before byte {start}", "is unreadable, so the "
-                                  "unterminated line after it cannot be checked") from None
-    ends = complete_entries(os.pread(fd, size - start, start), seq, prev,
-                            lambda block: _block_in(segments, block))
+            raise CorruptionError(
+                f"ledger entry before byte {start}",
+                "is unreadable, so the unterminated line after it cannot be checked",
+            ) from None
+    ends = complete_entries(
+        os.pread(fd, size - start, start), seq, prev, lambda block: _block_in(segments, block)
+    )
     for end in ends:
         os.pwrite(fd, b"\n", start + end)
     keep = start + ends[-1] + 1 if ends else start
@@ -204,15 +209,21 @@ def _block_in(segments: Path | None, block: dict[str, Any]) -> bool:
     name = str(block.get("segment", ""))
     try:
         seg = os.lstat(segments / name)
-        return ("/" not in name and not name.startswith(".")
-                and seg.st_size >= int(block["offset"]) + int(block["length"]))
+        return (
+            "/" not in name
+            and not name.startswith(".")
+            and seg.st_size >= int(block["offset"]) + int(block["length"])
+        )
     except (OSError, KeyError, TypeError, ValueError):
         return False
 
 
-def complete_entries(tail: bytes, seq: int, prev: str,
-                     block_present: Callable[[dict[str, Any]], bool] = lambda b: True,
-                     ) -> list[int]:
+def complete_entries(
+    tail: bytes,
+    seq: int,
+    prev: str,
+    block_present: Callable[[dict[str, Any]], bool] = lambda b: True,
+) -> list[int]:
     """Where the complete entries at the start of an unterminated ledger tail end.
 
     ``tail`` is what follows the ledger's last newline; ``seq`` and ``prev`` are the sequence
@@ -236,10 +247,14 @@ def complete_entries(tail: bytes, seq: int, prev: str,
             body = canonical_json(entry)
         except TypeError:
             break
-        if (tail[pos:pos + len(body)] != body or entry.get("seq") != seq + 1
-                or entry.get("prev") != prev or entry_hash(entry) != entry.get("hash")
-                or not isinstance(entry.get("block"), dict)
-                or not block_present(entry["block"])):
+        if (
+            tail[pos : pos + len(body)] != body
+            or entry.get("seq") != seq + 1
+            or entry.get("prev") != prev
+            or entry_hash(entry) != entry.get("hash")
+            or not isinstance(entry.get("block"), dict)
+            or not block_present(entry["block"])
+        ):
             break
         seq, prev = seq + 1, entry["hash"]
         pos += len(body)

@@ -51,8 +51,10 @@ def _create_temp(folder: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise StoreError(f"cannot write an object in {folder}: {exc.strerror}",
-                             hint="check free space and permissions of the store") from exc
+            raise StoreError(
+                f"cannot write an object in {folder}: {exc.strerror}",
+                hint="check free space and permissions of the store",
+            ) from exc
 
 
 class ObjectStore:

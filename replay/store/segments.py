@@ -83,16 +83,21 @@ class StoredTable:
     layout: Layout | None = None
 
     @classmethod
-    def of(cls, table: pa.Table, personal: Collection[str] = (),
-           memo: dict[tuple[Any, ...], str] | None = None,
-           shared: tuple[pa.Table, Layout] | None = None) -> StoredTable:
+    def of(
+        cls,
+        table: pa.Table,
+        personal: Collection[str] = (),
+        memo: dict[tuple[Any, ...], str] | None = None,
+        shared: tuple[pa.Table, Layout] | None = None,
+    ) -> StoredTable:
         """``memo``: see ``digest_parts``; ``shared``: from ``Sharing.split``."""
         table = normalize_table(table)
         parts = digest_parts(table, personal, memo) if personal else None
         own, layout = shared if shared is not None else (None, None)
         if parts is not None or own is not None:
-            return cls(table, combine_parts(parts) if parts else ipc_digest(table), parts,
-                       own, layout)
+            return cls(
+                table, combine_parts(parts) if parts else ipc_digest(table), parts, own, layout
+            )
         data = table_bytes(table)
         stored = cls(table, sha256(memoryview(data)))
         stored.__dict__["data"] = data  # primes the cached property: serialized once
@@ -124,8 +129,12 @@ class BlockRef:
     header: str  # sha256 of the block header, which lists every part's digest
 
     def as_json(self) -> dict[str, Any]:
-        return {"segment": self.segment, "offset": self.offset, "length": self.length,
-                "header": self.header}
+        return {
+            "segment": self.segment,
+            "offset": self.offset,
+            "length": self.length,
+            "header": self.header,
+        }
 
 
 class Sharing:
@@ -216,16 +225,19 @@ def encode_block(runs: Iterable[RunData], primer: Primer | None = None) -> Encod
         # stored bytes stands for a digest per part. Big batches are stored as written.
         block["parts"] = [[o, len(p)] for o, p in zip(offsets, parts, strict=False)]
         index_json = canonical_json(block)
-        raw = b"".join([_LEN.pack(len(index_json)), index_json,
-                        *(bytes(memoryview(p)) for p in parts)])
+        raw = b"".join(
+            [_LEN.pack(len(index_json)), index_json, *(bytes(memoryview(p)) for p in parts)]
+        )
         compressor = primer.compressor if primer else zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         packed = compressor.compress(raw)
         header: dict[str, Any] = {"codec": "zstd", "size": len(raw), "sha256": sha256(packed)}
         if primer is not None:
             header["dict"] = {k: v for k, v in primer.ref.as_json().items() if k != "segment"}
         return Encoded([packed], canonical_json(header), raw)
-    block["parts"] = [[o, len(p), s.data_digest if isinstance(s, StoredTable) else sha256(s)]
-                      for o, p, s in zip(offsets, parts, sources, strict=False)]
+    block["parts"] = [
+        [o, len(p), s.data_digest if isinstance(s, StoredTable) else sha256(s)]
+        for o, p, s in zip(offsets, parts, sources, strict=False)
+    ]
     return Encoded(parts, canonical_json(block), None)
 
 
@@ -264,8 +276,10 @@ class SegmentWriter:
         except OSError as exc:
             # The torn tail is unreferenced; start a fresh log so no later block sits on it.
             self.close()
-            raise StoreError(f"cannot append to segment log: {exc.strerror}",
-                             hint="free space in the store's filesystem and record again") from exc
+            raise StoreError(
+                f"cannot append to segment log: {exc.strerror}",
+                hint="free space in the store's filesystem and record again",
+            ) from exc
         ref = BlockRef(self._name, self._size, length, sha256(header))
         self._size += length
         if encoded.raw is not None and self._primer is None:
@@ -288,20 +302,24 @@ class Block:
                 f.seek(ref.offset)
                 self._buf = f.read_buffer(ref.length)
         except FileNotFoundError:
-            raise NotFoundError(f"segment {path} is missing",
-                                hint="restore the store's segments/ folder from a backup") from None
+            raise NotFoundError(
+                f"segment {path} is missing",
+                hint="restore the store's segments/ folder from a backup",
+            ) from None
         except (OSError, pa.ArrowException) as exc:
             raise CorruptionError(str(path), f"cannot read block at {ref.offset}: {exc}") from None
         if len(self._buf) != ref.length or self._buf.slice(0, 4).to_pybytes() != MAGIC:
             raise CorruptionError(str(path), f"no block at offset {ref.offset} (truncated?)")
         (hlen,) = _LEN.unpack(self._buf.slice(4, 4).to_pybytes())
         if 8 + hlen > ref.length:  # a changed bit in the length field
-            raise CorruptionError(str(path), f"block header at {ref.offset} is longer than "
-                                  "its block")
+            raise CorruptionError(
+                str(path), f"block header at {ref.offset} is longer than its block"
+            )
         header = self._buf.slice(8, hlen).to_pybytes()
         if sha256(header) != ref.header:
-            raise CorruptionError(str(path), f"block header at {ref.offset} does not match "
-                                  "its ledger entry")
+            raise CorruptionError(
+                str(path), f"block header at {ref.offset} does not match its ledger entry"
+            )
         parsed = json.loads(header)
         self._data_start = 8 + hlen
         self._verified: set[int] = set()
@@ -314,17 +332,21 @@ class Block:
             indexed = "sha256" in parsed
             packed = self._buf.slice(8 + hlen)
             if indexed and sha256(memoryview(packed)) != parsed["sha256"]:
-                raise CorruptionError(str(path), f"block at {ref.offset} does not match "
-                                      "its digest")
+                raise CorruptionError(str(path), f"block at {ref.offset} does not match its digest")
             self.dictionary = "dict" in parsed
-            zdict = _dictionary(path, BlockRef(ref.segment, **parsed["dict"])) \
-                if self.dictionary else None
+            zdict = (
+                _dictionary(path, BlockRef(ref.segment, **parsed["dict"]))
+                if self.dictionary
+                else None
+            )
             try:
                 raw = zstandard.ZstdDecompressor(dict_data=zdict).decompress(
-                    packed, max_output_size=parsed["size"])
+                    packed, max_output_size=parsed["size"]
+                )
             except zstandard.ZstdError as exc:
-                raise CorruptionError(str(path), f"block at {ref.offset} does not "
-                                      f"decompress ({exc})") from None
+                raise CorruptionError(
+                    str(path), f"block at {ref.offset} does not decompress ({exc})"
+                ) from None
             self.raw = self._buf = pa.py_buffer(raw)
             self._data_start = 0
             if indexed:
@@ -349,8 +371,10 @@ class Block:
         buf = self._buf.slice(self._data_start + offset, length)
         if idx not in self._verified:
             if len(buf) != length or sha256(memoryview(buf)) != self._parts[idx][2]:
-                raise CorruptionError(str(self.path), f"part {idx} of the block does not match "
-                                      f"its digest {self._parts[idx][2]}")
+                raise CorruptionError(
+                    str(self.path),
+                    f"part {idx} of the block does not match its digest {self._parts[idx][2]}",
+                )
             self._verified.add(idx)
         return buf
 

@@ -58,8 +58,14 @@ class Store:
         self.entry_cache: dict[str, dict[str, Any]] = {}  # committed entries are immutable
 
     @classmethod
-    def open(cls, path: str | Path | None = None, *, create: bool = True,
-             readonly: bool = False, durable: bool = True) -> Store:
+    def open(
+        cls,
+        path: str | Path | None = None,
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        durable: bool = True,
+    ) -> Store:
         """Open (and with ``create``, initialise) the store at ``path``.
 
         ``path`` defaults to ``$REPLAY_STORE`` or ``./snapshots``. ``durable=False`` makes
@@ -69,27 +75,32 @@ class Store:
         fmt = root / "FORMAT"
         if not fmt.exists():
             if not create or readonly:
-                raise NotFoundError(f"no store at {root}",
-                                    hint="run `replay init` there, or set REPLAY_STORE")
+                raise NotFoundError(
+                    f"no store at {root}", hint="run `replay init` there, or set REPLAY_STORE"
+                )
             _initialise(root)
         ownership.check(root)
         try:
             version = json.loads(fmt.read_text())["format"]
         except (OSError, ValueError, KeyError, TypeError):
-            raise StoreFormatError(f"{fmt} is unreadable",
-                                   hint='it must hold {"format": 1}; restore it') from None
+            raise StoreFormatError(
+                f"{fmt} is unreadable", hint='it must hold {"format": 1}; restore it'
+            ) from None
         if version > FORMAT:
             raise StoreFormatError(
                 f"store {root} has format {version}, this pipeline-replay reads up to {FORMAT}",
-                hint="upgrade pipeline-replay (pip install -U pipeline-replay)")
+                hint="upgrade pipeline-replay (pip install -U pipeline-replay)",
+            )
         if not readonly and not os.access(root, os.W_OK):
             readonly = True
         return cls(root, readonly=readonly, durable=durable)
 
     def _check_writable(self) -> None:
         if self.readonly:
-            raise ReadOnlyStoreError(f"store {self.root} is read-only",
-                                     hint="query and replay it, or record into a writable store")
+            raise ReadOnlyStoreError(
+                f"store {self.root} is read-only",
+                hint="query and replay it, or record into a writable store",
+            )
 
     def _writer(self) -> Committer:
         # One committer per process: a fork gets its own segment log and thread.
@@ -135,8 +146,10 @@ class Store:
             assert block is not None
             body = block.blob(entry["run_id"], "manifest")
             if sha256(body) != entry["manifest_sha256"]:
-                raise CorruptionError(str(block.path), f"the manifest of run {entry['run_id']} "
-                                      "does not match its ledger entry")
+                raise CorruptionError(
+                    str(block.path),
+                    f"the manifest of run {entry['run_id']} does not match its ledger entry",
+                )
             yield pos, {**entry, "manifest": json.loads(body)}
 
     def block(self, ref: dict[str, Any]) -> Block:
@@ -159,5 +172,7 @@ def _initialise(root: Path) -> None:
             f.write(json.dumps({"format": FORMAT}) + "\n")
         os.replace(tmp, root / "FORMAT")
     except OSError as exc:
-        raise StoreError(f"cannot create a store at {root}: {exc.strerror}",
-                         hint="choose a writable folder (REPLAY_STORE or --store)") from exc
+        raise StoreError(
+            f"cannot create a store at {root}: {exc.strerror}",
+            hint="choose a writable folder (REPLAY_STORE or --store)",
+        ) from exc

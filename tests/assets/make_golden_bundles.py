@@ -44,8 +44,9 @@ def resign(files: dict[str, bytes], private) -> bytes:  # type: ignore[no-untype
     cp = json.loads(files["ledger/checkpoint.json"])
     manifest["checkpoint"] = {"tree_size": cp["tree_size"], "root": cp["root"]}
     body = canonical_json(manifest)
-    return bundle.write({**files, "MANIFEST.json": body,
-                         "MANIFEST.sig": base64.b64encode(private.sign(body))})
+    return bundle.write(
+        {**files, "MANIFEST.json": body, "MANIFEST.sig": base64.b64encode(private.sign(body))}
+    )
 
 
 def raw_tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
@@ -86,14 +87,20 @@ def main() -> None:
 
     entries = files["ledger/entries.jsonl"].splitlines(keepends=True)
     out["reordered-ledger.bundle"] = resign(
-        {**files, "ledger/entries.jsonl": b"".join(reversed(entries))}, private)
+        {**files, "ledger/entries.jsonl": b"".join(reversed(entries))}, private
+    )
     first, second = (json.loads(e) for e in entries)
     first["manifest"], second["manifest"] = second["manifest"], first["manifest"]
     out["swapped-manifest.bundle"] = resign(
-        {**files, "ledger/entries.jsonl": canonical_json(first) + b"\n"
-         + canonical_json(second) + b"\n"}, private)
+        {
+            **files,
+            "ledger/entries.jsonl": canonical_json(first) + b"\n" + canonical_json(second) + b"\n",
+        },
+        private,
+    )
     out["stale-checkpoint.bundle"] = resign(
-        {**files, "ledger/checkpoint.json": canonical_json(old_cp.as_json())}, private)
+        {**files, "ledger/checkpoint.json": canonical_json(old_cp.as_json())}, private
+    )
 
     spec = json.loads(files[_object(a.manifest["version"])])
     code = _object(spec["steps"][0]["code"])
