@@ -30,10 +30,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list
     tmp = tmp_path_factory.mktemp("bundle")
     key = keys.init_key(tmp / "signing.pem")
     store = replay.Store.open(tmp / "store")
-    pipe = replay.Pipeline("toy", [replay.Step("scale", scale, params={"k": 2.0}),
-                                   replay.Step("label", label)])
-    ids = [replay.record(pipe, rows(3, i), store=store, record_key="id").run_id
-           for i in range(2)]
+    pipe = replay.Pipeline(
+        "toy", [replay.Step("scale", scale, params={"k": 2.0}), replay.Step("label", label)]
+    )
+    ids = [replay.record(pipe, rows(3, i), store=store, record_key="id").run_id for i in range(2)]
     return export(store, ids, tmp / "evidence.bundle", key=key).path, key, ids
 
 
@@ -42,16 +42,22 @@ def test_an_untouched_bundle_verifies_against_its_key(exported) -> None:
     check = verify_bundle(path, keys.public_path(key).read_bytes())
     assert check.ok and check.failure is None
     assert check.runs == ids
-    assert [part for part, _, _ in check.checks][:5] == ["container", "signature", "digests",
-                                                         "checkpoint", "ledger"]
+    assert [part for part, _, _ in check.checks][:5] == [
+        "container",
+        "signature",
+        "digests",
+        "checkpoint",
+        "ledger",
+    ]
 
 
 def test_the_bundle_holds_an_in_toto_statement_of_the_outputs(exported) -> None:
     files = bundle.read(exported[0].read_bytes())
     st_ = json.loads(files["statement.intoto.json"])
     assert st_["_type"] == "https://in-toto.io/Statement/v1"
-    assert len(st_["subject"]) == 2 and all(len(s["digest"]["sha256"]) == 64
-                                            for s in st_["subject"])
+    assert len(st_["subject"]) == 2 and all(
+        len(s["digest"]["sha256"]) == 64 for s in st_["subject"]
+    )
 
 
 def test_the_private_key_never_enters_the_bundle(exported) -> None:
@@ -61,11 +67,13 @@ def test_the_private_key_never_enters_the_bundle(exported) -> None:
     assert b"PRIVATE KEY" not in path.read_bytes()
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.data())
 def test_flipping_any_byte_anywhere_makes_verify_fail_and_name_the_part(
-        exported, tmp_path_factory, data: st.DataObject) -> None:
+    exported, tmp_path_factory, data: st.DataObject
+) -> None:
     path, key, _ = exported
     raw = bytearray(path.read_bytes())
     pos = data.draw(st.integers(0, len(raw) - 1))
@@ -98,8 +106,9 @@ def test_each_golden_bad_bundle_is_refused_with_its_own_message(name, message) -
 def test_a_bundle_checked_against_another_key_is_refused() -> None:
     check = verify_bundle(ASSETS / "wrong-key.bundle", (ASSETS / "golden-other.pub").read_bytes())
     assert "signer not trusted" in (check.failure or "") and check.untrusted
-    assert verify_bundle(ASSETS / "wrong-key.bundle",
-                         (ASSETS / "golden-signing.pub").read_bytes()).ok
+    assert verify_bundle(
+        ASSETS / "wrong-key.bundle", (ASSETS / "golden-signing.pub").read_bytes()
+    ).ok
 
 
 def test_nothing_is_unpickled_by_verify_or_by_a_refused_replay(tmp_path, monkeypatch) -> None:
@@ -109,8 +118,9 @@ def test_nothing_is_unpickled_by_verify_or_by_a_refused_replay(tmp_path, monkeyp
         verify_bundle(ASSETS / name)
     with pytest.raises(BundleError, match="refusing to replay an unverified bundle"):
         open_bundle(ASSETS / "pickle-bomb.bundle")
-    result = CliRunner().invoke(app, ["run", "anything", "--bundle",
-                                      str(ASSETS / "pickle-bomb.bundle")])
+    result = CliRunner().invoke(
+        app, ["run", "anything", "--bundle", str(ASSETS / "pickle-bomb.bundle")]
+    )
     assert result.exit_code == BundleError.exit_code and "refusing" in result.stderr
     assert not bomb.exists()
 
@@ -133,13 +143,13 @@ def test_cli_export_verify_and_replay_a_bundle(store, toy, tmp_path) -> None:
     run_id = replay.record(toy, rows(2), store=store, record_key="id").run_id
     base = ["--store", str(store.root)]
     out = tmp_path / "e.bundle"
-    made = CliRunner().invoke(app, [*base, "export", run_id, "--out", str(out), "--key",
-                                    str(key)])
+    made = CliRunner().invoke(app, [*base, "export", run_id, "--out", str(out), "--key", str(key)])
     assert made.exit_code == 0, made.output
     ok = CliRunner().invoke(app, ["verify", str(out), "--key", str(keys.public_path(key))])
     assert ok.exit_code == 0 and "FAIL" not in ok.stdout
-    replayed = CliRunner().invoke(app, ["run", run_id, "--bundle", str(out), "--key",
-                                        str(keys.public_path(key)), "--json"])
+    replayed = CliRunner().invoke(
+        app, ["run", run_id, "--bundle", str(out), "--key", str(keys.public_path(key)), "--json"]
+    )
     assert replayed.exit_code == 0 and json.loads(replayed.stdout)["verdict"] == "exact"
 
 
@@ -149,8 +159,7 @@ NAMES = [f"Alice Example-{i:04d}" for i in range(6)]
 def _with_name(table, *, ctx):  # type: ignore[no-untyped-def]
     import pyarrow as pa
 
-    answer = ctx.call("kyc", lambda names: [n.upper() for n in names],
-                      table["name"].to_pylist())
+    answer = ctx.call("kyc", lambda names: [n.upper() for n in names], table["name"].to_pylist())
     return table.append_column("kyc", pa.array(answer))
 
 
@@ -161,8 +170,12 @@ def personal_store(tmp_path):  # type: ignore[no-untyped-def]
     store = replay.Store.open(tmp_path / "store")
     # "kyc" derives from the name, so it is personal too: declarations must cover both.
     pipe = replay.Pipeline("kyc", [replay.Step("kyc", _with_name)], personal=["name", "kyc"])
-    run = replay.record(pipe, pa.table({"id": [f"A{i}" for i in range(6)], "name": NAMES}),
-                        store=store, record_key="id")
+    run = replay.record(
+        pipe,
+        pa.table({"id": [f"A{i}" for i in range(6)], "name": NAMES}),
+        store=store,
+        record_key="id",
+    )
     return store, run.run_id, keys.init_key(tmp_path / "k.pem")
 
 
@@ -174,17 +187,20 @@ def test_a_redacted_bundle_verifies_and_holds_no_plaintext(personal_store, tmp_p
     raw = out.read_bytes()
     for name in NAMES:
         assert name.encode() not in raw and name.upper().encode() not in raw
-    table = __import__("pyarrow").ipc.open_stream(
-        bundle.read(raw)[f"runs/{run_id}/input.arrow"]).read_all()
+    table = (
+        __import__("pyarrow")
+        .ipc.open_stream(bundle.read(raw)[f"runs/{run_id}/input.arrow"])
+        .read_all()
+    )
     assert all(v.startswith("pseud:") for v in table["name"].to_pylist())
 
 
-def test_a_redacted_bundle_is_refused_for_replay_with_the_reason(personal_store,
-                                                                 tmp_path) -> None:
+def test_a_redacted_bundle_is_refused_for_replay_with_the_reason(personal_store, tmp_path) -> None:
     store, run_id, key = personal_store
     out = export(store, [run_id], tmp_path / "r.bundle", key=key, redact=["name", "kyc"]).path
-    result = CliRunner().invoke(app, ["run", run_id, "--bundle", str(out), "--key",
-                                      str(keys.public_path(key))])
+    result = CliRunner().invoke(
+        app, ["run", run_id, "--bundle", str(out), "--key", str(keys.public_path(key))]
+    )
     assert result.exit_code == BundleError.exit_code, result.output
     assert "the bundle is redacted (kyc, name)" in result.stderr
 
@@ -242,7 +258,27 @@ def test_a_hard_link_in_a_bundle_is_refused() -> None:
 
 def test_verify_can_extract_a_verified_bundle_for_reading(exported, tmp_path) -> None:
     path, key, _ = exported
-    result = CliRunner().invoke(app, ["verify", str(path), "--key", str(keys.public_path(key)),
-                                      "--extract", str(tmp_path / "opened")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "verify",
+            str(path),
+            "--key",
+            str(keys.public_path(key)),
+            "--extract",
+            str(tmp_path / "opened"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "opened" / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_member_whose_name_was_zeroed_is_refused_naming_where_it_is(exported, tmp_path) -> None:
+    path, key, _ = exported
+    raw = bytearray(path.read_bytes())
+    raw[4096] = 0  # the second header's first name byte: the name reads as empty
+    bad = tmp_path / "nameless.bundle"
+    bad.write_bytes(bytes(raw))
+    check = verify_bundle(bad, keys.public_path(key).read_bytes())
+    assert not check.ok and check.refused
+    assert check.failure and check.failure.split(":")[0] == "bundle"

@@ -37,17 +37,28 @@ BLOCK, RECORD = 512, 20 * 512  # tar's block, and the record a tar file is padde
 CHUNK = 1 << 20  # read and hash this much at a time: memory stays flat whatever the size
 ZERO = bytes(BLOCK)
 RUN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # a UUID run id
-LAYOUT = re.compile(rf"""
+LAYOUT = re.compile(
+    rf"""
     MANIFEST\.json | MANIFEST\.sig | public_key\.pem | report\.html | report\.pdf
   | statement\.intoto\.json | ledger/(checkpoint\.json | entries\.jsonl | proofs\.json)
   | objects/sha256/[0-9a-f]{{2}}/[0-9a-f]{{62}} | images/[0-9a-f]{{64}}\.tar
   | reports/{RUN}\.json | runs/{RUN}/(tape\.json | [A-Za-z_][A-Za-z0-9_.-]{{0,63}}\.arrow)
-""", re.VERBOSE)  # step names are [A-Za-z_][A-Za-z0-9_.-]{0,63} (replay.core.pipeline)
-NOT_REGULAR = {b"1": "hard link", b"2": "symbolic link", b"3": "character device",
-               b"4": "block device", b"5": "directory", b"6": "FIFO",
-               b"S": "GNU sparse member", b"x": "pax extended header",
-               b"g": "pax global header", b"L": "GNU long-name header",
-               b"K": "GNU long-link header"}
+""",
+    re.VERBOSE,
+)  # step names are [A-Za-z_][A-Za-z0-9_.-]{0,63} (replay.core.pipeline)
+NOT_REGULAR = {
+    b"1": "hard link",
+    b"2": "symbolic link",
+    b"3": "character device",
+    b"4": "block device",
+    b"5": "directory",
+    b"6": "FIFO",
+    b"S": "GNU sparse member",
+    b"x": "pax extended header",
+    b"g": "pax global header",
+    b"L": "GNU long-name header",
+    b"K": "GNU long-link header",
+}
 
 
 class BundleError(ReplayError):
@@ -56,9 +67,10 @@ class BundleError(ReplayError):
     exit_code = 15
 
     def __init__(self, part: str, message: str, *, hint: str = "") -> None:
-        super().__init__(f"{part}: {message}",
-                         hint=hint or "the bundle cannot be trusted; ask its sender for "
-                                      "a fresh export")
+        super().__init__(
+            f"{part}: {message}",
+            hint=hint or "the bundle cannot be trusted; ask its sender for a fresh export",
+        )
         self.part = part
 
 
@@ -79,8 +91,7 @@ class Members(Mapping[str, bytes]):
     """The files of a bundle on disk, read on demand. Every read re-hashes and refuses
     bytes that changed since the bundle was checked, so nothing unchecked is ever used."""
 
-    def __init__(self, path: Path | None = None, index: Mapping[str, Member] | None = None
-                 ) -> None:
+    def __init__(self, path: Path | None = None, index: Mapping[str, Member] | None = None) -> None:
         self.path, self.index = path, dict(index or {})
 
     def __getitem__(self, name: str) -> bytes:
@@ -136,19 +147,23 @@ def load(path: Path) -> Members:
 def read(data: bytes) -> dict[str, bytes]:
     """The files of a bundle held in memory, after the same refusals as ``load``."""
     index = _index(io.BytesIO(data), len(data))
-    return {name: data[m.offset:m.offset + m.size] for name, m in index.items()}
+    return {name: data[m.offset : m.offset + m.size] for name, m in index.items()}
 
 
 def _index(f: BinaryIO, length: int) -> dict[str, Member]:
     if length > MAX_BUNDLE:
-        raise MalformedBundleError("bundle", f"{length:,} bytes, more than the {MAX_BUNDLE:,} "
-                                   "any bundle may hold (refused unread)")
+        raise MalformedBundleError(
+            "bundle",
+            f"{length:,} bytes, more than the {MAX_BUNDLE:,} any bundle may hold (refused unread)",
+        )
     index: dict[str, Member] = {}
     at, last = 0, ""
     while (block := _block(f, at, length)) != ZERO:
         if len(index) == MAX_MEMBERS:
-            raise MalformedBundleError("bundle", f"more than {MAX_MEMBERS:,} members, more "
-                                       "than any bundle may hold (refused)")
+            raise MalformedBundleError(
+                "bundle",
+                f"more than {MAX_MEMBERS:,} members, more than any bundle may hold (refused)",
+            )
         name, size = _header(block, at, length, last)
         index[name] = Member(at + BLOCK, size, _hash_content(f, name, size))
         at, last = at + BLOCK + _padded(size), name
@@ -159,8 +174,9 @@ def _index(f: BinaryIO, length: int) -> dict[str, Member]:
 def _block(f: BinaryIO, at: int, length: int) -> bytes:
     block = f.read(BLOCK) if at + BLOCK <= length else b""
     if len(block) != BLOCK:
-        raise MalformedBundleError("bundle", f"truncated or not a bundle (it ends inside "
-                                   f"the header at byte {at:,})")
+        raise MalformedBundleError(
+            "bundle", f"truncated or not a bundle (it ends inside the header at byte {at:,})"
+        )
     return block
 
 
@@ -171,17 +187,27 @@ def _header(block: bytes, at: int, length: int, last: str) -> tuple[str, int]:
     _regular(name, block)
     size = _size_of(name, block)
     if BLOCK + _padded(size) > length - at:
-        raise MalformedBundleError("bundle", f"truncated or not a bundle ({name}'s header "
-                                   f"says {size:,} bytes; the file holds "
-                                   f"{max(length - at - BLOCK, 0):,} more)")
+        raise MalformedBundleError(
+            "bundle",
+            f"truncated or not a bundle ({name}'s header "
+            f"says {size:,} bytes; the file holds "
+            f"{max(length - at - BLOCK, 0):,} more)",
+        )
     if not LAYOUT.fullmatch(name):
         raise MalformedBundleError(name, "is not a name of the bundle layout (refused)")
     if name <= last:
-        raise MalformedBundleError(name, "appears twice in the bundle" if name == last else
-                                   f"is out of order (after {last}; members are sorted)")
+        raise MalformedBundleError(
+            name,
+            "appears twice in the bundle"
+            if name == last
+            else f"is out of order (after {last}; members are sorted)",
+        )
     if block != _canonical_header(name, size):
-        raise MalformedBundleError(name, "header is not byte for byte the canonical one (a "
-                                   "mode, owner, time or other field was changed)")
+        raise MalformedBundleError(
+            name,
+            "header is not byte for byte the canonical one (a "
+            "mode, owner, time or other field was changed)",
+        )
     return name, size
 
 
@@ -190,9 +216,12 @@ def _name_of(block: bytes, at: int) -> str:
     if block[257:263] == b"ustar\0":  # only POSIX headers have a prefix field
         prefix = block[345:500].split(b"\0", 1)[0]
         raw = prefix + b"/" + raw if prefix else raw
+    if not raw:
+        raise MalformedBundleError("bundle", f"member at byte {at:,} has no name (refused)")
     if not re.fullmatch(rb"[!-~]*", raw):  # no layout name has a space, newline or escape
-        raise MalformedBundleError("bundle", f"member at byte {at:,}: its name {raw!r} is "
-                                   "not printable ASCII (refused)")
+        raise MalformedBundleError(
+            "bundle", f"member at byte {at:,}: its name {raw!r} is not printable ASCII (refused)"
+        )
     return raw.decode("ascii")
 
 
@@ -200,26 +229,29 @@ def _regular(name: str, block: bytes) -> None:
     flag = block[156:157]
     if flag in (b"1", b"2"):
         link = block[157:257].split(b"\0", 1)[0].decode("ascii", "replace")
-        raise MalformedBundleError(name, f"{NOT_REGULAR[flag]} in bundle (to {link!r}; "
-                                   "refused)")
+        raise MalformedBundleError(name, f"{NOT_REGULAR[flag]} in bundle (to {link!r}; refused)")
     if flag != b"0":
         kind = NOT_REGULAR.get(flag, f"member of type {flag!r}")
-        raise MalformedBundleError(name, f"{kind} in bundle (refused: a bundle holds "
-                                   "regular ustar files only)")
+        raise MalformedBundleError(
+            name, f"{kind} in bundle (refused: a bundle holds regular ustar files only)"
+        )
     if block[257:265] != b"ustar\x0000":
-        raise MalformedBundleError(name, "is not a POSIX ustar header (GNU or old tar "
-                                   "format; refused)")
+        raise MalformedBundleError(
+            name, "is not a POSIX ustar header (GNU or old tar format; refused)"
+        )
 
 
 def _size_of(name: str, block: bytes) -> int:
     field = block[124:136]
     if not re.fullmatch(rb"[0-7]{11}\0", field):  # the only form a canonical header has
-        raise MalformedBundleError(name, f"size field {field!r} is not 11 octal digits "
-                                   "(refused)")
+        raise MalformedBundleError(name, f"size field {field!r} is not 11 octal digits (refused)")
     size = int(field[:11], 8)
     if size > MAX_MEMBER:
-        raise MalformedBundleError(name, f"member of {size:,} bytes, more than the "
-                                   f"{MAX_MEMBER:,} any member may hold (refused unread)")
+        raise MalformedBundleError(
+            name,
+            f"member of {size:,} bytes, more than the "
+            f"{MAX_MEMBER:,} any member may hold (refused unread)",
+        )
     return size
 
 
@@ -228,13 +260,13 @@ def _hash_content(f: BinaryIO, name: str, size: int) -> str:
     while left:
         chunk = f.read(min(CHUNK, left))
         if not chunk:
-            raise MalformedBundleError("bundle", f"truncated or not a bundle ({name} ends "
-                                       "early)")
+            raise MalformedBundleError("bundle", f"truncated or not a bundle ({name} ends early)")
         h.update(chunk)
         left -= len(chunk)
     if f.read(_padded(size) - size).strip(b"\0"):
-        raise MalformedBundleError(name, "padding after it is not zero (not the canonical "
-                                   "bundle of its contents)")
+        raise MalformedBundleError(
+            name, "padding after it is not zero (not the canonical bundle of its contents)"
+        )
     return "sha256:" + h.hexdigest()
 
 
@@ -242,11 +274,13 @@ def _check_end(f: BinaryIO, at: int, length: int) -> None:
     """Two zero blocks, then zeros up to a whole record, then nothing: as tar writes it."""
     end = -(-(at + 2 * BLOCK) // RECORD) * RECORD
     if length < end:
-        raise MalformedBundleError("bundle", "truncated or not a bundle (its end is cut "
-                                   "short)")
+        raise MalformedBundleError("bundle", "truncated or not a bundle (its end is cut short)")
     if length > end or f.read(end - at - BLOCK).strip(b"\0"):
-        raise MalformedBundleError("bundle", "is not byte for byte the canonical bundle of "
-                                   "its contents (bytes were added after its end)")
+        raise MalformedBundleError(
+            "bundle",
+            "is not byte for byte the canonical bundle of "
+            "its contents (bytes were added after its end)",
+        )
 
 
 def _padded(size: int) -> int:
@@ -276,9 +310,18 @@ def _canonical_header(name: str, size: int) -> bytes:
     prefix, rest = (part.encode() for part in _split(name))
     size_field = b"%011o\0" % size
     checksum = _CONSTANT_SUM + sum(prefix) + sum(rest) + sum(size_field)
-    return b"".join((rest.ljust(100, b"\0"), _MODE_OWNER, size_field, _MTIME,
-                     b"%06o\0 " % checksum, _TYPE_TO_MAGIC, prefix.ljust(155, b"\0"),
-                     bytes(12)))
+    return b"".join(
+        (
+            rest.ljust(100, b"\0"),
+            _MODE_OWNER,
+            size_field,
+            _MTIME,
+            b"%06o\0 " % checksum,
+            _TYPE_TO_MAGIC,
+            prefix.ljust(155, b"\0"),
+            bytes(12),
+        )
+    )
 
 
 _MODE_OWNER = b"0000644\0" + b"0000000\0" * 2  # mode, uid, gid
@@ -296,8 +339,11 @@ def _split(name: str) -> tuple[str, str]:
         prefix, rest = "/".join(parts[:i]), "/".join(parts[i:])
         if len(prefix) <= 155 and len(rest) <= 100:
             return prefix, rest
-    raise MalformedBundleError(name, f"name of {len(name)} characters does not fit a ustar "
-                               "header (at most 100 after a '/', 155 before it; refused)")
+    raise MalformedBundleError(
+        name,
+        f"name of {len(name)} characters does not fit a ustar "
+        "header (at most 100 after a '/', 155 before it; refused)",
+    )
 
 
 def write(files: Mapping[str, bytes]) -> bytes:
@@ -319,15 +365,16 @@ def extract(files: Mapping[str, bytes], target: Path) -> None:
     paths = {name: _target(root, name) for name in files}
     taken = [name for name, path in paths.items() if path.is_symlink() or path.exists()]
     if taken:
-        raise BundleError(taken[0], f"already exists in {target} ({len(taken)} of the "
-                          f"bundle's {len(paths)} files do); nothing was extracted",
-                          hint="extract into a new or empty folder: a bundle never "
-                               "replaces a file")
+        raise BundleError(
+            taken[0],
+            f"already exists in {target} ({len(taken)} of the "
+            f"bundle's {len(paths)} files do); nothing was extracted",
+            hint="extract into a new or empty folder: a bundle never replaces a file",
+        )
     try:
         for name, path in paths.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_new(path, files.chunks(name) if isinstance(files, Members)
-                       else [files[name]])
+            _write_new(path, files.chunks(name) if isinstance(files, Members) else [files[name]])
     except OSError as exc:  # not a folder, no permission, disk full: the user's to fix
         raise UsageError(f"cannot extract into {target}: {exc.strerror}") from None
 
@@ -343,8 +390,11 @@ def _write_new(path: Path, chunks: Iterable[bytes]) -> None:
     try:
         f = path.open("xb")  # never follow or replace what is already there
     except FileExistsError:
-        raise BundleError(str(path), "appeared while the bundle was being extracted "
-                          "(not replaced)", hint="extract into a new or empty folder") from None
+        raise BundleError(
+            str(path),
+            "appeared while the bundle was being extracted (not replaced)",
+            hint="extract into a new or empty folder",
+        ) from None
     with f:
         try:
             for chunk in chunks:
