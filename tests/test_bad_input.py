@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -71,40 +72,19 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     (d / "truncated.parquet").write_bytes((d / "good.parquet").read_bytes()[:40])
     (d / "folder.parquet").mkdir()
     store = d / "store"
-    result = CliRunner().invoke(
-        app,
-        [
-            "--store",
-            str(store),
-            "record",
-            "--create",
-            f"{d}/pipe.py:pipeline",
-            "--input",
-            str(d / "good.parquet"),
-            "--record-key",
-            "id",
-            "--json",
-        ],
-    )
+
+    def record_good(*extra: str) -> Any:
+        args = ["--store", str(store), "record", "--create", f"{d}/pipe.py:pipeline"]
+        return CliRunner().invoke(app, [*args, "--input", str(d / "good.parquet"), *extra])
+
+    result = record_good("--record-key", "id", "--json")
     assert result.exit_code == 0, result.output
     first = json.loads(result.stdout)["run_id"]
     ids = [first]
     # Ids made within the same ~65 s share their first 8 characters (UUIDv7's clock): record
     # until two consecutive ones do, for an ambiguous prefix.
     while len(ids) < 2 or ids[-2][:8] != ids[-1][:8]:
-        again = CliRunner().invoke(
-            app,
-            [
-                "--store",
-                str(store),
-                "record",
-                "--create",
-                f"{d}/pipe.py:pipeline",
-                "--input",
-                str(d / "good.parquet"),
-                "--json",
-            ],
-        )
+        again = record_good("--json")
         ids.append(json.loads(again.stdout)["run_id"])
     return {"dir": d, "store": store, "run": first, "prefix": ids[-1][:8]}
 

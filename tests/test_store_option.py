@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import rows
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import replay
 from replay.cli.app import app, hoist_store
@@ -25,7 +25,7 @@ def recorded(tmp_path: Path, toy: replay.Pipeline) -> Path:
     return store.root
 
 
-def invoke(*args: str, cwd: Path) -> object:
+def invoke(*args: str, cwd: Path) -> Result:
     with pytest.MonkeyPatch.context() as env:
         env.chdir(cwd)
         env.delenv("REPLAY_STORE", raising=False)
@@ -36,14 +36,14 @@ def invoke(*args: str, cwd: Path) -> object:
 def test_store_after_the_command_chooses_the_store(recorded, tmp_path, spelling) -> None:
     where = [a.format(recorded) for a in spelling]
     result = invoke("runs", "--json", *where, cwd=tmp_path)
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert json.loads(result.stdout)["total"] == 1  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["total"] == 1
 
 
 def test_verify_store_path_verifies_that_store(recorded, tmp_path) -> None:
     result = invoke("verify", "--store", str(recorded), "--json", cwd=tmp_path)
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert json.loads(result.stdout)["runs"] == 1  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["runs"] == 1
     assert not (tmp_path / "snapshots").exists()
 
 
@@ -78,52 +78,37 @@ def pipeline_file(tmp_path: Path) -> Path:
     return tmp_path / "pipe.py"
 
 
-def test_record_refuses_a_store_that_does_not_exist(pipeline_file, tmp_path) -> None:
-    result = invoke(
+def record_into(store: Path, pipeline_file: Path, *extra: str) -> Result:
+    """``replay --store STORE record pipe.py:pipeline --input in.parquet EXTRA…``."""
+    folder = pipeline_file.parent
+    return invoke(
         "--store",
-        str(tmp_path / "stroe"),
+        str(store),
         "record",
         f"{pipeline_file}:pipeline",
         "--input",
-        str(tmp_path / "in.parquet"),
-        "--record-key",
-        "id",
-        cwd=tmp_path,
+        str(folder / "in.parquet"),
+        *extra,
+        cwd=folder,
     )
-    assert result.exit_code == 4  # type: ignore[attr-defined]
-    assert "no store at" in result.stderr and "--create" in result.stderr  # type: ignore
+
+
+def test_record_refuses_a_store_that_does_not_exist(pipeline_file, tmp_path) -> None:
+    result = record_into(tmp_path / "stroe", pipeline_file, "--record-key", "id")
+    assert result.exit_code == 4
+    assert "no store at" in result.stderr and "--create" in result.stderr
     assert not (tmp_path / "stroe").exists()
 
 
 def test_record_create_makes_the_store(pipeline_file, tmp_path) -> None:
-    result = invoke(
-        "--store",
-        str(tmp_path / "new"),
-        "record",
-        f"{pipeline_file}:pipeline",
-        "--input",
-        str(tmp_path / "in.parquet"),
-        "--record-key",
-        "id",
-        "--create",
-        cwd=tmp_path,
-    )
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    result = record_into(tmp_path / "new", pipeline_file, "--record-key", "id", "--create")
+    assert result.exit_code == 0, result.output
     assert (tmp_path / "new" / "FORMAT").exists()
 
 
 def test_record_without_a_record_key_warns_that_find_will_not_find_it(
     pipeline_file, tmp_path
 ) -> None:
-    result = invoke(
-        "--store",
-        str(tmp_path / "new"),
-        "record",
-        f"{pipeline_file}:pipeline",
-        "--input",
-        str(tmp_path / "in.parquet"),
-        "--create",
-        cwd=tmp_path,
-    )
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert "warning: no --record-key" in result.stderr  # type: ignore[attr-defined]
+    result = record_into(tmp_path / "new", pipeline_file, "--create")
+    assert result.exit_code == 0, result.output
+    assert "warning: no --record-key" in result.stderr
