@@ -13,6 +13,7 @@ from conftest import rows
 
 import replay
 from replay.core.digest import table_digest
+from replay.core.manifest import Manifest
 from replay.errors import CaptureError, InputError, StepError
 
 
@@ -20,8 +21,8 @@ def _entry(store: replay.Store, run_id: str) -> dict:
     return next(e for _, e in store.entries() if e["run_id"] == run_id)
 
 
-def _spec(store: replay.Store, manifest: dict) -> dict:
-    return json.loads(store.get_object(manifest["version"]))
+def _spec(store: replay.Store, manifest: Manifest) -> dict:
+    return json.loads(store.get_object(manifest.version))
 
 
 def test_record_returns_the_run_id_and_the_last_steps_output(store, toy) -> None:
@@ -57,8 +58,8 @@ def test_the_logical_clock_and_seeds_are_recorded(store, toy) -> None:
     at = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
     result = replay.record(toy, rows(2), store=store, at=at)
     assert result.output["at"].to_pylist() == [at.isoformat()] * 2
-    assert result.manifest["clock"] == at.isoformat()
-    assert set(result.manifest["steps"][1]["seeds"]) == {"jitter"}
+    assert result.manifest.clock == at.isoformat()
+    assert set(result.manifest.steps[1].seeds) == {"jitter"}
 
 
 def test_external_calls_are_recorded_on_a_tape(store) -> None:
@@ -76,8 +77,8 @@ def test_external_calls_are_recorded_on_a_tape(store) -> None:
 
 
 def test_the_environment_is_recorded_once_with_a_package_lock(store, toy) -> None:
-    a = replay.record(toy, rows(1), store=store).manifest["env"]
-    b = replay.record(toy, rows(1), store=store).manifest["env"]
+    a = replay.record(toy, rows(1), store=store).manifest.env
+    b = replay.record(toy, rows(1), store=store).manifest.env
     env = json.loads(store.get_object(a))
     assert a == b
     assert env["python"]["version"].count(".") == 2
@@ -134,7 +135,7 @@ def test_a_model_file_changed_on_disk_is_captured_again(store, tmp_path: Path) -
     path.write_bytes(pickle.dumps({"v": 2}))
     second = replay.record(pipe, rows(1), store=store)
     assert second.output["v"].to_pylist() == [2]
-    assert first.manifest["version"] != second.manifest["version"]
+    assert first.manifest.version != second.manifest.version
     m1, m2 = (_spec(store, r.manifest)["steps"][0]["models"]["m"] for r in (first, second))
     assert m1["digest"] != m2["digest"] and m1["kind"] == "file"
 
@@ -212,8 +213,8 @@ def test_a_big_run_is_recorded_with_its_digests_computed_alongside_the_next_step
         "wide", [replay.Step("same", lambda t: t), replay.Step("again", lambda t: t)]
     )
     result = replay.record(pipe, rows(5000), store=store, record_key="id")
-    steps = result.manifest["steps"]
-    assert steps[0]["inputs"] == [table_digest(rows(5000))] == [steps[1]["output"]]
+    steps = result.manifest.steps
+    assert steps[0].inputs == [table_digest(rows(5000))] == [steps[1].output]
     assert replay.replay(store, result.run_id).verdict == "exact"
 
 

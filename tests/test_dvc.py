@@ -61,7 +61,7 @@ def lookup(table: pa.Table, *, data: dict) -> pa.Table:
 
 
 def _data_version(store: replay.Store, result: replay.RecordResult) -> dict:
-    spec = json.loads(store.get_object(result.manifest["version"]))
+    spec = json.loads(store.get_object(result.manifest.version))
     return spec["steps"][0]["data"]["bureau"]
 
 

@@ -18,8 +18,11 @@ from conftest import rows
 import replay
 from replay.catalog.repair import doctor
 from replay.core import keys
+from replay.core.manifest import DataRef, DvcVersion, Spec, StepSpec
 from replay.docker.sandbox import data_mounts
 from replay.errors import StoreError, UnsafeStoreError, UsageError
+
+DIGEST = "sha256:" + "0" * 64
 
 REPO = Path(__file__).parents[1]
 AT = datetime(2026, 11, 29, tzinfo=UTC)
@@ -237,8 +240,19 @@ def test_checkpoint_and_export_refuse_a_readable_key_with_the_fix(tmp_path, toy)
 # 5. a replay container mounts only real DVC repos and remotes
 
 
-def spec_reading(*versions: dict[str, Any]) -> dict[str, Any]:
-    return {"steps": [{"data": {f"d{i}": {"dvc": v} for i, v in enumerate(versions)}}]}
+def spec_reading(*versions: dict[str, Any]) -> Spec:
+    """A spec whose one step reads one DVC-versioned file per version given."""
+    data = {
+        f"d{i}": DataRef(
+            "/anywhere",
+            DIGEST,
+            "bytes",
+            DvcVersion(v["repo"], "0" * 40, v["path"], None, v.get("remote"), True),
+        )
+        for i, v in enumerate(versions)
+    }
+    step = StepSpec("s", DIGEST, DIGEST, "s", DIGEST, {}, data, ["input"])
+    return Spec(1, "p", [], [step])
 
 
 def test_data_mounts_only_dvc_repos_and_remotes(tmp_path, credit_workspace) -> None:

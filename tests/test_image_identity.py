@@ -28,7 +28,7 @@ def fresh_fingerprint(monkeypatch):
 def test_a_declared_repo_digest_and_image_id_are_recorded(store, toy, monkeypatch) -> None:
     monkeypatch.setenv("REPLAY_IMAGE_DIGEST", DIGEST)
     monkeypatch.setenv("REPLAY_IMAGE_ID", IMAGE_ID)
-    env = json.loads(store.get_object(replay.record(toy, rows(1), store=store).manifest["env"]))
+    env = json.loads(store.get_object(replay.record(toy, rows(1), store=store).manifest.env))
     assert env["image"] == {"digest": DIGEST, "id": IMAGE_ID, "source": "REPLAY_IMAGE_DIGEST"}
 
 

@@ -216,7 +216,7 @@ def one_step(fn: Callable[..., pa.Table], model: Any, **params: Any) -> replay.P
 
 
 def spec_model(store: replay.Store, result: replay.RecordResult) -> dict[str, Any]:
-    spec = json.loads(store.get_object(result.manifest["version"]))
+    spec = json.loads(store.get_object(result.manifest.version))
     return spec["steps"][0]["models"]["m"]  # type: ignore[no-any-return]
 
 
@@ -275,7 +275,7 @@ def test_a_model_replaced_with_cp_p_is_captured_again(store, tmp_path: Path) -> 
     second = replay.record(pipe, applications(1), store=store)
     assert second.output["v"].to_pylist() == [2]
     assert spec_model(store, second)["digest"] == sha256(path.read_bytes())
-    assert first.manifest["version"] != second.manifest["version"]
+    assert first.manifest.version != second.manifest.version
 
 
 def test_a_small_model_rewritten_with_its_old_size_and_mtime_is_noticed(
@@ -452,7 +452,7 @@ def test_two_processes_recording_the_same_pipeline_store_one_model_and_one_versi
         "r = replay.record(bank_models.pipeline(Path.cwd()), "
         "pandas.read_parquet('rows.parquet'), "
         f"store=replay.Store.open({str(store.root)!r}))\n"
-        "print(json.dumps([r.manifest['version'], r.output['names'][0].as_py()]))\n"
+        "print(json.dumps([r.manifest.version, r.output['names'][0].as_py()]))\n"
     )
     first = json.loads(run_python(record, tmp_path))
     objects = {digest for digest, _ in store.objects}
@@ -549,7 +549,7 @@ def test_a_sentence_transformers_folder_is_handed_over_loaded_and_replays_exact(
     pipe = replay.Pipeline("texts", [replay.Step("embed", embed, models={"encoder": folder})])
     texts = pa.table({"text": ["car loan for my daughter", "consolidate two credit cards"]})
     result = replay.record(pipe, texts, store=store)
-    entry = json.loads(store.get_object(result.manifest["version"]))["steps"][0]["models"]
+    entry = json.loads(store.get_object(result.manifest.version))["steps"][0]["models"]
     assert (entry["encoder"]["kind"], entry["encoder"]["format"]) == (
         "folder",
         "sentence-transformers",

@@ -128,8 +128,8 @@ def test_at_with_new_rows_decides_as_the_pipeline_did_then(tmp_path, workspace) 
     assert as_then.output["decision"].equals(then.output["decision"])
     assert as_then.output["reason_codes"].equals(then.output["reason_codes"])
     assert not as_now.output["pd"].equals(then.output["pd"])
-    assert as_then.manifest["tags"]["deployed_by_run"] == then.run_id
-    assert as_then.manifest["version"] == then.manifest["version"]
+    assert as_then.manifest.tags["deployed_by_run"] == then.run_id
+    assert as_then.manifest.version == then.manifest.version
 
 
 def test_the_demo_tells_the_incident_story_and_is_idempotent(tmp_path, monkeypatch) -> None:
@@ -201,7 +201,7 @@ def test_swapping_one_model_by_digest_marks_that_step(tmp_path, workspace) -> No
     )
     refresh_workspace(workspace)
     today = replay.record(pipe, make_applications(2, seed=32, start_id=10**6), store=store, at=T2)
-    spec = json.loads(store.get_object(today.manifest["version"]))
+    spec = json.loads(store.get_object(today.manifest.version))
     new_pd = next(s for s in spec["steps"] if s["name"] == "pd")["models"]["pd"]["digest"]
     report = replay_run(store, march.run_id, swap={"pd.pd": new_pd})
     assert [s.swapped for s in report.steps] == [False, False, True, False]

@@ -133,8 +133,8 @@ def test_an_unknown_kind_is_a_usage_error(store, day) -> None:
 
 
 def test_a_manifest_from_before_kinds_is_judged_by_its_tags() -> None:
-    assert kinds.kind_of({"tags": {"counterfactual": "true"}}) == "whatif"
-    assert kinds.kind_of({"tags": {}}) == "production"
+    assert kinds.kind_of(None, {"counterfactual": "true"}) == "whatif"
+    assert kinds.kind_of(None, {}) == "production"
 
 
 def test_a_catalog_row_whose_kind_was_edited_is_caught(store, day, no_trust) -> None:

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 import replay
 from replay import errors
 from replay.cli.app import app
+from replay.core.manifest import Spec, decode
 
 AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 HERE = Path(__file__).resolve().parent
@@ -235,7 +236,7 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _model_entry(store: replay.Store, result: replay.RecordResult) -> dict:
-    spec = json.loads(store.get_object(result.manifest["version"]))
+    spec = json.loads(store.get_object(result.manifest.version))
     return spec["steps"][0]["models"]["model"]
 
 
@@ -319,6 +320,6 @@ def test_the_lineage_names_a_dvc_tracked_models_rev(model_repo: Path, store: rep
         ],
     )
     result = replay.record(pipe, rows(1), store=store, at=AT)
-    spec = json.loads(store.get_object(result.manifest["version"]))
+    spec = decode(Spec, store.get_object(result.manifest.version), "spec")
     rev = sh(model_repo, "git", "rev-parse", "HEAD")
     assert f"(dvc rev {rev[:12]}, md5 " in lineage.text(result.manifest, spec)

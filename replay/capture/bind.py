@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import msgspec
 import numpy as np
 import pyarrow as pa
+from msgspec import UNSET
 
 from replay.capture import dvc as dvcdata
 from replay.capture import environment
@@ -31,6 +33,17 @@ from replay.capture.models import load as load_model
 from replay.capture.models import tree_paths
 from replay.core.declared import missing_hint
 from replay.core.digest import canonical_json, sha256
+from replay.core.manifest import (
+    SPEC_FORMAT,
+    DataRef,
+    DvcVersion,
+    ModelRef,
+    Spec,
+    StepSpec,
+    convert,
+    encode,
+    plain,
+)
 from replay.core.model import Model
 from replay.core.pipeline import Pipeline, Step
 from replay.errors import CaptureError, InputError
@@ -122,7 +135,7 @@ class Staged:
 @dataclass(frozen=True)
 class BoundStep:
     step: Step
-    spec: dict[str, Any]
+    spec: StepSpec
     kwargs: dict[str, Any]  # models / data / params as the step function receives them
     watch: tuple[tuple[Path, Any], ...]
 
@@ -134,7 +147,7 @@ class BoundStep:
 class Binding:
     pipeline: Pipeline
     steps: tuple[BoundStep, ...]
-    spec: dict[str, Any]
+    spec: Spec
     version: str
     envs: dict[tuple[str, ...], str] = field(default_factory=dict, compare=False)
     warned: set[str] = field(default_factory=set, compare=False)  # steps told of the clock
@@ -168,17 +181,19 @@ def bind(pipeline: Pipeline, store: Store) -> Binding:
         prev if old is not None and (prev := old.steps[i]).fresh() else _bind_step(s, staged)
         for i, s in enumerate(pipeline.steps)
     )
-    spec = {
-        "format": 1,
-        "pipeline": pipeline.name,
-        "personal": list(pipeline.personal),
-        **({"decisions": list(pipeline.decisions)} if pipeline.decisions else {}),
-        "steps": [
-            dict(s.spec, inputs=list(pipeline.sources(i)), named_inputs=s.step.inputs is not None)
+    spec = Spec(
+        SPEC_FORMAT,
+        pipeline.name,
+        list(pipeline.personal),
+        [
+            msgspec.structs.replace(
+                s.spec, inputs=list(pipeline.sources(i)), named_inputs=s.step.inputs is not None
+            )
             for i, s in enumerate(steps)
         ],
-    }
-    version = staged.put_object(canonical_json(spec))
+        list(pipeline.decisions) if pipeline.decisions else UNSET,
+    )
+    version = staged.put_object(encode(spec))
     staged.write(store)
     binding = (
         Binding(pipeline, steps, spec, version)
@@ -196,32 +211,34 @@ def capture_environment(store: Store | Staged) -> str:
 
 def _bind_step(step: Step, store: Staged) -> BoundStep:
     code = _capture_code(step, store)
-    models: dict[str, Any] = {}
-    data: dict[str, Any] = {}
+    models: dict[str, ModelRef] = {}
+    data: dict[str, DataRef] = {}
     live: dict[str, dict[str, Any]] = {"models": {}, "data": {}}
     watch: list[tuple[Path, Any]] = []
     for name, value in step.models.items():
         if isinstance(value, (str, Path, Model)):
             model = value if isinstance(value, Model) else Model(value)
             watch += [(p, _stat_sig(p)) for p in _watched(model.path)]  # before reading
-            models[name], live["models"][name] = capture_model(
+            entry, live["models"][name] = capture_model(
                 model, store, f"step {step.name!r}: model {name!r}"
             )
-            _add_dvc_version(models[name], model.path)
+            _add_dvc_version(entry, model.path)
+            models[name] = convert(ModelRef, entry, f"step {step.name!r}: model {name!r}")
         else:
             models[name], live["models"][name] = _capture_model_object(step, name, value, store)
     for name, value in step.data.items():
         watch += [(p, _stat_sig(p)) for p in _watched(Path(value))]
         data[name], live["data"][name] = _capture_data(step, Path(value), store)
     params = _json_params(step)
-    spec = {
-        "name": step.name,
+    spec = StepSpec(
+        name=step.name,
         **code,
-        "models": models,
-        "data": data,
-        "params": store.put_object(canonical_json(params)),
-        "tolerances": step.tolerances,
-    }
+        models=models,
+        data=data,
+        params=store.put_object(canonical_json(params)),
+        inputs=[],  # where the step reads from is the pipeline's to say (bind)
+        tolerances=dict(step.tolerances),
+    )
     kwargs = {"models": live["models"], "data": live["data"], "params": params}
     return BoundStep(step, spec, kwargs, tuple(watch))
 
@@ -262,9 +279,7 @@ def _read(step: Step, path: Path, what: str) -> bytes:
         ) from None
 
 
-def _capture_model_object(
-    step: Step, name: str, obj: Any, store: Staged
-) -> tuple[dict[str, Any], Any]:
+def _capture_model_object(step: Step, name: str, obj: Any, store: Staged) -> tuple[ModelRef, Any]:
     try:
         data = cloudpickle.dumps(obj, protocol=5)
     except Exception as exc:
@@ -273,26 +288,25 @@ def _capture_model_object(
             hint="bind the model as a file, or make it picklable",
         ) from None
     digest = store.put_object(data)
-    entry = {"kind": "object", "type": type(obj).__qualname__, "digest": digest, "format": "pickle"}
+    ref = ModelRef("object", digest, "pickle", type=type(obj).__qualname__)
     # The step runs on a copy made from the stored bytes: mutating the original later
     # cannot make the snapshot lie about what ran.
     what = f"step {step.name!r}: model {name!r}"
-    return entry, load_model(entry, {digest: data}.__getitem__, what)
+    return ref, load_model(plain(ref), {digest: data}.__getitem__, what)
 
 
-def _capture_data(step: Step, path: Path, store: Staged) -> tuple[dict[str, Any], Any]:
+def _capture_data(step: Step, path: Path, store: Staged) -> tuple[DataRef, Any]:
     raw = _read(step, path, "data file")
     fmt = DATA_FORMATS.get(path.suffix.lower(), "bytes")
     version = dvcdata.version(path)
-    record: dict[str, Any] = {
-        "path": str(path.resolve()),
-        "sha256": sha256(raw),
-        "format": fmt,
-        "dvc": version,
-    }
-    if version is None or not version["committed"]:
+    record = DataRef(
+        str(path.resolve()),
+        sha256(raw),
+        fmt,
+        convert(DvcVersion, version, str(path)) if version is not None else None,
         # Not recoverable from a DVC remote at a git rev: keep the bytes themselves.
-        record["object"] = store.put_object(raw)
+        store.put_object(raw) if version is None or not version["committed"] else UNSET,
+    )
     return record, load_data(fmt, raw)
 
 

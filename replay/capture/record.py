@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
+from msgspec import UNSET
 
 from replay.capture.bind import Binding, bind
 from replay.capture.runner import as_table, call_step
@@ -19,12 +20,19 @@ from replay.core.context import RunContext, warn_wall_clock
 from replay.core.digest import normalize_table, sha256
 from replay.core.ids import new_run_id
 from replay.core.kinds import PRODUCTION
+from replay.core.manifest import (
+    MANIFEST_FORMAT,
+    Failure,
+    InputRecord,
+    Manifest,
+    StepRecord,
+    plain,
+)
 from replay.core.pipeline import INPUT, Pipeline
 from replay.errors import InputError, ReplayError, StepError
 from replay.store.segments import Layout, RunData, Sharing, StoredTable
 from replay.store.store import Store
 
-MANIFEST_FORMAT = 1
 OVERLAP_ROWS = 4096  # below this, handing a table to another thread costs more than it saves
 OVERLAP_BYTES = 1 << 18  # the same for a tape
 T = TypeVar("T")
@@ -44,12 +52,12 @@ class RecordResult:
 
     run_id: str
     output: pa.Table
-    manifest: dict[str, Any] = field(repr=False)
+    manifest: Manifest = field(repr=False)
     seq: int | None = None  # ledger sequence number, once durable
 
     @property
     def status(self) -> str:
-        return str(self.manifest["status"])
+        return self.manifest.status
 
 
 def prepare_input(inputs: Any, record_key: str | None) -> pa.Table:
@@ -191,23 +199,26 @@ def record_with(
     clock = (at or datetime.fromtimestamp(started / 1e9, UTC)).astimezone(UTC)
     run_id = new_run_id()
     stored, steps, tape, failure = _execute(binding, normalize_table(table), clock, wall=at is None)
-    manifest = _manifest(
+    blobs = {"tape": tape[0]} if tape is not None else {}
+    manifest = Manifest(
+        MANIFEST_FORMAT,
         run_id,
-        binding,
-        binding.environment(store),
-        stored[INPUT],
-        steps,
-        record_key,
-        clock,
+        binding.pipeline.name,
+        binding.version,
+        "failed" if failure else "ok",
         started,
-        tags or {},
-        failure,
+        time.time_ns(),
+        clock.isoformat(),
+        record_key,
+        _input_record(stored[INPUT]),
+        binding.environment(store),
+        steps,
+        dict(tags or {}),
+        kind=kind,
+        tape=tape[1] if tape is not None else UNSET,
+        error=Failure(getattr(failure, "step", None), failure.message) if failure else UNSET,
     )
-    manifest["kind"] = kind
-    blobs = {}
-    if tape is not None:
-        blobs["tape"], manifest["tape"] = tape
-    future = store.commit(RunData(run_id, stored, blobs), manifest)
+    future = store.commit(RunData(run_id, stored, blobs), plain(manifest))
     entry = future.result() if (store.durable if durable is None else durable) else None
     if failure is not None:
         failure.hint = f"the failed run is recorded as {run_id}; {failure.hint}".rstrip("; ")
@@ -260,9 +271,7 @@ class _Ran:
 
 def _execute(
     binding: Binding, inp: pa.Table, clock: datetime, *, wall: bool
-) -> tuple[
-    dict[str, StoredTable], list[dict[str, Any]], tuple[bytes, str] | None, StepError | None
-]:
+) -> tuple[dict[str, StoredTable], list[StepRecord], tuple[bytes, str] | None, StepError | None]:
     personal = binding.pipeline.personal
     tables = {INPUT: inp}  # what later steps read
     memo: dict[tuple[Any, ...], str] = {}  # lives no longer than the run's tables
@@ -309,53 +318,24 @@ def _tape(ran: list[_Ran]) -> tuple[bytes, Future[str]] | None:
     return blob, _done(sha256(blob))
 
 
-def _step_entry(ran: _Ran, stored: dict[str, StoredTable]) -> dict[str, Any]:
+def _step_entry(ran: _Ran, stored: dict[str, StoredTable]) -> StepRecord:
     out = stored[ran.name] if ran.ok else None
-    entry = {
-        "name": ran.name,
-        "inputs": [stored[s].digest for s in ran.sources],
-        "output": out.digest if out is not None else None,
-        "rows": out.table.num_rows if out is not None else None,
-        "duration_ns": ran.duration_ns,
-        "seeds": ran.ctx.seeds,
-        "calls": len(ran.ctx.tape),
-    }
-    if out is not None and out.parts is not None:
-        entry["output_parts"] = _redactable(out.parts)
-    return entry
+    return StepRecord(
+        ran.name,
+        [stored[s].digest for s in ran.sources],
+        out.digest if out is not None else None,
+        out.table.num_rows if out is not None else None,
+        ran.duration_ns,
+        ran.ctx.seeds,
+        len(ran.ctx.tape),
+        _redactable(out.parts) if out is not None and out.parts is not None else UNSET,
+    )
 
 
-def _manifest(
-    run_id: str,
-    binding: Binding,
-    env: str,
-    inp: StoredTable,
-    steps: list[dict[str, Any]],
-    record_key: str | None,
-    clock: datetime,
-    started: int,
-    tags: dict[str, str],
-    failure: ReplayError | None,
-) -> dict[str, Any]:
-    manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "run_id": run_id,
-        "pipeline": binding.pipeline.name,
-        "version": binding.version,
-        "status": "failed" if failure else "ok",
-        "started_ns": started,
-        "ended_ns": time.time_ns(),
-        "clock": clock.isoformat(),
-        "record_key": record_key,
-        "input": {"digest": inp.digest, "rows": inp.table.num_rows}
-        | ({"parts": _redactable(inp.parts)} if inp.parts else {}),
-        "env": env,
-        "steps": steps,
-        "tags": dict(tags),
-    }
-    if failure is not None:
-        manifest["error"] = {"step": getattr(failure, "step", None), "message": failure.message}
-    return manifest
+def _input_record(inp: StoredTable) -> InputRecord:
+    return InputRecord(
+        inp.digest, inp.table.num_rows, _redactable(inp.parts) if inp.parts else UNSET
+    )
 
 
 def _redactable(parts: dict[str, Any]) -> dict[str, Any]:

@@ -8,11 +8,11 @@ key it names and match the ledger prefix it covers. Nothing is unpickled.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from replay.core import keys, merkle
+from replay.core.manifest import Spec, decode
 from replay.errors import CatalogError, CorruptionError, NotFoundError, UntrustedSignerError
 from replay.store.checkpoint import (
     Checkpoint,
@@ -22,7 +22,6 @@ from replay.store.checkpoint import (
     public_key_path,
     stored,
 )
-from replay.store.objects import spec_digests
 from replay.store.store import Store
 
 
@@ -78,7 +77,7 @@ def verify_store(
             _require(store, digest, f"run {m['run_id']}")
         if m["version"] not in specs:
             specs.add(m["version"])
-            for digest in spec_digests(json.loads(store.get_object(m["version"]))):
+            for digest in decode(Spec, store.get_object(m["version"]), m["version"]).objects():
                 _require(store, digest, f"pipeline version {m['version']}")
     tick("checkpoints")
     checkpoints = _verify_checkpoints(store, signers)

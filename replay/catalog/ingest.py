@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from replay.core.kinds import kind_of
+from replay.core.manifest import Environment, Spec, decode
 from replay.core.pipeline import INPUT
 from replay.store.store import Store
 
@@ -70,17 +71,6 @@ def _clock_ns(iso: str) -> int:
     return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
 
 
-def _dvc_columns(component: dict[str, Any]) -> dict[str, Any]:
-    """The DVC version of a DVC-tracked model or data component, as catalog columns."""
-    dvc = component.get("dvc") or {}
-    return {
-        "dvc_repo": dvc.get("repo"),
-        "dvc_rev": dvc.get("rev"),
-        "dvc_md5": dvc.get("md5"),
-        "dvc_remote": dvc.get("remote"),
-    }
-
-
 class Ingest:
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection) -> None:
         self.store = store
@@ -124,7 +114,7 @@ class Ingest:
                 "block_offset": block["offset"],
                 "block_length": block["length"],
                 "block_header": block["header"],
-                "kind": kind_of(m),
+                "kind": kind_of(m.get("kind"), m.get("tags")),
             }
         )
         for idx, s in enumerate(m["steps"]):
@@ -178,27 +168,27 @@ class Ingest:
     def _with_images(self, runs: pa.Table) -> pa.Table:
         images = {}
         for env in self.envs:
-            fp = json.loads(self.store.get_object(env))
-            images[env] = fp["image"]["digest"]
+            fp = decode(Environment, self.store.get_object(env), env)
+            images[env] = fp.image.digest
             self._insert_environment(env, fp)
         return runs.append_column(
             "image", pa.array([images[e] for e in runs["env"].to_pylist()], pa.string())
         )
 
-    def _insert_environment(self, env: str, fp: dict[str, Any]) -> None:
+    def _insert_environment(self, env: str, fp: Environment) -> None:
         if self.con.execute("select 1 from environments where env = ?", [env]).fetchall():
             return
         self.con.execute(
             "insert into environments values (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 env,
-                fp["python"]["version"],
-                " ".join(str(fp["platform"][k]) for k in ("system", "release", "machine")),
-                fp["cpu"]["model"],
-                fp["blas"].get("numpy"),
-                fp["packages"]["count"],
-                fp["packages"]["lock_sha256"],
-                fp["image"]["digest"],
+                fp.python.version,
+                fp.platform.summary,
+                fp.cpu.model,
+                fp.blas.get("numpy"),
+                fp.packages.count,
+                fp.packages.lock_sha256,
+                fp.image.digest,
             ],
         )
 
@@ -209,51 +199,26 @@ class Ingest:
                 "select 1 from components where version = ? limit 1", [version]
             ).fetchall():
                 continue
-            spec = json.loads(self.store.get_object(version))
-            for step in spec["steps"]:
-                base = {"version": version, "pipeline": pipeline, "step": step["name"]}
-                for kind in ("code", "source", "params"):
-                    rows.append(base | {"kind": kind, "name": kind, "digest": step[kind]})
-                for name, model in step["models"].items():
-                    rows.append(
-                        base
-                        | {
-                            "kind": "model",
-                            "name": name,
-                            "digest": model["digest"],
-                            "path": model.get("path"),
-                            **_dvc_columns(model),
-                        }
-                    )
-                for name, data in step["data"].items():
-                    rows.append(
-                        base
-                        | {
-                            "kind": "data",
-                            "name": name,
-                            "digest": data["sha256"],
-                            "path": data["path"],
-                            **_dvc_columns(data),
-                        }
-                    )
-        if rows:
-            # Every row names every column: from_pylist takes its schema from the first row.
-            keys = (
-                "version",
-                "pipeline",
-                "step",
-                "kind",
-                "name",
-                "digest",
-                "path",
-                "dvc_repo",
-                "dvc_rev",
-                "dvc_md5",
-                "dvc_remote",
-            )
-            self._insert(
-                "components", pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
-            )
+            spec = decode(Spec, self.store.get_object(version), version)
+            rows += [
+                {
+                    "version": version,
+                    "pipeline": pipeline,
+                    "step": c.step,
+                    "kind": c.kind,
+                    "name": c.name,
+                    "digest": c.digest,
+                    "path": c.path,
+                    "dvc_repo": c.dvc.repo if c.dvc else None,
+                    "dvc_rev": c.dvc.rev if c.dvc else None,
+                    "dvc_md5": c.dvc.md5 if c.dvc else None,
+                    "dvc_remote": c.dvc.remote if c.dvc else None,
+                }
+                for c in spec.components()
+                if c.kind != "module"  # a module's source is part of its step's code
+            ]
+        if rows:  # every row names every column: from_pylist takes the first row's
+            self._insert("components", pa.Table.from_pylist(rows))
 
     def _note_unindexed(self, run_ids: Any) -> None:
         # So that a check of the catalog's own counts (catalogcheck) expects no records rows

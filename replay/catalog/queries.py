@@ -13,6 +13,7 @@ import pyarrow as pa
 from replay.catalog.index import Catalog
 from replay.catalog.truth import answer, entry_for
 from replay.core.kinds import PRODUCTION
+from replay.core.manifest import Spec, decode
 from replay.core.pipeline import INPUT
 from replay.errors import CatalogError, NotFoundError, UsageError
 from replay.store.store import Store
@@ -140,25 +141,24 @@ def show(store: Store, run: str) -> dict[str, Any]:
 def sources(store: Store, run: str, step: str | None = None) -> list[dict[str, str]]:
     """The recorded source text of every module each step's code reached (``show --source``),
     or of the step's own module for runs recorded before modules were kept apart."""
-    import json
-
     found = entry(store, run)
-    spec = json.loads(store.get_object(found["manifest"]["version"]))
-    steps = [s for s in spec["steps"] if step is None or s["name"] == step]
+    version = found["manifest"]["version"]
+    spec = decode(Spec, store.get_object(version), version)
+    steps = [s for s in spec.steps if step is None or s.name == step]
     if not steps:
         raise NotFoundError(
             f"run {found['run_id']} has no step {step!r}",
-            hint="steps: " + ", ".join(s["name"] for s in spec["steps"]),
+            hint="steps: " + ", ".join(s.name for s in spec.steps),
         )
     return [
         {
-            "step": s["name"],
+            "step": s.name,
             "module": module,
             "digest": digest,
             "text": store.get_object(digest).decode(errors="replace"),
         }
         for s in steps
-        for module, digest in (s.get("modules") or {s["qualname"]: s["source"]}).items()
+        for module, digest in (s.modules or {s.qualname: s.source}).items()
     ]
 
 

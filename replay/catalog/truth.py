@@ -82,7 +82,8 @@ def confirm(store: Store, row: dict[str, Any], key: str | None) -> bool:
         or not _hash_holds(found)
         or m["pipeline"] != row["pipeline"]
         or not _same_clock(m["clock"], row["clock"])
-        or row.get("kind", kind_of(m)) != kind_of(m)
+        or row.get("kind", kind_of(m.get("kind"), m.get("tags")))
+        != kind_of(m.get("kind"), m.get("tags"))
     ):
         return False
     if key is None:
@@ -154,7 +155,7 @@ def check_catalog(store: Store) -> int:
                 m["pipeline"],
                 m["version"],
                 m.get("record_key"),
-                kind_of(m),
+                kind_of(m.get("kind"), m.get("tags")),
             ) or not _same_clock(m["clock"], clock):
                 raise CorruptionError(
                     where,

@@ -747,8 +747,8 @@ def at(
             render.emit_json(
                 {
                     "run_id": result.run_id,
-                    "kind": result.manifest["kind"],
-                    "tags": result.manifest["tags"],
+                    "kind": result.manifest.kind,
+                    "tags": result.manifest.tags,
                     "output": render.arrow_json(result.output),
                 }
             )
@@ -759,7 +759,7 @@ def at(
                 "production runs: `--kind whatif` lists it): "
                 f"{escape(pipeline)} "
                 f"as deployed at {when.isoformat()} (by run "
-                f"{result.manifest['tags']['deployed_by_run']})"
+                f"{result.manifest.tags['deployed_by_run']})"
             )
             render.arrow(result.output, limit=20)
         return

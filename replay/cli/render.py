@@ -41,6 +41,10 @@ def pick_format(fmt: str | None, as_json: bool = False) -> str:
 
 
 def _default(value: Any) -> Any:
+    if hasattr(value, "__struct_fields__"):  # a manifest or spec, as it is stored
+        from replay.core.manifest import plain as stored
+
+        return stored(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes):

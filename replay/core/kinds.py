@@ -9,7 +9,7 @@ becomes part of the record it asked about.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from replay.errors import UsageError
 
@@ -24,12 +24,11 @@ LABELS = {
 }
 
 
-def kind_of(manifest: dict[str, Any]) -> str:
-    """A manifest's kind; manifests written before kinds existed say it by their tags."""
-    kind = manifest.get("kind")
+def kind_of(kind: object, tags: Mapping[str, str] | None) -> str:
+    """A run's kind; manifests written before kinds existed say it by their tags."""
     if isinstance(kind, str):
         return kind
-    return WHATIF if (manifest.get("tags") or {}).get("counterfactual") == "true" else PRODUCTION
+    return WHATIF if (tags or {}).get("counterfactual") == "true" else PRODUCTION
 
 
 def wanted(kind: str | None) -> str | None:

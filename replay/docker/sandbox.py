@@ -19,8 +19,9 @@ from typing import Any, TypeGuard
 
 from replay.capture.environment import REPO_DIGEST
 from replay.catalog.queries import entry
+from replay.core.manifest import ImageRef, Spec
 from replay.docker.client import _reason, _repo_digest, engine
-from replay.engine.recorded import load_json, load_run
+from replay.engine.recorded import load_environment, load_run
 from replay.engine.replay import ReplayReport
 from replay.errors import (
     ContainerFailedError,
@@ -51,7 +52,7 @@ class Outcome:
     oom_killed: bool
 
 
-def resolve(client: Any, recorded: dict[str, str], override: str | None = None) -> Any:
+def resolve(client: Any, recorded: ImageRef, override: str | None = None) -> Any:
     """The engine's image for a recorded image (or ``override``), pulled if need be."""
     import docker
 
@@ -60,7 +61,7 @@ def resolve(client: Any, recorded: dict[str, str], override: str | None = None) 
             return client.images.get(override)
         except docker.errors.ImageNotFound:
             return _pull(client, override, override)
-    digest, image_id = recorded.get("digest", ""), recorded.get("id", "")
+    digest, image_id = recorded.digest, recorded.id or ""
     if not REPO_DIGEST.fullmatch(digest) and not image_id:
         raise UsageError(
             f"the run was recorded {digest or 'without an image'}, so there is "
@@ -116,7 +117,7 @@ def _load_hint(label: str) -> str:
     )
 
 
-def data_mounts(spec: dict[str, Any], *, bundle: bool = False) -> list[str]:
+def data_mounts(spec: Spec, *, bundle: bool = False) -> list[str]:
     """Local DVC repos and remotes the run read, to mount read-only at the same paths.
 
     Only folders that are what the spec says: a DVC repo (``.dvc/`` inside) holding the
@@ -127,14 +128,15 @@ def data_mounts(spec: dict[str, Any], *, bundle: bool = False) -> list[str]:
     if bundle:
         return []
     paths: set[str] = set()
-    for step in spec["steps"]:
-        for record in step["data"].values():
-            version = record.get("dvc") or {}
-            repo, remote = version.get("repo"), version.get("remote")
-            if _plain_folder(repo) and _dvc_repo_holding(repo, version.get("path")):
-                paths.add(repo)
-            if _plain_folder(remote) and os.path.isdir(os.path.join(remote, "files", "md5")):
-                paths.add(remote)
+    for component in spec.components():
+        version = component.dvc if component.kind == "data" else None
+        if version is None:
+            continue
+        if _plain_folder(version.repo) and _dvc_repo_holding(version.repo, version.path):
+            paths.add(version.repo)
+        remote = version.remote
+        if _plain_folder(remote) and os.path.isdir(os.path.join(remote, "files", "md5")):
+            paths.add(remote)
     return sorted(paths)
 
 
@@ -267,15 +269,15 @@ def replay_in_container(
                 from_bundle=from_bundle,
             )
     run = load_run(store, entry(store, run_id))
-    recorded_env = load_json(store, run.manifest["env"])
-    recorded = recorded_env["image"]
+    recorded_env = load_environment(store, run.manifest.env)
+    recorded = recorded_env.image
     img = resolve(client, recorded, image)
     # The thread and kernel settings the run had (they decide BLAS's kernels and summation
     # order), and the image's identity as the engine knows it.
-    settings = recorded_env["threads"] | recorded_env.get("kernels", {}).get("env", {})
+    settings = recorded_env.threads | (recorded_env.kernels.env if recorded_env.kernels else {})
     declared = {k: v for k, v in settings.items() if v is not None}
     declared["REPLAY_IMAGE_ID"] = img.id
-    by_digest = _repo_digest(img.attrs, recorded.get("digest", ""))
+    by_digest = _repo_digest(img.attrs, recorded.digest)
     if by_digest:
         declared["REPLAY_IMAGE_DIGEST"] = by_digest
     command = [
@@ -326,7 +328,7 @@ def replay_in_container(
         ) from None
 
 
-def save_images(client: Any, recorded: list[dict[str, str]]) -> dict[str, tuple[str, bytes]]:
+def save_images(client: Any, recorded: list[ImageRef]) -> dict[str, tuple[str, bytes]]:
     """``docker save`` of each recorded image, by image ID: {ID: (repo digest, tarball)}."""
     import docker
 
@@ -338,7 +340,7 @@ def save_images(client: Any, recorded: list[dict[str, str]]) -> dict[str, tuple[
                 data = b"".join(img.save(named=False))
             except docker.errors.DockerException as exc:
                 raise ContainerFailedError(f"docker save {img.id} failed: {_reason(exc)}") from None
-            digest = rec["digest"] if REPO_DIGEST.fullmatch(rec.get("digest", "")) else ""
+            digest = rec.digest if REPO_DIGEST.fullmatch(rec.digest) else ""
             out[img.id] = (digest, data)
     return out
 

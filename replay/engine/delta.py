@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from replay.core.manifest import Component, Spec, step_components
+
 
 @dataclass(frozen=True)
 class Change:
@@ -17,35 +19,46 @@ class Change:
     after: Any
 
 
-def spec_changes(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
+def spec_changes(a: Spec, b: Spec) -> list[Change]:
     """Components that differ between two pipeline specs, step by step."""
     out: list[Change] = []
-    steps_a = {s["name"]: s for s in a["steps"]}
-    steps_b = {s["name"]: s for s in b["steps"]}
+    steps_a = {s.name: s for s in a.steps}
+    steps_b = {s.name: s for s in b.steps}
     for name in [*steps_a, *(n for n in steps_b if n not in steps_a)]:
         sa, sb = steps_a.get(name), steps_b.get(name)
         if sa is None or sb is None:
             out.append(Change(name, "step", "present" if sa else None, "present" if sb else None))
             continue
-        for kind in ("code", "params", "inputs"):
-            if sa.get(kind) != sb.get(kind):
-                out.append(Change(name, kind, sa.get(kind), sb.get(kind)))
-        for kind, key in (("models", "digest"), ("data", "sha256")):
-            for comp in sorted(set(sa[kind]) | set(sb[kind])):
-                va, vb = sa[kind].get(comp, {}), sb[kind].get(comp, {})
-                if va.get(key) != vb.get(key):
-                    label = "model" if kind == "models" else "data"
-                    out.append(
-                        Change(name, f"{label} {comp}", _describe(va, key), _describe(vb, key))
-                    )
+        for kind, va, vb in (
+            ("code", sa.code, sb.code),
+            ("params", sa.params, sb.params),
+            ("inputs", sa.inputs, sb.inputs),
+        ):
+            if va != vb:
+                out.append(Change(name, kind, va, vb))
+        # Models and data by content (a new git rev alone is no change); a module's source
+        # is part of its step's code.
+        ca, cb = (
+            {c.label: c for c in step_components(s) if c.kind in ("model", "data")}
+            for s in (sa, sb)
+        )
+        for label in sorted(set(ca) | set(cb), key=lambda label: (label[0] != "m", label)):
+            was, now = ca.get(label), cb.get(label)
+            if (was and was.digest) != (now and now.digest):
+                out.append(Change(name, label, _describe(was), _describe(now)))
     return out
 
 
-def _describe(component: dict[str, Any], key: str) -> Any:
-    dvc = component.get("dvc")
-    if dvc:
-        return {"sha256": component[key], "dvc_rev": dvc["rev"], "dvc_md5": dvc["md5"]}
-    return component.get(key)
+def _describe(component: Component | None) -> Any:
+    if component is None:
+        return None
+    if component.dvc:
+        return {
+            "sha256": component.digest,
+            "dvc_rev": component.dvc.rev,
+            "dvc_md5": component.dvc.md5,
+        }
+    return component.digest
 
 
 ENV_FIELDS = (
@@ -116,7 +129,8 @@ def env_changes(
     current: dict[str, Any],
     locks: tuple[list[str], list[str]] | None = None,
 ) -> list[Change]:
-    """Environment drift, field by field; with both package locks, the packages that moved."""
+    """Environment drift, field by field over the stored JSON of two environments (what
+    one side never recorded is absent); with both package locks, the packages that moved."""
     out = [
         Change("environment", name, _get(recorded, path), _get(current, path))
         for name, path in ENV_FIELDS

@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.catalog.queries import entry
+from replay.core.manifest import Environment, plain
 from replay.engine.delta import Change, env_changes, spec_changes
-from replay.engine.recorded import load_run
+from replay.engine.recorded import load_environment, load_run
 from replay.engine.records import RecordChange, record_changes
 from replay.store.store import Store
 
@@ -32,19 +33,21 @@ class RunDiff:
         return json.loads(json.dumps(asdict(self), default=str))  # type: ignore[no-any-return]
 
 
-def _lock(store: Store, env: dict[str, Any]) -> list[str] | None:
-    digest = env["packages"]["lock_sha256"]
+def _lock(store: Store, env: Environment) -> list[str] | None:
+    digest = env.packages.lock_sha256
     return json.loads(store.get_object(digest)) if store.objects.has(digest) else None
 
 
 def diff(store: Store, run_a: str, run_b: str) -> RunDiff:
     a, b = (load_run(store, entry(store, r)) for r in (run_a, run_b))
-    env_a, env_b = (json.loads(store.get_object(r.manifest["env"])) for r in (a, b))
+    env_a, env_b = (load_environment(store, r.manifest.env) for r in (a, b))
     la, lb = _lock(store, env_a), _lock(store, env_b)
-    env = env_changes(env_a, env_b, (la, lb) if la is not None and lb is not None else None)
-    last_a, last_b = a.manifest["steps"][-1]["name"], b.manifest["steps"][-1]["name"]
+    env = env_changes(
+        plain(env_a), plain(env_b), (la, lb) if la is not None and lb is not None else None
+    )
+    last_a, last_b = a.manifest.steps[-1].name, b.manifest.steps[-1].name
     shared, records = 0, tuple[RecordChange, ...]()
-    key = a.manifest.get("record_key") or b.manifest.get("record_key")
+    key = a.manifest.record_key or b.manifest.record_key
     if a.has_table(last_a) and b.has_table(last_b) and key:
         out_a, out_b = a.table(last_a), b.table(last_b)
         if key in out_a.column_names and key in out_b.column_names:
@@ -53,7 +56,7 @@ def diff(store: Store, run_a: str, run_b: str) -> RunDiff:
             )
             shared = int(pc.sum(common).as_py() or 0)
             records = tuple(
-                record_changes(out_a.filter(common), out_b, key, a.spec.get("decisions", ()))
+                record_changes(out_a.filter(common), out_b, key, a.spec.decisions or ())
             )
     return RunDiff(
         a.run_id, b.run_id, tuple(spec_changes(a.spec, b.spec)), tuple(env), shared, records

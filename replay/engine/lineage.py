@@ -2,46 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from replay.core.manifest import DvcVersion, Manifest, Spec, StepSpec, step_components
 from replay.core.pipeline import INPUT
 
 
-def _components(step: dict[str, Any]) -> list[tuple[str, str]]:
-    out = [("code", step["code"]), ("source", step["source"]), ("params", step["params"])]
-    out += [(f"module {n}", digest) for n, digest in (step.get("modules") or {}).items()]
-    out += [(f"model {n}", m["digest"] + _dvc(m)) for n, m in step["models"].items()]
-    out += [(f"data {n}", d["sha256"] + _dvc(d)) for n, d in step["data"].items()]
-    return out
+def _components(step: StepSpec) -> list[tuple[str, str]]:
+    return [(c.label, c.digest + _dvc(c.dvc)) for c in step_components(step)]
 
 
-def _dvc(component: dict[str, Any]) -> str:
-    dvc = component.get("dvc")
-    return f" (dvc rev {dvc['rev'][:12]}, md5 {dvc['md5']})" if dvc else ""
+def _dvc(dvc: DvcVersion | None) -> str:
+    return f" (dvc rev {dvc.rev[:12]}, md5 {dvc.md5})" if dvc else ""
 
 
-def text(manifest: dict[str, Any], spec: dict[str, Any]) -> str:
+def text(manifest: Manifest, spec: Spec) -> str:
     lines = [
-        f"{manifest['pipeline']}  version {manifest['version']}",
-        f"└─ input  {manifest['input']['rows']} rows  {manifest['input']['digest']}",
+        f"{manifest.pipeline}  version {manifest.version}",
+        f"└─ input  {manifest.input.rows} rows  {manifest.input.digest}",
     ]
-    outputs = {s["name"]: s for s in manifest["steps"]}
-    for step in spec["steps"]:
-        reads = ", ".join(step["inputs"])
-        out = outputs.get(step["name"], {}).get("output")
-        lines.append(f"   └─ {step['name']}  (reads {reads})  → {out or 'no output (failed)'}")
+    for step in spec.steps:
+        reads = ", ".join(step.inputs)
+        ran = manifest.step(step.name)
+        out = ran.output if ran else None
+        lines.append(f"   └─ {step.name}  (reads {reads})  → {out or 'no output (failed)'}")
         lines += [f"      {label:<14} {digest}" for label, digest in _components(step)]
-    lines.append(f"env {manifest['env']}")
+    lines.append(f"env {manifest.env}")
     return "\n".join(lines)
 
 
-def mermaid(manifest: dict[str, Any], spec: dict[str, Any]) -> str:
+def mermaid(manifest: Manifest, spec: Spec) -> str:
     def node(name: str) -> str:
         return "n_" + "".join(ch if ch.isalnum() else "_" for ch in name)
 
-    lines = ["flowchart LR", f'  {node(INPUT)}["input<br/>{manifest["input"]["digest"][:19]}"]']
-    for step in spec["steps"]:
+    lines = ["flowchart LR", f'  {node(INPUT)}["input<br/>{manifest.input.digest[:19]}"]']
+    for step in spec.steps:
         comps = "<br/>".join(f"{label}: {digest[:19]}" for label, digest in _components(step))
-        lines.append(f'  {node(step["name"])}["{step["name"]}<br/>{comps}"]')
-        lines += [f"  {node(src)} --> {node(step['name'])}" for src in step["inputs"]]
+        lines.append(f'  {node(step.name)}["{step.name}<br/>{comps}"]')
+        lines += [f"  {node(src)} --> {node(step.name)}" for src in step.inputs]
     return "\n".join(lines)

@@ -21,6 +21,17 @@ from replay.capture import dvc as dvcdata
 from replay.capture.bind import load_data
 from replay.capture.models import load as load_recorded_model
 from replay.core.digest import sha256, table_digest
+from replay.core.manifest import (
+    DataRef,
+    Environment,
+    Manifest,
+    ModelRef,
+    Spec,
+    StepSpec,
+    convert,
+    decode,
+    plain,
+)
 from replay.core.pipeline import INPUT, Step
 from replay.core.unpickle import unpickle_trusted
 from replay.errors import CorruptionError, DataVersionError, NotFoundError
@@ -35,27 +46,24 @@ class RecordedRun:
     """A committed run as the store holds it."""
 
     entry: dict[str, Any]
-    spec: dict[str, Any]
+    manifest: Manifest
+    spec: Spec
     block: Block
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        return self.entry["manifest"]  # type: ignore[no-any-return]
-
-    @property
     def run_id(self) -> str:
-        return str(self.entry["run_id"])
+        return self.manifest.run_id
 
     @property
     def clock(self) -> datetime:
-        return datetime.fromisoformat(self.manifest["clock"])
+        return datetime.fromisoformat(self.manifest.clock)
 
     def table(self, kind: str) -> pa.Table:
         """A recorded table (``input`` or a step's output), checked against the manifest."""
         expected = (
-            self.manifest["input"]["digest"]
+            self.manifest.input.digest
             if kind == INPUT
-            else next(s["output"] for s in self.manifest["steps"] if s["name"] == kind)
+            else next(s.output for s in self.manifest.steps if s.name == kind)
         )
         table = self.block.table(self.run_id, kind)
         if table_digest(table, self.personal) != expected:
@@ -67,16 +75,16 @@ class RecordedRun:
 
     @property
     def personal(self) -> tuple[str, ...]:
-        return tuple(self.spec.get("personal", ()))
+        return tuple(self.spec.personal)
 
     def has_table(self, kind: str) -> bool:
         return kind in self.block.kinds(self.run_id)
 
     def tape(self) -> dict[str, list[dict[str, Any]]]:
-        if "tape" not in self.manifest:
+        if not self.manifest.tape:
             return {}
         blob = self.block.blob(self.run_id, "tape")
-        if sha256(blob) != self.manifest["tape"]:
+        if sha256(blob) != self.manifest.tape:
             raise CorruptionError(
                 self.block.path.name, f"tape of run {self.run_id} does not match its digest"
             )
@@ -89,13 +97,24 @@ def load_run(store: Store, entry: dict[str, Any]) -> RecordedRun:
     from replay.store.history import check_entry
 
     check_entry(store, entry)
-    spec = load_json(store, entry["manifest"]["version"])
-    return RecordedRun(entry, spec, store.block(entry["block"]))
+    manifest = convert(Manifest, entry["manifest"], f"the manifest of run {entry['run_id']}")
+    return RecordedRun(
+        entry, manifest, load_spec(store, manifest.version), store.block(entry["block"])
+    )
 
 
-def load_json(store: Store, digest: str) -> Any:
-    """A JSON object (spec, environment), parsed once per process: objects never change."""
-    return _cached("json", digest, lambda: json.loads(store.get_object(digest)))
+def load_spec(store: Store, version: str) -> Spec:
+    """A pipeline version's spec, decoded once per process: objects never change."""
+    spec: Spec = _cached("spec", version, lambda: decode(Spec, store.get_object(version), version))
+    return spec
+
+
+def load_environment(store: Store, digest: str) -> Environment:
+    """A run's environment, decoded once per process: objects never change."""
+    env: Environment = _cached(
+        "env", digest, lambda: decode(Environment, store.get_object(digest), digest)
+    )
+    return env
 
 
 def _cached(kind: str, digest: str, make: Any) -> Any:
@@ -105,61 +124,60 @@ def _cached(kind: str, digest: str, make: Any) -> Any:
     return _cache[key]
 
 
-def load_code(store: Store, step: dict[str, Any]) -> Step:
+def load_code(store: Store, step: StepSpec) -> Step:
     """The recorded step function, unpickled from its verified bytes (this runs its code)."""
     fn = _cached(
-        "code", step["code"], lambda: unpickle_trusted(store.get_object(step["code"]), step["code"])
+        "code", step.code, lambda: unpickle_trusted(store.get_object(step.code), step.code)
     )
-    inputs = step["inputs"] if step.get("named_inputs") else None
     # Only the names matter here: they tell which keyword receives which component.
     return Step(
-        step["name"],
+        step.name,
         fn,
-        inputs=inputs,
-        tolerances=step.get("tolerances") or {},
-        models=dict.fromkeys(step["models"]),
-        data={name: d["path"] for name, d in step["data"].items()},
-        params=dict.fromkeys(load_params(store, step["params"])),
+        inputs=step.inputs if step.named_inputs else None,
+        tolerances=step.tolerances,
+        models=dict.fromkeys(step.models),
+        data={name: d.path for name, d in step.data.items()},
+        params=dict.fromkeys(load_params(store, step.params)),
     )
 
 
-def load_model(store: Store, model: dict[str, Any]) -> Any:
+def load_model(store: Store, model: ModelRef) -> Any:
     """A recorded model from its stored bytes, once per process (see replay.capture.models)."""
     return load_recorded_model(
-        model, store.get_object, f"model {model.get('path') or model['digest']}"
+        plain(model), store.get_object, f"model {model.path or model.digest}"
     )
 
 
-def data_bytes(store: Store, record: dict[str, Any]) -> bytes:
+def data_bytes(store: Store, record: DataRef) -> bytes:
     """The exact bytes a run read: from the store, the workspace if unchanged, or DVC."""
-    if record.get("object"):
-        return store.get_object(record["object"])
-    if store.objects.has(record["sha256"]):  # DVC data an evidence bundle carried
-        return store.get_object(record["sha256"])
-    path = Path(record["path"])
+    if record.object:
+        return store.get_object(record.object)
+    if store.objects.has(record.sha256):  # DVC data an evidence bundle carried
+        return store.get_object(record.sha256)
+    path = Path(record.path)
     try:
         raw = path.read_bytes()
-        if sha256(raw) == record["sha256"]:
+        if sha256(raw) == record.sha256:
             return raw
     except OSError:
         pass
-    version = record.get("dvc")
+    version = record.dvc
     if not version:
         raise NotFoundError(
             f"data {path} changed since the run and no copy was kept",
-            hint="restore the file with sha256 " + record["sha256"],
+            hint="restore the file with sha256 " + record.sha256,
         )
-    raw = dvcdata.fetch(version)
-    if sha256(raw) != record["sha256"]:
+    raw = dvcdata.fetch(plain(version))
+    if sha256(raw) != record.sha256:
         raise DataVersionError(
-            f"DVC returned bytes for {version['path']} that are not the recorded {record['sha256']}"
+            f"DVC returned bytes for {version.path} that are not the recorded {record.sha256}"
         )
     return raw
 
 
-def load_data_component(store: Store, record: dict[str, Any]) -> Any:
+def load_data_component(store: Store, record: DataRef) -> Any:
     return _cached(
-        "data", record["sha256"], lambda: load_data(record["format"], data_bytes(store, record))
+        "data", record.sha256, lambda: load_data(record.format, data_bytes(store, record))
     )
 
 
@@ -168,10 +186,10 @@ def load_params(store: Store, digest: str) -> dict[str, Any]:
     return params
 
 
-def step_kwargs(store: Store, step: dict[str, Any]) -> dict[str, Any]:
+def step_kwargs(store: Store, step: StepSpec) -> dict[str, Any]:
     """models / data / params of a recorded step, as its function receives them."""
     return {
-        "models": {n: load_model(store, m) for n, m in step["models"].items()},
-        "data": {n: load_data_component(store, d) for n, d in step["data"].items()},
-        "params": load_params(store, step["params"]),
+        "models": {n: load_model(store, m) for n, m in step.models.items()},
+        "data": {n: load_data_component(store, d) for n, d in step.data.items()},
+        "params": load_params(store, step.params),
     }

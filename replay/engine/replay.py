@@ -16,15 +16,17 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
+from msgspec import structs
 
 from replay.capture import environment
 from replay.capture.runner import call_step
 from replay.catalog.queries import entries, entry
 from replay.core.context import RunContext
 from replay.core.digest import table_digest
+from replay.core.manifest import Environment, ModelRef, Spec, StepRecord, StepSpec, convert, plain
 from replay.core.pipeline import INPUT
 from replay.engine.delta import Change, env_changes
-from replay.engine.recorded import RecordedRun, load_code, load_json, load_run, step_kwargs
+from replay.engine.recorded import RecordedRun, load_code, load_environment, load_run, step_kwargs
 from replay.engine.records import RecordChange, record_changes
 from replay.engine.stepclock import StepClock
 from replay.engine.tablediff import ColumnDiff, TableDiff, compare_tables
@@ -115,22 +117,20 @@ def replay(
     run = load_run(store, entry(store, run_id))
     spec = apply_swap(store, run.spec, swap or {})
     swapped = {target.partition(".")[0] for target in swap or {}}
-    judge = Tolerances(run, spec["steps"], dict(tolerances or {}))
+    judge = Tolerances(run, spec.steps, dict(tolerances or {}))
     tape = run.tape()
     tables = {INPUT: run.table(INPUT)}
     results: list[StepResult] = []
-    for i, step_spec in enumerate(spec["steps"]):
+    for i, step_spec in enumerate(spec.steps):
         if progress:
-            progress(step_spec["name"])
-        recorded = run.manifest["steps"][i] if i < len(run.manifest["steps"]) else None
+            progress(step_spec.name)
+        recorded = run.manifest.steps[i] if i < len(run.manifest.steps) else None
         result, out = _replay_step(store, run, step_spec, recorded, tables, tape, mode, judge)
-        results.append(replace(result, swapped=step_spec["name"] in swapped))
+        results.append(replace(result, swapped=step_spec.name in swapped))
         if out is not None:
-            tables[step_spec["name"]] = out
+            tables[step_spec.name] = out
     return replace(
-        _report(
-            store, run, mode, swap or {}, tuple(results), tables.get(spec["steps"][-1]["name"])
-        ),
+        _report(store, run, mode, swap or {}, tuple(results), tables.get(spec.steps[-1].name)),
         tolerances=judge.given,
     )
 
@@ -154,11 +154,9 @@ class Tolerances:
     a step passes through unchanged (in the recording) keeps the tolerance of the step that
     made it; a step's own declaration and then the replay's given ones take precedence."""
 
-    def __init__(
-        self, run: RecordedRun, steps: list[dict[str, Any]], given: dict[str, float]
-    ) -> None:
+    def __init__(self, run: RecordedRun, steps: list[StepSpec], given: dict[str, float]) -> None:
         self.run = run
-        self.steps = {s["name"]: s for s in steps}
+        self.steps = {s.name: s for s in steps}
         self.given = given
         self._memo: dict[str, dict[str, float]] = {}
 
@@ -168,13 +166,13 @@ class Tolerances:
         if name not in self._memo:
             spec = self.steps[name]
             inherited: dict[str, float] = {}
-            for source in reversed(spec["inputs"]):  # the first source wins, as in a dict
+            for source in reversed(spec.inputs):  # the first source wins, as in a dict
                 inherited |= {
                     c: t
                     for c, t in self.of(source).items()
                     if self._passes_through(name, source, c)
                 }
-            self._memo[name] = inherited | (spec.get("tolerances") or {}) | self.given
+            self._memo[name] = inherited | spec.tolerances | self.given
         return self._memo[name]
 
     def _passes_through(self, name: str, source: str, column: str) -> bool:
@@ -208,22 +206,22 @@ def _inputs(
 def _replay_step(
     store: Store,
     run: RecordedRun,
-    spec: dict[str, Any],
-    recorded: dict[str, Any] | None,
+    spec: StepSpec,
+    recorded: StepRecord | None,
     tables: dict[str, pa.Table],
     tape: dict[str, list[dict[str, Any]]],
     mode: str,
     judge: Tolerances,
 ) -> tuple[StepResult, pa.Table | None]:
-    name = spec["name"]
-    want = recorded["output"] if recorded else None
-    given = _inputs(run, spec["inputs"], tables, mode)
+    name = spec.name
+    want = recorded.output if recorded else None
+    given = _inputs(run, spec.inputs, tables, mode)
     if given is None:
         return StepResult(name, "skipped", want, None, error="its input was not produced"), None
     step = load_code(store, spec)
-    arg = given if step.inputs is not None else given[spec["inputs"][0]]
+    arg = given if step.inputs is not None else given[spec.inputs[0]]
     ctx = RunContext(
-        run.clock, step=name, seeds=(recorded or {}).get("seeds", {}), tape=tape.get(name, [])
+        run.clock, step=name, seeds=recorded.seeds if recorded else {}, tape=tape.get(name, [])
     )
     kwargs = step_kwargs(store, spec)
     # The call only: loading code and models is done above, imports the call triggers are
@@ -233,8 +231,10 @@ def _replay_step(
         with clock:
             out = call_step(step, arg, kwargs, ctx)
     except ReplayError as exc:
-        failed_then = (run.manifest.get("error") or {}).get("step") == name
-        same = failed_then and want is None and run.manifest["error"]["message"] in str(exc)
+        error = run.manifest.error or None
+        same = (
+            error is not None and error.step == name and want is None and error.message in str(exc)
+        )
         return StepResult(
             name, "exact" if same else "diverged", want, None, clock.ns, error=exc.message
         ), None
@@ -271,85 +271,78 @@ def _report(
     verdict = max((s.verdict for s in steps), key=lambda v: ORDER[v])
     verdict = "diverged" if verdict == "skipped" else verdict
     first = next((s.name for s in steps if s.verdict in ("diverged", "skipped")), None)
-    recorded_env = load_json(store, run.manifest["env"])
-    current_env = environment.fingerprint()
+    recorded_env = load_environment(store, run.manifest.env)
+    current_env = convert(Environment, environment.fingerprint(), "this process's environment")
+    lock = recorded_env.packages.lock_sha256
     locks = None
-    if recorded_env["packages"]["lock_sha256"] != current_env["packages"][
-        "lock_sha256"
-    ] and store.objects.has(recorded_env["packages"]["lock_sha256"]):
-        locks = (
-            json.loads(store.get_object(recorded_env["packages"]["lock_sha256"])),
-            environment.packages(),
-        )
+    if lock != current_env.packages.lock_sha256 and store.objects.has(lock):
+        locks = (json.loads(store.get_object(lock)), environment.packages())
     records: tuple[RecordChange, ...] = ()
-    last = run.manifest["steps"][-1]["name"]
+    last = run.manifest.steps[-1].name
     if swap and output is not None and run.has_table(last):
         records = tuple(
             record_changes(
                 run.block.table(run.run_id, last),
                 output,
-                run.manifest.get("record_key"),
-                run.spec.get("decisions", ()),
+                run.manifest.record_key,
+                run.spec.decisions or (),
             )
         )
     return ReplayReport(
         run.run_id,
-        run.manifest["pipeline"],
+        run.manifest.pipeline,
         mode,
         verdict,
         steps,
         first,
-        tuple(env_changes(recorded_env, current_env, locks)),
-        recorded_env["image"]["digest"],
-        current_env["image"]["digest"],
-        run.manifest["clock"],
+        tuple(env_changes(plain(recorded_env), plain(current_env), locks)),
+        recorded_env.image.digest,
+        current_env.image.digest,
+        run.manifest.clock,
         dict(swap),
         records,
         output,
     )
 
 
-def apply_swap(store: Store, spec: dict[str, Any], swap: dict[str, str]) -> dict[str, Any]:
+def apply_swap(store: Store, spec: Spec, swap: dict[str, str]) -> Spec:
     """The spec with ``STEP`` (or ``STEP.MODEL``) taken from another run or an object."""
-    steps = [dict(s) for s in spec["steps"]]
-    by_name = {s["name"]: s for s in steps}
+    by_name = {s.name: s for s in spec.steps}
     for target, source in swap.items():
         name, _, model = target.partition(".")
-        if name not in by_name:
+        step = by_name.get(name)
+        if step is None:
             raise UsageError(
                 f"--swap {target}: the run has no step {name!r}",
                 hint=f"steps: {', '.join(by_name)}",
             )
         if source.startswith("sha256:"):
-            by_name[name].update(models=_swap_model(store, by_name[name], model, source))
+            by_name[name] = structs.replace(step, models=_swap_model(store, step, model, source))
         else:
-            other = load_run(store, entry(store, source)).spec
-            donor = next((s for s in other["steps"] if s["name"] == name), None)
+            donor = load_run(store, entry(store, source)).spec.step(name)
             if donor is None:
                 raise UsageError(f"--swap {target}: run {source} has no step {name!r}")
-            keep = {
-                "inputs": by_name[name]["inputs"],
-                "named_inputs": by_name[name].get("named_inputs"),
-            }
-            by_name[name].clear()
-            by_name[name].update(donor, **keep)
-    return {**spec, "steps": steps}
+            # The donor's components, read where this run's step read.
+            by_name[name] = structs.replace(
+                donor, inputs=step.inputs, named_inputs=step.named_inputs
+            )
+    return structs.replace(spec, steps=list(by_name.values()))
 
 
-def _swap_model(store: Store, step: dict[str, Any], model: str, digest: str) -> dict[str, Any]:
-    models = dict(step["models"])
+def _swap_model(store: Store, step: StepSpec, model: str, digest: str) -> dict[str, ModelRef]:
+    models = dict(step.models)
     if not model:
         if len(models) != 1:
             raise UsageError(
-                f"step {step['name']!r} has {len(models)} models",
+                f"step {step.name!r} has {len(models)} models",
                 hint="name one: --swap STEP.MODEL=sha256:…",
             )
         model = next(iter(models))
     if model not in models:
-        raise UsageError(f"step {step['name']!r} has no model {model!r}")
-    digest = resolve_digest(store, digest, f"--swap {step['name']}")
+        raise UsageError(f"step {step.name!r} has no model {model!r}")
+    digest = resolve_digest(store, digest, f"--swap {step.name}")
     store.get_object(digest)  # refuse a digest the store does not hold, before running
-    models[model] = {**models[model], "digest": digest}
+    models[model] = structs.replace(models[model], digest=digest)
     return models
 
 

@@ -97,17 +97,15 @@ def as_deployed(store: Store, run_id: str) -> Binding:
     """The pipeline exactly as a recorded run had it: its code, models, data and params."""
     run = load_run(store, entry(store, run_id))
     steps = []
-    for spec in run.spec["steps"]:
-        step = load_code(store, spec)
-        own = {k: v for k, v in spec.items() if k not in ("inputs", "named_inputs")}
-        steps.append(BoundStep(step, own, step_kwargs(store, spec), ()))
+    for spec in run.spec.steps:
+        steps.append(BoundStep(load_code(store, spec), spec, step_kwargs(store, spec), ()))
     pipeline = Pipeline(
-        run.spec["pipeline"],
+        run.spec.pipeline,
         [s.step for s in steps],
-        personal=run.spec.get("personal", ()),
-        decisions=run.spec.get("decisions", ()),
+        personal=run.spec.personal,
+        decisions=run.spec.decisions or (),
     )
-    return Binding(pipeline, tuple(steps), run.spec, run.manifest["version"])
+    return Binding(pipeline, tuple(steps), run.spec, run.manifest.version)
 
 
 def run_as_of(

@@ -43,13 +43,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from replay.catalog.queries import entries as ledger_entries
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json, sha256, table_bytes
-from replay.engine.recorded import RecordedRun, load_run
+from replay.engine.recorded import RecordedRun, load_environment, load_run
 from replay.engine.replay import ReplayReport, replay
 from replay.errors import CorruptionError, UntrustedSignerError, UsageError
 from replay.evidence import bundle
 from replay.store import checkpoint
 from replay.store.ledger import line_of
-from replay.store.objects import relative_path, spec_digests
+from replay.store.objects import relative_path
 from replay.store.store import Store
 
 if TYPE_CHECKING:
@@ -69,15 +69,12 @@ class Exported:
 
 
 def _objects_of(run: RecordedRun, store: Store, redacting: bool) -> set[str]:
-    out = {run.manifest["version"], run.manifest["env"]}
-    env = json.loads(store.get_object(run.manifest["env"]))
-    if store.objects.has(env["packages"]["lock_sha256"]):
-        out.add(env["packages"]["lock_sha256"])
-    kept_data = {
-        d["object"] for s in run.spec["steps"] for d in s["data"].values() if d.get("object")
-    }
+    out = {run.manifest.version, run.manifest.env}
+    lock = load_environment(store, run.manifest.env).packages.lock_sha256
+    if store.objects.has(lock):
+        out.add(lock)
     # Kept reference data may itself be personal: a redacted bundle leaves it out.
-    return out | (set(spec_digests(run.spec)) - (kept_data if redacting else set()))
+    return out | set(run.spec.objects(data=not redacting))
 
 
 class Redactor:
@@ -118,7 +115,7 @@ def _run_files(run: RecordedRun, redactor: Redactor | None) -> dict[str, bytes]:
         data = table_bytes(redactor(table) if redactor else table)
         files[f"runs/{run.run_id}/{kind}.arrow"] = data.to_pybytes()
     # A tape's answers may name the person (they are keyed by the request): withheld.
-    if "tape" in run.manifest and redactor is None:
+    if run.manifest.tape and redactor is None:
         files[f"runs/{run.run_id}/tape.json"] = run.block.blob(run.run_id, "tape")
     return files
 
@@ -162,21 +159,18 @@ def statement(runs: list[RecordedRun], reports: dict[str, ReplayReport]) -> dict
     """An in-toto Statement v1: the runs' final outputs are its subjects."""
     subjects, predicate = [], []
     for run in runs:
-        last = run.manifest["steps"][-1]
-        if last["output"]:
+        last = run.manifest.steps[-1]
+        if last.output:
             subjects.append(
-                {
-                    "name": f"run/{run.run_id}/{last['name']}",
-                    "digest": {"sha256": last["output"][7:]},
-                }
+                {"name": f"run/{run.run_id}/{last.name}", "digest": {"sha256": last.output[7:]}}
             )
         predicate.append(
             {
                 "run_id": run.run_id,
-                "pipeline": run.manifest["pipeline"],
-                "version": run.manifest["version"],
-                "clock": run.manifest["clock"],
-                "status": run.manifest["status"],
+                "pipeline": run.manifest.pipeline,
+                "version": run.manifest.version,
+                "clock": run.manifest.clock,
+                "status": run.manifest.status,
                 "ledger_seq": run.entry["seq"],
                 "ledger_hash": run.entry["hash"],
                 "replay_verdict": reports[run.run_id].verdict,
@@ -309,10 +303,10 @@ def _add_dvc_data(store: Store, run: RecordedRun, files: dict[str, bytes]) -> No
     day share them: each is read or fetched once)."""
     from replay.engine.recorded import data_bytes
 
-    for s in run.spec["steps"]:
-        for d in s["data"].values():
-            name = "objects/" + relative_path(d["sha256"])
-            if d.get("dvc") and not d.get("object") and name not in files:
+    for s in run.spec.steps:
+        for d in s.data.values():
+            name = "objects/" + relative_path(d.sha256)
+            if d.dvc and not d.object and name not in files:
                 files[name] = data_bytes(store, d)
 
 
@@ -324,10 +318,10 @@ def _images(
 
     recorded = []
     for run in runs:
-        img = json.loads(store.get_object(run.manifest["env"]))["image"]
-        if not img.get("id") and "@sha256:" not in img["digest"]:
+        img = load_environment(store, run.manifest.env).image
+        if not img.id and "@sha256:" not in img.digest:
             raise UsageError(
-                f"run {run.run_id} was recorded {img['digest']}: there is no image to add",
+                f"run {run.run_id} was recorded {img.digest}: there is no image to add",
                 hint="export it without --with-image",
             )
         recorded.append(img)

@@ -14,9 +14,10 @@ from typing import Any
 import pyarrow as pa
 
 from replay.core.cells import short_digest, step_detail
-from replay.core.kinds import PRODUCTION, kind_of
+from replay.core.kinds import PRODUCTION
+from replay.core.manifest import Manifest, step_components
 from replay.core.pipeline import INPUT
-from replay.engine.recorded import RecordedRun
+from replay.engine.recorded import RecordedRun, load_environment
 from replay.engine.replay import ReplayReport
 from replay.store.checkpoint import Checkpoint
 from replay.store.store import Store
@@ -48,42 +49,44 @@ SCORE_COLUMNS = ("pd", "score", "probability", "fraud_score")
 
 
 def _environment(store: Store, run: RecordedRun) -> dict[str, Any]:
-    env = json.loads(store.get_object(run.manifest["env"]))
+    env = load_environment(store, run.manifest.env)
     return {
-        "python": env["python"]["version"],
-        "platform": " ".join(str(env["platform"][k]) for k in ("system", "release", "machine")),
-        "cpu": env["cpu"]["model"],
-        "numpy": env["blas"].get("numpy"),
-        "image": env["image"]["digest"],
-        "packages_lock": env["packages"]["lock_sha256"],
+        "python": env.python.version,
+        "platform": env.platform.summary,
+        "cpu": env.cpu.model,
+        "numpy": env.blas.get("numpy"),
+        "image": env.image.digest,
+        "packages_lock": env.packages.lock_sha256,
     }
 
 
 def _chain(run: RecordedRun, rep: ReplayReport) -> list[dict[str, Any]]:
     verdicts = {s.name: s for s in rep.steps}
-    outputs = {s["name"]: s["output"] for s in run.manifest["steps"]}
+    outputs = {s.name: s.output for s in run.manifest.steps}
     chain = []
-    for step in run.spec["steps"]:
-        result = verdicts.get(step["name"])
+    for step in run.spec.steps:
+        result = verdicts.get(step.name)
+        parts = list(step_components(step))
         chain.append(
             {
-                "step": step["name"],
-                "inputs": step["inputs"],
+                "step": step.name,
+                "inputs": step.inputs,
                 "verdict": result.verdict if result else "not replayed",
                 "detail": step_detail(result) if result else "",
-                "code": step["code"],
-                "source": step["source"],
-                "params": step["params"],
-                "output": outputs.get(step["name"]),
-                "models": {n: m["digest"] for n, m in step["models"].items()},
+                "code": step.code,
+                "source": step.source,
+                "params": step.params,
+                "output": outputs.get(step.name),
+                "models": {c.name: c.digest for c in parts if c.kind == "model"},
                 "data": {
-                    n: {
-                        "sha256": d["sha256"],
-                        "dvc_rev": (d.get("dvc") or {}).get("rev"),
-                        "dvc_md5": (d.get("dvc") or {}).get("md5"),
-                        "remote": (d.get("dvc") or {}).get("remote"),
+                    c.name: {
+                        "sha256": c.digest,
+                        "dvc_rev": c.dvc.rev if c.dvc else None,
+                        "dvc_md5": c.dvc.md5 if c.dvc else None,
+                        "remote": c.dvc.remote if c.dvc else None,
                     }
-                    for n, d in step["data"].items()
+                    for c in parts
+                    if c.kind == "data"
                 },
             }
         )
@@ -97,7 +100,7 @@ def _decisions(
     asked ones carry ``asked`` so a renderer can mark them without comparing keys."""
     if final is None:
         return []
-    key = run.manifest.get("record_key")
+    key = run.manifest.record_key
     score = next((c for c in SCORE_COLUMNS if c in final.column_names), None)
     index = [
         *range(min(final.num_rows, MAX_DECISIONS)),
@@ -118,7 +121,7 @@ def _decisions(
 
 def _asked_rows(run: RecordedRun, final: pa.Table | None, record: str | None) -> frozenset[int]:
     """Where the asked record sits in the run's output, found before any redaction."""
-    key = run.manifest.get("record_key")
+    key = run.manifest.record_key
     if final is None or not record or not key or key not in final.column_names:
         return frozenset()
     return frozenset(
@@ -146,11 +149,11 @@ def _scores(run: RecordedRun, rep: ReplayReport, final: pa.Table | None) -> dict
     }
 
 
-def _kind_label(manifest: dict[str, Any], kind: str) -> str:
+def _kind_label(manifest: Manifest) -> str:
     """In a regulator's words; empty for a production decision (the record itself)."""
-    if kind == PRODUCTION:
+    if manifest.run_kind == PRODUCTION:
         return ""
-    tags = manifest.get("tags") or {}
+    tags = manifest.tags
     asked = f" as deployed at {tags['as_of']}" if tags.get("as_of") else ""
     return (
         f"What-if run: new rows put through the pipeline{asked} to answer a question. "
@@ -165,23 +168,22 @@ def _run_facts(
     record: str | None,
     redact: Callable[[pa.Table], pa.Table] | None,
 ) -> dict[str, Any]:
-    last = run.manifest["steps"][-1]["name"]
+    last = run.manifest.steps[-1].name
     final = run.table(last) if last != INPUT and run.has_table(last) else None
     asked = _asked_rows(run, final, record)
     if redact is not None:
         final = redact(final) if final is not None else None
         rep = replace(rep, output=redact(rep.output)) if rep.output is not None else rep
-    kind = kind_of(run.manifest)
     return {
         "run_id": run.run_id,
-        "kind": kind,
-        "kind_label": _kind_label(run.manifest, kind),
-        "pipeline": run.manifest["pipeline"],
-        "clock": run.manifest["clock"],
-        "version": run.manifest["version"],
+        "kind": run.manifest.run_kind,
+        "kind_label": _kind_label(run.manifest),
+        "pipeline": run.manifest.pipeline,
+        "clock": run.manifest.clock,
+        "version": run.manifest.version,
         "verdict": rep.verdict,
         "first_divergence": rep.first_divergence,
-        "rows": run.manifest["input"].get("rows"),
+        "rows": run.manifest.input.rows,
         "tally": _tally(final),
         "holds_record": bool(asked),
         "decided": final.num_rows if final is not None else 0,
@@ -233,7 +235,7 @@ def context(
         "title": title,
         "generated_at": datetime.now(UTC).isoformat(),
         "question": {
-            "pipeline": runs[0].manifest["pipeline"],
+            "pipeline": runs[0].manifest.pipeline,
             "run_ids": [r.run_id for r in runs],
             "time": question.get("time"),
             "record": record,

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json, combine_parts, json_digest, sha256, table_digest
+from replay.core.manifest import Spec
 from replay.core.pipeline import INPUT
 from replay.core.trust import PINNED, TrustedKey, pinned
 from replay.docker.imagetar import ImageTarError, image_id
@@ -26,7 +28,7 @@ from replay.evidence import bundle, shapes
 from replay.evidence.bundle import BundleError, MalformedBundleError, Members
 from replay.store.checkpoint import Checkpoint
 from replay.store.ledger import entry_hash, line_of
-from replay.store.objects import relative_path, spec_digests
+from replay.store.objects import relative_path
 
 SIGNED = ("MANIFEST.json", "MANIFEST.sig")
 # JSON members are parsed whole, and a parsed document takes 5-20x its bytes: 64 MiB holds
@@ -280,15 +282,14 @@ def _verify_run(files: Members, e: dict[str, Any], redacted: set[str]) -> None:
         _need(files, tape)
         if files.digest(tape) != m["tape"]:
             raise BundleError(tape, "does not match the manifest's tape digest")
-    spec = _json(files, _object_name(m["version"]), shapes.SPEC)
-    kept_data = (
-        {d["object"] for s in spec["steps"] for d in s["data"].values() if d.get("object")}
-        if redacted
-        else set()
-    )
-    for digest in [*spec_digests(spec), m["env"]]:
-        if digest not in kept_data:  # kept reference data is left out of redacted bundles
-            _need(files, _object_name(digest))
+    name = _object_name(m["version"])
+    try:
+        spec = msgspec.convert(_json(files, name, shapes.SPEC), Spec)
+    except msgspec.ValidationError as exc:
+        raise MalformedBundleError(name, f"is not a pipeline spec ({exc})") from None
+    # Kept reference data is left out of redacted bundles.
+    for digest in [*spec.objects(data=not redacted), m["env"]]:
+        _need(files, _object_name(digest))
     _need(files, f"reports/{run}.json")
 
 

@@ -11,22 +11,10 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from replay.core.digest import hex_of, sha256
 from replay.core.fsutil import fsync_dir, open_nofollow, write_durable
 from replay.errors import CorruptionError, NotFoundError, StoreError
-
-
-def spec_digests(spec: dict[str, Any]) -> list[str]:
-    """Every object a pipeline spec names: code, module sources, params, models (with a
-    folder's files and a loader's code), kept data."""
-    out = []
-    for step in spec["steps"]:
-        out += [step["code"], step["source"], step["params"], *step.get("modules", {}).values()]
-        out += [d for m in step["models"].values() for d in (m["digest"], *m.get("objects", ()))]
-        out += [d["object"] for d in step["data"].values() if d.get("object")]
-    return out
 
 
 def relative_path(digest: str) -> str:

@@ -102,7 +102,7 @@ def main() -> None:
         {**files, "ledger/checkpoint.json": canonical_json(old_cp.as_json())}, private
     )
 
-    spec = json.loads(files[_object(a.manifest["version"])])
+    spec = json.loads(files[_object(a.manifest.version)])
     code = _object(spec["steps"][0]["code"])
     import pickle
 
