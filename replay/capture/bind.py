@@ -22,7 +22,6 @@ from typing import Any
 import cloudpickle
 import msgspec
 import numpy as np
-import pyarrow as pa
 from msgspec import UNSET
 
 from replay.capture import dvc as dvcdata
@@ -31,6 +30,7 @@ from replay.capture.code import capture_code
 from replay.capture.models import capture as capture_model
 from replay.capture.models import load as load_model
 from replay.capture.models import tree_paths
+from replay.core import tables
 from replay.core.declared import missing_hint
 from replay.core.digest import canonical_json, sha256
 from replay.core.manifest import (
@@ -48,25 +48,6 @@ from replay.core.model import Model
 from replay.core.pipeline import Pipeline, Step
 from replay.errors import CaptureError, InputError
 from replay.store.store import Store
-
-DATA_FORMATS = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow", ".feather": "arrow"}
-
-
-def load_data(fmt: str, source: bytes | Path) -> Any:
-    """A data file as the step receives it: a pyarrow Table for tabular formats."""
-    import pyarrow.csv
-    import pyarrow.feather
-    import pyarrow.parquet
-
-    if fmt == "bytes":
-        return source
-    buf: Any = pa.BufferReader(source) if isinstance(source, bytes) else str(source)
-    if fmt == "parquet":
-        return pyarrow.parquet.read_table(buf)
-    if fmt == "csv":
-        return pyarrow.csv.read_csv(buf)
-    return pyarrow.feather.read_table(buf)
-
 
 # Files up to this size are re-hashed on every run: a same-size rewrite within one tick of a
 # coarse (e.g. one-second) timestamp keeps size, mtime and ctime. Larger files are rewritten
@@ -297,7 +278,7 @@ def _capture_model_object(step: Step, name: str, obj: Any, store: Staged) -> tup
 
 def _capture_data(step: Step, path: Path, store: Staged) -> tuple[DataRef, Any]:
     raw = _read(step, path, "data file")
-    fmt = DATA_FORMATS.get(path.suffix.lower(), "bytes")
+    fmt = tables.format_of(path)
     version = dvcdata.version(path)
     record = DataRef(
         str(path.resolve()),
@@ -307,7 +288,7 @@ def _capture_data(step: Step, path: Path, store: Staged) -> tuple[DataRef, Any]:
         # Not recoverable from a DVC remote at a git rev: keep the bytes themselves.
         store.put_object(raw) if version is None or not version["committed"] else UNSET,
     )
-    return record, load_data(fmt, raw)
+    return record, tables.read(fmt, raw)
 
 
 def _add_dvc_version(entry: dict[str, Any], path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pyarrow as pa
@@ -62,28 +61,3 @@ def _value(source: str, key: str | None, kwargs: dict[str, Any], ctx: RunContext
     if key is None:
         return ctx
     return ctx.now() if key == "now" else ctx.rng() if key == "rng" else ctx.call
-
-
-def read_table_file(path: str) -> pa.Table:
-    """Rows from a Parquet (or .csv / .arrow) file, with a clear error for anything else."""
-    import pyarrow.csv
-    import pyarrow.feather
-    import pyarrow.parquet
-
-    suffix = path.rsplit(".", 1)[-1].lower()
-    if os.path.isdir(path):  # pyarrow would read a folder as an (empty) dataset
-        raise InputError(f"input {path} is a folder, not a file")
-    try:
-        if suffix == "csv":
-            return pyarrow.csv.read_csv(path)
-        if suffix in ("arrow", "feather"):
-            return pyarrow.feather.read_table(path)
-        return pyarrow.parquet.read_table(path)
-    except FileNotFoundError:
-        raise InputError(f"input file {path} does not exist") from None
-    except (pa.ArrowException, OSError) as exc:
-        kind = {"csv": "CSV", "arrow": "Arrow", "feather": "Arrow"}.get(suffix, "Parquet")
-        raise InputError(
-            f"{path} is not a readable {kind} file ({exc})".splitlines()[0],
-            hint="write the input with pyarrow.parquet.write_table or DataFrame.to_parquet",
-        ) from None

@@ -909,9 +909,9 @@ def demo(
 def read_rows(path: str) -> pa.Table:
     """Input rows, refusing column names that are not UTF-8 (pyarrow reads them, then
     raises UnicodeDecodeError on the first look at the schema)."""
-    from replay.capture.runner import read_table_file
+    from replay.core.tables import read_input
 
-    rows = read_table_file(path)
+    rows = read_input(path)
     try:
         rows.schema.names  # noqa: B018 - decodes every name
     except UnicodeDecodeError:

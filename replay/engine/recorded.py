@@ -18,8 +18,8 @@ import orjson
 import pyarrow as pa
 
 from replay.capture import dvc as dvcdata
-from replay.capture.bind import load_data
 from replay.capture.models import load as load_recorded_model
+from replay.core import tables
 from replay.core.digest import sha256, table_digest
 from replay.core.manifest import (
     DataRef,
@@ -177,7 +177,7 @@ def data_bytes(store: Store, record: DataRef) -> bytes:
 
 def load_data_component(store: Store, record: DataRef) -> Any:
     return _cached(
-        "data", record.sha256, lambda: load_data(record.format, data_bytes(store, record))
+        "data", record.sha256, lambda: tables.read(record.format, data_bytes(store, record))
     )
 
 
