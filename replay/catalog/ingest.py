@@ -159,7 +159,9 @@ class Ingest:
             if name in rows.column_names:
                 i = rows.column_names.index(name)
                 rows = rows.set_column(i, name, rows.column(name).cast(pa.int64()).cast(TS))
-        self.con.register("_ingest", rows)
+        # One chunk: DuckDB scans a table of thousands of one-row chunks slowly and keeps
+        # far more memory for it (10k runs' records: 1.1 s and 635 MiB against 0.1 s, 253).
+        self.con.register("_ingest", rows.combine_chunks())
         try:
             self.con.execute(f"insert into {table} by name select * from _ingest")
         finally:
