@@ -175,6 +175,8 @@ def _inside(root: Path, path: str) -> Path:
 
 @dataclass(slots=True)
 class LocalFile:
+    """A ``LogFile`` on a descriptor of this process."""
+
     name: str  # relative to the store's root
     fd: int
     appending: bool
