@@ -28,31 +28,40 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import pyarrow as pa
 import replay
-import replay.store.ledger, replay.store.objects, replay.store.segments
+import replay.store.fs, replay.store.ledger
 from conftest import label, scale
 
 POINT, ARMED = {point!r}, False
 
 
-def crash_in(module, name, half=False):
-    original = getattr(module, name)
+def crash_in(owner, name):
+    original = getattr(owner, name)
     def wrapper(*args, **kwargs):
         if ARMED:
-            if half:  # the write is torn in the middle
-                os.write(args[0], bytes(args[1])[: max(1, len(args[1]) // 2)])
             os.kill(os.getpid(), signal.SIGKILL)
         return original(*args, **kwargs)
-    setattr(module, name, wrapper)
+    setattr(owner, name, wrapper)
+
+
+def tear_append(folder):
+    # The next append to a log in ``folder`` is torn in the middle.
+    original = replay.store.fs.LocalFile.append
+    def append(log, data):
+        if ARMED and log.name.startswith(folder + "/"):
+            os.write(log.fd, bytes(data)[: max(1, len(data) // 2)])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(log, data)
+    replay.store.fs.LocalFile.append = append
 
 
 if POINT == "object-before-rename":
-    crash_in(replay.store.objects.os, "replace")
+    crash_in(replay.store.fs.os, "replace")
 elif POINT == "segment-mid-write":
-    crash_in(replay.store.segments, "write_all", half=True)
+    tear_append("segments")
 elif POINT == "between-segment-and-ledger":
     crash_in(replay.store.ledger.Ledger, "append")
 elif POINT == "ledger-mid-write":
-    crash_in(replay.store.ledger, "write_all", half=True)
+    tear_append("ledger")
 
 def pipeline(k):
     return replay.Pipeline("crash", [replay.Step("scale", scale, params={{"k": k}}),

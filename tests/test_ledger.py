@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from replay.core.digest import canonical_json, sha256
 from replay.errors import CorruptionError
+from replay.store.fs import LocalFS
 from replay.store.ledger import GENESIS, Ledger
 
 
@@ -22,7 +23,7 @@ def _records(n: int) -> list[dict[str, object]]:
 
 
 def test_entries_chain_each_to_the_previous(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path)
+    ledger = Ledger(LocalFS(tmp_path))
     entries = ledger.append(_records(3))
     assert [e["seq"] for e in entries] == [1, 2, 3]
     assert entries[0]["prev"] == GENESIS
@@ -31,21 +32,21 @@ def test_entries_chain_each_to_the_previous(tmp_path: Path) -> None:
 
 
 def test_two_ledger_objects_on_one_folder_continue_one_chain(tmp_path: Path) -> None:
-    Ledger(tmp_path).append(_records(2))
-    more = Ledger(tmp_path).append(_records(1))
+    Ledger(LocalFS(tmp_path)).append(_records(2))
+    more = Ledger(LocalFS(tmp_path)).append(_records(1))
     assert more[0]["seq"] == 3
-    assert Ledger(tmp_path).verify() == 3
+    assert Ledger(LocalFS(tmp_path)).verify() == 3
 
 
 def test_a_torn_last_line_is_invisible_and_cut_by_the_next_append(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path)
+    ledger = Ledger(LocalFS(tmp_path))
     ledger.append(_records(2))
     with open(ledger.path, "ab") as f:
         f.write(b'{"seq":3,"half a line')
-    assert [e["seq"] for _, e in Ledger(tmp_path).read()] == [1, 2]
-    appended = Ledger(tmp_path).append(_records(1))
+    assert [e["seq"] for _, e in Ledger(LocalFS(tmp_path)).read()] == [1, 2]
+    appended = Ledger(LocalFS(tmp_path)).append(_records(1))
     assert appended[0]["seq"] == 3
-    assert Ledger(tmp_path).verify() == 3
+    assert Ledger(LocalFS(tmp_path)).verify() == 3
 
 
 @settings(
@@ -56,7 +57,7 @@ def test_changing_any_byte_of_the_ledger_is_detected(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
 ) -> None:
     root = tmp_path_factory.mktemp("ledger")
-    ledger = Ledger(root)
+    ledger = Ledger(LocalFS(root))
     ledger.append(_records(4))
     raw = bytearray(ledger.path.read_bytes())
     # Any byte but a line break: changing those only splits or joins lines.
@@ -66,4 +67,4 @@ def test_changing_any_byte_of_the_ledger_is_detected(
         raw[pos] = 0x20 if raw[pos - 1] != 0x20 else 0x21
     ledger.path.write_bytes(bytes(raw))
     with pytest.raises(CorruptionError):
-        Ledger(root).verify()
+        Ledger(LocalFS(root)).verify()

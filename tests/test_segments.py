@@ -15,6 +15,7 @@ from replay.catalog.check import verify_store
 from replay.core.digest import sha256, table_digest
 from replay.errors import CorruptionError
 from replay.store import segments
+from replay.store.fs import LocalFS
 from replay.store.segments import Block, BlockRef, RunData, SegmentWriter, Sharing, StoredTable
 
 
@@ -75,7 +76,7 @@ def append_runs(
     tmp_path: Path, blocks: list[dict[str, dict[str, pa.Table]]], personal: tuple[str, ...] = ()
 ) -> list[BlockRef]:
     """One block per item of ``blocks``, each holding its runs (with a tape), in one log."""
-    writer = SegmentWriter(tmp_path / "segments")
+    writer = SegmentWriter(LocalFS(tmp_path))
     refs = [
         writer.append(
             [
@@ -93,7 +94,7 @@ def write_and_read(
     tmp_path: Path, runs: dict[str, dict[str, pa.Table]], personal: tuple[str, ...] = ()
 ) -> Block:
     (ref,) = append_runs(tmp_path, [runs], personal)
-    return Block(tmp_path / "segments" / ref.segment, ref)
+    return Block(LocalFS(tmp_path), ref)
 
 
 OPS = st.lists(
@@ -179,8 +180,7 @@ def test_small_blocks_after_the_first_of_a_log_are_compressed_with_its_bytes(
     blocks = [{f"run{i}": chain([("append", i), ("rename", 0)], 1)} for i in range(3)]
     first, second, third = append_runs(tmp_path, blocks)
     assert third.length < 0.6 * first.length
-    path = tmp_path / "segments" / third.segment
-    read = [Block(path, ref) for ref in (first, second, third)]
+    read = [Block(LocalFS(tmp_path), ref) for ref in (first, second, third)]
     assert [b.dictionary for b in read] == [False, True, True]
     for block, runs in zip(read, blocks, strict=True):
         for kind, table in runs[block.run_ids()[0]].items():
@@ -206,7 +206,7 @@ def test_any_flipped_bit_of_a_block_is_detected(
     segments._dictionary.cache_clear()  # a dictionary read before the flip must not hide it
     with pytest.raises(CorruptionError):
         for ref, runs in zip(reversed(refs), reversed(blocks), strict=True):
-            block = Block(path, ref)
+            block = Block(LocalFS(tmp_path), ref)
             for kind in runs["run"]:
                 block.table("run", kind)
             block.blob("run", "tape")
@@ -220,7 +220,7 @@ def test_a_block_whose_header_length_is_damaged_is_corrupt(tmp_path: Path, bit: 
     data[ref.offset + 4 + bit // 8] ^= 1 << (bit % 8)  # the u32 after the magic
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptionError):
-        Block(path, ref)
+        Block(LocalFS(tmp_path), ref)
 
 
 @settings(

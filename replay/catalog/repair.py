@@ -12,15 +12,11 @@ folders.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from replay.catalog.queries import reindex
-from replay.core.fsutil import open_nofollow
 from replay.errors import CorruptionError, StoreError
-from replay.store.ledger import settle
 from replay.store.store import Store
 
 
@@ -58,24 +54,8 @@ def _temp_files(store: Store, report: Checkup) -> None:
 
 def _ledger_tail(store: Store, report: Checkup) -> None:
     path = store.ledger.path
-    if not os.path.lexists(path):
-        return
-    # Under the writers' lock, on descriptors that never follow a link out of the store.
-    lock = open_nofollow(store.ledger.root / "lock", os.O_RDWR | os.O_CREAT)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        fd = open_nofollow(path, os.O_RDWR)
-        try:
-            _repair_tail(store, fd, path, report)
-        finally:
-            os.close(fd)
-    finally:
-        os.close(lock)
-
-
-def _repair_tail(store: Store, fd: int, path: Path, report: Checkup) -> None:
-    try:
-        settled = settle(fd, store.root / "segments")
+        settled = store.ledger.settle()
     except CorruptionError as exc:
         report.noted.append(f"{path}: {exc.message}; left as it is (run `replay verify`)")
         return

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json
-from replay.core.fsutil import fsync_dir, write_durable
 from replay.errors import CorruptionError, NotFoundError
+from replay.store.fs import LocalFS
 from replay.store.store import Store
+
+FOLDER = "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -93,40 +94,39 @@ def sign(
         }
     )
     _keep_public_key(store, public)
-    folder = store.root / "checkpoints"
-    folder.mkdir(exist_ok=True)
     name = f"{cp.tree_size:012d}-{cp.key_id[7:19]}-{cp.timestamp.replace(':', '')}.json"
-    tmp = folder / f".{name}.tmp"
-    write_durable(
-        os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), canonical_json(cp.as_json())
-    )
-    os.replace(tmp, folder / name)
-    fsync_dir(folder)
+    store.fs.write_atomic(f"{FOLDER}/{name}", canonical_json(cp.as_json()))
     return cp
 
 
 def _keep_public_key(store: Store, public: Ed25519PublicKey) -> None:
     """So the store can check its own checkpoints (public keys are not secret)."""
-    path = public_key_path(store, keys.key_id(public))
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(keys.public_pem(public))
+    name = key_name(keys.key_id(public))
+    if not store.fs.exists(name):
+        store.fs.write_atomic(name, keys.public_pem(public))
+
+
+def key_name(key_id: str) -> str:
+    """Where the store keeps the public key ``key_id`` names."""
+    return f"keys/{key_id[7:]}.pub"
 
 
 def public_key_path(store: Store, key_id: str) -> Path:
-    return store.root / "keys" / f"{key_id[7:]}.pub"
+    return Path(store.fs.where(key_name(key_id)))
 
 
 def stored(store: Store) -> list[tuple[Path, Checkpoint]]:
-    folder = store.root / "checkpoints"
-    if not folder.exists():
-        return []
     out = []
-    for path in sorted(folder.glob("*.json")):
+    for name in store.fs.list(FOLDER):
+        if not name.endswith(".json"):
+            continue
+        path = f"{FOLDER}/{name}"
         try:
-            out.append((path, Checkpoint.from_json(json.loads(path.read_bytes()))))
+            out.append(
+                (Path(store.fs.where(path)), Checkpoint.from_json(json.loads(store.fs.read(path))))
+            )
         except (ValueError, KeyError, TypeError):
-            raise CorruptionError(str(path), "is not a checkpoint") from None
+            raise CorruptionError(store.fs.where(path), "is not a checkpoint") from None
     return out
 
 
@@ -151,16 +151,12 @@ def grew(old: Checkpoint, new: Checkpoint, proof: list[str]) -> bool:
 
 def write_head(cp: Checkpoint, path: Path) -> None:
     """A signed tree head in a file of its own, to keep outside the store."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write_durable(
-        os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), canonical_json(cp.as_json())
-    )
-    os.replace(tmp, path)
+    LocalFS(path.parent).write_atomic(path.name, canonical_json(cp.as_json()))
 
 
 def read_head(path: Path) -> Checkpoint:
     try:
-        return Checkpoint.from_json(json.loads(path.read_bytes()))
+        return Checkpoint.from_json(json.loads(LocalFS(path.parent).read(path.name)))
     except FileNotFoundError:
         raise NotFoundError(f"no checkpoint file {path}") from None
     except (ValueError, KeyError, TypeError):

@@ -32,7 +32,9 @@ from replay.core import keys, merkle
 from replay.core.digest import canonical_json, sha256
 from replay.core.trust import ENV as TRUST_ENV
 from replay.errors import CorruptionError, UntrustedSignerError
-from replay.store.checkpoint import Checkpoint, public_key_path, stored
+from replay.store.checkpoint import FOLDER as CHECKPOINTS
+from replay.store.checkpoint import Checkpoint, key_name, stored
+from replay.store.fs import LocalFS
 from replay.store.ledger import GENESIS, entry_hash
 from replay.store.store import Store
 
@@ -41,13 +43,12 @@ REQUIRE_ENV = "REPLAY_REQUIRE_CHECKPOINT"
 
 @dataclass
 class _Prefix:
-    folder: str  # the store's checkpoints/
     end: int = 0
     hashes: list[str] = field(default_factory=list)
     leaves: list[bytes] = field(default_factory=list)
     roots: dict[int, bytes] = field(default_factory=dict)  # tree size -> root
     covered: int = 0  # entries covered by a pinned, verified checkpoint
-    # ((checkpoints/ mtime, env), required, pins): re-read when a checkpoint comes or goes
+    # ((checkpoints/ changed, env), required, pins): re-read when a checkpoint comes or goes
     policy: tuple[tuple[int, str | None, str | None], bool, tuple[str, ...]] | None = None
     hashed: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> entry checked
 
@@ -59,7 +60,7 @@ def check_entry(store: Store, entry: dict[str, Any]) -> None:
     """Refuse (CorruptionError, exit 9) an entry the verified history does not hold."""
     prefix = _prefixes.get(store.root)
     if prefix is None:
-        prefix = _prefixes[store.root] = _Prefix(folder=str(store.root / "checkpoints"))
+        prefix = _prefixes[store.root] = _Prefix()
     seq = entry.get("seq")
     where = f"ledger entry {seq} (run {entry.get('run_id')})"
     # Entries are immutable once read (queries.entry caches them): each object is hashed once.
@@ -96,7 +97,7 @@ def _hash_holds(entry: dict[str, Any]) -> bool:
 
 def _extend(store: Store, prefix: _Prefix) -> None:
     """Hash and chain-check the entries past the verified prefix."""
-    size = store.ledger.path.stat().st_size if store.ledger.path.exists() else 0
+    size = store.ledger.size()
     if size < prefix.end:
         raise CorruptionError(
             str(store.ledger.path),
@@ -122,7 +123,7 @@ def _check_cache(store: Store, prefix: _Prefix) -> None:
     """The history last verified (the user's record of it) must be a prefix of today's."""
     path = cache_path(store)
     try:
-        cached = json.loads(path.read_bytes())
+        cached = json.loads(LocalFS(path.parent).read(path.name))
         size, root = int(cached["size"]), str(cached["root"])
     except FileNotFoundError:
         size, root = -1, ""
@@ -152,11 +153,9 @@ def cache_path(store: Store) -> Path:
 
 
 def _write_cache(path: Path, size: int, root: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp.write_bytes(canonical_json({"size": size, "root": root}))
-        os.replace(tmp, path)
+        LocalFS(path.parent).write_atomic(path.name, canonical_json({"size": size, "root": root}))
     except OSError:
         pass  # a read-only store is still checked; only the cache is not kept
 
@@ -168,11 +167,7 @@ def _root(prefix: _Prefix, size: int) -> bytes:
 
 
 def _policy(store: Store, prefix: _Prefix) -> tuple[bool, tuple[str, ...]]:
-    try:
-        mtime = os.stat(prefix.folder).st_mtime_ns
-    except FileNotFoundError:
-        mtime = 0
-    stamp = (mtime, os.environ.get(TRUST_ENV), os.environ.get(REQUIRE_ENV))
+    stamp = (store.fs.changed(CHECKPOINTS), os.environ.get(TRUST_ENV), os.environ.get(REQUIRE_ENV))
     if prefix.policy is None or prefix.policy[0] != stamp:
         from replay.core import trust
 
@@ -215,7 +210,7 @@ def _check_coverage(store: Store, prefix: _Prefix, seq: int, where: str) -> None
             "replayed once a pinned checkpoint covers them",
         )
     path, cp = best
-    if not cp.verify(keys.load_public(public_key_path(store, cp.key_id).read_bytes())):
+    if not cp.verify(keys.load_public(store.fs.read(key_name(cp.key_id)))):
         raise CorruptionError(str(path), "signature does not verify")
     if (
         cp.tree_size > len(prefix.leaves)

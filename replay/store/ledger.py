@@ -10,19 +10,20 @@ it back (``settle``, which doctor runs too).
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from replay.core.digest import canonical_json, sha256
-from replay.core.fsutil import fsync_dir, open_nofollow, sync_data, write_all
 from replay.errors import CorruptionError, StoreError
+from replay.store.fs import LogFile, LogFS, StoreFS
+from replay.store.segments import FOLDER as SEGMENTS
 
+FOLDER = "ledger"
+NAME = f"{FOLDER}/ledger.jsonl"
+LOCK = f"{FOLDER}/lock"
 GENESIS = "sha256:" + "0" * 64
 _TAIL_CHUNK = 1 << 16
 
@@ -50,30 +51,16 @@ class Settled:
 
 
 class Ledger:
-    def __init__(self, root: Path, segments: Path | None = None) -> None:
-        self.root = root
-        self.path = root / "ledger.jsonl"
-        self.segments = segments  # where entries' blocks live (checked before keeping one)
+    def __init__(self, fs: LogFS) -> None:
+        self.fs = fs
+        self.root = Path(fs.where(FOLDER))
+        self.path = Path(fs.where(NAME))
         self._tail: Tail | None = None
-
-    @contextmanager
-    def _locked(self) -> Iterator[int]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock = open_nofollow(self.root / "lock", os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
-            try:
-                yield fd
-            finally:
-                os.close(fd)
-        finally:
-            os.close(lock)  # closing releases the flock
 
     def append(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Chain and durably append one entry per record; returns the entries written."""
-        with self._locked() as fd:
-            tail = self._read_tail(fd)
+        with self.fs.locked(LOCK), self.fs.open_log(NAME) as log:
+            tail = self._read_tail(log)
             entries, lines = [], []
             seq, prev = tail.seq, tail.hash
             for record in records:
@@ -84,52 +71,66 @@ class Ledger:
                 lines.append(canonical_json(entry) + b"\n")
             data = b"".join(lines)
             try:
-                write_all(fd, data)
-                sync_data(fd)
+                log.append(data)
+                log.sync()
             except OSError as exc:
-                os.ftruncate(fd, tail.size)  # leave no torn line behind us
+                log.truncate(tail.size)  # leave no torn line behind us
                 raise StoreError(
                     f"cannot append to the ledger: {exc.strerror}",
                     hint="free space in the store's filesystem and record again",
                 ) from exc
             if tail.size == 0:
-                fsync_dir(self.root)
+                self.fs.sync_folder(FOLDER)
             self._tail = Tail(tail.size + len(data), seq, prev)
             return entries
 
-    def _read_tail(self, fd: int) -> Tail:
-        size = os.fstat(fd).st_size
+    def _read_tail(self, log: LogFile) -> Tail:
+        size = log.size()
         if self._tail is not None and self._tail.size == size:
             return self._tail
         if size == 0:
             return Tail(0, 0, GENESIS)
-        if os.pread(fd, 1, size - 1) != b"\n":
-            # A writer died mid-line (never acknowledged) or a newline was lost. Not through
-            # fd: Linux's pwrite on an O_APPEND descriptor appends whatever the offset.
-            at = open_nofollow(self.path, os.O_RDWR)
-            try:
-                settle(at, self.segments)
-            finally:
-                os.close(at)
-            size = os.fstat(fd).st_size
+        if log.read_at(size - 1, 1) != b"\n":
+            # A writer died mid-line (never acknowledged) or a newline was lost: repaired on
+            # a descriptor of its own, as an appending one writes only at the end.
+            self._settle()
+            size = log.size()
             if size == 0:
                 return Tail(0, 0, GENESIS)
-        start = _last_newline(fd, size - 1) + 1
-        line = os.pread(fd, size - start, start)
+        start = _last_newline(log, size - 1) + 1
+        line = log.read_at(start, size - start)
         try:
             entry = json.loads(line)
             return Tail(size, int(entry["seq"]), str(entry["hash"]))
         except (ValueError, KeyError) as exc:
             raise CorruptionError(str(self.path), f"last entry is unreadable ({exc})") from None
 
+    def settle(self) -> Settled:
+        """Under the writers' lock, end the ledger on a newline (see ``settle``); doctor runs
+        it. A store with no ledger yet has nothing to settle."""
+        if not self.fs.exists(NAME):
+            return Settled(0, 0)
+        with self.fs.locked(LOCK):
+            return self._settle()
+
+    def _settle(self) -> Settled:
+        with self.fs.open_existing(NAME) as log:
+            return settle(log, lambda block: _block_in(self.fs, block))
+
+    def size(self) -> int:
+        """The ledger's length in bytes (0 before the first entry)."""
+        try:
+            return self.fs.size(NAME)
+        except FileNotFoundError:
+            return 0
+
     def read(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
         """Complete entries from byte ``offset`` on, each with the offset just past it."""
         try:
-            f = open(self.path, "rb")  # noqa: SIM115 - closed below, iterated lazily
+            f = self.fs.open_read(NAME, offset)
         except FileNotFoundError:
             return
         with f:
-            f.seek(offset)
             pos = offset
             for line in f:
                 if not line.endswith(b"\n"):
@@ -156,64 +157,57 @@ class Ledger:
         return seq
 
 
-def _last_newline(fd: int, end: int) -> int:
+def _last_newline(log: LogFile, end: int) -> int:
     """Offset of the last b'\\n' before ``end``, or -1."""
     pos = end
     while pos > 0:
         start = max(0, pos - _TAIL_CHUNK)
-        idx = os.pread(fd, pos - start, start).rfind(b"\n")
+        idx = log.read_at(start, pos - start).rfind(b"\n")
         if idx >= 0:
             return start + idx
         pos = start
     return -1
 
 
-def settle(fd: int, segments: Path | None) -> Settled:
-    """End the ledger (open on ``fd``, under the writers' lock) on a newline.
+def settle(log: LogFile, block_present: Callable[[dict[str, Any]], bool]) -> Settled:
+    """End the ledger (open in place on ``log``, under the writers' lock) on a newline.
 
     What follows the last newline is kept when it is complete, chained entries whose blocks
-    are in ``segments`` (each gets its newline back); the rest is a torn line, never
-    acknowledged, and is cut. Newlines first, the cut last: a crash in between leaves at
-    worst a torn line again.
+    are present (each gets its newline back); the rest is a torn line, never acknowledged,
+    and is cut. Newlines first, the cut last: a crash in between leaves at worst a torn line
+    again.
     """
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+    size = log.size()
+    if size == 0 or log.read_at(size - 1, 1) == b"\n":
         return Settled(0, 0)
-    start = _last_newline(fd, size) + 1
+    start = _last_newline(log, size) + 1
     seq, prev = 0, GENESIS
     if start > 0:
-        before = _last_newline(fd, start - 1) + 1
+        before = _last_newline(log, start - 1) + 1
         try:
-            last = json.loads(os.pread(fd, start - before, before))
+            last = json.loads(log.read_at(before, start - before))
             seq, prev = int(last["seq"]), str(last["hash"])
         except (ValueError, KeyError, TypeError):
             raise CorruptionError(
                 f"ledger entry before byte {start}",
                 "is unreadable, so the unterminated line after it cannot be checked",
             ) from None
-    ends = complete_entries(
-        os.pread(fd, size - start, start), seq, prev, lambda block: _block_in(segments, block)
-    )
+    ends = complete_entries(log.read_at(start, size - start), seq, prev, block_present)
     for end in ends:
-        os.pwrite(fd, b"\n", start + end)
+        log.write_at(start + end, b"\n")
     keep = start + ends[-1] + 1 if ends else start
     if keep < size:
-        os.ftruncate(fd, keep)
-    os.fsync(fd)
+        log.truncate(keep)
+    log.sync()
     return Settled(len(ends), max(0, size - keep))
 
 
-def _block_in(segments: Path | None, block: dict[str, Any]) -> bool:
-    if segments is None:
-        return True
+def _block_in(fs: StoreFS, block: dict[str, Any]) -> bool:
     name = str(block.get("segment", ""))
+    if "/" in name or name.startswith(".") or not name:
+        return False
     try:
-        seg = os.lstat(segments / name)
-        return (
-            "/" not in name
-            and not name.startswith(".")
-            and seg.st_size >= int(block["offset"]) + int(block["length"])
-        )
+        return fs.size(f"{SEGMENTS}/{name}") >= int(block["offset"]) + int(block["length"])
     except (OSError, KeyError, TypeError, ValueError):
         return False
 

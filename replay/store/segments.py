@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 import struct
 import uuid
 from collections.abc import Collection, Iterable, Mapping
@@ -47,9 +46,10 @@ from replay.core.digest import (
     sha256,
     table_bytes,
 )
-from replay.core.fsutil import fsync_dir, open_nofollow, sync_data, write_all
 from replay.errors import CorruptionError, NotFoundError, StoreError
+from replay.store.fs import LogFile, LogFS, StoreFS
 
+FOLDER = "segments"
 MAGIC = b"RPB1"
 _LEN = struct.Struct("<I")
 ROLLOVER_BYTES = 256 * 1024 * 1024
@@ -244,35 +244,35 @@ def encode_block(runs: Iterable[RunData], primer: Primer | None = None) -> Encod
 class SegmentWriter:
     """This process's append-only segment log; one fsync per block."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._fd: int | None = None
+    def __init__(self, fs: LogFS) -> None:
+        self.fs = fs
+        self._log: LogFile | None = None
         self._name = ""
         self._size = 0
         self._primer: Primer | None = None  # the first small block of the current log
 
-    def _open(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _open(self) -> LogFile:
         self._name = f"{uuid.uuid4().hex}.seg"
-        self._fd = open_nofollow(self.root / self._name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self._log = self.fs.open_log(f"{FOLDER}/{self._name}")
         self._size = 0
         self._primer = None
-        fsync_dir(self.root)
+        self.fs.sync_folder(FOLDER)
+        return self._log
 
     def append(self, runs: list[RunData]) -> BlockRef:
-        if self._fd is None or self._size > ROLLOVER_BYTES:
+        log = self._log
+        if log is None or self._size > ROLLOVER_BYTES:
             self.close()
-            self._open()
-        assert self._fd is not None
+            log = self._open()
         encoded = encode_block(runs, self._primer)
         parts, header = encoded.parts, encoded.header
         head = MAGIC + _LEN.pack(len(header)) + header
         length = len(head) + sum(len(p) for p in parts)
         try:
-            write_all(self._fd, head)
+            log.append(head)
             for part in parts:
-                write_all(self._fd, memoryview(part))
-            sync_data(self._fd)
+                log.append(memoryview(part))
+            log.sync()
         except OSError as exc:
             # The torn tail is unreferenced; start a fresh log so no later block sits on it.
             self.close()
@@ -287,20 +287,19 @@ class SegmentWriter:
         return ref
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 class Block:
     """A block read back: its header verified against the ledger, its parts on access."""
 
-    def __init__(self, path: Path, ref: BlockRef) -> None:
-        self.path = path
+    def __init__(self, fs: StoreFS, ref: BlockRef) -> None:
+        name = f"{FOLDER}/{ref.segment}"
+        self.path = path = Path(fs.where(name))
         try:
-            with pa.memory_map(str(path)) as f:
-                f.seek(ref.offset)
-                self._buf = f.read_buffer(ref.length)
+            self._buf = pa.py_buffer(fs.read_range(name, ref.offset, ref.length))
         except FileNotFoundError:
             raise NotFoundError(
                 f"segment {path} is missing",
@@ -335,7 +334,7 @@ class Block:
                 raise CorruptionError(str(path), f"block at {ref.offset} does not match its digest")
             self.dictionary = "dict" in parsed
             zdict = (
-                _dictionary(path, BlockRef(ref.segment, **parsed["dict"]))
+                _dictionary(fs, BlockRef(ref.segment, **parsed["dict"]))
                 if self.dictionary
                 else None
             )
@@ -425,10 +424,10 @@ class Block:
 
 
 @functools.lru_cache(maxsize=64)
-def _dictionary(path: Path, ref: BlockRef) -> zstandard.ZstdCompressionDict:
+def _dictionary(fs: StoreFS, ref: BlockRef) -> zstandard.ZstdCompressionDict:
     """The dictionary a block names: the uncompressed bytes of an earlier block of its log,
     itself verified and compressed without one."""
-    primer = Block(path, ref)
+    primer = Block(fs, ref)
     if primer.raw is None or primer.dictionary:
-        raise CorruptionError(str(path), f"block at {ref.offset} is not a dictionary")
+        raise CorruptionError(str(primer.path), f"block at {ref.offset} is not a dictionary")
     return _raw_dict(primer.raw.to_pybytes())

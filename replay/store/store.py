@@ -22,7 +22,6 @@ from typing import Any
 
 from replay.core import ownership
 from replay.core.digest import sha256
-from replay.core.fsutil import open_nofollow
 from replay.errors import (
     CorruptionError,
     NotFoundError,
@@ -31,6 +30,7 @@ from replay.errors import (
     StoreFormatError,
 )
 from replay.store.commit import Committer
+from replay.store.fs import LocalFS, LogFS
 from replay.store.ledger import Ledger
 from replay.store.objects import ObjectStore
 from replay.store.segments import Block, BlockRef, RunData, SegmentWriter
@@ -47,10 +47,11 @@ class Store:
     def __init__(self, root: Path, *, readonly: bool, durable: bool) -> None:
         self.root = root
         self.location = root.resolve()  # one name for the folder, however it was reached
+        self.fs: LogFS = LocalFS(root)  # every file of the store is read and written here
         self.readonly = readonly
         self.durable = durable
-        self.objects = ObjectStore(root / "objects")
-        self.ledger = Ledger(root / "ledger", root / "segments")
+        self.objects = ObjectStore(self.fs)
+        self.ledger = Ledger(self.fs)
         self._writer_lock = threading.Lock()
         self._writer_pid = -1
         self._committer: Committer | None = None
@@ -72,26 +73,26 @@ class Store:
         ``record`` return before its run is fsynced (see ``Store.flush``).
         """
         root = Path(path) if path is not None else default_path()
-        fmt = root / "FORMAT"
-        if not fmt.exists():
+        fs = LocalFS(root)
+        if not fs.exists("FORMAT"):
             if not create or readonly:
                 raise NotFoundError(
                     f"no store at {root}", hint="run `replay init` there, or set REPLAY_STORE"
                 )
-            _initialise(root)
+            _initialise(fs)
         ownership.check(root)
         try:
-            version = json.loads(fmt.read_text())["format"]
+            version = json.loads(fs.read("FORMAT"))["format"]
         except (OSError, ValueError, KeyError, TypeError):
             raise StoreFormatError(
-                f"{fmt} is unreadable", hint='it must hold {"format": 1}; restore it'
+                f"{fs.where('FORMAT')} is unreadable", hint='it must hold {"format": 1}; restore it'
             ) from None
         if version > FORMAT:
             raise StoreFormatError(
                 f"store {root} has format {version}, this pipeline-replay reads up to {FORMAT}",
                 hint="upgrade pipeline-replay (pip install -U pipeline-replay)",
             )
-        if not readonly and not os.access(root, os.W_OK):
+        if not readonly and not fs.writable():
             readonly = True
         return cls(root, readonly=readonly, durable=durable)
 
@@ -106,7 +107,7 @@ class Store:
         # One committer per process: a fork gets its own segment log and thread.
         with self._writer_lock:
             if self._committer is None or self._writer_pid != os.getpid():
-                self._segments = SegmentWriter(self.root / "segments")
+                self._segments = SegmentWriter(self.fs)
                 self._committer = Committer(self._segments, self.ledger)
                 self._writer_pid = os.getpid()
             return self._committer
@@ -156,23 +157,19 @@ class Store:
         block_ref = BlockRef(**ref)
         if "/" in block_ref.segment or block_ref.segment.startswith("."):
             raise StoreError(f"segment name {block_ref.segment!r} is not a plain file name")
-        return Block(self.root / "segments" / block_ref.segment, block_ref)
+        return Block(self.fs, block_ref)
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
 
 
-def _initialise(root: Path) -> None:
+def _initialise(fs: LocalFS) -> None:
     try:
         for sub in ("objects", "segments", "ledger"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        tmp = root / f".FORMAT.{os.getpid()}.tmp"
-        fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps({"format": FORMAT}) + "\n")
-        os.replace(tmp, root / "FORMAT")
+            fs.makedirs(sub)
+        fs.write_atomic("FORMAT", (json.dumps({"format": FORMAT}) + "\n").encode())
     except OSError as exc:
         raise StoreError(
-            f"cannot create a store at {root}: {exc.strerror}",
+            f"cannot create a store at {fs.root}: {exc.strerror}",
             hint="choose a writable folder (REPLAY_STORE or --store)",
         ) from exc
