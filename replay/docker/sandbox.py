@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from replay.capture.environment import REPO_DIGEST
-from replay.catalog.queries import entry
 from replay.docker.client import _reason, _repo_digest, engine
 from replay.engine.recorded import load_json, load_run
 from replay.engine.replay import ReplayReport
@@ -266,7 +265,7 @@ def replay_in_container(
                 tolerances=tolerances,
                 from_bundle=from_bundle,
             )
-    run = load_run(store, entry(store, run_id))
+    run = load_run(store, store.entry(run_id))
     recorded_env = load_json(store, run.manifest["env"])
     recorded = recorded_env["image"]
     img = resolve(client, recorded, image)

@@ -9,7 +9,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.catalog.queries import entry
 from replay.engine.delta import Change, env_changes, spec_changes
 from replay.engine.recorded import load_run
 from replay.engine.records import RecordChange, record_changes
@@ -38,7 +37,7 @@ def _lock(store: Store, env: dict[str, Any]) -> list[str] | None:
 
 
 def diff(store: Store, run_a: str, run_b: str) -> RunDiff:
-    a, b = (load_run(store, entry(store, r)) for r in (run_a, run_b))
+    a, b = (load_run(store, e) for e in store.find_entries([run_a, run_b]))
     env_a, env_b = (json.loads(store.get_object(r.manifest["env"])) for r in (a, b))
     la, lb = _lock(store, env_a), _lock(store, env_b)
     env = env_changes(env_a, env_b, (la, lb) if la is not None and lb is not None else None)

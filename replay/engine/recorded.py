@@ -3,12 +3,14 @@
 Nothing here looks at the live workspace's code or models: step code comes from its recorded
 pickle, models from their recorded bytes, data from the store or from DVC at the recorded rev
 (the workspace file is used only when its bytes still hash to the recorded sha256). Loaded
-components are cached by digest, so replaying many runs of one version loads each once.
+components are kept by digest in the store's cache (replay.store.cache, bounded in bytes), so
+replaying many runs of one version loads each once.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,8 +28,6 @@ from replay.core.unpickle import unpickle_trusted
 from replay.errors import CorruptionError, DataVersionError, NotFoundError
 from replay.store.segments import Block
 from replay.store.store import Store
-
-_cache: dict[tuple[str, str], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -94,22 +94,23 @@ def load_run(store: Store, entry: dict[str, Any]) -> RecordedRun:
 
 
 def load_json(store: Store, digest: str) -> Any:
-    """A JSON object (spec, environment), parsed once per process: objects never change."""
-    return _cached("json", digest, lambda: json.loads(store.get_object(digest)))
+    """A JSON object (spec, environment), parsed once per store: objects never change."""
+    return _cached(store, "json", digest, json.loads)
 
 
-def _cached(kind: str, digest: str, make: Any) -> Any:
-    key = (kind, digest)
-    if key not in _cache:
-        _cache[key] = make()
-    return _cache[key]
+def _cached(store: Store, kind: str, digest: str, make: Callable[[bytes], Any]) -> Any:
+    """``make`` of an object's bytes, kept in the store's cache by its stored size."""
+
+    def load() -> tuple[Any, int]:
+        raw = store.get_object(digest)
+        return make(raw), len(raw)
+
+    return store.cache.load((kind, digest), load)
 
 
 def load_code(store: Store, step: dict[str, Any]) -> Step:
     """The recorded step function, unpickled from its verified bytes (this runs its code)."""
-    fn = _cached(
-        "code", step["code"], lambda: unpickle_trusted(store.get_object(step["code"]), step["code"])
-    )
+    fn = _cached(store, "code", step["code"], lambda raw: unpickle_trusted(raw, step["code"]))
     inputs = step["inputs"] if step.get("named_inputs") else None
     # Only the names matter here: they tell which keyword receives which component.
     return Step(
@@ -158,13 +159,15 @@ def data_bytes(store: Store, record: dict[str, Any]) -> bytes:
 
 
 def load_data_component(store: Store, record: dict[str, Any]) -> Any:
-    return _cached(
-        "data", record["sha256"], lambda: load_data(record["format"], data_bytes(store, record))
-    )
+    def load() -> tuple[Any, int]:
+        raw = data_bytes(store, record)
+        return load_data(record["format"], raw), len(raw)
+
+    return store.cache.load(("data", record["sha256"]), load)
 
 
 def load_params(store: Store, digest: str) -> dict[str, Any]:
-    params: dict[str, Any] = _cached("params", digest, lambda: json.loads(store.get_object(digest)))
+    params: dict[str, Any] = _cached(store, "params", digest, json.loads)
     return params
 
 
