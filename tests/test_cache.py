@@ -31,10 +31,13 @@ def test_many_small_things_are_evicted_for_one_big_one() -> None:
     assert len(cache) == 1 and "big" in cache and cache.nbytes == 95
 
 
-def test_a_thing_bigger_than_the_budget_is_handed_back_but_not_kept() -> None:
+def test_a_thing_bigger_than_the_budget_is_kept_alone_until_the_next() -> None:
     cache = Cache(budget=10)
+    cache.put("small", "s", 5)
     assert cache.load("big", lambda: ("B", 11)) == "B"
-    assert "big" not in cache and cache.nbytes == 0
+    assert ("small" in cache, "big" in cache, cache.nbytes) == (False, True, 11)
+    cache.put("next", "n", 5)
+    assert ("big" in cache, "next" in cache, cache.nbytes) == (False, True, 5)
 
 
 def test_a_lower_budget_drops_the_oldest_at_once() -> None:

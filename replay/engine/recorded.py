@@ -29,6 +29,8 @@ from replay.errors import CorruptionError, DataVersionError, NotFoundError
 from replay.store.segments import Block
 from replay.store.store import Store
 
+STEP_BYTES = 1 << 10  # a declared Step beside its cached code: a few small dicts
+
 
 @dataclass(frozen=True)
 class RecordedRun:
@@ -109,23 +111,36 @@ def _cached(store: Store, kind: str, digest: str, make: Callable[[bytes], Any]) 
 
 
 def load_code(store: Store, step: dict[str, Any]) -> Step:
-    """The recorded step function, unpickled from its verified bytes (this runs its code)."""
-    fn = _cached(store, "code", step["code"], lambda raw: unpickle_trusted(raw, step["code"]))
-    inputs = step["inputs"] if step.get("named_inputs") else None
-    # Only the names matter here: they tell which keyword receives which component.
-    return Step(
-        step["name"],
-        fn,
-        inputs=inputs,
-        tolerances=step.get("tolerances") or {},
-        models=dict.fromkeys(step["models"]),
-        data={name: d["path"] for name, d in step["data"].items()},
-        params=dict.fromkeys(load_params(store, step["params"])),
-    )
+    """The recorded step function, unpickled from its verified bytes (this runs its code),
+    declared as it was; kept in the store's cache, as declaring one inspects the function."""
+    inputs = tuple(step["inputs"]) if step.get("named_inputs") else None
+    tolerances = step.get("tolerances") or {}
+    data = {name: d["path"] for name, d in step["data"].items()}
+    shape = (step["name"], step["code"], step["params"], inputs, *step["models"])
+    key = ("step", shape, tuple(tolerances.items()), tuple(data.items()))
+
+    def declare() -> tuple[Step, int]:
+        fn = _cached(store, "code", step["code"], lambda raw: unpickle_trusted(raw, step["code"]))
+        # Only the names matter here: they tell which keyword receives which component.
+        declared = Step(
+            step["name"],
+            fn,
+            inputs=inputs,
+            tolerances=tolerances,
+            models=dict.fromkeys(step["models"]),
+            data=data,
+            params=dict.fromkeys(load_params(store, step["params"])),
+        )
+        return declared, STEP_BYTES
+
+    step_: Step = store.cache.load(key, declare)
+    return step_
 
 
 def load_model(store: Store, model: dict[str, Any]) -> Any:
-    """A recorded model from its stored bytes, once per process (see replay.capture.models)."""
+    """A recorded model from its stored bytes, once per process (see replay.capture.models:
+    record and replay share one model cache, bounded by count, so a model a process bound
+    is not loaded a second time to replay)."""
     return load_recorded_model(
         model, store.get_object, f"model {model.get('path') or model['digest']}"
     )

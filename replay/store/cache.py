@@ -23,10 +23,11 @@ DEFAULT_BUDGET = 512 << 20
 
 
 class Cache:
-    """Loaded values by key, each with its size in bytes; at most ``budget`` bytes kept.
+    """Loaded values by key, each with its size in bytes; at most ``budget`` bytes kept, or
+    the one value last put when it alone is larger (a replay holds it in memory anyway, and
+    many runs over one big model or table then load it once, not once per run).
 
-    A value larger than the whole budget is handed back but not kept (a budget of 0 keeps
-    nothing). Safe across threads; two threads asking for one missing key may both load it.
+    Safe across threads; two threads asking for one missing key may both load it.
     """
 
     def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
@@ -69,10 +70,9 @@ class Cache:
             old = self._items.pop(key, None)
             if old is not None:
                 self._bytes -= old[1]
-            if size <= self._budget:
-                self._items[key] = (value, size)
-                self._bytes += size
-                self._trim()
+            self._items[key] = (value, size)
+            self._bytes += size
+            self._trim()
 
     def load(self, key: Hashable, make: Callable[[], tuple[T, int]]) -> T:
         """The value kept under ``key``, else ``make()``'s value (kept with its size)."""
@@ -85,6 +85,6 @@ class Cache:
         return value
 
     def _trim(self) -> None:
-        while self._bytes > self._budget:
+        while self._bytes > self._budget and len(self._items) > 1:
             _, (_, size) = self._items.popitem(last=False)
             self._bytes -= size
