@@ -151,11 +151,12 @@ def test_environment_drift_is_reported_but_does_not_fail_the_replay(
     assert report.current_image == "reg/x@sha256:" + "1" * 64
 
 
-def test_replay_many_resolves_every_run_on_one_catalog_connection(store, toy, monkeypatch) -> None:
+def test_the_catalog_resolves_many_runs_on_one_connection(store, toy, monkeypatch) -> None:
+    # An export names many runs, by id or prefix: one catalog connection resolves them all.
     from datetime import UTC, datetime
 
+    from replay.catalog import queries
     from replay.catalog.index import Catalog
-    from replay.engine.replay import replay_many
 
     at = datetime(2026, 3, 14, tzinfo=UTC)
     ids = [replay.record(toy, rows(1, i), store=store, at=at).run_id for i in range(5)]
@@ -165,6 +166,5 @@ def test_replay_many_resolves_every_run_on_one_catalog_connection(store, toy, mo
     monkeypatch.setattr(
         Catalog, "connect", lambda self, *a, **k: (opened.append(1), connect(self, *a, **k))[1]
     )
-    reports = list(replay_many(fresh, ids))
-    assert [r.run_id for r in reports] == ids
-    assert all(r.verdict == "exact" for r in reports) and len(opened) == 1
+    found = queries.entries(fresh, [ids[0][:30], *ids[1:]])
+    assert [e["run_id"] for e in found] == ids and len(opened) == 1

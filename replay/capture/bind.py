@@ -153,7 +153,7 @@ class Binding:
 def bind(pipeline: Pipeline, store: Store) -> Binding:
     """The pipeline's components as stored in ``store``, captured again where files changed."""
     key = store.location
-    old: Binding | None = pipeline._bindings.get(key)
+    old: Binding | None = pipeline.bound(key)
     if old is not None and old.fresh():
         return old
     environment.declared_image()  # a malformed declaration fails before anything is written
@@ -181,7 +181,7 @@ def bind(pipeline: Pipeline, store: Store) -> Binding:
         if old is None
         else Binding(pipeline, steps, spec, version, old.envs, old.warned)
     )
-    pipeline._bindings[key] = binding
+    pipeline.keep_bound(key, binding)
     return binding
 
 

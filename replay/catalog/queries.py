@@ -16,6 +16,7 @@ from replay.core.kinds import PRODUCTION
 from replay.core.manifest import Spec, decode
 from replay.core.pipeline import INPUT
 from replay.errors import CatalogError, NotFoundError, UsageError
+from replay.store.lookup import normalize, the_one
 from replay.store.store import Store
 
 RUN_COLUMNS = (
@@ -41,26 +42,14 @@ def _rows(con: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> list
 
 def resolve_run(con: duckdb.DuckDBPyConnection, run: str) -> str:
     """A full run id from an id or a unique prefix of one (at least 8 characters)."""
-    run = run.strip().lower()
-    if len(run) < 8 or not re.fullmatch(r"[0-9a-f-]+", run):
-        raise UsageError(
-            f"{run!r} is not a run id",
-            hint="give a run id or its first 8+ characters (see `replay runs`)",
-        )
+    run = normalize(run)
     found = [
         r[0]
         for r in con.execute(
             "select run_id from runs where starts_with(run_id, ?) order by seq limit 6", [run]
         ).fetchall()
     ]
-    if not found:
-        raise NotFoundError(f"no run {run}", hint="list runs with `replay runs`")
-    if len(found) > 1:
-        raise NotFoundError(
-            f"run id {run} is ambiguous: {', '.join(found[:5])}",
-            hint="give more characters of the id",
-        )
-    return str(found[0])
+    return the_one(run, [(f, 0) for f in found])[0]
 
 
 def runs(
@@ -163,31 +152,23 @@ def sources(store: Store, run: str, step: str | None = None) -> list[dict[str, s
 
 
 def entry(store: Store, run: str) -> dict[str, Any]:
-    """The ledger entry of a run given by id or unique prefix (cached: entries never
-    change once committed)."""
+    """The ledger entry of a run given by id or unique prefix."""
     return entries(store, [run])[0]
 
 
 def entries(store: Store, runs: list[str]) -> list[dict[str, Any]]:
-    """The ledger entries of runs given by id or unique prefix, in that order, resolved on
-    one catalog connection (opening one costs milliseconds; an export names many runs)."""
-    found: dict[str, dict[str, Any]] = {
-        r: store.entry_cache[r] for r in runs if r in store.entry_cache
-    }
-    if len(found) < len(set(runs)):
-        with Catalog(store).connect() as con:
-            rows = {
-                r: _rows(
-                    con,
-                    "select run_id, entry_end from runs where run_id = ?",
-                    [resolve_run(con, r)],
-                )[0]
-                for r in runs
-                if r not in found
-            }
-        for run, row in rows.items():
-            found[run] = store.entry_cache[row["run_id"]] = entry_for(store, row)
-    return [found[r] for r in runs]
+    """The ledger entries of runs given by id or unique prefix, in that order: resolved on
+    one catalog connection (opening one costs milliseconds; an export names many runs),
+    then read from the ledger where the catalog says each line ends."""
+    with Catalog(store).connect() as con:
+        rows = {
+            r: _rows(
+                con, "select run_id, entry_end from runs where run_id = ?", [resolve_run(con, r)]
+            )[0]
+            for r in dict.fromkeys(runs)
+        }
+    ends = {row["run_id"]: int(row["entry_end"] or 0) for row in rows.values()}
+    return store.find_entries([rows[r]["run_id"] for r in runs], ends)
 
 
 def find(

@@ -204,6 +204,14 @@ class Pipeline:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _bindings={})
 
+    def bound(self, store: Path) -> Any:
+        """The binding ``replay.capture.bind`` last made of this pipeline into ``store``."""
+        return self._bindings.get(store)
+
+    def keep_bound(self, store: Path, binding: Any) -> None:
+        """Keep ``binding`` for the next record into ``store`` (see ``bound``)."""
+        self._bindings[store] = binding
+
     def sources(self, index: int) -> tuple[str, ...]:
         """Names of the tables step ``index`` reads."""
         step = self.steps[index]

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from replay.capture.environment import REPO_DIGEST
-from replay.catalog.queries import entry
 from replay.core.manifest import ImageRef, Spec
 from replay.docker.client import _reason, _repo_digest, engine
 from replay.engine.recorded import load_environment, load_run
@@ -268,7 +267,7 @@ def replay_in_container(
                 tolerances=tolerances,
                 from_bundle=from_bundle,
             )
-    run = load_run(store, entry(store, run_id))
+    run = load_run(store, store.entry(run_id))
     recorded_env = load_environment(store, run.manifest.env)
     recorded = recorded_env.image
     img = resolve(client, recorded, image)

@@ -9,7 +9,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.catalog.queries import entry
 from replay.core.manifest import Environment, plain
 from replay.engine.delta import Change, env_changes, spec_changes
 from replay.engine.recorded import load_environment, load_run
@@ -39,7 +38,7 @@ def _lock(store: Store, env: Environment) -> list[str] | None:
 
 
 def diff(store: Store, run_a: str, run_b: str) -> RunDiff:
-    a, b = (load_run(store, entry(store, r)) for r in (run_a, run_b))
+    a, b = (load_run(store, e) for e in store.find_entries([run_a, run_b]))
     env_a, env_b = (load_environment(store, r.manifest.env) for r in (a, b))
     la, lb = _lock(store, env_a), _lock(store, env_b)
     env = env_changes(

@@ -3,12 +3,14 @@
 Nothing here looks at the live workspace's code or models: step code comes from its recorded
 pickle, models from their recorded bytes, data from the store or from DVC at the recorded rev
 (the workspace file is used only when its bytes still hash to the recorded sha256). Loaded
-components are cached by digest, so replaying many runs of one version loads each once.
+components are kept by digest in the store's cache (replay.store.cache, bounded in bytes), so
+replaying many runs of one version loads each once.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +40,7 @@ from replay.errors import CorruptionError, DataVersionError, NotFoundError
 from replay.store.segments import Block
 from replay.store.store import Store
 
-_cache: dict[tuple[str, str], Any] = {}
+STEP_BYTES = 1 << 10  # a declared Step beside its cached code: a few small dicts
 
 
 @dataclass(frozen=True)
@@ -104,45 +106,57 @@ def load_run(store: Store, entry: dict[str, Any]) -> RecordedRun:
 
 
 def load_spec(store: Store, version: str) -> Spec:
-    """A pipeline version's spec, decoded once per process: objects never change."""
-    spec: Spec = _cached("spec", version, lambda: decode(Spec, store.get_object(version), version))
+    """A pipeline version's spec, decoded once per store: objects never change."""
+    spec: Spec = _cached(store, "spec", version, lambda raw: decode(Spec, raw, version))
     return spec
 
 
 def load_environment(store: Store, digest: str) -> Environment:
-    """A run's environment, decoded once per process: objects never change."""
-    env: Environment = _cached(
-        "env", digest, lambda: decode(Environment, store.get_object(digest), digest)
-    )
+    """A run's environment, decoded once per store: objects never change."""
+    env: Environment = _cached(store, "env", digest, lambda raw: decode(Environment, raw, digest))
     return env
 
 
-def _cached(kind: str, digest: str, make: Any) -> Any:
-    key = (kind, digest)
-    if key not in _cache:
-        _cache[key] = make()
-    return _cache[key]
+def _cached(store: Store, kind: str, digest: str, make: Callable[[bytes], Any]) -> Any:
+    """``make`` of an object's bytes, kept in the store's cache by its stored size."""
+
+    def load() -> tuple[Any, int]:
+        raw = store.get_object(digest)
+        return make(raw), len(raw)
+
+    return store.cache.load((kind, digest), load)
 
 
 def load_code(store: Store, step: StepSpec) -> Step:
-    """The recorded step function, unpickled from its verified bytes (this runs its code)."""
-    fn = _cached(
-        "code", step.code, lambda: unpickle_trusted(store.get_object(step.code), step.code)
-    )
-    # Only the names matter here: they tell which keyword receives which component.
-    return Step(
-        step.name,
-        fn,
-        inputs=step.inputs if step.named_inputs else None,
-        tolerances=step.tolerances,
-        models=dict.fromkeys(step.models),
-        data={name: d.path for name, d in step.data.items()},
-        params=dict.fromkeys(load_params(store, step.params)),
-    )
+    """The recorded step function, unpickled from its verified bytes (this runs its code),
+    declared as it was; kept in the store's cache, as declaring one inspects the function."""
+    inputs = tuple(step.inputs) if step.named_inputs else None
+    data = {name: d.path for name, d in step.data.items()}
+    shape = (step.name, step.code, step.params, inputs, *step.models)
+    key = ("step", shape, tuple(step.tolerances.items()), tuple(data.items()))
+
+    def declare() -> tuple[Step, int]:
+        fn = _cached(store, "code", step.code, lambda raw: unpickle_trusted(raw, step.code))
+        # Only the names matter here: they tell which keyword receives which component.
+        declared = Step(
+            step.name,
+            fn,
+            inputs=inputs,
+            tolerances=step.tolerances,
+            models=dict.fromkeys(step.models),
+            data=data,
+            params=dict.fromkeys(load_params(store, step.params)),
+        )
+        return declared, STEP_BYTES
+
+    step_: Step = store.cache.load(key, declare)
+    return step_
 
 
 def load_model(store: Store, model: ModelRef) -> Any:
-    """A recorded model from its stored bytes, once per process (see replay.capture.models)."""
+    """A recorded model from its stored bytes, once per process (see replay.capture.models:
+    record and replay share one model cache, bounded by count, so a model a process bound
+    is not loaded a second time to replay)."""
     return load_recorded_model(
         plain(model), store.get_object, f"model {model.path or model.digest}"
     )
@@ -176,13 +190,15 @@ def data_bytes(store: Store, record: DataRef) -> bytes:
 
 
 def load_data_component(store: Store, record: DataRef) -> Any:
-    return _cached(
-        "data", record.sha256, lambda: tables.read(record.format, data_bytes(store, record))
-    )
+    def load() -> tuple[Any, int]:
+        raw = data_bytes(store, record)
+        return tables.read(record.format, raw), len(raw)
+
+    return store.cache.load(("data", record.sha256), load)
 
 
 def load_params(store: Store, digest: str) -> dict[str, Any]:
-    params: dict[str, Any] = _cached("params", digest, lambda: json.loads(store.get_object(digest)))
+    params: dict[str, Any] = _cached(store, "params", digest, json.loads)
     return params
 
 

@@ -20,7 +20,6 @@ from msgspec import structs
 
 from replay.capture import environment
 from replay.capture.runner import call_step
-from replay.catalog.queries import entries, entry
 from replay.core.context import RunContext
 from replay.core.digest import table_digest
 from replay.core.manifest import Environment, ModelRef, Spec, StepRecord, StepSpec, convert, plain
@@ -114,7 +113,7 @@ def replay(
     (column -> absolute difference) add to, or override, those the steps declared."""
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
-    run = load_run(store, entry(store, run_id))
+    run = load_run(store, store.entry(run_id))
     spec = apply_swap(store, run.spec, swap or {})
     swapped = {target.partition(".")[0] for target in swap or {}}
     judge = Tolerances(run, spec.steps, dict(tolerances or {}))
@@ -143,9 +142,9 @@ def replay_many(
     tolerances: dict[str, float] | None = None,
 ) -> Iterator[ReplayReport]:
     """Replay runs one after another, as ``replay`` does each: the ids (or unique prefixes)
-    are resolved together on one catalog connection first, and specs, code and models are
-    loaded once per digest for them all."""
-    for found in entries(store, list(run_ids)):
+    are found together in one pass over the ledger first, and specs, code and models are
+    loaded once per digest for them all (``store.cache``)."""
+    for found in store.find_entries(list(run_ids)):
         yield replay(store, found["run_id"], mode=mode, swap=swap, tolerances=tolerances)
 
 
@@ -319,7 +318,7 @@ def apply_swap(store: Store, spec: Spec, swap: dict[str, str]) -> Spec:
         if source.startswith("sha256:"):
             by_name[name] = structs.replace(step, models=_swap_model(store, step, model, source))
         else:
-            donor = load_run(store, entry(store, source)).spec.step(name)
+            donor = load_run(store, store.entry(source)).spec.step(name)
             if donor is None:
                 raise UsageError(f"--swap {target}: run {source} has no step {name!r}")
             # The donor's components, read where this run's step read.

@@ -12,7 +12,6 @@ from typing import Any
 
 from replay.capture.bind import Binding, BoundStep
 from replay.capture.record import RecordResult, prepare_input, record_with
-from replay.catalog.queries import entry
 from replay.core.kinds import PRODUCTION, WHATIF
 from replay.core.pipeline import Pipeline
 from replay.engine.recorded import load_code, load_run, step_kwargs
@@ -95,7 +94,7 @@ def at(
 
 def as_deployed(store: Store, run_id: str) -> Binding:
     """The pipeline exactly as a recorded run had it: its code, models, data and params."""
-    run = load_run(store, entry(store, run_id))
+    run = load_run(store, store.entry(run_id))
     steps = []
     for spec in run.spec.steps:
         steps.append(BoundStep(load_code(store, spec), spec, step_kwargs(store, spec), ()))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from replay.errors import (
     StoreError,
     StoreFormatError,
 )
+from replay.store import lookup
+from replay.store.cache import Cache
 from replay.store.commit import Committer
 from replay.store.fs import LocalFS, LogFS
 from replay.store.ledger import Ledger
@@ -56,7 +58,7 @@ class Store:
         self._writer_pid = -1
         self._committer: Committer | None = None
         self._segments: SegmentWriter | None = None
-        self.entry_cache: dict[str, dict[str, Any]] = {}  # committed entries are immutable
+        self.cache = Cache()  # what readers loaded from this store (replay.store.cache)
 
     @classmethod
     def open(
@@ -152,6 +154,17 @@ class Store:
                     f"the manifest of run {entry['run_id']} does not match its ledger entry",
                 )
             yield pos, {**entry, "manifest": json.loads(body)}
+
+    def entry(self, run: str) -> dict[str, Any]:
+        """The committed entry of a run named by its id or a unique prefix, from the ledger."""
+        return lookup.entries(self, [run], {})[0]
+
+    def find_entries(
+        self, runs: Sequence[str], ends: Mapping[str, int] | None = None
+    ) -> list[dict[str, Any]]:
+        """The entries of many runs in one pass over the ledger (``ends``: where the lines of
+        some full ids end, as an index knows it: then one seek each); see replay.store.lookup."""
+        return lookup.entries(self, runs, ends or {})
 
     def block(self, ref: dict[str, Any]) -> Block:
         block_ref = BlockRef(**ref)

@@ -1,0 +1,159 @@
+"""Finding runs' ledger entries by run id, from the ledger alone (no index).
+
+Replay needs one entry per run it replays, and the catalog (an index in DuckDB) is not
+needed for that: a ledger line holds its run id as ``"run_id":"<uuid>"`` (canonical JSON),
+so one pass over the ledger's bytes finds the lines of any number of runs, and only the
+lines found are parsed. Over a synthetic million-line ledger (490 MB, already in memory) the
+search took 0.2 s for one id and 0.6 s for a thousand at once. Whoever already knows where
+a line ends (the catalog keeps each run's ``entry_end``) passes that: then one short seek.
+
+A run is named by its full id or by a unique prefix of 8 or more characters; a prefix is
+resolved in the same pass (every line it matches is counted, so an ambiguous one is refused).
+Lines after the ledger's last newline are a torn write, never committed, and never found.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from replay.errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:  # the Store calls in here; only its type is needed
+    from replay.store.store import Store
+
+KEY = b'"run_id":"'
+RUN_ID = re.compile(rb'"run_id":"([0-9a-f-]+)"')
+FULL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+CHUNK = 16 << 20
+# Up to this many runs sought, one substring search per run and chunk beats matching every
+# line's run id (a search runs at memory speed; the matching loop visits each line).
+FEW = 3
+_BACK = 4096
+
+
+def normalize(run: str) -> str:
+    """A run id or prefix as the ledger spells it, refused (UsageError) if it cannot be one."""
+    ref = run.strip().lower()
+    if len(ref) < 8 or not re.fullmatch(r"[0-9a-f-]+", ref):
+        raise UsageError(
+            f"{run!r} is not a run id",
+            hint="give a run id or its first 8+ characters (see `replay runs`)",
+        )
+    return ref
+
+
+def is_full(ref: str) -> bool:
+    return FULL.fullmatch(ref) is not None
+
+
+def line_starts(path: Path, refs: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+    """For each ref (normalized), the (run id, line start) of every complete ledger line whose
+    run id is it (a full id) or starts with it (a prefix), in ledger order; one pass."""
+    found: dict[str, list[tuple[str, int]]] = {r: [] for r in refs}
+    if not found:
+        return found
+    wanted = {r.encode(): r for r in found}
+    lengths = sorted({len(w) for w in wanted})
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below; read in chunks of whole lines
+    except FileNotFoundError:
+        return found
+    with f:
+        base, carry = 0, b""
+        while chunk := f.read(CHUNK):
+            data = carry + chunk
+            end = data.rfind(b"\n") + 1  # only complete lines: the rest waits for more
+            for ref, run_id, at in _matches(data, end, wanted, lengths):
+                found[ref].append((run_id, base + data.rfind(b"\n", 0, at) + 1))
+            base, carry = base + end, data[end:]
+    return found
+
+
+def _matches(
+    data: bytes, end: int, wanted: dict[bytes, str], lengths: list[int]
+) -> list[tuple[str, str, int]]:
+    """(ref, run id, offset of its match) of the sought runs in ``data[:end]``."""
+    out = []
+    if len(wanted) <= FEW:
+        for w, ref in wanted.items():
+            needle = KEY + w + (b'"' if is_full(ref) else b"")
+            at = data.find(needle, 0, end)
+            while at >= 0:
+                close = data.find(b'"', at + len(KEY), end)
+                out.append((ref, data[at + len(KEY) : close].decode(), at))
+                at = data.find(needle, at + 1, end)
+        return out
+    for m in RUN_ID.finditer(data, 0, end):
+        run_id = m.group(1)
+        for n in lengths:
+            sought = wanted.get(run_id[:n])
+            if sought is not None:
+                out.append((sought, run_id.decode(), m.start()))
+    return out
+
+
+def start_of(path: Path, end: int) -> int:
+    """Where the ledger line ending at byte ``end`` (just past its newline) starts."""
+    with open(path, "rb") as f:
+        pos = max(0, end - 1)
+        while pos > 0:
+            step = min(pos, _BACK)
+            f.seek(pos - step)
+            idx = f.read(step).rfind(b"\n")
+            if idx >= 0:
+                return pos - step + idx + 1
+            pos -= step
+    return 0
+
+
+def the_one(ref: str, lines: list[tuple[str, int]]) -> tuple[str, int]:
+    """The (run id, line start) a ref names, refused when none or several runs match."""
+    runs = list(dict.fromkeys(run_id for run_id, _ in lines))
+    if not runs:
+        raise NotFoundError(f"no run {ref}", hint="list runs with `replay runs`")
+    if len(runs) > 1:
+        raise NotFoundError(
+            f"run id {ref} is ambiguous: {', '.join(runs[:5])}",
+            hint="give more characters of the id",
+        )
+    return lines[0]
+
+
+def entries(store: Store, runs: Sequence[str], ends: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The committed entries (each with its manifest, see ``Store.entries``) of ``runs``, in
+    that order. ``ends`` maps full ids to where their ledger line ends, when known. Entries
+    are kept in ``store.cache``: one object per run, which ``history.check_entry`` hashes
+    once."""
+    refs = [normalize(r) for r in runs]
+    got: dict[str, dict[str, Any]] = {}
+    for ref in dict.fromkeys(refs):
+        kept = store.cache.get(("entry", ref)) if is_full(ref) else None
+        if kept is None and ends.get(ref, 0) > 0:
+            kept = _read(store, start_of(store.ledger.path, ends[ref]), ref)
+        if kept is not None:
+            got[ref] = kept
+    missing = [r for r in dict.fromkeys(refs) if r not in got]
+    for ref, lines in line_starts(store.ledger.path, missing).items():
+        run_id, start = the_one(ref, lines)
+        kept = store.cache.get(("entry", run_id)) or _read(store, start, run_id)
+        if kept is None:  # pragma: no cover - the line was found complete a moment ago
+            raise NotFoundError(f"no run {ref}", hint="list runs with `replay runs`")
+        got[ref] = kept
+    return [got[r] for r in refs]
+
+
+def _read(store: Store, start: int, run_id: str) -> dict[str, Any] | None:
+    """The entry of ``run_id`` whose line starts at ``start`` (None if another is there),
+    kept in the store's cache."""
+    for end, entry in store.entries(start):
+        if entry["run_id"] != run_id:
+            return None
+        size = end - start + len(orjson.dumps(entry["manifest"]))
+        store.cache.put(("entry", run_id), entry, size)
+        return entry
+    return None
