@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from replay.core.pipeline import INPUT
+from replay.store.store import Store
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A run's manifest and pipeline spec: what its chain is drawn from."""
+
+    manifest: dict[str, Any]
+    spec: dict[str, Any]
+
+    def as_text(self) -> str:
+        return text(self.manifest, self.spec)
+
+    def as_mermaid(self) -> str:
+        return mermaid(self.manifest, self.spec)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"manifest": self.manifest, "spec": self.spec}
+
+
+def lineage(store: Store, run: str) -> Lineage:
+    """The chain of ``run`` (an id or a unique prefix): its manifest and spec, read once the
+    ledger entry is verified; nothing is unpickled."""
+    from replay.catalog.queries import entry
+    from replay.engine.recorded import load_run
+
+    recorded = load_run(store, entry(store, run))
+    return Lineage(recorded.manifest, recorded.spec)
 
 
 def _components(step: dict[str, Any]) -> list[tuple[str, str]]:
