@@ -526,9 +526,10 @@ def sql(
 @handled
 def reindex(as_json: JsonOpt = False) -> None:
     """Rebuild the DuckDB catalog from the store's files."""
+    store = open_store()
     with render.steps_progress(disable=as_json, doing="rebuilding the catalog") as tick:
         tick("from the ledger and blocks")
-        count = queries.reindex(open_store())
+        count = queries.reindex(store)
     if as_json:
         render.emit_json({"runs": count})
     else:
@@ -625,9 +626,10 @@ def run_cmd(
         _renamed_trust()
     if no_sandbox and bundle is None:
         raise UsageError("--no-sandbox applies to --bundle only")
+    source = bundle if bundle is not None else open_store()
     with render.steps_progress(disable=as_json) as tick:
         rep = replay_run(
-            bundle if bundle is not None else open_store(),
+            source,
             run,
             mode=mode,
             swap=swaps,

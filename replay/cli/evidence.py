@@ -375,12 +375,16 @@ def trust_remove(
 @handled
 def trust_allow_store(
     path: Annotated[Path, typer.Argument(help="A store folder another user owns.")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Open a store another user owns (as git's safe.directory): trust everyone who can write
     it, since its files decide what a replay runs."""
     from replay.core import trust
 
     listed = trust.allow_store(path)
+    if as_json:
+        render.emit_json({"allowed": os.path.realpath(path), "list": str(listed)})
+        return
     render.console.print(
         f"allowed {os.path.realpath(path)} (in {listed})", markup=False, highlight=False
     )
