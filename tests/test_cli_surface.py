@@ -144,7 +144,7 @@ def test_every_command_fails_with_one_line_and_its_exit_code(
 ) -> None:
     result, code, message = _fail(tmp_path, path)
     assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = result.stderr.splitlines()  # nothing before the message, not even a blank line
     assert lines[0].startswith(f"error: {message}")
     assert len(lines) <= 2  # the message, and the hint when there is one
     assert result.stdout == "" and "Traceback" not in result.output

@@ -112,9 +112,7 @@ def export(
     from replay.evidence.export import export as export_runs
 
     columns = [c.strip() for c in (redact or "").split(",") if c.strip()]
-    with render.steps_progress(
-        disable=as_json or not render.errors.is_terminal, doing="exporting"
-    ) as tick:
+    with render.steps_progress(disable=as_json, doing="exporting") as tick:
         done = export_runs(
             open_store(),
             list(runs or []),
