@@ -22,6 +22,8 @@ from replay.store.store import Store
 
 @dataclass
 class Checkup:
+    """What ``doctor`` repaired, and what it noted and left alone."""
+
     repaired: list[str] = field(default_factory=list)
     noted: list[str] = field(default_factory=list)
 
@@ -118,6 +120,9 @@ def _refuse_links(store: Store) -> None:
 
 
 def doctor(store: Store) -> Checkup:
+    """Find what crashes left behind and repair what is safe (temporary files, a torn ledger
+    or segment tail of a writer that is gone, the catalog); never touches a committed run.
+    Says what was repaired and what was only noted."""
     report = Checkup()
     if store.readonly:
         report.noted.append(f"{store.root} is read-only: checked nothing that needs writing")

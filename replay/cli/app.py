@@ -9,13 +9,12 @@ whose traceback only ``--debug`` shows.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -527,9 +526,10 @@ def sql(
 @handled
 def reindex(as_json: JsonOpt = False) -> None:
     """Rebuild the DuckDB catalog from the store's files."""
+    store = open_store()
     with render.steps_progress(disable=as_json, doing="rebuilding the catalog") as tick:
         tick("from the ledger and blocks")
-        count = queries.reindex(open_store())
+        count = queries.reindex(store)
     if as_json:
         render.emit_json({"runs": count})
     else:
@@ -545,43 +545,6 @@ ToleranceOpt = Annotated[
         "(adds to the steps' own; repeatable).",
     ),
 ]
-
-
-def _bundle_sandbox(no_sandbox: bool, in_container: bool) -> bool:
-    """Whether a bundle's replay goes into the sandbox container: yes whenever an engine
-    answers, unless refused by name; each way to the host is said on stderr."""
-    from replay.docker.client import engine
-    from replay.errors import EngineUnavailableError
-
-    if no_sandbox and in_container:
-        raise UsageError("--no-sandbox and --in-container contradict each other")
-    if no_sandbox:
-        _warn(
-            "warning: --no-sandbox: the bundle's code runs on this machine, with its network "
-            "and files"
-        )
-        return False
-    try:
-        engine().close()
-    except EngineUnavailableError as exc:
-        _warn(f"note: {exc.message}: replaying the bundle on this machine, not in a container")
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _no_sandbox_hint(applies: bool) -> Iterator[None]:
-    """A bundle sandboxed by default whose image this engine cannot get: name the way out."""
-    from replay.errors import ImageMissingError
-
-    try:
-        yield
-    except ImageMissingError as exc:
-        if not applies:
-            raise
-        raise ImageMissingError(
-            exc.message, hint=f"{exc.hint}; or replay on this machine with --no-sandbox"
-        ) from None
 
 
 def _warn(line: str) -> None:
@@ -654,55 +617,32 @@ def run_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a run from its snapshot alone; exit 1 if it diverges."""
-    from replay.engine.replay import parse_swap, parse_tolerances, replay
+    from replay.docker.sandbox import Limits
+    from replay.engine.replay import parse_swap, parse_tolerances
+    from replay.evidence.run import run as replay_run
 
     swaps, tolerances = parse_swap(swap or []), parse_tolerances(tolerance or [])
-    images: dict[str, bytes] = {}
-    sandboxed_by_default = False
     if trust:
         _renamed_trust()
-    if bundle is not None:
-        from replay.evidence.export import bundle_images, open_bundle
-
-        store, check = open_bundle(
-            bundle, key=_read_key(key), insecure_replay_unverified=insecure_replay_unverified
+    if no_sandbox and bundle is None:
+        raise UsageError("--no-sandbox applies to --bundle only")
+    source = bundle if bundle is not None else open_store()
+    with render.steps_progress(disable=as_json) as tick:
+        rep = replay_run(
+            source,
+            run,
+            mode=mode,
+            swap=swaps,
+            tolerances=tolerances,
+            key=_read_key(key),
+            insecure_replay_unverified=insecure_replay_unverified,
+            in_container=in_container,
+            no_sandbox=no_sandbox,
+            image=image,
+            limits=Limits(memory, cpus, pids),
+            progress=tick,
+            note=_warn,
         )
-        if not check.ok:  # only reached with --insecure-replay-unverified
-            _warn(f"warning: replaying an unverified bundle ({check.failure})")
-        images = bundle_images(check.files)
-        sandboxed_by_default = _bundle_sandbox(no_sandbox, in_container) and not in_container
-        in_container = in_container or sandboxed_by_default
-    else:
-        if no_sandbox:
-            raise UsageError("--no-sandbox applies to --bundle only")
-        store = open_store()
-    if in_container:
-        from replay.docker.client import engine
-        from replay.docker.sandbox import Limits, load_images, replay_in_container
-
-        status = (
-            render.console.status("replaying in a container")
-            if not as_json
-            else contextlib.nullcontext()
-        )
-        with contextlib.closing(engine()) as client, status, _no_sandbox_hint(sandboxed_by_default):
-            load_images(client, images)
-            rep = replay_in_container(
-                store,
-                run,
-                mode,
-                swaps,
-                image=image,
-                client=client,
-                limits=Limits(memory, cpus, pids),
-                tolerances=tolerances,
-                from_bundle=bundle is not None,
-            )
-    else:
-        if image is not None:
-            raise UsageError("--image needs --in-container")
-        with render.steps_progress(disable=as_json) as tick:
-            rep = replay(store, run, mode=mode, swap=swaps, progress=tick, tolerances=tolerances)
     if as_json:
         render.emit_json(rep.as_json())
     else:
@@ -733,9 +673,8 @@ def at(
     as_json: JsonOpt = False,
 ) -> None:
     """What ran at TIME: find that run and replay it (or run new rows as of then)."""
-    from replay.engine.replay import parse_tolerances, replay
-    from replay.engine.timetravel import at as run_at
-    from replay.engine.timetravel import run_as_of
+    from replay.engine.replay import parse_tolerances
+    from replay.engine.timetravel import run_as_of, run_at
 
     when, store = parse_time(time), open_store()
     if input is not None:
@@ -763,14 +702,16 @@ def at(
             )
             render.arrow(result.output, limit=20)
         return
-    found = run_at(store, when, pipeline, record, kind=kinds.wanted(kind))
     with render.steps_progress(disable=as_json) as tick:
-        rep = replay(
+        found, rep = run_at(
             store,
-            found["run_id"],
+            when,
+            pipeline,
+            record,
+            kind=kinds.wanted(kind),
             mode=mode,
-            progress=tick,
             tolerances=parse_tolerances(tolerance or []),
+            progress=tick,
         )
     if as_json:
         render.emit_json({"found": found, "replay": rep.as_json()})
@@ -833,19 +774,15 @@ def lineage(
     as_json: JsonOpt = False,
 ) -> None:
     """The chain of a run with every component's digest."""
-    from replay.engine import lineage as draw
-    from replay.engine.recorded import load_run
+    from replay.engine.lineage import lineage as chain_of
 
     if format not in ("text", "mermaid"):
         raise UsageError(f"--format {format!r} is not text or mermaid")
-    store = open_store()
-    recorded = load_run(store, queries.entry(store, run))
+    chain = chain_of(open_store(), run)
     if as_json:
-        render.emit_json({"manifest": recorded.manifest, "spec": recorded.spec})
-    elif format == "mermaid":
-        print(draw.mermaid(recorded.manifest, recorded.spec))
+        render.emit_json(chain.as_json())
     else:
-        print(draw.text(recorded.manifest, recorded.spec))
+        print(chain.as_mermaid() if format == "mermaid" else chain.as_text())
 
 
 @app.command()

@@ -274,6 +274,11 @@ def run_demo(
     out_dir: Path | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
+    """Tell the demo's story (see the module docstring) on ``store``, printing each stage on
+    the terminal unless ``quiet``; returns a summary (the runs, the replay, the bundle). The
+    git + DVC ``workspace`` defaults to ``<store>-demo/workspace``, the signing ``key`` is
+    created if missing, the bundle is written to ``out_dir`` (default: the current folder).
+    Idempotent on a store."""
     t0 = time.perf_counter()
     workspace = Path(workspace or default_workspace(store)).resolve()
     _say(

@@ -67,12 +67,9 @@ def checkpoint(
     as_json: JsonOpt = False,
 ) -> None:
     """Sign the ledger's current tree head (size + Merkle root)."""
-    from replay.core import keys
-    from replay.store import checkpoint as checkpoints
+    from replay.evidence.checks import checkpoint as sign_head
 
-    cp = checkpoints.sign(open_store(), keys.load_private(key))
-    if out is not None:
-        checkpoints.write_head(cp, out)
+    cp = sign_head(open_store(), key, out=out)
     if as_json:
         render.emit_json(cp.as_json())
     else:
@@ -112,33 +109,18 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a signed evidence bundle for runs or an incident window."""
-    from replay.errors import UsageError
     from replay.evidence.export import export as export_runs
 
-    store = open_store()
-    ids = list(runs or [])
-    if since is not None or until is not None:
-        ids += [
-            r["run_id"]
-            for r in queries.runs(
-                store,
-                pipeline=pipeline,
-                since=parse_time(since) if since is not None else None,
-                until=parse_time(until) if until is not None else None,
-                kind=kinds.wanted(kind),
-                limit=None,
-            )
-        ]
-    if not ids:
-        raise UsageError("no runs to export", hint="name runs, or give --since/--until")
     columns = [c.strip() for c in (redact or "").split(",") if c.strip()]
-    with render.steps_progress(
-        disable=as_json or not render.errors.is_terminal, doing="exporting"
-    ) as tick:
+    with render.steps_progress(disable=as_json, doing="exporting") as tick:
         done = export_runs(
-            store,
-            ids,
+            open_store(),
+            list(runs or []),
             out,
+            since=parse_time(since) if since is not None else None,
+            until=parse_time(until) if until is not None else None,
+            pipeline=pipeline,
+            kind=kinds.wanted(kind),
             key=key,
             question={"record": record, "time": since},
             redact=columns,
@@ -219,8 +201,8 @@ def verify(
     """Verify a store (--store) or an evidence bundle and its signer; exit 1 on the first
     failure, 14 when the bundle is consistent but no pinned key signed it, 15 when it is
     refused unread (not a canonical bundle of the layout, over a limit, misshapen JSON)."""
-    from replay.catalog.check import verify_store
     from replay.errors import CorruptionError, NotFoundError, UntrustedSignerError, UsageError
+    from replay.evidence.checks import verify as check
 
     if not store_check and bundle is None:
         raise UsageError("nothing to verify", hint="give a BUNDLE, or --store")
@@ -229,27 +211,23 @@ def verify(
     if witnesses and not store_check:
         raise UsageError("--witnesses checks a store", hint="add --store")
     if store_check:
-        from replay.core import trust
-        from replay.store import checkpoint as checkpoints
-
         if insecure_any_signer:
             render.errors.print(
                 "warning: checkpoint signers not checked (--insecure-any-signer)",
                 markup=False,
                 highlight=False,
             )
-        signers = (
-            None if insecure_any_signer else tuple(p.key_id for p in trust.pinned(_read_key(key)))
-        )
+        pin = _read_key(key)
         try:
-            outside = checkpoints.read_head(head) if head is not None else None
             with render.steps_progress(disable=as_json) as tick:
-                opened = open_store()
-                counts = verify_store(opened, tick, signers=signers, head=outside)
-            if witnesses:
-                from replay.evidence import witness
-
-                counts["witnesses"] = witness.require(opened, witnesses)
+                counts = check(
+                    open_store(),
+                    key=pin,
+                    any_signer=insecure_any_signer,
+                    head=head,
+                    witnesses=witnesses,
+                    progress=tick,
+                )
         except (CorruptionError, NotFoundError, UntrustedSignerError) as exc:
             if as_json:
                 render.emit_json(
@@ -275,24 +253,22 @@ def verify(
                 highlight=False,
             )
     if bundle is not None:
-        from replay.evidence.verify import verify_bundle
-
-        check = verify_bundle(bundle, _read_key(key), any_signer=insecure_any_signer)
-        _print_verification(check, as_json)
-        if check.untrusted:
+        verified = check(bundle, key=_read_key(key), any_signer=insecure_any_signer)
+        _print_verification(verified, as_json)
+        if verified.untrusted:
             raise typer.Exit(UntrustedSignerError.exit_code)
-        if check.refused:  # unsafe, malformed or over a limit: not read, let alone checked
+        if verified.refused:  # unsafe, malformed or over a limit: not read, let alone checked
             from replay.evidence.bundle import MalformedBundleError
 
             raise typer.Exit(MalformedBundleError.exit_code)
-        if not check.ok:
+        if not verified.ok:
             raise typer.Exit(1)
         if extract is not None:
             from replay.evidence.bundle import extract as write_files
 
-            write_files(check.files, extract)
+            write_files(verified.files, extract)
             if not as_json:
-                render.console.print(f"extracted {len(check.files)} files into {extract}")
+                render.console.print(f"extracted {len(verified.files)} files into {extract}")
 
 
 def _print_verification(check: Verification, as_json: bool) -> None:
@@ -397,12 +373,16 @@ def trust_remove(
 @handled
 def trust_allow_store(
     path: Annotated[Path, typer.Argument(help="A store folder another user owns.")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Open a store another user owns (as git's safe.directory): trust everyone who can write
     it, since its files decide what a replay runs."""
     from replay.core import trust
 
     listed = trust.allow_store(path)
+    if as_json:
+        render.emit_json({"allowed": os.path.realpath(path), "list": str(listed)})
+        return
     render.console.print(
         f"allowed {os.path.realpath(path)} (in {listed})", markup=False, highlight=False
     )

@@ -310,7 +310,8 @@ def steps_progress(
     disable: bool = False, doing: str = "replaying"
 ) -> Iterator[Callable[[str], None]]:
     """A progress line naming what is being done now, with the time spent (on stderr, so
-    --json output stays clean; rich shows nothing when stderr is not a terminal)."""
+    --json output stays clean; nothing at all when stderr is not a terminal, where rich would
+    still end it with an empty line)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -319,7 +320,7 @@ def steps_progress(
         TimeElapsedColumn(),
         console=errors,
         transient=True,
-        disable=disable,
+        disable=disable or not errors.is_terminal,
     ) as bar:
         task = bar.add_task("", total=None)
         yield lambda name: bar.update(task, description=name)

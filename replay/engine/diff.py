@@ -38,6 +38,8 @@ def _lock(store: Store, env: Environment) -> list[str] | None:
 
 
 def diff(store: Store, run_a: str, run_b: str) -> RunDiff:
+    """Which components ``run_a`` and ``run_b`` (ids or unique prefixes) differ in, how their
+    environments differ, and how the records both decided differ; true when any does."""
     a, b = (load_run(store, e) for e in store.find_entries([run_a, run_b]))
     env_a, env_b = (load_environment(store, r.manifest.env) for r in (a, b))
     la, lb = _lock(store, env_a), _lock(store, env_b)

@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
-from replay.core.manifest import DvcVersion, Manifest, Spec, StepSpec, step_components
+from dataclasses import dataclass
+from typing import Any
+
+from replay.core.manifest import DvcVersion, Manifest, Spec, StepSpec, plain, step_components
 from replay.core.pipeline import INPUT
+from replay.store.store import Store
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A run's manifest and pipeline spec: what its chain is drawn from."""
+
+    manifest: Manifest
+    spec: Spec
+
+    def as_text(self) -> str:
+        return text(self.manifest, self.spec)
+
+    def as_mermaid(self) -> str:
+        return mermaid(self.manifest, self.spec)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"manifest": plain(self.manifest), "spec": plain(self.spec)}
+
+
+def lineage(store: Store, run: str) -> Lineage:
+    """The chain of ``run`` (an id or a unique prefix): its manifest and spec, read once the
+    ledger entry is verified; nothing is unpickled."""
+    from replay.engine.recorded import load_run
+
+    recorded = load_run(store, store.entry(run))
+    return Lineage(recorded.manifest, recorded.spec)
 
 
 def _components(step: StepSpec) -> list[tuple[str, str]]:

@@ -3,10 +3,16 @@
 A run's span is its logical clock plus its duration. ``at(T)`` is the run whose span contains
 T (the latest such), else the latest run at or before T; with a record key, the latest run at
 or before T that decided that record.
+
+Two names, because one of them executes recorded code and names should warn: ``at`` only
+finds (a catalog question confirmed in the ledger); ``run_at`` finds and replays what it
+found (the ``replay at`` command); ``run_as_of`` runs new rows through the pipeline as it
+was deployed then (``replay at --input``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +21,7 @@ from replay.capture.record import RecordResult, prepare_input, record_with
 from replay.core.kinds import PRODUCTION, WHATIF
 from replay.core.pipeline import Pipeline
 from replay.engine.recorded import load_code, load_run, step_kwargs
+from replay.engine.replay import ReplayReport, replay
 from replay.errors import NotFoundError
 from replay.store.store import Store
 
@@ -90,6 +97,25 @@ def at(
         f"no {runs} of {pipeline!r} {what} at or before {when.isoformat()}",
         hint=f"its first {runs} is at {first.isoformat()}",
     )
+
+
+def run_at(
+    store: Store,
+    when: datetime,
+    pipeline: str,
+    record: str | None = None,
+    *,
+    kind: str | None = PRODUCTION,
+    mode: str = "chained",
+    tolerances: dict[str, float] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], ReplayReport]:
+    """Find the run ``at`` names and replay it (its recorded code runs): what ``pipeline``
+    did at ``when`` (for ``record``), re-executed. Returns what ``at`` found (``run_id``,
+    ``clock``, ``seq``, ``kind``) and the replay's report."""
+    found = at(store, when, pipeline, record, kind=kind)
+    rep = replay(store, found["run_id"], mode=mode, progress=progress, tolerances=tolerances)
+    return found, rep
 
 
 def as_deployed(store: Store, run_id: str) -> Binding:

@@ -41,8 +41,10 @@ import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from replay.catalog.queries import entries as ledger_entries
+from replay.catalog.queries import runs as runs_in
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json, sha256, table_bytes
+from replay.core.kinds import PRODUCTION
 from replay.engine.recorded import RecordedRun, load_environment, load_run
 from replay.engine.replay import ReplayReport, replay
 from replay.errors import CorruptionError, UntrustedSignerError, UsageError
@@ -60,6 +62,9 @@ PREDICATE = "https://pipeline-replay.dev/run/v1"
 
 @dataclass(frozen=True)
 class Exported:
+    """A bundle written: where, which runs, its size in bytes and files, who signed it and
+    the checkpoint that covers its runs."""
+
     path: Path
     runs: tuple[str, ...]
     size: int
@@ -189,6 +194,10 @@ def export(
     run_ids: list[str],
     out: Path,
     *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    pipeline: str | None = None,
+    kind: str | None = PRODUCTION,
     key: Path | None = None,
     question: dict[str, Any] | None = None,
     redact: list[str] | None = None,
@@ -196,14 +205,20 @@ def export(
     client: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> Exported:
-    """Write a signed evidence bundle for ``run_ids`` to ``out``.
+    """Write a signed evidence bundle for ``run_ids`` to ``out``, signed with the private key
+    at ``key`` (default: the user's signing key).
 
-    ``redact`` replaces the named personal columns by keyed pseudonyms; the bundle still
-    proves every row belongs to the signed run (see ``digest_parts``). ``with_image`` adds
-    the images the runs were recorded in, from the Docker engine (``client``). ``progress``
-    is called with a short line at each stage and before each run is replayed (each run is
-    replayed once, and its report serves the bundle, the statement and the human report).
+    ``since``/``until`` add every run of an incident window (logical clock; of ``pipeline``
+    only, if given, and of ``kind``, None for any). ``redact`` replaces the named personal
+    columns by keyed pseudonyms; the bundle still proves every row belongs to the signed run
+    (see ``digest_parts``). ``with_image`` adds the images the runs were recorded in, from
+    the Docker engine (``client``). ``progress`` is called with a short line at each stage
+    and before each run is replayed (each run is replayed once, and its report serves the
+    bundle, the statement and the human report).
     """
+    if since is not None or until is not None:
+        window = runs_in(store, pipeline=pipeline, since=since, until=until, kind=kind, limit=None)
+        run_ids = [*run_ids, *(r["run_id"] for r in window)]
     if not run_ids:
         raise UsageError("no runs to export", hint="name runs, or a --since/--until window")
     tell = progress or (lambda _: None)
