@@ -328,6 +328,20 @@ def test_a_private_or_malformed_key_is_refused_a_readable_public_one_is_fine(
     assert cli("trust", "add", genuine[1], "--name", BANK).exit_code == 0
 
 
+def test_a_public_key_whose_algorithm_bytes_are_damaged_is_refused_as_not_a_key(
+    genuine, tmp_path
+) -> None:
+    """Found by tests/test_byte_flips.py: one flipped byte of the algorithm's OID made the
+    key name an algorithm cryptography does not know, which escaped as a traceback."""
+    pem = genuine[1].read_text()
+    assert "MCowBQYDK2VwAyEA" in pem  # the Ed25519 SubjectPublicKeyInfo prefix
+    damaged = tmp_path / "damaged.pub"
+    damaged.write_text(pem.replace("MCowBQYDK2Vw", "MCowBQYD+2Vw"))
+    refused = cli("trust", "add", damaged, "--name", BANK)
+    assert refused.exit_code == 2 and "not a PEM public key" in flat(refused.stderr)
+    assert "Traceback" not in refused.output
+
+
 def test_a_trust_store_anyone_can_write_is_refused(genuine, config) -> None:
     trust.add(genuine[1], BANK)
     config.chmod(config.stat().st_mode | stat.S_IWOTH)

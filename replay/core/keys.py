@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -94,7 +94,7 @@ def load_private(path: Path | None = None) -> Ed25519PrivateKey:
         ) from None
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except ValueError as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # TypeError: encrypted
         raise UsageError(f"{path} is not a PEM private key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise UsageError(f"{path} is not an Ed25519 key")
@@ -110,7 +110,7 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
 def load_public(pem: bytes) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(pem)
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:  # a damaged key can name any algorithm
         raise UsageError(f"not a PEM public key ({exc})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise UsageError("the public key is not an Ed25519 key")
