@@ -214,5 +214,12 @@ def test_no_module_of_the_store_but_fs_touches_a_file_directly() -> None:
     assert [door for m in modules for door in _doors(m)] == []
 
 
+def test_repair_and_the_store_check_touch_store_files_only_through_the_seam() -> None:
+    """doctor (catalog/repair.py) and verify --store (catalog/check.py) work on the store's
+    own files: they list, size, read and remove them through ``store.fs`` too."""
+    catalog = STORE.parent / "catalog"
+    assert [door for m in ("repair.py", "check.py") for door in _doors(catalog / m)] == []
+
+
 def test_the_door_check_finds_a_direct_write() -> None:
     assert _doors(STORE / "fs.py")  # fs.py itself is where the doors are

@@ -99,7 +99,7 @@ def test_a_torn_last_line_is_never_found(store, recorded) -> None:
 def test_where_an_index_says_a_line_ends_it_is_read_in_one_seek(store, recorded) -> None:
     ends = {e["run_id"]: pos for pos, e in store.entries()}
     fresh = replay.Store.open(store.root)
-    assert lookup.start_of(fresh.ledger.path, ends[recorded[4]]) == ends[recorded[3]]
+    assert lookup.start_of(fresh.fs, ends[recorded[4]]) == ends[recorded[3]]
     found = fresh.find_entries([recorded[4]], {recorded[4]: ends[recorded[4]]})
     assert found[0]["run_id"] == recorded[4]
 

@@ -19,7 +19,7 @@ from replay.store.checkpoint import (
     grew,
     hexroot,
     ledger_leaves,
-    public_key_path,
+    public_key_pem,
     stored,
 )
 from replay.store.store import Store
@@ -129,7 +129,7 @@ def _verify_checkpoints(store: Store, signers: tuple[str, ...] | None = None) ->
     for path, cp in found:
         _require_pinned(str(path), cp.key_id, signers)
         try:
-            pem = public_key_path(store, cp.key_id).read_bytes()
+            pem = public_key_pem(store, cp.key_id)
         except FileNotFoundError:
             raise CorruptionError(str(path), f"signed by unknown key {cp.key_id}") from None
         if not cp.verify(keys.load_public(pem)):
@@ -161,7 +161,7 @@ def _verify_head(
     ``head.tree_size`` entries are the ones it signed (an RFC 9162 consistency proof)."""
     _require_pinned(where, head.key_id, signers)
     try:
-        pem = public_key_path(store, head.key_id).read_bytes()
+        pem = public_key_pem(store, head.key_id)
     except FileNotFoundError:
         raise CorruptionError(
             where, f"signed by {head.key_id}, whose public key the store does not hold"

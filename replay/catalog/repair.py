@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from replay.catalog.queries import reindex
 from replay.errors import CorruptionError, StoreError
+from replay.store.ledger import LOCK as LEDGER_LOCK
+from replay.store.ledger import NAME as LEDGER
 from replay.store.store import Store
 
 
@@ -44,14 +46,21 @@ def _writer_pid(name: str) -> int | None:
 
 
 def _temp_files(store: Store, report: Checkup) -> None:
-    base = store.root / "objects" / "sha256"
-    for tmp in sorted(base.glob("*/.tmp-*")) if base.exists() else []:
-        pid = _writer_pid(tmp.name)
-        if pid is not None and _alive(pid):
-            report.noted.append(f"{tmp}: being written by live process {pid}, left alone")
-            continue
-        tmp.unlink(missing_ok=True)
-        report.repaired.append(f"removed {tmp} (temporary file of a writer that is gone)")
+    fs, base = store.fs, "objects/sha256"
+    for sub in fs.list(base):
+        for name in fs.list(f"{base}/{sub}"):
+            if not name.startswith(".tmp-"):
+                continue
+            tmp, pid = f"{base}/{sub}/{name}", _writer_pid(name)
+            if pid is not None and _alive(pid):
+                report.noted.append(
+                    f"{fs.where(tmp)}: being written by live process {pid}, left alone"
+                )
+                continue
+            fs.remove(tmp)
+            report.repaired.append(
+                f"removed {fs.where(tmp)} (temporary file of a writer that is gone)"
+            )
 
 
 def _ledger_tail(store: Store, report: Checkup) -> None:
@@ -79,12 +88,14 @@ def _segment_tails(store: Store, report: Checkup) -> None:
     for _, entry in store.ledger.read():
         b = entry["block"]
         ends[b["segment"]] = max(ends.get(b["segment"], 0), b["offset"] + b["length"])
-    folder = store.root / "segments"
-    for seg in sorted(folder.glob("*.seg")) if folder.exists() else []:
-        extra = seg.stat().st_size - ends.get(seg.name, 0)
+    for name in store.fs.list("segments"):
+        seg = f"segments/{name}"
+        if not name.endswith(".seg"):
+            continue
+        extra = store.fs.size(seg) - ends.get(name, 0)
         if extra > 0:
             report.noted.append(
-                f"{seg}: {extra} bytes after the last committed block "
+                f"{store.fs.where(seg)}: {extra} bytes after the last committed block "
                 "(a crash before the ledger append; never read)"
             )
 
@@ -93,25 +104,25 @@ def _refuse_links(store: Store) -> None:
     """Doctor writes, truncates and deletes in the store, often as root: a symbolic link in
     the place of a store file or folder (which the store's owner can put there) must not
     take it anywhere else. Refused before anything is touched."""
-    root = store.root
+    fs = store.fs
     names = [
-        root / n
-        for n in (
-            "FORMAT",
-            "objects",
-            "segments",
-            "ledger",
-            "catalog.duckdb",
-            "catalog.duckdb.wal",
-            "catalog.lock",
-        )
+        "FORMAT",
+        "objects",
+        "segments",
+        "ledger",
+        "catalog.duckdb",
+        "catalog.duckdb.wal",
+        "catalog.lock",
+        LEDGER,
+        LEDGER_LOCK,
+        "objects/sha256",
     ]
-    names += [store.ledger.path, store.ledger.root / "lock", root / "objects" / "sha256"]
-    for folder in (root / "segments", root / "objects" / "sha256"):
-        if folder.is_dir() and not folder.is_symlink():
-            names += sorted(folder.iterdir())
-    for path in names:
-        if path.is_symlink():
+    for folder in ("segments", "objects/sha256"):
+        if not fs.is_link(folder):
+            names += [f"{folder}/{name}" for name in fs.list(folder)]
+    for name in names:
+        if fs.is_link(name):
+            path = fs.where(name)
             raise StoreError(
                 f"{path} is a symbolic link: doctor repairs only the store's own "
                 "files, never what a link points at",

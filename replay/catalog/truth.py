@@ -215,28 +215,12 @@ def check_catalog(store: Store) -> int:
 
 
 def entry_for(store: Store, row: dict[str, Any]) -> dict[str, Any]:
-    """The run's ledger entry, read from the ledger itself (the catalog only points at it)."""
-    for _, entry in store.entries(_start_of(store, row)):
-        if entry["run_id"] == row["run_id"]:
-            return entry
-        break
-    for _, entry in store.entries():
-        if entry["run_id"] == row["run_id"]:
-            return entry
-    raise NotFoundError(
-        f"run {row['run_id']} is in the catalog but not in the ledger", hint="run `replay reindex`"
-    )
-
-
-def _start_of(store: Store, row: dict[str, Any]) -> int:
-    # Entries end at entry_end; step back to the line start.
-    with open(store.ledger.path, "rb") as f:
-        pos = max(0, int(row["entry_end"]) - 1)
-        while pos > 0:
-            step = min(pos, 4096)
-            f.seek(pos - step)
-            idx = f.read(step).rfind(b"\n")
-            if idx >= 0:
-                return pos - step + idx + 1
-            pos -= step
-    return 0
+    """The run's ledger entry, read from the ledger itself (the catalog only points at it:
+    one seek to where it says the line ends, a pass over the ledger if it is wrong)."""
+    run_id = row["run_id"]
+    try:
+        return store.find_entries([run_id], {run_id: int(row["entry_end"])})[0]
+    except NotFoundError:
+        raise NotFoundError(
+            f"run {run_id} is in the catalog but not in the ledger", hint="run `replay reindex`"
+        ) from None

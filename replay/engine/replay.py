@@ -356,16 +356,7 @@ def resolve_digest(store: Store, digest: str, what: str) -> str:
         )
     if len(hexpart) == 64:
         return "sha256:" + hexpart
-    folder = store.objects.root / "sha256" / hexpart[:2]
-    found = (
-        sorted(
-            f"sha256:{hexpart[:2]}{p.name}"
-            for p in folder.glob(f"{hexpart[2:]}*")
-            if not p.name.startswith(".tmp-")
-        )
-        if folder.is_dir()
-        else []
-    )
+    found = store.objects.starting_with(hexpart)
     if not found:
         raise NotFoundError(
             f"no object in the store starts with {digest}",

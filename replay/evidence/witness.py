@@ -249,14 +249,13 @@ def cosign(
         ),
         0o600,
     )
-    folder = store.root / FOLDER
-    out = folder / f"{path.stem}.{witness_kid[7:19]}.json"
+    name = f"{FOLDER}/{path.stem}.{witness_kid[7:19]}.json"
+    out = Path(store.fs.where(name))
     try:
-        folder.mkdir(exist_ok=True)
-        _write(out, canonical_json(cosig.as_json()), 0o644)
+        store.fs.write_atomic(name, canonical_json(cosig.as_json()))
     except OSError as exc:
         raise StoreError(
-            f"cannot write the cosignature into {folder}: {exc.strerror}",
+            f"cannot write the cosignature into {out.parent}: {exc.strerror}",
             hint="a witness needs write access to the store's witnesses/ folder",
         ) from None
     return cosig, out
@@ -265,11 +264,15 @@ def cosign(
 def cosignatures(store: Store, path: Path) -> list[tuple[Path, Cosignature]]:
     """The cosignatures kept for the checkpoint at ``path``."""
     out = []
-    for p in sorted((store.root / FOLDER).glob(f"{path.stem}.*.json")):
+    for name in store.fs.list(FOLDER):
+        if not (name.startswith(f"{path.stem}.") and name.endswith(".json")):
+            continue
+        where = Path(store.fs.where(f"{FOLDER}/{name}"))
         try:
-            out.append((p, Cosignature.from_json(json.loads(p.read_bytes()))))
+            cosig = Cosignature.from_json(json.loads(store.fs.read(f"{FOLDER}/{name}")))
         except (ValueError, KeyError, TypeError):
-            raise CorruptionError(str(p), "is not a cosignature") from None
+            raise CorruptionError(str(where), "is not a cosignature") from None
+        out.append((where, cosig))
     return out
 
 

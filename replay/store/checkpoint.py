@@ -111,8 +111,9 @@ def key_name(key_id: str) -> str:
     return f"keys/{key_id[7:]}.pub"
 
 
-def public_key_path(store: Store, key_id: str) -> Path:
-    return Path(store.fs.where(key_name(key_id)))
+def public_key_pem(store: Store, key_id: str) -> bytes:
+    """The public key ``key_id`` the store keeps (FileNotFoundError when it has none)."""
+    return store.fs.read(key_name(key_id))
 
 
 def stored(store: Store) -> list[tuple[Path, Checkpoint]]:

@@ -133,6 +133,14 @@ class LogFS(StoreFS, Protocol):
         """Hold the exclusive lock named ``path`` (against other processes too)."""
         ...
 
+    def is_link(self, path: str) -> bool:
+        """Whether a symbolic link stands at ``path`` (repair refuses to follow one)."""
+        ...
+
+    def remove(self, path: str) -> None:
+        """Delete the file at ``path`` if it is there (repair: a dead writer's temporary)."""
+        ...
+
 
 def _create_temp(folder: Path, mode: int) -> tuple[int, Path]:
     """A new temporary file in ``folder`` (created with its parents if need be), opened for
@@ -293,6 +301,12 @@ class LocalFS:
             yield
         finally:
             os.close(fd)  # closing releases the flock
+
+    def is_link(self, path: str) -> bool:
+        return self._local(path).is_symlink()
+
+    def remove(self, path: str) -> None:
+        self._local(path).unlink(missing_ok=True)
 
     def makedirs(self, folder: str) -> None:
         self._local(folder).mkdir(parents=True, exist_ok=True)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from replay.errors import NotFoundError, UsageError
+from replay.store.fs import StoreFS
+from replay.store.ledger import NAME
 
 if TYPE_CHECKING:  # the Store calls in here; only its type is needed
     from replay.store.store import Store
@@ -51,7 +52,7 @@ def is_full(ref: str) -> bool:
     return FULL.fullmatch(ref) is not None
 
 
-def line_starts(path: Path, refs: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+def line_starts(fs: StoreFS, refs: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
     """For each ref (normalized), the (run id, line start) of every complete ledger line whose
     run id is it (a full id) or starts with it (a prefix), in ledger order; one pass."""
     found: dict[str, list[tuple[str, int]]] = {r: [] for r in refs}
@@ -60,7 +61,7 @@ def line_starts(path: Path, refs: Sequence[str]) -> dict[str, list[tuple[str, in
     wanted = {r.encode(): r for r in found}
     lengths = sorted({len(w) for w in wanted})
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below; read in chunks of whole lines
+        f = fs.open_read(NAME)  # read below in chunks of whole lines
     except FileNotFoundError:
         return found
     with f:
@@ -97,9 +98,9 @@ def _matches(
     return out
 
 
-def start_of(path: Path, end: int) -> int:
+def start_of(fs: StoreFS, end: int) -> int:
     """Where the ledger line ending at byte ``end`` (just past its newline) starts."""
-    with open(path, "rb") as f:
+    with fs.open_read(NAME) as f:
         pos = max(0, end - 1)
         while pos > 0:
             step = min(pos, _BACK)
@@ -134,11 +135,11 @@ def entries(store: Store, runs: Sequence[str], ends: Mapping[str, int]) -> list[
     for ref in dict.fromkeys(refs):
         kept = store.cache.get(("entry", ref)) if is_full(ref) else None
         if kept is None and ends.get(ref, 0) > 0:
-            kept = _read(store, start_of(store.ledger.path, ends[ref]), ref)
+            kept = _read(store, start_of(store.fs, ends[ref]), ref)
         if kept is not None:
             got[ref] = kept
     missing = [r for r in dict.fromkeys(refs) if r not in got]
-    for ref, lines in line_starts(store.ledger.path, missing).items():
+    for ref, lines in line_starts(store.fs, missing).items():
         run_id, start = the_one(ref, lines)
         kept = store.cache.get(("entry", run_id)) or _read(store, start, run_id)
         if kept is None:  # pragma: no cover - the line was found complete a moment ago

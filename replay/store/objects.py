@@ -62,6 +62,15 @@ class ObjectStore:
     def has(self, digest: str) -> bool:
         return digest in self._known or self.fs.exists(f"{FOLDER}/{relative_path(digest)}")
 
+    def starting_with(self, hexprefix: str) -> list[str]:
+        """The digests of the stored objects whose hex starts with ``hexprefix`` (2+ digits)."""
+        sub = hexprefix[:2]
+        return [
+            f"sha256:{sub}{name}"
+            for name in self.fs.list(f"{FOLDER}/sha256/{sub}")
+            if name.startswith(hexprefix[2:]) and not name.startswith(".tmp-")
+        ]
+
     def __iter__(self) -> Iterator[tuple[str, Path]]:
         base = f"{FOLDER}/sha256"
         for sub in self.fs.list(base):
