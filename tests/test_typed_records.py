@@ -21,7 +21,7 @@ from conftest import rows
 
 import replay
 from replay.core.digest import canonical_json
-from replay.core.manifest import Environment, Manifest, Spec, convert, decode, encode, plain
+from replay.core.manifest import Entry, Environment, Manifest, Spec, convert, decode, encode, plain
 from replay.errors import CorruptionError
 
 ASSETS = Path(__file__).parent / "assets"
@@ -35,6 +35,8 @@ def _read_back(store: replay.Store) -> int:
     for _, entry in store.entries():
         manifest = convert(Manifest, entry["manifest"], entry["run_id"])
         assert plain(manifest) == entry["manifest"]
+        line = {k: v for k, v in entry.items() if k != "manifest"}
+        assert plain(convert(Entry, line, entry["run_id"])) == line
         for kind, digest in ((Spec, manifest.version), (Environment, manifest.env)):
             raw = store.get_object(digest)
             assert encode(decode(kind, raw, digest)) == raw

@@ -1,4 +1,5 @@
-"""The typed records of a store: a pipeline's *spec*, a run's *manifest*, its *environment*.
+"""The typed records of a store: a pipeline's *spec*, a run's *manifest*, its *environment*
+and the ledger *entry* that commits it.
 
 Both are written as canonical JSON and named by digest (the spec's digest is the pipeline
 version), so these values are immutable and their encoding must give back the very bytes
@@ -192,6 +193,28 @@ class Manifest(Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def run_kind(self) -> str:
         return kind_of(self.kind, self.tags)
+
+
+class BlockPlace(Struct, frozen=True, forbid_unknown_fields=True):
+    """Where a commit group's block lies in a segment log, and the digest of its header."""
+
+    segment: str
+    offset: int
+    length: int
+    header: str
+
+
+class Entry(Struct, frozen=True, forbid_unknown_fields=True):
+    """One ledger line: a committed run, where its block is, its manifest by digest, and the
+    hash chain (``hash`` covers every other field and the previous entry's ``prev``).
+    The ledger hashes the line's JSON; this is a reader's view of a line already checked."""
+
+    seq: int
+    run_id: str
+    block: BlockPlace
+    manifest_sha256: str
+    prev: str
+    hash: str
 
 
 class PythonInfo(Struct, frozen=True, forbid_unknown_fields=True):

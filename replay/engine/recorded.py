@@ -25,6 +25,7 @@ from replay.core import tables
 from replay.core.digest import sha256, table_digest
 from replay.core.manifest import (
     DataRef,
+    Entry,
     Environment,
     Manifest,
     ModelRef,
@@ -47,7 +48,7 @@ STEP_BYTES = 1 << 10  # a declared Step beside its cached code: a few small dict
 class RecordedRun:
     """A committed run as the store holds it."""
 
-    entry: dict[str, Any]
+    entry: Entry
     manifest: Manifest
     spec: Spec
     block: Block
@@ -99,9 +100,13 @@ def load_run(store: Store, entry: dict[str, Any]) -> RecordedRun:
     from replay.store.history import check_entry
 
     check_entry(store, entry)
-    manifest = convert(Manifest, entry["manifest"], f"the manifest of run {entry['run_id']}")
+    run = f"run {entry['run_id']}"
+    line = convert(
+        Entry, {k: v for k, v in entry.items() if k != "manifest"}, f"the entry of {run}"
+    )
+    manifest = convert(Manifest, entry["manifest"], f"the manifest of {run}")
     return RecordedRun(
-        entry, manifest, load_spec(store, manifest.version), store.block(entry["block"])
+        line, manifest, load_spec(store, manifest.version), store.block(entry["block"])
     )
 
 

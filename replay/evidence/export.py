@@ -45,6 +45,7 @@ from replay.catalog.queries import runs as runs_in
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json, sha256, table_bytes
 from replay.core.kinds import PRODUCTION
+from replay.core.manifest import plain
 from replay.engine.recorded import RecordedRun, load_environment, load_run
 from replay.engine.replay import ReplayReport, replay
 from replay.errors import CorruptionError, UntrustedSignerError, UsageError
@@ -176,8 +177,8 @@ def statement(runs: list[RecordedRun], reports: dict[str, ReplayReport]) -> dict
                 "version": run.manifest.version,
                 "clock": run.manifest.clock,
                 "status": run.manifest.status,
-                "ledger_seq": run.entry["seq"],
-                "ledger_hash": run.entry["hash"],
+                "ledger_seq": run.entry.seq,
+                "ledger_hash": run.entry.hash,
                 "replay_verdict": reports[run.run_id].verdict,
             }
         )
@@ -243,18 +244,18 @@ def export(
                 hint="declare it with Pipeline(..., personal=[...]); "
                 f"declared: {', '.join(run.personal) or 'none'}",
             )
-    cp = _checkpoint_for(store, private, runs[-1].entry["seq"])
+    cp = _checkpoint_for(store, private, runs[-1].entry.seq)
     tell(f"the rows, objects and proofs of {len(runs)} runs")
     leaves = checkpoint.ledger_leaves(store, cp.tree_size)
     files: dict[str, bytes] = {}
     proofs: dict[str, Any] = {}
     for run in runs:
-        leaf = merkle.leaf_hash(line_of(run.entry))
-        index = run.entry["seq"] - 1
+        leaf = merkle.leaf_hash(line_of(plain(run.entry)))
+        index = run.entry.seq - 1
         if leaves[index] != leaf:
             raise CorruptionError(
                 str(store.ledger.path),
-                f"entry {run.entry['seq']} is not the one the checkpoint covers",
+                f"entry {run.entry.seq} is not the one the checkpoint covers",
             )
         proofs[run.run_id] = {
             "index": index,
@@ -273,7 +274,9 @@ def export(
     for n, run in enumerate(runs, 1):
         tell(f"run {n}/{len(runs)} {run.run_id}")
         reports[run.run_id] = replay(store, run.run_id)
-    files["ledger/entries.jsonl"] = b"".join(canonical_json(r.entry) + b"\n" for r in runs)
+    files["ledger/entries.jsonl"] = b"".join(
+        canonical_json(plain(r.entry) | {"manifest": plain(r.manifest)}) + b"\n" for r in runs
+    )
     files["ledger/proofs.json"] = canonical_json(proofs)
     files["ledger/checkpoint.json"] = canonical_json(cp.as_json())
     files["public_key.pem"] = keys.public_pem(private.public_key())
