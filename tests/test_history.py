@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,16 @@ def test_an_untouched_store_replays_exact_and_keeps_what_it_verified_outside_it(
     from replay.store.history import cache_path
 
     assert cache_path(reopened).exists() and not (store.root / "verified.json").exists()
+
+
+def test_the_memory_of_entries_already_hashed_is_bounded(store, toy, monkeypatch) -> None:
+    """A long incident review reads many entries; the process remembers only the most recent
+    ones it hashed (a forgotten one is hashed again, never trusted unhashed)."""
+    from replay.store import history
+
+    monkeypatch.setattr(history, "HASHED_KEPT", 2)
+    at = datetime(2026, 3, 14, 12, tzinfo=UTC)
+    ids = [replay.record(toy, rows(1, i), store=store, at=at).run_id for i in range(4)]
+    for run_id in ids:
+        assert replay.replay(store, run_id).verdict == "exact"
+    assert len(history._prefixes[store.root].hashed) == 2

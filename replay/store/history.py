@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from replay.store.ledger import GENESIS, entry_hash
 from replay.store.store import Store
 
 REQUIRE_ENV = "REPLAY_REQUIRE_CHECKPOINT"
+HASHED_KEPT = 1 << 16
 
 
 @dataclass
@@ -50,7 +52,9 @@ class _Prefix:
     covered: int = 0  # entries covered by a pinned, verified checkpoint
     # ((checkpoints/ changed, env), required, pins): re-read when a checkpoint comes or goes
     policy: tuple[tuple[int, str | None, str | None], bool, tuple[str, ...]] | None = None
-    hashed: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> entry checked
+    # id -> entry object already hashed, the most recent HASHED_KEPT: one forgotten is
+    # hashed again (a few µs), never trusted unhashed.
+    hashed: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict)
 
 
 _prefixes: dict[Path, _Prefix] = {}
@@ -63,11 +67,13 @@ def check_entry(store: Store, entry: dict[str, Any]) -> None:
         prefix = _prefixes[store.root] = _Prefix()
     seq = entry.get("seq")
     where = f"ledger entry {seq} (run {entry.get('run_id')})"
-    # Entries are immutable once read (queries.entry caches them): each object is hashed once.
+    # Entries are immutable once read (Store.cache keeps them): each object is hashed once.
     if prefix.hashed.get(id(entry)) is not entry:
         if not isinstance(seq, int) or seq < 1 or not _hash_holds(entry):
             raise CorruptionError(str(store.ledger.path), f"{where} does not match its hash")
         prefix.hashed[id(entry)] = entry
+        if len(prefix.hashed) > HASHED_KEPT:
+            prefix.hashed.popitem(last=False)
     assert isinstance(seq, int)
     if seq > len(prefix.hashes):
         _extend(store, prefix)
