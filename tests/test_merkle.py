@@ -75,3 +75,54 @@ def test_a_rewritten_past_is_not_consistent(n: int, data: st.DataObject) -> None
     forged = [*leaves[:k], merkle.leaf_hash(b"forged"), *leaves[k + 1 :]]
     proof = merkle.consistency_proof(m, forged)
     assert not merkle.verify_consistency(m, n, merkle.root(leaves[:m]), merkle.root(forged), proof)
+
+
+def _reference_path(m: int, leaves: list[bytes]) -> list[bytes]:
+    # PATH(m, D[n]) of RFC 9162 §2.1.3.1, written out literally.
+    if len(leaves) == 1:
+        return []
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    if m < k:
+        return [*_reference_path(m, leaves[:k]), _reference_root(leaves[k:])]
+    return [*_reference_path(m - k, leaves[k:]), _reference_root(leaves[:k])]
+
+
+def _reference_subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
+    # SUBPROOF(m, D[n], b) of RFC 9162 §2.1.4.1, written out literally.
+    if m == len(leaves):
+        return [] if whole else [_reference_root(leaves)]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    if m <= k:
+        return [*_reference_subproof(m, leaves[:k], whole), _reference_root(leaves[k:])]
+    return [*_reference_subproof(m - k, leaves[k:], False), _reference_root(leaves[:k])]
+
+
+@given(st.integers(1, 90), st.data())
+def test_a_grown_tree_proves_any_past_size_as_the_rfc_defines(n: int, data: st.DataObject) -> None:
+    """Export proves a run against a checkpoint of an earlier size than the ledger has now."""
+    leaves = _leaves(n)
+    tree = merkle.Tree(leaves)
+    size = data.draw(st.integers(1, n))
+    i = data.draw(st.integers(0, size - 1))
+    m = data.draw(st.integers(1, size))
+    assert tree.root(size) == _reference_root(leaves[:size])
+    assert tree.inclusion_proof(i, size) == _reference_path(i, leaves[:size])
+    assert tree.consistency_proof(m, size) == _reference_subproof(m, leaves[:size], True)
+
+
+class _Counting(merkle.Tree):
+    reads = 0
+
+    def _node(self, level: int, index: int) -> bytes:
+        _Counting.reads += 1
+        return super()._node(level, index)
+
+
+def test_a_proof_in_a_big_tree_reads_log_n_nodes_not_n() -> None:
+    n = (1 << 16) + 12_345
+    tree = _Counting(merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(n))
+    _Counting.reads = 0
+    tree.inclusion_proof(n - 7)
+    tree.consistency_proof(n // 3)
+    tree.root()
+    assert _Counting.reads <= 3 * 17 * 17  # (log2 n)^2 per proof at worst; n is 78k

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from replay.core import keys, merkle
+from replay.core import keys
 from replay.core.manifest import Spec, decode
 from replay.errors import CatalogError, CorruptionError, NotFoundError, UntrustedSignerError
 from replay.store.checkpoint import (
     Checkpoint,
     grew,
     hexroot,
-    ledger_leaves,
+    ledger_tree,
     public_key_pem,
     stored,
 )
@@ -125,7 +125,7 @@ def _verify_checkpoints(store: Store, signers: tuple[str, ...] | None = None) ->
                 f"({', '.join(signers)}) vouches for this history",
             )
         return 0
-    leaves = ledger_leaves(store)
+    tree = ledger_tree(store)  # one pass over the ledger; each checkpoint's root then O(log n)
     for path, cp in found:
         _require_pinned(str(path), cp.key_id, signers)
         try:
@@ -134,13 +134,13 @@ def _verify_checkpoints(store: Store, signers: tuple[str, ...] | None = None) ->
             raise CorruptionError(str(path), f"signed by unknown key {cp.key_id}") from None
         if not cp.verify(keys.load_public(pem)):
             raise CorruptionError(str(path), "signature does not verify")
-        if cp.tree_size > len(leaves):
+        if cp.tree_size > tree.size:
             raise CorruptionError(
                 str(path),
                 f"covers {cp.tree_size} entries but the ledger "
-                f"has only {len(leaves)}: entries were removed",
+                f"has only {tree.size}: entries were removed",
             )
-        if "sha256:" + merkle.root(leaves[: cp.tree_size]).hex() != cp.root:
+        if hexroot(tree, cp.tree_size) != cp.root:
             raise CorruptionError(
                 str(path),
                 "its root does not match the ledger: an entry "
@@ -168,19 +168,15 @@ def _verify_head(
         ) from None
     if not head.verify(keys.load_public(pem)):
         raise CorruptionError(where, "signature does not verify")
-    leaves = ledger_leaves(store)
-    if head.tree_size > len(leaves):
+    tree = ledger_tree(store)
+    if head.tree_size > tree.size:
         raise CorruptionError(
             where,
             f"covers {head.tree_size} entries but the ledger has only "
-            f"{len(leaves)}: the history was truncated",
+            f"{tree.size}: the history was truncated",
         )
-    now = Checkpoint(len(leaves), hexroot(leaves), "", "")
-    proof = (
-        []
-        if head.tree_size == 0
-        else [h.hex() for h in merkle.consistency_proof(head.tree_size, leaves)]
-    )
+    now = Checkpoint(tree.size, hexroot(tree), "", "")
+    proof = [] if head.tree_size == 0 else [h.hex() for h in tree.consistency_proof(head.tree_size)]
     if not grew(head, now, proof):
         raise CorruptionError(
             where,

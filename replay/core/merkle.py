@@ -9,7 +9,7 @@ grew). Hashes are raw 32-byte values here; callers show them as ``sha256:<hex>``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 def leaf_hash(leaf: bytes) -> bytes:
@@ -25,30 +25,99 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+class Tree:
+    """A growing tree that keeps the hash of every complete subtree (each aligned run of
+    2^level leaves, as static CT logs keep tiles), 64 bytes per leaf: the root of any size
+    and every proof read O(log n) nodes, and each new leaf hashes at most log n of them."""
+
+    def __init__(self, leaves: Iterable[bytes] = ()) -> None:
+        self._levels: list[bytearray] = []  # level l: the 32-byte nodes of 2^l leaves each
+        self.size = 0
+        for leaf in leaves:
+            self.append(leaf)
+
+    def append(self, leaf: bytes) -> None:
+        """Add a leaf hash (see ``leaf_hash``), completing the subtrees it closes."""
+        node, index, level = leaf, self.size, 0
+        while True:
+            if level == len(self._levels):
+                self._levels.append(bytearray())
+            self._levels[level] += node
+            if not index & 1:
+                break
+            node = node_hash(self._node(level, index - 1), node)
+            index, level = index >> 1, level + 1
+        self.size += 1
+
+    def leaf(self, index: int) -> bytes:
+        return self._node(0, index)
+
+    def _node(self, level: int, index: int) -> bytes:
+        return bytes(self._levels[level][index * 32 : index * 32 + 32])
+
+    def _mth(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves [lo, hi): RFC 9162's splits keep every left part a complete,
+        aligned subtree, so only the right parts recurse."""
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            return self._node(n.bit_length() - 1, lo >> (n.bit_length() - 1))
+        k = _split(n)
+        return node_hash(self._mth(lo, lo + k), self._mth(lo + k, hi))
+
+    def _size(self, size: int | None) -> int:
+        size = self.size if size is None else size
+        if not 0 <= size <= self.size:
+            raise ValueError(f"no tree of size {size}: {self.size} leaves")
+        return size
+
+    def root(self, size: int | None = None) -> bytes:
+        """MTH of the first ``size`` leaves (default: all)."""
+        size = self._size(size)
+        return self._mth(0, size) if size else hashlib.sha256(b"").digest()
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """PATH(index, D[size])."""
+        size = self._size(size)
+        if not 0 <= index < size:
+            raise ValueError(f"leaf {index} is not in a tree of size {size}")
+        path, lo, hi = [], 0, size
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if index < lo + k:
+                path.append(self._mth(lo + k, hi))
+                hi = lo + k
+            else:
+                path.append(self._mth(lo, lo + k))
+                lo += k
+        return path[::-1]
+
+    def consistency_proof(self, old_size: int, size: int | None = None) -> list[bytes]:
+        """PROOF(old_size, D[size]): the first ``old_size`` leaves are a prefix of this tree."""
+        size = self._size(size)
+        if not 0 < old_size <= size:
+            raise ValueError(f"no consistency proof from size {old_size} to {size}")
+        path, lo, hi, m, whole = [], 0, size, old_size, True
+        while m != hi - lo:
+            k = _split(hi - lo)
+            if m <= k:
+                path.append(self._mth(lo + k, hi))
+                hi = lo + k
+            else:
+                path.append(self._mth(lo, lo + k))
+                lo, m, whole = lo + k, m - k, False
+        if not whole:
+            path.append(self._mth(lo, hi))
+        return path[::-1]
+
+
 def root(leaves: Sequence[bytes]) -> bytes:
     """MTH over leaf hashes (already passed through ``leaf_hash``)."""
-    if not leaves:
-        return hashlib.sha256(b"").digest()
-    level = list(leaves)
-    # Bottom-up pairing equals RFC 9162's recursive split: an odd last node is carried up.
-    while len(level) > 1:
-        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
+    return Tree(leaves).root()
 
 
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PATH(index, D[n]) for leaf hashes ``leaves``."""
-    if not 0 <= index < len(leaves):
-        raise ValueError(f"leaf {index} is not in a tree of size {len(leaves)}")
-    if len(leaves) == 1:
-        return []
-    k = _split(len(leaves))
-    if index < k:
-        return [*inclusion_proof(index, leaves[:k]), root(leaves[k:])]
-    return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
+    return Tree(leaves).inclusion_proof(index)
 
 
 def verify_inclusion(
@@ -74,19 +143,7 @@ def verify_inclusion(
 
 def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PROOF(m, D[n]): the old tree (first ``old_size`` leaves) is a prefix of this one."""
-    if not 0 < old_size <= len(leaves):
-        raise ValueError(f"no consistency proof from size {old_size} to {len(leaves)}")
-    return _subproof(old_size, leaves, True)
-
-
-def _subproof(m: int, leaves: Sequence[bytes], whole: bool) -> list[bytes]:
-    n = len(leaves)
-    if m == n:
-        return [] if whole else [root(leaves)]
-    k = _split(n)
-    if m <= k:
-        return [*_subproof(m, leaves[:k], whole), root(leaves[k:])]
-    return [*_subproof(m - k, leaves[k:], False), root(leaves[:k])]
+    return Tree(leaves).consistency_proof(old_size)
 
 
 def verify_consistency(

@@ -246,20 +246,20 @@ def export(
             )
     cp = _checkpoint_for(store, private, runs[-1].entry.seq)
     tell(f"the rows, objects and proofs of {len(runs)} runs")
-    leaves = checkpoint.ledger_leaves(store, cp.tree_size)
+    tree = checkpoint.ledger_tree(store, cp.tree_size)
     files: dict[str, bytes] = {}
     proofs: dict[str, Any] = {}
     for run in runs:
         leaf = merkle.leaf_hash(line_of(plain(run.entry)))
         index = run.entry.seq - 1
-        if leaves[index] != leaf:
+        if index >= tree.size or tree.leaf(index) != leaf:
             raise CorruptionError(
                 str(store.ledger.path),
                 f"entry {run.entry.seq} is not the one the checkpoint covers",
             )
         proofs[run.run_id] = {
             "index": index,
-            "proof": [h.hex() for h in merkle.inclusion_proof(index, leaves)],
+            "proof": [h.hex() for h in tree.inclusion_proof(index)],
         }
         files.update(_run_files(run, redactor))
         for digest in _objects_of(run, store, redactor is not None):

@@ -222,8 +222,8 @@ def cosign(
     if old is not None:
         _check_growth(store, str(path), old, cp)
     else:  # first sight: at least the head must be the ledger's own
-        leaves = checkpoint.ledger_leaves(store, cp.tree_size)
-        if len(leaves) != cp.tree_size or checkpoint.hexroot(leaves) != cp.root:
+        tree = checkpoint.ledger_tree(store, cp.tree_size)
+        if tree.size != cp.tree_size or checkpoint.hexroot(tree) != cp.root:
             raise CorruptionError(str(path), "its root does not match the store's ledger")
     witness_kid = keys.key_id(private.public_key())
     unsigned = Cosignature(

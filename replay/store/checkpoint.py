@@ -61,31 +61,32 @@ class Checkpoint:
         )
 
 
-def ledger_leaves(store: Store, size: int | None = None) -> list[bytes]:
-    """Leaf hashes of the ledger's entries, in order (each entry's canonical bytes)."""
-    leaves = []
+def ledger_tree(store: Store, size: int | None = None) -> merkle.Tree:
+    """The Merkle tree of the ledger's entries (each entry's canonical bytes a leaf), or of
+    its first ``size``: one read of the ledger; roots and proofs then cost O(log n) each."""
+    tree = merkle.Tree()
     for _, entry in store.ledger.read():
-        leaves.append(merkle.leaf_hash(canonical_json(entry)))
-        if size is not None and len(leaves) == size:
+        if size is not None and tree.size == size:
             break
-    return leaves
+        tree.append(merkle.leaf_hash(canonical_json(entry)))
+    return tree
 
 
-def hexroot(leaves: list[bytes]) -> str:
-    return "sha256:" + merkle.root(leaves).hex()
+def hexroot(tree: merkle.Tree, size: int | None = None) -> str:
+    return "sha256:" + tree.root(size).hex()
 
 
 def sign(
     store: Store,
     private: Ed25519PrivateKey,
-    leaves: list[bytes] | None = None,
+    tree: merkle.Tree | None = None,
     now: datetime | None = None,
 ) -> Checkpoint:
     """Sign the current tree head and keep it (and the public key) in the store."""
-    leaves = ledger_leaves(store) if leaves is None else leaves
+    tree = ledger_tree(store) if tree is None else tree
     public = private.public_key()
     unsigned = Checkpoint(
-        len(leaves), hexroot(leaves), (now or datetime.now(UTC)).isoformat(), keys.key_id(public)
+        tree.size, hexroot(tree), (now or datetime.now(UTC)).isoformat(), keys.key_id(public)
     )
     cp = Checkpoint(
         **{
@@ -133,8 +134,8 @@ def stored(store: Store) -> list[tuple[Path, Checkpoint]]:
 
 def prove_growth(store: Store, old: Checkpoint, new: Checkpoint) -> list[str]:
     """The consistency proof from ``old`` to ``new`` (hex), computed from the ledger."""
-    leaves = ledger_leaves(store, new.tree_size)
-    return [h.hex() for h in merkle.consistency_proof(old.tree_size, leaves)]
+    tree = ledger_tree(store, new.tree_size)
+    return [h.hex() for h in tree.consistency_proof(old.tree_size)]
 
 
 def grew(old: Checkpoint, new: Checkpoint, proof: list[str]) -> bool:

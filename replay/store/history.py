@@ -5,11 +5,12 @@ entry's own hash, that it is the entry the verified chain holds at its sequence 
 rewritten line, even one whose ``hash`` field was recomputed, is refused), and, when the store
 claims to be checkpointed, that a checkpoint signed by a pinned key covers it.
 
-The verified prefix (entry hashes, Merkle leaves, the byte offset reached) is kept per process
-and per store: each entry is hashed once, when first read past the prefix; a read of a run
-already in the prefix costs one entry hash and a list lookup. The size and root last verified
-are recorded outside the store (``$XDG_CACHE_HOME/pipeline-replay/verified/``, once the store is
-checkpointed with a pinned key), so a later process notices a history rewritten under it.
+The verified prefix (entry hashes, the Merkle tree of the entries, the byte offset reached)
+is kept per process and per store: each entry is hashed once, when first read past the
+prefix; a read of a run already in the prefix costs one entry hash and a list lookup. The
+size and root last verified are recorded outside the store
+(``$XDG_CACHE_HOME/pipeline-replay/verified/``, once the store is checkpointed with a pinned
+key), so a later process notices a history rewritten under it.
 
 Checkpoint coverage is required when a stored checkpoint is signed by a pinned key (trust
 store, REPLAY_TRUSTED_KEYS), or when REPLAY_REQUIRE_CHECKPOINT=1: a store that claims signed
@@ -47,8 +48,7 @@ HASHED_KEPT = 1 << 16
 class _Prefix:
     end: int = 0
     hashes: list[str] = field(default_factory=list)
-    leaves: list[bytes] = field(default_factory=list)
-    roots: dict[int, bytes] = field(default_factory=dict)  # tree size -> root
+    tree: merkle.Tree = field(default_factory=merkle.Tree)  # of the entries verified
     covered: int = 0  # entries covered by a pinned, verified checkpoint
     # ((checkpoints/ changed, env), required, pins): re-read when a checkpoint comes or goes
     policy: tuple[tuple[int, str | None, str | None], bool, tuple[str, ...]] | None = None
@@ -120,7 +120,7 @@ def _extend(store: Store, prefix: _Prefix) -> None:
             raise CorruptionError(str(store.ledger.path), f"{where} does not match its hash")
         prev = entry["hash"]
         prefix.hashes.append(prev)
-        prefix.leaves.append(merkle.leaf_hash(canonical_json(entry)))
+        prefix.tree.append(merkle.leaf_hash(canonical_json(entry)))
         prefix.end = pos
     _check_cache(store, prefix)
 
@@ -135,7 +135,8 @@ def _check_cache(store: Store, prefix: _Prefix) -> None:
         size, root = -1, ""
     except (ValueError, KeyError, TypeError):
         size, root = -1, ""  # a damaged cache is only rebuilt: it vouches for nothing
-    if size > 0 and (size > len(prefix.leaves) or _root(prefix, size).hex() != root):
+    verified = prefix.tree.size
+    if size > 0 and (size > verified or prefix.tree.root(size).hex() != root):
         raise CorruptionError(
             str(store.ledger.path),
             f"its first {size} entries are not the "
@@ -145,8 +146,8 @@ def _check_cache(store: Store, prefix: _Prefix) -> None:
             "and recreated it), forget what was verified of the old one: "
             f"rm {shlex.quote(str(path))}",
         )
-    if size != len(prefix.leaves) and prefix.leaves and (size > 0 or _policy(store, prefix)[0]):
-        _write_cache(path, len(prefix.leaves), _root(prefix, len(prefix.leaves)).hex())
+    if size != verified and verified and (size > 0 or _policy(store, prefix)[0]):
+        _write_cache(path, verified, prefix.tree.root().hex())
 
 
 def cache_path(store: Store) -> Path:
@@ -164,12 +165,6 @@ def _write_cache(path: Path, size: int, root: str) -> None:
         LocalFS(path.parent).write_atomic(path.name, canonical_json({"size": size, "root": root}))
     except OSError:
         pass  # a read-only store is still checked; only the cache is not kept
-
-
-def _root(prefix: _Prefix, size: int) -> bytes:
-    if size not in prefix.roots:
-        prefix.roots[size] = merkle.root(prefix.leaves[:size])
-    return prefix.roots[size]
 
 
 def _policy(store: Store, prefix: _Prefix) -> tuple[bool, tuple[str, ...]]:
@@ -219,8 +214,8 @@ def _check_coverage(store: Store, prefix: _Prefix, seq: int, where: str) -> None
     if not cp.verify(keys.load_public(store.fs.read(key_name(cp.key_id)))):
         raise CorruptionError(str(path), "signature does not verify")
     if (
-        cp.tree_size > len(prefix.leaves)
-        or "sha256:" + _root(prefix, cp.tree_size).hex() != cp.root
+        cp.tree_size > prefix.tree.size
+        or "sha256:" + prefix.tree.root(cp.tree_size).hex() != cp.root
     ):
         raise CorruptionError(
             str(path),
