@@ -51,6 +51,7 @@ from replay.engine.replay import ReplayReport, replay
 from replay.errors import CorruptionError, UntrustedSignerError, UsageError
 from replay.evidence import bundle
 from replay.store import checkpoint
+from replay.store.history import check_in_chain, verified_tree
 from replay.store.ledger import line_of
 from replay.store.objects import relative_path
 from replay.store.store import Store
@@ -126,39 +127,11 @@ def _run_files(run: RecordedRun, redactor: Redactor | None) -> dict[str, bytes]:
     return files
 
 
-def _check_chain(store: Store, entries: list[dict[str, Any]]) -> None:
-    """Each entry matches its hash and is the one the ledger's hash chain holds at its
-    position (CorruptionError naming the ledger and the first bad entry otherwise)."""
-    from replay.store.ledger import GENESIS, entry_hash
-
-    wanted = {int(e["seq"]): e for e in entries}
-    newest = max(wanted)
-    prev = GENESIS
-    for seq, (pos, e) in enumerate(store.ledger.read(0), 1):
-        where = f"entry {seq} (ends at byte {pos})"
-        if e.get("seq") != seq or e.get("prev") != prev:
-            raise CorruptionError(str(store.ledger.path), f"{where} breaks the chain")
-        if entry_hash(e) != e.get("hash"):
-            raise CorruptionError(str(store.ledger.path), f"{where} does not match its hash")
-        mine = wanted.get(seq)
-        if mine is not None and (mine.get("hash") != e["hash"] or entry_hash(mine) != e["hash"]):
-            raise CorruptionError(
-                str(store.ledger.path),
-                f"ledger entry {seq} (run "
-                f"{mine.get('run_id')}) is not the entry the hash chain "
-                "holds at that position",
-            )
-        prev = e["hash"]
-        if seq >= newest:
-            return
-    raise CorruptionError(str(store.ledger.path), f"holds no entry {newest}: entries were removed")
-
-
 def _checkpoint_for(store: Store, private: Ed25519PrivateKey, newest: int) -> checkpoint.Checkpoint:
     found = checkpoint.stored(store)
     key = keys.key_id(private.public_key())
     usable = [cp for _, cp in found if cp.key_id == key and cp.tree_size >= newest]
-    return usable[-1] if usable else checkpoint.sign(store, private)
+    return usable[-1] if usable else checkpoint.sign(store, private, verified_tree(store))
 
 
 def statement(runs: list[RecordedRun], reports: dict[str, ReplayReport]) -> dict[str, Any]:
@@ -230,7 +203,8 @@ def export(
     entries = sorted(
         ledger_entries(store, list(dict.fromkeys(run_ids))), key=lambda e: int(e["seq"])
     )
-    _check_chain(store, entries)
+    for entry in entries:
+        check_in_chain(store, entry)
     _checkpoint_for(store, private, int(entries[-1]["seq"]))
     runs = [load_run(store, e) for e in entries]
     redactor = Redactor(sorted(set(redact)), private) if redact else None
@@ -246,20 +220,26 @@ def export(
             )
     cp = _checkpoint_for(store, private, runs[-1].entry.seq)
     tell(f"the rows, objects and proofs of {len(runs)} runs")
-    tree = checkpoint.ledger_tree(store, cp.tree_size)
+    tree = verified_tree(store)  # the runs were checked in it: the ledger is not read again
+    if tree.size < cp.tree_size:
+        raise CorruptionError(
+            str(store.ledger.path),
+            f"holds {tree.size} entries but its checkpoint covers {cp.tree_size}: "
+            "entries were removed",
+        )
     files: dict[str, bytes] = {}
     proofs: dict[str, Any] = {}
     for run in runs:
         leaf = merkle.leaf_hash(line_of(plain(run.entry)))
         index = run.entry.seq - 1
-        if index >= tree.size or tree.leaf(index) != leaf:
+        if index >= cp.tree_size or tree.leaf(index) != leaf:
             raise CorruptionError(
                 str(store.ledger.path),
                 f"entry {run.entry.seq} is not the one the checkpoint covers",
             )
         proofs[run.run_id] = {
             "index": index,
-            "proof": [h.hex() for h in tree.inclusion_proof(index)],
+            "proof": [h.hex() for h in tree.inclusion_proof(index, cp.tree_size)],
         }
         files.update(_run_files(run, redactor))
         for digest in _objects_of(run, store, redactor is not None):

@@ -60,11 +60,38 @@ class _Prefix:
 _prefixes: dict[Path, _Prefix] = {}
 
 
-def check_entry(store: Store, entry: dict[str, Any]) -> None:
-    """Refuse (CorruptionError, exit 9) an entry the verified history does not hold."""
+def _prefix(store: Store) -> _Prefix:
     prefix = _prefixes.get(store.root)
     if prefix is None:
         prefix = _prefixes[store.root] = _Prefix()
+    return prefix
+
+
+def verified_tree(store: Store) -> merkle.Tree:
+    """The Merkle tree of the whole ledger as this process verified it (hash chain, and the
+    history last verified): what export proves runs in and signs, without reading the
+    ledger again."""
+    prefix = _prefix(store)
+    _extend(store, prefix)
+    return prefix.tree
+
+
+def check_entry(store: Store, entry: dict[str, Any]) -> None:
+    """Refuse (CorruptionError, exit 9) an entry the verified history does not hold."""
+    prefix, seq, where = _in_chain(store, entry)
+    if seq <= prefix.covered:
+        return
+    _check_coverage(store, prefix, seq, where)
+
+
+def check_in_chain(store: Store, entry: dict[str, Any]) -> None:
+    """``check_entry`` but for checkpoint coverage: what export checks before it signs the
+    checkpoint that will cover the entry."""
+    _in_chain(store, entry)
+
+
+def _in_chain(store: Store, entry: dict[str, Any]) -> tuple[_Prefix, int, str]:
+    prefix = _prefix(store)
     seq = entry.get("seq")
     where = f"ledger entry {seq} (run {entry.get('run_id')})"
     # Entries are immutable once read (Store.cache keeps them): each object is hashed once.
@@ -83,9 +110,7 @@ def check_entry(store: Store, entry: dict[str, Any]) -> None:
             f"{where} is not the entry the hash "
             "chain holds at that position: the ledger was rewritten",
         )
-    if seq <= prefix.covered:
-        return
-    _check_coverage(store, prefix, seq, where)
+    return prefix, seq, where
 
 
 def _hash_holds(entry: dict[str, Any]) -> bool:
