@@ -293,3 +293,22 @@ def test_output_piped_into_a_reader_that_stops_ends_quietly(env) -> None:
     assert proc.wait(timeout=60) == 141
     with proc.stderr:
         assert proc.stderr.read() == b""
+
+
+def test_output_through_rich_whose_reader_went_away_ends_quietly_too(env) -> None:
+    """Tables and the demo print through rich, which would end a broken pipe with exit 1
+    itself (`replay demo | head -3`): the reader's choice all the same, not an error."""
+    import subprocess
+    import sys
+
+    record(env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replay", "--store", str(env["store"]), "runs", "--format", "table"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # gone before the command writes its first line
+    with proc.stderr:
+        code, said = proc.wait(timeout=60), proc.stderr.read()
+    assert (code, said) == (141, b"")

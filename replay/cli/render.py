@@ -20,8 +20,16 @@ from replay.errors import UsageError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich would exit 1 here itself; a reader that went away (`| head`) is the one error
+        # handler's to end, with the shell's code for SIGPIPE (replay.cli.app.handled).
+        raise BrokenPipeError
+
+
+console = _Console()
+errors = _Console(stderr=True, soft_wrap=True)
 
 FORMATS = ("table", "tsv", "json")
 HEADERS = {"duration_ns": "took"}  # a column whose table cells are not what its key says
