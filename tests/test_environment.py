@@ -187,3 +187,34 @@ def test_a_variable_an_old_record_lacks_is_drift_only_when_set_now(
     assert env_changes(as_old_record(current), current) == [
         Change("environment", "PYTHONHASHSEED", NOT_RECORDED, "0")
     ]
+
+
+def test_the_package_lock_reads_what_the_metadata_parser_reads_for_every_installed_one() -> None:
+    from importlib import metadata
+
+    parsed = {
+        f"{(d.metadata['Name'] or '').lower()}=={d.version}"
+        for d in metadata.distributions()
+        if d.metadata["Name"]
+    }
+    assert environment.packages() == sorted(parsed)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Metadata-Version: 2.1\nName: bank-scoring\nVersion: 1.2.0\nSummary: x\n",
+        "Metadata-Version: 2.1\r\nName:bank-scoring\r\nVersion:  1.2.0 \r\n\r\nName: no\n",
+        "Metadata-Version: 2.1\nName: bank-scoring\nDescription: a\n  folded\nVersion: 1.2.0\n",
+        "Metadata-Version: 2.1\nName: bank-\n scoring\nVersion: 1.2.0\n",
+        "Metadata-Version: 2.1\nName bank-scoring\nVersion: 1.2.0\n",
+    ],
+)
+def test_a_distributions_name_and_version_are_those_the_parser_reads(tmp_path, headers) -> None:
+    from importlib import metadata
+
+    info = tmp_path / "bank_scoring-1.2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_bytes(headers.encode())
+    dist = metadata.PathDistribution(info)
+    assert environment._name_and_version(dist) == (dist.metadata["Name"], dist.version)

@@ -259,3 +259,82 @@ def test_the_memory_of_entries_already_hashed_is_bounded(store, toy, monkeypatch
     for run_id in ids:
         assert replay.replay(store, run_id).verdict == "exact"
     assert len(history._prefixes[store.root].hashed) == 2
+
+
+# 4. What was verified is kept between processes (in the user's cache, not the store).
+
+
+@pytest.fixture
+def kept_store(store, toy, monkeypatch) -> tuple[replay.Store, list[str]]:
+    """A store big enough for its verified history to be kept (the threshold lowered to 2),
+    verified by one process; ``history._prefixes`` forgotten, as in a new process."""
+    from replay.store import history
+
+    monkeypatch.setattr(history, "VERIFIED_KEPT_FROM", 2)
+    at = datetime(2026, 3, 14, 12, tzinfo=UTC)
+    ids = [replay.record(toy, rows(1, i), store=store, at=at).run_id for i in range(5)]
+    assert history.verified_tree(store).size == 5
+    monkeypatch.setattr(history, "_prefixes", {})
+    return store, ids
+
+
+def _reads_from(store: replay.Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    offsets: list[int] = []
+    read = store.ledger.read
+
+    def counting(offset: int = 0) -> Any:
+        offsets.append(offset)
+        return read(offset)
+
+    monkeypatch.setattr(store.ledger, "read", counting)
+    return offsets
+
+
+def test_a_new_process_hashes_only_the_entries_past_what_was_verified(
+    kept_store, toy, monkeypatch
+) -> None:
+    from replay.store import history
+
+    store, _ = kept_store
+    replay.record(toy, rows(1, 9), store=store, at=datetime(2026, 3, 14, 13, tzinfo=UTC))
+    size = store.ledger.size()
+    end = history.verified.read_head(history.cache_path(store)).end  # type: ignore[union-attr]
+    whole = checkpoint.ledger_tree(store).root()
+    offsets = _reads_from(store, monkeypatch)
+    tree = history.verified_tree(store)
+    assert offsets == [end] and 0 < end < size
+    assert tree.root() == whole and tree.size == 6
+
+
+def test_a_line_rewritten_inside_what_was_verified_is_refused_when_read(
+    kept_store, tmp_path, monkeypatch
+) -> None:
+    store, ids = kept_store
+    marker = tmp_path / "marker"
+    _plant(store, ids[0], tmp_path, monkeypatch, marker, rechain=False)
+    fresh = replay.Store.open(store.root)
+    with pytest.raises(CorruptionError, match="entry"):
+        replay.replay(fresh, ids[0])
+    assert not marker.exists()
+
+
+def test_a_history_truncated_under_what_was_verified_is_refused(kept_store) -> None:
+    from replay.store import history
+
+    store, _ = kept_store
+    lines = store.ledger.path.read_bytes().splitlines(keepends=True)
+    store.ledger.path.write_bytes(b"".join(lines[:3]))
+    with pytest.raises(CorruptionError, match="truncated"):
+        history.verified_tree(replay.Store.open(store.root))
+
+
+def test_kept_data_shorter_than_its_head_says_is_not_trusted(kept_store, monkeypatch) -> None:
+    from replay.store import history
+
+    store, _ = kept_store
+    level = history.cache_path(store).with_suffix("") / "level-0"
+    level.write_bytes(level.read_bytes()[:-1])
+    whole = checkpoint.ledger_tree(store).root()
+    offsets = _reads_from(store, monkeypatch)
+    assert history.verified_tree(store).root() == whole
+    assert offsets == [0]  # hashed from the start again, and compared with the head

@@ -151,6 +151,29 @@ def test_environment_drift_is_reported_but_does_not_fail_the_replay(
     assert report.current_image == "reg/x@sha256:" + "1" * 64
 
 
+def test_runs_recorded_under_other_packages_read_the_installed_ones_once(
+    store, toy, monkeypatch
+) -> None:
+    """Replays on another machine meet another package set: the drift names the packages,
+    and reading what is installed (a file per distribution) is not paid again per run."""
+    import replay.capture.environment as environment
+
+    environment.lock.cache_clear()
+    environment.fingerprint.cache_clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(environment, "packages", lambda: ["bank-scoring==1.0"])
+        ids = [replay.record(toy, rows(1, i), store=store).run_id for i in range(3)]
+    environment.lock.cache_clear()
+    environment.fingerprint.cache_clear()
+    reads = []
+    read = environment.packages
+    monkeypatch.setattr(environment, "packages", lambda: reads.append(1) or read())
+    reports = [replay_run(store, run_id) for run_id in ids]
+    assert all(r.verdict == "exact" for r in reports)
+    assert all(any("bank-scoring" in str(c) for c in r.drift) for r in reports)
+    assert len(reads) == 1
+
+
 def test_the_catalog_resolves_many_runs_on_one_connection(store, toy, monkeypatch) -> None:
     # An export names many runs, by id or prefix: one catalog connection resolves them all.
     from datetime import UTC, datetime

@@ -12,13 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from replay.core.digest import sha256
+from replay.core.userdirs import config_folder
 from replay.errors import NotFoundError, UsageError
-
-
-def config_folder() -> Path:
-    """The user's own settings (signing key, trusted signers): never inside a store."""
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return config / "pipeline-replay"
 
 
 def default_key_path() -> Path:

@@ -36,6 +36,23 @@ class Tree:
         for leaf in leaves:
             self.append(leaf)
 
+    @classmethod
+    def of_levels(cls, levels: list[bytearray], size: int) -> Tree:
+        """The tree of ``size`` leaves whose complete subtrees an earlier one kept
+        (``levels``, as ``levels`` gives them); ValueError when they do not fit that size."""
+        if len(levels) != size.bit_length() or any(
+            len(nodes) != (size >> level) * 32 for level, nodes in enumerate(levels)
+        ):
+            raise ValueError(f"these levels are not those of a tree of {size} leaves")
+        tree = cls()
+        tree._levels, tree.size = levels, size
+        return tree
+
+    @property
+    def levels(self) -> list[bytearray]:
+        """Level l: the hashes of the complete subtrees of 2^l leaves, in order (not copied)."""
+        return self._levels
+
     def append(self, leaf: bytes) -> None:
         """Add a leaf hash (see ``leaf_hash``), completing the subtrees it closes."""
         node, index, level = leaf, self.size, 0

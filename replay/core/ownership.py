@@ -14,7 +14,7 @@ import pwd
 import shlex
 from pathlib import Path
 
-from replay.core.keys import config_folder
+from replay.core.userdirs import config_folder
 from replay.errors import UnsafeStoreError
 
 ENV = "REPLAY_SAFE_STORES"

@@ -25,6 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from replay.core import keys
+from replay.core.userdirs import config_folder
 from replay.errors import NotFoundError, UsageError
 
 ENV = "REPLAY_TRUSTED_KEYS"
@@ -53,7 +54,7 @@ class TrustedKey:
 
 
 def folder() -> Path:
-    return keys.config_folder() / "trusted"
+    return config_folder() / "trusted"
 
 
 def public_key(data: bytes, where: str) -> Ed25519PublicKey:

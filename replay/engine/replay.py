@@ -275,7 +275,7 @@ def _report(
     lock = recorded_env.packages.lock_sha256
     locks = None
     if lock != current_env.packages.lock_sha256 and store.objects.has(lock):
-        locks = (json.loads(store.get_object(lock)), environment.packages())
+        locks = (json.loads(store.get_object(lock)), list(environment.lock()))
     records: tuple[RecordChange, ...] = ()
     last = run.manifest.steps[-1].name
     if swap and output is not None and run.has_table(last):

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from replay.core import keys, trust
 from replay.core.digest import canonical_json, sha256
 from replay.core.fsutil import fsync_dir, write_durable
+from replay.core.userdirs import config_folder
 from replay.errors import CorruptionError, NotFoundError, StoreError, UntrustedSignerError
 from replay.store import checkpoint
 from replay.store.checkpoint import Checkpoint
@@ -126,7 +127,7 @@ class Cosignature:
 
 
 def state_folder() -> Path:
-    return keys.config_folder() / "witness"
+    return config_folder() / "witness"
 
 
 def latest(store: Store) -> tuple[Path, Checkpoint]:

@@ -7,10 +7,10 @@ claims to be checkpointed, that a checkpoint signed by a pinned key covers it.
 
 The verified prefix (entry hashes, the Merkle tree of the entries, the byte offset reached)
 is kept per process and per store: each entry is hashed once, when first read past the
-prefix; a read of a run already in the prefix costs one entry hash and a list lookup. The
-size and root last verified are recorded outside the store
-(``$XDG_CACHE_HOME/pipeline-replay/verified/``, once the store is checkpointed with a pinned
-key), so a later process notices a history rewritten under it.
+prefix; a read of a run already in the prefix costs one entry hash and a lookup. It is also
+kept outside the store, in the user's cache (``verified``), once the store is checkpointed
+with a pinned key or holds VERIFIED_KEPT_FROM entries: a later process starts from it
+instead of hashing the ledger again, and notices a history rewritten or truncated under it.
 
 Checkpoint coverage is required when a stored checkpoint is signed by a pinned key (trust
 store, REPLAY_TRUSTED_KEYS), or when REPLAY_REQUIRE_CHECKPOINT=1: a store that claims signed
@@ -20,7 +20,6 @@ A store nobody checkpoints with a pinned key still gets the chain check.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from collections import OrderedDict
@@ -33,21 +32,26 @@ import orjson
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json, sha256
 from replay.core.trust import ENV as TRUST_ENV
+from replay.core.userdirs import cache_folder
 from replay.errors import CorruptionError, UntrustedSignerError
+from replay.store import verified
 from replay.store.checkpoint import FOLDER as CHECKPOINTS
 from replay.store.checkpoint import Checkpoint, key_name, stored
-from replay.store.fs import LocalFS
-from replay.store.ledger import GENESIS, entry_hash
+from replay.store.ledger import GENESIS, NAME, entry_hash
+from replay.store.lookup import start_of
 from replay.store.store import Store
 
 REQUIRE_ENV = "REPLAY_REQUIRE_CHECKPOINT"
 HASHED_KEPT = 1 << 16
+# Below this many entries the whole ledger hashes in under 0.1 s: nothing is kept for it
+# (unless the store is checkpointed: then its head is the user's record of its history).
+VERIFIED_KEPT_FROM = 4096
 
 
 @dataclass
 class _Prefix:
     end: int = 0
-    hashes: list[str] = field(default_factory=list)
+    hashes: verified.Hashes = field(default_factory=verified.Hashes)
     tree: merkle.Tree = field(default_factory=merkle.Tree)  # of the entries verified
     covered: int = 0  # entries covered by a pinned, verified checkpoint
     # ((checkpoints/ changed, env), required, pins): re-read when a checkpoint comes or goes
@@ -63,8 +67,33 @@ _prefixes: dict[Path, _Prefix] = {}
 def _prefix(store: Store) -> _Prefix:
     prefix = _prefixes.get(store.root)
     if prefix is None:
-        prefix = _prefixes[store.root] = _Prefix()
+        prefix = _prefixes[store.root] = _resumed(store)
     return prefix
+
+
+def _resumed(store: Store) -> _Prefix:
+    """The prefix this user verified before, if the ledger still ends it with the same
+    entry at the same offset; else an empty one (the ledger is hashed from the start, and
+    ``_check_cache`` compares it with what was kept)."""
+    kept = verified.load(cache_path(store))
+    if kept is None:
+        return _Prefix()
+    head, hashes, tree = kept
+    try:
+        start = start_of(store.fs, head.end)
+        line = bytes(store.fs.read_range(NAME, start, head.end - start))
+        last = orjson.loads(line)
+    except (OSError, ValueError):
+        return _Prefix()
+    if (
+        not line.endswith(b"\n")
+        or not isinstance(last, dict)
+        or last.get("seq") != tree.size
+        or last.get("hash") != hashes[-1]
+        or not _hash_holds(last)
+    ):
+        return _Prefix()
+    return _Prefix(end=head.end, hashes=hashes, tree=tree)
 
 
 def verified_tree(store: Store) -> merkle.Tree:
@@ -153,15 +182,10 @@ def _extend(store: Store, prefix: _Prefix) -> None:
 def _check_cache(store: Store, prefix: _Prefix) -> None:
     """The history last verified (the user's record of it) must be a prefix of today's."""
     path = cache_path(store)
-    try:
-        cached = json.loads(LocalFS(path.parent).read(path.name))
-        size, root = int(cached["size"]), str(cached["root"])
-    except FileNotFoundError:
-        size, root = -1, ""
-    except (ValueError, KeyError, TypeError):
-        size, root = -1, ""  # a damaged cache is only rebuilt: it vouches for nothing
-    verified = prefix.tree.size
-    if size > 0 and (size > verified or prefix.tree.root(size).hex() != root):
+    kept = verified.read_head(path)
+    size, root = (kept.size, kept.root) if kept is not None else (-1, "")
+    done = prefix.tree.size
+    if size > 0 and (size > done or prefix.tree.root(size).hex() != root):
         raise CorruptionError(
             str(store.ledger.path),
             f"its first {size} entries are not the "
@@ -169,27 +193,29 @@ def _check_cache(store: Store, prefix: _Prefix) -> None:
             "truncated",
             hint="if you replaced this store yourself (deleted "
             "and recreated it), forget what was verified of the old one: "
-            f"rm {shlex.quote(str(path))}",
+            f"rm -r {shlex.quote(str(path))} {shlex.quote(str(path.with_suffix('')))}",
         )
-    if size != verified and verified and (size > 0 or _policy(store, prefix)[0]):
-        _write_cache(path, verified, prefix.tree.root().hex())
+    if done and size != done and _worth_keeping(store, prefix, kept):
+        verified.save(path, prefix.end, prefix.hashes, prefix.tree)
+
+
+def _worth_keeping(store: Store, prefix: _Prefix, kept: verified.Head | None) -> bool:
+    """A checkpointed store's head follows every verification (the user's record of its
+    history); otherwise what was verified is kept from VERIFIED_KEPT_FROM entries on, by
+    SAVE_EVERY entries or more (each save syncs a file per tree level)."""
+    if _policy(store, prefix)[0]:
+        return True
+    if kept is None or not kept.kept:
+        return kept is not None or prefix.tree.size >= VERIFIED_KEPT_FROM
+    return prefix.tree.size - kept.kept >= verified.SAVE_EVERY
 
 
 def cache_path(store: Store) -> Path:
     """Where the size and root last verified are kept: in the user's cache folder, not in the
     store (whoever may write the store must not be able to rewrite what was verified, and a
     read never changes a store)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     name = sha256(str(store.root.resolve()).encode())[7:]
-    return base / "pipeline-replay" / "verified" / f"{name}.json"
-
-
-def _write_cache(path: Path, size: int, root: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        LocalFS(path.parent).write_atomic(path.name, canonical_json({"size": size, "root": root}))
-    except OSError:
-        pass  # a read-only store is still checked; only the cache is not kept
+    return cache_folder() / "verified" / f"{name}.json"
 
 
 def _policy(store: Store, prefix: _Prefix) -> tuple[bool, tuple[str, ...]]:
