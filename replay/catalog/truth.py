@@ -11,7 +11,7 @@ makes: it reports the first disagreeing row and repairs nothing.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,6 +22,8 @@ from replay.catalog.ingest import UNINDEXED
 from replay.core.kinds import kind_of
 from replay.core.pipeline import INPUT
 from replay.errors import CorruptionError, NotFoundError
+from replay.store.ledger import hash_holds
+from replay.store.segments import Block
 from replay.store.store import Store
 
 T = TypeVar("T")
@@ -69,8 +71,6 @@ def _counts_hold(con: duckdb.DuckDBPyConnection) -> bool:
 def confirm(store: Store, row: dict[str, Any], key: str | None) -> bool:
     """The run ``row`` names is, in the ledger, of its pipeline and clock; with ``key``, its
     block holds that record key at input row ``row['row']``."""
-    from replay.store.history import _hash_holds
-
     try:
         found = entry_for(store, {"run_id": row["run_id"], "entry_end": row.get("entry_end") or 0})
     except NotFoundError:
@@ -79,7 +79,7 @@ def confirm(store: Store, row: dict[str, Any], key: str | None) -> bool:
     if (
         found["run_id"] != row["run_id"]
         or m.get("run_id") != row["run_id"]
-        or not _hash_holds(found)
+        or not hash_holds(found)
         or m["pipeline"] != row["pipeline"]
         or not _same_clock(m["clock"], row["clock"])
         or row.get("kind", kind_of(m.get("kind"), m.get("tags")))
@@ -137,6 +137,8 @@ def check_catalog(store: Store) -> int:
         listed = con.execute(
             "select seq, run_id, pipeline, clock, version, record_key, kind from runs order by seq"
         ).fetchall()
+        indexed_keys = _records_in_ledger_order(con)
+        opened: tuple[dict[str, Any], Block] | None = None  # a group's runs share a block
         count = 0
         for _, e in store.entries():
             m = e["manifest"]
@@ -165,7 +167,9 @@ def check_catalog(store: Store) -> int:
                     hint="`replay reindex` rebuilds it",
                 )
             if record_key:
-                block = store.block(e["block"])
+                if opened is None or opened[0] != e["block"]:
+                    opened = (e["block"], store.block(e["block"]))
+                block = opened[1]
                 part, first, n = block.kinds(run_id)[INPUT]
                 try:
                     held = _as_keys(
@@ -174,12 +178,7 @@ def check_catalog(store: Store) -> int:
                 except Exception:  # keys the catalog cannot index (see CatalogWarning)
                     held = None
                 if held is not None:
-                    indexed = [
-                        k
-                        for (k,) in con.execute(
-                            "select key from records where run_id = ? order by row", [run_id]
-                        ).fetchall()
-                    ]
+                    indexed = indexed_keys.take(run_id)
                     if indexed != held:
                         first_bad = next(
                             (
@@ -212,6 +211,37 @@ def check_catalog(store: Store) -> int:
                 hint="`replay reindex` rebuilds it",
             )
     return count
+
+
+class _RecordKeys:
+    """The records table's keys, run by run in ledger order, streamed from one query (a
+    query per run cost ~3 ms: 15,000 runs took 99 s)."""
+
+    def __init__(self, rows: Iterator[tuple[str, str]]) -> None:
+        self._rows = rows
+        self._next = next(self._rows, None)
+
+    def take(self, run_id: str) -> list[str]:
+        """The keys of ``run_id`` (its rows in order), skipping runs the ledger walk passed."""
+        keys = []
+        while self._next is not None and self._next[0] != run_id:
+            self._next = next(self._rows, None)  # a run whose keys the walk did not compare
+        while self._next is not None and self._next[0] == run_id:
+            keys.append(self._next[1])
+            self._next = next(self._rows, None)
+        return keys
+
+
+def _records_in_ledger_order(con: duckdb.DuckDBPyConnection) -> _RecordKeys:
+    cursor = con.execute(
+        "select r.run_id, r.key from records r join runs u using (run_id) order by u.seq, r.row"
+    )
+
+    def rows() -> Iterator[tuple[str, str]]:
+        while batch := cursor.fetchmany(10_000):
+            yield from batch
+
+    return _RecordKeys(rows())
 
 
 def entry_for(store: Store, row: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from replay.errors import CorruptionError, UntrustedSignerError
 from replay.store import verified
 from replay.store.checkpoint import FOLDER as CHECKPOINTS
 from replay.store.checkpoint import Checkpoint, key_name, stored
-from replay.store.ledger import GENESIS, NAME, entry_hash
+from replay.store.ledger import GENESIS, NAME, entry_hash, hash_holds
 from replay.store.lookup import start_of
 from replay.store.store import Store
 
@@ -90,7 +90,7 @@ def _resumed(store: Store) -> _Prefix:
         or not isinstance(last, dict)
         or last.get("seq") != tree.size
         or last.get("hash") != hashes[-1]
-        or not _hash_holds(last)
+        or not hash_holds(last)
     ):
         return _Prefix()
     return _Prefix(end=head.end, hashes=hashes, tree=tree)
@@ -125,7 +125,7 @@ def _in_chain(store: Store, entry: dict[str, Any]) -> tuple[_Prefix, int, str]:
     where = f"ledger entry {seq} (run {entry.get('run_id')})"
     # Entries are immutable once read (Store.cache keeps them): each object is hashed once.
     if prefix.hashed.get(id(entry)) is not entry:
-        if not isinstance(seq, int) or seq < 1 or not _hash_holds(entry):
+        if not isinstance(seq, int) or seq < 1 or not hash_holds(entry):
             raise CorruptionError(str(store.ledger.path), f"{where} does not match its hash")
         prefix.hashed[id(entry)] = entry
         if len(prefix.hashed) > HASHED_KEPT:
@@ -140,19 +140,6 @@ def _in_chain(store: Store, entry: dict[str, Any]) -> tuple[_Prefix, int, str]:
             "chain holds at that position: the ledger was rewritten",
         )
     return prefix, seq, where
-
-
-def _hash_holds(entry: dict[str, Any]) -> bool:
-    """``entry_hash(entry) == entry["hash"]``, 4x faster: orjson's sorted compact UTF-8 is
-    canonical_json's bytes for the values an entry holds; should it ever differ, the exact
-    canonical form decides. (Equal bytes parse to equal values, so accepting on either is
-    as sound as the canonical check.)"""
-    body = {k: v for k, v in entry.items() if k not in ("hash", "manifest")}
-    try:
-        fast = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        fast = b""
-    return sha256(fast) == entry.get("hash") or entry_hash(entry) == entry.get("hash")
 
 
 def _extend(store: Store, prefix: _Prefix) -> None:
