@@ -39,6 +39,7 @@ from replay.core.fsutil import fsync_dir, open_nofollow, sync_data, write_all, w
 from replay.errors import StoreError
 
 Data = bytes | memoryview
+BOOT_ID = "/proc/sys/kernel/random/boot_id"  # Linux: a new random id at every boot
 
 
 class StoreFS(Protocol):
@@ -117,8 +118,9 @@ class LogFile(Protocol):
 
 
 class LogFS(StoreFS, Protocol):
-    def open_log(self, path: str) -> LogFile:
-        """The log at ``path`` (created if absent), to append to."""
+    def open_log(self, path: str, *, append: bool = True) -> LogFile:
+        """The log at ``path`` (created if absent), to append to (or, not ``append``, to
+        write in place: a small record such as the ledger's sealed size)."""
         ...
 
     def open_existing(self, path: str) -> LogFile:
@@ -135,6 +137,11 @@ class LogFS(StoreFS, Protocol):
 
     def is_link(self, path: str) -> bool:
         """Whether a symbolic link stands at ``path`` (repair refuses to follow one)."""
+        ...
+
+    def boot_id(self) -> str:
+        """Which boot of the machine holding the files this is: what was written and not
+        synced is there as long as it has not changed ("" when unknown: assume it has)."""
         ...
 
     def remove(self, path: str) -> None:
@@ -283,8 +290,9 @@ class LocalFS:
             raise
         fsync_dir(target.parent)
 
-    def open_log(self, path: str) -> LocalFile:
-        return LocalFile(path, _open_creating(self._local(path), os.O_APPEND), appending=True)
+    def open_log(self, path: str, *, append: bool = True) -> LocalFile:
+        flags = os.O_APPEND if append else 0
+        return LocalFile(path, _open_creating(self._local(path), flags), appending=append)
 
     def open_existing(self, path: str) -> LocalFile:
         # Its own descriptor, without O_APPEND, so that write_at writes where it says.
@@ -307,6 +315,12 @@ class LocalFS:
 
     def remove(self, path: str) -> None:
         self._local(path).unlink(missing_ok=True)
+
+    def boot_id(self) -> str:
+        try:
+            return Path(BOOT_ID).read_text().strip()
+        except OSError:  # not Linux
+            return ""
 
     def makedirs(self, folder: str) -> None:
         self._local(folder).mkdir(parents=True, exist_ok=True)
