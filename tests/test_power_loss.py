@@ -17,7 +17,8 @@ from conftest import rows, scale
 
 import replay
 from replay.catalog.check import verify_store
-from replay.catalog.repair import doctor
+from replay.catalog.queries import runs as catalog_runs
+from replay.catalog.repair import Checkup, doctor
 from replay.store.recovery import MARKER
 
 PIPE = replay.Pipeline("power", [replay.Step("scale", scale, params={"k": 2.0})])
@@ -41,6 +42,15 @@ def _reboot(root: Path) -> None:
     (root / MARKER).write_text(json.dumps({**marker, "boot": "the-boot-before-the-crash"}))
 
 
+def _crash(root: Path, keep: int | None = None) -> Checkup:
+    """The machine crashes (keeping the first ``keep`` bytes of the ledger) and comes back;
+    ``doctor`` runs."""
+    if keep is not None:
+        _keep_ledger(root, keep)
+    _reboot(root)
+    return doctor(replay.Store.open(root))
+
+
 def _keep_ledger(root: Path, size: int) -> None:
     with open(root / "ledger" / "ledger.jsonl", "r+b") as f:
         f.truncate(size)
@@ -50,6 +60,13 @@ def _last_block(root: Path) -> dict[str, object]:
     line = (root / "ledger" / "ledger.jsonl").read_bytes().splitlines()[-1]
     block: dict[str, object] = json.loads(line)["block"]
     return block
+
+
+def _lose_last_group(root: Path) -> None:
+    """The last group's block and frame never reached the disk; its ledger line did."""
+    block = _last_block(root)
+    with open(root / "segments" / str(block["segment"]), "r+b") as f:
+        f.truncate(int(str(block["offset"])))
 
 
 def _all_exact(root: Path, runs: list[str]) -> None:
@@ -64,9 +81,7 @@ def test_lines_the_ledger_lost_are_restored_from_the_commit_frames(tmp_path: Pat
     root = tmp_path / "store"
     runs = _record(root, 4)
     before = (root / "ledger" / "ledger.jsonl").read_bytes()
-    _keep_ledger(root, _line_ends(root)[0])
-    _reboot(root)
-    report = doctor(replay.Store.open(root))
+    report = _crash(root, _line_ends(root)[0])
     assert any("restored 3 committed entries" in r for r in report.repaired)
     assert (root / "ledger" / "ledger.jsonl").read_bytes() == before
     _all_exact(root, runs)
@@ -75,9 +90,7 @@ def test_lines_the_ledger_lost_are_restored_from_the_commit_frames(tmp_path: Pat
 def test_a_torn_last_line_is_restored_whole(tmp_path: Path) -> None:
     root = tmp_path / "store"
     runs = _record(root, 3)
-    _keep_ledger(root, _line_ends(root)[1] + 40)
-    _reboot(root)
-    doctor(replay.Store.open(root))
+    _crash(root, _line_ends(root)[1] + 40)
     _all_exact(root, runs)
 
 
@@ -88,8 +101,7 @@ def test_zeros_where_lines_were_are_cut_and_the_lines_restored(tmp_path: Path) -
     data = ledger.read_bytes()
     keep = _line_ends(root)[0]
     ledger.write_bytes(data[:keep] + bytes(len(data) - keep))  # size kept, pages lost
-    _reboot(root)
-    doctor(replay.Store.open(root))
+    _crash(root)
     assert ledger.read_bytes() == data
     _all_exact(root, runs)
 
@@ -107,11 +119,8 @@ def test_the_next_writer_restores_the_ledger_before_it_appends(tmp_path: Path) -
 def test_a_line_whose_block_never_reached_the_disk_is_cut(tmp_path: Path) -> None:
     root = tmp_path / "store"
     runs = _record(root, 3)
-    block = _last_block(root)
-    with open(root / "segments" / str(block["segment"]), "r+b") as f:
-        f.truncate(int(str(block["offset"])))  # the group's block and frame are gone
-    _reboot(root)
-    report = doctor(replay.Store.open(root))
+    _lose_last_group(root)
+    report = _crash(root)
     assert any("cut 1 entry" in r for r in report.repaired)
     _all_exact(root, runs[:2])
 
@@ -124,18 +133,14 @@ def test_a_frame_whose_block_is_not_whole_restores_nothing(tmp_path: Path) -> No
     with open(root / "segments" / str(block["segment"]), "r+b") as f:
         f.seek(start + length // 2)
         f.write(bytes(length - length // 2))  # the frame reached the disk, the block did not
-    _keep_ledger(root, _line_ends(root)[1])
-    _reboot(root)
-    doctor(replay.Store.open(root))
+    _crash(root, _line_ends(root)[1])
     _all_exact(root, runs[:2])
 
 
 def test_recovery_run_again_changes_nothing(tmp_path: Path) -> None:
     root = tmp_path / "store"
     runs = _record(root, 3)
-    _keep_ledger(root, _line_ends(root)[0])
-    _reboot(root)
-    doctor(replay.Store.open(root))
+    _crash(root, _line_ends(root)[0])
     after = (root / "ledger" / "ledger.jsonl").read_bytes()
     _reboot(root)  # as if killed before the marker was written
     report = doctor(replay.Store.open(root))
@@ -160,9 +165,7 @@ def test_new_runs_after_old_ones_are_restored_after_a_power_loss(tmp_path: Path)
     old_size = (root / "ledger" / "ledger.jsonl").stat().st_size
     old = [e["run_id"] for _, e in replay.Store.open(root).entries()]
     new = _record(root, 2)
-    _keep_ledger(root, old_size)
-    _reboot(root)
-    doctor(replay.Store.open(root))
+    _crash(root, old_size)
     _all_exact(root, old + new)
 
 
@@ -175,3 +178,40 @@ def test_a_frame_holds_the_lines_its_group_appended(tmp_path: Path) -> None:
     lines = (root / "ledger" / "ledger.jsonl").read_bytes()
     size = len(lines).to_bytes(4, "little")
     assert frame == b"RPL1" + size + lines + size + b"1LPR"
+
+
+def _shadowed_group(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A store where writer A's third group reached the disk with its frame, but its sync
+    reported a failure: the ledger dropped its line, and writer B's groups took its number.
+    A's log sorts before B's, so its frame is found first."""
+    for attempt in range(64):
+        root = tmp_path / f"store-{attempt}"
+        runs = _record(root, 2)
+        size = _line_ends(root)[-1]
+        _record(root, 1, start=2)
+        a_log = str(_last_block(root)["segment"])
+        _keep_ledger(root, size)  # what Ledger.append does when the seal fails
+        (root / "ledger" / "sealed").write_bytes(size.to_bytes(8, "little"))
+        runs += _record(root, 2, start=10)
+        if a_log < str(_last_block(root)["segment"]):
+            return root, runs
+    raise AssertionError("no uuid4 order in 64 tries")
+
+
+def test_a_group_that_reused_a_failed_groups_number_is_the_one_restored(
+    tmp_path: Path,
+) -> None:
+    root, runs = _shadowed_group(tmp_path)
+    _crash(root, _line_ends(root)[1])
+    _all_exact(root, runs)
+
+
+def test_a_run_the_catalog_indexed_and_recovery_cut_leaves_the_catalog(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    runs = _record(root, 3)
+    assert len(catalog_runs(replay.Store.open(root))) == 3
+    _lose_last_group(root)
+    _reboot(root)
+    runs = runs[:2] + _record(root, 1, start=3)  # the next writer recovers first
+    listed = catalog_runs(replay.Store.open(root))
+    assert sorted(r["run_id"] for r in listed) == sorted(runs)

@@ -8,12 +8,13 @@ Two interfaces, split where an object store (issue 17) differs from a folder:
   immutable objects created only if absent (S3's ``If-None-Match: *``: an existing name is
   never rewritten); small documents replaced whole. Objects, blocks read back, FORMAT and
   checkpoints need no more.
-- ``LogFS`` adds what only a disk has: logs appended and synced in place, and a lock between
-  processes. The segment writer and the ledger use it; on object storage each writer's group
-  commit becomes one ``put_if_absent`` of its own log object instead
-  (``log/<writer>/<seq>-…``: its block and its ledger lines), so an S3 backend implements
-  ``StoreFS`` only: ``put_if_absent`` a PUT with ``If-None-Match: *`` (412: already there),
-  ``write_atomic`` a PUT, ``read_range`` a ranged GET, ``list`` a LIST.
+- ``LogFS`` adds what only a disk has: logs appended and synced in place, a lock between
+  processes, and the boot id that says whether unsynced writes may have been lost. The
+  segment writer and the ledger use it; on object storage each writer's group commit becomes
+  one ``put_if_absent`` of its own log object instead (``log/<writer>/<seq>-…``: its block
+  and its ledger lines), so an S3 backend implements ``StoreFS`` only: ``put_if_absent`` a
+  PUT with ``If-None-Match: *`` (412: already there), ``write_atomic`` a PUT, ``read_range``
+  a ranged GET, ``list`` a LIST.
 
 ``LocalFS`` is a folder, with the durability the store promises: whole files are written to a
 temporary name, fsynced, renamed into place and their folder fsynced; appends are synced with

@@ -150,6 +150,10 @@ class Ledger:
         except FileNotFoundError:
             return 0
 
+    def ends_line(self, offset: int) -> bool:
+        """Whether a line of the ledger ends at byte ``offset`` (where a reader stopped)."""
+        return offset <= self.size() and bytes(self.fs.read_range(NAME, offset - 1, 1)) == b"\n"
+
     def read(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
         """Complete entries from byte ``offset`` on, each with the offset just past it."""
         try:

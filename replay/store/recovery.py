@@ -23,6 +23,7 @@ all of it is vouched for when the marker is first written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from dataclasses import dataclass
@@ -59,10 +60,9 @@ class Journal:
         self._vouched: int | None = None  # the marker's size, as this process last read it
 
     def prepare(self, log: LogFile) -> bool:
-        rewrote = False
+        rewrote = self._vouched is None
         if self._vouched is None:  # the first append of this process
-            self._vouched, recovered = _recover(self.ledger, log)
-            rewrote = recovered != Recovered(0, 0)
+            self._vouched = _recover(self.ledger, log)[0]
         size = log.size()
         sealed = self._sealed_size()
         if sealed != size:
@@ -80,15 +80,19 @@ class Journal:
 
     def seal(self, log: LogFile, lines: bytes) -> None:
         self.segments.seal(lines)
-        size = log.size()
-        self._mark_sealed(size)
-        assert self._vouched is not None, "prepare comes first"
-        if size - self._vouched > VOUCH_EVERY:
-            marker = _read_marker(self.fs)
-            self._vouched = marker[1] if marker else 0
+        # The group is durable: what follows only spares work later (a writer that finds no
+        # mark syncs again; a marker left behind makes a recovery check more lines), so a
+        # failure of it must not undo the group, whose frame another group would then shadow.
+        with contextlib.suppress(OSError):
+            size = log.size()
+            self._mark_sealed(size)
+            assert self._vouched is not None, "prepare comes first"
             if size - self._vouched > VOUCH_EVERY:
-                log.sync()
-                self._vouched = _write_marker(self.fs, size)
+                marker = _read_marker(self.fs)
+                self._vouched = marker[1] if marker else 0
+                if size - self._vouched > VOUCH_EVERY:
+                    log.sync()
+                    self._vouched = _write_marker(self.fs, size)
 
     def _sealed_size(self) -> int:
         raw = self._file().read_at(0, _SIZE.size)
@@ -119,11 +123,12 @@ def _recover(ledger: Ledger, log: LogFile) -> tuple[int, Recovered]:
     marker = _read_marker(fs)
     if marker is not None and boot and marker[0] == boot:
         return marker[1], Recovered(0, 0)
-    whole = _Whole(fs)
-    cut = restored = 0
-    with fs.open_existing(NAME) as rw:
-        settle(rw, whole if marker else lambda block: True)
-        if marker is not None:  # unsynced lines past marker[1] may be lost or torn
+    whole, cut, restored = _Whole(fs), 0, 0
+    if marker is None:  # fsynced line by line (an older format, or a new ledger)
+        ledger.settle_held()
+    else:  # unsynced lines past marker[1] may be lost, torn or name a block that is not whole
+        with fs.open_existing(NAME) as rw:
+            settle(rw, whole)
             cut = _cut_from(rw, _boundary(rw, marker[1], ledger), whole)
             restored = _restore(fs, log, rw, whole)
     log.sync()
@@ -176,18 +181,32 @@ def _restore(fs: LogFS, log: LogFile, rw: LogFile, whole: _Whole) -> int:
                     found.setdefault(entry["seq"], []).append(entry)
                 if len(later) < len(frame.entries):
                     break  # the frames before it chained to the ledger as it is
-    lines = []
+    lines = [canonical_json(e) + b"\n" for e in _chain(found, seq, prev, whole)]
+    if lines:
+        log.append(b"".join(lines))
+    return len(lines)
+
+
+def _chain(
+    found: dict[int, list[dict[str, Any]]], seq: int, prev: str, whole: _Whole
+) -> list[dict[str, Any]]:
+    """The entries of ``found`` that continue the chain after (``seq``, ``prev``).
+
+    Two frames can hold a line of one number only if a group's sync failed after its frame
+    reached the disk and the group written in its place reused the number: the acknowledged
+    one is then the one the chain goes on from, searched for only there.
+    """
+    chain: list[dict[str, Any]] = []
     while True:
         nexts = [
             e for e in found.get(seq + 1, []) if chained(canonical_json(e), e, seq, prev, whole)
         ]
         if not nexts:
-            break
-        lines.append(canonical_json(nexts[0]) + b"\n")
+            return chain
+        if len(nexts) > 1:
+            nexts.sort(key=lambda e: -len(_chain(found, seq + 1, e["hash"], whole)))
+        chain.append(nexts[0])
         seq, prev = seq + 1, nexts[0]["hash"]
-    if lines:
-        log.append(b"".join(lines))
-    return len(lines)
 
 
 class _Whole:
