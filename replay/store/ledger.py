@@ -81,8 +81,11 @@ class Ledger:
         """Chain and durably append one entry per record (made durable by ``sealer``, or by
         an fsync of the ledger); returns the entries written."""
         with self.fs.locked(LOCK), self.fs.open_log(NAME) as log:
-            if sealer is not None and sealer.prepare(log):
-                self._tail = None
+            try:
+                if sealer is not None and sealer.prepare(log):
+                    self._tail = None
+            except OSError as exc:
+                raise _unwritable(exc) from exc
             tail = self._read_tail(log)
             entries, lines = [], []
             seq, prev = tail.seq, tail.hash
@@ -100,10 +103,7 @@ class Ledger:
                 log.truncate(tail.size)  # no torn or unsealed line: nobody chained to it yet
                 if not isinstance(exc, OSError):
                     raise
-                raise StoreError(
-                    f"cannot append to the ledger: {exc.strerror}",
-                    hint="free space in the store's filesystem and record again",
-                ) from exc
+                raise _unwritable(exc) from exc
             if tail.size == 0:
                 self.fs.sync_folder(FOLDER)
             self._tail = Tail(tail.size + len(data), seq, prev)
@@ -185,6 +185,13 @@ class Ledger:
                 raise CorruptionError(str(self.path), f"{where} does not match its hash")
             prev = entry["hash"]
         return seq
+
+
+def _unwritable(exc: OSError) -> StoreError:
+    return StoreError(
+        f"cannot append to the ledger: {exc.strerror}",
+        hint="free space in the store's filesystem and record again",
+    )
 
 
 def _last_newline(log: LogFile, end: int) -> int:
