@@ -13,12 +13,14 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import rows, scale
 
 import replay
 from replay.catalog.check import verify_store
 from replay.catalog.queries import runs as catalog_runs
 from replay.catalog.repair import Checkup, doctor
+from replay.store import recovery
 from replay.store.recovery import MARKER
 
 PIPE = replay.Pipeline("power", [replay.Step("scale", scale, params={"k": 2.0})])
@@ -215,3 +217,15 @@ def test_a_run_the_catalog_indexed_and_recovery_cut_leaves_the_catalog(tmp_path:
     runs = runs[:2] + _record(root, 1, start=3)  # the next writer recovers first
     listed = catalog_runs(replay.Store.open(root))
     assert sorted(r["run_id"] for r in listed) == sorted(runs)
+
+
+def test_the_marker_moves_on_as_the_ledger_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a recovery checks is bounded: once the ledger has grown ``VOUCH_EVERY`` bytes past
+    the marker, a writer syncs the ledger and the marker vouches for all of it."""
+    monkeypatch.setattr(recovery, "VOUCH_EVERY", 1)
+    root = tmp_path / "store"
+    _record(root, 3)
+    vouched = json.loads((root / MARKER).read_bytes())["size"]
+    assert vouched == (root / "ledger" / "ledger.jsonl").stat().st_size > 0
