@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from replay.core.digest import canonical_json
-from replay.errors import CorruptionError
+from replay.errors import CorruptionError, ReplayError
 from replay.store import frames
 from replay.store.fs import LogFile, LogFS
 from replay.store.ledger import FOLDER, LOCK, NAME, Ledger, chained, last_before, settle
 from replay.store.segments import FOLDER as SEGMENTS
-from replay.store.segments import BlockRef, SegmentWriter, block_whole
+from replay.store.segments import Block, BlockRef, SegmentWriter
 
 SEALED = f"{FOLDER}/sealed"
 MARKER = f"{FOLDER}/boot.json"
@@ -224,8 +224,18 @@ class _Whole:
             except TypeError:
                 return False
             plain = "/" not in ref.segment and not ref.segment.startswith(".")
-            self._seen[key] = plain and block_whole(self.fs, ref)
+            self._seen[key] = plain and self._check(ref)
         return self._seen[key]
+
+    def _check(self, ref: BlockRef) -> bool:
+        # An unsynced block can be there in part: every byte is checked against its digest.
+        try:
+            block = Block(self.fs, ref)
+            for idx in range(block.part_count):
+                block.part(idx)
+        except (ReplayError, ValueError, KeyError, TypeError, IndexError, struct.error):
+            return False
+        return True
 
 
 def _read_marker(fs: LogFS) -> tuple[str, int] | None:

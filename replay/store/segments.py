@@ -51,7 +51,7 @@ from replay.core.digest import (
     sha256,
     table_bytes,
 )
-from replay.errors import CorruptionError, NotFoundError, ReplayError, StoreError
+from replay.errors import CorruptionError, NotFoundError, StoreError
 from replay.store import frames
 from replay.store.fs import LogFile, LogFS, StoreFS
 
@@ -452,15 +452,3 @@ def _dictionary(fs: StoreFS, ref: BlockRef) -> zstandard.ZstdCompressionDict:
     if primer.raw is None or primer.dictionary:
         raise CorruptionError(str(primer.path), f"block at {ref.offset} is not a dictionary")
     return _raw_dict(primer.raw.to_pybytes())
-
-
-def block_whole(fs: StoreFS, ref: BlockRef) -> bool:
-    """Whether the block is there with every byte its ledger entry vouches for (recovery
-    after a power loss: an unsynced block can be present in part)."""
-    try:
-        block = Block(fs, ref)
-        for idx in range(block.part_count):
-            block.part(idx)
-    except (ReplayError, ValueError, KeyError, TypeError, IndexError, struct.error):
-        return False
-    return True
