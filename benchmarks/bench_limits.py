@@ -3,8 +3,9 @@
     python benchmarks/bench_limits.py [--runs N]
 
 A one-step no-op pipeline is recorded durably, one 1-row run at a time; its cost per run is
-set against what the bytes it writes (segment block + ledger line) cost the machine at the
-least: one sha256 over them, and one write + fsync of them to a file in the same folder.
+set against what the bytes it writes (segment block and commit frame + ledger line) cost the
+machine at the least: one sha256 over them, and one write + fsync of them to a file in the
+same folder.
 """
 
 from __future__ import annotations
@@ -47,14 +48,14 @@ def main() -> None:
             timed(lambda: hashlib.sha256(data).digest(), 1) for _ in range(2001)
         )
         fsync = fsynced_writes(Path(tmp), (size,), 501)
-    print(f"bytes written per run (block + ledger line): {size}")
+    print(f"bytes written per run (block, frame + ledger line): {size}")
     print(f"{'':34} {'us/run':>9} {'x capture':>10}")
     print(f"{'capture (durable record, 1 row)':34} {capture * 1e6:9.1f} {1:10.2f}")
     print(f"{'sha256 of those bytes':34} {sha * 1e6:9.1f} {sha / capture:10.3f}")
     print(f"{'write + fsync of those bytes':34} {fsync * 1e6:9.1f} {fsync / capture:10.3f}")
     print(
         f"capture costs {capture / (sha + fsync):.2f}x the machine's floor (sha256 + one "
-        "fsync'd write); it does two fsyncs (segment, ledger)"
+        "fsync'd write); it does one (the segment log: block and commit frame)"
     )
 
 

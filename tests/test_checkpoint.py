@@ -81,9 +81,10 @@ def _corrupt_object(store: replay.Store) -> Path:
 
 
 def _corrupt_segment(store: replay.Store) -> Path:
-    path = next((store.root / "segments").glob("*.seg"))
+    block = [e for _, e in store.ledger.read()][-1]["block"]
+    path = store.root / "segments" / block["segment"]
     data = bytearray(path.read_bytes())
-    data[-3] ^= 0xFF
+    data[block["offset"] + block["length"] - 3] ^= 0xFF  # the block's end, not its frame
     path.write_bytes(bytes(data))
     return path
 

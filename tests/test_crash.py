@@ -2,8 +2,11 @@
 
 A child process records runs and prints each run id once ``record`` has returned (durable:
 committed). The parent kills it with SIGKILL — at a random moment, or exactly between two
-stages of the write path — then checks the store. ``--crash-trials N`` sets how many random
-kills run, two per store (default 6; CI's crash step runs 500: 1,000 kills).
+stages of the write path (block unsynced; ledger lines unsynced; commit frame and the one
+fdatasync; the sealed mark) — then checks the store, and records into it again: the next
+writer seals what the dead one left unsealed before chaining to it. ``--crash-trials N``
+sets how many random kills run, two per store (default 6; CI's crash step runs 500: 1,000
+kills).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import pyarrow as pa
 import replay
-import replay.store.fs, replay.store.ledger
+import replay.store.fs, replay.store.frames, replay.store.ledger, replay.store.recovery
+import replay.store.segments
 from conftest import label, scale
 
 POINT, ARMED = {point!r}, False
@@ -43,11 +47,12 @@ def crash_in(owner, name):
     setattr(owner, name, wrapper)
 
 
-def tear_append(folder):
-    # The next append to a log in ``folder`` is torn in the middle.
+def tear_append(folder, head=b""):
+    # The next append to a log in ``folder`` (of bytes that start with ``head``) is torn in
+    # the middle.
     original = replay.store.fs.LocalFile.append
     def append(log, data):
-        if ARMED and log.name.startswith(folder + "/"):
+        if ARMED and log.name.startswith(folder + "/") and bytes(data[:len(head)]) == head:
             os.write(log.fd, bytes(data)[: max(1, len(data) // 2)])
             os.kill(os.getpid(), signal.SIGKILL)
         return original(log, data)
@@ -62,6 +67,12 @@ elif POINT == "between-segment-and-ledger":
     crash_in(replay.store.ledger.Ledger, "append")
 elif POINT == "ledger-mid-write":
     tear_append("ledger")
+elif POINT == "between-ledger-and-frame":
+    crash_in(replay.store.segments.SegmentWriter, "seal")
+elif POINT == "frame-mid-write":
+    tear_append("segments", replay.store.frames.HEAD)
+elif POINT == "between-sync-and-sealed-mark":
+    crash_in(replay.store.recovery.Journal, "_mark_sealed")
 
 def pipeline(k):
     return replay.Pipeline("crash", [replay.Step("scale", scale, params={{"k": k}}),
@@ -110,7 +121,15 @@ def _kill_after(proc: subprocess.Popen[str], seconds: float) -> list[str]:
 
 @pytest.mark.parametrize(
     "point",
-    ["object-before-rename", "segment-mid-write", "between-segment-and-ledger", "ledger-mid-write"],
+    [
+        "object-before-rename",
+        "segment-mid-write",
+        "between-segment-and-ledger",
+        "ledger-mid-write",
+        "between-ledger-and-frame",
+        "frame-mid-write",
+        "between-sync-and-sealed-mark",
+    ],
 )
 def test_a_crash_between_write_stages_loses_nothing_committed(tmp_path, point) -> None:
     proc = _child(tmp_path / "store", point)

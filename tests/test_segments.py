@@ -78,7 +78,7 @@ def append_runs(
     """One block per item of ``blocks``, each holding its runs (with a tape), in one log."""
     writer = SegmentWriter(LocalFS(tmp_path))
     refs = [
-        writer.append(
+        writer.write(
             [
                 RunData(run_id, stored(tables, personal), {"tape": b"[]"})
                 for run_id, tables in runs.items()

@@ -190,13 +190,13 @@ class Catalog:
         offset = int(state.get("ledger_offset", 0))
         last = state.get("ledger_hash")
         ingest = Ingest(self.store, con)
+        if offset and not self.store.ledger.ends_line(offset):
+            # A recovery after a crash of the machine cut lines we had indexed.
+            return self._reindex(con)
         for pos, entry in self.store.entries(offset):
             if offset and last is not None and ingest.empty and entry.get("prev") != last:
                 # The ledger under us is not the one we indexed: index it afresh.
-                for table in ("runs", "steps", "components", "environments", "records"):
-                    con.execute(f"delete from {table}")
-                con.execute("delete from meta where key like 'ledger_%'")
-                return self._refresh(con)
+                return self._reindex(con)
             ingest.add(entry, pos)
             last = entry["hash"]
             if ingest.full:
@@ -204,6 +204,12 @@ class Catalog:
                 ingest = Ingest(self.store, con)
         if not ingest.empty and last is not None:
             self._flush(con, ingest, ingest.end, last)
+
+    def _reindex(self, con: duckdb.DuckDBPyConnection) -> None:
+        for table in ("runs", "steps", "components", "environments", "records"):
+            con.execute(f"delete from {table}")
+        con.execute("delete from meta where key like 'ledger_%'")
+        self._refresh(con)
 
     @staticmethod
     def _flush(con: duckdb.DuckDBPyConnection, ingest: Ingest, pos: int, last: str) -> None:

@@ -2,10 +2,12 @@
 
 A crash can leave: temporary object files (named with their writer's pid), a torn last
 ledger line, block bytes at the end of a segment log that no ledger entry points at, and a
-stale or corrupt catalog. Doctor removes temporary files of writers that are gone, cuts a
-torn ledger line (never acknowledged) — a tail that parses as complete, hash-valid,
-chained entries gets its newline back instead — reports unreferenced segment bytes
-(harmless, never read) and rebuilds the catalog. It never deletes or rewrites a committed
+stale or corrupt catalog; a crash of the machine, a ledger whose unsynced tail is lost,
+which doctor rebuilds from the segment logs' commit frames (``replay.store.recovery``).
+Doctor removes temporary files of writers that are gone, cuts a torn ledger line (never
+acknowledged) — a tail that parses as complete, hash-valid, chained entries gets its
+newline back instead — reports unreferenced segment bytes (harmless, never read) and
+rebuilds the catalog. It never deletes or rewrites a committed
 run, and refuses a store where a symbolic link stands in place of one of its files or
 folders.
 """
@@ -17,8 +19,10 @@ from dataclasses import dataclass, field
 
 from replay.catalog.queries import reindex
 from replay.errors import CorruptionError, StoreError
+from replay.store import frames
 from replay.store.ledger import LOCK as LEDGER_LOCK
 from replay.store.ledger import NAME as LEDGER
+from replay.store.recovery import MARKER, SEALED, recover
 from replay.store.store import Store
 
 
@@ -66,10 +70,23 @@ def _temp_files(store: Store, report: Checkup) -> None:
 def _ledger_tail(store: Store, report: Checkup) -> None:
     path = store.ledger.path
     try:
+        recovered = recover(store.ledger)
         settled = store.ledger.settle()
     except CorruptionError as exc:
         report.noted.append(f"{path}: {exc.message}; left as it is (run `replay verify`)")
         return
+    if recovered.cut:
+        n = recovered.cut
+        report.repaired.append(
+            f"cut {n} entr{'y' if n == 1 else 'ies'} from {path} whose block a crash of the "
+            "machine left incomplete (never acknowledged)"
+        )
+    if recovered.restored:
+        n = recovered.restored
+        report.repaired.append(
+            f"restored {n} committed entr{'y' if n == 1 else 'ies'} that a crash of the "
+            f"machine took from {path}, from the commit frames of the segment logs"
+        )
     if settled.restored:
         n = settled.restored
         report.repaired.append(
@@ -92,7 +109,9 @@ def _segment_tails(store: Store, report: Checkup) -> None:
         seg = f"segments/{name}"
         if not name.endswith(".seg"):
             continue
-        extra = store.fs.size(seg) - ends.get(name, 0)
+        end = ends.get(name, 0)
+        end += frames.length_at(store.fs, seg, end)  # the last block's commit frame
+        extra = store.fs.size(seg) - end
         if extra > 0:
             report.noted.append(
                 f"{store.fs.where(seg)}: {extra} bytes after the last committed block "
@@ -115,6 +134,8 @@ def _refuse_links(store: Store) -> None:
         "catalog.lock",
         LEDGER,
         LEDGER_LOCK,
+        SEALED,
+        MARKER,
         "objects/sha256",
     ]
     for folder in ("segments", "objects/sha256"):

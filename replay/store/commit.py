@@ -1,8 +1,18 @@
 """Group commit: one background thread turns queued runs into one block and one ledger append.
 
-While the thread writes group N (one segment fsync, one ledger fsync), runs N+1… queue up,
-so many concurrent small runs share each fsync. ``durable`` callers wait for their group;
-asynchronous callers return at once and the bounded queue is the loss window.
+A group is written in this order, with one fdatasync in all:
+
+1. its block, to this process's segment log, unsynced (no lock: the log is ours alone);
+2. under the ledger's lock, its entries chained to the ledger's tail and appended to
+   ``ledger.jsonl``, unsynced;
+3. the same lines as a commit frame after the block, then one fdatasync of the segment log
+   (``replay.store.recovery.Journal``); the lock is released and the group acknowledged.
+
+A killed process leaves its writes in the page cache, and the next writer syncs what it left
+unsealed before chaining to it; after a power loss, recovery rebuilds the ledger's unsynced
+tail from the frames. While the thread writes group N, runs N+1… queue up, so many concurrent
+small runs share each fsync. ``durable`` callers wait for their group; asynchronous callers
+return at once and the bounded queue is the loss window.
 """
 
 from __future__ import annotations
@@ -14,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from replay.core.digest import canonical_json, sha256
-from replay.store.ledger import Ledger
-from replay.store.segments import RunData, SegmentWriter
+from replay.store.recovery import Journal
+from replay.store.segments import RunData
 
 MAX_GROUP = 1024
 
@@ -29,9 +39,8 @@ class Pending:
 
 
 class Committer:
-    def __init__(self, segments: SegmentWriter, ledger: Ledger, max_pending: int = 8192) -> None:
-        self._segments = segments
-        self._ledger = ledger
+    def __init__(self, journal: Journal, max_pending: int = 8192) -> None:
+        self._journal = journal
         self._queue: queue.Queue[Pending] = queue.Queue(maxsize=max_pending)
         self._idle = threading.Condition()
         self._outstanding = 0
@@ -68,7 +77,7 @@ class Committer:
         try:
             # The manifest travels in the (compressed) block; the ledger line names it by
             # digest, and the block's header digest in that line covers its bytes.
-            ref = self._segments.append(
+            ref = self._journal.segments.write(
                 [
                     RunData(p.data.run_id, p.data.tables, {**p.data.blobs, "manifest": p.body})
                     for p in group
@@ -78,11 +87,12 @@ class Committer:
                 {"run_id": p.data.run_id, "manifest_sha256": sha256(p.body), "block": ref.as_json()}
                 for p in group
             ]
-            entries = [
-                {**e, "manifest": p.manifest}
-                for p, e in zip(group, self._ledger.append(records), strict=True)
-            ]
+            appended = self._journal.ledger.append(records, self._journal)
+            entries = [{**e, "manifest": p.manifest} for p, e in zip(group, appended, strict=True)]
         except BaseException as exc:  # every waiter must learn its run was not committed
+            # A block with no frame after it: the next block starts a new log, so that a
+            # log's frames are found from its end one after the other.
+            self._journal.segments.close()
             for p in group:
                 p.done.set_exception(exc)
         else:

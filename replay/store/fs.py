@@ -8,12 +8,13 @@ Two interfaces, split where an object store (issue 17) differs from a folder:
   immutable objects created only if absent (S3's ``If-None-Match: *``: an existing name is
   never rewritten); small documents replaced whole. Objects, blocks read back, FORMAT and
   checkpoints need no more.
-- ``LogFS`` adds what only a disk has: logs appended and synced in place, and a lock between
-  processes. The segment writer and the ledger use it; on object storage each writer's group
-  commit becomes one ``put_if_absent`` of its own log object instead
-  (``log/<writer>/<seq>-…``: its block and its ledger lines), so an S3 backend implements
-  ``StoreFS`` only: ``put_if_absent`` a PUT with ``If-None-Match: *`` (412: already there),
-  ``write_atomic`` a PUT, ``read_range`` a ranged GET, ``list`` a LIST.
+- ``LogFS`` adds what only a disk has: logs appended and synced in place, a lock between
+  processes, and the boot id that says whether unsynced writes may have been lost. The
+  segment writer and the ledger use it; on object storage each writer's group commit becomes
+  one ``put_if_absent`` of its own log object instead (``log/<writer>/<seq>-…``: its block
+  and its ledger lines), so an S3 backend implements ``StoreFS`` only: ``put_if_absent`` a
+  PUT with ``If-None-Match: *`` (412: already there), ``write_atomic`` a PUT, ``read_range``
+  a ranged GET, ``list`` a LIST.
 
 ``LocalFS`` is a folder, with the durability the store promises: whole files are written to a
 temporary name, fsynced, renamed into place and their folder fsynced; appends are synced with
@@ -39,6 +40,7 @@ from replay.core.fsutil import fsync_dir, open_nofollow, sync_data, write_all, w
 from replay.errors import StoreError
 
 Data = bytes | memoryview
+BOOT_ID = "/proc/sys/kernel/random/boot_id"  # Linux: a new random id at every boot
 
 
 class StoreFS(Protocol):
@@ -117,8 +119,9 @@ class LogFile(Protocol):
 
 
 class LogFS(StoreFS, Protocol):
-    def open_log(self, path: str) -> LogFile:
-        """The log at ``path`` (created if absent), to append to."""
+    def open_log(self, path: str, *, append: bool = True) -> LogFile:
+        """The log at ``path`` (created if absent), to append to (or, not ``append``, to
+        write in place: a small record such as the ledger's sealed size)."""
         ...
 
     def open_existing(self, path: str) -> LogFile:
@@ -135,6 +138,11 @@ class LogFS(StoreFS, Protocol):
 
     def is_link(self, path: str) -> bool:
         """Whether a symbolic link stands at ``path`` (repair refuses to follow one)."""
+        ...
+
+    def boot_id(self) -> str:
+        """Which boot of the machine holding the files this is: what was written and not
+        synced is there as long as it has not changed ("" when unknown: assume it has)."""
         ...
 
     def remove(self, path: str) -> None:
@@ -283,8 +291,9 @@ class LocalFS:
             raise
         fsync_dir(target.parent)
 
-    def open_log(self, path: str) -> LocalFile:
-        return LocalFile(path, _open_creating(self._local(path), os.O_APPEND), appending=True)
+    def open_log(self, path: str, *, append: bool = True) -> LocalFile:
+        flags = os.O_APPEND if append else 0
+        return LocalFile(path, _open_creating(self._local(path), flags), appending=append)
 
     def open_existing(self, path: str) -> LocalFile:
         # Its own descriptor, without O_APPEND, so that write_at writes where it says.
@@ -307,6 +316,12 @@ class LocalFS:
 
     def remove(self, path: str) -> None:
         self._local(path).unlink(missing_ok=True)
+
+    def boot_id(self) -> str:
+        try:
+            return Path(BOOT_ID).read_text().strip()
+        except OSError:  # not Linux
+            return ""
 
     def makedirs(self, folder: str) -> None:
         self._local(folder).mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,16 @@
 """The append-only, hash-chained ledger of committed runs: ``ledger/ledger.jsonl``.
 
 One canonical-JSON line per run: sequence number, the previous entry's hash, the digest of
-the run's manifest and where its block lives, and the entry's own hash over all of that. A run
-exists once its line is written and fsynced. Appends from any number of processes are
-serialised by an flock; a line torn by a crash was never acknowledged and is cut off by the
-next writer (and ignored by readers), while complete entries that lost only their newline get
-it back (``settle``, which doctor runs too).
+the run's manifest and where its block lives, and the entry's own hash over all of that.
+Appends from any number of processes are serialised by an flock; a line torn by a crash was
+never acknowledged and is cut off by the next writer (and ignored by readers), while complete
+entries that lost only their newline get it back (``settle``, which doctor runs too).
+
+A run exists once its line is written and durable. The store's writers make it durable
+without syncing this file: a ``Sealer`` (``replay.store.recovery``) copies the group's lines
+into a commit frame after its block and syncs the segment log once, under the lock, so
+every line is sealed before the next one is chained to it. Without a sealer (a ledger of its
+own, or stores written before 2026-11-30) each append is fsynced here.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -65,6 +70,19 @@ class Settled:
     cut: int  # bytes of a torn last line cut off
 
 
+class Sealer(Protocol):
+    """What makes appended lines durable in place of an fsync of the ledger."""
+
+    def prepare(self, log: LogFile) -> bool:
+        """Under the writers' lock, before the tail is read: make durable what an earlier
+        writer left unsealed (or what a reboot lost); whether the ledger was rewritten."""
+        ...
+
+    def seal(self, log: LogFile, lines: bytes) -> None:
+        """Make ``lines``, just appended to ``log``, durable with the block they name."""
+        ...
+
+
 class Ledger:
     def __init__(self, fs: LogFS) -> None:
         self.fs = fs
@@ -72,9 +90,17 @@ class Ledger:
         self.path = Path(fs.where(NAME))
         self._tail: Tail | None = None
 
-    def append(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Chain and durably append one entry per record; returns the entries written."""
+    def append(
+        self, records: list[dict[str, Any]], sealer: Sealer | None = None
+    ) -> list[dict[str, Any]]:
+        """Chain and durably append one entry per record (made durable by ``sealer``, or by
+        an fsync of the ledger); returns the entries written."""
         with self.fs.locked(LOCK), self.fs.open_log(NAME) as log:
+            try:
+                if sealer is not None and sealer.prepare(log):
+                    self._tail = None
+            except OSError as exc:
+                raise _unwritable(exc) from exc
             tail = self._read_tail(log)
             entries, lines = [], []
             seq, prev = tail.seq, tail.hash
@@ -87,13 +113,12 @@ class Ledger:
             data = b"".join(lines)
             try:
                 log.append(data)
-                log.sync()
-            except OSError as exc:
-                log.truncate(tail.size)  # leave no torn line behind us
-                raise StoreError(
-                    f"cannot append to the ledger: {exc.strerror}",
-                    hint="free space in the store's filesystem and record again",
-                ) from exc
+                log.sync() if sealer is None else sealer.seal(log, data)
+            except BaseException as exc:
+                log.truncate(tail.size)  # no torn or unsealed line: nobody chained to it yet
+                if not isinstance(exc, OSError):
+                    raise
+                raise _unwritable(exc) from exc
             if tail.size == 0:
                 self.fs.sync_folder(FOLDER)
             self._tail = Tail(tail.size + len(data), seq, prev)
@@ -108,7 +133,7 @@ class Ledger:
         if log.read_at(size - 1, 1) != b"\n":
             # A writer died mid-line (never acknowledged) or a newline was lost: repaired on
             # a descriptor of its own, as an appending one writes only at the end.
-            self._settle()
+            self.settle_held()
             size = log.size()
             if size == 0:
                 return Tail(0, 0, GENESIS)
@@ -126,9 +151,10 @@ class Ledger:
         if not self.fs.exists(NAME):
             return Settled(0, 0)
         with self.fs.locked(LOCK):
-            return self._settle()
+            return self.settle_held()
 
-    def _settle(self) -> Settled:
+    def settle_held(self) -> Settled:
+        """``settle``, by a caller that holds the writers' lock."""
         with self.fs.open_existing(NAME) as log:
             return settle(log, lambda block: _block_in(self.fs, block))
 
@@ -138,6 +164,10 @@ class Ledger:
             return self.fs.size(NAME)
         except FileNotFoundError:
             return 0
+
+    def ends_line(self, offset: int) -> bool:
+        """Whether a line of the ledger ends at byte ``offset`` (where a reader stopped)."""
+        return offset <= self.size() and bytes(self.fs.read_range(NAME, offset - 1, 1)) == b"\n"
 
     def read(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
         """Complete entries from byte ``offset`` on, each with the offset just past it."""
@@ -172,6 +202,13 @@ class Ledger:
         return seq
 
 
+def _unwritable(exc: OSError) -> StoreError:
+    return StoreError(
+        f"cannot append to the ledger: {exc.strerror}",
+        hint="free space in the store's filesystem and record again",
+    )
+
+
 def _last_newline(log: LogFile, end: int) -> int:
     """Offset of the last b'\\n' before ``end``, or -1."""
     pos = end
@@ -196,17 +233,7 @@ def settle(log: LogFile, block_present: Callable[[dict[str, Any]], bool]) -> Set
     if size == 0 or log.read_at(size - 1, 1) == b"\n":
         return Settled(0, 0)
     start = _last_newline(log, size) + 1
-    seq, prev = 0, GENESIS
-    if start > 0:
-        before = _last_newline(log, start - 1) + 1
-        try:
-            last = json.loads(log.read_at(before, start - before))
-            seq, prev = int(last["seq"]), str(last["hash"])
-        except (ValueError, KeyError, TypeError):
-            raise CorruptionError(
-                f"ledger entry before byte {start}",
-                "is unreadable, so the unterminated line after it cannot be checked",
-            ) from None
+    seq, prev = last_before(log, start)
     ends = complete_entries(log.read_at(start, size - start), seq, prev, block_present)
     for end in ends:
         log.write_at(start + end, b"\n")
@@ -215,6 +242,42 @@ def settle(log: LogFile, block_present: Callable[[dict[str, Any]], bool]) -> Set
         log.truncate(keep)
     log.sync()
     return Settled(len(ends), max(0, size - keep))
+
+
+def last_before(log: LogFile, start: int) -> tuple[int, str]:
+    """The sequence number and hash of the entry that ends at byte ``start``."""
+    if start == 0:
+        return 0, GENESIS
+    before = _last_newline(log, start - 1) + 1
+    try:
+        last = json.loads(log.read_at(before, start - before))
+        return int(last["seq"]), str(last["hash"])
+    except (ValueError, KeyError, TypeError):
+        raise CorruptionError(
+            f"ledger entry before byte {start}",
+            "is unreadable, so the lines after it cannot be checked",
+        ) from None
+
+
+def chained(
+    body: bytes, entry: Any, seq: int, prev: str, block_present: Callable[[dict[str, Any]], bool]
+) -> bool:
+    """Whether ``entry``, read from ``body``, is exactly its canonical JSON, the entry after
+    (``seq``, ``prev``), right about its hash and names a block that is there."""
+    if not isinstance(entry, dict):
+        return False
+    try:
+        canonical = canonical_json(entry)
+    except TypeError:
+        return False
+    return (
+        body == canonical
+        and entry.get("seq") == seq + 1
+        and entry.get("prev") == prev
+        and entry_hash(entry) == entry.get("hash")
+        and isinstance(entry.get("block"), dict)
+        and block_present(entry["block"])
+    )
 
 
 def _block_in(fs: StoreFS, block: dict[str, Any]) -> bool:
@@ -248,22 +311,10 @@ def complete_entries(
     while pos < len(tail):
         try:
             entry, _ = decoder.raw_decode(tail[pos:].decode("utf-8", "replace"))
-        except ValueError:
-            break
-        if not isinstance(entry, dict):
-            break
-        try:
             body = canonical_json(entry)
-        except TypeError:
+        except (ValueError, TypeError):
             break
-        if (
-            tail[pos : pos + len(body)] != body
-            or entry.get("seq") != seq + 1
-            or entry.get("prev") != prev
-            or entry_hash(entry) != entry.get("hash")
-            or not isinstance(entry.get("block"), dict)
-            or not block_present(entry["block"])
-        ):
+        if not chained(tail[pos : pos + len(body)], entry, seq, prev, block_present):
             break
         seq, prev = seq + 1, entry["hash"]
         pos += len(body)

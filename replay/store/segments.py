@@ -9,8 +9,12 @@ A part is one table of one run as an Arrow IPC stream, or a raw blob (a manifest
 The header lists every part's offset, length and sha256, and where each run's tables and
 blobs are, so the header's own sha256 — written in the ledger entry — covers the whole block.
 Small blocks are compressed instead: their header holds the sha256 of the compressed bytes,
-which hold the index. A crash mid-append leaves bytes no ledger entry points at; they are
-never read.
+which hold the index.
+
+Each block is followed by its group's *commit frame* (``replay.store.frames``): the ledger
+lines that name it. The block is written unsynced, the frame after the ledger lines are
+chained, and one fdatasync of the log makes both durable: the only sync of a commit group.
+A crash mid-append leaves bytes no ledger entry points at; they are never read.
 
 A column a step passes through unchanged (the same Arrow buffers as a column of an earlier
 table of the run) is stored once: the later table's part holds only its own columns, and the
@@ -22,12 +26,13 @@ kept a compressed block's index outside the compressed bytes; they read as befor
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import struct
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +52,7 @@ from replay.core.digest import (
     table_bytes,
 )
 from replay.errors import CorruptionError, NotFoundError, StoreError
+from replay.store import frames
 from replay.store.fs import LogFile, LogFS, StoreFS
 
 FOLDER = "segments"
@@ -242,7 +248,8 @@ def encode_block(runs: Iterable[RunData], primer: Primer | None = None) -> Encod
 
 
 class SegmentWriter:
-    """This process's append-only segment log; one fsync per block."""
+    """This process's append-only segment log: each block written, then sealed by its frame
+    and one fdatasync."""
 
     def __init__(self, fs: LogFS) -> None:
         self.fs = fs
@@ -259,7 +266,8 @@ class SegmentWriter:
         self.fs.sync_folder(FOLDER)
         return self._log
 
-    def append(self, runs: list[RunData]) -> BlockRef:
+    def write(self, runs: list[RunData]) -> BlockRef:
+        """Write one block, not yet durable: ``seal`` follows it with its frame."""
         log = self._log
         if log is None or self._size > ROLLOVER_BYTES:
             self.close()
@@ -268,23 +276,36 @@ class SegmentWriter:
         parts, header = encoded.parts, encoded.header
         head = MAGIC + _LEN.pack(len(header)) + header
         length = len(head) + sum(len(p) for p in parts)
-        try:
+        with self._failing("append to"):
             log.append(head)
             for part in parts:
                 log.append(memoryview(part))
-            log.sync()
-        except OSError as exc:
-            # The torn tail is unreferenced; start a fresh log so no later block sits on it.
-            self.close()
-            raise StoreError(
-                f"cannot append to segment log: {exc.strerror}",
-                hint="free space in the store's filesystem and record again",
-            ) from exc
         ref = BlockRef(self._name, self._size, length, sha256(header))
         self._size += length
         if encoded.raw is not None and self._primer is None:
             self._primer = Primer.of(ref, encoded.raw)
         return ref
+
+    def seal(self, lines: bytes) -> None:
+        """Follow the block just written by its ledger ``lines`` and make both durable."""
+        assert self._log is not None, "seal follows write"
+        data = frames.frame(lines)
+        with self._failing("seal"):
+            self._log.append(data)
+            self._log.sync()
+        self._size += len(data)
+
+    @contextlib.contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            # The torn tail is unreferenced; start a fresh log so no later block sits on it.
+            self.close()
+            raise StoreError(
+                f"cannot {what} segment log: {exc.strerror}",
+                hint="free space in the store's filesystem and record again",
+            ) from exc
 
     def close(self) -> None:
         if self._log is not None:

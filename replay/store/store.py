@@ -3,8 +3,10 @@
     snapshots/
       FORMAT                   {"format": 1}; a newer format is refused, never rewritten
       objects/sha256/ab/cdef…  code, sources, models, params, environments, pipeline specs
-      segments/<writer>.seg    manifests, row data and tapes, one block per commit group
+      segments/<writer>.seg    manifests, row data and tapes: per commit group, one block
+                               and a frame with its ledger lines (one fdatasync)
       ledger/ledger.jsonl      one hash-chained entry per committed run (manifest by digest)
+      ledger/sealed, boot.json what recovery after a power loss starts from (replay.store.recovery)
       catalog.duckdb           an index rebuilt from the above (see replay.catalog.index)
 
 The files are the truth. Writers never touch the catalog.
@@ -35,6 +37,7 @@ from replay.store.commit import Committer
 from replay.store.fs import LocalFS, LogFS
 from replay.store.ledger import Ledger
 from replay.store.objects import ObjectStore
+from replay.store.recovery import Journal
 from replay.store.segments import Block, BlockRef, RunData, SegmentWriter
 
 FORMAT = 1
@@ -110,7 +113,7 @@ class Store:
         with self._writer_lock:
             if self._committer is None or self._writer_pid != os.getpid():
                 self._segments = SegmentWriter(self.fs)
-                self._committer = Committer(self._segments, self.ledger)
+                self._committer = Committer(Journal(self.ledger, self._segments))
                 self._writer_pid = os.getpid()
             return self._committer
 
