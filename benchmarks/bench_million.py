@@ -92,9 +92,10 @@ def entries(root: Path) -> int:
 
 def spread(root: Path, n: int) -> list[str]:
     """``n`` run ids spread evenly over the ledger."""
+    step = max(1, entries(root) // n)
     with (root / "ledger" / "ledger.jsonl").open("rb") as f:
-        lines = f.readlines()
-    return [json.loads(line)["run_id"] for line in lines[:: max(1, len(lines) // n)][:n]]
+        lines = itertools.islice(f, 0, None, step)
+        return [json.loads(line)["run_id"] for line in itertools.islice(lines, n)]
 
 
 def cli(root: Path, *args: str) -> tuple[float, int]:
