@@ -34,12 +34,13 @@ then alternate in rounds (ours, MLflow, ours, MLflow, ...); figures are medians 
 rounds.
 
 Find: a store of N 1-row runs on each side. Ours is built by the fast path (a one-step
-pipeline recorded with durable=False, flushed once); MLflow's holds N copies of one run it
-logged itself (its rows in ``runs``, ``tags`` and ``params``), each with its own run id,
-name and record tag, inserted by SQL into MLflow's own schema in one transaction: logging
-100k runs through its API takes hours here. Timed in-process (``replay.find`` against
-``mlflow.search_runs``, warm) and as a whole process (``replay --store S find KEY`` against
-``python -c`` that imports mlflow and searches), for keys spread over the store.
+pipeline recorded with durable=False, flushed once); MLflow's holds N copies of one 1-row
+credit run it logged as above (its rows in ``runs``, ``tags`` and ``params``), each with its
+own run id, name and record tag, inserted by SQL into MLflow's own schema in one
+transaction: logging 100k runs through its API would take over an hour here (printed).
+Timed in-process (``replay.find`` against ``mlflow.search_runs``, warm) and as a whole
+process (``replay --store S find KEY`` against ``python -c`` that imports mlflow and
+searches), alternating key by key, for keys spread over the store.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class Mlflow:
         import mlflow
 
         self.mlflow, self.steps = mlflow, steps
+        root.mkdir(parents=True)
         self.db = root / "mlflow.db"
         mlflow.set_tracking_uri(f"sqlite:///{self.db}")
         # Without an artifact location a database store writes under ./mlruns.
@@ -206,13 +208,8 @@ def compare(ours: Ours, peer: Mlflow, table: pa.Table, durable: bool, args: Any)
     return alternate(mine, theirs, args.rounds)
 
 
-def recording(tmp: Path, args: Any) -> dict[str, list[float]]:
+def recording(ours: Ours, peer: Mlflow, args: Any) -> dict[str, list[float]]:
     """Per-run seconds of both sides, durable and async, at 1 row and 10,000 rows."""
-    workspace = build_workspace(tmp / "workspace")
-    pipeline = make_pipeline(workspace)
-    store = replay.Store.open(tmp / "store")
-    ours = Ours(store, pipeline)
-    peer = Mlflow(tmp / "mlflow", pipeline, workspace, steps_runner(pipeline, store))
     inputs = {"1 row": make_applications(1, seed=2), "10k rows": make_applications(10_000, seed=1)}
     out = {}
     for durable in (True, False):
@@ -239,20 +236,13 @@ def our_find_store(root: Path, runs: int) -> str:
     return str(root)
 
 
-def mlflow_find_store(root: Path, runs: int) -> tuple[str, str]:
-    """``runs`` copies of one 1-row run MLflow logged; returns its tracking URI, experiment."""
-    import mlflow
-
-    root.mkdir(parents=True)
-    uri = f"sqlite:///{root}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("find", artifact_location=(root / "a").as_uri())
-    with mlflow.start_run(experiment_id=experiment) as template:
-        mlflow.log_params({"decision.pd_decline": 0.25, "decision.pd_refer": 0.12})
-        mlflow.set_tags({"version.pd.pkl": "sha256", "record.APP-00000000": "1"})
-    with sqlite3.connect(root / "mlflow.db") as db:
-        copy_run(db, template.info.run_id, runs)
-    return uri, experiment
+def mlflow_find_store(peer: Mlflow, runs: int) -> tuple[str, str]:
+    """``runs`` copies of one 1-row credit run ``peer`` logged; its tracking URI, experiment."""
+    peer.run(make_applications(1, seed=3), synchronous=True)  # record APP-00000000
+    template = peer.mlflow.last_active_run().info.run_id
+    with sqlite3.connect(peer.db) as db:
+        copy_run(db, template, runs)
+    return f"sqlite:///{peer.db}", peer.experiment
 
 
 def copy_run(db: sqlite3.Connection, template: str, runs: int) -> None:
@@ -319,13 +309,15 @@ def finders(ours: str, theirs: tuple[str, str]) -> dict[str, tuple[Callable[[str
     }
 
 
-def finding(tmp: Path, runs: int, keys: dict[str, int]) -> dict[str, list[float]]:
+def finding(
+    tmp: Path, runs: int, keys: dict[str, int], peer: Callable[[Path], Mlflow]
+) -> dict[str, list[float]]:
     """Median seconds of both sides' find over a store of ``runs`` runs, keys spread."""
     t0 = time.perf_counter()
     ours = our_find_store(tmp / f"find-ours-{runs}", runs)
     built = time.perf_counter() - t0
     t0 = time.perf_counter()
-    theirs = mlflow_find_store(tmp / f"find-mlflow-{runs}", runs)
+    theirs = mlflow_find_store(peer(tmp / f"find-mlflow-{runs}"), runs)
     print(
         f"  find stores of {runs:,} runs: ours recorded in {built:.0f} s, "
         f"MLflow's copied in {time.perf_counter() - t0:.0f} s",
@@ -388,9 +380,18 @@ def main() -> None:
         }
     )
     with tempfile.TemporaryDirectory() as tmp:
-        figures = recording(Path(tmp), args)
+        root = Path(tmp)
+        workspace = build_workspace(root / "workspace")
+        pipeline = make_pipeline(workspace)
+        store = replay.Store.open(root / "store")
+        steps = steps_runner(pipeline, store)
+
+        def peer(path: Path) -> Mlflow:
+            return Mlflow(path, pipeline, workspace, steps)
+
+        figures = recording(Ours(store, pipeline), peer(root / "mlflow"), args)
         for runs in (int(n) for n in (args.find_runs or quick[2]).split(",")):
-            figures |= finding(Path(tmp), runs, keys)
+            figures |= finding(root, runs, keys, peer)
     print(f"MLflow {__import__('mlflow').__version__}, the credit-decision chain")
     report(figures)
 
