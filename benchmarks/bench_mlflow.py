@@ -171,13 +171,13 @@ def per_run(run: Callable[[], Any], n: int, finish: Callable[[], Any]) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def alternate(ours: Callable[[], float], theirs: Callable[[], float], rounds: int) -> list[float]:
-    """Medians of both sides over ``rounds`` rounds, ours first in each."""
-    a, b = [], []
+def alternate(sides: list[Callable[[], float]], rounds: int) -> list[float]:
+    """Each side's median over ``rounds`` rounds, the sides in turn in each round."""
+    times: list[list[float]] = [[] for _ in sides]
     for _ in range(rounds):
-        a.append(ours())
-        b.append(theirs())
-    return [statistics.median(a), statistics.median(b)]
+        for side, fn in zip(times, sides, strict=True):
+            side.append(fn())
+    return [statistics.median(t) for t in times]
 
 
 class Ours:
@@ -198,14 +198,19 @@ class Ours:
 
 
 def compare(ours: Ours, peer: Mlflow, table: pa.Table, durable: bool, args: Any) -> list[float]:
-    """Both sides' median seconds per run of ``table``, warmed up, alternating."""
+    """Median seconds per run of ``table``: ours, MLflow's and the bare chain's (the steps
+    alone, which both sides run), warmed up, alternating."""
     n = args.runs if table.num_rows == 1 else max(1, args.runs // 20)
     # An async MLflow run waits about a second as it ends (see report()): fewer of them.
     m = n if durable else max(1, n // 8)
-    mine = lambda: per_run(lambda: ours.run(table, durable), n, ours.flush)  # noqa: E731
-    theirs = lambda: per_run(lambda: peer.run(table, durable), m, peer.flush)  # noqa: E731
-    mine(), theirs()  # warm-up: imports, caches, the binding, sqlite's pages
-    return alternate(mine, theirs, args.rounds)
+    sides = [
+        lambda: per_run(lambda: ours.run(table, durable), n, ours.flush),
+        lambda: per_run(lambda: peer.run(table, durable), m, peer.flush),
+        lambda: per_run(lambda: peer.steps(table), n, lambda: None),
+    ]
+    for side in sides:
+        side()  # warm-up: imports, caches, the binding, sqlite's pages
+    return alternate(sides, args.rounds)
 
 
 def recording(ours: Ours, peer: Mlflow, args: Any) -> dict[str, list[float]]:
@@ -338,9 +343,16 @@ def finding(
 
 
 def report(figures: dict[str, list[float]]) -> None:
-    print(f"{'median ms':40} {'replay':>10} {'MLflow':>10} {'MLflow/replay':>14}")
-    for name, (ours, theirs) in figures.items():
-        print(f"{name:40} {ours * 1e3:10.2f} {theirs * 1e3:10.2f} {theirs / ours:13.1f}x")
+    print(
+        f"{'median ms per run':34} {'replay':>8} {'MLflow':>9} {'ratio':>7}"
+        f" {'bare chain':>11} {'ratio of costs beyond it':>25}"
+    )
+    for name, (ours, theirs, *bare) in figures.items():
+        line = f"{name:34} {ours * 1e3:8.2f} {theirs * 1e3:9.2f} {theirs / ours:6.1f}x"
+        if bare:
+            beyond = (theirs - bare[0]) / (ours - bare[0])
+            line += f" {bare[0] * 1e3:11.2f} {beyond:24.1f}x"
+        print(line)
     for rows in ("1 row", "10k rows"):
         best, ours = figures[f"{rows}, durable"][1], figures[f"{rows}, async"][0]
         print(f"{rows}: MLflow's best (synchronous) / async record: {best / ours:.1f}x")
@@ -351,7 +363,7 @@ def report(figures: dict[str, list[float]]) -> None:
         f"logging 100,000 1-row runs through MLflow's API: about "
         f"{figures['1 row, durable'][1] * 1e5 / 60:.0f} min at its durable rate"
     )
-    ours, theirs = figures["1 row, durable"]
+    ours, theirs, _ = figures["1 row, durable"]
     met = "met" if theirs / ours >= GOAL else "NOT MET"
     print(
         f"goal: same-content MLflow >= {GOAL:.0f}x durable record at 1 row "
