@@ -30,8 +30,10 @@ figures include the deferred work. MLflow's async logging gains nothing for a sh
 ending it drains the queue and joins the logging thread, which waits up to 1 s in
 ``queue.get(timeout=1)``; so its async sections log an eighth as many runs, and the table
 also sets MLflow's synchronous figure against our async one. Both sides are warmed up,
-then alternate in rounds (ours, MLflow, ours, MLflow, ...); figures are medians over the
-rounds.
+then alternate in rounds (ours, MLflow, bare chain, ours, MLflow, bare chain, ...);
+figures are medians over the rounds. The bare chain (the steps alone, which both sides
+run) gives the last column: the ratio of what each side costs beyond it (a difference of
+medians, so noisy when ours is small).
 
 Find: a store of N 1-row runs on each side. Ours is built by the fast path (a one-step
 pipeline recorded with durable=False, flushed once); MLflow's holds N copies of one 1-row
