@@ -37,6 +37,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list
     return export(store, ids, tmp / "evidence.bundle", key=key).path, key, ids
 
 
+def test_runs_named_alone_are_exported_without_indexing_the_store(exported) -> None:
+    """The runs come from the ledger itself: an export never waits for the catalog to index
+    a store it was never asked to search (a million runs took minutes)."""
+    path, _, _ = exported
+    assert not (path.parent / "store" / "catalog.duckdb").exists()
+
+
 def test_an_untouched_bundle_verifies_against_its_key(exported) -> None:
     path, key, ids = exported
     check = verify_bundle(path, keys.public_path(key).read_bytes())

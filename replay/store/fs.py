@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import mmap
 import os
 import secrets
 from collections.abc import Iterator
@@ -75,6 +76,11 @@ class StoreFS(Protocol):
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
         """A stream of the file from ``offset``, for reading it line by line."""
+        ...
+
+    def mapped(self, path: str) -> AbstractContextManager[bytes | mmap.mmap]:
+        """The whole file to search (``find``, ``rfind``, slices), without copying it where
+        the backend can map it; FileNotFoundError when it does not exist."""
         ...
 
     def put_if_absent(self, path: str, data: Data) -> bool:
@@ -270,6 +276,15 @@ class LocalFS:
         f = open(self._local(path), "rb")  # noqa: SIM115 - the caller closes it
         f.seek(offset)
         return f
+
+    @contextmanager
+    def mapped(self, path: str) -> Iterator[bytes | mmap.mmap]:
+        with open(self._local(path), "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                yield b""  # an empty file cannot be mapped
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                yield view
 
     def put_if_absent(self, path: str, data: Data) -> bool:
         target = self._local(path)

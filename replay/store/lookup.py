@@ -14,6 +14,7 @@ Lines after the ledger's last newline are a torn write, never committed, and nev
 
 from __future__ import annotations
 
+import mmap
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # the Store calls in here; only its type is needed
 KEY = b'"run_id":"'
 RUN_ID = re.compile(rb'"run_id":"([0-9a-f-]+)"')
 FULL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-CHUNK = 16 << 20
 # Up to this many runs sought, one substring search per run and chunk beats matching every
 # line's run id (a search runs at memory speed; the matching loop visits each line).
 FEW = 3
@@ -61,22 +61,18 @@ def line_starts(fs: StoreFS, refs: Sequence[str]) -> dict[str, list[tuple[str, i
     wanted = {r.encode(): r for r in found}
     lengths = sorted({len(w) for w in wanted})
     try:
-        f = fs.open_read(NAME)  # read below in chunks of whole lines
-    except FileNotFoundError:
-        return found
-    with f:
-        base, carry = 0, b""
-        while chunk := f.read(CHUNK):
-            data = carry + chunk
-            end = data.rfind(b"\n") + 1  # only complete lines: the rest waits for more
+        mapping = fs.mapped(NAME)  # searched in place: a copy of 490 MB took 0.3 s more
+        with mapping as data:
+            end = data.rfind(b"\n") + 1  # only complete lines: a torn tail was never committed
             for ref, run_id, at in _matches(data, end, wanted, lengths):
-                found[ref].append((run_id, base + data.rfind(b"\n", 0, at) + 1))
-            base, carry = base + end, data[end:]
+                found[ref].append((run_id, data.rfind(b"\n", 0, at) + 1))
+    except FileNotFoundError:
+        pass
     return found
 
 
 def _matches(
-    data: bytes, end: int, wanted: dict[bytes, str], lengths: list[int]
+    data: bytes | mmap.mmap, end: int, wanted: dict[bytes, str], lengths: list[int]
 ) -> list[tuple[str, str, int]]:
     """(ref, run id, offset of its match) of the sought runs in ``data[:end]``."""
     out = []
