@@ -190,14 +190,14 @@ class Catalog:
         offset = int(state.get("ledger_offset", 0))
         last = state.get("ledger_hash")
         ingest = Ingest(self.store, con)
-        for pos, entry in self.store.entries(offset):
+        for pos, entry, block, body in self.store.manifests(offset):
             if offset and last is not None and ingest.empty and entry.get("prev") != last:
                 # The ledger under us is not the one we indexed: index it afresh.
                 for table in ("runs", "steps", "components", "environments", "records"):
                     con.execute(f"delete from {table}")
                 con.execute("delete from meta where key like 'ledger_%'")
                 return self._refresh(con)
-            ingest.add(entry, pos)
+            ingest.add(pos, entry, block, body)
             last = entry["hash"]
             if ingest.full:
                 self._flush(con, ingest, pos, last)

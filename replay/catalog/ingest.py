@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+from msgspec import UNSET, Struct, UnsetType
 
+from replay.catalog.keys import Keys
 from replay.core.kinds import kind_of
-from replay.core.manifest import Environment, Spec, decode
-from replay.core.pipeline import INPUT
+from replay.core.manifest import Environment, Failure, Spec, StepRecord, decode
+from replay.store.segments import Block
 from replay.store.store import Store
 
-BATCH = 20_000
+BATCH = 20_000  # runs a transaction
+BATCH_ROWS = 1_000_000  # or record keys: what one batch holds in memory is bounded
 TS = pa.timestamp("ns", tz="UTC")
-
-
-Member = tuple[dict[str, Any], int, int]  # a run, the first row of its input, its rows
 
 
 UNINDEXED = "unindexed:"  # meta key prefix of a run whose record keys have no text
@@ -33,37 +31,36 @@ class CatalogWarning(UserWarning):
     the run is listed, its records are not."""
 
 
-def _as_keys(column: pa.Array) -> pa.Array:
-    keys = column.cast(pa.string())
-    keys.validate(full=True)  # a string cast from a string is not checked for UTF-8
-    return keys
+class _Input(Struct, frozen=True):
+    rows: int
 
 
-def _keys(column: pa.ChunkedArray, members: list[Member]) -> tuple[list[Member], pa.Array]:
-    """The record keys of these runs as text, and the runs they are of: a run whose keys
-    have no text, or whose text is not UTF-8, is left out with a CatalogWarning."""
-    slices = [column.slice(row, n).combine_chunks() for _, row, n in members]
-    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return members, _as_keys(pa.concat_arrays(slices))  # one cast for a whole block
-    kept, keys = [], []
-    for member, values in zip(members, slices, strict=True):
-        try:
-            keys.append(_as_keys(values))
-            kept.append(member)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            why = (
-                "its bytes are not UTF-8"
-                if isinstance(exc, pa.ArrowInvalid)
-                else f"its type {column.type} has no text form"
-            )
-            warnings.warn(
-                CatalogWarning(
-                    f"run {member[0]['run_id']}: record key {member[0]['key']!r} not indexed "
-                    f"({why}); `replay find` will not find its records"
-                ),
-                stacklevel=2,
-            )
-    return kept, pa.concat_arrays(keys) if keys else pa.array([], pa.string())
+class Indexed(Struct, frozen=True):
+    """The fields of a manifest (replay.core.manifest.Manifest) the catalog indexes: decoding
+    only these is several times faster than the whole manifest."""
+
+    run_id: str
+    pipeline: str
+    version: str
+    status: str
+    started_ns: int
+    ended_ns: int
+    clock: str
+    input: _Input
+    env: str
+    steps: list[StepRecord]
+    record_key: str | None = None
+    tags: dict[str, str] = {}
+    kind: str | UnsetType = UNSET
+    error: Failure | UnsetType = UNSET
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True) if value else "{}"
+
+
+def _message(error: Failure | UnsetType) -> str | None:
+    return error.message if isinstance(error, Failure) else None
 
 
 def _clock_ns(iso: str) -> int:
@@ -72,14 +69,14 @@ def _clock_ns(iso: str) -> int:
 
 
 class Ingest:
+    """One batch of runs, gathered column by column and written in one go (``write``)."""
+
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection) -> None:
         self.store = store
         self.con = con
-        self.runs: list[dict[str, Any]] = []
-        self.steps: list[dict[str, Any]] = []
-        self.blocks: dict[tuple[str, int], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-        self.versions: dict[str, str] = {}
-        self.envs: set[str] = set()
+        self.runs: list[Indexed] = []
+        self.places: list[tuple[int, dict[str, Any]]] = []  # each run's entry and its end
+        self.keys = Keys()
         self.end = 0
 
     @property
@@ -88,77 +85,91 @@ class Ingest:
 
     @property
     def full(self) -> bool:
-        return len(self.runs) >= BATCH
+        return len(self.runs) >= BATCH or self.keys.rows >= BATCH_ROWS
 
-    def add(self, entry: dict[str, Any], end: int) -> None:
-        m, block = entry["manifest"], entry["block"]
-        clock = _clock_ns(m["clock"])
-        self.runs.append(
-            {
-                "seq": entry["seq"],
-                "run_id": m["run_id"],
-                "pipeline": m["pipeline"],
-                "version": m["version"],
-                "status": m["status"],
-                "started": m["started_ns"],
-                "ended": m["ended_ns"],
-                "clock": clock,
-                "rows": m["input"]["rows"],
-                "record_key": m.get("record_key"),
-                "env": m["env"],
-                "error": (m.get("error") or {}).get("message"),
-                "tags": json.dumps(m.get("tags") or {}, sort_keys=True),
-                "manifest_sha256": entry["manifest_sha256"],
-                "entry_end": end,
-                "segment": block["segment"],
-                "block_offset": block["offset"],
-                "block_length": block["length"],
-                "block_header": block["header"],
-                "kind": kind_of(m.get("kind"), m.get("tags")),
-            }
-        )
-        for idx, s in enumerate(m["steps"]):
-            self.steps.append(
-                {
-                    "run_id": m["run_id"],
-                    "idx": idx,
-                    "step": s["name"],
-                    "inputs": s["inputs"],
-                    "output": s["output"],
-                    "rows": s["rows"],
-                    "duration_ms": s["duration_ns"] / 1e6,
-                    "seeds": json.dumps(s["seeds"], sort_keys=True),
-                    "calls": s["calls"],
-                }
-            )
-        if m.get("record_key"):
-            key = (block["segment"], block["offset"])
-            self.blocks.setdefault(key, (block, []))[1].append(
-                {
-                    "run_id": m["run_id"],
-                    "key": m["record_key"],
-                    "pipeline": m["pipeline"],
-                    "clock": clock,
-                }
-            )
-        self.versions[m["version"]] = m["pipeline"]
-        self.envs.add(m["env"])
+    def add(self, end: int, entry: dict[str, Any], block: Block, body: bytes) -> None:
+        """A run, from its ledger entry (ending at byte ``end``), its block and its manifest's
+        bytes."""
+        run = decode(Indexed, body, f"manifest of run {entry['run_id']}")
+        if run.record_key:
+            self.keys.add(block, len(self.runs), run.run_id, run.record_key)
+        self.runs.append(run)
+        self.places.append((end, entry))
         self.end = end
 
     def write(self) -> None:
-        self._insert("runs", self._with_images(pa.Table.from_pylist(self.runs)))
-        if self.steps:
-            self._insert("steps", pa.Table.from_pylist(self.steps))
+        self.keys.finish()
+        runs = self._runs_table()
+        self._insert("runs", runs)
+        steps = self._steps_table()
+        if steps.num_rows:
+            self._insert("steps", steps)
         self._insert_components()
-        records = [t for block, runs in self.blocks.values() for t in self._records(block, runs)]
-        if records:
-            self._insert("records", pa.concat_tables(records))
+        self._note_unindexed()
+        if self.keys.arrays:
+            self._insert("records", self._records_table(runs))
+
+    def _runs_table(self) -> pa.Table:
+        runs, blocks = self.runs, [e["block"] for _, e in self.places]
+        return pa.table(
+            {
+                "seq": pa.array([e["seq"] for _, e in self.places], pa.int64()),
+                "run_id": pa.array([m.run_id for m in runs], pa.string()),
+                "pipeline": pa.array([m.pipeline for m in runs], pa.string()),
+                "version": pa.array([m.version for m in runs], pa.string()),
+                "status": pa.array([m.status for m in runs], pa.string()),
+                "started": pa.array([m.started_ns for m in runs], TS),
+                "ended": pa.array([m.ended_ns for m in runs], TS),
+                "clock": pa.array([_clock_ns(m.clock) for m in runs], TS),
+                "rows": pa.array([m.input.rows for m in runs], pa.int64()),
+                "record_key": pa.array([m.record_key for m in runs], pa.string()),
+                "env": pa.array([m.env for m in runs], pa.string()),
+                "image": pa.array(self._images(runs), pa.string()),
+                "error": pa.array([_message(m.error) for m in runs], pa.string()),
+                "tags": pa.array([_json(m.tags) for m in runs], pa.string()),
+                "manifest_sha256": pa.array(
+                    [e["manifest_sha256"] for _, e in self.places], pa.string()
+                ),
+                "entry_end": pa.array([end for end, _ in self.places], pa.int64()),
+                "segment": pa.array([b["segment"] for b in blocks], pa.string()),
+                "block_offset": pa.array([b["offset"] for b in blocks], pa.int64()),
+                "block_length": pa.array([b["length"] for b in blocks], pa.int64()),
+                "block_header": pa.array([b["header"] for b in blocks], pa.string()),
+                "kind": pa.array([kind_of(m.kind, m.tags) for m in runs], pa.string()),
+            }
+        )
+
+    def _steps_table(self) -> pa.Table:
+        steps = [(m.run_id, i, s) for m in self.runs for i, s in enumerate(m.steps)]
+        return pa.table(
+            {
+                "run_id": pa.array([r for r, _, _ in steps], pa.string()),
+                "idx": pa.array([i for _, i, _ in steps], pa.int32()),
+                "step": pa.array([s.name for _, _, s in steps], pa.string()),
+                "inputs": pa.array([s.inputs for _, _, s in steps], pa.list_(pa.string())),
+                "output": pa.array([s.output for _, _, s in steps], pa.string()),
+                "rows": pa.array([s.rows for _, _, s in steps], pa.int64()),
+                "duration_ms": pa.array([s.duration_ns / 1e6 for _, _, s in steps], pa.float64()),
+                "seeds": pa.array([_json(s.seeds) for _, _, s in steps], pa.string()),
+                "calls": pa.array([s.calls for _, _, s in steps], pa.int32()),
+            }
+        )
+
+    def _records_table(self, runs: pa.Table) -> pa.Table:
+        counts = np.array(self.keys.counts, np.int64)
+        which = pa.array(np.repeat(np.array(self.keys.runs, np.int64), counts))
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        return pa.table(
+            {
+                "key": pa.chunked_array(self.keys.arrays, pa.string()),
+                "run_id": runs["run_id"].take(which),
+                "pipeline": runs["pipeline"].take(which),
+                "clock": runs["clock"].take(which),
+                "row": np.arange(len(starts), dtype=np.int64) - starts,
+            }
+        )
 
     def _insert(self, table: str, rows: pa.Table) -> None:
-        for name in ("started", "ended", "clock"):
-            if name in rows.column_names:
-                i = rows.column_names.index(name)
-                rows = rows.set_column(i, name, rows.column(name).cast(pa.int64()).cast(TS))
         # One chunk: DuckDB scans a table of thousands of one-row chunks slowly and keeps
         # far more memory for it (10k runs' records: 1.1 s and 635 MiB against 0.1 s, 253).
         self.con.register("_ingest", rows.combine_chunks())
@@ -167,15 +178,14 @@ class Ingest:
         finally:
             self.con.unregister("_ingest")
 
-    def _with_images(self, runs: pa.Table) -> pa.Table:
+    def _images(self, runs: list[Indexed]) -> list[str]:
+        """Each run's image, from its environment (which is indexed once)."""
         images = {}
-        for env in self.envs:
+        for env in {m.env for m in runs}:
             fp = decode(Environment, self.store.get_object(env), env)
             images[env] = fp.image.digest
             self._insert_environment(env, fp)
-        return runs.append_column(
-            "image", pa.array([images[e] for e in runs["env"].to_pylist()], pa.string())
-        )
+        return [images[m.env] for m in runs]
 
     def _insert_environment(self, env: str, fp: Environment) -> None:
         if self.con.execute("select 1 from environments where env = ?", [env]).fetchall():
@@ -196,7 +206,7 @@ class Ingest:
 
     def _insert_components(self) -> None:
         rows: list[dict[str, Any]] = []
-        for version, pipeline in self.versions.items():
+        for version, pipeline in {m.version: m.pipeline for m in self.runs}.items():
             if self.con.execute(
                 "select 1 from components where version = ? limit 1", [version]
             ).fetchall():
@@ -222,42 +232,19 @@ class Ingest:
         if rows:  # every row names every column: from_pylist takes the first row's
             self._insert("components", pa.Table.from_pylist(rows))
 
-    def _note_unindexed(self, run_ids: Any) -> None:
-        # So that a check of the catalog's own counts (catalogcheck) expects no records rows
-        # of these runs, rather than taking their absence for an edited catalog.
-        for run_id in run_ids:
+    def _note_unindexed(self) -> None:
+        for run, why in self.keys.failed:
+            m = self.runs[run]
+            warnings.warn(
+                CatalogWarning(
+                    f"run {m.run_id}: record key {m.record_key!r} not indexed ({why}); "
+                    "`replay find` will not find its records"
+                ),
+                stacklevel=5,
+            )
+            # So that a check of the catalog's own counts (catalogcheck) expects no records
+            # rows of this run, rather than taking their absence for an edited catalog.
             self.con.execute(
                 "insert or replace into meta values (?, ?)",
-                [UNINDEXED + run_id, "record keys not indexed"],
+                [UNINDEXED + m.run_id, "record keys not indexed"],
             )
-
-    def _records(self, block_ref: dict[str, Any], runs: list[dict[str, Any]]) -> list[pa.Table]:
-        block = self.store.block(block_ref)
-        by_part: dict[int, list[Member]] = defaultdict(list)
-        for run in runs:
-            part, row, n = block.kinds(run["run_id"])[INPUT]
-            by_part[part].append((run, row, n))
-        out = []
-        for part, members in by_part.items():
-            table = block.part_table(part)
-            for key in {m[0]["key"] for m in members}:
-                wanted = [m for m in members if m[0]["key"] == key]
-                sel, keys = _keys(table.column(key), wanted)
-                self._note_unindexed(m[0]["run_id"] for m in wanted if m not in sel)
-                if not sel:
-                    continue
-                counts = [n for _, _, n in sel]
-                out.append(
-                    pa.table(
-                        {
-                            "key": keys,
-                            "run_id": np.repeat([m[0]["run_id"] for m in sel], counts),
-                            "pipeline": np.repeat([m[0]["pipeline"] for m in sel], counts),
-                            "clock": np.repeat(
-                                np.array([m[0]["clock"] for m in sel], np.int64), counts
-                            ),
-                            "row": np.concatenate([np.arange(n, dtype=np.int64) for n in counts]),
-                        }
-                    )
-                )
-        return out

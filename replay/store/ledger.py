@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from replay.core.digest import canonical_json, sha256
 from replay.errors import CorruptionError, StoreError
 from replay.store.fs import LogFile, LogFS, StoreFS
@@ -137,7 +139,7 @@ class Ledger:
                     return  # a torn tail: not committed
                 pos += len(line)
                 try:
-                    yield pos, json.loads(line)
+                    yield pos, orjson.loads(line)
                 except ValueError:
                     raise CorruptionError(
                         str(self.path), f"entry ending at byte {pos} is not JSON"
