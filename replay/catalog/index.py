@@ -41,6 +41,10 @@ create table if not exists environments (
 create table if not exists records (
   key varchar, run_id varchar, pipeline varchar, clock timestamptz, "row" bigint);
 """
+# DuckDB's settings while it ingests into a catalog file, so that a reindex of any size runs
+# in bounded memory (1M runs: 281 MB peak against 400+ MB with the defaults, and growing):
+# committed pages go to the file instead of staying cached.
+INGESTING = {"memory_limit": "64MB"}
 # What a reader connection may no longer do once prepared: reach files, the network or
 # extensions (DuckDB's own switch, which also hides Python objects in scope), change a
 # setting, or undo any of this — `lock_configuration` last, since it freezes the rest.
@@ -188,7 +192,20 @@ class Catalog:
     def _refresh(self, con: duckdb.DuckDBPyConnection) -> None:
         state = dict(con.execute("select key, value from meta").fetchall())
         offset = int(state.get("ledger_offset", 0))
-        last = state.get("ledger_hash")
+        if self.store.ledger.size() <= offset:
+            return  # nothing new
+        if self.store.readonly:  # an in-memory catalog has nowhere to put its pages
+            self._ingest(con, offset, state.get("ledger_hash"))
+            return
+        for setting, value in INGESTING.items():
+            con.execute(f"set {setting} = '{value}'")
+        try:
+            self._ingest(con, offset, state.get("ledger_hash"))
+        finally:
+            for setting in INGESTING:
+                con.execute(f"reset {setting}")
+
+    def _ingest(self, con: duckdb.DuckDBPyConnection, offset: int, last: str | None) -> None:
         ingest = Ingest(self.store, con)
         for pos, entry, block, body in self.store.manifests(offset):
             if offset and last is not None and ingest.empty and entry.get("prev") != last:
@@ -196,7 +213,7 @@ class Catalog:
                 for table in ("runs", "steps", "components", "environments", "records"):
                     con.execute(f"delete from {table}")
                 con.execute("delete from meta where key like 'ledger_%'")
-                return self._refresh(con)
+                return self._ingest(con, 0, None)
             ingest.add(pos, entry, block, body)
             last = entry["hash"]
             if ingest.full:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from datetime import datetime
 from typing import Any
 
 import duckdb
+import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.json as pj
 from msgspec import UNSET, Struct, UnsetType
 
 from replay.catalog.keys import Keys
@@ -18,9 +21,68 @@ from replay.core.manifest import Environment, Failure, Spec, StepRecord, decode
 from replay.store.segments import Block
 from replay.store.store import Store
 
-BATCH = 20_000  # runs a transaction
-BATCH_ROWS = 1_000_000  # or record keys: what one batch holds in memory is bounded
+BATCH = 5_000  # runs a transaction (20,000: a reindex of 1M runs peaks 30+ MB higher)
+BATCH_ROWS = 250_000  # or record keys: what a batch holds in memory is bounded
 TS = pa.timestamp("ns", tz="UTC")
+_LINES = msgspec.json.Encoder()
+_S, _I = pa.string(), pa.int64()
+# The catalog's tables as Arrow reads them from JSON lines (timestamps as int64 ns).
+RUNS = pa.schema(
+    [
+        ("seq", _I),
+        ("run_id", _S),
+        ("pipeline", _S),
+        ("version", _S),
+        ("status", _S),
+        ("started", _I),
+        ("ended", _I),
+        ("clock", _I),
+        ("rows", _I),
+        ("record_key", _S),
+        ("env", _S),
+        ("image", _S),
+        ("error", _S),
+        ("tags", _S),
+        ("manifest_sha256", _S),
+        ("entry_end", _I),
+        ("segment", _S),
+        ("block_offset", _I),
+        ("block_length", _I),
+        ("block_header", _S),
+        ("kind", _S),
+    ]
+)
+STEPS = pa.schema(
+    [
+        ("run_id", _S),
+        ("idx", pa.int32()),
+        ("step", _S),
+        ("inputs", pa.list_(_S)),
+        ("output", _S),
+        ("rows", _I),
+        ("duration_ms", pa.float64()),
+        ("seeds", _S),
+        ("calls", pa.int32()),
+    ]
+)
+COMPONENTS = pa.schema(
+    [
+        (n, _S)
+        for n in (
+            "version",
+            "pipeline",
+            "step",
+            "kind",
+            "name",
+            "digest",
+            "path",
+            "dvc_repo",
+            "dvc_rev",
+            "dvc_md5",
+            "dvc_remote",
+        )
+    ]
+)
 
 
 UNINDEXED = "unindexed:"  # meta key prefix of a run whose record keys have no text
@@ -59,8 +121,22 @@ def _json(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True) if value else "{}"
 
 
-def _message(error: Failure | UnsetType) -> str | None:
-    return error.message if isinstance(error, Failure) else None
+def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows as an Arrow table, read back from JSON lines: pa.array and pa.table import pandas
+    (0.3 s and 40 MB for every process that ingests) to check what they are given."""
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    table = pj.read_json(io.BytesIO(_LINES.encode_lines(rows)), parse_options=options)
+    for name in ("started", "ended", "clock"):  # JSON has no timestamps: read as int64
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(i).cast(TS))
+    return table
+
+
+def _int64s(values: np.ndarray[Any, Any]) -> pa.Array:
+    """A numpy int64 array as an Arrow one, without pa.array (see ``_table``)."""
+    values = np.ascontiguousarray(values, np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def _clock_ns(iso: str) -> int:
@@ -110,63 +186,66 @@ class Ingest:
             self._insert("records", self._records_table(runs))
 
     def _runs_table(self) -> pa.Table:
-        runs, blocks = self.runs, [e["block"] for _, e in self.places]
-        return pa.table(
+        images = self._images(self.runs)
+        rows = [
             {
-                "seq": pa.array([e["seq"] for _, e in self.places], pa.int64()),
-                "run_id": pa.array([m.run_id for m in runs], pa.string()),
-                "pipeline": pa.array([m.pipeline for m in runs], pa.string()),
-                "version": pa.array([m.version for m in runs], pa.string()),
-                "status": pa.array([m.status for m in runs], pa.string()),
-                "started": pa.array([m.started_ns for m in runs], TS),
-                "ended": pa.array([m.ended_ns for m in runs], TS),
-                "clock": pa.array([_clock_ns(m.clock) for m in runs], TS),
-                "rows": pa.array([m.input.rows for m in runs], pa.int64()),
-                "record_key": pa.array([m.record_key for m in runs], pa.string()),
-                "env": pa.array([m.env for m in runs], pa.string()),
-                "image": pa.array(self._images(runs), pa.string()),
-                "error": pa.array([_message(m.error) for m in runs], pa.string()),
-                "tags": pa.array([_json(m.tags) for m in runs], pa.string()),
-                "manifest_sha256": pa.array(
-                    [e["manifest_sha256"] for _, e in self.places], pa.string()
-                ),
-                "entry_end": pa.array([end for end, _ in self.places], pa.int64()),
-                "segment": pa.array([b["segment"] for b in blocks], pa.string()),
-                "block_offset": pa.array([b["offset"] for b in blocks], pa.int64()),
-                "block_length": pa.array([b["length"] for b in blocks], pa.int64()),
-                "block_header": pa.array([b["header"] for b in blocks], pa.string()),
-                "kind": pa.array([kind_of(m.kind, m.tags) for m in runs], pa.string()),
+                "seq": e["seq"],
+                "run_id": m.run_id,
+                "pipeline": m.pipeline,
+                "version": m.version,
+                "status": m.status,
+                "started": m.started_ns,
+                "ended": m.ended_ns,
+                "clock": _clock_ns(m.clock),
+                "rows": m.input.rows,
+                "record_key": m.record_key,
+                "env": m.env,
+                "image": images[m.env],
+                "error": m.error.message if isinstance(m.error, Failure) else None,
+                "tags": _json(m.tags),
+                "manifest_sha256": e["manifest_sha256"],
+                "entry_end": end,
+                "segment": e["block"]["segment"],
+                "block_offset": e["block"]["offset"],
+                "block_length": e["block"]["length"],
+                "block_header": e["block"]["header"],
+                "kind": kind_of(m.kind, m.tags),
             }
-        )
+            for (end, e), m in zip(self.places, self.runs, strict=True)
+        ]
+        return _table(rows, RUNS)
 
     def _steps_table(self) -> pa.Table:
-        steps = [(m.run_id, i, s) for m in self.runs for i, s in enumerate(m.steps)]
-        return pa.table(
+        rows = [
             {
-                "run_id": pa.array([r for r, _, _ in steps], pa.string()),
-                "idx": pa.array([i for _, i, _ in steps], pa.int32()),
-                "step": pa.array([s.name for _, _, s in steps], pa.string()),
-                "inputs": pa.array([s.inputs for _, _, s in steps], pa.list_(pa.string())),
-                "output": pa.array([s.output for _, _, s in steps], pa.string()),
-                "rows": pa.array([s.rows for _, _, s in steps], pa.int64()),
-                "duration_ms": pa.array([s.duration_ns / 1e6 for _, _, s in steps], pa.float64()),
-                "seeds": pa.array([_json(s.seeds) for _, _, s in steps], pa.string()),
-                "calls": pa.array([s.calls for _, _, s in steps], pa.int32()),
+                "run_id": m.run_id,
+                "idx": idx,
+                "step": s.name,
+                "inputs": s.inputs,
+                "output": s.output,
+                "rows": s.rows,
+                "duration_ms": s.duration_ns / 1e6,
+                "seeds": _json(s.seeds),
+                "calls": s.calls,
             }
-        )
+            for m in self.runs
+            for idx, s in enumerate(m.steps)
+        ]
+        return _table(rows, STEPS)
 
     def _records_table(self, runs: pa.Table) -> pa.Table:
         counts = np.array(self.keys.counts, np.int64)
-        which = pa.array(np.repeat(np.array(self.keys.runs, np.int64), counts))
+        which = _int64s(np.repeat(np.array(self.keys.runs, np.int64), counts))
         starts = np.repeat(np.cumsum(counts) - counts, counts)
-        return pa.table(
-            {
-                "key": pa.chunked_array(self.keys.arrays, pa.string()),
-                "run_id": runs["run_id"].take(which),
-                "pipeline": runs["pipeline"].take(which),
-                "clock": runs["clock"].take(which),
-                "row": np.arange(len(starts), dtype=np.int64) - starts,
-            }
+        return pa.Table.from_arrays(
+            [
+                pa.chunked_array(self.keys.arrays, pa.string()),
+                runs["run_id"].take(which),
+                runs["pipeline"].take(which),
+                runs["clock"].take(which),
+                _int64s(np.arange(len(starts), dtype=np.int64) - starts),
+            ],
+            names=["key", "run_id", "pipeline", "clock", "row"],
         )
 
     def _insert(self, table: str, rows: pa.Table) -> None:
@@ -178,14 +257,14 @@ class Ingest:
         finally:
             self.con.unregister("_ingest")
 
-    def _images(self, runs: list[Indexed]) -> list[str]:
-        """Each run's image, from its environment (which is indexed once)."""
+    def _images(self, runs: list[Indexed]) -> dict[str, str]:
+        """The image of each environment of these runs (each indexed once)."""
         images = {}
         for env in {m.env for m in runs}:
             fp = decode(Environment, self.store.get_object(env), env)
             images[env] = fp.image.digest
             self._insert_environment(env, fp)
-        return [images[m.env] for m in runs]
+        return images
 
     def _insert_environment(self, env: str, fp: Environment) -> None:
         if self.con.execute("select 1 from environments where env = ?", [env]).fetchall():
@@ -229,8 +308,8 @@ class Ingest:
                 for c in spec.components()
                 if c.kind != "module"  # a module's source is part of its step's code
             ]
-        if rows:  # every row names every column: from_pylist takes the first row's
-            self._insert("components", pa.Table.from_pylist(rows))
+        if rows:
+            self._insert("components", _table(rows, COMPONENTS))
 
     def _note_unindexed(self) -> None:
         for run, why in self.keys.failed:
