@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from datetime import datetime
@@ -12,10 +11,11 @@ import duckdb
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 from msgspec import UNSET, Struct, UnsetType
 
-from replay.catalog.keys import Keys
+from replay.catalog.keys import POOL, Keys
 from replay.core.kinds import kind_of
 from replay.core.manifest import Environment, Failure, Spec, StepRecord, decode
 from replay.store.segments import Block
@@ -121,15 +121,20 @@ def _json(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True) if value else "{}"
 
 
-def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Rows as an Arrow table, read back from JSON lines: pa.array and pa.table import pandas
+def _append(lines: bytearray, row: dict[str, Any]) -> None:
+    _LINES.encode_into(row, lines, -1)
+    lines += b"\n"
+
+
+def _table(lines: bytes | bytearray, schema: pa.Schema) -> pa.Table:
+    """Rows as an Arrow table, read from JSON lines: pa.array and pa.table import pandas
     (0.3 s and 40 MB for every process that ingests) to check what they are given."""
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
-    table = pj.read_json(io.BytesIO(_LINES.encode_lines(rows)), parse_options=options)
+    table = pj.read_json(pa.BufferReader(lines), parse_options=options, memory_pool=POOL)
     for name in ("started", "ended", "clock"):  # JSON has no timestamps: read as int64
         if name in table.column_names:
             i = table.column_names.index(name)
-            table = table.set_column(i, name, table.column(i).cast(TS))
+            table = table.set_column(i, name, pc.cast(table.column(i), TS, memory_pool=POOL))
     return table
 
 
@@ -145,79 +150,62 @@ def _clock_ns(iso: str) -> int:
 
 
 class Ingest:
-    """One batch of runs, gathered column by column and written in one go (``write``)."""
+    """One batch of runs, each turned into its rows as it is added (JSON lines, the smallest
+    form to hold them in) and written in one go (``write``)."""
 
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection) -> None:
         self.store = store
         self.con = con
-        self.runs: list[Indexed] = []
-        self.places: list[tuple[int, dict[str, Any]]] = []  # each run's entry and its end
+        self.named: list[tuple[str, str | None]] = []  # each run's id and record key
+        self.runs = bytearray()  # the rows of the runs table
+        self.steps = bytearray()  # and of the steps table
         self.keys = Keys()
+        self.versions: dict[str, str] = {}
+        self.envs: dict[str, Environment] = {}
         self.end = 0
 
     @property
     def empty(self) -> bool:
-        return not self.runs
+        return not self.named
 
     @property
     def full(self) -> bool:
-        return len(self.runs) >= BATCH or self.keys.rows >= BATCH_ROWS
+        return len(self.named) >= BATCH or self.keys.rows >= BATCH_ROWS
 
     def add(self, end: int, entry: dict[str, Any], block: Block, body: bytes) -> None:
         """A run, from its ledger entry (ending at byte ``end``), its block and its manifest's
         bytes."""
-        run = decode(Indexed, body, f"manifest of run {entry['run_id']}")
-        if run.record_key:
-            self.keys.add(block, len(self.runs), run.run_id, run.record_key)
-        self.runs.append(run)
-        self.places.append((end, entry))
-        self.end = end
-
-    def write(self) -> None:
-        self.keys.finish()
-        runs = self._runs_table()
-        self._insert("runs", runs)
-        steps = self._steps_table()
-        if steps.num_rows:
-            self._insert("steps", steps)
-        self._insert_components()
-        self._note_unindexed()
-        if self.keys.arrays:
-            self._insert("records", self._records_table(runs))
-
-    def _runs_table(self) -> pa.Table:
-        images = self._images(self.runs)
-        rows = [
-            {
-                "seq": e["seq"],
-                "run_id": m.run_id,
-                "pipeline": m.pipeline,
-                "version": m.version,
-                "status": m.status,
-                "started": m.started_ns,
-                "ended": m.ended_ns,
-                "clock": _clock_ns(m.clock),
-                "rows": m.input.rows,
-                "record_key": m.record_key,
-                "env": m.env,
-                "image": images[m.env],
-                "error": m.error.message if isinstance(m.error, Failure) else None,
-                "tags": _json(m.tags),
-                "manifest_sha256": e["manifest_sha256"],
-                "entry_end": end,
-                "segment": e["block"]["segment"],
-                "block_offset": e["block"]["offset"],
-                "block_length": e["block"]["length"],
-                "block_header": e["block"]["header"],
-                "kind": kind_of(m.kind, m.tags),
-            }
-            for (end, e), m in zip(self.places, self.runs, strict=True)
-        ]
-        return _table(rows, RUNS)
-
-    def _steps_table(self) -> pa.Table:
-        rows = [
-            {
+        m = decode(Indexed, body, f"manifest of run {entry['run_id']}")
+        if m.record_key:
+            self.keys.add(block, len(self.named), m.run_id, m.record_key)
+        self.named.append((m.run_id, m.record_key))
+        place = entry["block"]
+        row = {
+            "seq": entry["seq"],
+            "run_id": m.run_id,
+            "pipeline": m.pipeline,
+            "version": m.version,
+            "status": m.status,
+            "started": m.started_ns,
+            "ended": m.ended_ns,
+            "clock": _clock_ns(m.clock),
+            "rows": m.input.rows,
+            "record_key": m.record_key,
+            "env": m.env,
+            "image": self._environment(m.env).image.digest,
+            "error": m.error.message if isinstance(m.error, Failure) else None,
+            "tags": _json(m.tags),
+            "manifest_sha256": entry["manifest_sha256"],
+            "entry_end": end,
+            "segment": place["segment"],
+            "block_offset": place["offset"],
+            "block_length": place["length"],
+            "block_header": place["header"],
+            "kind": kind_of(m.kind, m.tags),
+        }
+        _append(self.runs, row)
+        for idx, s in enumerate(m.steps):
+            step = {
                 "run_id": m.run_id,
                 "idx": idx,
                 "step": s.name,
@@ -228,10 +216,27 @@ class Ingest:
                 "seeds": _json(s.seeds),
                 "calls": s.calls,
             }
-            for m in self.runs
-            for idx, s in enumerate(m.steps)
-        ]
-        return _table(rows, STEPS)
+            _append(self.steps, step)
+        self.versions[m.version] = m.pipeline
+        self.end = end
+
+    def _environment(self, env: str) -> Environment:
+        if env not in self.envs:
+            self.envs[env] = decode(Environment, self.store.get_object(env), env)
+        return self.envs[env]
+
+    def write(self) -> None:
+        self.keys.finish()
+        for env, fp in self.envs.items():
+            self._insert_environment(env, fp)
+        runs = _table(self.runs, RUNS)
+        self._insert("runs", runs)
+        if self.steps:
+            self._insert("steps", _table(self.steps, STEPS))
+        self._insert_components()
+        self._note_unindexed()
+        if self.keys.arrays:
+            self._insert("records", self._records_table(runs))
 
     def _records_table(self, runs: pa.Table) -> pa.Table:
         counts = np.array(self.keys.counts, np.int64)
@@ -251,20 +256,11 @@ class Ingest:
     def _insert(self, table: str, rows: pa.Table) -> None:
         # One chunk: DuckDB scans a table of thousands of one-row chunks slowly and keeps
         # far more memory for it (10k runs' records: 1.1 s and 635 MiB against 0.1 s, 253).
-        self.con.register("_ingest", rows.combine_chunks())
+        self.con.register("_ingest", rows.combine_chunks(memory_pool=POOL))
         try:
             self.con.execute(f"insert into {table} by name select * from _ingest")
         finally:
             self.con.unregister("_ingest")
-
-    def _images(self, runs: list[Indexed]) -> dict[str, str]:
-        """The image of each environment of these runs (each indexed once)."""
-        images = {}
-        for env in {m.env for m in runs}:
-            fp = decode(Environment, self.store.get_object(env), env)
-            images[env] = fp.image.digest
-            self._insert_environment(env, fp)
-        return images
 
     def _insert_environment(self, env: str, fp: Environment) -> None:
         if self.con.execute("select 1 from environments where env = ?", [env]).fetchall():
@@ -285,7 +281,7 @@ class Ingest:
 
     def _insert_components(self) -> None:
         rows: list[dict[str, Any]] = []
-        for version, pipeline in {m.version: m.pipeline for m in self.runs}.items():
+        for version, pipeline in self.versions.items():
             if self.con.execute(
                 "select 1 from components where version = ? limit 1", [version]
             ).fetchall():
@@ -309,14 +305,14 @@ class Ingest:
                 if c.kind != "module"  # a module's source is part of its step's code
             ]
         if rows:
-            self._insert("components", _table(rows, COMPONENTS))
+            self._insert("components", _table(_LINES.encode_lines(rows), COMPONENTS))
 
     def _note_unindexed(self) -> None:
         for run, why in self.keys.failed:
-            m = self.runs[run]
+            run_id, key = self.named[run]
             warnings.warn(
                 CatalogWarning(
-                    f"run {m.run_id}: record key {m.record_key!r} not indexed ({why}); "
+                    f"run {run_id}: record key {key!r} not indexed ({why}); "
                     "`replay find` will not find its records"
                 ),
                 stacklevel=5,
@@ -325,5 +321,5 @@ class Ingest:
             # rows of this run, rather than taking their absence for an edited catalog.
             self.con.execute(
                 "insert or replace into meta values (?, ?)",
-                [UNINDEXED + m.run_id, "record keys not indexed"],
+                [UNINDEXED + run_id, "record keys not indexed"],
             )

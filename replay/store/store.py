@@ -172,7 +172,12 @@ class Store:
         return lookup.entries(self, runs, ends or {})
 
     def block(self, ref: dict[str, Any]) -> Block:
-        block_ref = BlockRef(**ref)
+        try:
+            block_ref = BlockRef(**ref)
+        except TypeError:  # a changed byte in a field name
+            raise CorruptionError(
+                str(self.ledger.path), f"a ledger entry names no block ({ref!r})"
+            ) from None
         if "/" in block_ref.segment or block_ref.segment.startswith("."):
             raise StoreError(f"segment name {block_ref.segment!r} is not a plain file name")
         return Block(self.fs, block_ref)
