@@ -21,7 +21,7 @@ JOIN_BELOW = 64 * 1024  # a stream's bytes
 HELD_BYTES = 32 << 20  # the bytes of streams held for joining, at most
 
 # The catalog's Arrow data is short-lived batch after batch: malloc gives it back where
-# Arrow's default pool (mimalloc) keeps it (a reindex of 100k runs: 237 MB peak against 281).
+# Arrow's default pool (mimalloc) keeps it (a reindex of 100k runs: 247 MB peak against 281).
 POOL = pa.system_memory_pool()
 
 Member = tuple[int, int, int]  # a run (its index in the batch), its input's first row, rows
@@ -64,8 +64,7 @@ class Keys:
         data = block.part(part)
         split = _split(data) if len(data) < JOIN_BELOW else None
         if split is None:
-            column = block.part_table(part).column(key)
-            self._keep([column.slice(row, n).combine_chunks()], [(run, row, n)])
+            self._keep_rows(block.part_table(part).column(key), (run, row, n))
             return
         head, body = split
         self._held.setdefault((head, key), []).append((body, (run, row, n)))
@@ -93,15 +92,17 @@ class Keys:
         ):
             self._keep(chunks, members)
             return
-        for body, (run, row, n) in streams:
-            column = pa.ipc.open_stream(head + body + EOS, memory_pool=POOL).read_all().column(key)
-            self._keep([column.slice(row, n).combine_chunks()], [(run, row, n)])
+        for body, member in streams:
+            alone = pa.ipc.open_stream(head + body + EOS, memory_pool=POOL).read_all()
+            self._keep_rows(alone.column(key), member)
+
+    def _keep_rows(self, column: pa.ChunkedArray, member: Member) -> None:
+        _, row, n = member
+        self._keep([column.slice(row, n).combine_chunks()], [member])
 
     def _keep(self, values: list[pa.Array], members: list[Member]) -> None:
-        try:
-            self._append(
-                as_keys(pa.concat_arrays(values, memory_pool=POOL)), members
-            )  # one cast for many
+        try:  # one cast for many runs
+            self._append(as_keys(pa.concat_arrays(values, memory_pool=POOL)), members)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             if len(members) > 1:
                 for value, member in zip(values, members, strict=True):
