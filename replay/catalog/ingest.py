@@ -2,27 +2,87 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 import duckdb
+import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+from msgspec import UNSET, Struct, UnsetType
 
+from replay.catalog.keys import POOL, Keys
 from replay.core.kinds import kind_of
-from replay.core.manifest import Environment, Spec, decode
-from replay.core.pipeline import INPUT
+from replay.core.manifest import Environment, Failure, Spec, StepRecord, decode
+from replay.store.segments import Block
 from replay.store.store import Store
 
-BATCH = 20_000
+BATCH = 5_000  # runs a transaction (20,000: a reindex of 1M runs peaks 30+ MB higher)
+BATCH_ROWS = 250_000  # or record keys: what a batch holds in memory is bounded
 TS = pa.timestamp("ns", tz="UTC")
-
-
-Member = tuple[dict[str, Any], int, int]  # a run, the first row of its input, its rows
+_LINES = msgspec.json.Encoder()
+_S, _I = pa.string(), pa.int64()
+# The catalog's tables as Arrow reads them from JSON lines (timestamps as int64 ns).
+RUNS = pa.schema(
+    [
+        ("seq", _I),
+        ("run_id", _S),
+        ("pipeline", _S),
+        ("version", _S),
+        ("status", _S),
+        ("started", _I),
+        ("ended", _I),
+        ("clock", _I),
+        ("rows", _I),
+        ("record_key", _S),
+        ("env", _S),
+        ("image", _S),
+        ("error", _S),
+        ("tags", _S),
+        ("manifest_sha256", _S),
+        ("entry_end", _I),
+        ("segment", _S),
+        ("block_offset", _I),
+        ("block_length", _I),
+        ("block_header", _S),
+        ("kind", _S),
+    ]
+)
+STEPS = pa.schema(
+    [
+        ("run_id", _S),
+        ("idx", pa.int32()),
+        ("step", _S),
+        ("inputs", pa.list_(_S)),
+        ("output", _S),
+        ("rows", _I),
+        ("duration_ms", pa.float64()),
+        ("seeds", _S),
+        ("calls", pa.int32()),
+    ]
+)
+COMPONENTS = pa.schema(
+    [
+        (n, _S)
+        for n in (
+            "version",
+            "pipeline",
+            "step",
+            "kind",
+            "name",
+            "digest",
+            "path",
+            "dvc_repo",
+            "dvc_rev",
+            "dvc_md5",
+            "dvc_remote",
+        )
+    ]
+)
 
 
 UNINDEXED = "unindexed:"  # meta key prefix of a run whose record keys have no text
@@ -33,37 +93,55 @@ class CatalogWarning(UserWarning):
     the run is listed, its records are not."""
 
 
-def _as_keys(column: pa.Array) -> pa.Array:
-    keys = column.cast(pa.string())
-    keys.validate(full=True)  # a string cast from a string is not checked for UTF-8
-    return keys
+class _Input(Struct, frozen=True):
+    rows: int
 
 
-def _keys(column: pa.ChunkedArray, members: list[Member]) -> tuple[list[Member], pa.Array]:
-    """The record keys of these runs as text, and the runs they are of: a run whose keys
-    have no text, or whose text is not UTF-8, is left out with a CatalogWarning."""
-    slices = [column.slice(row, n).combine_chunks() for _, row, n in members]
-    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return members, _as_keys(pa.concat_arrays(slices))  # one cast for a whole block
-    kept, keys = [], []
-    for member, values in zip(members, slices, strict=True):
-        try:
-            keys.append(_as_keys(values))
-            kept.append(member)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            why = (
-                "its bytes are not UTF-8"
-                if isinstance(exc, pa.ArrowInvalid)
-                else f"its type {column.type} has no text form"
-            )
-            warnings.warn(
-                CatalogWarning(
-                    f"run {member[0]['run_id']}: record key {member[0]['key']!r} not indexed "
-                    f"({why}); `replay find` will not find its records"
-                ),
-                stacklevel=2,
-            )
-    return kept, pa.concat_arrays(keys) if keys else pa.array([], pa.string())
+class Indexed(Struct, frozen=True):
+    """The fields of a manifest (replay.core.manifest.Manifest) the catalog indexes: decoding
+    only these is several times faster than the whole manifest."""
+
+    run_id: str
+    pipeline: str
+    version: str
+    status: str
+    started_ns: int
+    ended_ns: int
+    clock: str
+    input: _Input
+    env: str
+    steps: list[StepRecord]
+    record_key: str | None = None
+    tags: dict[str, str] = {}
+    kind: str | UnsetType = UNSET
+    error: Failure | UnsetType = UNSET
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True) if value else "{}"
+
+
+def _append(lines: bytearray, row: dict[str, Any]) -> None:
+    _LINES.encode_into(row, lines, -1)
+    lines += b"\n"
+
+
+def _table(lines: bytes | bytearray, schema: pa.Schema) -> pa.Table:
+    """Rows as an Arrow table, read from JSON lines: pa.array and pa.table import pandas
+    (0.3 s and 40 MB for every process that ingests) to check what they are given."""
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    table = pj.read_json(pa.BufferReader(lines), parse_options=options, memory_pool=POOL)
+    for name in ("started", "ended", "clock"):  # JSON has no timestamps: read as int64
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, pc.cast(table.column(i), TS, memory_pool=POOL))
+    return table
+
+
+def _int64s(values: np.ndarray[Any, Any]) -> pa.Array:
+    """A numpy int64 array as an Arrow one, without pa.array (see ``_table``)."""
+    values = np.ascontiguousarray(values, np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def _clock_ns(iso: str) -> int:
@@ -72,110 +150,117 @@ def _clock_ns(iso: str) -> int:
 
 
 class Ingest:
+    """One batch of runs, each turned into its rows as it is added (JSON lines, the smallest
+    form to hold them in) and written in one go (``write``)."""
+
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection) -> None:
         self.store = store
         self.con = con
-        self.runs: list[dict[str, Any]] = []
-        self.steps: list[dict[str, Any]] = []
-        self.blocks: dict[tuple[str, int], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        self.named: list[tuple[str, str | None]] = []  # each run's id and record key
+        self.runs = bytearray()  # the rows of the runs table
+        self.steps = bytearray()  # and of the steps table
+        self.keys = Keys()
         self.versions: dict[str, str] = {}
-        self.envs: set[str] = set()
+        self.envs: dict[str, Environment] = {}
         self.end = 0
 
     @property
     def empty(self) -> bool:
-        return not self.runs
+        return not self.named
 
     @property
     def full(self) -> bool:
-        return len(self.runs) >= BATCH
+        return len(self.named) >= BATCH or self.keys.rows >= BATCH_ROWS
 
-    def add(self, entry: dict[str, Any], end: int) -> None:
-        m, block = entry["manifest"], entry["block"]
-        clock = _clock_ns(m["clock"])
-        self.runs.append(
-            {
-                "seq": entry["seq"],
-                "run_id": m["run_id"],
-                "pipeline": m["pipeline"],
-                "version": m["version"],
-                "status": m["status"],
-                "started": m["started_ns"],
-                "ended": m["ended_ns"],
-                "clock": clock,
-                "rows": m["input"]["rows"],
-                "record_key": m.get("record_key"),
-                "env": m["env"],
-                "error": (m.get("error") or {}).get("message"),
-                "tags": json.dumps(m.get("tags") or {}, sort_keys=True),
-                "manifest_sha256": entry["manifest_sha256"],
-                "entry_end": end,
-                "segment": block["segment"],
-                "block_offset": block["offset"],
-                "block_length": block["length"],
-                "block_header": block["header"],
-                "kind": kind_of(m.get("kind"), m.get("tags")),
+    def add(self, end: int, entry: dict[str, Any], block: Block, body: bytes) -> None:
+        """A run, from its ledger entry (ending at byte ``end``), its block and its manifest's
+        bytes."""
+        m = decode(Indexed, body, f"manifest of run {entry['run_id']}")
+        if m.record_key:
+            self.keys.add(block, len(self.named), m.run_id, m.record_key)
+        self.named.append((m.run_id, m.record_key))
+        place = entry["block"]
+        row = {
+            "seq": entry["seq"],
+            "run_id": m.run_id,
+            "pipeline": m.pipeline,
+            "version": m.version,
+            "status": m.status,
+            "started": m.started_ns,
+            "ended": m.ended_ns,
+            "clock": _clock_ns(m.clock),
+            "rows": m.input.rows,
+            "record_key": m.record_key,
+            "env": m.env,
+            "image": self._environment(m.env).image.digest,
+            "error": m.error.message if isinstance(m.error, Failure) else None,
+            "tags": _json(m.tags),
+            "manifest_sha256": entry["manifest_sha256"],
+            "entry_end": end,
+            "segment": place["segment"],
+            "block_offset": place["offset"],
+            "block_length": place["length"],
+            "block_header": place["header"],
+            "kind": kind_of(m.kind, m.tags),
+        }
+        _append(self.runs, row)
+        for idx, s in enumerate(m.steps):
+            step = {
+                "run_id": m.run_id,
+                "idx": idx,
+                "step": s.name,
+                "inputs": s.inputs,
+                "output": s.output,
+                "rows": s.rows,
+                "duration_ms": s.duration_ns / 1e6,
+                "seeds": _json(s.seeds),
+                "calls": s.calls,
             }
-        )
-        for idx, s in enumerate(m["steps"]):
-            self.steps.append(
-                {
-                    "run_id": m["run_id"],
-                    "idx": idx,
-                    "step": s["name"],
-                    "inputs": s["inputs"],
-                    "output": s["output"],
-                    "rows": s["rows"],
-                    "duration_ms": s["duration_ns"] / 1e6,
-                    "seeds": json.dumps(s["seeds"], sort_keys=True),
-                    "calls": s["calls"],
-                }
-            )
-        if m.get("record_key"):
-            key = (block["segment"], block["offset"])
-            self.blocks.setdefault(key, (block, []))[1].append(
-                {
-                    "run_id": m["run_id"],
-                    "key": m["record_key"],
-                    "pipeline": m["pipeline"],
-                    "clock": clock,
-                }
-            )
-        self.versions[m["version"]] = m["pipeline"]
-        self.envs.add(m["env"])
+            _append(self.steps, step)
+        self.versions[m.version] = m.pipeline
         self.end = end
 
+    def _environment(self, env: str) -> Environment:
+        if env not in self.envs:
+            self.envs[env] = decode(Environment, self.store.get_object(env), env)
+        return self.envs[env]
+
     def write(self) -> None:
-        self._insert("runs", self._with_images(pa.Table.from_pylist(self.runs)))
+        self.keys.finish()
+        for env, fp in self.envs.items():
+            self._insert_environment(env, fp)
+        runs = _table(self.runs, RUNS)
+        self._insert("runs", runs)
         if self.steps:
-            self._insert("steps", pa.Table.from_pylist(self.steps))
+            self._insert("steps", _table(self.steps, STEPS))
         self._insert_components()
-        records = [t for block, runs in self.blocks.values() for t in self._records(block, runs)]
-        if records:
-            self._insert("records", pa.concat_tables(records))
+        self._note_unindexed()
+        if self.keys.arrays:
+            self._insert("records", self._records_table(runs))
+
+    def _records_table(self, runs: pa.Table) -> pa.Table:
+        counts = np.array(self.keys.counts, np.int64)
+        which = _int64s(np.repeat(np.array(self.keys.runs, np.int64), counts))
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        return pa.Table.from_arrays(
+            [
+                pa.chunked_array(self.keys.arrays, pa.string()),
+                runs["run_id"].take(which),
+                runs["pipeline"].take(which),
+                runs["clock"].take(which),
+                _int64s(np.arange(len(starts), dtype=np.int64) - starts),
+            ],
+            names=["key", "run_id", "pipeline", "clock", "row"],
+        )
 
     def _insert(self, table: str, rows: pa.Table) -> None:
-        for name in ("started", "ended", "clock"):
-            if name in rows.column_names:
-                i = rows.column_names.index(name)
-                rows = rows.set_column(i, name, rows.column(name).cast(pa.int64()).cast(TS))
         # One chunk: DuckDB scans a table of thousands of one-row chunks slowly and keeps
         # far more memory for it (10k runs' records: 1.1 s and 635 MiB against 0.1 s, 253).
-        self.con.register("_ingest", rows.combine_chunks())
+        self.con.register("_ingest", rows.combine_chunks(memory_pool=POOL))
         try:
             self.con.execute(f"insert into {table} by name select * from _ingest")
         finally:
             self.con.unregister("_ingest")
-
-    def _with_images(self, runs: pa.Table) -> pa.Table:
-        images = {}
-        for env in self.envs:
-            fp = decode(Environment, self.store.get_object(env), env)
-            images[env] = fp.image.digest
-            self._insert_environment(env, fp)
-        return runs.append_column(
-            "image", pa.array([images[e] for e in runs["env"].to_pylist()], pa.string())
-        )
 
     def _insert_environment(self, env: str, fp: Environment) -> None:
         if self.con.execute("select 1 from environments where env = ?", [env]).fetchall():
@@ -219,45 +304,22 @@ class Ingest:
                 for c in spec.components()
                 if c.kind != "module"  # a module's source is part of its step's code
             ]
-        if rows:  # every row names every column: from_pylist takes the first row's
-            self._insert("components", pa.Table.from_pylist(rows))
+        if rows:
+            self._insert("components", _table(_LINES.encode_lines(rows), COMPONENTS))
 
-    def _note_unindexed(self, run_ids: Any) -> None:
-        # So that a check of the catalog's own counts (catalogcheck) expects no records rows
-        # of these runs, rather than taking their absence for an edited catalog.
-        for run_id in run_ids:
+    def _note_unindexed(self) -> None:
+        for run, why in self.keys.failed:
+            run_id, key = self.named[run]
+            warnings.warn(
+                CatalogWarning(
+                    f"run {run_id}: record key {key!r} not indexed ({why}); "
+                    "`replay find` will not find its records"
+                ),
+                stacklevel=5,
+            )
+            # So that a check of the catalog's own counts (catalogcheck) expects no records
+            # rows of this run, rather than taking their absence for an edited catalog.
             self.con.execute(
                 "insert or replace into meta values (?, ?)",
                 [UNINDEXED + run_id, "record keys not indexed"],
             )
-
-    def _records(self, block_ref: dict[str, Any], runs: list[dict[str, Any]]) -> list[pa.Table]:
-        block = self.store.block(block_ref)
-        by_part: dict[int, list[Member]] = defaultdict(list)
-        for run in runs:
-            part, row, n = block.kinds(run["run_id"])[INPUT]
-            by_part[part].append((run, row, n))
-        out = []
-        for part, members in by_part.items():
-            table = block.part_table(part)
-            for key in {m[0]["key"] for m in members}:
-                wanted = [m for m in members if m[0]["key"] == key]
-                sel, keys = _keys(table.column(key), wanted)
-                self._note_unindexed(m[0]["run_id"] for m in wanted if m not in sel)
-                if not sel:
-                    continue
-                counts = [n for _, _, n in sel]
-                out.append(
-                    pa.table(
-                        {
-                            "key": keys,
-                            "run_id": np.repeat([m[0]["run_id"] for m in sel], counts),
-                            "pipeline": np.repeat([m[0]["pipeline"] for m in sel], counts),
-                            "clock": np.repeat(
-                                np.array([m[0]["clock"] for m in sel], np.int64), counts
-                            ),
-                            "row": np.concatenate([np.arange(n, dtype=np.int64) for n in counts]),
-                        }
-                    )
-                )
-        return out

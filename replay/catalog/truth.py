@@ -121,7 +121,7 @@ def _indexes_this_ledger(store: Store, meta: dict[str, str]) -> bool:
 def check_catalog(store: Store) -> int:
     """Compare the catalog with the ledger and blocks; raise CorruptionError naming the
     catalog file and the first row that disagrees. Returns the number of runs compared."""
-    from replay.catalog.ingest import _as_keys
+    from replay.catalog.keys import as_keys
 
     catalog = Catalog(store)
     where = str(catalog.path)
@@ -172,7 +172,7 @@ def check_catalog(store: Store) -> int:
                 block = opened[1]
                 part, first, n = block.kinds(run_id)[INPUT]
                 try:
-                    held = _as_keys(
+                    held = as_keys(
                         block.part_table(part).column(record_key).slice(first, n).combine_chunks()
                     ).to_pylist()
                 except Exception:  # keys the catalog cannot index (see CatalogWarning)

@@ -182,7 +182,7 @@ class Ledger:
                     return  # a torn tail: not committed
                 pos += len(line)
                 try:
-                    yield pos, json.loads(line)
+                    yield pos, orjson.loads(line)
                 except ValueError:
                     raise CorruptionError(
                         str(self.path), f"entry ending at byte {pos} is not JSON"

@@ -29,8 +29,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import json
 import struct
+import threading
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -38,6 +38,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import zstandard
 
@@ -340,7 +341,7 @@ class Block:
             raise CorruptionError(
                 str(path), f"block header at {ref.offset} does not match its ledger entry"
             )
-        parsed = json.loads(header)
+        parsed = orjson.loads(header)
         self._data_start = 8 + hlen
         self._verified: set[int] = set()
         self.raw: pa.Buffer | None = None  # a compressed block's uncompressed bytes
@@ -354,15 +355,13 @@ class Block:
             if indexed and sha256(memoryview(packed)) != parsed["sha256"]:
                 raise CorruptionError(str(path), f"block at {ref.offset} does not match its digest")
             self.dictionary = "dict" in parsed
-            zdict = (
+            decompressor = (
                 _dictionary(fs, BlockRef(ref.segment, **parsed["dict"]))
                 if self.dictionary
-                else None
+                else _PLAIN
             )
             try:
-                raw = zstandard.ZstdDecompressor(dict_data=zdict).decompress(
-                    packed, max_output_size=parsed["size"]
-                )
+                raw = decompressor.zstd.decompress(packed, max_output_size=parsed["size"])
             except zstandard.ZstdError as exc:
                 raise CorruptionError(
                     str(path), f"block at {ref.offset} does not decompress ({exc})"
@@ -371,7 +370,7 @@ class Block:
             self._data_start = 0
             if indexed:
                 (ilen,) = _LEN.unpack(self._buf.slice(0, 4).to_pybytes())
-                parsed = json.loads(self._buf.slice(4, ilen).to_pybytes())
+                parsed = orjson.loads(memoryview(self._buf.slice(4, ilen)))
                 self._data_start = 4 + ilen
                 self._verified = set(range(len(parsed["parts"])))
         self._parts: list[list[Any]] = parsed["parts"]
@@ -444,11 +443,22 @@ class Block:
         return bytes(self.part(idx).to_pybytes())
 
 
+class _Decompressor(threading.local):
+    """A zstd decompressor, one for each thread: one is not thread-safe, and making one
+    costs about as much as decompressing a small block."""
+
+    def __init__(self, zdict: zstandard.ZstdCompressionDict | None = None) -> None:
+        self.zstd = zstandard.ZstdDecompressor(dict_data=zdict)
+
+
+_PLAIN = _Decompressor()
+
+
 @functools.lru_cache(maxsize=64)
-def _dictionary(fs: StoreFS, ref: BlockRef) -> zstandard.ZstdCompressionDict:
-    """The dictionary a block names: the uncompressed bytes of an earlier block of its log,
-    itself verified and compressed without one."""
+def _dictionary(fs: StoreFS, ref: BlockRef) -> _Decompressor:
+    """The decompressor of the dictionary a block names: the uncompressed bytes of an
+    earlier block of its log, itself verified and compressed without one."""
     primer = Block(fs, ref)
     if primer.raw is None or primer.dictionary:
         raise CorruptionError(str(primer.path), f"block at {ref.offset} is not a dictionary")
-    return _raw_dict(primer.raw.to_pybytes())
+    return _Decompressor(_raw_dict(primer.raw.to_pybytes()))

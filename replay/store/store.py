@@ -143,20 +143,25 @@ class Store:
     def entries(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
         """Committed entries from byte ``offset`` of the ledger, each with its manifest
         (read from its block and checked against the digest the entry names)."""
+        for pos, entry, _, body in self.manifests(offset):
+            yield pos, {**entry, "manifest": json.loads(body)}
+
+    def manifests(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any], Block, bytes]]:
+        """Committed entries from byte ``offset``, each with its block (opened once for the
+        entries of one block in a row) and its manifest's bytes, checked against the entry."""
         block: Block | None = None
         key: tuple[str, int] | None = None
         for pos, entry in self.ledger.read(offset):
             ref = entry["block"]
-            if key != (ref["segment"], ref["offset"]):
+            if block is None or key != (ref["segment"], ref["offset"]):
                 block, key = self.block(ref), (ref["segment"], ref["offset"])
-            assert block is not None
             body = block.blob(entry["run_id"], "manifest")
             if sha256(body) != entry["manifest_sha256"]:
                 raise CorruptionError(
                     str(block.path),
                     f"the manifest of run {entry['run_id']} does not match its ledger entry",
                 )
-            yield pos, {**entry, "manifest": json.loads(body)}
+            yield pos, entry, block, body
 
     def entry(self, run: str) -> dict[str, Any]:
         """The committed entry of a run named by its id or a unique prefix, from the ledger."""
@@ -170,7 +175,12 @@ class Store:
         return lookup.entries(self, runs, ends or {})
 
     def block(self, ref: dict[str, Any]) -> Block:
-        block_ref = BlockRef(**ref)
+        try:
+            block_ref = BlockRef(**ref)
+        except TypeError:  # a changed byte in a field name
+            raise CorruptionError(
+                str(self.ledger.path), f"a ledger entry names no block ({ref!r})"
+            ) from None
         if "/" in block_ref.segment or block_ref.segment.startswith("."):
             raise StoreError(f"segment name {block_ref.segment!r} is not a plain file name")
         return Block(self.fs, block_ref)
