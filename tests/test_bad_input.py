@@ -326,7 +326,8 @@ def test_a_truncated_segment_is_named_and_refused(env, tmp_path) -> None:
         CliRunner().invoke(app, ["--store", str(store), "show", env["run"], "--json"]).stdout
     )
     seg = store / "segments" / shown["run"]["segment"]
-    seg.write_bytes(seg.read_bytes()[:-10])
+    block_end = shown["run"]["block_offset"] + shown["run"]["block_length"]
+    seg.write_bytes(seg.read_bytes()[: block_end - 10])  # into the run's block
     result = CliRunner().invoke(app, ["--store", str(store), "run", env["run"]])
     assert result.exit_code == 9 and seg.name in result.stderr
 

@@ -44,6 +44,9 @@ Data = bytes | memoryview
 BOOT_ID = "/proc/sys/kernel/random/boot_id"  # Linux: a new random id at every boot
 
 
+Mapped = bytes | mmap.mmap  # a whole file to search: find, rfind, slices
+
+
 class StoreFS(Protocol):
     def __hash__(self) -> int:
         """Equal, and hashed alike, for one place (blocks read back are cached by it)."""
@@ -78,7 +81,7 @@ class StoreFS(Protocol):
         """A stream of the file from ``offset``, for reading it line by line."""
         ...
 
-    def mapped(self, path: str) -> AbstractContextManager[bytes | mmap.mmap]:
+    def mapped(self, path: str) -> AbstractContextManager[Mapped]:
         """The whole file to search (``find``, ``rfind``, slices), without copying it where
         the backend can map it; FileNotFoundError when it does not exist."""
         ...
@@ -278,7 +281,7 @@ class LocalFS:
         return f
 
     @contextmanager
-    def mapped(self, path: str) -> Iterator[bytes | mmap.mmap]:
+    def mapped(self, path: str) -> Iterator[Mapped]:
         with open(self._local(path), "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 yield b""  # an empty file cannot be mapped

@@ -14,7 +14,6 @@ Lines after the ledger's last newline are a torn write, never committed, and nev
 
 from __future__ import annotations
 
-import mmap
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from replay.errors import NotFoundError, UsageError
-from replay.store.fs import StoreFS
+from replay.store.fs import Mapped, StoreFS
 from replay.store.ledger import NAME
 
 if TYPE_CHECKING:  # the Store calls in here; only its type is needed
@@ -72,7 +71,7 @@ def line_starts(fs: StoreFS, refs: Sequence[str]) -> dict[str, list[tuple[str, i
 
 
 def _matches(
-    data: bytes | mmap.mmap, end: int, wanted: dict[bytes, str], lengths: list[int]
+    data: Mapped, end: int, wanted: dict[bytes, str], lengths: list[int]
 ) -> list[tuple[str, str, int]]:
     """(ref, run id, offset of its match) of the sought runs in ``data[:end]``."""
     out = []
