@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 from msgspec import UNSET, Struct, UnsetType
 
+from replay.catalog.index import UNINDEXED
 from replay.catalog.keys import POOL, Keys
 from replay.core.kinds import kind_of
 from replay.core.manifest import Environment, Failure, Spec, StepRecord, decode
@@ -83,9 +84,6 @@ COMPONENTS = pa.schema(
         )
     ]
 )
-
-
-UNINDEXED = "unindexed:"  # meta key prefix of a run whose record keys have no text
 
 
 class CatalogWarning(UserWarning):
