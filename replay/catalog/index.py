@@ -17,38 +17,17 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from replay.catalog.schema import DDL, SCHEMA_VERSION
 from replay.errors import CatalogError
 from replay.store.store import Store
 
 if TYPE_CHECKING:
     from replay.catalog.ingest import Ingest
 
-SCHEMA_VERSION = 2  # 2: runs.kind
-DDL = """
-create table if not exists meta (key varchar primary key, value varchar);
-create table if not exists runs (
-  seq bigint, run_id varchar, pipeline varchar, version varchar, status varchar,
-  started timestamptz, ended timestamptz, clock timestamptz, rows bigint,
-  record_key varchar, env varchar, image varchar, error varchar, tags varchar,
-  manifest_sha256 varchar, entry_end bigint, segment varchar, block_offset bigint,
-  block_length bigint, block_header varchar, kind varchar);
-create table if not exists steps (
-  run_id varchar, idx integer, step varchar, inputs varchar[], output varchar, rows bigint,
-  duration_ms double, seeds varchar, calls integer);
-create table if not exists components (
-  version varchar, pipeline varchar, step varchar, kind varchar, name varchar, digest varchar,
-  path varchar, dvc_repo varchar, dvc_rev varchar, dvc_md5 varchar, dvc_remote varchar);
-create table if not exists environments (
-  env varchar, python varchar, platform varchar, cpu varchar, numpy varchar,
-  packages integer, lock varchar, image varchar);
-create table if not exists records (
-  key varchar, run_id varchar, pipeline varchar, clock timestamptz, "row" bigint);
-"""
 # DuckDB's settings while it ingests into a catalog file, so that a reindex of any size runs
 # in bounded memory: committed pages go to the file instead of staying cached (`replay
 # reindex` of 1M runs: 270 MB peak; with DuckDB's defaults it passed 400 MB, still growing).
 INGESTING = {"memory_limit": "64MB"}
-UNINDEXED = "unindexed:"  # meta key prefix of a run whose record keys have no text
 # What a reader connection may no longer do once prepared: reach files, the network or
 # extensions (DuckDB's own switch, which also hides Python objects in scope), change a
 # setting, or undo any of this — `lock_configuration` last, since it freezes the rest.

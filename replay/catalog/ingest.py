@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 from msgspec import UNSET, Struct, UnsetType
 
-from replay.catalog.index import UNINDEXED
 from replay.catalog.keys import POOL, Keys
+from replay.catalog.schema import UNINDEXED
 from replay.core.kinds import kind_of
 from replay.core.manifest import Environment, Failure, Spec, StepRecord, decode
 from replay.store.segments import Block

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from replay.catalog.index import UNINDEXED, Catalog
+from replay.catalog.index import Catalog
+from replay.catalog.schema import UNINDEXED
 from replay.core.kinds import kind_of
 from replay.core.pipeline import INPUT
 from replay.errors import CorruptionError, NotFoundError

@@ -1,0 +1,26 @@
+"""The catalog's tables: what ingest writes, every query reads and the truth check compares."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2  # 2: runs.kind
+DDL = """
+create table if not exists meta (key varchar primary key, value varchar);
+create table if not exists runs (
+  seq bigint, run_id varchar, pipeline varchar, version varchar, status varchar,
+  started timestamptz, ended timestamptz, clock timestamptz, rows bigint,
+  record_key varchar, env varchar, image varchar, error varchar, tags varchar,
+  manifest_sha256 varchar, entry_end bigint, segment varchar, block_offset bigint,
+  block_length bigint, block_header varchar, kind varchar);
+create table if not exists steps (
+  run_id varchar, idx integer, step varchar, inputs varchar[], output varchar, rows bigint,
+  duration_ms double, seeds varchar, calls integer);
+create table if not exists components (
+  version varchar, pipeline varchar, step varchar, kind varchar, name varchar, digest varchar,
+  path varchar, dvc_repo varchar, dvc_rev varchar, dvc_md5 varchar, dvc_remote varchar);
+create table if not exists environments (
+  env varchar, python varchar, platform varchar, cpu varchar, numpy varchar,
+  packages integer, lock varchar, image varchar);
+create table if not exists records (
+  key varchar, run_id varchar, pipeline varchar, clock timestamptz, "row" bigint);
+"""
+UNINDEXED = "unindexed:"  # meta key prefix of a run whose record keys have no text
