@@ -230,9 +230,14 @@ def run(root: Path, runs: int, tmp: Path) -> None:
     )
     build(root, NEW_RUNS, prefix="N", offset=runs)
     wall, _ = cli(root, "find", f"N{runs + 5}")
-    rate = NEW_RUNS / wall
+    # The same process with nothing new to ingest: what it spends besides ingesting.
+    rest = best_of(3, lambda: cli(root, "find", f"N{runs + 5}")[0])
+    rate = NEW_RUNS / max(wall - rest, 1e-3)
     table.add(
-        f"ingest of {NEW_RUNS:,} new runs (runs/s)", f"{rate:,.0f}", ">= 50,000", rate >= 50_000
+        f"ingest of {NEW_RUNS:,} new runs (runs/s: a find after them less one with none)",
+        f"{rate:,.0f}",
+        ">= 50,000",
+        rate >= 50_000,
     )
     total += NEW_RUNS
     wall, rss = cli(root, "reindex")

@@ -13,16 +13,12 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from typing import TYPE_CHECKING
 
 import duckdb
 
 from replay.catalog.schema import DDL, SCHEMA_VERSION
 from replay.errors import CatalogError
 from replay.store.store import Store
-
-if TYPE_CHECKING:
-    from replay.catalog.ingest import Ingest
 
 # DuckDB's settings while it ingests into a catalog file, so that a reindex of any size runs
 # in bounded memory: committed pages go to the file instead of staying cached (`replay
@@ -194,36 +190,17 @@ class Catalog:
     def _ingest(self, con: duckdb.DuckDBPyConnection, offset: int, last: str | None) -> None:
         # Imported here: a query with nothing new to index (most `find`s) never pays for
         # pyarrow.compute and the rest of ingesting (~60 ms of a 0.4 s process).
-        from replay.catalog.ingest import Ingest
+        from replay.catalog.ingest import ingest
 
-        ingest = Ingest(self.store, con)
-        for pos, entry, block, body in self.store.manifests(offset):
-            if offset and last is not None and ingest.empty and entry.get("prev") != last:
-                # The ledger under us is not the one we indexed: index it afresh.
-                return self._reindex(con)
-            ingest.add(pos, entry, block, body)
-            last = entry["hash"]
-            if ingest.full:
-                self._flush(con, ingest, pos, last)
-                ingest = Ingest(self.store, con)
-        if not ingest.empty and last is not None:
-            self._flush(con, ingest, ingest.end, last)
+        if not ingest(self.store, con, offset, last):
+            # The ledger under us is not the one we indexed: index it afresh.
+            self._reindex(con)
 
     def _reindex(self, con: duckdb.DuckDBPyConnection) -> None:
         for table in ("runs", "steps", "components", "environments", "records"):
             con.execute(f"delete from {table}")
-        con.execute("delete from meta where key like 'ledger_%'")
+        con.execute("delete from meta where key like 'ledger_%' or key like 'lines:%'")
         self._refresh(con)
-
-    @staticmethod
-    def _flush(con: duckdb.DuckDBPyConnection, ingest: Ingest, pos: int, last: str) -> None:
-        con.execute("begin")
-        ingest.write()
-        con.execute(
-            "insert or replace into meta values ('ledger_offset', ?), ('ledger_hash', ?)",
-            [str(pos), last],
-        )
-        con.execute("commit")
 
 
 def _create(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:

@@ -1,71 +1,52 @@
-"""Turning ledger entries into catalog rows, a batch of Arrow tables at a time."""
+"""Turning ledger entries into catalog rows, many runs at a time.
+
+Most runs come with the index line their writer left at commit (replay.store.rows): a
+chunk of the ledger and those lines are joined and inserted by DuckDB in a few statements.
+A run without one (a store written before the lines, a writer killed between its commit and
+its line, a big input whose keys stay in its block) is indexed from its block (``Ingest``).
+"""
 
 from __future__ import annotations
 
-import json
 import warnings
-from datetime import datetime
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
 import msgspec
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
-from msgspec import UNSET, Struct, UnsetType
 
+from replay.catalog import feed
 from replay.catalog.keys import POOL, Keys
 from replay.catalog.schema import UNINDEXED
-from replay.core.kinds import kind_of
-from replay.core.manifest import Environment, Failure, Spec, StepRecord, decode
+from replay.core.manifest import Environment, Spec, decode
+from replay.errors import CorruptionError
+from replay.store import rows
 from replay.store.segments import Block
 from replay.store.store import Store
 
-BATCH = 5_000  # runs a transaction (20,000: a reindex of 1M runs peaks 30+ MB higher)
+BATCH = 5_000  # runs indexed from their blocks a batch (20,000: a reindex peaks 30+ MB higher)
 BATCH_ROWS = 250_000  # or record keys: what a batch holds in memory is bounded
-TS = pa.timestamp("ns", tz="UTC")
 _LINES = msgspec.json.Encoder()
 _S, _I = pa.string(), pa.int64()
 # The catalog's tables as Arrow reads them from JSON lines (timestamps as int64 ns).
 RUNS = pa.schema(
     [
         ("seq", _I),
-        ("run_id", _S),
-        ("pipeline", _S),
-        ("version", _S),
-        ("status", _S),
-        ("started", _I),
-        ("ended", _I),
-        ("clock", _I),
-        ("rows", _I),
-        ("record_key", _S),
-        ("env", _S),
+        *feed.FIELDS,
         ("image", _S),
-        ("error", _S),
-        ("tags", _S),
         ("manifest_sha256", _S),
         ("entry_end", _I),
         ("segment", _S),
         ("block_offset", _I),
         ("block_length", _I),
         ("block_header", _S),
-        ("kind", _S),
     ]
 )
-STEPS = pa.schema(
-    [
-        ("run_id", _S),
-        ("idx", pa.int32()),
-        ("step", _S),
-        ("inputs", pa.list_(_S)),
-        ("output", _S),
-        ("rows", _I),
-        ("duration_ms", pa.float64()),
-        ("seeds", _S),
-        ("calls", pa.int32()),
-    ]
-)
+STEPS = pa.schema([("run_id", _S), *((f.name, f.type) for f in feed.STEP)])
 COMPONENTS = pa.schema(
     [
         (n, _S)
@@ -91,65 +72,19 @@ class CatalogWarning(UserWarning):
     the run is listed, its records are not."""
 
 
-class _Input(Struct, frozen=True):
-    rows: int
-
-
-class Indexed(Struct, frozen=True):
-    """The fields of a manifest (replay.core.manifest.Manifest) the catalog indexes: decoding
-    only these is several times faster than the whole manifest."""
-
-    run_id: str
-    pipeline: str
-    version: str
-    status: str
-    started_ns: int
-    ended_ns: int
-    clock: str
-    input: _Input
-    env: str
-    steps: list[StepRecord]
-    record_key: str | None = None
-    tags: dict[str, str] = {}
-    kind: str | UnsetType = UNSET
-    error: Failure | UnsetType = UNSET
-
-
-def _json(value: dict[str, Any]) -> str:
-    return json.dumps(value, sort_keys=True) if value else "{}"
-
-
 def _append(lines: bytearray, row: dict[str, Any]) -> None:
     _LINES.encode_into(row, lines, -1)
     lines += b"\n"
 
 
 def _table(lines: bytes | bytearray, schema: pa.Schema) -> pa.Table:
-    """Rows as an Arrow table, read from JSON lines: pa.array and pa.table import pandas
-    (0.3 s and 40 MB for every process that ingests) to check what they are given."""
-    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
-    table = pj.read_json(pa.BufferReader(lines), parse_options=options, memory_pool=POOL)
-    for name in ("started", "ended", "clock"):  # JSON has no timestamps: read as int64
-        if name in table.column_names:
-            i = table.column_names.index(name)
-            table = table.set_column(i, name, pc.cast(table.column(i), TS, memory_pool=POOL))
-    return table
-
-
-def _int64s(values: np.ndarray[Any, Any]) -> pa.Array:
-    """A numpy int64 array as an Arrow one, without pa.array (see ``_table``)."""
-    values = np.ascontiguousarray(values, np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
-
-
-def _clock_ns(iso: str) -> int:
-    dt = datetime.fromisoformat(iso)
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+    """Rows as an Arrow table, read from JSON lines (see feed.int64s on pa.array)."""
+    return feed.as_timestamps(feed.read_lines(lines, schema, strict=True))
 
 
 class Ingest:
-    """One batch of runs, each turned into its rows as it is added (JSON lines, the smallest
-    form to hold them in) and written in one go (``write``)."""
+    """Runs indexed from their blocks, a batch at a time: each turned into its rows as it is
+    added (JSON lines, the smallest form to hold them in) and written in one go (``write``)."""
 
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection) -> None:
         self.store = store
@@ -159,8 +94,7 @@ class Ingest:
         self.steps = bytearray()  # and of the steps table
         self.keys = Keys()
         self.versions: dict[str, str] = {}
-        self.envs: dict[str, Environment] = {}
-        self.end = 0
+        self.envs: dict[str, str] = {}  # each environment's image digest
 
     @property
     def empty(self) -> bool:
@@ -173,72 +107,43 @@ class Ingest:
     def add(self, end: int, entry: dict[str, Any], block: Block, body: bytes) -> None:
         """A run, from its ledger entry (ending at byte ``end``), its block and its manifest's
         bytes."""
-        m = decode(Indexed, body, f"manifest of run {entry['run_id']}")
+        m = decode(rows.Indexed, body, f"manifest of run {entry['run_id']}")
         if m.record_key:
             self.keys.add(block, len(self.named), m.run_id, m.record_key)
         self.named.append((m.run_id, m.record_key))
+        if m.env not in self.envs:
+            self.envs[m.env] = insert_environment(self.store, self.con, m.env)
         place = entry["block"]
         row = {
             "seq": entry["seq"],
-            "run_id": m.run_id,
-            "pipeline": m.pipeline,
-            "version": m.version,
-            "status": m.status,
-            "started": m.started_ns,
-            "ended": m.ended_ns,
-            "clock": _clock_ns(m.clock),
-            "rows": m.input.rows,
-            "record_key": m.record_key,
-            "env": m.env,
-            "image": self._environment(m.env).image.digest,
-            "error": m.error.message if isinstance(m.error, Failure) else None,
-            "tags": _json(m.tags),
+            **rows.fields(m),
+            "image": self.envs[m.env],
             "manifest_sha256": entry["manifest_sha256"],
             "entry_end": end,
             "segment": place["segment"],
             "block_offset": place["offset"],
             "block_length": place["length"],
             "block_header": place["header"],
-            "kind": kind_of(m.kind, m.tags),
         }
         _append(self.runs, row)
-        for idx, s in enumerate(m.steps):
-            step = {
-                "run_id": m.run_id,
-                "idx": idx,
-                "step": s.name,
-                "inputs": s.inputs,
-                "output": s.output,
-                "rows": s.rows,
-                "duration_ms": s.duration_ns / 1e6,
-                "seeds": _json(s.seeds),
-                "calls": s.calls,
-            }
-            _append(self.steps, step)
+        for step in rows.steps(m):
+            _append(self.steps, {"run_id": m.run_id, **step})
         self.versions[m.version] = m.pipeline
-        self.end = end
-
-    def _environment(self, env: str) -> Environment:
-        if env not in self.envs:
-            self.envs[env] = decode(Environment, self.store.get_object(env), env)
-        return self.envs[env]
 
     def write(self) -> None:
         self.keys.finish()
-        for env, fp in self.envs.items():
-            self._insert_environment(env, fp)
         runs = _table(self.runs, RUNS)
-        self._insert("runs", runs)
+        _insert(self.con, "runs", runs)
         if self.steps:
-            self._insert("steps", _table(self.steps, STEPS))
-        self._insert_components()
+            _insert(self.con, "steps", _table(self.steps, STEPS))
+        insert_components(self.store, self.con, self.versions)
         self._note_unindexed()
         if self.keys.arrays:
-            self._insert("records", self._records_table(runs))
+            _insert(self.con, "records", self._records_table(runs))
 
     def _records_table(self, runs: pa.Table) -> pa.Table:
         counts = np.array(self.keys.counts, np.int64)
-        which = _int64s(np.repeat(np.array(self.keys.runs, np.int64), counts))
+        which = feed.int64s(np.repeat(np.array(self.keys.runs, np.int64), counts))
         starts = np.repeat(np.cumsum(counts) - counts, counts)
         return pa.Table.from_arrays(
             [
@@ -246,64 +151,10 @@ class Ingest:
                 runs["run_id"].take(which),
                 runs["pipeline"].take(which),
                 runs["clock"].take(which),
-                _int64s(np.arange(len(starts), dtype=np.int64) - starts),
+                feed.int64s(np.arange(len(starts), dtype=np.int64) - starts),
             ],
             names=["key", "run_id", "pipeline", "clock", "row"],
         )
-
-    def _insert(self, table: str, rows: pa.Table) -> None:
-        # One chunk: DuckDB scans a table of thousands of one-row chunks slowly and keeps
-        # far more memory for it (10k runs' records: 1.1 s and 635 MiB against 0.1 s, 253).
-        self.con.register("_ingest", rows.combine_chunks(memory_pool=POOL))
-        try:
-            self.con.execute(f"insert into {table} by name select * from _ingest")
-        finally:
-            self.con.unregister("_ingest")
-
-    def _insert_environment(self, env: str, fp: Environment) -> None:
-        if self.con.execute("select 1 from environments where env = ?", [env]).fetchall():
-            return
-        self.con.execute(
-            "insert into environments values (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                env,
-                fp.python.version,
-                fp.platform.summary,
-                fp.cpu.model,
-                fp.blas.get("numpy"),
-                fp.packages.count,
-                fp.packages.lock_sha256,
-                fp.image.digest,
-            ],
-        )
-
-    def _insert_components(self) -> None:
-        rows: list[dict[str, Any]] = []
-        for version, pipeline in self.versions.items():
-            if self.con.execute(
-                "select 1 from components where version = ? limit 1", [version]
-            ).fetchall():
-                continue
-            spec = decode(Spec, self.store.get_object(version), version)
-            rows += [
-                {
-                    "version": version,
-                    "pipeline": pipeline,
-                    "step": c.step,
-                    "kind": c.kind,
-                    "name": c.name,
-                    "digest": c.digest,
-                    "path": c.path,
-                    "dvc_repo": c.dvc.repo if c.dvc else None,
-                    "dvc_rev": c.dvc.rev if c.dvc else None,
-                    "dvc_md5": c.dvc.md5 if c.dvc else None,
-                    "dvc_remote": c.dvc.remote if c.dvc else None,
-                }
-                for c in spec.components()
-                if c.kind != "module"  # a module's source is part of its step's code
-            ]
-        if rows:
-            self._insert("components", _table(_LINES.encode_lines(rows), COMPONENTS))
 
     def _note_unindexed(self) -> None:
         for run, why in self.keys.failed:
@@ -313,7 +164,7 @@ class Ingest:
                     f"run {run_id}: record key {key!r} not indexed ({why}); "
                     "`replay find` will not find its records"
                 ),
-                stacklevel=5,
+                stacklevel=6,
             )
             # So that a check of the catalog's own counts (catalogcheck) expects no records
             # rows of this run, rather than taking their absence for an edited catalog.
@@ -321,3 +172,159 @@ class Ingest:
                 "insert or replace into meta values (?, ?)",
                 [UNINDEXED + run_id, "record keys not indexed"],
             )
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    # One chunk: DuckDB scans a table of thousands of one-row chunks slowly and keeps
+    # far more memory for it (10k runs' records: 1.1 s and 635 MiB against 0.1 s, 253).
+    con.register("_ingest", rows.combine_chunks(memory_pool=POOL))
+    try:
+        con.execute(f"insert into {table} by name select * from _ingest")
+    finally:
+        con.unregister("_ingest")
+
+
+def insert_environment(store: Store, con: duckdb.DuckDBPyConnection, env: str) -> str:
+    """Index environment ``env`` unless it is; returns its image digest."""
+    known = con.execute("select image from environments where env = ?", [env]).fetchall()
+    if known:
+        return str(known[0][0])
+    fp = decode(Environment, store.get_object(env), env)
+    con.execute(
+        "insert into environments values (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            env,
+            fp.python.version,
+            fp.platform.summary,
+            fp.cpu.model,
+            fp.blas.get("numpy"),
+            fp.packages.count,
+            fp.packages.lock_sha256,
+            fp.image.digest,
+        ],
+    )
+    return fp.image.digest
+
+
+def insert_components(
+    store: Store, con: duckdb.DuckDBPyConnection, versions: dict[str, str]
+) -> None:
+    """Index the components of each pipeline version (``versions``: version -> pipeline)
+    not indexed yet."""
+    found: list[dict[str, Any]] = []
+    for version, pipeline in versions.items():
+        if con.execute("select 1 from components where version = ? limit 1", [version]).fetchall():
+            continue
+        spec = decode(Spec, store.get_object(version), version)
+        found += [
+            {
+                "version": version,
+                "pipeline": pipeline,
+                "step": c.step,
+                "kind": c.kind,
+                "name": c.name,
+                "digest": c.digest,
+                "path": c.path,
+                "dvc_repo": c.dvc.repo if c.dvc else None,
+                "dvc_rev": c.dvc.rev if c.dvc else None,
+                "dvc_md5": c.dvc.md5 if c.dvc else None,
+                "dvc_remote": c.dvc.remote if c.dvc else None,
+            }
+            for c in spec.components()
+            if c.kind != "module"  # a module's source is part of its step's code
+        ]
+    if found:
+        _insert(con, "components", _table(_LINES.encode_lines(found), COMPONENTS))
+
+
+_INSERTS = (
+    """insert into runs by name
+    select m.* exclude (steps, keys), e.image
+    from _matched m left join environments e using (env)""",
+    """insert into steps by name
+    select run_id, s.idx, s.step, s.inputs, s.output, s.rows, s.duration_ms, s.seeds, s.calls
+    from (select run_id, unnest(steps) as s from _matched)""",
+    """insert into records by name
+    select unnest(keys) as key, run_id, pipeline, clock, unnest(range(len(keys))) as "row"
+    from _matched where keys is not null""",
+)
+
+
+def ingest(store: Store, con: duckdb.DuckDBPyConnection, offset: int, last: str | None) -> bool:
+    """Index the ledger's entries from byte ``offset``, the first chained to entry hash
+    ``last``; False (nothing written) when it is not: the ledger is not the one indexed."""
+    consumed = {
+        k.removeprefix(LINES): int(v)
+        for k, v in con.execute(
+            "select key, value from meta where starts_with(key, ?)", [LINES]
+        ).fetchall()
+    }
+    where = str(store.ledger.path)
+    for chunk in feed.read(store, offset, consumed):
+        if offset and last is not None and _entry(chunk, 0, where).get("prev") != last:
+            return False
+        con.execute("begin")
+        if chunk.matched is not None:
+            _bulk(store, con, chunk.matched)
+        alone = range(len(chunk.ends)) if chunk.found is None else np.flatnonzero(~chunk.found)
+        _from_blocks(
+            store, con, ((int(chunk.ends[i]), _entry(chunk, int(i), where)) for i in alone)
+        )
+        last = _entry(chunk, len(chunk.ends) - 1, where)["hash"]
+        moved = {name: at for name, at in chunk.consumed.items() if consumed.get(name) != at}
+        con.executemany(
+            "insert or replace into meta values (?, ?)",
+            [
+                ("ledger_offset", str(chunk.end)),
+                ("ledger_hash", last),
+                *((LINES + name, str(at)) for name, at in moved.items()),
+            ],
+        )
+        con.execute("commit")
+        consumed.update(moved)
+    return True
+
+
+LINES = "lines:"  # meta key prefix: how far ingest has read each index file
+
+
+def _entry(chunk: feed.Chunk, i: int, where: str) -> dict[str, Any]:
+    try:
+        entry = orjson.loads(chunk.line(i))
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict):
+        raise CorruptionError(where, f"entry ending at byte {int(chunk.ends[i])} is not JSON")
+    return entry
+
+
+def _bulk(store: Store, con: duckdb.DuckDBPyConnection, matched: pa.Table) -> None:
+    """Index runs whose index line matched their entry (feed.Chunk.matched)."""
+    for env in pc.unique(matched["env"]).to_pylist():
+        insert_environment(store, con, env)
+    # A version names one pipeline: its first run says which (group_by imports pandas).
+    versions = matched["version"].combine_chunks().dictionary_encode()
+    _, first = np.unique(feed.as_numpy(versions.indices), return_index=True)
+    pipelines = matched["pipeline"].take(feed.int64s(first)).to_pylist()
+    insert_components(
+        store, con, dict(zip(versions.dictionary.to_pylist(), pipelines, strict=True))
+    )
+    con.register("_matched", matched)
+    try:
+        for statement in _INSERTS:
+            con.execute(statement)
+    finally:
+        con.unregister("_matched")
+
+
+def _from_blocks(
+    store: Store, con: duckdb.DuckDBPyConnection, entries: Iterator[tuple[int, dict[str, Any]]]
+) -> None:
+    batch = Ingest(store, con)
+    for end, entry, block, body in store.with_manifests(entries):
+        batch.add(end, entry, block, body)
+        if batch.full:
+            batch.write()
+            batch = Ingest(store, con)
+    if not batch.empty:
+        batch.write()

@@ -10,9 +10,9 @@ is read alone, as is a big one.
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from replay.core.pipeline import INPUT
+from replay.store import rows
 from replay.store.segments import Block
 
 CONTINUATION = b"\xff\xff\xff\xff"
@@ -25,12 +25,6 @@ HELD_BYTES = 32 << 20  # the bytes of streams held for joining, at most
 POOL = pa.system_memory_pool()
 
 Member = tuple[int, int, int]  # a run (its index in the batch), its input's first row, rows
-
-
-def as_keys(column: pa.Array) -> pa.Array:
-    keys = pc.cast(column, pa.string(), memory_pool=POOL)
-    keys.validate(full=True)  # a string cast from a string is not checked for UTF-8
-    return keys
 
 
 def _split(data: pa.Buffer) -> tuple[bytes, bytes] | None:
@@ -102,7 +96,7 @@ class Keys:
 
     def _keep(self, values: list[pa.Array], members: list[Member]) -> None:
         try:  # one cast for many runs
-            self._append(as_keys(pa.concat_arrays(values, memory_pool=POOL)), members)
+            self._append(rows.as_keys(pa.concat_arrays(values, memory_pool=POOL), POOL), members)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             if len(members) > 1:
                 for value, member in zip(values, members, strict=True):

@@ -126,7 +126,7 @@ def _indexes_this_ledger(store: Store, meta: dict[str, str]) -> bool:
 def check_catalog(store: Store) -> int:
     """Compare the catalog with the ledger and blocks; raise CorruptionError naming the
     catalog file and the first row that disagrees. Returns the number of runs compared."""
-    from replay.catalog.keys import as_keys
+    from replay.store.rows import as_keys
 
     catalog = Catalog(store)
     where = str(catalog.path)

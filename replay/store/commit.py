@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replay.core.digest import canonical_json, sha256
+from replay.store import rows
 from replay.store.recovery import Journal
 from replay.store.segments import RunData
 
@@ -41,6 +42,7 @@ class Pending:
 class Committer:
     def __init__(self, journal: Journal, max_pending: int = 8192) -> None:
         self._journal = journal
+        self._rows = rows.Writer(journal.segments.fs)
         self._queue: queue.Queue[Pending] = queue.Queue(maxsize=max_pending)
         self._idle = threading.Condition()
         self._outstanding = 0
@@ -73,6 +75,16 @@ class Committer:
                     break
             self._commit(group)
 
+    def _note(self, group: list[Pending], appended: list[dict[str, Any]], segment: str) -> None:
+        """The catalog's lines of a committed group (replay.store.rows)."""
+        try:
+            data = b"".join(
+                rows.line(e, p.body, p.data.tables) for p, e in zip(group, appended, strict=True)
+            )
+            self._rows.append(segment, data)
+        except Exception:  # derived data: without it, ingest reads these runs' blocks
+            return  # the runs are committed: nothing about an index line may fail them
+
     def _commit(self, group: list[Pending]) -> None:
         try:
             # The manifest travels in the (compressed) block; the ledger line names it by
@@ -96,6 +108,7 @@ class Committer:
             for p in group:
                 p.done.set_exception(exc)
         else:
+            self._note(group, appended, ref.segment)
             for p, entry in zip(group, entries, strict=True):
                 p.done.set_result(entry)
         with self._idle:

@@ -165,6 +165,11 @@ class Ledger:
         except FileNotFoundError:
             return 0
 
+    def read_range(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the ledger from ``offset``, as they are (ingest parses
+        many lines at once)."""
+        return bytes(self.fs.read_range(NAME, offset, length))
+
     def ends_line(self, offset: int) -> bool:
         """Whether a line of the ledger ends at byte ``offset`` (where a reader stopped)."""
         return offset <= self.size() and bytes(self.fs.read_range(NAME, offset - 1, 1)) == b"\n"

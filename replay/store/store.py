@@ -7,9 +7,11 @@
                                and a frame with its ledger lines (one fdatasync)
       ledger/ledger.jsonl      one hash-chained entry per committed run (manifest by digest)
       ledger/sealed, boot.json what recovery after a power loss starts from (replay.store.recovery)
+      index/<writer>.jsonl     each run's catalog row, as its group committed (derived, unsynced:
+                               ingest checks it against the ledger; see replay.store.rows)
       catalog.duckdb           an index rebuilt from the above (see replay.catalog.index)
 
-The files are the truth. Writers never touch the catalog.
+The files are the truth. Writers never touch the catalog; they leave it the index lines.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -149,9 +151,15 @@ class Store:
     def manifests(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any], Block, bytes]]:
         """Committed entries from byte ``offset``, each with its block (opened once for the
         entries of one block in a row) and its manifest's bytes, checked against the entry."""
+        return self.with_manifests(self.ledger.read(offset))
+
+    def with_manifests(
+        self, entries: Iterable[tuple[int, dict[str, Any]]]
+    ) -> Iterator[tuple[int, dict[str, Any], Block, bytes]]:
+        """``manifests`` of the given entries (each with the offset just past its line)."""
         block: Block | None = None
         key: tuple[str, int] | None = None
-        for pos, entry in self.ledger.read(offset):
+        for pos, entry in entries:
             ref = entry["block"]
             if block is None or key != (ref["segment"], ref["offset"]):
                 block, key = self.block(ref), (ref["segment"], ref["offset"])

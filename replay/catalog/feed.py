@@ -1,0 +1,301 @@
+"""What ingest reads: the ledger's new entries in chunks, each with the index lines writers
+left for them (replay.store.rows), both parsed by pyarrow's JSON reader many at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from replay.catalog.keys import POOL
+from replay.store import rows
+from replay.store.ledger import Ledger
+from replay.store.store import Store
+
+CHUNK_BYTES = 4 << 20  # of ledger lines a chunk (~8,500 entries): one DuckDB transaction
+PIECE_BYTES = 2 << 20  # of index lines read at a time from one file
+_S, _I = pa.string(), pa.int64()
+ENTRIES = pa.schema(
+    [
+        ("seq", _I),
+        ("run_id", _S),
+        ("manifest_sha256", _S),
+        ("prev", _S),
+        ("hash", _S),
+        (
+            "block",
+            pa.struct([("segment", _S), ("offset", _I), ("length", _I), ("header", _S)]),
+        ),
+    ]
+)
+STEP = pa.struct(
+    [
+        ("idx", pa.int32()),
+        ("step", _S),
+        ("inputs", pa.list_(_S)),
+        ("output", _S),
+        ("rows", _I),
+        ("duration_ms", pa.float64()),
+        ("seeds", _S),
+        ("calls", pa.int32()),
+    ]
+)
+# A run's columns of the runs table its manifest gives (replay.store.rows.fields).
+FIELDS = [
+    ("run_id", _S),
+    ("pipeline", _S),
+    ("version", _S),
+    ("status", _S),
+    ("started", _I),
+    ("ended", _I),
+    ("clock", _I),
+    ("rows", _I),
+    ("record_key", _S),
+    ("env", _S),
+    ("error", _S),
+    ("tags", _S),
+    ("kind", _S),
+]
+LINES = pa.schema(
+    [
+        ("seq", _I),
+        ("manifest_sha256", _S),
+        *FIELDS,
+        ("steps", pa.list_(STEP)),
+        ("keys", pa.list_(_S)),
+        ("keys_in_block", pa.bool_()),
+    ]
+)
+TS = pa.timestamp("ns", tz="UTC")
+
+
+def read_lines(
+    data: bytes | bytearray | memoryview, schema: pa.Schema, *, strict: bool
+) -> pa.Table:
+    """JSON lines as a table of ``schema`` (``strict``: a field it does not name is an
+    error). Raises pa.ArrowInvalid for bytes that are not such lines."""
+    options = pj.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="error" if strict else "ignore"
+    )
+    return pj.read_json(pa.BufferReader(data), parse_options=options, memory_pool=POOL)
+
+
+def as_timestamps(
+    table: pa.Table, names: tuple[str, ...] = ("started", "ended", "clock")
+) -> pa.Table:
+    """JSON has no timestamps: they travel as int64 ns."""
+    for name in names:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, pc.cast(table.column(i), TS, memory_pool=POOL))
+    return table
+
+
+def int64s(values: np.ndarray[Any, Any]) -> pa.Array:
+    """A numpy int64 array as an Arrow one, without pa.array, which imports pandas (0.3 s
+    and 40 MB for every process that ingests) to check what it is given."""
+    values = np.ascontiguousarray(values, np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def as_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
+    """An int32, int64 or boolean column as numpy, nulls as -1 or False (to_numpy imports
+    pandas)."""
+    array = (
+        column.combine_chunks(memory_pool=POOL) if isinstance(column, pa.ChunkedArray) else column
+    )
+    validity, data = array.buffers()[:2]
+    boolean = pa.types.is_boolean(array.type)
+    if boolean:
+        values = _bits(data, array.offset, len(array))
+    else:
+        dtype = np.int32 if array.type == pa.int32() else np.int64
+        values = np.frombuffer(data, dtype)[array.offset : array.offset + len(array)]
+    if array.null_count:
+        values = np.where(_bits(validity, array.offset, len(array)), values, not boolean and -1)
+    return values
+
+
+def _bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray[Any, Any]:
+    bits = np.unpackbits(np.frombuffer(buffer, np.uint8), bitorder="little")
+    return bits[offset : offset + n].astype(np.bool_)
+
+
+def _ends(data: bytes | memoryview, start: int) -> np.ndarray[Any, Any]:
+    """Where each line of ``data`` (read from byte ``start``) ends."""
+    return np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + (start + 1)
+
+
+@dataclass
+class Chunk:
+    """Complete ledger lines from byte ``start``: ``data``, their ``ends`` and, when they
+    parse as entries, the ``entries`` table (else the lines are read one by one), with the
+    index lines that match them (``matched``: each line with its entry's fields; ``found``:
+    which entries have one) and how far each index file is then ``consumed``."""
+
+    start: int
+    data: bytes
+    ends: np.ndarray[Any, Any]
+    entries: pa.Table | None
+    matched: pa.Table | None = None
+    found: np.ndarray[Any, Any] | None = None
+    consumed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def end(self) -> int:
+        return int(self.ends[-1])
+
+    def line(self, i: int) -> bytes:
+        begin = int(self.ends[i - 1]) if i else self.start
+        return self.data[begin - self.start : int(self.ends[i]) - self.start]
+
+
+def read(store: Store, offset: int, consumed: dict[str, int]) -> Iterator[Chunk]:
+    """The ledger's chunks from byte ``offset``, each with its index lines (each file read
+    from its ``consumed`` offset). The next chunk is read and parsed in a thread while the
+    caller indexes this one: pyarrow's JSON reader and DuckDB both let go of the GIL."""
+    lines = Lines(store, consumed)
+    source = _chunks(store.ledger, offset)
+
+    def prepare() -> Chunk | None:
+        chunk = next(source, None)
+        if chunk is not None:
+            if chunk.entries is not None:
+                got = lines.upto(int(chunk.entries["seq"][-1].as_py()))
+                if got is not None:
+                    _match(chunk, chunk.entries, got)
+            chunk.consumed = lines.consumed()
+        return chunk
+
+    with ThreadPoolExecutor(1, thread_name_prefix="replay-ingest") as pool:
+        ahead = pool.submit(prepare)
+        while (chunk := ahead.result()) is not None:
+            ahead = pool.submit(prepare)
+            yield chunk
+
+
+def _match(chunk: Chunk, entries: pa.Table, lines: pa.Table) -> None:
+    """Pair each entry with the line of the same seq, run id and manifest digest.
+
+    A well-formed ledger numbers a chunk's entries one by one, so a line's entry is found
+    by its seq alone; any other chunk is left to the line-by-line reader."""
+    n = entries.num_rows
+    first = int(entries["seq"][0].as_py())
+    if not np.array_equal(as_numpy(entries["seq"]), np.arange(first, first + n)):
+        return
+    at = as_numpy(lines["seq"]) - first
+    in_block = lines["keys_in_block"]  # a null here: as if the keys were in the block
+    ok = (at >= 0) & (at < n) & ~as_numpy(in_block) & ~as_numpy(pc.is_null(in_block))
+    at = np.where(ok, at, 0)
+    taken = int64s(at)
+    for name in ("run_id", "manifest_sha256"):
+        same = pc.equal(entries[name].take(taken), lines[name], memory_pool=POOL)
+        ok &= as_numpy(same)
+    rows = np.flatnonzero(ok)
+    rows = rows[np.unique(at[rows], return_index=True)[1]]  # one line an entry
+    at = at[rows]
+    block = entries["block"].combine_chunks()
+    where = {
+        "entry_end": int64s(chunk.ends[at]),
+        "segment": block.field("segment"),
+        "block_offset": block.field("offset"),
+        "block_length": block.field("length"),
+        "block_header": block.field("header"),
+    }
+    matched = as_timestamps(lines.take(int64s(rows)))
+    for name, column in where.items():
+        column = column if name == "entry_end" else column.take(int64s(at))
+        matched = matched.append_column(name, column)
+    chunk.matched = matched.drop_columns(["keys_in_block"])
+    chunk.found = np.zeros(n, np.bool_)
+    chunk.found[at] = True
+
+
+def _chunks(ledger: Ledger, offset: int) -> Iterator[Chunk]:
+    """The ledger's complete lines from byte ``offset``, about CHUNK_BYTES at a time."""
+    size = ledger.size()
+    while offset < size:
+        data = ledger.read_range(offset, min(CHUNK_BYTES, size - offset))
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and offset + len(data) < size:  # a line longer than a chunk
+            data += ledger.read_range(offset + len(data), size)
+            cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            return  # a torn tail: not committed
+        data = data[:cut]
+        try:
+            entries: pa.Table | None = read_lines(data, ENTRIES, strict=False)
+        except pa.ArrowInvalid:
+            entries = None  # an odd line: the line-by-line reader says what is wrong
+        yield Chunk(offset, data, _ends(data, offset), entries)
+        offset += cut
+
+
+@dataclass
+class _File:
+    name: str
+    offset: int  # what ingest has consumed
+    read: int  # what has been read (and parsed into ``pending``)
+    pending: list[pa.Table] = field(default_factory=list)
+    done: bool = False  # no whole line left to read now (or the file is not index lines)
+
+
+class Lines:
+    """The index lines of every writer, read forward from where ingest stopped in each file.
+
+    A writer appends its groups in ledger order, so each file's lines rise in ``seq``: a
+    chunk of the ledger takes every line up to its last entry, and leaves the rest."""
+
+    def __init__(self, store: Store, consumed: dict[str, int]) -> None:
+        self.store = store
+        self.files = [
+            _File(name, consumed.get(name, 0), consumed.get(name, 0))
+            for name in store.fs.list(rows.FOLDER)
+        ]
+
+    def upto(self, last_seq: int) -> pa.Table | None:
+        """Every unconsumed line whose seq is at most ``last_seq``."""
+        taken: list[pa.Table] = []
+        for f in self.files:
+            while not f.done and self._need_more(f, last_seq):
+                self._read(f)
+            if not f.pending:
+                continue
+            table = pa.concat_tables(f.pending)
+            n = int(np.searchsorted(as_numpy(table["seq"]), last_seq, side="right"))
+            if n:
+                taken.append(table.slice(0, n))
+                f.offset = int(table["_end"][n - 1].as_py())
+            f.pending = [table.slice(n)] if n < len(table) else []
+        return pa.concat_tables(taken).drop_columns(["_end"]) if taken else None
+
+    def consumed(self) -> dict[str, int]:
+        return {f.name: f.offset for f in self.files}
+
+    def _need_more(self, f: _File, last_seq: int) -> bool:
+        if f.pending and f.pending[-1].num_rows and f.pending[-1]["seq"][-1].as_py() > last_seq:
+            return False
+        return f.read < self.store.fs.size(f"{rows.FOLDER}/{f.name}")
+
+    def _read(self, f: _File) -> None:
+        data = bytes(self.store.fs.read_range(f"{rows.FOLDER}/{f.name}", f.read, PIECE_BYTES))
+        cut = data.rfind(b"\n") + 1
+        try:
+            # No newline: a torn last line (its writer died, or is writing it now).
+            # Not strict: lines a later version writes may say more.
+            table = read_lines(data[:cut], LINES, strict=False) if cut else None
+        except pa.ArrowInvalid:
+            table = None  # not index lines: their runs are indexed from their blocks
+        if table is None:
+            f.done = True
+            return
+        ends = _ends(memoryview(data)[:cut], f.read)
+        f.pending.append(table.append_column("_end", int64s(ends)))
+        f.read += cut
