@@ -169,8 +169,11 @@ class Ledger:
         """Whether a line of the ledger ends at byte ``offset`` (where a reader stopped)."""
         return offset <= self.size() and bytes(self.fs.read_range(NAME, offset - 1, 1)) == b"\n"
 
-    def read(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Complete entries from byte ``offset`` on, each with the offset just past it."""
+    def read(
+        self, offset: int = 0, copy: Callable[[bytes], object] | None = None
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Complete entries from byte ``offset`` on, each with the offset just past it;
+        ``copy`` is handed each complete line's bytes (to hash what was read, as it was)."""
         try:
             f = self.fs.open_read(NAME, offset)
         except FileNotFoundError:
@@ -181,6 +184,8 @@ class Ledger:
                 if not line.endswith(b"\n"):
                     return  # a torn tail: not committed
                 pos += len(line)
+                if copy is not None:
+                    copy(line)
                 try:
                     yield pos, orjson.loads(line)
                 except ValueError:
@@ -188,18 +193,28 @@ class Ledger:
                         str(self.path), f"entry ending at byte {pos} is not JSON"
                     ) from None
 
-    def verify(self) -> int:
-        """Check every entry's hash and chain link; returns the number of entries."""
-        prev, seq = GENESIS, 0
-        for pos, entry in self.read():
+    def chain(
+        self,
+        offset: int = 0,
+        seq: int = 0,
+        prev: str = GENESIS,
+        copy: Callable[[bytes], object] | None = None,
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``read``, each entry checked first: its hash, and its link to the one before
+        (``seq`` and ``prev``: the entry that ends at ``offset``)."""
+        for pos, entry in self.read(offset, copy):
             seq += 1
             where = f"entry {seq} (ends at byte {pos})"
             if entry.get("seq") != seq or entry.get("prev") != prev:
                 raise CorruptionError(str(self.path), f"{where} breaks the chain")
-            if entry_hash(entry) != entry.get("hash"):
+            if not hash_holds(entry):
                 raise CorruptionError(str(self.path), f"{where} does not match its hash")
             prev = entry["hash"]
-        return seq
+            yield pos, entry
+
+    def verify(self) -> int:
+        """Check every entry's hash and chain link; returns the number of entries."""
+        return sum(1 for _ in self.chain())
 
 
 def _unwritable(exc: OSError) -> StoreError:

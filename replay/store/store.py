@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -146,12 +146,15 @@ class Store:
         for pos, entry, _, body in self.manifests(offset):
             yield pos, {**entry, "manifest": json.loads(body)}
 
-    def manifests(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any], Block, bytes]]:
-        """Committed entries from byte ``offset``, each with its block (opened once for the
-        entries of one block in a row) and its manifest's bytes, checked against the entry."""
+    def manifests(
+        self, offset: int = 0, entries: Iterable[tuple[int, dict[str, Any]]] | None = None
+    ) -> Iterator[tuple[int, dict[str, Any], Block, bytes]]:
+        """Committed entries from byte ``offset`` (or ``entries``, the caller's own read of
+        them, such as ``Ledger.chain``), each with its block (opened once for the entries of
+        one block in a row) and its manifest's bytes, checked against the entry."""
         block: Block | None = None
         key: tuple[str, int] | None = None
-        for pos, entry in self.ledger.read(offset):
+        for pos, entry in self.ledger.read(offset) if entries is None else entries:
             ref = entry["block"]
             if block is None or key != (ref["segment"], ref["offset"]):
                 block, key = self.block(ref), (ref["segment"], ref["offset"])
