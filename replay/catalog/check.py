@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from replay.catalog.truth import Comparison, compared
 from replay.core import keys, merkle
@@ -195,7 +197,7 @@ class _Walk:
                     block.part(idx)
                 reach = ref["offset"] + ref["length"]
                 self.extents[ref["segment"]] = max(self.extents.get(ref["segment"], 0), reach)
-            manifest = json.loads(body)
+            manifest = _parsed(body)
             self._require_objects(manifest)
             catalog.entry(entry, manifest, block)
             if self.tree is not None:
@@ -228,6 +230,16 @@ class _Walk:
         )
 
 
+def _parsed(body: bytes) -> dict[str, Any]:
+    """A manifest's JSON: orjson's (5x faster), json's where orjson refuses what json reads
+    (integers past 64 bits)."""
+    try:
+        parsed: dict[str, Any] = orjson.loads(body)
+    except ValueError:
+        parsed = json.loads(body)
+    return parsed
+
+
 def _extends(store: Store, tree: merkle.Tree, earlier: audited.Audit) -> None:
     """The ledger's Merkle tree (as this user verified it) has, at the size verified then,
     the root kept then."""
@@ -249,33 +261,38 @@ class _Catalog:
         self.note = ""
         self.failure: ReplayError | None = None
         self.after = after
-        self._guard(
-            lambda: setattr(self, "comparison", stack.enter_context(compared(store, after)))
-        )
+        with self._guarded():
+            self.comparison = stack.enter_context(compared(store, after))
 
     def entry(self, entry: dict[str, Any], manifest: dict[str, Any], block: Block) -> None:
         if self.comparison is not None:
-            self._guard(lambda: self.comparison.entry(entry, manifest, block))  # type: ignore[union-attr]
+            with self._guarded():
+                self.comparison.entry(entry, manifest, block)
 
-    def _guard(self, step: Callable[[], None]) -> None:
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
         import duckdb
 
         try:
-            step()
+            yield
         except (duckdb.Error, CatalogError) as exc:
             self.note, self.comparison = f"not checked ({str(exc).splitlines()[0]})", None
         except (CorruptionError, NotFoundError) as exc:
             self.failure, self.comparison = exc, None
 
     def result(self) -> str:
+        """What the comparison found; its first disagreement raises here."""
+        count = None
+        if self.comparison is not None:
+            with self._guarded():
+                count = self.comparison.finish()
         if self.failure is not None:
             raise self.failure
-        if self.comparison is not None:
-            count = self.comparison.finish()
-            if self.after:
-                return f"{count} runs past entry {self.after} match the ledger"
-            return f"{count} runs match the ledger"
-        return self.note
+        if count is None:
+            return self.note
+        if self.after:
+            return f"{count} runs past entry {self.after} match the ledger"
+        return f"{count} runs match the ledger"
 
 
 def _require(present: set[str], digest: str, who: str) -> None:

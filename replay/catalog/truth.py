@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import orjson
@@ -29,7 +29,11 @@ from replay.store.lookup import start_of
 from replay.store.segments import Block
 from replay.store.store import Store
 
+if TYPE_CHECKING:
+    from replay.catalog.keys import Keys
+
 T = TypeVar("T")
+KEYS_BATCH = 4096  # keyed runs whose keys are read and compared at once
 WARNING = "warning: catalog disagreed with the ledger; rebuilt"
 
 # One records row per input row of every keyed run whose keys were indexed, from totals (a
@@ -173,6 +177,7 @@ class Comparison:
         ).fetchall()
         self.indexed_keys = _records_in_ledger_order(con, after)
         self.count = 0  # entries compared
+        self.keys, self.keyed = _keys(), list[str]()  # a batch of keyed runs, in ledger order
 
     def entry(self, e: dict[str, Any], m: dict[str, Any], block: Block) -> None:
         """Compare the runs row (and records rows) of entry ``e`` with manifest ``m``."""
@@ -194,18 +199,33 @@ class Comparison:
                 f"ledger entry {e['seq']} (run {e['run_id']}, pipeline {m['pipeline']})"
             )
         if record_key:
-            self._compare_keys(run_id, record_key, block)
+            self._add_keys(run_id, record_key, block)
 
-    def _compare_keys(self, run_id: str, record_key: str, block: Block) -> None:
-        from replay.catalog.keys import as_keys
-
-        part, first, n = block.kinds(run_id)[INPUT]
+    def _add_keys(self, run_id: str, record_key: str, block: Block) -> None:
+        """Gather the run's keys from its block; they are compared a batch at a time (the
+        small input streams of a batch are read as one, as an ingest reads them)."""
         try:
-            held = as_keys(
-                block.part_table(part).column(record_key).slice(first, n).combine_chunks()
-            ).to_pylist()
+            self.keys.add(block, len(self.keyed), run_id, record_key)
         except Exception:  # keys the catalog cannot index (see CatalogWarning)
-            return
+            self.keys.failed.append((len(self.keyed), "unreadable"))
+        self.keyed.append(run_id)
+        if len(self.keyed) >= KEYS_BATCH:
+            self._compare_keys()
+
+    def _compare_keys(self) -> None:
+        self.keys.finish()
+        flat = [k for array in self.keys.arrays for k in array.to_pylist()]
+        held: dict[int, list[str]] = {}
+        at = 0
+        for run, count in zip(self.keys.runs, self.keys.counts, strict=True):
+            held[run], at = flat[at : at + count], at + count
+        failed = {run for run, _ in self.keys.failed}
+        for run, run_id in enumerate(self.keyed):
+            if run not in failed:
+                self._compare_run(run_id, held.get(run, []))
+        self.keys, self.keyed = _keys(), []
+
+    def _compare_run(self, run_id: str, held: list[str]) -> None:
         indexed = self.indexed_keys.take(run_id)
         if indexed != held:
             first_bad = next(
@@ -218,6 +238,7 @@ class Comparison:
 
     def finish(self) -> int:
         """After the last entry: no row is left over; the number of runs past ``after``."""
+        self._compare_keys()
         if len(self.listed) > self.count:
             seq, run_id = self.listed[self.count][:2]
             raise self._error(f"runs row seq {seq} (run {run_id}) has no ledger entry")
@@ -232,6 +253,13 @@ class Comparison:
 
     def _error(self, what: str) -> CorruptionError:
         return CorruptionError(self.where, what, hint="`replay reindex` rebuilds it")
+
+
+def _keys() -> Keys:
+    # Imported on first use: find's confirmation imports this module, not pyarrow.compute.
+    from replay.catalog.keys import Keys
+
+    return Keys()
 
 
 class _RecordKeys:
