@@ -90,7 +90,7 @@ def verify_store(
     present, rehashed = _verify_objects(store, earlier)
     tick("ledger")
     walk = _Walk(store, present, earlier)
-    tick("segments")
+    tick("ledger, blocks and catalog")
     with ExitStack() as stack:
         catalog = _Catalog(stack, store, walk.seq)
         walk.run(catalog)
@@ -106,7 +106,7 @@ def verify_store(
     checkpoints = _verify_checkpoints(store, tree, signers)
     if head is not None:
         _verify_head(store, tree, head, signers)
-    audited.save(record, walk.audit(tree, present))
+    audited.save(record, walk.audit(tree, present), full=earlier is None)
     counts: dict[str, Any] = {
         "objects": rehashed,
         "runs": walk.seq,

@@ -61,9 +61,10 @@ def _sound(audit: Audit) -> bool:
     return all(type(n) is int and n >= 0 for n in counts) and all(isinstance(t, str) for t in texts)
 
 
-def save(path: Path, audit: Audit) -> None:
-    """Keep ``audit`` unless another process kept one of a longer ledger meanwhile. Nothing is
-    kept where the cache cannot be written (the store was still checked)."""
+def save(path: Path, audit: Audit, *, full: bool) -> None:
+    """Keep ``audit``: always after a ``full`` pass (the whole store, as it is now), else
+    unless another process kept one of a longer ledger meanwhile. Nothing is kept where the
+    cache cannot be written (the store was still checked)."""
     fs = LocalFS(path.parent)
     body = {**asdict(audit), "objects": list(audit.objects)}
     fields = {"format": FORMAT, **body, "check": sha256(canonical_json(body))}
@@ -71,7 +72,7 @@ def save(path: Path, audit: Audit) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with fs.locked(path.name.replace(".audit.json", ".lock")):
             old = load(path)
-            if old is not None and old.size > audit.size:
+            if not full and old is not None and old.size > audit.size:
                 return
             fs.write_atomic(path.name, canonical_json(fields))
     except OSError:
