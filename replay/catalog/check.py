@@ -130,6 +130,7 @@ def _earlier(earlier: audited.Audit | None) -> dict[str, Any] | None:
         "runs": earlier.size,
         "ledger_bytes": earlier.end,
         "blocks": earlier.blocks,
+        "segment_bytes": sum(earlier.extents.values()),
         "objects": len(earlier.objects),
     }
 

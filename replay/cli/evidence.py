@@ -153,9 +153,11 @@ def _not_reread(counts: dict[str, Any]) -> str:
     if not was:
         return ""
     return (
-        f"\nre-read: what follows ledger entry {was['runs']}; taken from the verification "
-        f"of {was['verified_at']}, not re-read: {was['blocks']} blocks, {was['objects']} "
-        f"objects (the ledger's first {was['ledger_bytes']} bytes were re-hashed)"
+        f"\nre-read: the {counts['runs'] - was['runs']} ledger entries after entry "
+        f"{was['runs']}, their {counts['blocks']} blocks, {counts['objects']} new objects; "
+        f"taken from the verification of {was['verified_at']}, not re-read: {was['blocks']} "
+        f"blocks ({was['segment_bytes']:,} bytes of segments), {was['objects']} objects (the "
+        f"ledger's first {was['ledger_bytes']:,} bytes were re-hashed)"
     )
 
 
