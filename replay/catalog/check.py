@@ -31,7 +31,6 @@ import orjson
 
 from replay.catalog.truth import Comparison, compared
 from replay.core import keys, merkle
-from replay.core.digest import canonical_json
 from replay.core.manifest import Spec, decode
 from replay.errors import (
     CatalogError,
@@ -42,7 +41,7 @@ from replay.errors import (
 )
 from replay.store import audited, history, verified
 from replay.store.checkpoint import Checkpoint, grew, hexroot, public_key_pem, stored
-from replay.store.ledger import GENESIS
+from replay.store.ledger import GENESIS, canonical_entry
 from replay.store.ledger import NAME as LEDGER
 from replay.store.segments import Block
 from replay.store.store import Store
@@ -203,7 +202,7 @@ class _Walk:
             catalog.entry(entry, manifest, block)
             if self.tree is not None:
                 self.hashes.append(entry["hash"])
-                self.tree.append(merkle.leaf_hash(canonical_json(entry)))
+                self.tree.append(merkle.leaf_hash(canonical_entry(entry)))
             self.end, self.seq, self.last = pos, entry["seq"], entry["hash"]
         self.blocks = len(seen)
 

@@ -30,14 +30,14 @@ from typing import Any
 import orjson
 
 from replay.core import keys, merkle
-from replay.core.digest import canonical_json, sha256
+from replay.core.digest import sha256
 from replay.core.trust import ENV as TRUST_ENV
 from replay.core.userdirs import cache_folder
 from replay.errors import CorruptionError, UntrustedSignerError
 from replay.store import verified
 from replay.store.checkpoint import FOLDER as CHECKPOINTS
 from replay.store.checkpoint import Checkpoint, key_name, stored
-from replay.store.ledger import GENESIS, NAME, hash_holds
+from replay.store.ledger import GENESIS, NAME, canonical_entry, hash_holds
 from replay.store.lookup import start_of
 from replay.store.store import Store
 
@@ -154,7 +154,7 @@ def _extend(store: Store, prefix: _Prefix) -> None:
     prev = prefix.hashes[-1] if prefix.hashes else GENESIS
     for pos, entry in store.ledger.chain(prefix.end, len(prefix.hashes), prev):
         prefix.hashes.append(entry["hash"])
-        prefix.tree.append(merkle.leaf_hash(canonical_json(entry)))
+        prefix.tree.append(merkle.leaf_hash(canonical_entry(entry)))
         prefix.end = pos
     _check_cache(store, prefix)
 
