@@ -71,6 +71,8 @@ def test_a_healthy_store_verifies(store, toy, key) -> None:
         "blocks": 3,
         "checkpoints": 1,
         "catalog": "3 runs match the ledger",
+        "mode": "full",
+        "earlier": None,
     }
 
 

@@ -282,9 +282,9 @@ def _reads_from(store: replay.Store, monkeypatch: pytest.MonkeyPatch) -> list[in
     offsets: list[int] = []
     read = store.ledger.read
 
-    def counting(offset: int = 0) -> Any:
+    def counting(offset: int = 0, copy: Any = None) -> Any:
         offsets.append(offset)
-        return read(offset)
+        return read(offset, copy)
 
     monkeypatch.setattr(store.ledger, "read", counting)
     return offsets

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from replay.core.digest import canonical_json, sha256
 from replay.errors import CorruptionError
 from replay.store.fs import LocalFS
-from replay.store.ledger import GENESIS, Ledger
+from replay.store.ledger import GENESIS, Ledger, canonical_entry, entry_hash
 
 
 def _records(n: int) -> list[dict[str, object]]:
@@ -68,3 +70,23 @@ def test_changing_any_byte_of_the_ledger_is_detected(
     ledger.path.write_bytes(bytes(raw))
     with pytest.raises(CorruptionError):
         Ledger(LocalFS(root)).verify()
+
+
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(record=st.dictionaries(st.text(), _VALUES, max_size=4))
+def test_an_entry_leaf_is_its_canonical_json_whatever_it_holds(record: dict[str, Any]) -> None:
+    entry = {k: v for k, v in record.items() if k not in ("seq", "prev", "hash")}
+    entry |= {"seq": 1, "prev": GENESIS}
+    entry["hash"] = entry_hash(entry)
+    read = orjson.loads(canonical_json(entry))  # as the ledger gives it back
+    assert canonical_entry(read) == canonical_json(read)

@@ -321,7 +321,7 @@ def _from_blocks(
     store: Store, con: duckdb.DuckDBPyConnection, entries: Iterator[tuple[int, dict[str, Any]]]
 ) -> None:
     batch = Ingest(store, con)
-    for end, entry, block, body in store.with_manifests(entries):
+    for end, entry, block, body in store.manifests(entries=entries):
         batch.add(end, entry, block, body)
         if batch.full:
             batch.write()

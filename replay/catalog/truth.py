@@ -12,21 +12,28 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
+import orjson
 
 from replay.catalog.index import Catalog
 from replay.catalog.schema import UNINDEXED
 from replay.core.kinds import kind_of
 from replay.core.pipeline import INPUT
 from replay.errors import CorruptionError, NotFoundError
-from replay.store.ledger import hash_holds
+from replay.store.ledger import NAME, hash_holds
+from replay.store.lookup import start_of
 from replay.store.segments import Block
 from replay.store.store import Store
 
+if TYPE_CHECKING:
+    from replay.catalog.keys import Keys
+
 T = TypeVar("T")
+KEYS_BATCH = 4096  # keyed runs whose keys are read and compared at once
 WARNING = "warning: catalog disagreed with the ledger; rebuilt"
 
 # One records row per input row of every keyed run whose keys were indexed, from totals (a
@@ -116,20 +123,35 @@ def _same_clock(iso: str, clock: Any) -> bool:
 
 
 def _indexes_this_ledger(store: Store, meta: dict[str, str]) -> bool:
-    """The entry the catalog says it indexed last is the ledger's entry at that offset."""
+    """The entry the catalog says it indexed last is the ledger's entry at that offset (one
+    seek to the line that ends there)."""
     last, offset = meta.get("ledger_hash"), int(meta.get("ledger_offset") or 0)
     if last is None:
         return True
-    return any(pos == offset and e.get("hash") == last for pos, e in store.entries())
+    if offset <= 0 or not store.ledger.ends_line(offset):
+        return False
+    start = start_of(store.fs, offset)
+    try:
+        entry = orjson.loads(bytes(store.fs.read_range(NAME, start, offset - start)))
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("hash") == last
 
 
 def check_catalog(store: Store) -> int:
     """Compare the catalog with the ledger and blocks; raise CorruptionError naming the
     catalog file and the first row that disagrees. Returns the number of runs compared."""
-    from replay.store.rows import as_keys
+    with compared(store) as comparison:
+        for _, entry, block, body in store.manifests():
+            comparison.entry(entry, orjson.loads(body), block)
+        return comparison.finish()
 
+
+@contextmanager
+def compared(store: Store, after: int = 0) -> Iterator[Comparison]:
+    """A comparison of the catalog's rows past ledger entry ``after`` with the entries a
+    caller walks (a catalog that indexed another ledger is rebuilt first, with a warning)."""
     catalog = Catalog(store)
-    where = str(catalog.path)
     with catalog.connect() as con:
         meta = dict(con.execute("select key, value from meta").fetchall())
     if not _indexes_this_ledger(store, meta):
@@ -139,83 +161,105 @@ def check_catalog(store: Store) -> int:
             pass
         print("warning: the catalog indexed another ledger; rebuilt", file=sys.stderr)
     with catalog.connect() as con:
-        listed = con.execute(
-            "select seq, run_id, pipeline, clock, version, record_key, kind from runs order by seq"
+        yield Comparison(con, str(catalog.path), after)
+
+
+class Comparison:
+    """The catalog's rows checked, entry by entry in ledger order, against the ledger and
+    blocks: the first disagreeing row raises CorruptionError naming it."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, where: str, after: int) -> None:
+        self.con, self.where, self.after = con, where, after
+        self.listed = con.execute(
+            "select seq, run_id, pipeline, clock, version, record_key, kind from runs "
+            "where seq > ? order by seq",
+            [after],
         ).fetchall()
-        indexed_keys = _records_in_ledger_order(con)
-        opened: tuple[dict[str, Any], Block] | None = None  # a group's runs share a block
-        count = 0
-        for _, e in store.entries():
-            m = e["manifest"]
-            row = listed[count] if count < len(listed) else None
-            count += 1
-            if row is None:
-                raise CorruptionError(
-                    where,
-                    f"has no runs row for ledger entry {e['seq']} (run {e['run_id']})",
-                    hint="`replay reindex` rebuilds it",
-                )
-            seq, run_id, pipeline, clock, version, record_key, kind = row
-            if (seq, run_id, pipeline, version, record_key, kind) != (
-                e["seq"],
-                e["run_id"],
-                m["pipeline"],
-                m["version"],
-                m.get("record_key"),
-                kind_of(m.get("kind"), m.get("tags")),
-            ) or not _same_clock(m["clock"], clock):
-                raise CorruptionError(
-                    where,
-                    f"runs row seq {seq} (run {run_id}, pipeline "
-                    f"{pipeline}) disagrees with ledger entry {e['seq']} (run "
-                    f"{e['run_id']}, pipeline {m['pipeline']})",
-                    hint="`replay reindex` rebuilds it",
-                )
-            if record_key:
-                if opened is None or opened[0] != e["block"]:
-                    opened = (e["block"], store.block(e["block"]))
-                block = opened[1]
-                part, first, n = block.kinds(run_id)[INPUT]
-                try:
-                    held = as_keys(
-                        block.part_table(part).column(record_key).slice(first, n).combine_chunks()
-                    ).to_pylist()
-                except Exception:  # keys the catalog cannot index (see CatalogWarning)
-                    held = None
-                if held is not None:
-                    indexed = indexed_keys.take(run_id)
-                    if indexed != held:
-                        first_bad = next(
-                            (
-                                i
-                                for i, (a, b) in enumerate(zip(indexed, held, strict=False))
-                                if a != b
-                            ),
-                            min(len(indexed), len(held)),
-                        )
-                        raise CorruptionError(
-                            where,
-                            f"records of run {run_id} disagree with "
-                            f"its block at input row {first_bad}",
-                            hint="`replay reindex` rebuilds it",
-                        )
-        if len(listed) > count:
-            seq, run_id = listed[count][:2]
-            raise CorruptionError(
-                where,
-                f"runs row seq {seq} (run {run_id}) has no ledger entry",
-                hint="`replay reindex` rebuilds it",
+        self.indexed_keys = _records_in_ledger_order(con, after)
+        self.count = 0  # entries compared
+        self.keys, self.keyed = _keys(), list[str]()  # a batch of keyed runs, in ledger order
+
+    def entry(self, e: dict[str, Any], m: dict[str, Any], block: Block) -> None:
+        """Compare the runs row (and records rows) of entry ``e`` with manifest ``m``."""
+        row = self.listed[self.count] if self.count < len(self.listed) else None
+        self.count += 1
+        if row is None:
+            raise self._error(f"has no runs row for ledger entry {e['seq']} (run {e['run_id']})")
+        seq, run_id, pipeline, clock, version, record_key, kind = row
+        if (seq, run_id, pipeline, version, record_key, kind) != (
+            e["seq"],
+            e["run_id"],
+            m["pipeline"],
+            m["version"],
+            m.get("record_key"),
+            kind_of(m.get("kind"), m.get("tags")),
+        ) or not _same_clock(m["clock"], clock):
+            raise self._error(
+                f"runs row seq {seq} (run {run_id}, pipeline {pipeline}) disagrees with "
+                f"ledger entry {e['seq']} (run {e['run_id']}, pipeline {m['pipeline']})"
             )
-        stray = con.execute(
+        if record_key:
+            self._add_keys(run_id, record_key, block)
+
+    def _add_keys(self, run_id: str, record_key: str, block: Block) -> None:
+        """Gather the run's keys from its block; they are compared a batch at a time (the
+        small input streams of a batch are read as one, as an ingest reads them)."""
+        try:
+            self.keys.add(block, len(self.keyed), run_id, record_key)
+        except Exception:  # keys the catalog cannot index (see CatalogWarning)
+            self.keys.failed.append((len(self.keyed), "unreadable"))
+        self.keyed.append(run_id)
+        if len(self.keyed) >= KEYS_BATCH:
+            self._compare_keys()
+
+    def _compare_keys(self) -> None:
+        self.keys.finish()
+        flat = [k for array in self.keys.arrays for k in array.to_pylist()]
+        held: dict[int, list[str]] = {}
+        at = 0
+        for run, count in zip(self.keys.runs, self.keys.counts, strict=True):
+            held[run], at = flat[at : at + count], at + count
+        failed = {run for run, _ in self.keys.failed}
+        for run, run_id in enumerate(self.keyed):
+            if run not in failed:
+                self._compare_run(run_id, held.get(run, []))
+        self.keys, self.keyed = _keys(), []
+
+    def _compare_run(self, run_id: str, held: list[str]) -> None:
+        indexed = self.indexed_keys.take(run_id)
+        if indexed != held:
+            first_bad = next(
+                (i for i, (a, b) in enumerate(zip(indexed, held, strict=False)) if a != b),
+                min(len(indexed), len(held)),
+            )
+            raise self._error(
+                f"records of run {run_id} disagree with its block at input row {first_bad}"
+            )
+
+    def finish(self) -> int:
+        """After the last entry: no row is left over; the number of runs past ``after``."""
+        self._compare_keys()
+        if len(self.listed) > self.count:
+            seq, run_id = self.listed[self.count][:2]
+            raise self._error(f"runs row seq {seq} (run {run_id}) has no ledger entry")
+        stray = self.con.execute(
             "select run_id from records where run_id not in (select run_id from runs) limit 1"
         ).fetchall()
         if stray:
-            raise CorruptionError(
-                where,
-                f"records rows name run {stray[0][0]}, which the ledger does not hold",
-                hint="`replay reindex` rebuilds it",
+            raise self._error(
+                f"records rows name run {stray[0][0]}, which the ledger does not hold"
             )
-    return count
+        return self.count
+
+    def _error(self, what: str) -> CorruptionError:
+        return CorruptionError(self.where, what, hint="`replay reindex` rebuilds it")
+
+
+def _keys() -> Keys:
+    # Imported on first use: find's confirmation imports this module, not pyarrow.compute.
+    from replay.catalog.keys import Keys
+
+    return Keys()
 
 
 class _RecordKeys:
@@ -237,9 +281,11 @@ class _RecordKeys:
         return keys
 
 
-def _records_in_ledger_order(con: duckdb.DuckDBPyConnection) -> _RecordKeys:
+def _records_in_ledger_order(con: duckdb.DuckDBPyConnection, after: int) -> _RecordKeys:
     cursor = con.execute(
-        "select r.run_id, r.key from records r join runs u using (run_id) order by u.seq, r.row"
+        "select r.run_id, r.key from records r join runs u using (run_id) "
+        "where u.seq > ? order by u.seq, r.row",
+        [after],
     )
 
     def rows() -> Iterator[tuple[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -145,6 +145,22 @@ def export(
         )
 
 
+def _not_reread(counts: dict[str, Any]) -> str:
+    """What ``verify --store --skip-verified`` took from the earlier verification."""
+    if counts.get("note"):
+        return f"\n{counts['note']}"
+    was = counts.get("earlier")
+    if not was:
+        return ""
+    return (
+        f"\nre-read: the {counts['runs'] - was['runs']} ledger entries after entry "
+        f"{was['runs']}, their {counts['blocks']} blocks, {counts['objects']} new objects; "
+        f"taken from the verification of {was['verified_at']}, not re-read: {was['blocks']} "
+        f"blocks ({was['segment_bytes']:,} bytes of segments), {was['objects']} objects (the "
+        f"ledger's first {was['ledger_bytes']:,} bytes were re-hashed)"
+    )
+
+
 @app.command()
 @handled
 def verify(
@@ -180,6 +196,14 @@ def verify(
             "(`checkpoint --out`); the ledger must have only grown since.",
         ),
     ] = None,
+    skip_verified: Annotated[
+        bool,
+        typer.Option(
+            "--skip-verified",
+            help="With --store: re-read only what was added since the last verification; "
+            "bytes verified then are not re-read.",
+        ),
+    ] = False,
     extract: Annotated[
         Path | None,
         typer.Option(
@@ -210,6 +234,8 @@ def verify(
         raise UsageError("--checkpoint checks a store", hint="add --store")
     if witnesses and not store_check:
         raise UsageError("--witnesses checks a store", hint="add --store")
+    if skip_verified and not store_check:
+        raise UsageError("--skip-verified checks a store", hint="add --store")
     if store_check:
         if insecure_any_signer:
             render.errors.print(
@@ -227,6 +253,7 @@ def verify(
                     head=head,
                     witnesses=witnesses,
                     progress=tick,
+                    skip_verified=skip_verified,
                 )
         except (CorruptionError, NotFoundError, UntrustedSignerError) as exc:
             if as_json:
@@ -249,7 +276,8 @@ def verify(
                 f"[green]OK[/green] {counts['objects']} objects, {counts['runs']} ledger "
                 f"entries, {counts['blocks']} blocks, {counts['checkpoints']} checkpoints"
                 + (f", {counts['witnesses']} witnesses" if witnesses else "")
-                + f"; catalog: {counts['catalog']}",
+                + f"; catalog: {counts['catalog']}"
+                + _not_reread(counts),
                 highlight=False,
             )
     if bundle is not None:

@@ -29,6 +29,7 @@ def verify(
     head: Path | None = None,
     witnesses: int = 0,
     progress: Callable[[str], None] | None = None,
+    skip_verified: bool = False,
 ) -> dict[str, Any]: ...
 
 
@@ -46,6 +47,7 @@ def verify(
     head: Path | None = None,
     witnesses: int = 0,
     progress: Callable[[str], None] | None = None,
+    skip_verified: bool = False,
 ) -> dict[str, Any] | Verification:
     """Verify a bundle (a path) or a whole store, against the signer pinned by ``key`` (a
     public key PEM) or else the trust store; ``any_signer`` accepts whoever signed.
@@ -56,19 +58,26 @@ def verify(
     A store: every object, segment, manifest and checkpoint; ``head`` is a signed tree head
     kept outside it (``checkpoint(out=...)``) that the ledger must have grown from, and
     ``witnesses`` how many distinct pinned witnesses must have cosigned its latest
-    checkpoint. Returns counts of what was checked (``objects``, ``runs``, ``blocks``,
-    ``checkpoints``, ``catalog``, ``witnesses``); raises CorruptionError at the first
-    failure, UntrustedSignerError for a checkpoint no pinned key signed.
+    checkpoint. ``skip_verified`` re-reads only what was added since the last verification
+    kept in the user's cache; bytes verified then are not re-read. Returns counts of what was
+    checked (``objects``, ``runs``, ``blocks``, ``checkpoints``, ``catalog``, ``witnesses``;
+    ``mode`` and ``earlier``: what was taken from the earlier verification); raises
+    CorruptionError at the first failure, UntrustedSignerError for a checkpoint no pinned
+    key signed.
     """
     if not isinstance(target, Store):
-        if head is not None or witnesses:
-            raise UsageError("a checkpoint file and witnesses check a store, not a bundle")
+        if head is not None or witnesses or skip_verified:
+            raise UsageError(
+                "a checkpoint file, witnesses and --skip-verified check a store, not a bundle"
+            )
         return verify_bundle(Path(target), key, any_signer=any_signer)
     from replay.catalog.check import verify_store
 
     signers = None if any_signer else tuple(p.key_id for p in trust.pinned(key))
     outside = checkpoints.read_head(head) if head is not None else None
-    counts = verify_store(target, progress, signers=signers, head=outside)
+    counts = verify_store(
+        target, progress, signers=signers, head=outside, skip_verified=skip_verified
+    )
     if witnesses:
         from replay.evidence import witness
 

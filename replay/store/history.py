@@ -30,14 +30,14 @@ from typing import Any
 import orjson
 
 from replay.core import keys, merkle
-from replay.core.digest import canonical_json, sha256
+from replay.core.digest import sha256
 from replay.core.trust import ENV as TRUST_ENV
 from replay.core.userdirs import cache_folder
 from replay.errors import CorruptionError, UntrustedSignerError
 from replay.store import verified
 from replay.store.checkpoint import FOLDER as CHECKPOINTS
 from replay.store.checkpoint import Checkpoint, key_name, stored
-from replay.store.ledger import GENESIS, NAME, entry_hash, hash_holds
+from replay.store.ledger import GENESIS, NAME, canonical_entry, hash_holds
 from replay.store.lookup import start_of
 from replay.store.store import Store
 
@@ -152,17 +152,20 @@ def _extend(store: Store, prefix: _Prefix) -> None:
             f"{prefix.end} already verified: entries were removed",
         )
     prev = prefix.hashes[-1] if prefix.hashes else GENESIS
-    for pos, entry in store.ledger.read(prefix.end):
-        seq = len(prefix.hashes) + 1
-        where = f"entry {seq} (ends at byte {pos})"
-        if entry.get("seq") != seq or entry.get("prev") != prev:
-            raise CorruptionError(str(store.ledger.path), f"{where} breaks the chain")
-        if entry_hash(entry) != entry.get("hash"):
-            raise CorruptionError(str(store.ledger.path), f"{where} does not match its hash")
-        prev = entry["hash"]
-        prefix.hashes.append(prev)
-        prefix.tree.append(merkle.leaf_hash(canonical_json(entry)))
+    for pos, entry in store.ledger.chain(prefix.end, len(prefix.hashes), prev):
+        prefix.hashes.append(entry["hash"])
+        prefix.tree.append(merkle.leaf_hash(canonical_entry(entry)))
         prefix.end = pos
+    _check_cache(store, prefix)
+
+
+def adopt(store: Store, end: int, hashes: verified.Hashes, tree: merkle.Tree) -> None:
+    """The whole ledger, up to byte ``end``, chain-checked and hashed by the caller
+    (``verify --store``): this process's verified prefix from now on, compared with the
+    history this user verified before and kept like any other."""
+    prefix = _prefixes.get(store.root)
+    if prefix is None or prefix.tree.size < tree.size:
+        prefix = _prefixes[store.root] = _Prefix(end=end, hashes=hashes, tree=tree)
     _check_cache(store, prefix)
 
 

@@ -57,6 +57,23 @@ def hash_holds(entry: dict[str, Any]) -> bool:
     return sha256(fast) == entry.get("hash") or entry_hash(entry) == entry.get("hash")
 
 
+def canonical_entry(entry: dict[str, Any]) -> bytes:
+    """``canonical_json(entry)`` (the bytes the Merkle tree's leaf hashes), 3x faster for an
+    entry whose hash holds by ``hash_holds``' fast path: its body's orjson bytes are then the
+    canonical ones its hash was made over, and the whole entry adds only the hash itself, a
+    plain ``sha256:<hex>`` string, which both write alike."""
+    if "manifest" not in entry:
+        try:
+            body = orjson.dumps(
+                {k: v for k, v in entry.items() if k != "hash"}, option=orjson.OPT_SORT_KEYS
+            )
+            if sha256(body) == entry.get("hash"):
+                return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            pass
+    return canonical_json(entry)
+
+
 @dataclass(frozen=True)
 class Tail:
     size: int
@@ -174,8 +191,11 @@ class Ledger:
         """Whether a line of the ledger ends at byte ``offset`` (where a reader stopped)."""
         return offset <= self.size() and bytes(self.fs.read_range(NAME, offset - 1, 1)) == b"\n"
 
-    def read(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Complete entries from byte ``offset`` on, each with the offset just past it."""
+    def read(
+        self, offset: int = 0, copy: Callable[[bytes], object] | None = None
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Complete entries from byte ``offset`` on, each with the offset just past it;
+        ``copy`` is handed each complete line's bytes (to hash what was read, as it was)."""
         try:
             f = self.fs.open_read(NAME, offset)
         except FileNotFoundError:
@@ -186,6 +206,8 @@ class Ledger:
                 if not line.endswith(b"\n"):
                     return  # a torn tail: not committed
                 pos += len(line)
+                if copy is not None:
+                    copy(line)
                 try:
                     yield pos, orjson.loads(line)
                 except ValueError:
@@ -193,18 +215,28 @@ class Ledger:
                         str(self.path), f"entry ending at byte {pos} is not JSON"
                     ) from None
 
-    def verify(self) -> int:
-        """Check every entry's hash and chain link; returns the number of entries."""
-        prev, seq = GENESIS, 0
-        for pos, entry in self.read():
+    def chain(
+        self,
+        offset: int = 0,
+        seq: int = 0,
+        prev: str = GENESIS,
+        copy: Callable[[bytes], object] | None = None,
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``read``, each entry checked first: its hash, and its link to the one before
+        (``seq`` and ``prev``: the entry that ends at ``offset``)."""
+        for pos, entry in self.read(offset, copy):
             seq += 1
             where = f"entry {seq} (ends at byte {pos})"
             if entry.get("seq") != seq or entry.get("prev") != prev:
                 raise CorruptionError(str(self.path), f"{where} breaks the chain")
-            if entry_hash(entry) != entry.get("hash"):
+            if not hash_holds(entry):
                 raise CorruptionError(str(self.path), f"{where} does not match its hash")
             prev = entry["hash"]
-        return seq
+            yield pos, entry
+
+    def verify(self) -> int:
+        """Check every entry's hash and chain link; returns the number of entries."""
+        return sum(1 for _ in self.chain())
 
 
 def _unwritable(exc: OSError) -> StoreError:

@@ -148,18 +148,15 @@ class Store:
         for pos, entry, _, body in self.manifests(offset):
             yield pos, {**entry, "manifest": json.loads(body)}
 
-    def manifests(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any], Block, bytes]]:
-        """Committed entries from byte ``offset``, each with its block (opened once for the
-        entries of one block in a row) and its manifest's bytes, checked against the entry."""
-        return self.with_manifests(self.ledger.read(offset))
-
-    def with_manifests(
-        self, entries: Iterable[tuple[int, dict[str, Any]]]
+    def manifests(
+        self, offset: int = 0, entries: Iterable[tuple[int, dict[str, Any]]] | None = None
     ) -> Iterator[tuple[int, dict[str, Any], Block, bytes]]:
-        """``manifests`` of the given entries (each with the offset just past its line)."""
+        """Committed entries from byte ``offset`` (or ``entries``, the caller's own read of
+        them, such as ``Ledger.chain``), each with its block (opened once for the entries of
+        one block in a row) and its manifest's bytes, checked against the entry."""
         block: Block | None = None
         key: tuple[str, int] | None = None
-        for pos, entry in entries:
+        for pos, entry in self.ledger.read(offset) if entries is None else entries:
             ref = entry["block"]
             if block is None or key != (ref["segment"], ref["offset"]):
                 block, key = self.block(ref), (ref["segment"], ref["offset"])
