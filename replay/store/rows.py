@@ -130,8 +130,11 @@ def line(entry: Mapping[str, Any], body: bytes, tables: Mapping[str, StoredTable
     if m.record_key and source is not None and source.table.num_rows:
         row["keys_in_block"] = True
         if source.table.num_rows <= KEYS_INLINE:
+            column = source.table.column(m.record_key)
             try:
-                row["keys"] = as_keys(source.table.column(m.record_key)).to_pylist()
+                # Text as it is: capture refused keys that are not UTF-8 (a cast costs ~8 us).
+                text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                row["keys"] = (column if text else as_keys(column)).to_pylist()
                 row["keys_in_block"] = False
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass  # capture checks keys: should one have no text, ingest says so
