@@ -23,6 +23,7 @@ import typer.core
 from rich.markup import escape
 
 from replay.cli import render
+from replay.cli.params import shape_params
 from replay.core import kinds
 from replay.core.kinds import PRODUCTION
 from replay.core.lazy import Lazy
@@ -82,74 +83,10 @@ def hoist_store(args: list[str]) -> list[str]:
     return moved + front + out
 
 
-# What an option's value is, in help (typer would print <str>, <path>, and <bool> on flags).
-METAVARS = {
-    "store": "PATH",
-    "since": "TIME",
-    "until": "TIME",
-    "at": "TIME",
-    "input": "FILE",
-    "out": "FILE",
-    "bundle": "FILE",
-    "checkpoint": "FILE",
-    "head": "FILE",
-    "key": "PEM",
-    "signer": "PEM",
-    "record_key": "COLUMN",
-    "record": "KEY",
-    "pipeline": "NAME",
-    "name": "NAME",
-    "step": "STEP",
-    "image": "REF",
-    "kind": "production|whatif|all",
-    "fmt": "table|tsv|json",
-    "mode": "chained|isolated",
-    "swap": "STEP=RUN|STEP[.MODEL]=sha256:…",
-    "tolerance": "COLUMN=NUMBER",
-    "memory": "SIZE",
-    "cpus": "N",
-    "pids": "N",
-    "limit": "N",
-    "offset": "N",
-    "witnesses": "N",
-    "redact": "COLUMNS",
-    "extract": "DIR",
-    "state": "DIR",
-    "workdir": "DIR",
-    "workspace": "DIR",
-    "out_dir": "DIR",
-    "format": "text|mermaid",
-}
-
-
-def _name_values(command: Any) -> None:
-    """Help shows a flag bare and an option's value by what it is (``--since TIME``)."""
-    for param in command.params:
-        if isinstance(param, typer.core.TyperOption) and param.metavar is None:
-            param.metavar = (
-                ""
-                if param.is_flag
-                else METAVARS.get(param.name or "", (param.name or "value").upper())
-            )
-        elif isinstance(param, typer.core.TyperArgument):
-            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
-    make_help = command.get_help_option
-
-    def bare_help(ctx: Any) -> Any:
-        option = make_help(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
-
-    command.get_help_option = bare_help
-    for sub in getattr(command, "commands", {}).values():
-        _name_values(sub)
-
-
 class _StoreAnywhere(typer.core.TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _name_values(self)
+        shape_params(self)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_store(list(args)))
