@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import typer.core
-from rich.markup import escape
 
 from replay.cli import render
 from replay.cli.params import shape_params
@@ -164,7 +163,7 @@ def report_error(exc: Exception, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"error": message, "hint": hint, "exit_code": code}), file=sys.stderr)
         return code
-    render.errors.print(f"[red]{label}:[/red] {escape(message)}", highlight=False)
+    render.errors.print(f"[red]{label}:[/red] {render.escape(message)}", highlight=False)
     if hint:
         render.errors.print(f"  {hint}", highlight=False, markup=False)
     return code
@@ -319,7 +318,7 @@ def record(
         return
     render.console.print(
         f"recorded run [bold]{result.run_id}[/bold] (ledger #{result.seq}, "
-        f"{rows.num_rows} rows, pipeline {escape(pipeline.name)})"
+        f"{rows.num_rows} rows, pipeline {render.escape(pipeline.name)})"
     )
     render.arrow(result.output, limit=10)
 
@@ -633,7 +632,7 @@ def at(
             render.errors.print(
                 f"what-if run [bold]{result.run_id}[/bold] (kept apart from "
                 "production runs: `--kind whatif` lists it): "
-                f"{escape(pipeline)} "
+                f"{render.escape(pipeline)} "
                 f"as deployed at {when.isoformat()} (by run "
                 f"{result.manifest.tags['deployed_by_run']})"
             )
@@ -733,9 +732,9 @@ def doctor(as_json: JsonOpt = False) -> None:
         render.emit_json({"repaired": report.repaired, "noted": report.noted})
         return
     for line in report.repaired:
-        render.console.print(f"[green]repaired[/green] {escape(line)}", highlight=False)
+        render.console.print(f"[green]repaired[/green] {render.escape(line)}", highlight=False)
     for line in report.noted:
-        render.console.print(f"[yellow]noted[/yellow]    {escape(line)}", highlight=False)
+        render.console.print(f"[yellow]noted[/yellow]    {render.escape(line)}", highlight=False)
 
 
 @app.command()

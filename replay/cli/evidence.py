@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
 from replay.cli import render
 from replay.cli.app import JsonOpt, KindOpt, _read_key, app, handled, open_store, state
@@ -238,7 +237,9 @@ def verify(
                     }
                 )
             else:
-                render.console.print(f"[red]FAIL[/red] {escape(exc.message)}", highlight=False)
+                render.console.print(
+                    f"[red]FAIL[/red] {render.escape(exc.message)}", highlight=False
+                )
             raise typer.Exit(
                 exc.exit_code if isinstance(exc, UntrustedSignerError) else 1
             ) from None
@@ -289,7 +290,7 @@ def _print_verification(check: Verification, as_json: bool) -> None:
         return
     for part, ok, detail in check.checks:
         mark = "[green]OK  [/green]" if ok else "[red]FAIL[/red]"
-        render.console.print(f"{mark} {part}  {escape(detail)}", highlight=False)
+        render.console.print(f"{mark} {part}  {render.escape(detail)}", highlight=False)
 
 
 trust_app = typer.Typer(
