@@ -81,6 +81,10 @@ HEAVY = (
     "jinja2",
     "fpdf",
     "sklearn",
+    # what typer would render help and parse values with (replay.cli.app.PLAIN, .params)
+    "rich",
+    "markdown_it",
+    "pydantic",
 )
 
 
@@ -102,7 +106,11 @@ def imported(*args: str) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["runs", "--help"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["--version"], ["runs", "--help"], ["trust", "add", "--help"]],
+    ids=" ".join,
+)
 def test_help_starts_without_the_heavy_libraries(args: list[str]) -> None:
     assert set() == imported(*args) & set(HEAVY)
 

@@ -91,8 +91,13 @@ class _StoreAnywhere(typer.core.TyperGroup):
         return super().parse_args(ctx, hoist_store(list(args)))
 
 
+# Help and usage errors in click's plain text, not rich panels: typer's rich help imports
+# rich, markdown-it and pygments (~60-70 ms, a third of `replay --help`; issue 16).
+PLAIN = None
+
 app = typer.Typer(
     cls=_StoreAnywhere,
+    rich_markup_mode=PLAIN,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -227,7 +232,7 @@ def open_store(*, create: bool = False) -> Store:
 def _print_version() -> None:
     from replay import __version__
 
-    render.console.print(f"pipeline-replay {__version__}", highlight=False)
+    print(f"pipeline-replay {__version__}")
     raise typer.Exit()
 
 

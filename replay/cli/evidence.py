@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from replay.cli import render
-from replay.cli.app import JsonOpt, KindOpt, _read_key, app, handled, open_store, state
+from replay.cli.app import PLAIN, JsonOpt, KindOpt, _read_key, app, handled, open_store, state
 from replay.core import kinds
 from replay.core.lazy import Lazy
 from replay.core.timeparse import parse_time
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 else:
     queries = Lazy("replay.catalog.queries")
 
-keys_app = typer.Typer(no_args_is_help=True, help="Signing keys for checkpoints and bundles.")
+keys_app = typer.Typer(
+    rich_markup_mode=PLAIN, no_args_is_help=True, help="Signing keys for checkpoints and bundles."
+)
 app.add_typer(keys_app, name="keys")
 KeyOpt = Annotated[
     Path | None,
@@ -294,6 +296,7 @@ def _print_verification(check: Verification, as_json: bool) -> None:
 
 
 trust_app = typer.Typer(
+    rich_markup_mode=PLAIN,
     no_args_is_help=True,
     help="Trusted signers: the public keys whose bundles verify and run --bundle accept.",
 )

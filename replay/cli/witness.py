@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 
 from replay.cli import render
-from replay.cli.app import JsonOpt, _read_key, app, handled
+from replay.cli.app import PLAIN, JsonOpt, _read_key, app, handled
 
 witness_app = typer.Typer(
+    rich_markup_mode=PLAIN,
     no_args_is_help=True,
     help="Witnesses: independent cosigners of a "
     "store's checkpoints, each refusing a rewritten or rolled-back "
