@@ -7,7 +7,8 @@ far are mapped in one table (``translate``); anything else is an internal error 
 whose traceback only ``--debug`` shows.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in the command modules: typer would eval() every
+# command's annotations from strings on each start (~13 ms of `replay --help` and `find`).
 
 import errno
 import functools
@@ -223,7 +224,7 @@ def translate(exc: Exception) -> ReplayError | None:
     return None
 
 
-def open_store(*, create: bool = False) -> Store:
+def open_store(*, create: bool = False) -> "Store":
     from replay.store.store import Store
 
     return Store.open(state["store"], create=create)
@@ -784,7 +785,7 @@ def demo(
         render.emit_json(summary)
 
 
-def read_rows(path: str) -> pa.Table:
+def read_rows(path: str) -> "pa.Table":
     """Input rows, refusing column names that are not UTF-8 (pyarrow reads them, then
     raises UnicodeDecodeError on the first look at the schema)."""
     from replay.core.tables import read_input

@@ -1,7 +1,7 @@
 """Evidence commands: signing keys, trusted signers, checkpoints, export and verify (see
 replay.cli.app)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see replay.cli.app.
 
 import os
 from pathlib import Path
@@ -274,7 +274,7 @@ def verify(
                 render.console.print(f"extracted {len(verified.files)} files into {extract}")
 
 
-def _print_verification(check: Verification, as_json: bool) -> None:
+def _print_verification(check: "Verification", as_json: bool) -> None:
     for warning in check.warnings:  # on stderr, so a script reading stdout still sees it
         render.errors.print(f"warning: {warning}", markup=False, highlight=False)
     if as_json:

@@ -1,7 +1,7 @@
 """Witness commands: cosign a store's checkpoint once it is proven to extend the last head
 this witness signed (see replay.evidence.witness and replay.cli.app)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see replay.cli.app.
 
 from pathlib import Path
 from typing import Annotated
