@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     errors: Console  # stderr, likewise
 
 
-# rich is imported on first use (~20 ms): `replay --help` imports it through typer anyway,
-# but a piped `find` prints TSV and needs none of it.
+# rich is imported on first use (~20 ms): neither `replay --help` (plain, replay.cli.app.PLAIN)
+# nor a piped `find` (TSV) needs it. `render.console` and `render.errors` still read as before.
 @functools.cache
 def _consoles() -> tuple[Console, Console]:
     from rich.console import Console
