@@ -143,6 +143,12 @@ def test_a_terminal_gets_the_table_by_default(toy_store) -> None:
     assert BOX & set(cli(toy_store, "runs", TTY_COMPATIBLE="1"))
 
 
+def test_force_color_gets_the_table_in_a_pipe_as_rich_would(toy_store) -> None:
+    # A pipe is told apart without importing rich (replay.cli.render.on_terminal), but
+    # rich's overrides still decide.
+    assert BOX & set(cli(toy_store, "find", "R1", FORCE_COLOR="1"))
+
+
 def test_a_tsv_field_escapes_tabs_newlines_and_backslashes() -> None:
     assert plain("a\tb\nc\\d") == "a\\tb\\nc\\\\d"
     assert plain(None) == ""

@@ -1,6 +1,7 @@
 """The command line: the typer app with its one error boundary and the run, query and demo
 commands (``app``), one module per further command family (``evidence``, ``witness``), the
-entry point that gathers them (``main``), terminal rendering (``render``) and the demo.
+entry point that gathers them (``main``), how parameters show and parse (``params``),
+terminal rendering (``render``) and the demo.
 
 Imports everything below; nothing imports it.
 """

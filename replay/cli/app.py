@@ -7,7 +7,8 @@ far are mapped in one table (``translate``); anything else is an internal error 
 whose traceback only ``--debug`` shows.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in the command modules: typer would eval() every
+# command's annotations from strings on each start (~13 ms of `replay --help` and `find`).
 
 import errno
 import functools
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import typer.core
-from rich.markup import escape
 
 from replay.cli import render
+from replay.cli.params import shape_params
 from replay.core import kinds
 from replay.core.kinds import PRODUCTION
 from replay.core.lazy import Lazy
@@ -82,81 +83,22 @@ def hoist_store(args: list[str]) -> list[str]:
     return moved + front + out
 
 
-# What an option's value is, in help (typer would print <str>, <path>, and <bool> on flags).
-METAVARS = {
-    "store": "PATH",
-    "since": "TIME",
-    "until": "TIME",
-    "at": "TIME",
-    "input": "FILE",
-    "out": "FILE",
-    "bundle": "FILE",
-    "checkpoint": "FILE",
-    "head": "FILE",
-    "key": "PEM",
-    "signer": "PEM",
-    "record_key": "COLUMN",
-    "record": "KEY",
-    "pipeline": "NAME",
-    "name": "NAME",
-    "step": "STEP",
-    "image": "REF",
-    "kind": "production|whatif|all",
-    "fmt": "table|tsv|json",
-    "mode": "chained|isolated",
-    "swap": "STEP=RUN|STEP[.MODEL]=sha256:…",
-    "tolerance": "COLUMN=NUMBER",
-    "memory": "SIZE",
-    "cpus": "N",
-    "pids": "N",
-    "limit": "N",
-    "offset": "N",
-    "witnesses": "N",
-    "redact": "COLUMNS",
-    "extract": "DIR",
-    "state": "DIR",
-    "workdir": "DIR",
-    "workspace": "DIR",
-    "out_dir": "DIR",
-    "format": "text|mermaid",
-}
-
-
-def _name_values(command: Any) -> None:
-    """Help shows a flag bare and an option's value by what it is (``--since TIME``)."""
-    for param in command.params:
-        if isinstance(param, typer.core.TyperOption) and param.metavar is None:
-            param.metavar = (
-                ""
-                if param.is_flag
-                else METAVARS.get(param.name or "", (param.name or "value").upper())
-            )
-        elif isinstance(param, typer.core.TyperArgument):
-            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
-    make_help = command.get_help_option
-
-    def bare_help(ctx: Any) -> Any:
-        option = make_help(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
-
-    command.get_help_option = bare_help
-    for sub in getattr(command, "commands", {}).values():
-        _name_values(sub)
-
-
 class _StoreAnywhere(typer.core.TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _name_values(self)
+        shape_params(self)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_store(list(args)))
 
 
+# Help and usage errors in click's plain text, not rich panels: typer's rich help imports
+# rich, markdown-it and pygments (~60-70 ms, a third of `replay --help`; issue 16).
+PLAIN = None
+
 app = typer.Typer(
     cls=_StoreAnywhere,
+    rich_markup_mode=PLAIN,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -227,7 +169,7 @@ def report_error(exc: Exception, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"error": message, "hint": hint, "exit_code": code}), file=sys.stderr)
         return code
-    render.errors.print(f"[red]{label}:[/red] {escape(message)}", highlight=False)
+    render.errors.print(f"[red]{label}:[/red] {render.escape(message)}", highlight=False)
     if hint:
         render.errors.print(f"  {hint}", highlight=False, markup=False)
     return code
@@ -282,7 +224,7 @@ def translate(exc: Exception) -> ReplayError | None:
     return None
 
 
-def open_store(*, create: bool = False) -> Store:
+def open_store(*, create: bool = False) -> "Store":
     from replay.store.store import Store
 
     return Store.open(state["store"], create=create)
@@ -291,7 +233,7 @@ def open_store(*, create: bool = False) -> Store:
 def _print_version() -> None:
     from replay import __version__
 
-    render.console.print(f"pipeline-replay {__version__}", highlight=False)
+    print(f"pipeline-replay {__version__}")
     raise typer.Exit()
 
 
@@ -382,7 +324,7 @@ def record(
         return
     render.console.print(
         f"recorded run [bold]{result.run_id}[/bold] (ledger #{result.seq}, "
-        f"{rows.num_rows} rows, pipeline {escape(pipeline.name)})"
+        f"{rows.num_rows} rows, pipeline {render.escape(pipeline.name)})"
     )
     render.arrow(result.output, limit=10)
 
@@ -696,7 +638,7 @@ def at(
             render.errors.print(
                 f"what-if run [bold]{result.run_id}[/bold] (kept apart from "
                 "production runs: `--kind whatif` lists it): "
-                f"{escape(pipeline)} "
+                f"{render.escape(pipeline)} "
                 f"as deployed at {when.isoformat()} (by run "
                 f"{result.manifest.tags['deployed_by_run']})"
             )
@@ -796,9 +738,9 @@ def doctor(as_json: JsonOpt = False) -> None:
         render.emit_json({"repaired": report.repaired, "noted": report.noted})
         return
     for line in report.repaired:
-        render.console.print(f"[green]repaired[/green] {escape(line)}", highlight=False)
+        render.console.print(f"[green]repaired[/green] {render.escape(line)}", highlight=False)
     for line in report.noted:
-        render.console.print(f"[yellow]noted[/yellow]    {escape(line)}", highlight=False)
+        render.console.print(f"[yellow]noted[/yellow]    {render.escape(line)}", highlight=False)
 
 
 @app.command()
@@ -843,7 +785,7 @@ def demo(
         render.emit_json(summary)
 
 
-def read_rows(path: str) -> pa.Table:
+def read_rows(path: str) -> "pa.Table":
     """Input rows, refusing column names that are not UTF-8 (pyarrow reads them, then
     raises UnicodeDecodeError on the first look at the schema)."""
     from replay.core.tables import read_input

@@ -1,17 +1,16 @@
 """Evidence commands: signing keys, trusted signers, checkpoints, export and verify (see
 replay.cli.app)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see replay.cli.app.
 
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from replay.cli import render
-from replay.cli.app import JsonOpt, KindOpt, _read_key, app, handled, open_store, state
+from replay.cli.app import PLAIN, JsonOpt, KindOpt, _read_key, app, handled, open_store, state
 from replay.core import kinds
 from replay.core.lazy import Lazy
 from replay.core.timeparse import parse_time
@@ -22,7 +21,9 @@ if TYPE_CHECKING:
 else:
     queries = Lazy("replay.catalog.queries")
 
-keys_app = typer.Typer(no_args_is_help=True, help="Signing keys for checkpoints and bundles.")
+keys_app = typer.Typer(
+    rich_markup_mode=PLAIN, no_args_is_help=True, help="Signing keys for checkpoints and bundles."
+)
 app.add_typer(keys_app, name="keys")
 KeyOpt = Annotated[
     Path | None,
@@ -265,7 +266,9 @@ def verify(
                     }
                 )
             else:
-                render.console.print(f"[red]FAIL[/red] {escape(exc.message)}", highlight=False)
+                render.console.print(
+                    f"[red]FAIL[/red] {render.escape(exc.message)}", highlight=False
+                )
             raise typer.Exit(
                 exc.exit_code if isinstance(exc, UntrustedSignerError) else 1
             ) from None
@@ -299,7 +302,7 @@ def verify(
                 render.console.print(f"extracted {len(verified.files)} files into {extract}")
 
 
-def _print_verification(check: Verification, as_json: bool) -> None:
+def _print_verification(check: "Verification", as_json: bool) -> None:
     for warning in check.warnings:  # on stderr, so a script reading stdout still sees it
         render.errors.print(f"warning: {warning}", markup=False, highlight=False)
     if as_json:
@@ -317,10 +320,11 @@ def _print_verification(check: Verification, as_json: bool) -> None:
         return
     for part, ok, detail in check.checks:
         mark = "[green]OK  [/green]" if ok else "[red]FAIL[/red]"
-        render.console.print(f"{mark} {part}  {escape(detail)}", highlight=False)
+        render.console.print(f"{mark} {part}  {render.escape(detail)}", highlight=False)
 
 
 trust_app = typer.Typer(
+    rich_markup_mode=PLAIN,
     no_args_is_help=True,
     help="Trusted signers: the public keys whose bundles verify and run --bundle accept.",
 )

@@ -3,33 +3,76 @@ scripts (JSON)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from replay.core.cells import cell, change, duration, plain, short_digest, step_detail
 from replay.errors import UsageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from rich.console import Console
+    from rich.text import Text
+
+    console: Console  # stdout, made on first use (see __getattr__)
+    errors: Console  # stderr, likewise
 
 
-class _Console(Console):
-    def on_broken_pipe(self) -> None:
-        # rich would exit 1 here itself; a reader that went away (`| head`) is the one error
-        # handler's to end, with the shell's code for SIGPIPE (replay.cli.app.handled).
-        raise BrokenPipeError
+# rich is imported on first use (~20 ms): neither `replay --help` (plain, replay.cli.app.PLAIN)
+# nor a piped `find` (TSV) needs it. `render.console` and `render.errors` still read as before.
+@functools.cache
+def _consoles() -> tuple[Console, Console]:
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would exit 1 here itself; a reader that went away (`| head`) is the one
+            # error handler's to end, with the shell's code for SIGPIPE (replay.cli.app.handled).
+            raise BrokenPipeError
+
+    return _Console(), _Console(stderr=True, soft_wrap=True)
 
 
-console = _Console()
-errors = _Console(stderr=True, soft_wrap=True)
+def __getattr__(name: str) -> Any:
+    if name == "console":
+        return _consoles()[0]
+    if name == "errors":
+        return _consoles()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _out() -> Console:
+    return _consoles()[0]
+
+
+def _err() -> Console:
+    return _consoles()[1]
+
+
+def escape(text: str) -> str:
+    """``text`` shown as itself in rich markup."""
+    from rich.markup import escape as markup_escape
+
+    return markup_escape(text)
+
+
+def on_terminal() -> bool:
+    """Whether stdout is a terminal, as rich decides it (``TTY_COMPATIBLE`` and
+    ``FORCE_COLOR`` override isatty). A plain pipe is told without importing rich."""
+    try:
+        tty = sys.stdout.isatty()
+    except ValueError:  # closed
+        tty = False
+    if not tty and os.environ.get("TTY_COMPATIBLE") != "1" and not os.environ.get("FORCE_COLOR"):
+        return False  # what rich would say too
+    return _out().is_terminal
+
 
 FORMATS = ("table", "tsv", "json")
 HEADERS = {"duration_ns": "took"}  # a column whose table cells are not what its key says
@@ -45,7 +88,7 @@ def pick_format(fmt: str | None, as_json: bool = False) -> str:
         if fmt not in (None, "json"):
             raise UsageError(f"--json and --format {fmt} disagree", hint="give one of them")
         return "json"
-    return fmt or ("table" if console.is_terminal else "tsv")
+    return fmt or ("table" if on_terminal() else "tsv")
 
 
 def _default(value: Any) -> Any:
@@ -79,6 +122,8 @@ def tsv(rows: Sequence[dict[str, Any]], columns: Iterable[str]) -> None:
 
 
 def _cells(rows: Sequence[dict[str, Any]], cols: list[str]) -> list[list[Text]]:
+    from rich.text import Text
+
     return [
         [v if isinstance(v := row.get(c), Text) else Text(cell(v, c)) for c in cols] for row in rows
     ]
@@ -133,20 +178,23 @@ def table(
     """Rows as a table as wide as the terminal: digests and DVC versions shortened (see
     replay.core.cells), ``drop`` naming the columns to leave out, first first, when the rest
     would not fit; every title, header and cell is data, printed with markup off."""
+    from rich.table import Table
+    from rich.text import Text
+
     names = list(columns)
     body = _cells(rows, names)
     heads = [Text(HEADERS.get(n, n)) for n in names]
     by_column = [[heads[i], *(r[i] for r in body)] for i in range(len(names))]
-    kept, widths = _layout(by_column, names, drop, console.width)
+    kept, widths = _layout(by_column, names, drop, _out().width)
     t = Table(title=Text(title) if title else None, header_style="bold")
     for name, w in zip(kept, widths, strict=True):
         t.add_column(heads[names.index(name)], width=w, overflow="fold")
     for r in body:
         t.add_row(*(r[names.index(n)] for n in kept))
-    console.print(t)
+    _out().print(t)
     if len(kept) < len(names):
         left = ", ".join(HEADERS.get(n, n) for n in names if n not in kept)
-        console.print(
+        _out().print(
             Text(f"not shown at this width: {left} (--format tsv shows every column)", style="dim")
         )
 
@@ -191,6 +239,8 @@ def _run_fields(info: dict[str, Any]) -> dict[str, Any]:
 def show_run(info: dict[str, Any], fmt: str) -> None:
     """``replay show``: the run, its steps and every component, as a table or as three TSV
     blocks (run, steps, components) separated by an empty line."""
+    from rich.text import Text
+
     run, m = _run_fields(info), info["manifest"]
     if fmt == "tsv":
         for rows, cols in (
@@ -209,9 +259,9 @@ def show_run(info: dict[str, Any], fmt: str) -> None:
         f"version {short_digest(run['version'])}",
         f"env {short_digest(run['env'])}  image {run['image']}",
     ):
-        console.print(Text(line))
+        _out().print(Text(line))
     if run["error"]:
-        console.print(
+        _out().print(
             Text(f"failed at step {run['error']['step']}: {run['error']['message']}", style="red")
         )
     table(m["steps"], STEP_COLUMNS, "steps", drop=("calls", "rows", "output"))
@@ -222,13 +272,13 @@ def arrow(tbl: pa.Table, title: str = "", limit: int = 50) -> None:
     """The first ``limit`` rows: a table on a terminal, TSV when piped (the count of rows
     left out then goes to stderr, so the pipe gets rows only)."""
     rows = tbl.slice(0, limit).to_pylist()
-    piped = not console.is_terminal
+    piped = not on_terminal()
     if piped:
         tsv(rows, tbl.column_names)
     else:
         table(rows, tbl.column_names, title)
     if tbl.num_rows > limit:
-        (errors if piped else console).print(
+        (_err() if piped else _out()).print(
             f"[dim]… {tbl.num_rows - limit} more rows (use --json for all)[/dim]"
         )
 
@@ -250,20 +300,22 @@ def _outputs(recorded: str | None, replayed: str | None) -> str:
 
 def report(rep: Any, limit: int = 20) -> None:
     """A replay report: verdict, steps, record changes, environment drift."""
+    from rich.text import Text
+
     style = VERDICT_STYLE[rep.verdict]
     what = "counterfactual" if rep.swap else f"{rep.mode} replay"
-    console.print(
+    _out().print(
         f"{what} of run [bold]{rep.run_id}[/bold] ({escape(rep.pipeline)}, clock "
         f"{rep.clock}): [bold {style}]{rep.verdict.upper()}[/bold {style}]",
         highlight=False,
     )
     if rep.first_divergence:
-        console.print(
+        _out().print(
             f"first diverging step: [bold]{escape(rep.first_divergence)}[/bold]", highlight=False
         )
     if rep.tolerances:
         given = ", ".join(f"{c} ≤ {t:g}" for c, t in sorted(rep.tolerances.items()))
-        console.print(
+        _out().print(
             f"tolerances given at replay time (not by the pipeline): {given}",
             highlight=False,
             markup=False,
@@ -292,11 +344,11 @@ def report(rep: Any, limit: int = 20) -> None:
 
 def drift(changes: Any, recorded_image: str | None, current_image: str | None) -> None:
     if recorded_image is not None:
-        console.print(
+        _out().print(
             f"image: recorded {recorded_image}; now {current_image}", highlight=False, markup=False
         )
     if not changes:
-        console.print("environment: no drift")
+        _out().print("environment: no drift")
         return
     rows = [
         {
@@ -326,9 +378,9 @@ def steps_progress(
         SpinnerColumn(),
         TextColumn(doing + " {task.description}", markup=False),
         TimeElapsedColumn(),
-        console=errors,
+        console=_err(),
         transient=True,
-        disable=disable or not errors.is_terminal,
+        disable=disable or not _err().is_terminal,
     ) as bar:
         task = bar.add_task("", total=None)
         yield lambda name: bar.update(task, description=name)

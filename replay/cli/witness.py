@@ -1,7 +1,7 @@
 """Witness commands: cosign a store's checkpoint once it is proven to extend the last head
 this witness signed (see replay.evidence.witness and replay.cli.app)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see replay.cli.app.
 
 from pathlib import Path
 from typing import Annotated
@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 
 from replay.cli import render
-from replay.cli.app import JsonOpt, _read_key, app, handled
+from replay.cli.app import PLAIN, JsonOpt, _read_key, app, handled
 
 witness_app = typer.Typer(
+    rich_markup_mode=PLAIN,
     no_args_is_help=True,
     help="Witnesses: independent cosigners of a "
     "store's checkpoints, each refusing a rewritten or rolled-back "
