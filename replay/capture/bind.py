@@ -33,6 +33,7 @@ from replay.capture.models import tree_paths
 from replay.core import tables
 from replay.core.declared import missing_hint
 from replay.core.digest import canonical_json, sha256
+from replay.core.forms import Forms
 from replay.core.manifest import (
     SPEC_FORMAT,
     DataRef,
@@ -141,6 +142,11 @@ class Binding:
         if generation not in self.envs:
             self.envs[generation] = capture_environment(store)
         return self.envs[generation]
+
+    @cached_property
+    def forms(self) -> Forms:
+        """The IPC forms of its tables, kept from run to run."""
+        return Forms(self.pipeline.personal)
 
     @cached_property
     def watch(self) -> frozenset[tuple[Path, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from replay.capture.bind import Binding, bind
 from replay.capture.runner import as_table, call_step
 from replay.core.context import RunContext, warn_wall_clock
 from replay.core.digest import normalize_table, sha256
+from replay.core.forms import Forms, TableForm
 from replay.core.ids import new_run_id
 from replay.core.kinds import PRODUCTION
 from replay.core.manifest import (
@@ -90,7 +90,7 @@ _KEY_HINT = (
 
 
 def _key_column(table: pa.Table, name: str) -> pa.ChunkedArray:
-    count = table.column_names.count(name)
+    count = len(indices := table.schema.get_all_field_indices(name))
     if not count:
         raise InputError(
             f"record key column {name!r} is not in the input",
@@ -101,7 +101,7 @@ def _key_column(table: pa.Table, name: str) -> pa.ChunkedArray:
             f"record key column {name!r} appears {count} times in the input",
             hint="rename the others",
         )
-    return table.column(name)
+    return table.column(indices[0])
 
 
 def _check_record_key(table: pa.Table, name: str) -> None:
@@ -231,31 +231,31 @@ def record_with(
 def _stored_soon(
     kind: str,
     table: pa.Table,
-    personal: Collection[str],
+    forms: Forms,
     memo: dict[tuple[Any, ...], str],
     sharing: Sharing,
-) -> Future[StoredTable]:
+) -> StoredTable | Future[StoredTable]:
     """The stored form of a table; a big one is serialized and hashed on another core while
     the next step runs (Arrow and hashlib release the GIL), off the commit's path."""
     shared = sharing.split(kind, table)  # in the order the tables were made
+    form = forms.of(kind, table.schema)
     if table.num_rows >= OVERLAP_ROWS:
-        return _digester().submit(_prepared, table, personal, memo, shared)
-    return _done(StoredTable.of(table, personal, memo, shared))
+        return _digester().submit(_prepared, table, memo, shared, form)
+    return StoredTable.formed(table, form, memo, shared)
 
 
-def _done(value: T) -> Future[T]:
-    done: Future[T] = Future()
-    done.set_result(value)
-    return done
+def _now(value: T | Future[T]) -> T:
+    # A small table's value is made at once: a Future per table costs more than its digest.
+    return value.result() if isinstance(value, Future) else value
 
 
 def _prepared(
     table: pa.Table,
-    personal: Collection[str],
     memo: dict[tuple[Any, ...], str],
     shared: tuple[pa.Table, Layout] | None,
+    form: TableForm,
 ) -> StoredTable:
-    stored = StoredTable.of(table, personal, memo, shared)
+    stored = StoredTable.formed(table, form, memo, shared)
     _ = stored.data_digest  # the stored bytes serialized and hashed here, not at commit
     return stored
 
@@ -272,11 +272,11 @@ class _Ran:
 def _execute(
     binding: Binding, inp: pa.Table, clock: datetime, *, wall: bool
 ) -> tuple[dict[str, StoredTable], list[StepRecord], tuple[bytes, str] | None, StepError | None]:
-    personal = binding.pipeline.personal
+    forms = binding.forms
     tables = {INPUT: inp}  # what later steps read
     memo: dict[tuple[Any, ...], str] = {}  # lives no longer than the run's tables
     sharing = Sharing()
-    pending = {INPUT: _stored_soon(INPUT, inp, personal, memo, sharing)}  # what is stored
+    pending = {INPUT: _stored_soon(INPUT, inp, forms, memo, sharing)}  # what is stored
     ran: list[_Ran] = []
     failure: StepError | None = None
     for i, bound in enumerate(binding.steps):
@@ -299,14 +299,14 @@ def _execute(
             binding.warned.add(bound.step.name)  # once per step: not on every online run
             warn_wall_clock(bound.step.name)
         tables[bound.step.name] = out
-        pending[bound.step.name] = _stored_soon(bound.step.name, out, personal, memo, sharing)
+        pending[bound.step.name] = _stored_soon(bound.step.name, out, forms, memo, sharing)
     tape = _tape(ran)  # hashed while the last tables' digests are computed
-    stored = {name: f.result() for name, f in pending.items()}
+    stored = {name: _now(f) for name, f in pending.items()}
     steps = [_step_entry(r, stored) for r in ran]
-    return stored, steps, (tape[0], tape[1].result()) if tape else None, failure
+    return stored, steps, (tape[0], _now(tape[1])) if tape else None, failure
 
 
-def _tape(ran: list[_Ran]) -> tuple[bytes, Future[str]] | None:
+def _tape(ran: list[_Ran]) -> tuple[bytes, str | Future[str]] | None:
     """The run's tape and its digest, a big one hashed on another core."""
     tape = {r.name: r.ctx.tape for r in ran if r.ctx.tape}
     if not tape:
@@ -315,7 +315,7 @@ def _tape(ran: list[_Ran]) -> tuple[bytes, Future[str]] | None:
     blob = orjson.dumps(tape, option=orjson.OPT_SORT_KEYS)
     if len(blob) >= OVERLAP_BYTES:
         return blob, _digester().submit(sha256, blob)
-    return blob, _done(sha256(blob))
+    return blob, sha256(blob)
 
 
 def _step_entry(ran: _Ran, stored: dict[str, StoredTable]) -> StepRecord:

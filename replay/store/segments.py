@@ -46,12 +46,11 @@ from replay.core.digest import (
     canonical_json,
     column_identity,
     combine_parts,
-    digest_parts,
-    ipc_digest,
     normalize_table,
     sha256,
     table_bytes,
 )
+from replay.core.forms import TableForm
 from replay.errors import CorruptionError, NotFoundError, StoreError
 from replay.store import frames
 from replay.store.fs import LogFile, LogFS, StoreFS
@@ -85,6 +84,7 @@ class StoredTable:
 
     table: pa.Table
     digest: str
+    form: TableForm
     parts: dict[str, Any] | None = None
     own: pa.Table | None = None
     layout: Layout | None = None
@@ -99,20 +99,30 @@ class StoredTable:
     ) -> StoredTable:
         """``memo``: see ``digest_parts``; ``shared``: from ``Sharing.split``."""
         table = normalize_table(table)
-        parts = digest_parts(table, personal, memo) if personal else None
+        return cls.formed(table, TableForm.of(table.schema, personal), memo, shared)
+
+    @classmethod
+    def formed(
+        cls,
+        table: pa.Table,
+        form: TableForm,
+        memo: dict[tuple[Any, ...], str] | None = None,
+        shared: tuple[pa.Table, Layout] | None = None,
+    ) -> StoredTable:
+        """``of`` a normalized table whose schema's form is known (``Forms``)."""
+        parts = form.parts(table, memo)
         own, layout = shared if shared is not None else (None, None)
         if parts is not None or own is not None:
-            return cls(
-                table, combine_parts(parts) if parts else ipc_digest(table), parts, own, layout
-            )
-        data = table_bytes(table)
-        stored = cls(table, sha256(memoryview(data)))
+            digest = combine_parts(parts) if parts else form.digest(table)
+            return cls(table, digest, form, parts, own, layout)
+        data = form.stream(table)
+        stored = cls(table, sha256(memoryview(data)), form)
         stored.__dict__["data"] = data  # primes the cached property: serialized once
         return stored
 
     @cached_property
     def data(self) -> pa.Buffer:
-        return table_bytes(self.own if self.own is not None else self.table)
+        return table_bytes(self.own) if self.own is not None else self.form.stream(self.table)
 
     @cached_property
     def data_digest(self) -> str:
@@ -232,9 +242,7 @@ def encode_block(runs: Iterable[RunData], primer: Primer | None = None) -> Encod
         # stored bytes stands for a digest per part. Big batches are stored as written.
         block["parts"] = [[o, len(p)] for o, p in zip(offsets, parts, strict=False)]
         index_json = canonical_json(block)
-        raw = b"".join(
-            [_LEN.pack(len(index_json)), index_json, *(bytes(memoryview(p)) for p in parts)]
-        )
+        raw = b"".join([_LEN.pack(len(index_json)), index_json, *parts])
         compressor = primer.compressor if primer else zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         packed = compressor.compress(raw)
         header: dict[str, Any] = {"codec": "zstd", "size": len(raw), "sha256": sha256(packed)}
@@ -278,9 +286,12 @@ class SegmentWriter:
         head = MAGIC + _LEN.pack(len(header)) + header
         length = len(head) + sum(len(p) for p in parts)
         with self._failing("append to"):
-            log.append(head)
-            for part in parts:
-                log.append(memoryview(part))
+            if encoded.raw is not None:  # a small, compressed block: one write
+                log.append(b"".join((head, *parts)))
+            else:
+                log.append(head)
+                for part in parts:
+                    log.append(memoryview(part))
         ref = BlockRef(self._name, self._size, length, sha256(header))
         self._size += length
         if encoded.raw is not None and self._primer is None:
