@@ -21,9 +21,10 @@ from replay.errors import CatalogError
 from replay.store.store import Store
 
 # DuckDB's settings while it ingests into a catalog file, so that a reindex of any size runs
-# in bounded memory: committed pages go to the file instead of staying cached (`replay
-# reindex` of 1M runs: 270 MB peak; with DuckDB's defaults it passed 400 MB, still growing).
-INGESTING = {"memory_limit": "64MB"}
+# in bounded memory (committed pages go to the file instead of staying cached: with DuckDB's
+# defaults a reindex of 1M runs passed 400 MB, still growing) and checkpoints rarely enough
+# not to compress the same row groups over and over (see ingest.COMMIT_RUNS).
+INGESTING = {"memory_limit": "48MB", "checkpoint_threshold": "64MB"}
 # What a reader connection may no longer do once prepared: reach files, the network or
 # extensions (DuckDB's own switch, which also hides Python objects in scope), change a
 # setting, or undo any of this — `lock_configuration` last, since it freezes the rest.
