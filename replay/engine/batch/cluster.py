@@ -43,6 +43,9 @@ def client(address: str | None, workers: int) -> Iterator[Any]:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
+                # Its HTTP server (health, metrics) on a free port: 8787 may be taken.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                host="127.0.0.1",
                 silence_logs=logging.ERROR,
             )
             with cluster, distributed.Client(cluster) as dask:
