@@ -118,7 +118,7 @@ def results(store: replay.Store, job: str) -> dict[str, tuple[bytes, int]]:
     return {
         p.stem: (p.read_bytes(), p.stat().st_mtime_ns)
         for p in folder.glob("*.json")
-        if p.name not in ("job.json", "runs.json")
+        if p.name != "job.json" and not p.name.startswith("runs-")
     }
 
 
@@ -319,3 +319,15 @@ def test_a_job_resumed_after_its_client_was_killed_replays_only_what_is_left(
     after = results(store, "cut")
     assert set(after) == set(bank_store["slow"])
     assert {r: after[r] for r in before} == before  # same bytes, same mtime: not rewritten
+
+
+def test_a_job_name_is_taken_once_and_the_error_says_how_to_resume_it(
+    bank_store: dict[str, Any],
+) -> None:
+    store, runs = bank_store["store"], [jobs.Run(r, "", "") for r in bank_store["window"]]
+    asked = {"pipeline": "bank", "since": None, "until": None, "mode": "chained", "swap": {}}
+    jobs.create(store, "once", runs, **asked)
+    with pytest.raises(replay.UsageError, match="exists already") as caught:
+        jobs.create(store, "once", runs[:1], **asked)
+    assert "--resume once" in caught.value.hint
+    assert jobs.load(store, "once").runs == tuple(runs)

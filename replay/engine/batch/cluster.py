@@ -19,7 +19,7 @@ from typing import Any
 
 from replay.engine.batch.summary import Row
 from replay.engine.batch.task import replay_chunk
-from replay.errors import ClusterError
+from replay.errors import ClusterError, ReplayError
 
 CONNECT_TIMEOUT = "10s"
 
@@ -95,6 +95,13 @@ def run_chunks(
             f"the Dask cluster went away during job {job}: {exc}",
             hint=f"the results so far are kept: `replay batch --resume {job}`",
         ) from None
+    except ReplayError:
+        raise
+    except Exception as exc:  # raised on a worker: what it was, not a traceback from afar
+        raise ClusterError(
+            f"a chunk of job {job} failed on a worker: {type(exc).__name__}: {exc}",
+            hint=f"the results so far are kept: fix the cause, then `replay batch --resume {job}`",
+        ) from exc
 
 
 def workers_of(dask: Any) -> int:

@@ -1,8 +1,9 @@
-"""A batch job on the store: ``replays/<job>/job.json`` says what was asked, ``runs.json``
-the runs it covers (named by its digest in job.json), and each run's result is written once
-as ``replays/<job>/<run_id>.json``. Every file is created with ``put_if_absent``, the store's
-If-None-Match, so a task Dask runs twice writes nothing the second time, and a job resumes
-from the results already there. Nothing here touches the ledger or the segments.
+"""A batch job on the store: ``replays/<job>/job.json`` says what was asked,
+``runs-<hex>.json`` the runs it covers (named by its digest, which job.json holds), and each
+run's result is written once as ``replays/<job>/<run_id>.json``. Every file is created
+with ``put_if_absent``, the store's If-None-Match, so a task Dask runs twice writes nothing
+the second time, and a job resumes from the results already there. Nothing here touches
+the ledger or the segments.
 """
 
 from __future__ import annotations
@@ -61,6 +62,22 @@ def result_path(job: str, run_id: str) -> str:
     return path(job, f"{run_id}.json")
 
 
+def runs_path(job: str, digest: str) -> str:
+    return path(job, f"runs-{digest.removeprefix('sha256:')}.json")
+
+
+def read_result(store: Store, job: str, run_id: str) -> dict[str, Any]:
+    """A run's stored result; FileNotFoundError when it has none."""
+    where = result_path(job, run_id)
+    try:
+        data = json.loads(store.fs.read(where))
+    except ValueError:
+        raise CorruptionError(store.fs.where(where), "a batch result that is not JSON") from None
+    if not isinstance(data, dict):
+        raise CorruptionError(store.fs.where(where), "a batch result that is not an object")
+    return data
+
+
 def _check_name(job: str) -> None:
     if not JOB_NAME.fullmatch(job):
         raise UsageError(
@@ -81,15 +98,19 @@ def create(store: Store, job: str, runs: list[Run], **asked: Any) -> Job:
         runs=tuple(runs),
         **asked,
     )
-    if store.fs.exists(path(job, "job.json")):
-        raise UsageError(
-            f"a batch job named {job!r} exists already",
-            hint=f"resume it with --resume {job}, or choose another name",
-        )
-    store.fs.put_if_absent(path(job, "runs.json"), listing)
-    store.fs.put_if_absent(
-        path(job, "job.json"), json.dumps(record.as_json(), indent=2).encode() + b"\n"
+    taken = UsageError(
+        f"a batch job named {job!r} exists already",
+        hint=f"resume it with --resume {job}, or choose another name",
     )
+    if store.fs.exists(path(job, "job.json")):
+        raise taken
+    # The listing is named by its digest: two racing creators never mix their lists, and
+    # the one whose job.json lands first owns the name.
+    store.fs.put_if_absent(runs_path(job, record.runs_digest), listing)
+    if not store.fs.put_if_absent(
+        path(job, "job.json"), json.dumps(record.as_json(), indent=2).encode() + b"\n"
+    ):
+        raise taken
     return record
 
 
@@ -98,17 +119,18 @@ def load(store: Store, job: str) -> Job:
     _check_name(job)
     try:
         data = json.loads(store.fs.read(path(job, "job.json")))
-        listing = store.fs.read(path(job, "runs.json"))
-    except FileNotFoundError:
+        listing = store.fs.read(runs_path(job, data["runs_digest"]))
+    except (FileNotFoundError, KeyError, TypeError):
         raise NotFoundError(
             f"no batch job {job!r} in {store.root}",
             hint=f"jobs are the folders of {store.fs.where(FOLDER)}",
         ) from None
     except ValueError:
         raise CorruptionError(store.fs.where(path(job, "job.json")), "not JSON") from None
-    if sha256(listing) != data.get("runs_digest"):
+    if sha256(listing) != data["runs_digest"]:
         raise CorruptionError(
-            store.fs.where(path(job, "runs.json")), "does not match the digest job.json names"
+            store.fs.where(runs_path(job, data["runs_digest"])),
+            "does not match the digest job.json names",
         )
     runs = tuple(Run(**r) for r in json.loads(listing))
     return Job(**{**data, "runs": runs})
@@ -119,7 +141,7 @@ def finished(store: Store, job: str) -> set[str]:
     return {
         name.removesuffix(".json")
         for name in store.fs.list(f"{FOLDER}/{job}")
-        if name.endswith(".json") and name not in ("job.json", "runs.json")
+        if name.endswith(".json") and name != "job.json" and not name.startswith("runs-")
     }
 
 

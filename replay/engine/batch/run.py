@@ -3,7 +3,6 @@ every run's row gathered once (earlier results read back, not replayed again).""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ def run_job(
     started = time.perf_counter()
     done = jobs.finished(store, job.job)
     rows: dict[str, Row] = {
-        r.run_id: row_of(json.loads(store.fs.read(jobs.result_path(job.job, r.run_id))))
+        r.run_id: row_of(jobs.read_result(store, job.job, r.run_id))
         for r in job.runs
         if r.run_id in done
     }

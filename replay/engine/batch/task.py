@@ -13,7 +13,7 @@ import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from replay.engine.batch.jobs import result_path
+from replay.engine.batch.jobs import read_result, result_path
 from replay.engine.batch.summary import Row, failed_row, row_of
 from replay.engine.replay import replay_many
 from replay.errors import ReplayError
@@ -40,7 +40,7 @@ def replay_chunk(
     todo = []
     for run_id in run_ids:
         try:
-            rows.append(row_of(json.loads(store.fs.read(result_path(job, run_id)))))
+            rows.append(row_of(read_result(store, job, run_id)))
         except FileNotFoundError:
             todo.append(run_id)
     writes: list[Future[bool]] = []
