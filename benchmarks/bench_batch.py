@@ -20,7 +20,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # see bench_capture.py
 
 import argparse
-import logging
 import multiprocessing
 import statistics
 import tempfile
@@ -30,12 +29,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import distributed
-
 import replay
 from pipelines.credit.generate import make_applications
 from pipelines.credit.pipeline import make_pipeline
 from pipelines.credit.workspace import build_workspace
+from replay.engine.batch.cluster import local_cluster
 
 T0 = datetime(2026, 3, 14, tzinfo=UTC)
 
@@ -82,15 +80,7 @@ def main() -> None:
         clusters, started = {}, {}
         for workers in (1, 2):
             t0 = time.perf_counter()
-            clusters[workers] = distributed.LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                host="127.0.0.1",
-                silence_logs=logging.ERROR,
-            )
+            clusters[workers] = local_cluster(workers)
             started[workers] = time.perf_counter() - t0
         jobs = iter(range(1_000_000))
 

@@ -146,6 +146,8 @@ def test_a_swap_counts_the_flips_each_replay_finds(bank_store: dict[str, Any]) -
                     expected.get("reason_codes + R01 high PD", 0) + 1
                 )
     assert expected and summary.flips == expected
+    assert {r["first_divergence"] for r in summary.diverged} == {"pd"}
+    assert all(r["error"].startswith("pd: ") for r in summary.diverged)  # what differs
 
 
 def test_a_retried_chunk_does_not_rewrite_a_result(bank_store: dict[str, Any]) -> None:

@@ -56,23 +56,30 @@ def show_summary(summary: Any) -> None:
         for v, n in summary.by_verdict.items()
     ]
     render.console.print(
-        f"job {summary.job}: {len(summary.rows)} runs, {summary.replayed} replayed now "
-        f"({summary.runs_per_second:.1f} runs/s on {summary.workers} workers)",
+        f"job {summary.job}: {len(summary.rows)} runs, {summary.replayed} replayed now in "
+        f"{summary.seconds:.1f} s on {summary.workers} workers ({summary.runs_per_second:.1f} "
+        "runs/s, cluster start included)",
         highlight=False,
         markup=False,
     )
     render.table(verdicts, ("verdict", "runs"))
     if summary.diverged:
+        shown = [
+            {
+                "run": r["run_id"],
+                "verdict": Text(r["verdict"], style="red"),
+                "first diverging step": r["first_divergence"],
+                "what differs": r["error"],
+            }
+            for r in summary.diverged[:DIVERGED_SHOWN]
+        ]
+        more = len(summary.diverged) > DIVERGED_SHOWN
         render.table(
-            summary.diverged[:DIVERGED_SHOWN],
-            ("run_id", "verdict", "first_divergence", "error"),
+            shown,
+            ("run", "verdict", "first diverging step", "what differs"),
             f"{len(summary.diverged)} runs diverged or failed"
-            + (
-                f" (first {DIVERGED_SHOWN}; --json lists all)"
-                if len(summary.diverged) > DIVERGED_SHOWN
-                else ""
-            ),
-            drop=("error",),
+            + (f" (first {DIVERGED_SHOWN}; --json lists all)" if more else ""),
+            drop=("what differs",),
         )
     if summary.flips:
         render.table(

@@ -14,7 +14,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from replay.engine.batch.summary import Row
@@ -29,37 +29,42 @@ def _distributed() -> Any:
     return importlib.import_module("distributed")
 
 
+def local_cluster(workers: int) -> Any:
+    """A LocalCluster of ``workers`` processes on this machine, one thread each, no
+    dashboard; close it when done."""
+    return _distributed().LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        # Its HTTP server (health, metrics) on a free port: 8787 may be taken.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        host="127.0.0.1",
+        silence_logs=logging.ERROR,
+    )
+
+
 @contextmanager
 def client(address: str | None, workers: int) -> Iterator[Any]:
     """A Dask client: of the scheduler at ``address``, or of a LocalCluster of ``workers``
     processes (one thread each, no dashboard) that ends with it."""
     distributed = _distributed()
-    try:
-        if address is not None:
-            _answers(address)
-        if address is None:
-            cluster = distributed.LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                # Its HTTP server (health, metrics) on a free port: 8787 may be taken.
-                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                host="127.0.0.1",
-                silence_logs=logging.ERROR,
-            )
-            with cluster, distributed.Client(cluster) as dask:
-                yield dask
-        else:
-            with distributed.Client(address, timeout=CONNECT_TIMEOUT) as dask:
-                yield dask
-    except (OSError, TimeoutError) as exc:
-        where = f"the Dask scheduler at {address}" if address else "a local Dask cluster"
-        raise ClusterError(
-            f"cannot reach {where}: {exc}",
-            hint="start it (`dask scheduler`, then `dask worker ADDRESS`) or leave out "
-            "--cluster to run on this machine",
-        ) from None
+    with ExitStack() as stack:
+        try:  # only the start: an error of the job itself is not the cluster's
+            if address is None:
+                cluster = stack.enter_context(local_cluster(workers))
+                dask = stack.enter_context(distributed.Client(cluster))
+            else:
+                _answers(address)
+                dask = stack.enter_context(distributed.Client(address, timeout=CONNECT_TIMEOUT))
+        except (OSError, TimeoutError) as exc:
+            where = f"the Dask scheduler at {address}" if address else "a local Dask cluster"
+            raise ClusterError(
+                f"cannot reach {where}: {exc}",
+                hint="start it (`dask scheduler`, then `dask worker ADDRESS`) or leave out "
+                "--cluster to run on this machine",
+            ) from None
+        yield dask
 
 
 def _answers(address: str) -> None:

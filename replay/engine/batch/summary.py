@@ -13,6 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from replay.core.cells import step_detail
+from replay.engine.replay import ReplayReport
+
 VERDICTS = ("exact", "equivalent", "diverged", "failed")
 Row = dict[str, Any]
 
@@ -41,15 +44,22 @@ def flip_labels(records: list[dict[str, Any]]) -> list[str]:
     return labels
 
 
+def _what_differs(result: dict[str, Any], step: str | None) -> str | None:
+    """The first diverging step's error or diff in one line, as `replay run` shows it."""
+    if step is None:
+        return None
+    report = ReplayReport.from_json(result)  # only for a diverged run
+    return next((step_detail(s) for s in report.steps if s.name == step), None) or None
+
+
 def row_of(result: dict[str, Any]) -> Row:
     """A run's row from its stored result."""
     first = result["first_divergence"]
-    error = next((s["error"] for s in result["steps"] if s["name"] == first), None)
     return {
         "run_id": result["run_id"],
         "verdict": result["verdict"],
         "first_divergence": first,
-        "error": error,
+        "error": _what_differs(result, first),
         "records_changed": len(result["records"]),
         "flips": flip_labels(result["records"]),
     }
