@@ -333,3 +333,24 @@ def test_a_job_name_is_taken_once_and_the_error_says_how_to_resume_it(
         jobs.create(store, "once", runs[:1], **asked)
     assert "--resume once" in caught.value.hint
     assert jobs.load(store, "once").runs == tuple(runs)
+
+
+def imported_after(*args: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], capture_output=True, text=True, env=ENV
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+def test_only_a_running_batch_imports_dask() -> None:
+    assert {"dask", "distributed"}.isdisjoint(imported_after("-m", "replay", "batch", "--help"))
+
+
+def test_the_task_a_worker_imports_does_not_import_the_catalog() -> None:
+    # What the scheduler makes a worker import by reference: the task and what it replays.
+    assert {"duckdb"}.isdisjoint(imported_after("-c", "import replay.engine.batch.task"))
