@@ -20,6 +20,7 @@ import typing
 from replay.errors import (
     CaptureError,
     CatalogError,
+    ClusterError,
     ContainerError,
     ContainerFailedError,
     CorruptionError,
@@ -55,10 +56,12 @@ if typing.TYPE_CHECKING:
     from replay.core.trust import list as trust_list
     from replay.core.trust import remove as trust_remove
     from replay.docker.sandbox import Limits, replay_in_container
+    from replay.engine.batch.summary import BatchSummary
     from replay.engine.diff import RunDiff, diff
     from replay.engine.lineage import Lineage, lineage
     from replay.engine.replay import ReplayReport, StepResult, replay, replay_many
     from replay.engine.timetravel import at, run_as_of, run_at
+    from replay.evidence.batch import batch
     from replay.evidence.bundle import BundleError, MalformedBundleError
     from replay.evidence.checks import checkpoint, verify
     from replay.evidence.export import Exported, export
@@ -72,6 +75,8 @@ if typing.TYPE_CHECKING:
 # Where each name lives: "module" holds it under the same name, "module:name" under another
 # (the group commands, whose modules say ``trust.add``).
 _WHERE = {
+    "BatchSummary": "engine.batch.summary",
+    "batch": "evidence.batch",
     "BundleError": "evidence.bundle",
     "MalformedBundleError": "evidence.bundle",
     "RecordResult": "capture.record",
@@ -143,12 +148,14 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchSummary",
     "BundleError",
     "CaptureError",
     "CatalogError",
     "Checkpoint",
     "Checkup",
     "ClockWarning",
+    "ClusterError",
     "ContainerError",
     "ContainerFailedError",
     "CorruptionError",
@@ -186,6 +193,7 @@ __all__ = [
     "Verification",
     "__version__",
     "at",
+    "batch",
     "checkpoint",
     "diff",
     "doctor",

@@ -24,6 +24,8 @@
     ├── ImageTarError                exit 15  (replay.docker.imagetar) a docker save tarball that is
     │                                         not the image it claims (a bundle holding one
     │                                         is refused)
+    ├── ClusterError                 exit 16  a bulk replay's Dask cluster cannot be reached, or it
+    │                                         failed mid-job (``replay batch --resume`` goes on)
     ├── UntrustedSignerError         exit 14  a bundle consistent in every byte, signed by a key
     │                                         nobody pinned (trust store, REPLAY_TRUSTED_KEYS,
     │                                         --key): nothing of it is replayed
@@ -145,6 +147,10 @@ class ImageTarError(ReplayError):
     exit_code = 15
 
 
+class ClusterError(ReplayError):
+    exit_code = 16
+
+
 class UntrustedSignerError(ReplayError):
     """Who is trusted is configured, never read from the evidence: a bundle whose every
     digest, proof and signature holds is still refused when no pinned key signed it."""
@@ -188,6 +194,7 @@ EXIT_CODES: dict[str, int] = {
         EngineUnavailableError,
         ImageMissingError,
         ContainerFailedError,
+        ClusterError,
         UntrustedSignerError,
         TapeMismatch,
         ImageTarError,

@@ -11,6 +11,7 @@ PUBLIC = [
     "BundleError",
     "CaptureError",
     "CatalogError",
+    "ClusterError",
     "ContainerError",
     "ContainerFailedError",
     "CorruptionError",
@@ -32,6 +33,7 @@ PUBLIC = [
     "UntrustedSignerError",
     "UsageError",
     # what a pipeline is declared with, and what the functions return
+    "BatchSummary",
     "Checkpoint",
     "Checkup",
     "ClockWarning",
@@ -53,6 +55,7 @@ PUBLIC = [
     "__version__",
     # one function per CLI command (tests/test_cli_surface.py holds the pairing)
     "at",
+    "batch",
     "checkpoint",
     "diff",
     "doctor",

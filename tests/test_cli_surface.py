@@ -83,6 +83,7 @@ FAILING: dict[tuple[str, ...], tuple[list[str], int, str]] = {
     ("reindex",): (["reindex"], 4, NO_STORE),
     ("run",): (["run", "0190a1b2"], 4, NO_STORE),
     ("at",): (["at", "2026-03-14T12:00Z", "--pipeline", "p"], 4, NO_STORE),
+    ("batch",): (["batch", "--pipeline", "p"], 4, NO_STORE),
     ("diff",): (["diff", "0190a1b2", "0190a1b3"], 4, NO_STORE),
     ("lineage",): (["lineage", "0190a1b2"], 4, NO_STORE),
     ("doctor",): (["doctor"], 4, NO_STORE),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from replay.cli import evidence, witness  # noqa: F401 - they register their commands
+from replay.cli import batch, evidence, witness  # noqa: F401 - they register their commands
 from replay.cli.app import app
 
 
