@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -282,7 +283,19 @@ class Lines:
     def _need_more(self, f: _File, last_seq: int) -> bool:
         if f.pending and f.pending[-1].num_rows and f.pending[-1]["seq"][-1].as_py() > last_seq:
             return False
-        return f.read < self.store.fs.size(f"{rows.FOLDER}/{f.name}")
+        if f.read >= self.store.fs.size(f"{rows.FOLDER}/{f.name}"):
+            return False
+        # A file whose next line is past this chunk (another writer's, or a later one) is
+        # not parsed a piece at a time for nothing: its first line says so.
+        return bool(f.pending) or self._next_seq(f) <= last_seq
+
+    def _next_seq(self, f: _File) -> int:
+        head = bytes(self.store.fs.read_range(f"{rows.FOLDER}/{f.name}", f.read, 4096))
+        try:
+            seq = orjson.loads(head[: head.index(b"\n")]).get("seq")
+        except (ValueError, AttributeError):
+            return -1  # a long or odd line: read it as a piece
+        return seq if isinstance(seq, int) else -1
 
     def _read(self, f: _File) -> None:
         data = bytes(self.store.fs.read_range(f"{rows.FOLDER}/{f.name}", f.read, PIECE_BYTES))
