@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.text import Text
 
 from replay.cli import render
 from replay.cli.app import JsonOpt, Mode, app, handled, open_store
@@ -51,6 +50,8 @@ def runs_progress(disable: bool) -> Iterator[Callable[[int, int], None]]:
 
 
 def show_summary(summary: Any) -> None:
+    from rich.text import Text  # here: `replay --help` imports this module, not rich
+
     verdicts = [
         {"verdict": Text(v, style=render.VERDICT_STYLE.get(v, "red")), "runs": n}
         for v, n in summary.by_verdict.items()
