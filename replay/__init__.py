@@ -63,13 +63,14 @@ if typing.TYPE_CHECKING:
     from replay.engine.timetravel import at, run_as_of, run_at
     from replay.evidence.batch import batch
     from replay.evidence.bundle import BundleError, MalformedBundleError
-    from replay.evidence.checks import checkpoint, verify
+    from replay.evidence.checks import checkpoint, seal, verify
     from replay.evidence.export import Exported, export
     from replay.evidence.run import run
     from replay.evidence.verify import Verification
     from replay.evidence.witness import Cosignature
     from replay.evidence.witness import cosign as witness_cosign
     from replay.store.checkpoint import Checkpoint
+    from replay.store.seals import Epoch
     from replay.store.store import Store
 
 # Where each name lives: "module" holds it under the same name, "module:name" under another
@@ -111,11 +112,13 @@ _WHERE = {
     "Pipeline": "core.pipeline",
     "Step": "core.pipeline",
     "Checkpoint": "store.checkpoint",
+    "Epoch": "store.seals",
     "Store": "store.store",
     "at": "engine.timetravel",
     "run_as_of": "engine.timetravel",
     "run_at": "engine.timetravel",
     "checkpoint": "evidence.checks",
+    "seal": "evidence.checks",
     "verify": "evidence.checks",
     "Exported": "evidence.export",
     "export": "evidence.export",
@@ -162,6 +165,7 @@ __all__ = [
     "Cosignature",
     "DataVersionError",
     "EngineUnavailableError",
+    "Epoch",
     "Exported",
     "ImageMissingError",
     "ImageTarError",
@@ -211,6 +215,7 @@ __all__ = [
     "run_as_of",
     "run_at",
     "runs",
+    "seal",
     "show",
     "sql",
     "trust_add",

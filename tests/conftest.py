@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -89,6 +90,31 @@ def rows(n: int, start: int = 0) -> pa.Table:
             "x": [float(i) for i in range(start, start + n)],
         }
     )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One moto S3 server for the session (tests/s3_endpoint.py)."""
+    from s3_endpoint import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A store URL in a bucket of its own, the endpoint and credentials in the environment
+    (subprocesses inherit them), as a bank's writers would be configured."""
+    from s3_endpoint import new_bucket
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{new_bucket(s3_endpoint)}/bank/decisions"
 
 
 @pytest.fixture(scope="session")

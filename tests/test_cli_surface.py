@@ -88,6 +88,7 @@ FAILING: dict[tuple[str, ...], tuple[list[str], int, str]] = {
     ("lineage",): (["lineage", "0190a1b2"], 4, NO_STORE),
     ("doctor",): (["doctor"], 4, NO_STORE),
     ("checkpoint",): (["checkpoint"], 4, NO_STORE),
+    ("seal",): (["seal"], 4, NO_STORE),
     ("export",): (["export", "0190a1b2"], 4, NO_STORE),
     ("verify",): (["verify"], 2, "nothing to verify"),
     ("demo",): (

@@ -225,7 +225,7 @@ def record_with(
         failure.run_id = run_id
         raise failure
     final = stored[binding.pipeline.steps[-1].name].table
-    return RecordResult(run_id, final, manifest, entry["seq"] if entry else None)
+    return RecordResult(run_id, final, manifest, entry.get("seq") if entry else None)
 
 
 def _stored_soon(

@@ -39,8 +39,9 @@ from replay.errors import (
     ReplayError,
     UntrustedSignerError,
 )
-from replay.store import audited, history, verified
+from replay.store import audited, history, mirror, seals, verified
 from replay.store.checkpoint import Checkpoint, grew, hexroot, public_key_pem, stored
+from replay.store.fs import LocalFS
 from replay.store.ledger import GENESIS, canonical_entry
 from replay.store.ledger import NAME as LEDGER
 from replay.store.segments import Block
@@ -83,6 +84,10 @@ def verify_store(
     the Merkle root kept, its blocks and objects are not re-read (``earlier`` in the result
     says what was taken from it). Without a sound record, everything is re-read."""
     tick = progress or (lambda _: None)
+    sealing = None
+    if store.remote is not None:
+        tick("sealing epochs and writers' logs")
+        sealing = _verify_sealing(store)
     record = audited.path_of(history.cache_path(store))
     earlier = audited.load(record) if skip_verified else None
     tick("objects")
@@ -115,9 +120,36 @@ def verify_store(
         "mode": "skip-verified" if earlier else "full",
         "earlier": _earlier(earlier),
     }
+    if sealing is not None:
+        counts["sealing"] = sealing
     if skip_verified and earlier is None:
         counts["note"] = "no sound record of an earlier verification: everything was re-read"
     return counts
+
+
+def _verify_sealing(store: Store) -> dict[str, Any]:
+    """On object storage: the epochs seal exactly the writers' logs (``seals.audit``), and
+    the local mirror's ledger, which the rest of the pass reads, is theirs byte for byte."""
+    assert store.remote is not None
+    mirror.update(LocalFS(store.root), store.remote)
+    audit = seals.audit(store.remote)
+    digest, left = hashlib.sha256(), audit.ledger_bytes
+    with store.fs.open_read(LEDGER) as f:
+        while left and (chunk := f.read(min(left, 1 << 20))):
+            digest.update(chunk)
+            left -= len(chunk)
+    if left or "sha256:" + digest.hexdigest() != audit.ledger_sha256:
+        raise CorruptionError(
+            store.fs.where(LEDGER),
+            "this mirror of the store's ledger differs from its sealed epochs: delete the "
+            "folder holding it (it is rebuilt from the bucket)",
+        )
+    return {
+        "epochs": audit.epochs,
+        "writers": audit.writers,
+        "sealed": audit.runs,
+        "unsealed": audit.unsealed,
+    }
 
 
 def _earlier(earlier: audited.Audit | None) -> dict[str, Any] | None:

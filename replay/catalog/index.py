@@ -170,6 +170,7 @@ class Catalog:
         return _create(duckdb.connect(str(self.path)))
 
     def _refresh(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.store.sync()  # on object storage: seal and mirror what writers added
         state = dict(con.execute("select key, value from meta").fetchall())
         offset = int(state.get("ledger_offset", 0))
         if offset and not self.store.ledger.ends_line(offset):

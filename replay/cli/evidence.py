@@ -82,6 +82,50 @@ def checkpoint(
 
 @app.command()
 @handled
+def seal(
+    key: KeyOpt = None,
+    every: Annotated[
+        float | None,
+        typer.Option(
+            "--every",
+            min=0.1,
+            help="Keep sealing, every SECONDS, until interrupted (a sealer beside the writers).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Seal the runs writers left on an S3 store into the next signed epoch of its ledger."""
+    import time
+
+    from replay.evidence.checks import seal as seal_pending
+
+    store = open_store()
+    while True:
+        epoch = seal_pending(store, key)
+        sealed = {
+            "epoch": epoch.number if epoch else None,
+            "runs": epoch.lines.count(b"\n") if epoch else 0,
+            "tree_size": epoch.size if epoch else None,
+            "root": epoch.root if epoch else None,
+            "key_id": (epoch.checkpoint or {}).get("key_id") if epoch else None,
+        }
+        if as_json:
+            render.emit_json(sealed)
+        elif epoch is None:
+            render.console.print("nothing to seal", highlight=False)
+        else:
+            render.console.print(
+                f"epoch {epoch.number}: {sealed['runs']} runs sealed; the ledger holds "
+                f"{epoch.size} entries, root {epoch.root}, signed by {sealed['key_id']}",
+                highlight=False,
+            )
+        if every is None:
+            return
+        time.sleep(every)
+
+
+@app.command()
+@handled
 def export(
     runs: Annotated[list[str] | None, typer.Argument(help="Run ids to export.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle file to write.")] = Path(

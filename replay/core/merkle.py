@@ -127,6 +127,33 @@ class Tree:
         return path[::-1]
 
 
+class Frontier:
+    """A growing tree's root from its right edge alone: the roots of the complete subtrees
+    its size decomposes into (one per bit set, largest first, at most log2 n), which is what
+    a sealer carries from one epoch to the next instead of every leaf."""
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        if size < 0 or len(hashes) != size.bit_count():
+            raise ValueError(f"{len(hashes)} hashes are not the frontier of {size} leaves")
+        self.size, self.hashes = size, list(hashes)
+
+    def append(self, leaf: bytes) -> None:
+        node, size = leaf, self.size
+        while size & 1:  # each subtree this leaf completes merges with its left neighbour
+            node = node_hash(self.hashes.pop(), node)
+            size >>= 1
+        self.hashes.append(node)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self.hashes:
+            return hashlib.sha256(b"").digest()
+        node = self.hashes[-1]
+        for left in reversed(self.hashes[:-1]):
+            node = node_hash(left, node)
+        return node
+
+
 def root(leaves: Sequence[bytes]) -> bytes:
     """MTH over leaf hashes (already passed through ``leaf_hash``)."""
     return Tree(leaves).root()

@@ -1,4 +1,5 @@
-"""``verify`` and ``checkpoint``: what a user runs to prove a store's or a bundle's bytes.
+"""``verify``, ``checkpoint`` and ``seal``: what a user runs to prove a store's or a bundle's
+bytes.
 
 ``verify`` checks a bundle (``replay.evidence.verify``, which reads bytes only) or a whole
 store (``replay.catalog.check``) with its signers, a head kept outside it and its witnesses;
@@ -17,6 +18,7 @@ from replay.errors import UsageError
 from replay.evidence.verify import Verification, verify_bundle
 from replay.store import checkpoint as checkpoints
 from replay.store.checkpoint import Checkpoint
+from replay.store.seals import Epoch
 from replay.store.store import Store
 
 
@@ -94,3 +96,13 @@ def checkpoint(store: Store, key: Path | None = None, *, out: Path | None = None
     if out is not None:
         checkpoints.write_head(cp, out)
     return cp
+
+
+def seal(store: Store, key: Path | None = None) -> Epoch | None:
+    """Seal what the writers of a store on object storage left pending (``replay.store.seals``)
+    into the next epoch, its Merkle root signed with the private key at ``key`` (default:
+    $REPLAY_SIGNING_KEY, else the user's signing key) and kept in ``checkpoints/``; the
+    epoch, or None when nothing was pending. Safe beside any number of other sealers."""
+    epoch = store.seal(keys.load_private(key))
+    store.sync()
+    return epoch

@@ -12,15 +12,17 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json
 from replay.errors import CorruptionError, NotFoundError
-from replay.store.fs import LocalFS
-from replay.store.store import Store
+from replay.store.fs import LocalFS, StoreFS
+
+if TYPE_CHECKING:  # the store's sealer signs checkpoints too (replay.store.seals)
+    from replay.store.store import Store
 
 FOLDER = "checkpoints"
 
@@ -84,27 +86,32 @@ def sign(
 ) -> Checkpoint:
     """Sign the current tree head and keep it (and the public key) in the store."""
     tree = ledger_tree(store) if tree is None else tree
-    public = private.public_key()
-    unsigned = Checkpoint(
-        tree.size, hexroot(tree), (now or datetime.now(UTC)).isoformat(), keys.key_id(public)
-    )
-    cp = Checkpoint(
-        **{
-            **asdict(unsigned),
-            "signature": base64.b64encode(private.sign(unsigned.body())).decode(),
-        }
-    )
-    _keep_public_key(store, public)
-    name = f"{cp.tree_size:012d}-{cp.key_id[7:19]}-{cp.timestamp.replace(':', '')}.json"
-    store.fs.write_atomic(f"{FOLDER}/{name}", canonical_json(cp.as_json()))
+    cp = signed(private, tree.size, hexroot(tree), now)
+    keep(store.fs, cp, keys.public_pem(private.public_key()))
     return cp
 
 
-def _keep_public_key(store: Store, public: Ed25519PublicKey) -> None:
-    """So the store can check its own checkpoints (public keys are not secret)."""
-    name = key_name(keys.key_id(public))
-    if not store.fs.exists(name):
-        store.fs.write_atomic(name, keys.public_pem(public))
+def signed(
+    private: Ed25519PrivateKey, size: int, root: str, now: datetime | None = None
+) -> Checkpoint:
+    """The tree head (``size``, ``root``) signed with ``private``."""
+    unsigned = Checkpoint(
+        size, root, (now or datetime.now(UTC)).isoformat(), keys.key_id(private.public_key())
+    )
+    signature = base64.b64encode(private.sign(unsigned.body())).decode()
+    return Checkpoint(**{**asdict(unsigned), "signature": signature})
+
+
+def keep(fs: StoreFS, cp: Checkpoint, public_pem: bytes) -> None:
+    """Keep ``cp`` in the store's ``checkpoints/``, and the public key that signed it, so the
+    store can check its own checkpoints (public keys are not secret)."""
+    name = key_name(cp.key_id)
+    if not fs.exists(name):
+        fs.write_atomic(name, public_pem)
+    stamp = cp.timestamp.replace(":", "")
+    fs.put_if_absent(
+        f"{FOLDER}/{cp.tree_size:012d}-{cp.key_id[7:19]}-{stamp}.json", canonical_json(cp.as_json())
+    )
 
 
 def key_name(key_id: str) -> str:

@@ -1,6 +1,7 @@
 """Group commit: one background thread turns queued runs into one block and one ledger append.
 
-A group is written in this order, with one fdatasync in all:
+In a folder (``replay.store.recovery.Journal``) a group is written in this order, with one
+fdatasync in all:
 
 1. its block, to this process's segment log, unsynced (no lock: the log is ours alone);
 2. under the ledger's lock, its entries chained to the ledger's tail and appended to
@@ -13,6 +14,9 @@ unsealed before chaining to it; after a power loss, recovery rebuilds the ledger
 tail from the frames. While the thread writes group N, runs N+1… queue up, so many concurrent
 small runs share each fsync. ``durable`` callers wait for their group; asynchronous callers
 return at once and the bounded queue is the loss window.
+
+On object storage (``replay.store.shards.ShardJournal``) a group is one PUT of one object
+holding its block and its writer's chained lines; a sealer chains them into the ledger later.
 """
 
 from __future__ import annotations
@@ -21,14 +25,23 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from replay.core.digest import canonical_json, sha256
 from replay.store import rows
-from replay.store.recovery import Journal
 from replay.store.segments import RunData
 
 MAX_GROUP = 1024
+
+
+class Journal(Protocol):
+    def commit(self, runs: list[RunData], digests: list[str]) -> tuple[str, list[dict[str, Any]]]:
+        """Make a group durable; the name of its block's log and the runs' entries."""
+        ...
+
+    def abort(self) -> None:
+        """After a failed ``commit``: start afresh (a new log, a new writer)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,9 +53,11 @@ class Pending:
 
 
 class Committer:
-    def __init__(self, journal: Journal, max_pending: int = 8192) -> None:
+    def __init__(
+        self, journal: Journal, index: rows.Writer | None, max_pending: int = 8192
+    ) -> None:
         self._journal = journal
-        self._rows = rows.Writer(journal.segments.fs)
+        self._rows = index  # where the catalog's lines go (none on object storage)
         self._queue: queue.Queue[Pending] = queue.Queue(maxsize=max_pending)
         self._idle = threading.Condition()
         self._outstanding = 0
@@ -77,6 +92,8 @@ class Committer:
 
     def _note(self, group: list[Pending], appended: list[dict[str, Any]], segment: str) -> None:
         """The catalog's lines of a committed group (replay.store.rows)."""
+        if self._rows is None:
+            return
         try:
             data = b"".join(
                 rows.line(e, p.body, p.data.tables) for p, e in zip(group, appended, strict=True)
@@ -89,26 +106,20 @@ class Committer:
         try:
             # The manifest travels in the (compressed) block; the ledger line names it by
             # digest, and the block's header digest in that line covers its bytes.
-            ref = self._journal.segments.write(
+            segment, appended = self._journal.commit(
                 [
                     RunData(p.data.run_id, p.data.tables, {**p.data.blobs, "manifest": p.body})
                     for p in group
-                ]
+                ],
+                [sha256(p.body) for p in group],
             )
-            records = [
-                {"run_id": p.data.run_id, "manifest_sha256": sha256(p.body), "block": ref.as_json()}
-                for p in group
-            ]
-            appended = self._journal.ledger.append(records, self._journal)
             entries = [{**e, "manifest": p.manifest} for p, e in zip(group, appended, strict=True)]
         except BaseException as exc:  # every waiter must learn its run was not committed
-            # A block with no frame after it: the next block starts a new log, so that a
-            # log's frames are found from its end one after the other.
-            self._journal.segments.close()
+            self._journal.abort()
             for p in group:
                 p.done.set_exception(exc)
         else:
-            self._note(group, appended, ref.segment)
+            self._note(group, appended, segment)
             for p, entry in zip(group, entries, strict=True):
                 p.done.set_result(entry)
         with self._idle:

@@ -100,3 +100,24 @@ def _frame_ending_at(fs: StoreFS, name: str, end: int) -> Frame | None:
     if not lines.endswith(b"\n") or not all(isinstance(e, dict) for e in entries):
         return None
     return Frame(start, entries)
+
+
+def length_before_trailer(data: bytes) -> int | None:
+    """The length of the lines of the frame that ends ``data``, as its trailer says."""
+    if len(data) < _LEN.size + len(TRAIL) or not data.endswith(TRAIL):
+        return None
+    (n,) = _LEN.unpack(data[-len(TRAIL) - _LEN.size : -len(TRAIL)])
+    return int(n)
+
+
+def lines_at_end(data: bytes) -> bytes | None:
+    """The lines of the well-formed frame that ends ``data``; None when none does."""
+    n = length_before_trailer(data)
+    if n is None or n + OVERHEAD > len(data):
+        return None
+    start = len(data) - OVERHEAD - n
+    head = data[start : start + len(HEAD) + _LEN.size]
+    if head != HEAD + _LEN.pack(n):
+        return None
+    lines = data[start + len(HEAD) + _LEN.size : start + len(HEAD) + _LEN.size + n]
+    return lines if lines.endswith(b"\n") or not lines else None

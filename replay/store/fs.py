@@ -188,14 +188,19 @@ def _open_creating(target: Path, flags: int = 0) -> int:
         return open_nofollow(target, flags)
 
 
-@functools.lru_cache(maxsize=1024)  # the ledger, its lock, the segments folder: every commit
-def _inside(root: Path, path: str) -> Path:
+def check_name(store: str, path: str) -> str:
+    """``path`` when it names a file inside the store (relative, without ``.`` or ``..``)."""
     if path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")):
         raise StoreError(
-            f"{path!r} is not a name inside the store {root}",
+            f"{path!r} is not a name inside the store {store}",
             hint="a store's files are named relative to its folder; restore what named it",
         )
-    return root / path
+    return path
+
+
+@functools.lru_cache(maxsize=1024)  # the ledger, its lock, the segments folder: every commit
+def _inside(root: Path, path: str) -> Path:
+    return root / check_name(str(root), path)
 
 
 @dataclass(slots=True)

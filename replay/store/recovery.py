@@ -35,7 +35,7 @@ from replay.store import frames
 from replay.store.fs import LogFile, LogFS
 from replay.store.ledger import FOLDER, LOCK, NAME, Ledger, chained, last_before, settle
 from replay.store.segments import FOLDER as SEGMENTS
-from replay.store.segments import Block, BlockRef, SegmentWriter
+from replay.store.segments import Block, BlockRef, RunData, SegmentWriter
 
 SEALED = f"{FOLDER}/sealed"
 MARKER = f"{FOLDER}/boot.json"
@@ -77,6 +77,21 @@ class Journal:
             self._mark_sealed(log.size())
             rewrote = True
         return rewrote
+
+    def commit(self, runs: list[RunData], digests: list[str]) -> tuple[str, list[dict[str, Any]]]:
+        """Write the runs' block and chain their entries into the ledger (one fdatasync);
+        returns the block's segment and the entries."""
+        ref = self.segments.write(runs)
+        records = [
+            {"run_id": run.run_id, "manifest_sha256": digest, "block": ref.as_json()}
+            for run, digest in zip(runs, digests, strict=True)
+        ]
+        return ref.segment, self.ledger.append(records, self)
+
+    def abort(self) -> None:
+        # A block with no frame after it: the next block starts a new log, so that a log's
+        # frames are found from its end one after the other.
+        self.segments.close()
 
     def seal(self, log: LogFile, lines: bytes) -> None:
         self.segments.seal(lines)

@@ -141,6 +141,22 @@ def line(entry: Mapping[str, Any], body: bytes, tables: Mapping[str, StoredTable
     return _LINES.encode(row) + b"\n"
 
 
+_UNSEALED = b'{"seq":0,'
+
+
+def unsealed(run_id: str, digest: str, body: bytes, tables: Mapping[str, StoredTable]) -> str:
+    """The line of a run on object storage, whose ledger place a sealer gives it later."""
+    return line({"seq": 0, "run_id": run_id, "manifest_sha256": digest}, body, tables).decode()
+
+
+def sealed(row: str, seq: int) -> bytes | None:
+    """An ``unsealed`` line given its place in the ledger; None for any other text."""
+    data = row.encode()
+    if not data.startswith(_UNSEALED) or not data.endswith(b"\n"):
+        return None
+    return b'{"seq":%d,' % seq + data[len(_UNSEALED) :]
+
+
 class Writer:
     """This process's lines, one file per segment log (``index/<log stem>.jsonl``)."""
 

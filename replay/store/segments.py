@@ -202,8 +202,12 @@ def _raw_dict(raw: bytes) -> zstandard.ZstdCompressionDict:
 @dataclass(frozen=True)
 class Encoded:
     parts: list[bytes | pa.Buffer | memoryview]
-    header: bytes  # callers prepend magic and length
+    header: bytes  # ``pieces`` prepends magic and length
     raw: bytes | None  # the uncompressed bytes of a compressed block
+
+    def pieces(self) -> list[bytes | pa.Buffer | memoryview]:
+        """The block's bytes, in order: magic, header length, header, parts."""
+        return [MAGIC + _LEN.pack(len(self.header)) + self.header, *self.parts]
 
 
 def encode_block(runs: Iterable[RunData], primer: Primer | None = None) -> Encoded:
@@ -282,17 +286,15 @@ class SegmentWriter:
             self.close()
             log = self._open()
         encoded = encode_block(runs, self._primer)
-        parts, header = encoded.parts, encoded.header
-        head = MAGIC + _LEN.pack(len(header)) + header
-        length = len(head) + sum(len(p) for p in parts)
+        pieces = encoded.pieces()
+        length = sum(len(p) for p in pieces)
         with self._failing("append to"):
             if encoded.raw is not None:  # a small, compressed block: one write
-                log.append(b"".join((head, *parts)))
+                log.append(b"".join(pieces))
             else:
-                log.append(head)
-                for part in parts:
-                    log.append(memoryview(part))
-        ref = BlockRef(self._name, self._size, length, sha256(header))
+                for piece in pieces:
+                    log.append(memoryview(piece))
+        ref = BlockRef(self._name, self._size, length, sha256(encoded.header))
         self._size += length
         if encoded.raw is not None and self._primer is None:
             self._primer = Primer.of(ref, encoded.raw)

@@ -12,6 +12,11 @@
       catalog.duckdb           an index rebuilt from the above (see replay.catalog.index)
 
 The files are the truth. Writers never touch the catalog; they leave it the index lines.
+
+A store on object storage (``s3://bucket/prefix``) holds the same objects, keys and
+checkpoints; each writer PUTs its groups as log objects (``replay.store.shards``), sealers
+chain them into the ledger by epochs (``replay.store.seals``), and readers work on a local
+mirror of the sealed ledger with the catalog beside it (``replay.store.mirror``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replay.core import ownership
 from replay.core.digest import sha256
@@ -32,15 +37,21 @@ from replay.errors import (
     ReadOnlyStoreError,
     StoreError,
     StoreFormatError,
+    UsageError,
 )
-from replay.store import lookup
+from replay.store import lookup, mirror, rows, s3
 from replay.store.cache import Cache
 from replay.store.commit import Committer
 from replay.store.fs import LocalFS, LogFS
 from replay.store.ledger import Ledger
 from replay.store.objects import ObjectStore
 from replay.store.recovery import Journal
+from replay.store.seals import NONE, Epoch, Sealer
 from replay.store.segments import Block, BlockRef, RunData, SegmentWriter
+from replay.store.shards import ShardJournal
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 FORMAT = 1
 DEFAULT_PATH = "snapshots"
@@ -51,10 +62,14 @@ def default_path() -> Path:
 
 
 class Store:
-    def __init__(self, root: Path, *, readonly: bool, durable: bool) -> None:
-        self.root = root
+    def __init__(
+        self, root: Path, *, readonly: bool, durable: bool, remote: s3.S3FS | None = None
+    ) -> None:
+        self.root = root  # on object storage: the local mirror
         self.location = root.resolve()  # one name for the folder, however it was reached
-        self.fs: LogFS = LocalFS(root)  # every file of the store is read and written here
+        self.remote = remote
+        # Every file of the store is read and written here.
+        self.fs: LogFS = LocalFS(root) if remote is None else mirror.Routed(LocalFS(root), remote)
         self.readonly = readonly
         self.durable = durable
         self.objects = ObjectStore(self.fs)
@@ -64,6 +79,12 @@ class Store:
         self._committer: Committer | None = None
         self._segments: SegmentWriter | None = None
         self.cache = Cache()  # what readers loaded from this store (replay.store.cache)
+        self._sealer: Sealer | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the store is, as ``--store`` takes it (a folder, or ``s3://…``)."""
+        return str(self.root) if self.remote is None else self.remote.url
 
     @classmethod
     def open(
@@ -79,7 +100,10 @@ class Store:
         ``path`` defaults to ``$REPLAY_STORE`` or ``./snapshots``. ``durable=False`` makes
         ``record`` return before its run is fsynced (see ``Store.flush``).
         """
-        root = Path(path) if path is not None else default_path()
+        where = path if path is not None else os.environ.get("REPLAY_STORE") or DEFAULT_PATH
+        if s3.is_url(where):
+            return cls._open_remote(str(where), create=create, readonly=readonly, durable=durable)
+        root = Path(where)
         fs = LocalFS(root)
         if not fs.exists("FORMAT"):
             if not create or readonly:
@@ -89,19 +113,50 @@ class Store:
             _initialise(fs)
         ownership.check(root)
         try:
-            version = json.loads(fs.read("FORMAT"))["format"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise StoreFormatError(
-                f"{fs.where('FORMAT')} is unreadable", hint='it must hold {"format": 1}; restore it'
-            ) from None
-        if version > FORMAT:
-            raise StoreFormatError(
-                f"store {root} has format {version}, this pipeline-replay reads up to {FORMAT}",
-                hint="upgrade pipeline-replay (pip install -U pipeline-replay)",
-            )
+            raw = fs.read("FORMAT")
+        except OSError:
+            raw = b""
+        _check_format(str(root), fs.where("FORMAT"), raw)
         if not readonly and not fs.writable():
             readonly = True
         return cls(root, readonly=readonly, durable=durable)
+
+    @classmethod
+    def _open_remote(cls, url: str, *, create: bool, readonly: bool, durable: bool) -> Store:
+        remote = s3.S3FS.of(url)
+        if not remote.exists("FORMAT"):
+            remote.check_bucket()
+            if not create or readonly:
+                raise NotFoundError(f"no store at {url}", hint=f"run `replay --store {url} init`")
+            remote.put_if_absent("FORMAT", (json.dumps({"format": FORMAT}) + "\n").encode())
+        _check_format(url, remote.where("FORMAT"), remote.read("FORMAT"))
+        store = cls(mirror.location(remote), readonly=readonly, durable=durable, remote=remote)
+        store.sync()
+        return store
+
+    def sync(self) -> None:
+        """On object storage: seal what writers left pending (unless read-only) and take the
+        sealed epochs into the local mirror, so that every run recorded so far is found."""
+        if self.remote is None:
+            return
+        if not self.readonly:
+            self.seal()
+        mirror.update(LocalFS(self.root), self.remote)
+
+    def seal(self, private: Ed25519PrivateKey | None = None) -> Epoch | None:
+        """On object storage: chain what every writer left pending into the next sealing
+        epoch (its root signed with ``private``, when given); None when nothing was."""
+        if self.remote is None:
+            raise UsageError(
+                f"{self.root} is a folder store: its writers chain the ledger in order",
+                hint="seal stores on object storage (s3://…); `replay checkpoint` signs this one",
+            )
+        self._check_writable()
+        if self._sealer is None or self._sealer.private is not private:
+            self._sealer = Sealer(
+                self.remote, private, self._sealer.epoch if self._sealer else NONE
+            )
+        return self._sealer.seal()
 
     def _check_writable(self) -> None:
         if self.readonly:
@@ -114,8 +169,12 @@ class Store:
         # One committer per process: a fork gets its own segment log and thread.
         with self._writer_lock:
             if self._committer is None or self._writer_pid != os.getpid():
-                self._segments = SegmentWriter(self.fs)
-                self._committer = Committer(Journal(self.ledger, self._segments))
+                if self.remote is not None:
+                    self._committer = Committer(ShardJournal(self.remote), None)
+                else:
+                    self._segments = SegmentWriter(self.fs)
+                    journal = Journal(self.ledger, self._segments)
+                    self._committer = Committer(journal, rows.Writer(self.fs))
                 self._writer_pid = os.getpid()
             return self._committer
 
@@ -170,14 +229,21 @@ class Store:
 
     def entry(self, run: str) -> dict[str, Any]:
         """The committed entry of a run named by its id or a unique prefix, from the ledger."""
-        return lookup.entries(self, [run], {})[0]
+        return self.find_entries([run])[0]
 
     def find_entries(
         self, runs: Sequence[str], ends: Mapping[str, int] | None = None
     ) -> list[dict[str, Any]]:
         """The entries of many runs in one pass over the ledger (``ends``: where the lines of
-        some full ids end, as an index knows it: then one seek each); see replay.store.lookup."""
-        return lookup.entries(self, runs, ends or {})
+        some full ids end, as an index knows it: then one seek each); see replay.store.lookup.
+        On object storage, runs not found are looked for again after a ``sync``."""
+        try:
+            return lookup.entries(self, runs, ends or {})
+        except NotFoundError:
+            if self.remote is None:
+                raise
+            self.sync()
+            return lookup.entries(self, runs, ends or {})
 
     def block(self, ref: dict[str, Any]) -> Block:
         try:
@@ -191,7 +257,21 @@ class Store:
         return Block(self.fs, block_ref)
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r})"
+        return f"Store({self.url!r})"
+
+
+def _check_format(store: str, where: str, raw: bytes) -> None:
+    try:
+        version = json.loads(raw)["format"]
+    except (ValueError, KeyError, TypeError):
+        raise StoreFormatError(
+            f"{where} is unreadable", hint='it must hold {"format": 1}; restore it'
+        ) from None
+    if version > FORMAT:
+        raise StoreFormatError(
+            f"store {store} has format {version}, this pipeline-replay reads up to {FORMAT}",
+            hint="upgrade pipeline-replay (pip install -U pipeline-replay)",
+        )
 
 
 def _initialise(fs: LocalFS) -> None:

@@ -46,7 +46,7 @@ def run_job(
         with cluster.client(address, workers) as dask:
             size = chunk_size(len(pending), cluster.workers_of(dask), most)
             chunks = [[r.run_id for r in c] for c in jobs.chunks(pending, size)]
-            url = str(store.location)
+            url = store.url if store.remote else str(store.location)
             for got in cluster.run_chunks(dask, url, job.job, chunks, job.mode, job.swap):
                 rows.update((r["run_id"], r) for r in got)
                 if progress:

@@ -1,0 +1,234 @@
+"""The store on S3 with many writers (issue 17), against a local S3 endpoint started here.
+
+    python benchmarks/bench_scale.py [--runs 300] [--ingest 10000]
+
+Starts moto in server mode (one Python process, the endpoint the tests use) and prints, in
+one run:
+
+- runs/s from 1, 2, 4 and 8 writer processes recording 1-row runs of a bank chain into one
+  S3 store (asynchronously: each process's runs share group-commit objects), beside the
+  endpoint's own ceiling measured right after with bare PUTs of the same number and size
+  from as many processes;
+- seal lag, p50 and p99: from a durable ``record`` returning (its object PUT) to the end of
+  the seal that chains it into the ledger, with a sealer sealing every 0.5 s beside 2 writers;
+- catalog ingest runs/s of ``--ingest`` runs, on a folder store and on the S3 store (a new
+  reader: its mirror taken from the epochs, then the first query).
+
+The machine's 2 cores run the endpoint, the writers and the sealer together: read the
+curve's shape, and the ratio to bare PUTs measured in the same run. Nothing asserts a time.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # see bench_capture.py
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from s3_endpoint import moto_server, new_bucket  # the endpoint the tests start
+
+import replay
+from replay.store import seals
+from replay.store.s3 import S3FS
+
+T0 = datetime(2026, 3, 14, tzinfo=UTC)
+
+
+def _features(table: Any) -> Any:
+    import pyarrow as pa
+
+    vectors = [[float(x), float(x) / 2, 0.0] for x in table["x"].to_pylist()]
+    return table.append_column("embedding", pa.array(vectors, pa.list_(pa.float32())))
+
+
+def _decide(table: Any) -> Any:
+    import pyarrow as pa
+
+    score = [v[0] + v[1] for v in table["embedding"].to_pylist()]
+    return table.append_column(
+        "decision", pa.array(["approve" if s < 9 else "refer" for s in score])
+    )
+
+
+def _chain() -> replay.Pipeline:
+    return replay.Pipeline(
+        "credit", [replay.Step("features", _features), replay.Step("decide", _decide)]
+    )
+
+
+def _applicant(i: int) -> Any:
+    import pyarrow as pa
+
+    return pa.table({"id": [f"A{i}"], "x": [float(i % 10)]})
+
+
+def _writer(url: str, first: int, count: int, durable: bool, go: Any, out: Any) -> None:
+    """One writing process: opens the store, waits for ``go``, records ``count`` runs; puts
+    (start, end, [(run id, time acknowledged)]) on ``out``."""
+    store = replay.Store.open(url, durable=durable)
+    chain = _chain()
+    replay.record(chain, _applicant(first), store=store, record_key="id", at=T0)  # warm
+    store.flush()
+    go.wait()
+    start, acked = time.time(), []
+    for i in range(first + 1, first + 1 + count):
+        at = T0 + timedelta(seconds=i)
+        result = replay.record(chain, _applicant(i), store=store, record_key="id", at=at)
+        if durable:
+            acked.append((result.run_id, time.time()))
+    store.flush()
+    out.put((start, time.time(), acked))
+
+
+def _put(url: str, size: int, count: int, go: Any, out: Any) -> None:
+    """A bare process: ``count`` PUTs of ``size`` bytes with If-None-Match, as writers do."""
+    from replay.store.s3 import S3FS
+
+    fs = S3FS.of(url)
+    body = os.urandom(size)
+    fs.put_if_absent(f"bare/{os.getpid()}-warm", body)
+    go.wait()
+    start = time.time()
+    for i in range(count):
+        fs.put_if_absent(f"bare/{os.getpid()}-{i}", body)
+    out.put((start, time.time(), []))
+
+
+def _round(target: Any, args_of: list[tuple[Any, ...]]) -> tuple[float, list[Any]]:
+    """Run one process per argument tuple together; wall seconds from the go signal to the
+    last one done, and what each reported."""
+    ctx = multiprocessing.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, go, out)) for a in args_of]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)
+    go.set()
+    results = [out.get(timeout=900) for _ in procs]
+    for p in procs:
+        p.join()
+    return max(r[1] for r in results) - min(r[0] for r in results), results
+
+
+def writers_curve(endpoint: str, runs: int) -> None:
+    print(f"writers on one S3 store, {runs} runs each (async: runs share group objects)")
+    print(
+        f"{'writers':>8} {'runs/s':>9} {'objects':>8} {'B/object':>9} {'bare PUT/s':>11}"
+        f" {'ceiling runs/s':>15}"
+    )
+    for n in (1, 2, 4, 8):
+        url = f"s3://{new_bucket(endpoint)}/credit"
+        replay.Store.open(url)
+        wall, _ = _round(_writer, [(url, 100_000 * w, runs, False) for w in range(n)])
+        store = replay.Store.open(url, readonly=True)
+        assert store.remote is not None
+        names = [x for x in store.remote.names("segments")]
+        sizes = [store.remote.size(f"segments/{x}") for x in names[:50]]
+        size = int(statistics.mean(sizes))
+        per_object = (n * (runs + 1)) / len(names)
+        bare, _ = _round(
+            _put,
+            [
+                (
+                    url,
+                    size,
+                    len(names) // n,
+                )
+                for _ in range(n)
+            ],
+        )
+        puts = (len(names) // n) * n / bare
+        print(
+            f"{n:>8} {n * runs / wall:>9.0f} {len(names):>8} {size:>9} {puts:>11.0f}"
+            f" {puts * per_object:>15.0f}"
+        )
+
+
+def seal_lag(endpoint: str, runs: int) -> None:
+    url = f"s3://{new_bucket(endpoint)}/credit"
+    store = replay.Store.open(url)
+    assert store.remote is not None
+    sealer = seals.Sealer(store.remote)
+    sealed_at: dict[str, float] = {}
+    stop = threading.Event()
+
+    def seal_loop() -> None:
+        while not stop.is_set():
+            epoch = sealer.seal()
+            if epoch is not None:
+                now = time.time()
+                for line in epoch.lines.splitlines():
+                    sealed_at[line.split(b'"run_id":"', 1)[1][:36].decode()] = now
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=seal_loop)
+    thread.start()
+    _, results = _round(_writer, [(url, 100_000 * w, runs, True) for w in range(2)])
+    time.sleep(1.5)
+    stop.set()
+    thread.join()
+    lags = sorted(sealed_at[run] - t for r in results for run, t in r[2] if run in sealed_at)
+    missing = sum(len(r[2]) for r in results) - len(lags)
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+    print(
+        f"seal lag, 2 durable writers, a sealer every 0.5 s: p50 {statistics.median(lags):.2f} s,"
+        f" p99 {p99:.2f} s over {len(lags)} runs ({missing} not sealed when stopped)"
+    )
+
+
+def ingest(endpoint: str, runs: int, tmp: Path) -> None:
+    per = runs // 2
+    for backend in ("folder", "S3"):
+        url = str(tmp / "local") if backend == "folder" else f"s3://{new_bucket(endpoint)}/credit"
+        replay.Store.open(url)
+        _round(_writer, [(url, 100_000 * w, per - 1, False) for w in range(2)])
+        note = ""
+        if backend == "S3":
+            t = time.perf_counter()
+            epoch = seals.Sealer(S3FS.of(url)).seal()
+            assert epoch is not None
+            note = f"; sealed before in {time.perf_counter() - t:.2f} s"
+        os.environ["XDG_CACHE_HOME"] = str(tmp / f"reader-{backend}")  # a new analyst
+        t0 = time.perf_counter()
+        store = replay.Store.open(url, readonly=backend == "S3")  # S3: takes the mirror
+        opened = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        found = replay.find(store, "A100005")
+        took = time.perf_counter() - t1
+        assert found, "the run is indexed"
+        if backend == "S3":
+            note += f"; the new reader's mirror taken from the epochs in {opened:.2f} s"
+        print(f"catalog ingest, {backend} store, {runs} runs: {runs / took:,.0f} runs/s{note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=300, help="runs per writer")
+    parser.add_argument("--ingest", type=int, default=10_000, help="runs to ingest")
+    args = parser.parse_args()
+    with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
+        os.environ.update(
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+            XDG_CACHE_HOME=str(Path(tmp) / "cache"),
+        )
+        writers_curve(endpoint, args.runs)
+        seal_lag(endpoint, args.runs)
+        ingest(endpoint, args.ingest, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""A store's files on S3 (or any endpoint speaking its API): the ``StoreFS`` of ``s3://``.
+
+Endpoint, region and credentials come from the standard AWS variables and files
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), as every AWS tool reads them.
+
+Objects are created with ``If-None-Match: *``: S3 answers 412 when the name exists, so an
+object once written is never rewritten, whoever races for its name (AWS S3 since 2024; GCS and
+Azure offer the same). That is the one primitive the write path needs: each writer PUTs its
+own log objects and sealers race for ``seal/<epoch>`` names (``replay.store.seals``).
+Through boto3, as pyarrow's S3 filesystem cannot send the header (measured: it was dropped
+and the object overwritten).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from replay.errors import NotFoundError, StoreError
+from replay.store.fs import Data, check_name
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client  # pragma: no cover
+else:
+    S3Client = Any
+
+SCHEME = "s3://"
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_CLIENT: dict[int, S3Client] = {}  # one per process: boto3 clients are safe to share
+_MAKING = threading.Lock()  # but not to create
+
+
+def is_url(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(SCHEME)
+
+
+def _client() -> S3Client:
+    client = _CLIENT.get(os.getpid())
+    if client is None:
+        with _MAKING:
+            client = _CLIENT.get(os.getpid())
+            if client is None:
+                try:
+                    import boto3  # imported by S3 stores only: 0.2 s
+                    from botocore.config import Config
+                except ImportError:
+                    raise StoreError(
+                        "a store on S3 needs boto3",
+                        hint="pip install 'pipeline-replay[s3]'",
+                    ) from None
+
+                region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+                client = _CLIENT[os.getpid()] = boto3.session.Session().client(
+                    "s3",
+                    region_name=region or "us-east-1",
+                    config=Config(
+                        retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=16
+                    ),
+                )
+    return client
+
+
+@dataclass(frozen=True)
+class S3FS:
+    """The objects under ``s3://bucket/prefix`` (equal, and hashed alike, for one place)."""
+
+    bucket: str
+    prefix: str  # "" or ending in "/"
+    endpoint: str = field(default_factory=lambda: os.environ.get("AWS_ENDPOINT_URL", ""))
+
+    @classmethod
+    def of(cls, url: str) -> S3FS:
+        bucket, _, prefix = url.removeprefix(SCHEME).partition("/")
+        prefix = prefix.strip("/")
+        if len(bucket) < 3 or (prefix and check_name(url, prefix) != prefix):
+            raise StoreError(
+                f"{url!r} names no S3 bucket",
+                hint="write the store as s3://BUCKET/PREFIX (a bucket name has 3+ characters)",
+            )
+        return cls(bucket, prefix + "/" if prefix else "")
+
+    @property
+    def url(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, path: str) -> str:
+        return self.prefix + check_name(self.url, path)
+
+    def where(self, path: str) -> str:
+        return f"{SCHEME}{self.bucket}/{self._key(path)}"
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.size(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def size(self, path: str) -> int:
+        with self._calling(path):
+            return int(
+                _client().head_object(Bucket=self.bucket, Key=self._key(path))["ContentLength"]
+            )
+
+    def list(self, folder: str) -> list[str]:
+        """The names under ``folder``: its objects and its sub-folders, as ``ls`` shows them."""
+        return sorted(self.names(folder))
+
+    def names(self, folder: str, start_after: str = "", recursive: bool = False) -> Iterator[str]:
+        """The names under ``folder`` in order (after ``start_after``, a name in it), one LIST
+        request per 1,000."""
+        base = self._key(folder) + "/"
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": base}
+        if not recursive:
+            args["Delimiter"] = "/"
+        if start_after:
+            args["StartAfter"] = base + start_after
+        with self._calling(folder):
+            for page in _client().get_paginator("list_objects_v2").paginate(**args):
+                for common in page.get("CommonPrefixes", ()):
+                    yield common["Prefix"][len(base) :].rstrip("/")
+                for obj in page.get("Contents", ()):
+                    yield obj["Key"][len(base) :]
+
+    def changed(self, path: str) -> int:
+        """A stamp of ``path``: its ETag (or, for a folder, its names), as an int; 0 when
+        absent. S3 keeps no folder times, and an ETag changes with the bytes."""
+        try:
+            with self._calling(path):
+                etag = _client().head_object(Bucket=self.bucket, Key=self._key(path))["ETag"]
+            return hash(etag) or 1
+        except FileNotFoundError:
+            names = tuple(self.names(path))
+            return (hash(names) or 1) if names else 0
+
+    def read(self, path: str) -> bytes:
+        with self._calling(path):
+            body = _client().get_object(Bucket=self.bucket, Key=self._key(path))["Body"]
+            return bytes(body.read())
+
+    def read_range(self, path: str, offset: int, length: int) -> memoryview:
+        from botocore.exceptions import ClientError
+
+        if length <= 0:
+            return memoryview(b"")
+        with self._calling(path):
+            try:
+                body = _client().get_object(
+                    Bucket=self.bucket,
+                    Key=self._key(path),
+                    Range=f"bytes={offset}-{offset + length - 1}",
+                )["Body"]
+            except ClientError as exc:
+                if _code(exc) == "InvalidRange":  # from past the end: nothing there
+                    return memoryview(b"")
+                raise
+            return memoryview(body.read())
+
+    def read_tail(self, path: str, length: int) -> memoryview:
+        """The last ``length`` bytes (all of a shorter object), in one request."""
+        with self._calling(path):
+            body = _client().get_object(
+                Bucket=self.bucket, Key=self._key(path), Range=f"bytes=-{length}"
+            )["Body"]
+            return memoryview(body.read())
+
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        size = self.size(path)
+        return io.BytesIO(bytes(self.read_range(path, offset, size - offset)))
+
+    @contextmanager
+    def mapped(self, path: str) -> Iterator[bytes]:
+        yield self.read(path)
+
+    def put_if_absent(self, path: str, data: Data) -> bool:
+        from botocore.exceptions import ClientError
+
+        with self._calling(path):
+            try:
+                _client().put_object(
+                    Bucket=self.bucket, Key=self._key(path), Body=bytes(data), IfNoneMatch="*"
+                )
+            except ClientError as exc:
+                if _code(exc) in ("PreconditionFailed", "412"):
+                    return False
+                raise
+        return True
+
+    def write_atomic(self, path: str, data: Data) -> None:
+        with self._calling(path):
+            _client().put_object(Bucket=self.bucket, Key=self._key(path), Body=bytes(data))
+
+    def writable(self) -> bool:
+        return True  # S3 says otherwise at the first PUT, with a message about credentials
+
+    def check_bucket(self) -> None:
+        with self._calling(""):
+            _client().head_bucket(Bucket=self.bucket)
+
+    @contextmanager
+    def _calling(self, path: str) -> Iterator[None]:
+        """S3's errors as the store's: a missing key is FileNotFoundError (as on a disk);
+        anything else tells the user which endpoint refused what."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            code = _code(exc)
+            if code in _MISSING:
+                raise FileNotFoundError(self.where(path)) from None
+            if code == "NoSuchBucket":
+                raise NotFoundError(
+                    f"no bucket {self.bucket!r} at {self.endpoint or 'AWS'}",
+                    hint="create the bucket, or check AWS_ENDPOINT_URL",
+                ) from None
+            raise StoreError(
+                f"S3 refused {self.where(path)}: {code} ({exc})",
+                hint="check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and their rights",
+            ) from None
+        except BotoCoreError as exc:
+            raise StoreError(
+                f"cannot reach S3 for {self.where(path)}: {exc}",
+                hint="check AWS_ENDPOINT_URL and that the endpoint is up",
+            ) from None
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))

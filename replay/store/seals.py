@@ -1,0 +1,323 @@
+"""Sealing epochs: the one ledger of a store on object storage, built from its writers' logs.
+
+    seal/<epoch:012d>.jsonl   a header line, the ledger lines this epoch adds, then their
+                              catalog lines (``replay.store.rows``, passed on from writers)
+
+Writers PUT their own log objects (``replay.store.shards``) and never meet. A sealer reads
+every writer's objects past the heads of the last epoch, chains their lines into ledger
+entries after the last sealed one (the local store's own entry format: ``seq``, ``prev``,
+``hash``, the run's manifest digest and block), and creates the next epoch's object with
+``If-None-Match``. Its header holds every writer's head, the tree size, the Merkle root over
+the whole ledger (carried as a frontier of at most log2 n hashes, so no sealer reads old
+entries), the digest of the previous epoch's object and, when the sealer has a signing key,
+a checkpoint of that root (also kept in ``checkpoints/``, where verify, export and witnesses
+look for them).
+
+Any number of sealers is safe: two racing for an epoch's name cannot both create it; the
+loser reads the winner's epoch and seals only what is still past its heads. A sealer killed
+before its PUT left nothing; after it, a whole epoch. Each writer's lines are sealed in
+order, exactly once, because heads only move forward and each epoch names its predecessor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from replay.core import keys, merkle
+from replay.core.digest import canonical_json, sha256
+from replay.errors import CorruptionError
+from replay.store import checkpoint, rows, shards
+from replay.store.ledger import GENESIS, chained, entry_hash, hash_holds
+from replay.store.s3 import S3FS
+from replay.store.segments import FOLDER as SEGMENTS
+
+FOLDER = "seal"
+SUFFIX = ".jsonl"
+FORMAT = 1
+READERS = 8  # log objects read at once by a sealer
+
+
+@dataclass(frozen=True)
+class Head:
+    objects: int  # the writer's objects sealed so far
+    wseq: int  # its lines sealed so far
+    hash: str  # the hash of its last sealed line
+
+    def as_json(self) -> list[Any]:
+        return [self.objects, self.wseq, self.hash]
+
+
+@dataclass(frozen=True)
+class Epoch:
+    number: int
+    digest: str  # sha256 of this epoch's object (what the next one names as ``prev``)
+    prev: str  # the digest of the epoch before it
+    heads: dict[str, Head]
+    size: int  # ledger entries sealed up to here
+    last: str  # the hash of the last of them
+    frontier: list[str] = field(default_factory=list)  # hex, see merkle.Frontier
+    checkpoint: dict[str, Any] | None = None
+    lines: bytes = b""  # the ledger lines this epoch added
+    rows: bytes = b""  # their catalog lines (derived: ingest checks each against its entry)
+
+    @property
+    def root(self) -> str:
+        return "sha256:" + self._tree().root().hex()
+
+    def _tree(self) -> merkle.Frontier:
+        return merkle.Frontier(self.size, [bytes.fromhex(h) for h in self.frontier])
+
+
+NONE = Epoch(0, GENESIS, GENESIS, {}, 0, GENESIS)
+
+
+def name(number: int) -> str:
+    return f"{FOLDER}/{number:012d}{SUFFIX}"
+
+
+def read(fs: S3FS, number: int) -> Epoch | None:
+    """Epoch ``number``, checked to be well formed; None when it does not exist."""
+    try:
+        data = fs.read(name(number))
+    except FileNotFoundError:
+        return None
+    return parse(fs.where(name(number)), number, data)
+
+
+def parse(where: str, number: int, data: bytes) -> Epoch:
+    head, _, rest = data.partition(b"\n")
+    try:
+        h = json.loads(head)
+        lines, index = rest[: h["ledger_bytes"]], rest[h["ledger_bytes"] :]
+        epoch = Epoch(
+            number,
+            sha256(data),
+            str(h["prev"]),
+            {w: Head(int(o), int(s), str(x)) for w, (o, s, x) in h["heads"].items()},
+            int(h["tree_size"]),
+            str(h["last"]),
+            [str(x) for x in h["frontier"]],
+            h.get("checkpoint"),
+            lines,
+            index,
+        )
+        ok = h["format"] == FORMAT and h["epoch"] == number and epoch.root == h["root"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise CorruptionError(where, "is not a well-formed sealing epoch")
+    return epoch
+
+
+def latest(fs: S3FS, known: Epoch = NONE) -> Epoch:
+    """The last epoch sealed (from ``known`` on: one request per newer epoch, plus one
+    listing when nothing is known)."""
+    epoch = known
+    if epoch is NONE:
+        numbers = [int(n[: -len(SUFFIX)]) for n in fs.list(FOLDER) if n[: -len(SUFFIX)].isdigit()]
+        if numbers:
+            found = read(fs, max(numbers))
+            epoch = found if found is not None else NONE
+    while (after := read(fs, epoch.number + 1)) is not None:
+        epoch = after
+    return epoch
+
+
+@dataclass(frozen=True)
+class Pending:
+    name: str  # the log object
+    writer: str
+    number: int  # its number among the writer's objects
+    lines: list[dict[str, Any]]
+
+
+def pending(fs: S3FS, epoch: Epoch) -> list[Pending]:
+    """Every writer's objects past ``epoch``'s heads, in order, each checked to continue its
+    writer's chain (one LIST per writer, one GET per object)."""
+    found: list[tuple[str, str]] = []  # (writer, object), each writer's in order
+    for writer in fs.list(shards.WRITERS):
+        number = epoch.heads.get(writer, Head(0, 0, GENESIS)).objects
+        after = shards.object_name(writer, number) if number else f"{writer}-"
+        for obj in fs.names(SEGMENTS, start_after=after):
+            if shards.parse_name(obj) != (writer, number + 1):
+                break  # another writer's, or past a gap (a failed PUT ended this writer)
+            found.append((writer, obj))
+            number += 1
+    # One GET an object, several at once: a durable writer PUTs an object per run.
+    with ThreadPoolExecutor(READERS) as pool:
+        read = list(pool.map(lambda wo: shards.read_lines(fs, wo[1]), found))
+    out: list[Pending] = []
+    for (writer, obj), lines in zip(found, read, strict=True):
+        head = out[-1] if out and out[-1].writer == writer else None
+        if head is None:
+            start = epoch.heads.get(writer, Head(0, 0, GENESIS))
+            number, wseq, prev = start.objects, start.wseq, start.hash
+        else:
+            number, wseq, prev = head.number, head.lines[-1]["wseq"], head.lines[-1]["hash"]
+        for line in lines:
+            if not (
+                line.get("writer") == writer
+                and line.get("wseq") == wseq + 1
+                and line.get("prev") == prev
+                and hash_holds(line)
+            ):
+                raise CorruptionError(
+                    fs.where(f"{SEGMENTS}/{obj}"),
+                    f"line {wseq + 1} of writer {writer} does not continue its chain",
+                )
+            wseq, prev = line["wseq"], line["hash"]
+        out.append(Pending(obj, writer, number + 1, lines))
+    return out
+
+
+def build(
+    epoch: Epoch, new: list[Pending], private: Ed25519PrivateKey | None = None
+) -> tuple[Epoch, bytes]:
+    """The epoch after ``epoch`` sealing ``new``, and its object's bytes."""
+    tree = epoch._tree()
+    heads = dict(epoch.heads)
+    seq, prev, out, index = epoch.size, epoch.last, [], []
+    for p in new:
+        for line in p.lines:
+            entry = {
+                "run_id": line["run_id"],
+                "manifest_sha256": line["manifest_sha256"],
+                "block": line["block"],
+                "seq": seq + 1,
+                "prev": prev,
+            }
+            entry["hash"] = prev = entry_hash(entry)
+            seq += 1
+            raw = canonical_json(entry)
+            tree.append(merkle.leaf_hash(raw))
+            out.append(raw + b"\n")
+            row = rows.sealed(line["row"], seq) if isinstance(line.get("row"), str) else None
+            if row is not None:
+                index.append(row)
+        last = p.lines[-1]  # a group holds one run at least
+        heads[p.writer] = Head(p.number, int(last["wseq"]), str(last["hash"]))
+    root = "sha256:" + tree.root().hex()
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "epoch": epoch.number + 1,
+        "prev": epoch.digest,
+        "heads": {w: h.as_json() for w, h in sorted(heads.items())},
+        "tree_size": seq,
+        "root": root,
+        "last": prev,
+        "frontier": [h.hex() for h in tree.hashes],
+        "ledger_bytes": sum(len(x) for x in out),
+    }
+    if private is not None:
+        header["checkpoint"] = checkpoint.signed(private, seq, root).as_json()
+    body = canonical_json(header) + b"\n" + b"".join(out) + b"".join(index)
+    return parse("(new epoch)", epoch.number + 1, body), body
+
+
+class Sealer:
+    """Seals a store's pending runs, epoch after epoch; keeps what it last saw."""
+
+    def __init__(
+        self, fs: S3FS, private: Ed25519PrivateKey | None = None, known: Epoch | None = None
+    ) -> None:
+        self.fs, self.private = fs, private
+        self.epoch = known or NONE
+
+    def seal(self) -> Epoch | None:
+        """Seal every writer's new objects into the next epoch; None when none was pending.
+        When another sealer wins the race for a name, catch up from its epoch and go on."""
+        self.epoch = latest(self.fs, self.epoch)
+        while True:
+            new = pending(self.fs, self.epoch)
+            if not new:
+                return None
+            epoch, body = build(self.epoch, new, self.private)
+            if self.fs.put_if_absent(name(epoch.number), body):
+                self.epoch = epoch
+                if epoch.checkpoint is not None and self.private is not None:
+                    # Derived from the epoch, where verify, export and witnesses look.
+                    checkpoint.keep(
+                        self.fs,
+                        checkpoint.Checkpoint.from_json(epoch.checkpoint),
+                        keys.public_pem(self.private.public_key()),
+                    )
+                return epoch
+            self.epoch = latest(self.fs, self.epoch)
+
+
+def take(
+    where: str, before: Epoch, epoch: Epoch, tree: merkle.Frontier
+) -> Iterator[dict[str, Any]]:
+    """The entries of ``epoch``, checked to follow ``before`` (whose ledger ``tree`` holds,
+    and is grown by them) and to be what its header seals: chain, size, last hash, root."""
+    if epoch.prev != before.digest:
+        raise CorruptionError(where, "does not follow the epoch before it")
+    prev = before.last
+    for body in epoch.lines.splitlines():
+        try:
+            entry = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            entry = None
+        if not chained(body, entry, tree.size, prev, lambda _block: True):
+            raise CorruptionError(where, f"entry {tree.size + 1} does not continue the chain")
+        prev = entry["hash"]
+        tree.append(merkle.leaf_hash(body))
+        yield entry
+    if (tree.size, prev, "sha256:" + tree.root().hex()) != (epoch.size, epoch.last, epoch.root):
+        raise CorruptionError(where, "does not seal the entries it holds (size, last or root)")
+
+
+@dataclass(frozen=True)
+class Audit:
+    epochs: int
+    writers: int
+    runs: int  # ledger entries, each a writer's line sealed exactly once
+    unsealed: int  # writers' lines past the last epoch's heads (a seal will take them)
+    ledger_sha256: str  # of every epoch's lines in order: the ledger a mirror must hold
+    ledger_bytes: int
+
+
+def audit(fs: S3FS) -> Audit:
+    """Check a store's sealing from the bucket alone: every epoch names the one before it and
+    seals what its header says (chain, size, root); every line of every writer's objects up
+    to the last epoch's heads is in the ledger exactly once, in its writer's order, and the
+    ledger holds nothing else. CorruptionError names the first object that says otherwise."""
+    digest, size, epoch, tree = hashlib.sha256(), 0, NONE, merkle.Frontier()
+    where: dict[tuple[str, str, str], int] = {}  # (block, run, manifest) -> ledger seq
+    while (after := read(fs, epoch.number + 1)) is not None:
+        for entry in take(fs.where(name(after.number)), epoch, after, tree):
+            where[(entry["block"]["segment"], entry["run_id"], entry["manifest_sha256"])] = (
+                tree.size
+            )
+        digest.update(after.lines)
+        size += len(after.lines)
+        epoch = after
+    seq, taken, unsealed = tree.size, 0, 0
+    last: dict[str, int] = {}  # each writer's last line's place in the ledger
+    for p in pending(fs, NONE):
+        head = epoch.heads.get(p.writer, Head(0, 0, GENESIS))
+        for line in p.lines:
+            if line["wseq"] > head.wseq:
+                unsealed += 1
+                continue
+            got = where.get((line["block"]["segment"], line["run_id"], line["manifest_sha256"]), 0)
+            if got <= last.get(p.writer, 0):
+                raise CorruptionError(
+                    fs.where(f"{SEGMENTS}/{p.name}"),
+                    f"run {line['run_id']} of writer {p.writer} is not sealed once, in its order",
+                )
+            last[p.writer], taken = got, taken + 1
+    writers = len(last)
+    if taken != seq or len(where) != seq:
+        raise CorruptionError(
+            fs.where(FOLDER), f"the ledger holds {seq} entries, the writers' logs {taken}"
+        )
+    return Audit(epoch.number, writers, seq, unsealed, "sha256:" + digest.hexdigest(), size)

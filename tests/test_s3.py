@@ -1,0 +1,305 @@
+"""A store on S3 with many writers (issue 17): each writer PUTs its own log objects, sealers
+chain them into one signed ledger by epochs, readers work on a local mirror of it.
+
+Against a real S3 endpoint in its own process (moto in server mode, tests/s3_endpoint.py):
+its conditional writes are not atomic, so these tests prove the protocol's logic; atomicity
+under real contention is the provider's guarantee."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+import replay
+from replay.catalog.check import verify_store
+from replay.cli.main import app
+from replay.core import keys
+from replay.errors import CorruptionError, NotFoundError, UsageError
+from replay.evidence.verify import verify_bundle
+from replay.store import seals, shards
+from replay.store.s3 import S3FS
+
+T0 = datetime(2026, 3, 14, 9, tzinfo=UTC)
+
+# A bank's chain, written to a file of its own for the processes that record with it: an
+# embedding column beside the scalars, a decision from a rule over both.
+CHAIN = """
+import pyarrow as pa
+import replay
+
+
+def features(table):
+    vectors = [[float(x), float(x) / 2, 0.0] for x in table["x"].to_pylist()]
+    return table.append_column("embedding", pa.array(vectors, pa.list_(pa.float32())))
+
+
+def decide(table):
+    score = [v[0] + v[1] for v in table["embedding"].to_pylist()]
+    decisions = ["approve" if s < 9 else "refer" for s in score]
+    return table.append_column("decision", pa.array(decisions))
+
+
+CHAIN = replay.Pipeline(
+    "credit", [replay.Step("features", features), replay.Step("decide", decide)]
+)
+
+
+def applicant(i):
+    return pa.table({"id": [f"A{i}"], "x": [float(i % 10)]})
+"""
+
+WRITER = """
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from datetime import UTC, datetime, timedelta
+import replay
+from chain import CHAIN, applicant
+
+store = replay.Store.open(sys.argv[1])
+first, count = int(sys.argv[2]), int(sys.argv[3])
+for i in range(first, first + count):
+    result = replay.record(CHAIN, applicant(i), store=store, record_key="id",
+                           at=datetime(2026, 3, 14, tzinfo=UTC) + timedelta(seconds=i))
+    print(result.run_id, flush=True)  # acknowledged: its object's PUT returned
+"""
+
+
+@pytest.fixture
+def programs(tmp_path: Path) -> Path:
+    folder = tmp_path / "bank"
+    folder.mkdir()
+    (folder / "chain.py").write_text(CHAIN)
+    (folder / "writer.py").write_text(WRITER)
+    return folder
+
+
+def _chain() -> replay.Pipeline:
+    namespace: dict[str, object] = {}
+    exec(compile(textwrap.dedent(CHAIN), "chain", "exec"), namespace)
+    pipeline = namespace["CHAIN"]
+    assert isinstance(pipeline, replay.Pipeline)
+    return pipeline
+
+
+def _applicant(i: int) -> pa.Table:
+    return pa.table({"id": [f"A{i}"], "x": [float(i % 10)]})
+
+
+def _ledger_runs(store: replay.Store) -> list[str]:
+    store.sync()
+    return [entry["run_id"] for _, entry in store.ledger.read()]
+
+
+def _key(tmp_path: Path) -> Path:
+    return keys.init_key(tmp_path / "sealer.pem")
+
+
+def test_an_object_is_created_once_and_never_rewritten(s3_url: str) -> None:
+    fs = S3FS.of(s3_url)
+    assert fs.put_if_absent("objects/x", b"first")
+    assert not fs.put_if_absent("objects/x", b"second")
+    assert fs.read("objects/x") == b"first"
+
+
+def test_a_run_recorded_on_s3_is_found_and_replays_exact(s3_url: str) -> None:
+    store = replay.Store.open(s3_url)
+    result = replay.record(_chain(), _applicant(7), store=store, record_key="id", at=T0)
+    assert replay.find(store, "A7")[0]["run_id"] == result.run_id
+    assert replay.replay(store, result.run_id).verdict == "exact"
+    writer = store.remote.list(shards.WRITERS) if store.remote else []
+    assert store.fs.list("segments") == [shards.object_name(writer[0], 1)]
+
+
+def test_a_run_is_durable_at_its_put_and_in_the_signed_ledger_once_sealed(
+    s3_url: str, tmp_path: Path
+) -> None:
+    writer = replay.Store.open(s3_url)
+    result = replay.record(_chain(), _applicant(1), store=writer, at=T0)
+    assert result.seq is None  # acknowledged, not yet sealed
+    reader = replay.Store.open(s3_url, readonly=True)  # a reader does not seal
+    with pytest.raises(NotFoundError):
+        reader.entry(result.run_id)
+    epoch = replay.seal(writer, _key(tmp_path))
+    assert epoch is not None and epoch.size == 1
+    assert reader.entry(result.run_id)["seq"] == 1
+    signed = keys.key_id(keys.load_private(tmp_path / "sealer.pem").public_key())
+    assert epoch.checkpoint is not None and epoch.checkpoint["key_id"] == signed
+    assert verify_store(reader, signers=(signed,))["sealing"]["sealed"] == 1
+
+
+def test_a_sealer_that_loses_the_race_seals_only_what_the_winner_left(s3_url: str) -> None:
+    writer = replay.Store.open(s3_url)
+    assert writer.remote is not None
+    fs = writer.remote
+    for i in range(3):
+        replay.record(_chain(), _applicant(i), store=writer, at=T0 + timedelta(seconds=i))
+    loser, winner = seals.Sealer(fs), seals.Sealer(fs)
+    stale = seals.pending(fs, seals.NONE)  # what the loser saw before the winner sealed
+    assert winner.seal() is not None
+    assert not fs.put_if_absent(seals.name(1), seals.build(seals.NONE, stale)[1])
+    replay.record(_chain(), _applicant(9), store=writer, at=T0 + timedelta(seconds=9))
+    epoch = loser.seal()
+    assert epoch is not None and epoch.number == 2 and epoch.lines.count(b"\n") == 1
+    assert seals.audit(fs).runs == 4
+
+
+@pytest.mark.slow
+def test_eight_writers_and_two_sealers_one_killed_seal_every_acknowledged_run_once(
+    s3_url: str, programs: Path, tmp_path: Path
+) -> None:
+    key = _key(tmp_path)
+    replay.Store.open(s3_url)  # the store exists before its writers start
+    env = {**os.environ, "REPLAY_SIGNING_KEY": str(key)}
+    seal = [sys.executable, "-m", "replay", "--store", s3_url, "seal", "--every", "0.2"]
+    sealers = [subprocess.Popen(seal, env=env, stdout=subprocess.DEVNULL) for _ in range(2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, str(programs / "writer.py"), s3_url, str(100 * w), "12"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(8)
+    ]
+    time.sleep(4)
+    sealers[0].send_signal(signal.SIGKILL)  # mid-epoch or between: either is safe
+    acknowledged = []
+    for w in writers:
+        out, _ = w.communicate(timeout=300)
+        assert w.returncode == 0
+        acknowledged += out.split()
+    sealers[1].send_signal(signal.SIGKILL)
+    for s in sealers:
+        s.wait()
+    store = replay.Store.open(s3_url)
+    replay.seal(store, key)
+    sealed = _ledger_runs(store)
+    assert Counter(sealed) == Counter(acknowledged)  # each exactly once, nothing else
+    assert len(acknowledged) == 96
+    signer = keys.key_id(keys.load_private(key).public_key())
+    report = verify_store(store, signers=(signer,))
+    assert report["sealing"]["writers"] == 8
+    assert (report["sealing"]["sealed"], report["sealing"]["unsealed"]) == (96, 0)
+
+
+@pytest.mark.slow
+def test_a_writer_killed_mid_put_loses_only_unacknowledged_runs(
+    s3_url: str, programs: Path
+) -> None:
+    replay.Store.open(s3_url)
+    proc = subprocess.Popen(
+        [sys.executable, str(programs / "writer.py"), s3_url, "0", "100000"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    acknowledged = [proc.stdout.readline().strip() for _ in range(20)]
+    proc.send_signal(signal.SIGKILL)
+    acknowledged += proc.communicate()[0].split()
+    store = replay.Store.open(s3_url)
+    sealed = _ledger_runs(store)
+    assert set(acknowledged) <= set(sealed)
+    assert len(sealed) - len(acknowledged) <= 1  # at most the run whose PUT was cut
+    assert store.remote is not None and seals.audit(store.remote).runs == len(sealed)
+    latest = replay.record(_chain(), _applicant(5), store=store, at=T0)
+    assert replay.replay(store, latest.run_id).verdict == "exact"
+
+
+def test_a_rewritten_log_object_stops_the_sealer(s3_url: str) -> None:
+    store = replay.Store.open(s3_url)
+    replay.record(_chain(), _applicant(1), store=store, at=T0)
+    assert store.remote is not None
+    name = f"segments/{store.fs.list('segments')[0]}"
+    body = store.remote.read(name)
+    store.remote.write_atomic(name, body.replace(b'"wseq":1', b'"wseq":2'))
+    with pytest.raises(CorruptionError, match="does not continue its chain"):
+        store.seal()
+
+
+def test_a_rewritten_epoch_is_refused_by_a_new_reader(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = replay.Store.open(s3_url)
+    for i in range(2):
+        replay.record(_chain(), _applicant(i), store=store, at=T0 + timedelta(seconds=i))
+    store.sync()
+    assert store.remote is not None
+    body = store.remote.read(seals.name(1))
+    forged = body.replace(b'"manifest_sha256":"sha256:', b'"manifest_sha256":"sha256:0', 1)
+    store.remote.write_atomic(seals.name(1), forged)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
+    with pytest.raises(CorruptionError):
+        replay.Store.open(s3_url, readonly=True)
+
+
+def test_seal_without_a_signing_key_fails_closed(s3_url: str) -> None:
+    replay.Store.open(s3_url)
+    result = CliRunner().invoke(app, ["--store", s3_url, "seal"])
+    assert result.exit_code == NotFoundError.exit_code
+    assert "replay keys init" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_folder_store_is_not_sealed(store: replay.Store) -> None:
+    with pytest.raises(UsageError, match="checkpoint"):
+        store.seal()
+
+
+def test_a_run_on_s3_is_exported_and_its_bundle_verifies_offline(
+    s3_url: str, tmp_path: Path
+) -> None:
+    store = replay.Store.open(s3_url)
+    ids = [
+        replay.record(_chain(), _applicant(i), store=store, record_key="id", at=T0).run_id
+        for i in range(2)
+    ]
+    key = _key(tmp_path)
+    replay.seal(store, key)
+    out = replay.export(store, ids[:1], tmp_path / "incident.bundle", key=key).path
+    check = verify_bundle(out, keys.public_path(key).read_bytes())
+    assert check.ok, check.failure
+
+
+@pytest.mark.slow
+def test_a_window_on_s3_is_replayed_by_a_batch_whose_results_land_in_the_bucket(
+    s3_url: str,
+) -> None:
+    store = replay.Store.open(s3_url)
+    for i in range(4):
+        replay.record(_chain(), _applicant(i), store=store, at=T0 + timedelta(minutes=i))
+    summary = replay.batch(store, "credit", T0, T0 + timedelta(hours=1), job="march-14", workers=1)
+    assert summary.by_verdict == {"exact": 4}
+    assert store.remote is not None and len(store.remote.list("replays/march-14")) >= 4
+
+
+def test_a_reader_indexes_runs_from_the_catalog_lines_their_epoch_carries(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    writer = replay.Store.open(s3_url)
+    for i in range(3):
+        replay.record(_chain(), _applicant(i), store=writer, record_key="id", at=T0)
+    writer.sync()
+    assert writer.remote is not None
+    blocks = writer.remote.list("segments")
+    for name in blocks:  # only the epochs remain: no block can be read
+        _delete(writer.remote, f"segments/{name}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
+    reader = replay.Store.open(s3_url, readonly=True)
+    assert [r["record_key"] for r in replay.find(reader, "A2")] == ["id"]
+    assert (reader.root / "index" / "sealed.jsonl").read_bytes().count(b"\n") == 3
+
+
+def _delete(fs: S3FS, path: str) -> None:
+    import boto3
+
+    boto3.client("s3").delete_object(Bucket=fs.bucket, Key=fs.prefix + path)
