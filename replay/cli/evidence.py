@@ -190,6 +190,17 @@ def export(
         )
 
 
+def _sealing(counts: dict[str, Any]) -> str:
+    """What ``verify --store`` found of an S3 store's sealing."""
+    s = counts.get("sealing")
+    if not s:
+        return ""
+    return (
+        f"; sealing: {s['epochs']} epochs seal the {s['sealed']} runs of {s['writers']} "
+        f"writers exactly once ({s['unsealed']} not sealed yet)"
+    )
+
+
 def _not_reread(counts: dict[str, Any]) -> str:
     """What ``verify --store --skip-verified`` took from the earlier verification."""
     if counts.get("note"):
@@ -324,6 +335,7 @@ def verify(
                 f"entries, {counts['blocks']} blocks, {counts['checkpoints']} checkpoints"
                 + (f", {counts['witnesses']} witnesses" if witnesses else "")
                 + f"; catalog: {counts['catalog']}"
+                + _sealing(counts)
                 + _not_reread(counts),
                 highlight=False,
             )

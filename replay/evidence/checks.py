@@ -92,6 +92,7 @@ def checkpoint(store: Store, key: Path | None = None, *, out: Path | None = None
     private key at ``key`` (default: $REPLAY_SIGNING_KEY, else the user's signing key) and
     keep it in the store. ``out`` also writes it to a file to keep outside the store:
     ``verify(store, head=out)`` then proves the history only grew since."""
+    store.sync()  # on object storage: the head of everything sealed so far
     cp = checkpoints.sign(store, keys.load_private(key))
     if out is not None:
         checkpoints.write_head(cp, out)

@@ -130,13 +130,16 @@ class Store:
                 raise NotFoundError(f"no store at {url}", hint=f"run `replay --store {url} init`")
             remote.put_if_absent("FORMAT", (json.dumps({"format": FORMAT}) + "\n").encode())
         _check_format(url, remote.where("FORMAT"), remote.read("FORMAT"))
-        store = cls(mirror.location(remote), readonly=readonly, durable=durable, remote=remote)
-        store.sync()
-        return store
+        local = mirror.location(remote)
+        LocalFS(local).makedirs(mirror.FOLDER)
+        # Not synced here: each read syncs first (and `replay seal` must find what is pending).
+        return cls(local, readonly=readonly, durable=durable, remote=remote)
 
     def sync(self) -> None:
-        """On object storage: seal what writers left pending (unless read-only) and take the
-        sealed epochs into the local mirror, so that every run recorded so far is found."""
+        """On object storage: seal what writers left pending (unless read-only; unsigned:
+        ``replay seal`` signs) and take the sealed epochs into the local mirror, so that
+        every run recorded so far is found. Reads call it: the catalog before a query, a
+        lookup that finds no run."""
         if self.remote is None:
             return
         if not self.readonly:
