@@ -117,6 +117,15 @@ def s3_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"s3://{new_bucket(s3_endpoint)}/bank/decisions"
 
 
+@pytest.fixture(params=["folder", "s3"])
+def either_store(request: pytest.FixtureRequest, tmp_path: Path) -> replay.Store:
+    """A store in a folder, then the same test on S3: replay behaves alike on both (issue 17).
+    A module takes it as its ``store`` (``store = either_store``, see tests/test_replay.py)."""
+    if request.param == "s3":
+        return replay.Store.open(request.getfixturevalue("s3_url"))
+    return replay.Store.open(tmp_path / "store")
+
+
 @pytest.fixture(scope="session")
 def credit_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real git + DVC workspace with a local remote (built once per test session)."""

@@ -17,6 +17,12 @@ from replay.engine.replay import replay as replay_run
 from replay.errors import NotFoundError, UsageError
 
 
+@pytest.fixture
+def store(either_store: replay.Store) -> replay.Store:
+    """Every test here runs on a folder store, then on S3 (tests/conftest.py)."""
+    return either_store
+
+
 def test_an_untouched_run_replays_exact_in_both_modes(store, toy) -> None:
     run_id = replay.record(toy, rows(5), store=store).run_id
     for mode in ("chained", "isolated"):
@@ -183,7 +189,7 @@ def test_the_catalog_resolves_many_runs_on_one_connection(store, toy, monkeypatc
 
     at = datetime(2026, 3, 14, tzinfo=UTC)
     ids = [replay.record(toy, rows(1, i), store=store, at=at).run_id for i in range(5)]
-    fresh = replay.Store.open(store.root)
+    fresh = replay.Store.open(store.url)
     opened = []
     connect = Catalog.connect
     monkeypatch.setattr(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from conftest import rows
 
 import replay
@@ -19,6 +20,13 @@ from replay.core import keys
 from replay.evidence import export as evidence
 from replay.evidence.report import render_pdf
 from replay.evidence.verify import verify_bundle
+
+
+@pytest.fixture
+def store(either_store: replay.Store) -> replay.Store:
+    """Every test here runs on a folder store, then on S3 (tests/conftest.py)."""
+    return either_store
+
 
 T0 = datetime(2026, 3, 14, 8, tzinfo=UTC)
 
@@ -256,7 +264,7 @@ def test_cli_export_of_a_window_keeps_json_output_clean(tmp_path) -> None:
         app,
         [
             "--store",
-            str(store.root),
+            store.url,
             "export",
             "--since",
             T0.isoformat(),

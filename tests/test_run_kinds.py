@@ -22,6 +22,13 @@ from replay.cli.app import app
 from replay.core import kinds
 from replay.engine.timetravel import run_as_of
 
+
+@pytest.fixture
+def store(either_store: replay.Store) -> replay.Store:
+    """Every test here runs on a folder store, then on S3 (tests/conftest.py)."""
+    return either_store
+
+
 NINE = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 TEN = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 ELEVEN = datetime(2026, 3, 14, 11, 0, tzinfo=UTC)
@@ -41,7 +48,7 @@ def day(store: replay.Store) -> dict[str, str]:
 
 
 def cli(store: replay.Store, *args: str) -> Any:
-    return CliRunner().invoke(app, ["--store", str(store.root), *args])
+    return CliRunner().invoke(app, ["--store", store.url, *args])
 
 
 def test_a_whatif_run_says_so_in_its_manifest_and_the_catalog(store, day) -> None:
@@ -137,7 +144,7 @@ def test_a_manifest_from_before_kinds_is_judged_by_its_tags() -> None:
     assert kinds.kind_of(None, {}) == "production"
 
 
-def test_a_catalog_row_whose_kind_was_edited_is_caught(store, day, no_trust) -> None:
+def test_a_catalog_row_whose_kind_was_edited_is_caught(no_trust, store, day) -> None:
     import duckdb
 
     queries.runs(store)  # the catalog exists

@@ -14,6 +14,13 @@ from replay.core.timeparse import parse_time
 from replay.engine.timetravel import at
 from replay.errors import NotFoundError
 
+
+@pytest.fixture
+def store(either_store: replay.Store) -> replay.Store:
+    """Every test here runs on a folder store, then on S3 (tests/conftest.py)."""
+    return either_store
+
+
 T0 = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 
 

@@ -15,6 +15,13 @@ from replay.cli.app import app
 from replay.engine.replay import replay as replay_run
 from replay.errors import UsageError
 
+
+@pytest.fixture
+def store(either_store: replay.Store) -> replay.Store:
+    """Every test here runs on a folder store, then on S3 (tests/conftest.py)."""
+    return either_store
+
+
 AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 NUDGE = "REPLAY_TEST_NUDGE"
 
@@ -77,7 +84,7 @@ def test_the_cli_takes_tolerances(store, monkeypatch) -> None:
     run_id = _record(store, replay.Step("score", score), replay.Step("rule", rule))
     monkeypatch.setenv(NUDGE, "1e-9")
     cli = CliRunner()
-    args = ["--store", str(store.root), "run", run_id]
+    args = ["--store", store.url, "run", run_id]
     assert cli.invoke(app, args).exit_code == 1
     result = cli.invoke(app, [*args, "--tolerance", "score=1e-6"])
     assert result.exit_code == 0, result.output

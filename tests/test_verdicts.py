@@ -17,6 +17,13 @@ from replay.cli.app import app
 from replay.engine.replay import ReplayReport, StepResult
 from replay.engine.replay import replay as replay_run
 
+
+@pytest.fixture
+def store(either_store: replay.Store) -> replay.Store:
+    """Every test here runs on a folder store, then on S3 (tests/conftest.py)."""
+    return either_store
+
+
 AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 VARIANT = "REPLAY_TEST_VARIANT"  # which output the step returns: recorded one, replayed another
 NOTHING_FOUND = "digests differ; no column difference found (chunking/encoding?)"
@@ -197,7 +204,7 @@ def test_the_cli_exits_1_and_prints_the_reason(store, monkeypatch) -> None:
     run_id = _record(store, monkeypatch)
     monkeypatch.setenv(VARIANT, "under-null")
     result = CliRunner().invoke(
-        app, ["--store", str(store.root), "run", run_id], env={"COLUMNS": "200"}
+        app, ["--store", store.url, "run", run_id], env={"COLUMNS": "200"}
     )  # wide enough not to wrap the reason
     assert result.exit_code == 1, result.output
     assert "DIVERGED" in result.output
