@@ -211,6 +211,8 @@ def test_a_writer_killed_mid_put_loses_only_unacknowledged_runs(
     assert set(acknowledged) <= set(sealed)
     assert len(sealed) - len(acknowledged) <= 1  # at most the run whose PUT was cut
     assert store.remote is not None and seals.audit(store.remote).runs == len(sealed)
+    killed = seals.latest(store.remote).heads  # no exit hook ran: it is not retired
+    assert not any(head.retired for head in killed.values())
     latest = replay.record(_chain(), _applicant(5), store=store, at=T0)
     assert replay.replay(store, latest.run_id).verdict == "exact"
 
@@ -304,3 +306,22 @@ def _delete(fs: S3FS, path: str) -> None:
     import boto3
 
     boto3.client("s3").delete_object(Bucket=fs.bucket, Key=fs.prefix + path)
+
+
+def test_a_writer_whose_process_exited_is_retired_and_no_longer_listed(
+    s3_url: str, programs: Path
+) -> None:
+    replay.Store.open(s3_url)
+    done = subprocess.run(
+        [sys.executable, str(programs / "writer.py"), s3_url, "0", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    fs = S3FS.of(s3_url)
+    (writer,) = [n for n in fs.list(shards.WRITERS) if not n.endswith(shards.DONE)]
+    assert fs.exists(f"{shards.WRITERS}/{writer}{shards.DONE}")
+    epoch = seals.Sealer(fs).seal()
+    assert epoch is not None and epoch.heads[writer].retired
+    assert _ledger_runs(replay.Store.open(s3_url)) == done.stdout.split()
+    assert not seals.pending(fs, epoch).retiring  # and later seals skip it

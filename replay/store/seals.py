@@ -25,7 +25,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -50,9 +50,10 @@ class Head:
     objects: int  # the writer's objects sealed so far
     wseq: int  # its lines sealed so far
     hash: str  # the hash of its last sealed line
+    retired: bool = False  # all of them: its process said it was done, and was sealed after
 
     def as_json(self) -> list[Any]:
-        return [self.objects, self.wseq, self.hash]
+        return [self.objects, self.wseq, self.hash, *([1] if self.retired else [])]
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def parse(where: str, number: int, data: bytes) -> Epoch:
             number,
             sha256(data),
             str(h["prev"]),
-            {w: Head(int(o), int(s), str(x)) for w, (o, s, x) in h["heads"].items()},
+            {w: Head(int(o), int(s), str(x), bool(r)) for w, (o, s, x, *r) in h["heads"].items()},
             int(h["tree_size"]),
             str(h["last"]),
             [str(x) for x in h["frontier"]],
@@ -139,12 +140,23 @@ class Pending:
     lines: list[dict[str, Any]]
 
 
-def pending(fs: S3FS, epoch: Epoch) -> list[Pending]:
+@dataclass(frozen=True)
+class Found:
+    objects: list[Pending]  # every writer's, each writer's in order
+    retiring: set[str]  # writers whose last object is among them or sealed already
+
+
+def pending(fs: S3FS, epoch: Epoch) -> Found:
     """Every writer's objects past ``epoch``'s heads, in order, each checked to continue its
-    writer's chain (one LIST per writer, one GET per object)."""
+    writer's chain (one LIST per writer still writing, one GET per object)."""
     found: list[tuple[str, str]] = []  # (writer, object), each writer's in order
-    for writer in fs.list(shards.WRITERS):
-        number = epoch.heads.get(writer, Head(0, 0, GENESIS)).objects
+    names = fs.list(shards.WRITERS)
+    done = {n.removesuffix(shards.DONE) for n in names if n.endswith(shards.DONE)}
+    for writer in names:
+        head = epoch.heads.get(writer, Head(0, 0, GENESIS))
+        if writer.endswith(shards.DONE) or head.retired:
+            continue
+        number = head.objects
         after = shards.object_name(writer, number) if number else f"{writer}-"
         for obj in fs.names(SEGMENTS, start_after=after):
             if shards.parse_name(obj) != (writer, number + 1):
@@ -156,12 +168,12 @@ def pending(fs: S3FS, epoch: Epoch) -> list[Pending]:
         read = list(pool.map(lambda wo: shards.read_lines(fs, wo[1]), found))
     out: list[Pending] = []
     for (writer, obj), lines in zip(found, read, strict=True):
-        head = out[-1] if out and out[-1].writer == writer else None
-        if head is None:
+        before = out[-1] if out and out[-1].writer == writer else None
+        if before is None:
             start = epoch.heads.get(writer, Head(0, 0, GENESIS))
             number, wseq, prev = start.objects, start.wseq, start.hash
         else:
-            number, wseq, prev = head.number, head.lines[-1]["wseq"], head.lines[-1]["hash"]
+            number, wseq, prev = before.number, before.lines[-1]["wseq"], before.lines[-1]["hash"]
         for line in lines:
             if not (
                 line.get("writer") == writer
@@ -175,15 +187,17 @@ def pending(fs: S3FS, epoch: Epoch) -> list[Pending]:
                 )
             wseq, prev = line["wseq"], line["hash"]
         out.append(Pending(obj, writer, number + 1, lines))
-    return out
+    # Listed after their ".done" appeared: nothing of theirs can follow what was found.
+    return Found(out, {w for w in done if not epoch.heads.get(w, Head(0, 0, GENESIS)).retired})
 
 
 def build(
-    epoch: Epoch, new: list[Pending], private: Ed25519PrivateKey | None = None
+    epoch: Epoch, found: Found, private: Ed25519PrivateKey | None = None
 ) -> tuple[Epoch, bytes]:
-    """The epoch after ``epoch`` sealing ``new``, and its object's bytes."""
+    """The epoch after ``epoch`` sealing what was ``found``, and its object's bytes."""
     tree = epoch._tree()
     heads = dict(epoch.heads)
+    new = found.objects
     seq, prev, out, index = epoch.size, epoch.last, [], []
     for p in new:
         for line in p.lines:
@@ -204,6 +218,8 @@ def build(
                 index.append(row)
         last = p.lines[-1]  # a group holds one run at least
         heads[p.writer] = Head(p.number, int(last["wseq"]), str(last["hash"]))
+    for writer in found.retiring:
+        heads[writer] = replace(heads.get(writer, Head(0, 0, GENESIS)), retired=True)
     root = "sha256:" + tree.root().hex()
     header: dict[str, Any] = {
         "format": FORMAT,
@@ -236,10 +252,10 @@ class Sealer:
         When another sealer wins the race for a name, catch up from its epoch and go on."""
         self.epoch = latest(self.fs, self.epoch)
         while True:
-            new = pending(self.fs, self.epoch)
-            if not new:
+            found = pending(self.fs, self.epoch)
+            if not found.objects:
                 return None
-            epoch, body = build(self.epoch, new, self.private)
+            epoch, body = build(self.epoch, found, self.private)
             if self.fs.put_if_absent(name(epoch.number), body):
                 self.epoch = epoch
                 if epoch.checkpoint is not None and self.private is not None:
@@ -302,7 +318,7 @@ def audit(fs: S3FS) -> Audit:
         epoch = after
     seq, taken, unsealed = tree.size, 0, 0
     last: dict[str, int] = {}  # each writer's last line's place in the ledger
-    for p in pending(fs, NONE):
+    for p in pending(fs, NONE).objects:
         head = epoch.heads.get(p.writer, Head(0, 0, GENESIS))
         for line in p.lines:
             if line["wseq"] > head.wseq:

@@ -1,6 +1,7 @@
 """Group commit on object storage: each writer process PUTs one log object per commit group.
 
     writers/<writer>                   who the writer is (created before its first object)
+    writers/<writer>.done              the writer wrote its last object (its process exited)
     segments/<writer>-<n:012d>.blk     object n of the writer: its group's block, then a
                                        commit frame (``replay.store.frames``) of shard lines
 
@@ -20,15 +21,18 @@ without that object, whose runs were reported failed and, if it landed, are seal
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import socket
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from replay.core.digest import canonical_json, sha256
-from replay.errors import CorruptionError, StoreError
+from replay.errors import CorruptionError, ReplayError, StoreError
 from replay.store import frames, rows
 from replay.store.ledger import GENESIS, entry_hash
 from replay.store.s3 import S3FS
@@ -36,6 +40,7 @@ from replay.store.segments import FOLDER as SEGMENTS
 from replay.store.segments import BlockRef, RunData, encode_block
 
 WRITERS = "writers"
+DONE = ".done"
 SUFFIX = ".blk"
 _TAIL = 1 << 16  # one ranged GET reads a group's frame (up to ~200 runs) with its trailer
 
@@ -57,7 +62,26 @@ class ShardJournal:
 
     def __init__(self, fs: S3FS) -> None:
         self.fs = fs
+        self._lock = threading.Lock()  # a commit's PUT, or the writer's retirement
+        self._closed = False
+        self._pid = os.getpid()  # a forked child inherits the exit hook, not the writer
         self._begin()
+        atexit.register(self.retire)
+
+    def retire(self) -> None:
+        """Say this writer wrote its last object (at the process's exit), so that sealers
+        stop listing it: a bank's short-lived processes would otherwise cost every epoch a
+        LIST each, forever. After the commit in flight, if any; none follows."""
+        if os.getpid() != self._pid:
+            return
+        with self._lock:
+            self._closed = True
+            self._retire()
+
+    def _retire(self) -> None:
+        if self._registered:
+            with contextlib.suppress(ReplayError):  # only sealers' work grows without it
+                self.fs.put_if_absent(f"{WRITERS}/{self.writer}{DONE}", b"{}")
 
     def _begin(self) -> None:
         self.writer = uuid.uuid4().hex[:16]
@@ -69,6 +93,15 @@ class ShardJournal:
     def commit(self, runs: list[RunData], digests: list[str]) -> tuple[str, list[dict[str, Any]]]:
         """PUT one object holding the runs' block and their chained shard lines; returns its
         name and the lines (durable when this returns)."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(
+                    "this process is exiting: its writer is retired",
+                    hint="flush the store (Store.flush) before the process exits",
+                )
+            return self._put(runs, digests)
+
+    def _put(self, runs: list[RunData], digests: list[str]) -> tuple[str, list[dict[str, Any]]]:
         if not self._registered:
             about = {
                 "writer": self.writer,
@@ -109,7 +142,9 @@ class ShardJournal:
 
     def abort(self) -> None:
         """After a failed PUT: continue as a new writer (see the module's docstring)."""
-        self._begin()
+        with self._lock:
+            self._retire()
+            self._begin()
 
 
 def _row(run: RunData, digest: str) -> str | None:

@@ -43,6 +43,7 @@ from replay.store import lookup, mirror, rows, s3
 from replay.store.cache import Cache
 from replay.store.commit import Committer
 from replay.store.fs import LocalFS, LogFS
+from replay.store.ledger import FOLDER as LEDGER_FOLDER
 from replay.store.ledger import Ledger
 from replay.store.objects import ObjectStore
 from replay.store.recovery import Journal
@@ -131,7 +132,7 @@ class Store:
             remote.put_if_absent("FORMAT", (json.dumps({"format": FORMAT}) + "\n").encode())
         _check_format(url, remote.where("FORMAT"), remote.read("FORMAT"))
         local = mirror.location(remote)
-        LocalFS(local).makedirs(mirror.FOLDER)
+        LocalFS(local).makedirs(LEDGER_FOLDER)
         # Not synced here: each read syncs first (and `replay seal` must find what is pending).
         return cls(local, readonly=readonly, durable=durable, remote=remote)
 
