@@ -28,9 +28,10 @@ OVERHEAD = 2 * (len(HEAD) + _LEN.size)
 _SCAN = 1 << 16
 
 
-def frame(lines: bytes) -> bytes:
+def frame(lines: bytes, head: bytes = HEAD) -> bytes:
+    """``lines`` framed (``head``: another kind of payload, e.g. compressed lines)."""
     size = _LEN.pack(len(lines))
-    return HEAD + size + lines + size + TRAIL
+    return head + size + lines + size + TRAIL
 
 
 @dataclass(frozen=True)
@@ -110,14 +111,14 @@ def length_before_trailer(data: bytes) -> int | None:
     return int(n)
 
 
-def lines_at_end(data: bytes) -> bytes | None:
-    """The lines of the well-formed frame that ends ``data``; None when none does."""
+def lines_at_end(data: bytes, head: bytes = HEAD) -> bytes | None:
+    """The lines (the payload, for another ``head``) of the well-formed frame that ends
+    ``data``; None when none does."""
     n = length_before_trailer(data)
     if n is None or n + OVERHEAD > len(data):
         return None
     start = len(data) - OVERHEAD - n
-    head = data[start : start + len(HEAD) + _LEN.size]
-    if head != HEAD + _LEN.pack(n):
+    if data[start : start + len(head) + _LEN.size] != head + _LEN.pack(n):
         return None
-    lines = data[start + len(HEAD) + _LEN.size : start + len(HEAD) + _LEN.size + n]
-    return lines if lines.endswith(b"\n") or not lines else None
+    lines = data[start + len(head) + _LEN.size : start + len(head) + _LEN.size + n]
+    return lines if head != HEAD or lines.endswith(b"\n") or not lines else None

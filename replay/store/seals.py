@@ -1,7 +1,8 @@
 """Sealing epochs: the one ledger of a store on object storage, built from its writers' logs.
 
     seal/<epoch:012d>.jsonl   a header line, the ledger lines this epoch adds, then their
-                              catalog lines (``replay.store.rows``, passed on from writers)
+                              catalog lines (``replay.store.rows``, passed on from writers),
+                              zstd-compressed
 
 Writers PUT their own log objects (``replay.store.shards``) and never meet. A sealer reads
 every writer's objects past the heads of the last epoch, chains their lines into ledger
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
+import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from replay.core import keys, merkle
@@ -43,6 +45,7 @@ FOLDER = "seal"
 SUFFIX = ".jsonl"
 FORMAT = 1
 READERS = 8  # log objects read at once by a sealer
+MAX_ROWS = 1 << 30  # what an epoch's catalog lines may decompress to
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ def parse(where: str, number: int, data: bytes) -> Epoch:
     try:
         h = json.loads(head)
         lines, index = rest[: h["ledger_bytes"]], rest[h["ledger_bytes"] :]
+        if index:
+            index = zstandard.ZstdDecompressor().decompress(index, max_output_size=MAX_ROWS)
         epoch = Epoch(
             number,
             sha256(data),
@@ -111,7 +116,7 @@ def parse(where: str, number: int, data: bytes) -> Epoch:
             index,
         )
         ok = h["format"] == FORMAT and h["epoch"] == number and epoch.root == h["root"]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, zstandard.ZstdError):
         ok = False
     if not ok:
         raise CorruptionError(where, "is not a well-formed sealing epoch")
@@ -234,7 +239,8 @@ def build(
     }
     if private is not None:
         header["checkpoint"] = checkpoint.signed(private, seq, root).as_json()
-    body = canonical_json(header) + b"\n" + b"".join(out) + b"".join(index)
+    packed = zstandard.ZstdCompressor(level=3).compress(b"".join(index)) if index else b""
+    body = canonical_json(header) + b"\n" + b"".join(out) + packed
     return parse("(new epoch)", epoch.number + 1, body), body
 
 

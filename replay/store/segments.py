@@ -184,15 +184,19 @@ class Sharing:
 @dataclass(frozen=True)
 class Primer:
     """A small block whose uncompressed bytes are the zstd dictionary of the small blocks
-    after it in the same segment log. Online runs of a process repeat the same schemas,
-    keys and digests block after block: with the dictionary they store 2-3x smaller."""
+    after it in the same segment log (``named``: in other logs of its writer, such as its
+    later objects on S3, which then name the primer's). Online runs of a process repeat the
+    same schemas, keys and digests block after block: with the dictionary they store 2-3x
+    smaller."""
 
     ref: BlockRef
     compressor: zstandard.ZstdCompressor
+    named: bool = False
 
     @classmethod
-    def of(cls, ref: BlockRef, raw: bytes) -> Primer:
-        return cls(ref, zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=_raw_dict(raw)))
+    def of(cls, ref: BlockRef, raw: bytes, *, named: bool = False) -> Primer:
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=_raw_dict(raw))
+        return cls(ref, compressor, named)
 
 
 def _raw_dict(raw: bytes) -> zstandard.ZstdCompressionDict:
@@ -251,7 +255,9 @@ def encode_block(runs: Iterable[RunData], primer: Primer | None = None) -> Encod
         packed = compressor.compress(raw)
         header: dict[str, Any] = {"codec": "zstd", "size": len(raw), "sha256": sha256(packed)}
         if primer is not None:
-            header["dict"] = {k: v for k, v in primer.ref.as_json().items() if k != "segment"}
+            header["dict"] = {
+                k: v for k, v in primer.ref.as_json().items() if primer.named or k != "segment"
+            }
         return Encoded([packed], canonical_json(header), raw)
     block["parts"] = [
         [o, len(p), s.data_digest if isinstance(s, StoredTable) else sha256(s)]
@@ -369,7 +375,7 @@ class Block:
                 raise CorruptionError(str(path), f"block at {ref.offset} does not match its digest")
             self.dictionary = "dict" in parsed
             decompressor = (
-                _dictionary(fs, BlockRef(ref.segment, **parsed["dict"]))
+                _dictionary(fs, BlockRef(**{"segment": ref.segment, **parsed["dict"]}))
                 if self.dictionary
                 else _PLAIN
             )
@@ -470,7 +476,10 @@ _PLAIN = _Decompressor()
 @functools.lru_cache(maxsize=64)
 def _dictionary(fs: StoreFS, ref: BlockRef) -> _Decompressor:
     """The decompressor of the dictionary a block names: the uncompressed bytes of an
-    earlier block of its log, itself verified and compressed without one."""
+    earlier block of its log (or of its writer's, named), itself verified and compressed
+    without one."""
+    if "/" in ref.segment or ref.segment.startswith("."):
+        raise CorruptionError(fs.where(FOLDER), f"a block names {ref.segment!r} as dictionary")
     primer = Block(fs, ref)
     if primer.raw is None or primer.dictionary:
         raise CorruptionError(str(primer.path), f"block at {ref.offset} is not a dictionary")

@@ -3,7 +3,8 @@
     writers/<writer>                   who the writer is (created before its first object)
     writers/<writer>.done              the writer wrote its last object (its process exited)
     segments/<writer>-<n:012d>.blk     object n of the writer: its group's block, then a
-                                       commit frame (``replay.store.frames``) of shard lines
+                                       commit frame (``replay.store.frames``) of its shard
+                                       lines, zstd-compressed
 
 A shard line is the writer's own hash chain: ``{"writer", "wseq", "prev", "run_id",
 "manifest_sha256", "block", "row", "hash"}``, ``wseq`` counting the writer's runs, ``prev`` the
@@ -31,17 +32,22 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import zstandard
+
 from replay.core.digest import canonical_json, sha256
 from replay.errors import CorruptionError, ReplayError, StoreError
 from replay.store import frames, rows
 from replay.store.ledger import GENESIS, entry_hash
 from replay.store.s3 import S3FS
 from replay.store.segments import FOLDER as SEGMENTS
-from replay.store.segments import BlockRef, RunData, encode_block
+from replay.store.segments import BlockRef, Primer, RunData, encode_block
 
 WRITERS = "writers"
 DONE = ".done"
 SUFFIX = ".blk"
+PACKED = b"RPZ1"  # a commit frame of zstd-compressed lines: their catalog rows shrink 4x
+MAX_LINES = 1 << 28  # what a frame's lines may decompress to (a group of 1,024 runs: ~2 MB)
+_ZSTD = zstandard.ZstdCompressor(level=3)
 _TAIL = 1 << 16  # one ranged GET reads a group's frame (up to ~200 runs) with its trailer
 
 
@@ -85,6 +91,7 @@ class ShardJournal:
 
     def _begin(self) -> None:
         self.writer = uuid.uuid4().hex[:16]
+        self._primer: Primer | None = None  # its first small block: the others' dictionary
         self._objects = 0
         self._wseq = 0
         self._prev = GENESIS
@@ -111,7 +118,7 @@ class ShardJournal:
             }
             self.fs.put_if_absent(f"{WRITERS}/{self.writer}", canonical_json(about))
             self._registered = True
-        encoded = encode_block(runs)
+        encoded = encode_block(runs, self._primer)
         pieces = encoded.pieces()
         name = object_name(self.writer, self._objects + 1)
         ref = BlockRef(name, 0, sum(len(p) for p in pieces), sha256(encoded.header))
@@ -131,13 +138,16 @@ class ShardJournal:
                 line["row"] = row
             line["hash"] = prev = entry_hash(line)
             lines.append(line)
-        body = b"".join([*(bytes(p) for p in pieces), frames.frame(_jsonl(lines))])
+        packed = _ZSTD.compress(_jsonl(lines))
+        body = b"".join([*(bytes(p) for p in pieces), frames.frame(packed, PACKED)])
         if not self.fs.put_if_absent(f"{SEGMENTS}/{name}", body):
             raise StoreError(
                 f"{self.fs.where(f'{SEGMENTS}/{name}')} exists already",
                 hint="two writers drew one id (or the store was copied over): record again",
             )
         self._objects, self._wseq, self._prev = self._objects + 1, wseq, prev
+        if encoded.raw is not None and self._primer is None:
+            self._primer = Primer.of(ref, encoded.raw, named=True)
         return name, lines
 
     def abort(self) -> None:
@@ -167,12 +177,13 @@ def read_lines(fs: S3FS, name: str) -> list[dict[str, Any]]:
     n = frames.length_before_trailer(tail)
     if n is not None and n + frames.OVERHEAD > len(tail):
         tail = bytes(fs.read_tail(path, n + frames.OVERHEAD))
-    lines = frames.lines_at_end(tail)
-    if lines is None:
+    packed = frames.lines_at_end(tail, PACKED)
+    if packed is None:
         raise CorruptionError(fs.where(path), "ends in no commit frame")
     try:
+        lines = zstandard.ZstdDecompressor().decompress(packed, max_output_size=MAX_LINES)
         parsed = [json.loads(line) for line in lines.splitlines()]
-    except ValueError:
+    except (ValueError, zstandard.ZstdError):
         raise CorruptionError(fs.where(path), "holds a commit frame that is not JSON") from None
     if not parsed:
         raise CorruptionError(fs.where(path), "holds a commit frame without a run")
