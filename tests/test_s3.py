@@ -7,6 +7,7 @@ under real contention is the provider's guarantee."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import zstandard
 from typer.testing import CliRunner
 
 import replay
@@ -27,7 +29,7 @@ from replay.cli.main import app
 from replay.core import keys
 from replay.errors import CorruptionError, NotFoundError, UsageError
 from replay.evidence.verify import verify_bundle
-from replay.store import seals, shards
+from replay.store import frames, seals, shards
 from replay.store.s3 import S3FS
 
 T0 = datetime(2026, 3, 14, 9, tzinfo=UTC)
@@ -221,9 +223,12 @@ def test_a_rewritten_log_object_stops_the_sealer(s3_url: str) -> None:
     store = replay.Store.open(s3_url)
     replay.record(_chain(), _applicant(1), store=store, at=T0)
     assert store.remote is not None
-    name = f"segments/{store.fs.list('segments')[0]}"
-    body = store.remote.read(name)
-    store.remote.write_atomic(name, body.replace(b'"wseq":1', b'"wseq":2'))
+    obj = store.fs.list("segments")[0]
+    (line,) = shards.read_lines(store.remote, obj)
+    block = store.remote.read(f"segments/{obj}")[: line["block"]["length"]]
+    forged = json.dumps({**line, "run_id": "01a22c2b-0000-7000-8000-000000000000"}) + "\n"
+    packed = zstandard.ZstdCompressor().compress(forged.encode())
+    store.remote.write_atomic(f"segments/{obj}", block + frames.frame(packed, shards.PACKED))
     with pytest.raises(CorruptionError, match="does not continue its chain"):
         store.seal()
 
@@ -237,7 +242,8 @@ def test_a_rewritten_epoch_is_refused_by_a_new_reader(
     store.sync()
     assert store.remote is not None
     body = store.remote.read(seals.name(1))
-    forged = body.replace(b'"manifest_sha256":"sha256:', b'"manifest_sha256":"sha256:0', 1)
+    at = body.index(b'"manifest_sha256":"sha256:') + len(b'"manifest_sha256":"sha256:')
+    forged = body[:at] + (b"1" if body[at : at + 1] == b"0" else b"0") + body[at + 1 :]
     store.remote.write_atomic(seals.name(1), forged)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
     reader = replay.Store.open(s3_url, readonly=True)
