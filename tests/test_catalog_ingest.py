@@ -17,6 +17,7 @@ from replay.catalog.index import Catalog
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 TABLES = ("runs", "steps", "components", "environments", "records", "meta")
+WHERE = {"meta": " where key not like 'vacuum:%'"}
 
 
 def _record_mixed(store: replay.Store, toy: replay.Pipeline, start: int) -> None:
@@ -34,8 +35,13 @@ def _record_mixed(store: replay.Store, toy: replay.Pipeline, start: int) -> None
 
 
 def content(store: replay.Store) -> dict[str, list[str]]:
+    """Every row the catalog indexes (not when its checkpoints merged row groups: meta's
+    vacuum keys)."""
     with Catalog(store).connect() as con:
-        return {t: sorted(map(repr, con.execute(f"select * from {t}").fetchall())) for t in TABLES}
+        return {
+            t: sorted(map(repr, con.execute(f"select * from {t}{WHERE.get(t, '')}").fetchall()))
+            for t in TABLES
+        }
 
 
 def test_a_catalog_refreshed_after_every_few_runs_equals_one_rebuilt_at_once(
