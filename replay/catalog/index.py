@@ -6,11 +6,13 @@ processes take turns instead of failing on DuckDB's one-writer lock. A catalog t
 unreadable or out of step with the ledger is rebuilt from scratch; a read-only store gets an
 in-memory catalog.
 
-Each checkpoint writes the rows a small ingest added as row groups of their own; merging such
-small row groups ("vacuum") is what made closing the catalog after 10,000 new runs cost 0.1 to
-2.8 s instead of 0.06 (a million runs here). So a checkpoint after a small ingest does not
-merge, and one in VACUUM_EVERY, or the first after a row group's worth of runs, does: what
-small ingests leave behind stays bounded.
+Each checkpoint writes the rows a small ingest added as row groups of their own, and DuckDB
+merges small row groups ("vacuum") as it sees fit, rewriting the same rows again and again:
+closing the catalog after 10,000 new runs at a million runs took 50 ms of CPU without
+merging, with it 120 ms in the median of 14 ingests in a row and up to 2.1 s. So a checkpoint
+after a small ingest does not merge; one in VACUUM_EVERY, or the first after a row group's
+worth of runs, does (each row then rewritten about once: 2.4 s for 130,000 runs), so that
+what small ingests leave stays bounded.
 """
 
 from __future__ import annotations
