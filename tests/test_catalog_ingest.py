@@ -17,6 +17,7 @@ from replay.catalog.index import Catalog
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 TABLES = ("runs", "steps", "components", "environments", "records", "meta")
+WHERE = {"meta": " where key not like 'vacuum:%'"}
 
 
 def _record_mixed(store: replay.Store, toy: replay.Pipeline, start: int) -> None:
@@ -33,9 +34,14 @@ def _record_mixed(store: replay.Store, toy: replay.Pipeline, start: int) -> None
     store.flush()
 
 
-def _content(store: replay.Store) -> dict[str, list[str]]:
+def content(store: replay.Store) -> dict[str, list[str]]:
+    """Every row the catalog indexes (not when its checkpoints merged row groups: meta's
+    vacuum keys)."""
     with Catalog(store).connect() as con:
-        return {t: sorted(map(repr, con.execute(f"select * from {t}").fetchall())) for t in TABLES}
+        return {
+            t: sorted(map(repr, con.execute(f"select * from {t}{WHERE.get(t, '')}").fetchall()))
+            for t in TABLES
+        }
 
 
 def test_a_catalog_refreshed_after_every_few_runs_equals_one_rebuilt_at_once(
@@ -43,10 +49,10 @@ def test_a_catalog_refreshed_after_every_few_runs_equals_one_rebuilt_at_once(
 ) -> None:
     for start in (0, 10_000, 20_000):
         _record_mixed(store, toy, start)
-        _content(store)  # each refresh ingests the runs since the last one
-    refreshed = _content(store)
+        content(store)  # each refresh ingests the runs since the last one
+    refreshed = content(store)
     queries.reindex(store)
-    assert _content(store) == refreshed
+    assert content(store) == refreshed
 
 
 def test_a_catalog_built_in_batches_that_split_blocks_equals_one_built_in_one(
@@ -54,10 +60,10 @@ def test_a_catalog_built_in_batches_that_split_blocks_equals_one_built_in_one(
 ) -> None:
     _record_mixed(store, toy, 0)
     queries.reindex(store)
-    whole = _content(store)
+    whole = content(store)
     monkeypatch.setattr(ingest, "BATCH", 3)
     queries.reindex(store)
-    assert _content(store) == whole
+    assert content(store) == whole
 
 
 def test_streams_held_past_their_bound_are_indexed_as_those_read_at_once(
@@ -65,10 +71,10 @@ def test_streams_held_past_their_bound_are_indexed_as_those_read_at_once(
 ) -> None:
     _record_mixed(store, toy, 0)
     queries.reindex(store)
-    whole = _content(store)
+    whole = content(store)
     monkeypatch.setattr(keys, "HELD_BYTES", 0)
     queries.reindex(store)
-    assert _content(store) == whole
+    assert content(store) == whole
 
 
 def test_records_are_the_key_of_every_input_row_of_every_run(

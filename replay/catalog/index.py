@@ -5,6 +5,14 @@ last looked (and the record keys of their input rows), under an flock so that co
 processes take turns instead of failing on DuckDB's one-writer lock. A catalog that is missing,
 unreadable or out of step with the ledger is rebuilt from scratch; a read-only store gets an
 in-memory catalog.
+
+Each checkpoint writes the rows a small ingest added as row groups of their own, and DuckDB
+merges small row groups ("vacuum") as it sees fit, rewriting the same rows again and again:
+closing the catalog after 10,000 new runs at a million runs took 50 ms of CPU without
+merging, with it 120 ms in the median of 14 ingests in a row and up to 2.1 s. So a checkpoint
+after a small ingest does not merge; one in VACUUM_EVERY, or the first after a row group's
+worth of runs, does (each row then rewritten about once: 2.4 s for 130,000 runs), so that
+what small ingests leave stays bounded.
 """
 
 from __future__ import annotations
@@ -25,6 +33,12 @@ from replay.store.store import Store
 # defaults a reindex of 1M runs passed 400 MB, still growing) and checkpoints rarely enough
 # not to compress the same row groups over and over (see ingest.COMMIT_RUNS).
 INGESTING = {"memory_limit": "48MB", "checkpoint_threshold": "64MB"}
+# Checkpoints without merging row groups (see above), at most, between two that merge: the
+# merge then rewrites at most about ROW_GROUP rows of each table.
+VACUUM_EVERY = 16
+ROW_GROUP = 122_880  # DuckDB's rows per row group
+# meta keys: checkpoints since the last that merged, and the runs then listed
+SKIPPED, MERGED_AT = "vacuum:skipped", "vacuum:runs"
 # What a reader connection may no longer do once prepared: reach files, the network or
 # extensions (DuckDB's own switch, which also hides Python objects in scope), change a
 # setting, or undo any of this — `lock_configuration` last, since it freezes the rest.
@@ -194,15 +208,37 @@ class Catalog:
         # pyarrow.compute and the rest of ingesting (~60 ms of a 0.4 s process).
         from replay.catalog.ingest import ingest
 
-        if not ingest(self.store, con, offset, last):
+        if ingest(self.store, con, offset, last):
+            _pace_vacuum(con)
+        else:
             # The ledger under us is not the one we indexed: index it afresh.
             self._reindex(con)
 
     def _reindex(self, con: duckdb.DuckDBPyConnection) -> None:
         for table in ("runs", "steps", "components", "environments", "records"):
             con.execute(f"delete from {table}")
-        con.execute("delete from meta where key like 'ledger_%' or key like 'lines:%'")
+        con.execute(
+            "delete from meta where key like 'ledger_%' or key like 'lines:%' "
+            "or key like 'vacuum:%'"
+        )
         self._refresh(con)
+
+
+def _pace_vacuum(con: duckdb.DuckDBPyConnection) -> None:
+    """Whether the checkpoint after this ingest (when the catalog closes, or DuckDB's own)
+    merges small row groups: every VACUUM_EVERY-th, the first after ROW_GROUP runs more, and
+    the first of a new or reindexed catalog."""
+    meta = dict(con.execute("select key, value from meta where key like 'vacuum:%'").fetchall())
+    runs = int(con.execute("select count(*) from runs").fetchall()[0][0])
+    skipped = int(meta.get(SKIPPED, VACUUM_EVERY)) + 1
+    if skipped < VACUUM_EVERY and runs - int(meta.get(MERGED_AT, 0)) < ROW_GROUP:
+        con.execute("insert or replace into meta values (?, ?)", [SKIPPED, str(skipped)])
+        con.execute("set max_vacuum_tasks = 0")
+        return
+    con.executemany(
+        "insert or replace into meta values (?, ?)", [(SKIPPED, "0"), (MERGED_AT, str(runs))]
+    )
+    con.execute("reset max_vacuum_tasks")
 
 
 def _create(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
