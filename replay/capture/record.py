@@ -236,11 +236,11 @@ def _stored_soon(
     memo: dict[tuple[Any, ...], str],
     sharing: Sharing,
 ) -> Callable[[], StoredTable]:
-    """The stored form of a table, made when called. A big one is serialized and hashed at
+    """A call that gives the stored form of a table. A big table is serialized and hashed at
     once on another core while the next step runs (Arrow and hashlib release the GIL), off
-    the commit's path. A small one is made when called, after the last step: a step's own
-    work (a model's predict) leaves the caches cold, and the tables of a 1-row run digested
-    in a row cost 40% less than each after its step."""
+    the commit's path. A small one waits for the last step: a step's own work (a model's
+    predict) leaves the caches cold, and a 1-row run's tables digested in a row cost half
+    of what each costs right after its step."""
     shared = sharing.split(kind, table)  # in the order the tables were made
     if table.num_rows >= OVERLAP_ROWS:
         return (
