@@ -69,6 +69,26 @@ def test_a_form_gives_the_bytes_and_digests_of_the_general_path(
     assert form.parts(table, memo) == digest_parts(table, personal)  # from the memo
 
 
+@given(st.data())
+def test_a_form_of_any_columns_gives_the_bytes_and_digests_of_the_general_path(
+    data: st.DataObject,
+) -> None:
+    names = data.draw(st.lists(st.sampled_from(TABLE.column_names), min_size=1, unique=True))
+    personal = data.draw(st.lists(st.sampled_from([*names, "absent"]), unique=True))
+    offset = data.draw(st.integers(0, TABLE.num_rows))
+    table = normalize_table(
+        TABLE.select(names).slice(offset, data.draw(st.integers(0, TABLE.num_rows - offset)))
+    )
+    form = TableForm.of(table.schema, personal)
+    assert form.stream(table).to_pybytes() == table_bytes(table).to_pybytes()
+    assert form.digest(table) == ipc_digest(table)
+    memo: dict[tuple[object, ...], str] = {}
+    assert form.parts(table, memo) == digest_parts(table, personal)
+    later = normalize_table(table.append_column("later", pa.nulls(table.num_rows)))
+    later_form = TableForm.of(later.schema, personal)  # passes the personal columns along
+    assert later_form.parts(later, memo) == digest_parts(later, personal)
+
+
 def test_a_table_of_personal_columns_only_takes_the_general_path() -> None:
     table = normalize_table(pa.table({"id": ["a", "b"]}))
     assert TableForm.of(table.schema, ["id"]).parts(table, {}) == digest_parts(table, ["id"])

@@ -3,17 +3,14 @@
 Each component is stored once as a content-addressed object and named in the pipeline *spec*,
 whose digest is the pipeline version. A binding is computed when a pipeline is first recorded
 into a store and recomputed only for steps whose files changed on disk (a stat per file per
-run, and a hash of each file up to 64 KiB), so the per-run cost of capture does not grow
-with model or code size.
+run, and a hash of each small file until it settles: see ``replay.capture.watch``), so the
+per-run cost of capture does not grow with model or code size.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
-import os
-import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,7 +26,7 @@ from replay.capture import environment
 from replay.capture.code import capture_code
 from replay.capture.models import capture as capture_model
 from replay.capture.models import load as load_model
-from replay.capture.models import tree_paths
+from replay.capture.watch import Watched, unchanged, watched
 from replay.core import tables
 from replay.core.declared import missing_hint
 from replay.core.digest import canonical_json, sha256
@@ -49,52 +46,6 @@ from replay.core.model import Model
 from replay.core.pipeline import Pipeline, Step
 from replay.errors import CaptureError, InputError
 from replay.store.store import Store
-
-# Files up to this size are re-hashed on every run: a same-size rewrite within one tick of a
-# coarse (e.g. one-second) timestamp keeps size, mtime and ctime. Larger files are rewritten
-# by writing for longer than a tick, which moves the times.
-SMALL_FILE = 64 * 1024
-
-
-def _stat_sig(path: Path) -> tuple[Any, ...] | None:
-    """What must stay the same for a captured file to be reused: its identity, size, times
-    (ctime too: ``cp -p`` keeps size and mtime) and, for a small file, its content."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    small = stat.S_ISREG(st.st_mode) and st.st_size <= SMALL_FILE
-    return (
-        st.st_dev,
-        st.st_ino,
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-        _content_digest(path) if small else None,
-    )
-
-
-def _content_digest(path: Path) -> bytes | None:
-    # os.open and os.read, not open(): 1.5 µs less per file, on every run.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # unreadable: capturing it says so; until then its stat tells changes
-        return None
-    try:
-        return hashlib.sha256(os.read(fd, SMALL_FILE + 1)).digest()
-    finally:
-        os.close(fd)
-
-
-def _watched(path: Path) -> tuple[Path, ...]:
-    """Files (and folders) whose change means a file component must be captured again."""
-    own = tuple(tree_paths(path)) if path.is_dir() else (path,)
-    extra: tuple[Path, ...] = (path.with_name(path.name + ".dvc"),)
-    for parent in path.parents:
-        if (parent / ".git").is_dir():  # a new commit moves the rev a DVC version names
-            git = parent / ".git"
-            return (*own, *extra, git / "HEAD", git / "refs" / "heads", git / "packed-refs")
-    return (*own, *extra)
 
 
 class Staged:
@@ -119,10 +70,10 @@ class BoundStep:
     step: Step
     spec: StepSpec
     kwargs: dict[str, Any]  # models / data / params as the step function receives them
-    watch: tuple[tuple[Path, Any], ...]
+    watch: tuple[Watched, ...]
 
     def fresh(self) -> bool:
-        return all(_stat_sig(p) == sig for p, sig in self.watch)
+        return unchanged(self.watch)
 
 
 @dataclass(frozen=True)
@@ -149,11 +100,12 @@ class Binding:
         return Forms(self.pipeline.personal)
 
     @cached_property
-    def watch(self) -> frozenset[tuple[Path, Any]]:
-        return frozenset(w for s in self.steps for w in s.watch)  # steps share git's files
+    def watch(self) -> tuple[Watched, ...]:
+        # Steps share git's files: each is checked once a run.
+        return tuple({w.key: w for s in self.steps for w in s.watch}.values())
 
     def fresh(self) -> bool:
-        return all(_stat_sig(p) == sig for p, sig in self.watch)
+        return unchanged(self.watch)
 
 
 def bind(pipeline: Pipeline, store: Store) -> Binding:
@@ -201,11 +153,11 @@ def _bind_step(step: Step, store: Staged) -> BoundStep:
     models: dict[str, ModelRef] = {}
     data: dict[str, DataRef] = {}
     live: dict[str, dict[str, Any]] = {"models": {}, "data": {}}
-    watch: list[tuple[Path, Any]] = []
+    watch: list[Watched] = []
     for name, value in step.models.items():
         if isinstance(value, (str, Path, Model)):
             model = value if isinstance(value, Model) else Model(value)
-            watch += [(p, _stat_sig(p)) for p in _watched(model.path)]  # before reading
+            watch += watched(model.path)  # before reading
             entry, live["models"][name] = capture_model(
                 model, store, f"step {step.name!r}: model {name!r}"
             )
@@ -214,7 +166,7 @@ def _bind_step(step: Step, store: Staged) -> BoundStep:
         else:
             models[name], live["models"][name] = _capture_model_object(step, name, value, store)
     for name, value in step.data.items():
-        watch += [(p, _stat_sig(p)) for p in _watched(Path(value))]
+        watch += watched(Path(value))
         data[name], live["data"][name] = _capture_data(step, Path(value), store)
     params = _json_params(step)
     spec = StepSpec(

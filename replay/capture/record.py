@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -234,30 +235,33 @@ def _stored_soon(
     forms: Forms,
     memo: dict[tuple[Any, ...], str],
     sharing: Sharing,
-) -> StoredTable | Future[StoredTable]:
-    """The stored form of a table; a big one is serialized and hashed on another core while
-    the next step runs (Arrow and hashlib release the GIL), off the commit's path."""
+) -> Callable[[], StoredTable]:
+    """A call that gives the stored form of a table. A big table is serialized and hashed at
+    once on another core while the next step runs (Arrow and hashlib release the GIL), off
+    the commit's path. A small one waits for the last step: a step's own work (a model's
+    predict) leaves the caches cold, and a 1-row run's tables digested in a row cost half
+    of what each costs right after its step."""
     shared = sharing.split(kind, table)  # in the order the tables were made
-    form = forms.of(kind, table.schema)
     if table.num_rows >= OVERLAP_ROWS:
-        return _digester().submit(_prepared, table, memo, shared, form)
-    return StoredTable.formed(table, form, memo, shared)
-
-
-def _now(value: T | Future[T]) -> T:
-    # A small table's value is made at once: a Future per table costs more than its digest.
-    return value.result() if isinstance(value, Future) else value
+        return (
+            _digester().submit(_prepared, table, forms.of(kind, table.schema), memo, shared).result
+        )
+    return lambda: StoredTable.formed(table, forms.of(kind, table.schema), memo, shared)
 
 
 def _prepared(
     table: pa.Table,
+    form: TableForm,
     memo: dict[tuple[Any, ...], str],
     shared: tuple[pa.Table, Layout] | None,
-    form: TableForm,
 ) -> StoredTable:
     stored = StoredTable.formed(table, form, memo, shared)
     _ = stored.data_digest  # the stored bytes serialized and hashed here, not at commit
     return stored
+
+
+def _now(value: T | Future[T]) -> T:
+    return value.result() if isinstance(value, Future) else value
 
 
 @dataclass
@@ -301,7 +305,7 @@ def _execute(
         tables[bound.step.name] = out
         pending[bound.step.name] = _stored_soon(bound.step.name, out, forms, memo, sharing)
     tape = _tape(ran)  # hashed while the last tables' digests are computed
-    stored = {name: _now(f) for name, f in pending.items()}
+    stored = {name: made() for name, made in pending.items()}
     steps = [_step_entry(r, stored) for r in ran]
     return stored, steps, (tape[0], _now(tape[1])) if tape else None, failure
 

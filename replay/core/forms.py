@@ -31,11 +31,27 @@ from replay.core.digest import (
 EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # an IPC stream's end-of-stream marker
 
 
+class _Message:
+    """A schema message, and the hash of a stream that begins with it (copied, not redone:
+    a 20-column schema message is a kilobyte)."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.data = bytes(schema.serialize())
+        self._hashed = hashlib.sha256(self.data)
+
+    def digest(self, batch: pa.RecordBatch) -> str:
+        """The digest of the IPC stream of ``batch`` after this message."""
+        h = self._hashed.copy()
+        h.update(batch.serialize())
+        h.update(EOS)
+        return PREFIX + h.hexdigest()
+
+
 @dataclass(frozen=True)
 class _Personal:
     name: str
     index: int
-    message: bytes  # the schema message of this column alone
+    message: _Message  # of this column alone
     identity: bool  # whether its arrays have one (see ``column_identity``)
 
 
@@ -44,15 +60,14 @@ class _Split:
     """How ``digest_parts`` splits a table of the form."""
 
     columns: str  # the digest of the column order
-    rest: list[int]  # the other columns, in order
-    rest_message: bytes
+    rest_message: _Message  # of the other columns, in order
     personal: tuple[_Personal, ...]
 
 
 @dataclass(frozen=True)
 class TableForm:
     schema: pa.Schema
-    message: bytes | None  # None: dictionaries, which the IPC writer sends batches of their own
+    message: _Message | None  # None: dictionaries: the IPC writer sends batches of their own
     found: tuple[str, ...]  # the personal columns, in table order (names may repeat)
     split: _Split | None  # None: no personal column, or one named twice (digest_parts then)
     reusable: bool  # not with extension types: their authors define when two are equal
@@ -61,17 +76,16 @@ class TableForm:
     def of(cls, schema: pa.Schema, personal: Collection[str]) -> TableForm:
         """The form of normalized tables of ``schema`` (no schema metadata)."""
         kinds = _kinds(schema)
-        message = None if pa.DictionaryType in kinds else _message(schema)
+        message = None if pa.DictionaryType in kinds else _Message(schema)
         found = tuple(c for c in schema.names if c in personal)
         split = None
-        rest = [i for i, c in enumerate(schema.names) if c not in personal]
+        rest = [f for f in schema if f.name not in personal]
         if message is not None and found and rest and len(set(found)) == len(found):
             split = _Split(
                 names_digest(tuple(schema.names)),
-                rest,
-                _message(pa.schema([schema.field(i) for i in rest])),
+                _Message(pa.schema(rest)),
                 tuple(
-                    _Personal(c, i, _message(pa.schema([f])), has_identity(f.type))
+                    _Personal(c, i, _Message(pa.schema([f])), has_identity(f.type))
                     for i, (c, f) in enumerate(zip(schema.names, schema, strict=True))
                     if c in personal
                 ),
@@ -88,14 +102,14 @@ class TableForm:
         batch = self._batch(table)
         if self.message is None or batch is None:
             return table_bytes(table)
-        return pa.py_buffer(b"".join((self.message, batch.serialize(), EOS)))
+        return pa.py_buffer(b"".join((self.message.data, batch.serialize(), EOS)))
 
     def digest(self, table: pa.Table) -> str:
         """``ipc_digest(table)`` of a normalized table of this form."""
         batch = self._batch(table)
         if self.message is None or batch is None:
             return ipc_digest(table)
-        return _hashed(self.message, batch)
+        return self.message.digest(batch)
 
     def parts(
         self, table: pa.Table, memo: dict[tuple[Any, ...], str] | None
@@ -106,9 +120,12 @@ class TableForm:
         split, batch = self.split, self._batch(table)
         if split is None or batch is None:
             return digest_parts(table, self.found, memo)
+        rest = batch
+        for column in reversed(split.personal):  # faster than selecting the others
+            rest = rest.remove_column(column.index)
         return {
             "columns": split.columns,
-            "rest": _hashed(split.rest_message, batch.select(split.rest)),
+            "rest": split.rest_message.digest(rest),
             "personal": {c.name: self._personal(c, batch, memo) for c in split.personal},
         }
 
@@ -117,12 +134,12 @@ class TableForm:
         column: _Personal, batch: pa.RecordBatch, memo: dict[tuple[Any, ...], str] | None
     ) -> str:
         if memo is None or not column.identity:
-            return _hashed(column.message, batch.select([column.index]))
+            return column.message.digest(batch.select([column.index]))
         # A column passed along unchanged is hashed once a run: its one-column schema and
         # its buffers name the stream hashed (bytes hash faster than a field).
-        key = (column.message, *array_identity(batch.column(column.index)))
+        key = (column.message.data, *array_identity(batch.column(column.index)))
         if key not in memo:
-            memo[key] = _hashed(column.message, batch.select([column.index]))
+            memo[key] = column.message.digest(batch.select([column.index]))
         return memo[key]
 
     @staticmethod
@@ -145,18 +162,6 @@ class Forms:
         if form is None or not form.fits(schema):
             form = self._last[kind] = TableForm.of(schema, self._personal)
         return form
-
-
-def _message(schema: pa.Schema) -> bytes:
-    return bytes(schema.serialize())
-
-
-def _hashed(message: bytes, batch: pa.RecordBatch) -> str:
-    """The digest of the IPC stream of ``batch`` after its schema's ``message``."""
-    h = hashlib.sha256(message)
-    h.update(batch.serialize())
-    h.update(EOS)
-    return PREFIX + h.hexdigest()
 
 
 def _kinds(schema: pa.Schema) -> set[type]:
