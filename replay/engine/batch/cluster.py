@@ -78,14 +78,22 @@ def _answers(address: str) -> None:
 
 
 def run_chunks(
-    dask: Any, url: str, job: str, chunks: list[list[str]], mode: str, swap: dict[str, str]
+    dask: Any,
+    url: str,
+    job: str,
+    chunks: list[tuple[str, list[str]]],
+    mode: str,
+    swap: dict[str, str],
 ) -> Iterator[list[Row]]:
-    """Each chunk's rows, as chunks finish (in any order)."""
+    """Each chunk's rows, as chunks finish (in any order); ``chunks``: the name of the file
+    each writes, and its runs."""
     distributed = _distributed()
     session = secrets.token_hex(4)  # a resumed job's chunks are new tasks, not the old ones
     futures = [
-        dask.submit(replay_chunk, url, job, ids, mode, swap, key=f"replay-{job}-{session}-{i}")
-        for i, ids in enumerate(chunks)
+        dask.submit(
+            replay_chunk, url, job, name, ids, mode, swap, key=f"replay-{job}-{session}-{i}"
+        )
+        for i, (name, ids) in enumerate(chunks)
     ]
     try:
         for future in distributed.as_completed(futures):
