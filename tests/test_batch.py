@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 import replay
 from replay.cli.app import app
 from replay.engine.batch import jobs
+from replay.engine.batch.cluster import local_cluster
 from replay.engine.batch.summary import row_of
 from replay.engine.batch.task import replay_chunk
 
@@ -283,6 +284,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_the_workers_of_a_local_cluster_sample_no_profile() -> None:
+    # Nobody reads it without a dashboard, and a sample every 10 ms slows the replays.
+    import distributed
+
+    with local_cluster(1) as cluster, distributed.Client(cluster) as client:
+        callbacks = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+    assert callbacks and all("profile" not in names for names in callbacks.values())
 
 
 def test_an_unreachable_scheduler_is_one_line_and_exit_16(bank_store: dict[str, Any]) -> None:

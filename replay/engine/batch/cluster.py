@@ -22,6 +22,7 @@ from replay.engine.batch.task import replay_chunk
 from replay.errors import ClusterError, ReplayError
 
 CONNECT_TIMEOUT = "10s"
+PROFILE_OFF = {"distributed.worker.profile.enabled": False}
 
 
 def _distributed() -> Any:
@@ -32,16 +33,20 @@ def _distributed() -> Any:
 def local_cluster(workers: int) -> Any:
     """A LocalCluster of ``workers`` processes on this machine, one thread each, no
     dashboard; close it when done."""
-    return _distributed().LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        # Its HTTP server (health, metrics) on a free port: 8787 may be taken.
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        host="127.0.0.1",
-        silence_logs=logging.ERROR,
-    )
+    distributed = _distributed()
+    # Without a dashboard nobody reads the profile each worker samples every 10 ms (a few
+    # percent of a replay's time); the nannies hand this setting to the worker processes.
+    with importlib.import_module("dask").config.set(PROFILE_OFF):
+        return distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            # Its HTTP server (health, metrics) on a free port: 8787 may be taken.
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            host="127.0.0.1",
+            silence_logs=logging.ERROR,
+        )
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,9 +52,8 @@ class Job:
     runs: tuple[Run, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("runs")
-        return data
+        # Not ``asdict``: it would deep-copy every run, to drop them.
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
 
 
 def new_job_id() -> str:
@@ -139,7 +138,7 @@ def _check_name(job: str) -> None:
 def create(store: Store, job: str, runs: list[Run], **asked: Any) -> Job:
     """Write a new job's record (refused when the name is taken: resume it instead)."""
     _check_name(job)
-    listing = json.dumps([asdict(r) for r in runs], separators=(",", ":")).encode()
+    listing = json.dumps([vars(r) for r in runs], separators=(",", ":")).encode()
     record = Job(
         job,
         runs_digest=sha256(listing),
