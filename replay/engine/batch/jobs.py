@@ -17,7 +17,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,8 +77,8 @@ class Results:
     """An attempt's file: each replayed run's result (``ReplayReport.as_json``), and the runs
     it could not replay with why (a later call of the job retries them)."""
 
-    results: list[dict[str, Any]] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    results: list[dict[str, Any]]
+    failed: dict[str, str]
 
 
 def _read_json(store: Store, where: str, what: str) -> Any:
