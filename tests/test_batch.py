@@ -286,13 +286,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_the_workers_of_a_local_cluster_sample_no_profile() -> None:
-    # Nobody reads it without a dashboard, and a sample every 10 ms slows the replays.
+def test_the_workers_of_a_local_cluster_wake_at_most_once_a_second() -> None:
+    # Nobody reads their profile (sampled every 10 ms) nor their monitors without a
+    # dashboard, and the wake-ups took a few percent of the replays' time.
     import distributed
 
     with local_cluster(1) as cluster, distributed.Client(cluster) as client:
-        callbacks = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
-    assert callbacks and all("profile" not in names for names in callbacks.values())
+        callbacks = client.run(
+            lambda dask_worker: {
+                k: c.callback_time for k, c in dask_worker.periodic_callbacks.items()
+            }
+        )
+    for every in callbacks.values():
+        assert "profile" not in every and "tick" in every
+        assert min(every.values()) >= 1000, every
 
 
 def test_an_unreachable_scheduler_is_one_line_and_exit_16(bank_store: dict[str, Any]) -> None:
