@@ -211,6 +211,13 @@ def ingest(endpoint: str, runs: int, tmp: Path) -> None:
         if backend == "S3":
             note += f"; the new reader's mirror taken from the epochs in {opened:.2f} s"
         print(f"catalog ingest, {backend} store, {runs} runs: {runs / took:,.0f} runs/s{note}")
+        if backend == "S3":
+            fs = S3FS.of(url)
+            (logs, log_bytes), (epochs, epoch_bytes) = fs.usage("segments"), fs.usage("seal")
+            print(
+                f"S3 bytes per run: {log_bytes / runs:,.0f} in {logs} log objects, "
+                f"{epoch_bytes / runs:,.0f} in {epochs} epochs"
+            )
 
 
 def main() -> None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from typer.testing import CliRunner
 import replay
 from replay.cli.app import app
 from replay.engine.batch import jobs
+from replay.engine.batch.cluster import local_cluster
+from replay.engine.batch.summary import row_of
 from replay.engine.batch.task import replay_chunk
 
 ROOT = Path(__file__).parents[1]
@@ -114,12 +118,13 @@ def bank_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def results(store: replay.Store, job: str) -> dict[str, tuple[bytes, int]]:
-    folder = store.root / jobs.FOLDER / job
-    return {
-        p.stem: (p.read_bytes(), p.stat().st_mtime_ns)
-        for p in folder.glob("*.json")
-        if p.name != "job.json" and not p.name.startswith("runs-")
-    }
+    """Each run with a result, once: the bytes and mtime of the file that holds it."""
+    found: dict[str, tuple[bytes, int]] = {}
+    for p in sorted((store.root / jobs.FOLDER / job).glob("chunk-*.json")):
+        for result in json.loads(p.read_bytes())["results"]:
+            assert result["run_id"] not in found, "a run with two results"
+            found[result["run_id"]] = (p.read_bytes(), p.stat().st_mtime_ns)
+    return found
 
 
 def test_a_batch_reports_every_run_of_the_window_once_exact(bank_store: dict[str, Any]) -> None:
@@ -150,23 +155,98 @@ def test_a_swap_counts_the_flips_each_replay_finds(bank_store: dict[str, Any]) -
     assert all(r["error"].startswith("pd: ") for r in summary.diverged)  # what differs
 
 
-def test_a_retried_chunk_does_not_rewrite_a_result(bank_store: dict[str, Any]) -> None:
+def chunk_files(store: replay.Store, job: str) -> list[str]:
+    return sorted(p.name for p in (store.root / jobs.FOLDER / job).glob("chunk-*"))
+
+
+def new_job(store: replay.Store, name: str, runs: list[str]) -> None:
+    asked = {"pipeline": "bank", "since": None, "until": None, "mode": "chained", "swap": {}}
+    jobs.create(store, name, [jobs.Run(r, "", "") for r in runs], **asked)
+
+
+def test_a_chunk_writes_all_its_results_in_one_file_and_reads_them_back(
+    bank_store: dict[str, Any],
+) -> None:
     store, runs = bank_store["store"], bank_store["window"][:3]
-    jobs.create(
-        store,
-        "retry",
-        [jobs.Run(r, "", "") for r in runs],
-        pipeline="bank",
-        since=None,
-        until=None,
-        mode="chained",
-        swap={},
-    )
-    first = replay_chunk(str(store.location), "retry", runs, "chained", {})
+    new_job(store, "one-file", runs)
+    name = jobs.chunk_name(0, 0)
+    rows = replay_chunk(str(store.location), "one-file", name, runs, "chained", {})
+    assert chunk_files(store, "one-file") == [name]
+    stored = jobs.read_results(store, "one-file", name)
+    assert [r["run_id"] for r in stored.results] == runs and stored.failed == {}
+    assert rows == [row_of(r) for r in stored.results]
+    for result in stored.results:  # each as `replay run --json` would print it
+        assert replay.ReplayReport.from_json(result).as_json() == result
+
+
+def test_a_retried_chunk_writes_nothing_new(bank_store: dict[str, Any]) -> None:
+    store, runs = bank_store["store"], bank_store["window"][:3]
+    new_job(store, "retry", runs)
+    name = jobs.chunk_name(0, 0)
+    first = replay_chunk(str(store.location), "retry", name, runs, "chained", {})
     written = results(store, "retry")
-    again = replay_chunk(str(store.location), "retry", runs, "chained", {})
-    assert sorted(again, key=str) == sorted(first, key=str)
+    files = sorted((store.root / jobs.FOLDER / "retry").iterdir())
+    again = replay_chunk(str(store.location), "retry", name, runs, "chained", {})
+    assert again == first
     assert results(store, "retry") == written and set(written) == set(runs)
+    assert sorted((store.root / jobs.FOLDER / "retry").iterdir()) == files
+
+
+def test_a_report_as_json_is_its_fields_made_plain(bank_store: dict[str, Any]) -> None:
+    # What `asdict` and a JSON round trip made of it, without copying the output table.
+    store, donor = bank_store["store"], bank_store["donor"]
+    report = replay.replay(store, bank_store["window"][-1], swap={"pd": donor})
+    assert report.records and any(s.diff for s in report.steps)  # every kind of field
+    plain = {k: v for k, v in asdict(report).items() if k != "output"}
+    assert report.as_json() == json.loads(json.dumps(plain, default=str))
+    assert json.loads(report.json_text()) == report.as_json()
+
+
+def test_a_plan_is_cut_once_and_later_calls_cut_alike(bank_store: dict[str, Any]) -> None:
+    store, runs = bank_store["store"], bank_store["window"]
+    new_job(store, "plan", runs)
+    job = jobs.load(store, "plan")
+    first = jobs.plan(store, job, 5)
+    assert [len(c) for c in first] == [5, 5, 2]
+    assert jobs.plan(store, job, 1000) == first  # a resume on a bigger cluster
+
+
+def test_a_run_that_failed_is_replayed_by_a_resume_in_a_file_of_its_own(tmp_path: Path) -> None:
+    store = replay.Store.open(tmp_path / "store")
+    at = iter(T0 + timedelta(minutes=i) for i in range(10))
+
+    def record(pipeline: replay.Pipeline, i: int) -> str:
+        return replay.record(
+            pipeline, applications(i), store=store, record_key="application_id", at=next(at)
+        ).run_id
+
+    fine = [record(bank(), i) for i in range(3)]
+    objects = set((tmp_path / "store" / "objects").rglob("*"))
+    odd = record(bank(weight=3.0), 9)  # with a model of its own
+    store.flush()
+    replay.runs(store)  # the catalog holds them all: the window is found
+    hidden = [p for p in set((tmp_path / "store" / "objects").rglob("*")) - objects if p.is_file()]
+    for p in hidden:
+        p.rename(tmp_path / p.name)
+    first = replay.batch(store, pipeline="bank", job="gap", chunk=4, workers=1)
+    assert first.by_verdict == {"exact": 3, "failed": 1}
+    assert [r["run_id"] for r in first.diverged] == [odd] and "missing" in first.diverged[0][
+        "error"
+    ]
+    written = results(store, "gap")
+    files = chunk_files(store, "gap")
+    assert set(written) == set(fine)
+    for p in hidden:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / p.name).rename(p)
+    again = replay.batch(store, resume="gap")
+    assert again.by_verdict == {"exact": 4} and again.replayed == 1
+    after = results(store, "gap")
+    assert {r: after[r] for r in written} == written and set(after) == {*fine, odd}
+    files_after = chunk_files(store, "gap")
+    assert len(files_after) == len(files) + 1 and re.fullmatch(
+        r"chunk-\d+-1\.json", *(set(files_after) - set(files))
+    )  # the second attempt at the chunk of the run that failed
 
 
 def test_the_cli_prints_the_summary_as_json_and_writes_the_report(
@@ -204,6 +284,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_the_workers_of_a_local_cluster_wake_at_most_once_a_second() -> None:
+    # Nobody reads their profile (sampled every 10 ms) nor their monitors without a
+    # dashboard, and the wake-ups took a few percent of the replays' time.
+    import distributed
+
+    with local_cluster(1) as cluster, distributed.Client(cluster) as client:
+        callbacks = client.run(
+            lambda dask_worker: {
+                k: c.callback_time for k, c in dask_worker.periodic_callbacks.items()
+            }
+        )
+    for every in callbacks.values():
+        assert "profile" not in every and "tick" in every
+        assert min(every.values()) >= 1000, every
 
 
 def test_an_unreachable_scheduler_is_one_line_and_exit_16(bank_store: dict[str, Any]) -> None:
@@ -326,13 +422,12 @@ def test_a_job_resumed_after_its_client_was_killed_replays_only_what_is_left(
 def test_a_job_name_is_taken_once_and_the_error_says_how_to_resume_it(
     bank_store: dict[str, Any],
 ) -> None:
-    store, runs = bank_store["store"], [jobs.Run(r, "", "") for r in bank_store["window"]]
-    asked = {"pipeline": "bank", "since": None, "until": None, "mode": "chained", "swap": {}}
-    jobs.create(store, "once", runs, **asked)
+    store, runs = bank_store["store"], bank_store["window"]
+    new_job(store, "once", runs)
     with pytest.raises(replay.UsageError, match="exists already") as caught:
-        jobs.create(store, "once", runs[:1], **asked)
+        new_job(store, "once", runs[:1])
     assert "--resume once" in caught.value.hint
-    assert jobs.load(store, "once").runs == tuple(runs)
+    assert jobs.load(store, "once").runs == tuple(jobs.Run(r, "", "") for r in runs)
 
 
 def imported_after(*args: str) -> set[str]:

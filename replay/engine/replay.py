@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -71,9 +71,13 @@ class ReplayReport:
         return self.verdict in ("exact", "equivalent")
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("output")
-        return json.loads(json.dumps(data, default=str))  # type: ignore[no-any-return]
+        return json.loads(self.json_text())  # type: ignore[no-any-return]
+
+    def json_text(self) -> str:
+        """``as_json`` as JSON text, written straight from the report: ``asdict`` would
+        deep-copy every field first, the output table too (most of its cost)."""
+        top = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "output"}
+        return json.dumps(top, default=_plain)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplayReport:
@@ -92,6 +96,13 @@ class ReplayReport:
                 ),
             }
         )
+
+
+def _plain(value: Any) -> Any:
+    """What JSON makes of a value it has no form for: a dataclass's fields, else its text."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in fields(value)}
+    return str(value)
 
 
 def _table_diff(data: dict[str, Any] | None) -> TableDiff | None:

@@ -127,6 +127,16 @@ class S3FS:
                 for obj in page.get("Contents", ()):
                     yield obj["Key"][len(base) :]
 
+    def usage(self, folder: str) -> tuple[int, int]:
+        """How many objects ``folder`` holds, and their bytes (one LIST per 1,000)."""
+        count = size = 0
+        with self._calling(folder):
+            pages = _client().get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=self._key(folder) + "/"):
+                for obj in page.get("Contents", ()):
+                    count, size = count + 1, size + int(obj["Size"])
+        return count, size
+
     def changed(self, path: str) -> int:
         """A stamp of ``path``: its ETag (or, for a folder, its names), as an int; 0 when
         absent. S3 keeps no folder times, and an ETag changes with the bytes."""

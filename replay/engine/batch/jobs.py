@@ -1,9 +1,14 @@
-"""A batch job on the store: ``replays/<job>/job.json`` says what was asked,
-``runs-<hex>.json`` the runs it covers (named by its digest, which job.json holds), and each
-run's result is written once as ``replays/<job>/<run_id>.json``. Every file is created
-with ``put_if_absent``, the store's If-None-Match, so a task Dask runs twice writes nothing
-the second time, and a job resumes from the results already there. Nothing here touches
-the ledger or the segments.
+"""A batch job on the store, under ``replays/<job>/``: ``job.json`` says what was asked,
+``runs-<hex>.json`` the runs it covers (named by its digest, which job.json holds),
+``plan.json`` how they are cut into chunks (fixed by the first call that runs the job, so
+that every later call, on any cluster, cuts them alike), and ``chunk-<i>-<k>.json`` the
+results of attempt ``k`` at chunk ``i``, written in one go. Attempt 0 replays all of the
+chunk's runs, attempt k those that no earlier attempt could replay; so a call that sees the
+same files as another tries the same runs under the same name, and a task Dask runs twice
+writes nothing the second time. Every file is created with ``put_if_absent``, the store's
+If-None-Match: each run's result is written once, by the first attempt that replayed it, and
+a job resumes from the results already there. Nothing here touches the ledger or the
+segments.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +27,7 @@ from replay.store.store import Store
 
 FOLDER = "replays"
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+CHUNK_FILE = re.compile(r"chunk-(\d+)-(\d+)\.json")
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,8 @@ class Job:
     runs: tuple[Run, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("runs")
-        return data
+        # Not ``asdict``: it would deep-copy every run, to drop them.
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
 
 
 def new_job_id() -> str:
@@ -58,24 +64,66 @@ def path(job: str, name: str) -> str:
     return f"{FOLDER}/{job}/{name}"
 
 
-def result_path(job: str, run_id: str) -> str:
-    return path(job, f"{run_id}.json")
-
-
 def runs_path(job: str, digest: str) -> str:
     return path(job, f"runs-{digest.removeprefix('sha256:')}.json")
 
 
-def read_result(store: Store, job: str, run_id: str) -> dict[str, Any]:
-    """A run's stored result; FileNotFoundError when it has none."""
-    where = result_path(job, run_id)
+def chunk_name(index: int, attempt: int) -> str:
+    return f"chunk-{index}-{attempt}.json"
+
+
+@dataclass(frozen=True)
+class Results:
+    """An attempt's file: each replayed run's result (``ReplayReport.as_json``), and the runs
+    it could not replay with why (a later call of the job retries them)."""
+
+    results: list[dict[str, Any]]
+    failed: dict[str, str]
+
+
+def _read_json(store: Store, where: str, what: str) -> Any:
     try:
-        data = json.loads(store.fs.read(where))
+        return json.loads(store.fs.read(where))
     except ValueError:
-        raise CorruptionError(store.fs.where(where), "a batch result that is not JSON") from None
-    if not isinstance(data, dict):
-        raise CorruptionError(store.fs.where(where), "a batch result that is not an object")
-    return data
+        raise CorruptionError(store.fs.where(where), f"{what} that is not JSON") from None
+
+
+def write_results(
+    store: Store, job: str, name: str, results: list[str], failed: dict[str, str]
+) -> bool:
+    """Write an attempt's results (each already JSON text) in one file, durably, unless
+    the file exists; whether this call wrote it."""
+    body = f'{{"failed":{json.dumps(failed)},"results":[{",".join(results)}]}}'
+    return store.fs.put_if_absent(path(job, name), body.encode())
+
+
+def read_results(store: Store, job: str, name: str) -> Results:
+    """An attempt's file; FileNotFoundError when it is not there."""
+    data = _read_json(store, path(job, name), "a batch result file")
+    try:
+        return Results(list(data["results"]), dict(data["failed"]))
+    except (KeyError, TypeError, ValueError):
+        raise CorruptionError(
+            store.fs.where(path(job, name)), "a batch result file without its two lists"
+        ) from None
+
+
+def stored(store: Store, job: str) -> Iterator[tuple[int, int, Results]]:
+    """Every attempt's file (one listing of the job's folder): chunk, attempt, results."""
+    for name in store.fs.list(f"{FOLDER}/{job}"):
+        if found := CHUNK_FILE.fullmatch(name):
+            yield int(found[1]), int(found[2]), read_results(store, job, name)
+
+
+def plan(store: Store, job: Job, size: int) -> list[list[Run]]:
+    """The job's chunks: cut with at most ``size`` runs each by the first call that runs
+    the job, and as that call cut them by every later one (whatever ``size`` it asks)."""
+    where = path(job.job, "plan.json")
+    store.fs.put_if_absent(where, json.dumps({"chunk": size}).encode() + b"\n")
+    fixed = _read_json(store, where, "a batch plan")
+    if not isinstance(fixed, dict) or not isinstance(fixed.get("chunk"), int):
+        raise CorruptionError(store.fs.where(where), "a batch plan without its chunk size")
+    return chunks(list(job.runs), max(1, fixed["chunk"]))
 
 
 def _check_name(job: str) -> None:
@@ -90,7 +138,7 @@ def _check_name(job: str) -> None:
 def create(store: Store, job: str, runs: list[Run], **asked: Any) -> Job:
     """Write a new job's record (refused when the name is taken: resume it instead)."""
     _check_name(job)
-    listing = json.dumps([asdict(r) for r in runs], separators=(",", ":")).encode()
+    listing = json.dumps([vars(r) for r in runs], separators=(",", ":")).encode()
     record = Job(
         job,
         runs_digest=sha256(listing),
@@ -134,15 +182,6 @@ def load(store: Store, job: str) -> Job:
         )
     runs = tuple(Run(**r) for r in json.loads(listing))
     return Job(**{**data, "runs": runs})
-
-
-def finished(store: Store, job: str) -> set[str]:
-    """The runs of ``job`` with a result (one listing of its folder)."""
-    return {
-        name.removesuffix(".json")
-        for name in store.fs.list(f"{FOLDER}/{job}")
-        if name.endswith(".json") and name != "job.json" and not name.startswith("runs-")
-    }
 
 
 def chunks(runs: list[Run], size: int) -> list[list[Run]]:

@@ -1,11 +1,11 @@
-"""Running a job: the runs without a result cut into chunks, replayed on the cluster, and
-every run's row gathered once (earlier results read back, not replayed again)."""
+"""Running a job: the chunks of its plan that have runs without a result, replayed on the
+cluster, and every run's row gathered once (earlier results read back, not replayed again)."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from replay.engine.batch import cluster, jobs
 from replay.engine.batch.summary import BatchSummary, Row, row_of
@@ -31,23 +31,23 @@ def run_job(
 ) -> BatchSummary:
     """Replay every run of ``job`` that has no result yet; the summary of all its runs."""
     started = time.perf_counter()
-    done = jobs.finished(store, job.job)
-    rows: dict[str, Row] = {
-        r.run_id: row_of(jobs.read_result(store, job.job, r.run_id))
-        for r in job.runs
-        if r.run_id in done
-    }
-    pending = [r for r in job.runs if r.run_id not in done]
+    rows: dict[str, Row] = {}
+    tried: dict[int, int] = {}  # chunk -> attempts so far
+    for chunk, attempt, earlier in jobs.stored(store, job.job):
+        tried[chunk] = max(tried.get(chunk, 0), attempt + 1)
+        for result in earlier.results:  # not its failed runs: they are tried again
+            rows.setdefault(result["run_id"], row_of(result))
+    pending = [r for r in job.runs if r.run_id not in rows]
     total = len(job.runs)
     if progress:
         progress(len(rows), total)
     used = 0
     if pending:
         with cluster.client(address, workers) as dask:
-            size = chunk_size(len(pending), cluster.workers_of(dask), most)
-            chunks = [[r.run_id for r in c] for c in jobs.chunks(pending, size)]
+            size = chunk_size(total, cluster.workers_of(dask), most)
+            todo = _attempts(jobs.plan(store, job, size), rows, tried)
             url = store.url if store.remote else str(store.location)
-            for got in cluster.run_chunks(dask, url, job.job, chunks, job.mode, job.swap):
+            for got in cluster.run_chunks(dask, url, job.job, todo, job.mode, job.swap):
                 rows.update((r["run_id"], r) for r in got)
                 if progress:
                     progress(len(rows), total)
@@ -61,3 +61,15 @@ def run_job(
         seconds=time.perf_counter() - started,
         workers=used,
     )
+
+
+def _attempts(
+    plan: list[list[jobs.Run]], done: Collection[str], tried: dict[int, int]
+) -> list[tuple[str, list[str]]]:
+    """The next attempt at each chunk with runs left: the file it writes, and those runs."""
+    todo = []
+    for i, chunk in enumerate(plan):
+        left = [r.run_id for r in chunk if r.run_id not in done]
+        if left:
+            todo.append((jobs.chunk_name(i, tried.get(i, 0)), left))
+    return todo

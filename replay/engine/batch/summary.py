@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replay.core.cells import step_detail
+from replay.engine.batch.jobs import Results
 from replay.engine.replay import ReplayReport
 
 VERDICTS = ("exact", "equivalent", "diverged", "failed")
@@ -66,7 +67,7 @@ def row_of(result: dict[str, Any]) -> Row:
 
 
 def failed_row(run_id: str, message: str) -> Row:
-    """A run that could not be replayed at all (no result is written: a resume retries it)."""
+    """A run that could not be replayed at all (it has no result: a resume retries it)."""
     return {
         "run_id": run_id,
         "verdict": "failed",
@@ -75,6 +76,13 @@ def failed_row(run_id: str, message: str) -> Row:
         "records_changed": 0,
         "flips": [],
     }
+
+
+def rows_of(stored: Results) -> list[Row]:
+    """The rows of an attempt's file: its results, and its runs that failed."""
+    return [row_of(r) for r in stored.results] + [
+        failed_row(run_id, message) for run_id, message in stored.failed.items()
+    ]
 
 
 @dataclass(frozen=True)

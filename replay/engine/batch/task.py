@@ -1,27 +1,23 @@
-"""The task a Dask worker runs: replay one chunk of a job's runs and write each result once.
+"""The task a Dask worker runs: replay one chunk of a job's runs and write their results in
+one file, once.
 
 Submitted by reference (``replay.engine.batch.task.replay_chunk``) with plain arguments, so
 no code travels through the scheduler. Each worker process opens the store itself and keeps
-it (with the specs, code and models its cache loaded) for every later chunk. A run whose
-result exists is not replayed again: Dask may run a finished task a second time.
+it (with the specs, code and models its cache loaded) for every later chunk. One file per
+chunk, not per run: one durable write (a sync, or a PUT) for a thousand results, where a
+file each cost a sync each and a few percent of the replays' time.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from replay.engine.batch.jobs import read_result, result_path
-from replay.engine.batch.summary import Row, failed_row, row_of
-from replay.engine.replay import replay_many
+from replay.engine.batch.jobs import path, read_results, write_results
+from replay.engine.batch.summary import Row, rows_of
+from replay.engine.replay import replay, replay_many
 from replay.errors import ReplayError
 from replay.store.store import Store
-
-# A result is durable when its put returns (a file and its folder synced: ~4 ms on this
-# machine's loaded disk, a third of a small run's replay); the waits overlap the next replays.
-WRITER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replay-results")
 
 
 @functools.lru_cache(maxsize=4)
@@ -31,40 +27,34 @@ def open_store(url: str) -> Store:
 
 
 def replay_chunk(
-    url: str, job: str, run_ids: list[str], mode: str, swap: dict[str, str]
+    url: str, job: str, name: str, run_ids: list[str], mode: str, swap: dict[str, str]
 ) -> list[Row]:
-    """Replay the runs of a chunk that have no result yet; a row for every run of it. Returns
-    once every result it wrote is durable."""
+    """Replay ``run_ids`` and write their results as the file ``name``; a row for every run,
+    as the stored file says. Returns once the file is durable. When the file is there already
+    (Dask ran this task before) nothing is replayed or written again."""
     store = open_store(url)
-    rows = []
-    todo = []
-    for run_id in run_ids:
-        try:
-            rows.append(row_of(read_result(store, job, run_id)))
-        except FileNotFoundError:
-            todo.append(run_id)
-    writes: list[Future[bool]] = []
-    rows += _replay(store, job, todo, mode, swap, writes)
-    for written in writes:
-        written.result()
-    return rows
+    if not store.fs.exists(path(job, name)):
+        write_results(store, job, name, *_replay(store, run_ids, mode, swap))
+    # Read back: when a twin of this task wrote first, its results are the ones that count.
+    return rows_of(read_results(store, job, name))
 
 
 def _replay(
-    store: Store, job: str, run_ids: list[str], mode: str, swap: Any, writes: list[Future[bool]]
-) -> list[Row]:
-    """Replay ``run_ids`` in order, each result handed to the writer; a run that cannot be
-    replayed at all gets a failed row (and no result), and the rest go on."""
-    rows: list[Row] = []
-    while len(rows) < len(run_ids):
+    store: Store, run_ids: list[str], mode: str, swap: Any
+) -> tuple[list[str], dict[str, str]]:
+    """Each replayed run's result as JSON text, and the runs that could not be replayed at
+    all with why (the rest go on)."""
+    results: list[str] = []
+    try:
+        for report in replay_many(store, run_ids, mode=mode, swap=swap):
+            results.append(report.json_text())
+        return results, {}
+    except ReplayError:
+        pass  # of which run (finding them all at once fails for one): the rest one by one
+    failed: dict[str, str] = {}
+    for run_id in run_ids[len(results) :]:
         try:
-            for report in replay_many(store, run_ids[len(rows) :], mode=mode, swap=swap):
-                data = report.as_json()
-                body = json.dumps(data, sort_keys=True).encode()
-                writes.append(
-                    WRITER.submit(store.fs.put_if_absent, result_path(job, report.run_id), body)
-                )
-                rows.append(row_of(data))
+            results.append(replay(store, run_id, mode=mode, swap=swap).json_text())
         except ReplayError as exc:
-            rows.append(failed_row(run_ids[len(rows)], str(exc)))
-    return rows
+            failed[run_id] = str(exc)
+    return results, failed
