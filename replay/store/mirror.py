@@ -72,7 +72,7 @@ def update(local: LocalFS, remote: S3FS) -> int:
             tree = merkle.Frontier(state.size, [bytes.fromhex(h) for h in state.frontier])
             before = seals.Epoch(state.epoch, state.digest, "", {}, state.size, state.last)
             for _ in seals.take(remote.where(seals.name(epoch.number)), before, epoch, tree):
-                pass
+                pass  # each entry checked, and the tree grown by it
             state = State(
                 epoch.number,
                 epoch.digest,
