@@ -336,3 +336,10 @@ def test_a_writer_whose_process_exited_is_retired_and_no_longer_listed(
     assert epoch is not None and epoch.heads[writer].retired
     assert _ledger_runs(replay.Store.open(s3_url)) == done.stdout.split()
     assert not seals.pending(fs, epoch).retiring  # and later seals skip it
+
+
+def test_a_store_in_a_bucket_that_does_not_exist_is_one_line_and_exit_4(s3_url: str) -> None:
+    result = CliRunner().invoke(app, ["--store", "s3://no-such-bucket-here/x", "runs"])
+    assert result.exit_code == NotFoundError.exit_code
+    assert "no bucket 'no-such-bucket-here'" in result.output
+    assert "Traceback" not in result.output

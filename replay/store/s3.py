@@ -209,8 +209,14 @@ class S3FS:
         return True  # S3 says otherwise at the first PUT, with a message about credentials
 
     def check_bucket(self) -> None:
-        with self._calling(""):
-            _client().head_bucket(Bucket=self.bucket)
+        try:
+            with self._calling("FORMAT"):  # a missing bucket answers 404, as a missing key
+                _client().head_bucket(Bucket=self.bucket)
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"no bucket {self.bucket!r} at {self.endpoint or 'AWS'}",
+                hint="create the bucket, or check AWS_ENDPOINT_URL",
+            ) from None
 
     @contextmanager
     def _calling(self, path: str) -> Iterator[None]:
