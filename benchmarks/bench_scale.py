@@ -220,10 +220,96 @@ def ingest(endpoint: str, runs: int, tmp: Path) -> None:
             )
 
 
+def _median_ms(times: list[float]) -> str:
+    return f"{statistics.median(times) * 1000:.1f} ms (max {max(times) * 1000:.1f})"
+
+
+def search(endpoint: str, rows: int, tmp: Path) -> None:
+    """``find`` and a one-hour window over ``rows`` record rows on S3 (runs of 10,000 rows,
+    6 minutes apart), their keys compacted into Parquet on the store, from a new reader."""
+    import pyarrow as pa
+
+    from replay.catalog import compact
+    from replay.catalog.index import Catalog
+    from replay.catalog.schema import compacted_below
+
+    per_run, url = 10_000, f"s3://{new_bucket(endpoint)}/scoring"
+    runs = rows // per_run
+    pipe = replay.Pipeline("scoring", [replay.Step("decide", _decide_batch)])
+    store = replay.Store.open(url, durable=False)
+    t = time.perf_counter()
+    for r in range(runs):
+        ids = [f"K{r:04d}-{i:05d}" for i in range(per_run)]
+        batch = pa.table({"id": ids, "x": [float(i % 10) for i in range(per_run)]})
+        replay.record(pipe, batch, store=store, record_key="id", at=T0 + timedelta(minutes=6 * r))
+    store.flush()
+    seals.Sealer(S3FS.of(url)).seal()
+    built = time.perf_counter() - t
+    t = time.perf_counter()
+    done = replay.compact(store)
+    print(
+        f"{rows:,} record rows on S3 ({runs} runs of {per_run:,}) recorded and sealed in "
+        f"{built:.1f} s; compacted in {time.perf_counter() - t:.1f} s into {done.part} "
+        f"({S3FS.of(url).size(done.part or '') / 1e6:.1f} MB)"
+    )
+    keys = [f"K{(37 * i) % runs:04d}-{(7919 * i) % per_run:05d}" for i in range(1, 22)]
+    for layout in ("compacted", "every key in the catalog"):
+        os.environ["XDG_CACHE_HOME"] = str(tmp / f"search-{layout}")  # a new analyst
+        compact._DATASETS.clear()
+        reader = replay.Store.open(url)
+        t = time.perf_counter()
+        if layout != "compacted":
+            with Catalog(reader).connect(rebuild=True):  # indexes every key, from the blocks
+                pass
+        assert replay.find(reader, keys[0]), "the key is found"
+        first = time.perf_counter() - t
+        times, reads = [], compact.requests()
+        for key in keys[1:]:
+            t = time.perf_counter()
+            assert replay.find(reader, key)
+            times.append(time.perf_counter() - t)
+        made = compact.requests()
+        per = (made[0] - reads[0]) / len(times), (made[1] - reads[1]) / len(times)
+        print(
+            f"find KEY, {layout}: first (new reader) {first:.2f} s; warm {_median_ms(times)}"
+            + (f", {per[0]:.1f} requests and {per[1] / 1e3:,.0f} KB read a find" if per[0] else "")
+        )
+    since = T0 + timedelta(minutes=3 * runs)  # mid-way through the runs
+    window = []
+    for _ in range(10):
+        t = time.perf_counter()
+        listed = replay.runs(reader, since=since, until=since + timedelta(hours=1), limit=None)
+        window.append(time.perf_counter() - t)
+    print(f"one-hour window (`runs --since --until`, {len(listed)} runs): {_median_ms(window)}")
+    os.environ["XDG_CACHE_HOME"] = str(tmp / "search-compacted")
+    reader = replay.Store.open(url)
+    with Catalog(reader).connect() as con:
+        reads = compact.register(reader, con, compacted_below(con))
+        query = "select count(*) from compacted_records where clock >= $1 and clock < $2"
+        times, before = [], (reads.requests, reads.bytes)
+        for _ in range(10):
+            t = time.perf_counter()
+            ((n,),) = con.execute(query, [since, since + timedelta(hours=1)]).fetchall()
+            times.append(time.perf_counter() - t)
+    print(
+        f"one-hour window of record rows straight from the parts ({n:,} rows): "
+        f"{_median_ms(times)}, {(reads.requests - before[0]) / 10:.0f} requests and "
+        f"{(reads.bytes - before[1]) / 10e6:.1f} MB read each (rows sorted by key: every "
+        "row group holds every hour)"
+    )
+
+
+def _decide_batch(table: Any) -> Any:
+    import pyarrow as pa
+
+    return table.append_column("decision", pa.array(["approve"] * table.num_rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300, help="runs per writer")
     parser.add_argument("--ingest", type=int, default=10_000, help="runs to ingest")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="record rows to search")
     args = parser.parse_args()
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(
@@ -236,6 +322,7 @@ def main() -> None:
         writers_curve(endpoint, args.runs)
         seal_lag(endpoint, args.runs)
         ingest(endpoint, args.ingest, Path(tmp))
+        search(endpoint, args.rows, Path(tmp))
 
 
 if __name__ == "__main__":

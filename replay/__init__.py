@@ -44,6 +44,7 @@ from replay.errors import (
 
 if typing.TYPE_CHECKING:
     from replay.capture.record import RecordResult, record
+    from replay.catalog.compact import Compaction, compact
     from replay.catalog.queries import find, init, reindex, runs, show, sql
     from replay.catalog.repair import Checkup, doctor
     from replay.core.context import ClockWarning, RunContext
@@ -82,6 +83,8 @@ _WHERE = {
     "MalformedBundleError": "evidence.bundle",
     "RecordResult": "capture.record",
     "record": "capture.record",
+    "Compaction": "catalog.compact",
+    "compact": "catalog.compact",
     "find": "catalog.queries",
     "init": "catalog.queries",
     "reindex": "catalog.queries",
@@ -159,6 +162,7 @@ __all__ = [
     "Checkup",
     "ClockWarning",
     "ClusterError",
+    "Compaction",
     "ContainerError",
     "ContainerFailedError",
     "CorruptionError",
@@ -199,6 +203,7 @@ __all__ = [
     "at",
     "batch",
     "checkpoint",
+    "compact",
     "diff",
     "doctor",
     "export",

@@ -81,6 +81,7 @@ FAILING: dict[tuple[str, ...], tuple[list[str], int, str]] = {
     ("find",): (["find", "A-1"], 4, NO_STORE),
     ("sql",): (["sql", "select 1"], 4, NO_STORE),
     ("reindex",): (["reindex"], 4, NO_STORE),
+    ("compact",): (["compact"], 4, NO_STORE),
     ("run",): (["run", "0190a1b2"], 4, NO_STORE),
     ("at",): (["at", "2026-03-14T12:00Z", "--pipeline", "p"], 4, NO_STORE),
     ("batch",): (["batch", "--pipeline", "p"], 4, NO_STORE),

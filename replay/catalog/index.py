@@ -24,8 +24,9 @@ from contextlib import closing, contextmanager
 
 import duckdb
 
-from replay.catalog.schema import DDL, SCHEMA_VERSION
+from replay.catalog.schema import COMPACTED, DDL, SCHEMA_VERSION
 from replay.errors import CatalogError
+from replay.store.parts import frontier
 from replay.store.store import Store
 
 # DuckDB's settings while it ingests into a catalog file, so that a reindex of any size runs
@@ -72,6 +73,8 @@ class Catalog:
             if rebuild:
                 self._delete()
             con = self._open()
+            if rebuild:  # from the ledger and blocks alone: not even the compacted parts
+                con.execute("insert or replace into meta values (?, '0')", [COMPACTED])
             try:
                 self._refresh(con)
                 yield con
@@ -187,6 +190,9 @@ class Catalog:
         self.store.sync()  # on object storage: seal and mirror what writers added
         state = dict(con.execute("select key, value from meta").fetchall())
         offset = int(state.get("ledger_offset", 0))
+        if not offset and COMPACTED not in state:
+            # A new catalog leaves the record keys the store holds compacted where they are.
+            con.execute("insert into meta values (?, ?)", [COMPACTED, str(frontier(self.store.fs))])
         if offset and not self.store.ledger.ends_line(offset):
             # A recovery after a crash of the machine cut lines we had indexed.
             return self._reindex(con)
@@ -219,7 +225,8 @@ class Catalog:
             con.execute(f"delete from {table}")
         con.execute(
             "delete from meta where key like 'ledger_%' or key like 'lines:%' "
-            "or key like 'vacuum:%'"
+            "or key like 'vacuum:%' or key = ?",
+            [COMPACTED],
         )
         self._refresh(con)
 

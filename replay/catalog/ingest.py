@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from replay.catalog import feed
 from replay.catalog.keys import POOL, Keys
-from replay.catalog.schema import UNINDEXED
+from replay.catalog.schema import COMPACTED, UNINDEXED, compacted_below
 from replay.core.manifest import Environment, Spec, decode
 from replay.errors import CorruptionError
 from replay.store import rows
@@ -100,6 +100,7 @@ class Ingest:
         self.keys = Keys()
         self.versions: dict[str, str] = {}
         self.envs: dict[str, str] = {}  # each environment's image digest
+        self.below = compacted_below(con)  # runs whose records rows live in the parts
 
     @property
     def empty(self) -> bool:
@@ -113,7 +114,7 @@ class Ingest:
         """A run, from its ledger entry (ending at byte ``end``), its block and its manifest's
         bytes."""
         m = decode(rows.Indexed, body, f"manifest of run {entry['run_id']}")
-        if m.record_key:
+        if m.record_key and entry["seq"] >= self.below:
             self.keys.add(block, len(self.named), m.run_id, m.record_key)
         self.named.append((m.run_id, m.record_key))
         if m.env not in self.envs:
@@ -251,7 +252,10 @@ _INSERTS = (
     from (select run_id, unnest(steps) as s from _matched)""",
     """insert into records by name
     select unnest(keys) as key, run_id, pipeline, clock, unnest(range(len(keys))) as "row"
-    from _matched where keys is not null""",
+    from _matched where keys is not null and seq >= (select coalesce(max(value::bigint), 0)
+        from meta where key = '"""
+    + COMPACTED
+    + """')""",
 )
 
 

@@ -11,6 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from replay.catalog.index import Catalog
+from replay.catalog.schema import compacted_below
 from replay.catalog.truth import answer, entry_for
 from replay.core.kinds import PRODUCTION
 from replay.core.manifest import Spec, decode
@@ -183,9 +184,9 @@ def find(
     newest first."""
     query = (
         "select r.run_id, r.pipeline, r.clock, r.status, r.kind, k.row, r.record_key, "
-        "r.entry_end from records k join runs r using (run_id) where k.key = ?"
+        "r.entry_end from ({records}) k join runs r using (run_id) where true"
     )
-    params: list[Any] = [key]
+    params: list[Any] = []
     for cond, value in (
         (" and r.pipeline = ?", pipeline),
         (" and r.clock <= ?", until),
@@ -194,13 +195,24 @@ def find(
         if value is not None:
             query += cond
             params.append(value)
+    query += " order by r.clock desc, r.seq desc"
+
+    def ask(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+        records = "select run_id, row from records where key = ?"
+        below = compacted_below(con)
+        if below:  # the keys of older runs are compacted on the store
+            from replay.catalog.compact import register
+
+            register(store, con, below)
+            records += (
+                " union all select run_id, row from compacted_records "
+                f"where key = ? and seq < {below}"
+            )
+            return _rows(con, query.format(records=records), [key, key, *params])
+        return _rows(con, query.format(records=records), [key, *params])
+
     # The catalog is only an index: its answer is confirmed in the ledger and blocks.
-    found = answer(
-        store,
-        lambda con: _rows(con, query + " order by r.clock desc, r.seq desc", params),
-        lambda rows: rows,
-        key,
-    )
+    found = answer(store, ask, lambda rows: rows, key)
     for row in found:
         row.pop("entry_end", None)
     return found
@@ -211,7 +223,9 @@ def sql(store: Store, query: str) -> pa.Table:
 
     Row data appears as schema-qualified views, one schema per pipeline (its name with
     non-alphanumerics as ``_``): ``credit_decision.input``, ``credit_decision.decision``,
-    each with ``run_id`` and ``row`` columns in front.
+    each with ``run_id`` and ``row`` columns in front. On a store whose record keys were
+    compacted (``replay compact``) before the catalog was made, ``records`` holds the keys
+    of the runs after them and ``compacted_records`` (read from the store) the others.
 
     Only reads run (SELECT, WITH, FROM, VALUES, TABLE, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN),
     as DuckDB's own parser classifies them; anything else is a CatalogError. They run on
@@ -242,6 +256,11 @@ def _prepare(store: Store, query: str) -> Callable[[duckdb.DuckDBPyConnection], 
     def prepare(con: duckdb.DuckDBPyConnection) -> None:
         _refuse_unless_reads(con, query)  # first: a refused query loads no row data
         _register_rows(store, con, query)
+        below = compacted_below(con)
+        if below and "compacted_records" in query.lower():
+            from replay.catalog.compact import register
+
+            register(store, con, below)
 
     return prepare
 

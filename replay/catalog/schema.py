@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import duckdb
+
 SCHEMA_VERSION = 2  # 2: runs.kind
 DDL = """
 create table if not exists meta (key varchar primary key, value varchar);
@@ -23,4 +25,12 @@ create table if not exists environments (
 create table if not exists records (
   key varchar, run_id varchar, pipeline varchar, clock timestamptz, "row" bigint);
 """
+COMPACTED = "compacted"  # meta key: the records rows of runs below this seq live on the store
 UNINDEXED = "unindexed:"  # meta key prefix of a run whose record keys have no text
+
+
+def compacted_below(con: duckdb.DuckDBPyConnection) -> int:
+    """The seq below which the catalog keeps no records rows: they are in the store's
+    compacted parts (replay.catalog.compact); 0 when it keeps them all."""
+    rows = con.execute("select value from meta where key = ?", [COMPACTED]).fetchall()
+    return int(rows[0][0]) if rows else 0

@@ -20,7 +20,7 @@ import duckdb
 import orjson
 
 from replay.catalog.index import Catalog
-from replay.catalog.schema import UNINDEXED
+from replay.catalog.schema import COMPACTED, UNINDEXED, compacted_below
 from replay.core.kinds import kind_of
 from replay.core.pipeline import INPUT
 from replay.errors import CorruptionError, NotFoundError
@@ -40,12 +40,14 @@ WARNING = "warning: catalog disagreed with the ledger; rebuilt"
 # million runs: 2 ms; 119 ms as anti-joins over every row). A records row naming a run the
 # catalog does not list cannot pass: an answer naming it is confirmed in the ledger, and
 # `verify --store` reports it.
+# Runs below the compacted seq keep their records rows on the store (replay.catalog.compact).
+_BELOW = f"(select coalesce(max(value::bigint), 0) from meta where key = '{COMPACTED}')"
 _COUNTS = (
     "select (select count(*) from records) = "
-    "(select coalesce(sum(rows), 0) from runs where record_key is not null) - "
-    "(select coalesce(sum(r.rows), 0) from meta m join runs r "
+    f"(select coalesce(sum(rows), 0) from runs where record_key is not null and seq >= {_BELOW})"
+    " - (select coalesce(sum(r.rows), 0) from meta m join runs r "
     f"on r.run_id = substr(m.key, {len(UNINDEXED) + 1}) "
-    f"where m.key like '{UNINDEXED}%' and r.record_key is not null)"
+    f"where m.key like '{UNINDEXED}%' and r.record_key is not null and r.seq >= {_BELOW})"
 )
 
 
@@ -161,21 +163,31 @@ def compared(store: Store, after: int = 0) -> Iterator[Comparison]:
             pass
         print("warning: the catalog indexed another ledger; rebuilt", file=sys.stderr)
     with catalog.connect() as con:
-        yield Comparison(con, str(catalog.path), after)
+        yield Comparison(store, con, str(catalog.path), after)
 
 
 class Comparison:
     """The catalog's rows checked, entry by entry in ledger order, against the ledger and
     blocks: the first disagreeing row raises CorruptionError naming it."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, where: str, after: int) -> None:
+    def __init__(
+        self, store: Store, con: duckdb.DuckDBPyConnection, where: str, after: int
+    ) -> None:
         self.con, self.where, self.after = con, where, after
+        self.records = "select run_id, key, row from records"
+        if below := compacted_below(con):  # older runs' keys: compared in the store's parts
+            from replay.catalog.compact import register
+
+            register(store, con, below, fresh=True)
+            self.records += (
+                f" union all select run_id, key, row from compacted_records where seq < {below}"
+            )
         self.listed = con.execute(
             "select seq, run_id, pipeline, clock, version, record_key, kind from runs "
             "where seq > ? order by seq",
             [after],
         ).fetchall()
-        self.indexed_keys = _records_in_ledger_order(con, after)
+        self.indexed_keys = _records_in_ledger_order(con, self.records, after)
         self.count = 0  # entries compared
         self.keys, self.keyed = _keys(), list[str]()  # a batch of keyed runs, in ledger order
 
@@ -243,7 +255,8 @@ class Comparison:
             seq, run_id = self.listed[self.count][:2]
             raise self._error(f"runs row seq {seq} (run {run_id}) has no ledger entry")
         stray = self.con.execute(
-            "select run_id from records where run_id not in (select run_id from runs) limit 1"
+            f"select run_id from ({self.records}) "
+            "where run_id not in (select run_id from runs) limit 1"
         ).fetchall()
         if stray:
             raise self._error(
@@ -281,9 +294,11 @@ class _RecordKeys:
         return keys
 
 
-def _records_in_ledger_order(con: duckdb.DuckDBPyConnection, after: int) -> _RecordKeys:
+def _records_in_ledger_order(
+    con: duckdb.DuckDBPyConnection, records: str, after: int
+) -> _RecordKeys:
     cursor = con.execute(
-        "select r.run_id, r.key from records r join runs u using (run_id) "
+        f"select r.run_id, r.key from ({records}) r join runs u using (run_id) "
         "where u.seq > ? order by u.seq, r.row",
         [after],
     )

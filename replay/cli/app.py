@@ -478,6 +478,26 @@ def reindex(as_json: JsonOpt = False) -> None:
         render.console.print(f"catalog rebuilt: {count} runs")
 
 
+@app.command()
+@handled
+def compact(as_json: JsonOpt = False) -> None:
+    """Compact the record keys of the runs recorded since the last compaction into Parquet
+    on the store, where `find` reads them without each reader's catalog holding them."""
+    from replay.catalog.compact import compact as compact_store
+
+    done = compact_store(open_store())
+    if as_json:
+        render.emit_json(vars(done))
+    elif done.part is None:
+        render.console.print(f"nothing to compact: runs 0 to {done.stop} are", highlight=False)
+    else:
+        render.console.print(
+            f"compacted runs {done.start} to {done.stop} ({done.rows:,} record keys) into "
+            f"{done.part}",
+            highlight=False,
+        )
+
+
 Mode = Annotated[str, typer.Option("--mode", "-m", help="chained or isolated.")]
 ToleranceOpt = Annotated[
     list[str] | None,

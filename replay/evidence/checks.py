@@ -92,7 +92,7 @@ def checkpoint(store: Store, key: Path | None = None, *, out: Path | None = None
     private key at ``key`` (default: $REPLAY_SIGNING_KEY, else the user's signing key) and
     keep it in the store. ``out`` also writes it to a file to keep outside the store:
     ``verify(store, head=out)`` then proves the history only grew since."""
-    store.sync()  # on object storage: the head of everything sealed so far
+    store.sync(seal=True)  # on object storage: the head of everything recorded so far
     cp = checkpoints.sign(store, keys.load_private(key))
     if out is not None:
         checkpoints.write_head(cp, out)
@@ -105,5 +105,5 @@ def seal(store: Store, key: Path | None = None) -> Epoch | None:
     $REPLAY_SIGNING_KEY, else the user's signing key) and kept in ``checkpoints/``; the
     epoch, or None when nothing was pending. Safe beside any number of other sealers."""
     epoch = store.seal(keys.load_private(key))
-    store.sync()
+    store.sync(seal=True)
     return epoch

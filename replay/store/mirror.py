@@ -48,14 +48,14 @@ class State:
     size: int  # its entries
     last: str  # the hash of its last entry
     frontier: list[str]
-    rows: int = 0  # the size of the catalog lines taken with them
+    rows: int  # the size of the catalog lines taken with them
 
 
 def _read_state(local: LocalFS) -> State:
     try:
         return State(**json.loads(local.read(STATE)))
     except FileNotFoundError:
-        return State(0, GENESIS, 0, 0, GENESIS, [])
+        return State(0, GENESIS, 0, 0, GENESIS, [], 0)
     except (ValueError, TypeError):
         raise CorruptionError(local.where(STATE), "is not a mirror's state: delete it") from None
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 FORMAT = 1
+SYNC_EVERY = 2.0  # seconds: how often reads take what other writers recorded (see sync)
 DEFAULT_PATH = "snapshots"
 
 
@@ -81,6 +83,8 @@ class Store:
         self._segments: SegmentWriter | None = None
         self.cache = Cache()  # what readers loaded from this store (replay.store.cache)
         self._sealer: Sealer | None = None
+        self._synced_at = -SYNC_EVERY  # monotonic time of this store's last sync
+        self._wrote = False  # a run was submitted since then
 
     @property
     def url(self) -> str:
@@ -136,13 +140,21 @@ class Store:
         # Not synced here: each read syncs first (and `replay seal` must find what is pending).
         return cls(local, readonly=readonly, durable=durable, remote=remote)
 
-    def sync(self) -> None:
+    def sync(self, *, seal: bool = False) -> None:
         """On object storage: seal what writers left pending (unless read-only; unsigned:
-        ``replay seal`` signs) and take the sealed epochs into the local mirror, so that
-        every run recorded so far is found. Reads call it: the catalog before a query, a
-        lookup that finds no run."""
+        ``replay seal`` signs) and take the sealed epochs into the local mirror. Reads call
+        it: the catalog before a query, a lookup that finds no run (``seal``: always).
+
+        Sealing costs a LIST per writer, taking epochs a GET: a read syncs when this store
+        submitted runs since it last did (a writer finds its own runs), when asked, or at
+        most every SYNC_EVERY seconds; so what other writers recorded shows within that
+        (plus the sealer's period, when a read-only reader waits for a sealer)."""
         if self.remote is None:
             return
+        now = time.monotonic()
+        if not (seal or self._wrote or now - self._synced_at >= SYNC_EVERY):
+            return
+        self._wrote, self._synced_at = False, now
         if not self.readonly:
             self.seal()
         mirror.update(LocalFS(self.root), self.remote)
@@ -192,6 +204,7 @@ class Store:
     def commit(self, data: RunData, manifest: dict[str, Any]) -> Future[dict[str, Any]]:
         """Queue a run for group commit; the future resolves to its ledger entry."""
         self._check_writable()
+        self._wrote = True
         return self._writer().submit(data, manifest)
 
     def flush(self) -> None:
@@ -246,7 +259,7 @@ class Store:
         except NotFoundError:
             if self.remote is None:
                 raise
-            self.sync()
+            self.sync(seal=True)
             return lookup.entries(self, runs, ends or {})
 
     def block(self, ref: dict[str, Any]) -> Block:

@@ -1,0 +1,190 @@
+"""Record keys compacted into Parquet on the store (issue 17): `find` reads the keys of older
+runs from the store's parts, so a reader's catalog holds only what came after them.
+
+On a folder store and on S3 (a moto server in its own process), with a bank's batch scoring
+job: 300 applications a run, an embedding column beside the scalars, keyed by application."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import replay
+from replay.catalog import compact
+from replay.catalog.check import verify_store
+from replay.catalog.index import Catalog
+from replay.cli.main import app
+from replay.errors import CorruptionError
+from replay.store import parts
+
+T0 = datetime(2026, 3, 14, 9, tzinfo=UTC)
+ROWS = 300  # more than an index line carries: the keys come from the blocks
+
+
+def _embed(table: pa.Table) -> pa.Table:
+    vectors = [[x, x / 2, 1.0] for x in table["income"].to_pylist()]
+    return table.append_column("embedding", pa.array(vectors, pa.list_(pa.float32())))
+
+
+def _decide(table: pa.Table) -> pa.Table:
+    approve = [v[0] > 40 for v in table["embedding"].to_pylist()]
+    return table.append_column("approved", pa.array(approve))
+
+
+SCORING = replay.Pipeline("scoring", [replay.Step("embed", _embed), replay.Step("decide", _decide)])
+
+
+def _batch(n: int) -> pa.Table:
+    ids = [f"APP-{n:03d}-{i:04d}" for i in range(ROWS)]
+    return pa.table({"application_id": ids, "income": [float(i % 90) for i in range(ROWS)]})
+
+
+def _record(store: replay.Store, first: int, count: int) -> list[str]:
+    return [
+        replay.record(
+            SCORING,
+            _batch(n),
+            store=store,
+            record_key="application_id",
+            at=T0 + timedelta(minutes=n),
+        ).run_id
+        for n in range(first, first + count)
+    ]
+
+
+def _new_reader(store: replay.Store) -> replay.Store:
+    """The same store through a catalog built afresh (as a new analyst's machine has)."""
+    catalog = Catalog(store).path
+    for path in (catalog, catalog.with_name(catalog.name + ".wal")):
+        path.unlink(missing_ok=True)
+    return store
+
+
+def _records_rows(store: replay.Store) -> int:
+    with Catalog(store).connect() as con:
+        return int(con.execute("select count(*) from records").fetchall()[0][0])
+
+
+@pytest.fixture
+def store(either_store: replay.Store) -> replay.Store:
+    return either_store
+
+
+def test_find_answers_from_the_parts_with_no_records_rows_in_a_new_catalog(store) -> None:
+    runs = _record(store, 0, 3)
+    before = replay.find(store, "APP-001-0123")
+    done = replay.compact(store)
+    assert (done.start, done.rows) == (0, 3 * ROWS)
+    _new_reader(store)
+    assert _records_rows(store) == 0
+    found = replay.find(store, "APP-001-0123")
+    assert found == before
+    assert [(f["run_id"], f["row"]) for f in found] == [(runs[1], 123)]
+
+
+def test_runs_after_the_parts_are_found_from_the_catalog(store) -> None:
+    _record(store, 0, 2)
+    replay.compact(store)
+    _new_reader(store)
+    later = _record(store, 2, 1)
+    assert _records_rows(store) == ROWS
+    assert [f["run_id"] for f in replay.find(store, "APP-002-0007")] == later
+    assert replay.find(store, "APP-000-0007")[0]["row"] == 7
+
+
+def test_a_later_compaction_merges_the_small_parts_into_one_covering_them(store) -> None:
+    _record(store, 0, 2)
+    replay.compact(store)
+    _record(store, 2, 2)
+    done = replay.compact(store)
+    assert (done.start, done.rows) == (0, 4 * ROWS)
+    assert parts.chain(parts.parts(store.fs)) == [parts.Part(0, done.stop)]
+    _new_reader(store)
+    assert [f["row"] for f in replay.find(store, "APP-003-0299")] == [299]
+
+
+def test_readers_take_the_parts_reaching_furthest_from_seq_zero_without_a_gap() -> None:
+    found = [parts.Part(0, 2), parts.Part(2, 4), parts.Part(0, 4), parts.Part(4, 5)]
+    assert parts.chain([*found, parts.Part(6, 8)]) == [parts.Part(0, 4), parts.Part(4, 5)]
+    assert parts.chain([parts.Part(1, 3)]) == []
+
+
+def test_a_part_is_sorted_by_key_in_row_groups_with_microsecond_utc_clocks(store) -> None:
+    _record(store, 0, 2)
+    part = replay.compact(store).part
+    assert part is not None
+    table = pq.read_table(pa.BufferReader(store.fs.read(part)))
+    assert table.schema.field("clock").type == pa.timestamp("us", "UTC")
+    assert table["key"].to_pylist() == sorted(table["key"].to_pylist())
+
+
+def test_nothing_new_is_nothing_to_compact(store) -> None:
+    _record(store, 0, 1)
+    replay.compact(store)
+    assert replay.compact(store).part is None
+
+
+def test_verify_compares_the_parts_with_the_blocks(store) -> None:
+    _record(store, 0, 2)
+    part = replay.compact(store).part
+    assert part is not None
+    _new_reader(store)
+    assert verify_store(store)["runs"] == 2
+    _forge(store, part, row=5, key="APP-999-0000")
+    _new_reader(store)
+    with pytest.raises(CorruptionError, match="disagree with its block"):
+        verify_store(store)
+
+
+def test_an_edited_part_cannot_change_what_find_answers(store, capsys) -> None:
+    runs = _record(store, 0, 2)
+    part = replay.compact(store).part
+    assert part is not None
+    _forge(store, part, row=5, key="APP-001-0123")  # a second, false holder of the key
+    _new_reader(store)
+    found = replay.find(store, "APP-001-0123")
+    assert [(f["run_id"], f["row"]) for f in found] == [(runs[1], 123)]
+    assert "catalog disagreed with the ledger; rebuilt" in capsys.readouterr().err
+
+
+def _forge(store: replay.Store, part: str, row: int, key: str) -> None:
+    """What an attacker with write access does: edit a part's key and replace the object."""
+    table = pq.read_table(pa.BufferReader(store.fs.read(part)))
+    keys = table["key"].to_pylist()
+    keys[row] = key
+    out = pa.BufferOutputStream()
+    pq.write_table(table.set_column(0, "key", pa.array(keys)), out)
+    data = out.getvalue().to_pybytes()
+    compact._DATASETS.clear()  # as in a new process, which never read the part before
+    if store.remote is None:
+        (store.root / part).write_bytes(data)
+        return
+    import boto3
+
+    remote = store.remote
+    boto3.client("s3").put_object(Bucket=remote.bucket, Key=remote.prefix + part, Body=data)
+
+
+def test_compact_on_the_command_line(store) -> None:
+    _record(store, 0, 1)
+    result = CliRunner().invoke(app, ["--store", store.url, "compact", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"] == ROWS
+
+
+def test_sql_reads_the_compacted_keys_as_a_view(store) -> None:
+    _record(store, 0, 2)
+    replay.compact(store)
+    _new_reader(store)
+    _record(store, 2, 1)
+    table = replay.sql(
+        store,
+        "select count(*) as n from (select key from records "
+        "union all select key from compacted_records)",
+    )
+    assert table["n"].to_pylist() == [3 * ROWS]
