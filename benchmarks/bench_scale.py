@@ -1,6 +1,6 @@
 """The store on S3 with many writers (issue 17), against a local S3 endpoint started here.
 
-    python benchmarks/bench_scale.py [--runs 300] [--ingest 10000]
+    python benchmarks/bench_scale.py [--runs 300] [--ingest 10000] [--rows 1000000]
 
 Starts moto in server mode (one Python process, the endpoint the tests use) and prints, in
 one run:
@@ -12,7 +12,11 @@ one run:
 - seal lag, p50 and p99: from a durable ``record`` returning (its object PUT) to the end of
   the seal that chains it into the ledger, with a sealer sealing every 0.5 s beside 2 writers;
 - catalog ingest runs/s of ``--ingest`` runs, on a folder store and on the S3 store (a new
-  reader: its mirror taken from the epochs, then the first query).
+  reader: its mirror taken from the epochs, then the first query);
+- ``find KEY`` over ``--rows`` record rows on S3 (runs of 10,000 rows) from a new reader,
+  its first and warm, with the keys compacted into Parquet on the store (and the requests and
+  bytes each find reads there) and with every key in the reader's catalog; a one-hour window
+  of runs, and of record rows read straight from the parts.
 
 The machine's 2 cores run the endpoint, the writers and the sealer together: read the
 curve's shape, and the ratio to bare PUTs measured in the same run. Nothing asserts a time.
