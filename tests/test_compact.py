@@ -108,6 +108,21 @@ def test_a_later_compaction_merges_the_small_parts_into_one_covering_them(store)
     assert [f["row"] for f in replay.find(store, "APP-003-0299")] == [299]
 
 
+def test_a_part_larger_than_the_new_keys_is_left_as_it_is(store) -> None:
+    _record(store, 0, 2)
+    first = replay.compact(store)
+    _record(store, 2, 1)
+    done = replay.compact(store)
+    assert (done.start, done.rows) == (first.stop, ROWS)
+    assert parts.chain(parts.parts(store.fs)) == [
+        parts.Part(0, first.stop),
+        parts.Part(first.stop, done.stop),
+    ]
+    _new_reader(store)
+    assert [f["row"] for f in replay.find(store, "APP-000-0001")] == [1]
+    assert [f["row"] for f in replay.find(store, "APP-002-0002")] == [2]
+
+
 def test_readers_take_the_parts_reaching_furthest_from_seq_zero_without_a_gap() -> None:
     found = [parts.Part(0, 2), parts.Part(2, 4), parts.Part(0, 4), parts.Part(4, 5)]
     assert parts.chain([*found, parts.Part(6, 8)]) == [parts.Part(0, 4), parts.Part(4, 5)]

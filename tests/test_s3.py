@@ -343,3 +343,19 @@ def test_a_store_in_a_bucket_that_does_not_exist_is_one_line_and_exit_4(s3_url: 
     assert result.exit_code == NotFoundError.exit_code
     assert "no bucket 'no-such-bucket-here'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_reader_sees_what_another_writer_recorded_within_the_sync_period(
+    s3_url: str, programs: Path
+) -> None:
+    from replay.store.store import SYNC_EVERY
+
+    reader = replay.Store.open(s3_url)
+    assert replay.find(reader, "A7") == []  # synced now: the next read within SYNC_EVERY may not
+    subprocess.run(
+        [sys.executable, str(programs / "writer.py"), s3_url, "7", "1"],
+        capture_output=True,
+        check=True,
+    )
+    time.sleep(SYNC_EVERY)
+    assert [r["record_key"] for r in replay.find(reader, "A7")] == ["id"]

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from replay.store.store import Store
 
 ROW_GROUP = 65_536
-MERGE_BELOW = 4_194_304  # rows: trailing parts smaller than this merge into the next part
+MERGE_BELOW = 4_194_304  # rows: no part merges into one larger than this
 SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -59,7 +59,7 @@ class Compaction:
 
 def compact(store: Store) -> Compaction:
     """Compact the record keys of every run the catalog lists past the chain's end into a new
-    part (merged with the trailing small parts, see MERGE_BELOW)."""
+    part, merged with the trailing parts no larger than it (see _merged_with)."""
     from replay.catalog.index import Catalog
 
     have = chain(parts(store.fs))
@@ -79,8 +79,8 @@ def compact(store: Store) -> Compaction:
             "join runs r using (run_id) where r.seq >= $1 and r.seq < $2",
             params=[end, stop],
         ).to_arrow_table()
-    merged = _trailing_small(store.fs, have)
     tables = [cast(pa.Table, new).cast(SCHEMA)]
+    merged = _merged_with(store.fs, have, tables[0].num_rows)
     if merged:
         dataset, _ = _dataset(store.fs, tuple(p.path for p in merged))
         tables.append(dataset.to_table().cast(SCHEMA))
@@ -90,18 +90,19 @@ def compact(store: Store) -> Compaction:
     return Compaction(part.path, part.start, part.stop, table.num_rows)
 
 
-def _trailing_small(fs: StoreFS, have: list[Part]) -> list[Part]:
-    """The parts at the chain's end whose rows together stay below MERGE_BELOW."""
+def _merged_with(fs: StoreFS, have: list[Part], rows: int) -> list[Part]:
+    """The parts at the chain's end that merge with ``rows`` new rows: each no larger than
+    what merges after it (a binary counter: a row is rewritten about log2(N / batch) times),
+    and never past MERGE_BELOW rows in all."""
     if not have:
         return []
     dataset, _ = _dataset(fs, tuple(p.path for p in have))
     sizes = [f.metadata.num_rows for f in dataset.get_fragments()]
     out: list[Part] = []
-    rows = 0
     for part, size in zip(reversed(have), reversed(sizes), strict=True):
-        rows += size
-        if rows >= MERGE_BELOW:
+        if size > rows or size + rows > MERGE_BELOW:
             break
+        rows += size
         out.insert(0, part)
     return out
 
