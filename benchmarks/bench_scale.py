@@ -16,7 +16,9 @@ one run:
 - ``find KEY`` over ``--rows`` record rows on S3 (runs of 10,000 rows) from a new reader,
   its first and warm, with the keys compacted into Parquet on the store (and the requests and
   bytes each find reads there) and with every key in the reader's catalog; a one-hour window
-  of runs, and of record rows read straight from the parts.
+  of runs, and of record rows read straight from the parts;
+- bulk replay (``replay batch``) on 1 and 2 Dask workers against the same runs replayed in
+  one process: benchmarks/bench_batch.py, run from here with ``--batch`` runs (0: skip).
 
 The machine's 2 cores run the endpoint, the writers and the sealer together: read the
 curve's shape, and the ratio to bare PUTs measured in the same run. Nothing asserts a time.
@@ -31,6 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # see bench_capture.py
 import argparse
 import multiprocessing
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -314,6 +317,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300, help="runs per writer")
     parser.add_argument("--ingest", type=int, default=10_000, help="runs to ingest")
     parser.add_argument("--rows", type=int, default=1_000_000, help="record rows to search")
+    parser.add_argument("--batch", type=int, default=1000, help="runs for bench_batch.py")
     args = parser.parse_args()
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(
@@ -327,6 +331,11 @@ def main() -> None:
         seal_lag(endpoint, args.runs)
         ingest(endpoint, args.ingest, Path(tmp))
         search(endpoint, args.rows, Path(tmp))
+    if args.batch:
+        print(f"bulk replay, {args.batch} credit runs (benchmarks/bench_batch.py):", flush=True)
+        batch = Path(__file__).with_name("bench_batch.py")
+        runs = ["--runs", str(args.batch), "--rounds", "1"]
+        subprocess.run([sys.executable, str(batch), *runs], check=True)
 
 
 if __name__ == "__main__":
