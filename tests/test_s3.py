@@ -359,3 +359,25 @@ def test_a_reader_sees_what_another_writer_recorded_within_the_sync_period(
     )
     time.sleep(SYNC_EVERY)
     assert [r["record_key"] for r in replay.find(reader, "A7")] == ["id"]
+
+
+def test_a_sealer_lists_a_long_quiet_writer_only_now_and_then(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer killed without saying it was done would cost every epoch a LIST forever:
+    after QUIET_SEALS empty listings it is listed once in DORMANT_EVERY seals, so a run it
+    records after all is sealed late, not lost; a writer's own seal lists everyone."""
+    monkeypatch.setattr(seals, "QUIET_SEALS", 2)
+    monkeypatch.setattr(seals, "DORMANT_EVERY", 5)
+    writer, other = replay.Store.open(s3_url), replay.Store.open(s3_url)
+    chain = _chain()
+    replay.record(chain, pa.table({"id": ["Q1"], "x": [1.0]}), store=writer, record_key="id")
+    sealer = seals.Sealer(S3FS.of(s3_url))
+    assert sealer.seal() is not None
+    assert [sealer.seal() for _ in range(2)] == [None, None]  # writer quiet: now dormant
+    replay.record(chain, pa.table({"id": ["Q2"], "x": [2.0]}), store=writer, record_key="id")
+    assert sealer.seal() is None  # seal 4 of the sealer: not listed
+    assert sealer.seal() is not None  # seal 5: listed once in DORMANT_EVERY
+    replay.record(chain, pa.table({"id": ["Q3"], "x": [3.0]}), store=writer, record_key="id")
+    assert sealer.seal(full=True) is not None
+    assert replay.find(other, "Q3")

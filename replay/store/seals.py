@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,6 +45,11 @@ FOLDER = "seal"
 SUFFIX = ".jsonl"
 FORMAT = 1
 READERS = 8  # log objects read at once by a sealer
+# A writer whose listing found nothing this many seals in a row is dormant (likely killed:
+# a process that exits says so and is retired): a sealer then lists it once in
+# DORMANT_EVERY seals, unless asked for a full listing (a writer sealing its own runs).
+QUIET_SEALS = 64
+DORMANT_EVERY = 16
 MAX_ROWS = 1 << 30  # what an epoch's catalog lines may decompress to
 
 
@@ -149,18 +154,25 @@ class Pending:
 class Found:
     objects: list[Pending]  # every writer's, each writer's in order
     retiring: set[str]  # writers whose last object is among them or sealed already
+    listed: list[str]  # the writers whose objects were listed
 
 
-def pending(fs: S3FS, epoch: Epoch) -> Found:
+def pending(fs: S3FS, epoch: Epoch, skip: Container[str] = ()) -> Found:
     """Every writer's objects past ``epoch``'s heads, in order, each checked to continue its
-    writer's chain (one LIST per writer still writing, one GET per object)."""
+    writer's chain (one LIST per writer still writing, one GET per object). Writers in
+    ``skip`` are not listed, unless they are done: a done writer is listed once more, then
+    retired."""
     found: list[tuple[str, str]] = []  # (writer, object), each writer's in order
     names = fs.list(shards.WRITERS)
     done = {n.removesuffix(shards.DONE) for n in names if n.endswith(shards.DONE)}
+    listed = []
     for writer in names:
         head = epoch.heads.get(writer, Head(0, 0, GENESIS))
         if writer.endswith(shards.DONE) or head.retired:
             continue
+        if writer in skip and writer not in done:
+            continue
+        listed.append(writer)
         number = head.objects
         after = shards.object_name(writer, number) if number else f"{writer}-"
         for obj in fs.names(SEGMENTS, start_after=after):
@@ -193,7 +205,8 @@ def pending(fs: S3FS, epoch: Epoch) -> Found:
             wseq, prev = line["wseq"], line["hash"]
         out.append(Pending(obj, writer, number + 1, lines))
     # Listed after their ".done" appeared: nothing of theirs can follow what was found.
-    return Found(out, {w for w in done if not epoch.heads.get(w, Head(0, 0, GENESIS)).retired})
+    retiring = {w for w in done if not epoch.heads.get(w, Head(0, 0, GENESIS)).retired}
+    return Found(out, retiring, listed)
 
 
 def build(
@@ -252,13 +265,25 @@ class Sealer:
     ) -> None:
         self.fs, self.private = fs, private
         self.epoch = known or NONE
+        self.quiet: dict[str, int] = {}  # seals in a row that found nothing of a writer
+        self.seals = 0
 
-    def seal(self) -> Epoch | None:
+    def seal(self, *, full: bool = False) -> Epoch | None:
         """Seal every writer's new objects into the next epoch; None when none was pending.
-        When another sealer wins the race for a name, catch up from its epoch and go on."""
+        When another sealer wins the race for a name, catch up from its epoch and go on.
+        Dormant writers (QUIET_SEALS) are listed once in DORMANT_EVERY seals, or if ``full``."""
         self.epoch = latest(self.fs, self.epoch)
+        self.seals += 1
+        dormant = (
+            set()
+            if full or self.seals % DORMANT_EVERY == 0
+            else {w for w, n in self.quiet.items() if n >= QUIET_SEALS}
+        )
         while True:
-            found = pending(self.fs, self.epoch)
+            found = pending(self.fs, self.epoch, dormant)
+            active = {p.writer for p in found.objects}
+            for writer in found.listed:
+                self.quiet[writer] = 0 if writer in active else self.quiet.get(writer, 0) + 1
             if not found.objects:
                 return None
             epoch, body = build(self.epoch, found, self.private)

@@ -48,7 +48,7 @@ from replay.store.ledger import FOLDER as LEDGER_FOLDER
 from replay.store.ledger import Ledger
 from replay.store.objects import ObjectStore
 from replay.store.recovery import Journal
-from replay.store.seals import NONE, Epoch, Sealer
+from replay.store.seals import Epoch, Sealer
 from replay.store.segments import Block, BlockRef, RunData, SegmentWriter
 from replay.store.shards import ShardJournal
 
@@ -154,25 +154,27 @@ class Store:
         now = time.monotonic()
         if not (seal or self._wrote or now - self._synced_at >= SYNC_EVERY):
             return
+        full = seal or self._wrote  # a writer's own runs, or a run looked for: list everyone
         self._wrote, self._synced_at = False, now
         if not self.readonly:
-            self.seal()
+            self.seal(full=full)
         mirror.update(LocalFS(self.root), self.remote)
 
-    def seal(self, private: Ed25519PrivateKey | None = None) -> Epoch | None:
+    def seal(self, private: Ed25519PrivateKey | None = None, *, full: bool = False) -> Epoch | None:
         """On object storage: chain what every writer left pending into the next sealing
-        epoch (its root signed with ``private``, when given); None when nothing was."""
+        epoch (its root signed with ``private``, when given); None when nothing was.
+        Writers long quiet are listed now and then (see seals.Sealer), or every time if
+        ``full``."""
         if self.remote is None:
             raise UsageError(
                 f"{self.root} is a folder store: its writers chain the ledger in order",
                 hint="seal stores on object storage (s3://…); `replay checkpoint` signs this one",
             )
         self._check_writable()
-        if self._sealer is None or self._sealer.private is not private:
-            self._sealer = Sealer(
-                self.remote, private, self._sealer.epoch if self._sealer else NONE
-            )
-        return self._sealer.seal()
+        if self._sealer is None:
+            self._sealer = Sealer(self.remote)
+        self._sealer.private = private
+        return self._sealer.seal(full=full)
 
     def _check_writable(self) -> None:
         if self.readonly:
