@@ -203,3 +203,10 @@ def test_sql_reads_the_compacted_keys_as_a_view(store) -> None:
         "union all select key from compacted_records)",
     )
     assert table["n"].to_pylist() == [3 * ROWS]
+
+
+def test_a_read_only_store_is_not_compacted(store) -> None:
+    _record(store, 0, 1)
+    reader = replay.Store.open(store.url, readonly=True)
+    with pytest.raises(replay.ReadOnlyStoreError, match="read-only"):
+        replay.compact(reader)

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from replay.catalog.schema import compacted_below
-from replay.errors import CatalogError
+from replay.errors import CatalogError, ReadOnlyStoreError
 from replay.store.arrowfs import Reads, arrow_fs
 from replay.store.parts import Part, chain, parts
 
@@ -62,6 +62,10 @@ def compact(store: Store) -> Compaction:
     part, merged with the trailing parts no larger than it (see _merged_with)."""
     from replay.catalog.index import Catalog
 
+    if store.readonly:
+        raise ReadOnlyStoreError(
+            f"store {store.url} is read-only", hint="compact it with write access to the store"
+        )
     have = chain(parts(store.fs))
     end = have[-1].stop if have else 0
     with Catalog(store).connect() as con:
