@@ -210,3 +210,10 @@ def test_a_read_only_store_is_not_compacted(store) -> None:
     reader = replay.Store.open(store.url, readonly=True)
     with pytest.raises(replay.ReadOnlyStoreError, match="read-only"):
         replay.compact(reader)
+
+
+def test_a_read_only_reader_finds_the_compacted_keys(store) -> None:
+    runs = _record(store, 0, 2)
+    replay.compact(store)
+    reader = replay.Store.open(store.url, readonly=True)
+    assert [(f["run_id"], f["row"]) for f in replay.find(reader, "APP-000-0042")] == [(runs[0], 42)]
