@@ -31,8 +31,6 @@ ENTRIES = pa.schema(
         ("seq", _I),
         ("run_id", _S),
         ("manifest_sha256", _S),
-        ("prev", _S),
-        ("hash", _S),
         (
             "block",
             pa.struct([("segment", _S), ("offset", _I), ("length", _I), ("header", _S)]),
