@@ -244,3 +244,15 @@ def test_texts_compared_at_places_as_python_compares_them(
     other = pa.chunked_array([pa.array([t for _, t in others], pa.string())])
     same = pair._equal_at(pa.chunked_array([pa.array(column, pa.string())]), at, other)
     assert same.tolist() == [t is not None and column[i] == t for i, t in others]
+
+
+def test_lines_of_writers_taking_turns_are_each_paired_with_their_own_entry(
+    store: replay.Store, chain: replay.Pipeline
+) -> None:
+    """Two writers (two stores open on one folder): their files' lines interleave in seq."""
+    other = replay.Store.open(store.root)
+    for i in range(6):
+        writer = (store, other)[i % 2]
+        replay.record(chain, rows(1, i), store=writer, record_key="id", at=T0)
+    assert len(_lines(store)) == 2
+    assert _reindex(store) == _from_blocks(store)

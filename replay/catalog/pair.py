@@ -70,7 +70,7 @@ def pair(con: duckdb.DuckDBPyConnection, chunk: feed.Chunk) -> Paired:
     for name in ("run_id", "manifest_sha256"):
         ok &= _equal_at(entries[name], at, lines[name])
     rows = np.flatnonzero(ok)
-    rows = rows[np.unique(at[rows], return_index=True)[1]]  # one line an entry
+    rows = np.sort(rows[np.unique(at[rows], return_index=True)[1]])  # one line an entry
     if not len(rows):
         return Paired(None, np.arange(n))
     if len(rows) < lines.num_rows:  # after a crash or a forgery: take needs pyarrow.compute
