@@ -3,9 +3,10 @@
 Each line is paired with the entry of its seq when its run id and manifest digest are that
 entry's (compared as byte matrices: no Python a run); DuckDB then inserts the paired runs'
 rows straight from the lines. Nothing here imports pyarrow.compute (~35 ms of a process)
-while every line pairs, as it does but after a crash or a forged line. A line that says its
-keys are in the block, or is unlike its entry, pairs with nothing; its entry is left to the
-caller (``pair``'s answer), which indexes the run from its block.
+while every line pairs, as the lines of small runs do but after a crash or a forged line.
+A line that says its keys are in the block (a big input), or is unlike its entry, pairs with
+nothing; its entry is left to the caller (``pair``'s answer), which indexes the run from its
+block.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def pair(con: duckdb.DuckDBPyConnection, chunk: feed.Chunk) -> Paired:
     rows = np.sort(rows[np.unique(at[rows], return_index=True)[1]])  # one line an entry
     if not len(rows):
         return Paired(None, np.arange(n))
-    if len(rows) < lines.num_rows:  # after a crash or a forgery: take needs pyarrow.compute
+    if len(rows) < lines.num_rows:  # take needs pyarrow.compute (blocks will need it too)
         lines = lines.take(feed.int64s(rows))
     at = at[rows]
     matched = lines.append_column("entry_end", feed.int64s(chunk.ends[at]))
