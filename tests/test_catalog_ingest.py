@@ -12,7 +12,7 @@ import pytest
 from conftest import rows
 
 import replay
-from replay.catalog import ingest, keys, queries
+from replay.catalog import blocks, keys, queries
 from replay.catalog.index import Catalog
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ def test_a_catalog_built_in_batches_that_split_blocks_equals_one_built_in_one(
     _record_mixed(store, toy, 0)
     queries.reindex(store)
     whole = content(store)
-    monkeypatch.setattr(ingest, "BATCH", 3)
+    monkeypatch.setattr(blocks, "BATCH", 3)
     queries.reindex(store)
     assert content(store) == whole
 

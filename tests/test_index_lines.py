@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import rows
+from hypothesis import given
+from hypothesis import strategies as st
 
 import replay
-from replay.catalog import feed, queries
+from replay.catalog import feed, pair, queries
 from replay.catalog.index import Catalog
 from replay.engine.timetravel import run_as_of
 from replay.errors import StepError
@@ -200,3 +205,54 @@ def test_a_run_whose_line_cannot_be_written_is_committed_and_indexed_from_its_bl
     with Catalog(store).connect() as con:
         keys = con.execute("select key from records order by key").fetchall()
     assert keys == [("R0",), ("R1",)]
+
+
+def test_ingesting_runs_with_their_lines_imports_no_pyarrow_compute(
+    store: replay.Store, chain: replay.Pipeline
+) -> None:
+    """pyarrow.compute costs every process that ingests ~35 ms: only a run indexed from its
+    block needs it."""
+    for i in range(3):
+        replay.record(chain, rows(1, i), store=store, record_key="id", at=T0, durable=False)
+    store.flush()
+    code = (
+        "import sys, replay; from replay.catalog.index import Catalog\n"
+        "with Catalog(replay.Store.open(sys.argv[1])).connect() as con:\n"
+        "    n = con.execute('select count(*) from records').fetchall()[0][0]\n"
+        "print(n, 'pyarrow.compute' in sys.modules)"
+    )
+    run = [sys.executable, "-c", code, str(store.root)]
+    assert subprocess.run(run, capture_output=True, text=True, check=True).stdout == "3 False\n"
+
+
+texts = st.text(alphabet="ab\u00e9", max_size=3)
+
+
+@given(
+    st.lists(texts, min_size=1, max_size=6).flatmap(
+        lambda column: st.tuples(
+            st.just(column),
+            st.lists(st.tuples(st.integers(0, len(column) - 1), texts | st.none()), max_size=6),
+        )
+    )
+)
+def test_texts_compared_at_places_as_python_compares_them(
+    case: tuple[list[str], list[tuple[int, str | None]]],
+) -> None:
+    column, others = case
+    at = np.array([i for i, _ in others], np.int64)
+    other = pa.chunked_array([pa.array([t for _, t in others], pa.string())])
+    same = pair._equal_at(pa.chunked_array([pa.array(column, pa.string())]), at, other)
+    assert same.tolist() == [t is not None and column[i] == t for i, t in others]
+
+
+def test_lines_of_writers_taking_turns_are_each_paired_with_their_own_entry(
+    store: replay.Store, chain: replay.Pipeline
+) -> None:
+    """Two writers (two stores open on one folder): their files' lines interleave in seq."""
+    other = replay.Store.open(store.root)
+    for i in range(6):
+        writer = (store, other)[i % 2]
+        replay.record(chain, rows(1, i), store=writer, record_key="id", at=T0)
+    assert len(_lines(store)) == 2
+    assert _reindex(store) == _from_blocks(store)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import replay
 from replay.capture import record as capture
-from replay.catalog.ingest import CatalogWarning
+from replay.catalog.blocks import CatalogWarning
 from replay.cli.app import app
 from replay.errors import InputError
 
