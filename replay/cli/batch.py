@@ -128,6 +128,14 @@ def batch_cmd(
         Path | None,
         typer.Option(metavar="DIR", help="Write the rows (Parquet) and an HTML page here."),
     ] = None,
+    in_container: Annotated[
+        bool,
+        typer.Option(
+            "--in-container",
+            help="Replay each chunk inside its runs' recorded image, on each worker's Docker "
+            "engine (no network, store read-only).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay every run of a window on a Dask cluster; exit 1 if any diverges."""
@@ -149,6 +157,7 @@ def batch_cmd(
             workers=workers,
             report=report,
             progress=tick,
+            in_container=in_container,
         )
     if as_json:
         render.emit_json(summary.as_json())

@@ -13,7 +13,7 @@ import importlib
 import logging
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -21,6 +21,8 @@ from replay.engine.batch.summary import Row
 from replay.engine.batch.task import replay_chunk
 from replay.errors import ClusterError, ReplayError
 
+# A chunk's task, submitted by reference: (store URL, job, file, run ids, mode, swap) -> rows
+Task = Callable[[str, str, str, list[str], str, dict[str, str]], list[Row]]
 CONNECT_TIMEOUT = "10s"
 # A LocalCluster has no dashboard: nobody reads the profile a worker samples every 10 ms
 # (~2% of a replay), nor its system monitor; each server checks its event loop is not blocked
@@ -97,15 +99,14 @@ def run_chunks(
     chunks: list[tuple[str, list[str]]],
     mode: str,
     swap: dict[str, str],
+    task: Task = replay_chunk,
 ) -> Iterator[list[Row]]:
     """Each chunk's rows, as chunks finish (in any order); ``chunks``: the name of the file
-    each writes, and its runs."""
+    each writes, and its runs; ``task``: an importable function that replays one."""
     distributed = _distributed()
     session = secrets.token_hex(4)  # a resumed job's chunks are new tasks, not the old ones
     futures = [
-        dask.submit(
-            replay_chunk, url, job, name, ids, mode, swap, key=f"replay-{job}-{session}-{i}"
-        )
+        dask.submit(task, url, job, name, ids, mode, swap, key=f"replay-{job}-{session}-{i}")
         for i, (name, ids) in enumerate(chunks)
     ]
     try:

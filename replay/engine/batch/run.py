@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection
 
 from replay.engine.batch import cluster, jobs
 from replay.engine.batch.summary import BatchSummary, Row, row_of
+from replay.engine.batch.task import replay_chunk
 from replay.store.store import Store
 
 CHUNK = 1000  # runs per task at most: a task's overhead is milliseconds, a run's replay ms
@@ -28,8 +29,10 @@ def run_job(
     workers: int = 2,
     most: int = CHUNK,
     progress: Progress | None = None,
+    task: cluster.Task = replay_chunk,
 ) -> BatchSummary:
-    """Replay every run of ``job`` that has no result yet; the summary of all its runs."""
+    """Replay every run of ``job`` that has no result yet, each chunk by ``task``; the
+    summary of all its runs."""
     started = time.perf_counter()
     rows: dict[str, Row] = {}
     tried: dict[int, int] = {}  # chunk -> attempts so far
@@ -47,7 +50,7 @@ def run_job(
             size = chunk_size(total, cluster.workers_of(dask), most)
             todo = _attempts(jobs.plan(store, job, size), rows, tried)
             url = store.url if store.remote else str(store.location)
-            for got in cluster.run_chunks(dask, url, job.job, todo, job.mode, job.swap):
+            for got in cluster.run_chunks(dask, url, job.job, todo, job.mode, job.swap, task):
                 rows.update((r["run_id"], r) for r in got)
                 if progress:
                     progress(len(rows), total)
