@@ -32,7 +32,7 @@ from bench_capture import timed
 
 import replay
 from pipelines.credit.workspace import build_workspace
-from replay.docker.batch import in_container
+from replay.docker.batch import CHUNKS_PER_WORKER, in_container
 from replay.docker.client import engine
 from replay.engine.batch.cluster import local_cluster
 from replay.engine.batch.run import chunk_size
@@ -75,7 +75,7 @@ def main() -> None:
 
         for inside in (False, True):
             batch(inside)()  # the worker imports, opens the store, finds the image
-        per_chunk = chunk_size(args.runs, 1)
+        per_chunk = chunk_size(args.runs, 1, per_worker=CHUNKS_PER_WORKER)
         times: dict[str, list[float]] = {}
         for _ in range(args.rounds):
             for name, work in (

@@ -15,9 +15,9 @@ from typing import Any
 from replay.capture.environment import IMAGE_ID, REPO_DIGEST
 from replay.catalog.queries import runs as runs_in
 from replay.core.kinds import PRODUCTION
-from replay.docker.batch import replay_chunk_in_container
+from replay.docker.batch import CHUNKS_PER_WORKER, replay_chunk_in_container
 from replay.engine.batch import jobs
-from replay.engine.batch.run import CHUNK, Progress, run_job
+from replay.engine.batch.run import CHUNK, PER_WORKER, Progress, run_job
 from replay.engine.batch.summary import BatchSummary
 from replay.engine.batch.task import replay_chunk
 from replay.engine.recorded import load_run
@@ -67,6 +67,7 @@ def batch(
         most=chunk,
         progress=progress,
         task=replay_chunk_in_container if record.in_container else replay_chunk,
+        per_worker=CHUNKS_PER_WORKER if record.in_container else PER_WORKER,
     )
     if report is not None:
         from replay.evidence.batchreport import write_report
