@@ -1,17 +1,18 @@
 """``replay batch --in-container`` against ``replay batch`` on the same runs (issue 17).
 
     DOCKER_HOST=unix:///path/docker.sock \\
-        python benchmarks/bench_batch_container.py --image REPO@sha256:… [--runs 200] [--rounds 3]
+        python benchmarks/bench_batch_container.py --image REF [--runs 200] [--rounds 3]
 
-REF is a pipeline-replay image pushed to a registry (a repo digest; see README,
+REF is a pipeline-replay image pushed to a registry (``repo@sha256:…``; see README,
 *Container*). N one-row credit runs are recorded here, declared as run in that image
 (REPLAY_IMAGE_DIGEST/REPLAY_IMAGE_ID, as a deployment declares it), so that they replay in
-it. Then, alternating per round on one LocalCluster of 1 worker (warmed by a small job of
-each kind): a batch job of the N runs in the worker's process, and the same job with every
-chunk in a container of the image. Apart, in this process: one chunk's container cost, the
-time of a chunk of 1 run and of ``--chunk`` runs in a container, against the same chunks
-replayed here. Every replay must be exact. Medians of the rounds; read the ratios of one run
-(the machine is shared).
+it. Then, alternating per round: on one LocalCluster of 1 worker (warmed by a job of each
+kind), a batch job of the N runs in the worker's process, and the same job with its chunk in
+a container of the image; each again on a LocalCluster of its own, started cold (as `replay
+batch` without --cluster does); and apart, in this process, a chunk of 1 run and a chunk of
+the batch's size, replayed here and in a container (the difference at 1 run: a chunk's
+container cost). Every replay must be exact. Medians of the rounds; read the ratios of one
+run (the machine is shared).
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ def main() -> None:
         cluster = local_cluster(1)
         jobs = iter(range(1_000_000))
 
-        def batch(inside: bool) -> Callable[[], None]:
+        def batch(inside: bool, own: bool = False) -> Callable[[], None]:
             def run() -> None:
                 summary = replay.batch(
                     replay.Store.open(root),
-                    cluster=cluster.scheduler_address,
+                    cluster=None if own else cluster.scheduler_address,
+                    workers=1,
                     job=f"bench-{next(jobs)}",
                     in_container=inside,
                 )
@@ -81,6 +83,8 @@ def main() -> None:
             for name, work in (
                 ("batch, in process", batch(False)),
                 ("batch, in container", batch(True)),
+                ("own cluster, in process", batch(False, own=True)),
+                ("own cluster, in container", batch(True, own=True)),
                 ("chunk of 1, here", chunk(False, 1)),
                 ("chunk of 1, in container", chunk(True, 1)),
                 (f"chunk of {per_chunk}, here", chunk(False, per_chunk)),
@@ -95,6 +99,11 @@ def main() -> None:
     here, there = med["batch, in process"], med["batch, in container"]
     print(
         f"batch: {args.runs / here:.0f} vs {args.runs / there:.0f} runs/s; in container "
+        f"{there / here:.2f}x, {(there - here) / args.runs * 1e3:.2f} ms more per run"
+    )
+    here, there = med["own cluster, in process"], med["own cluster, in container"]
+    print(
+        f"each with a cluster of its own (as `replay batch` starts one): in container "
         f"{there / here:.2f}x, {(there - here) / args.runs * 1e3:.2f} ms more per run"
     )
     start = med["chunk of 1, in container"] - med["chunk of 1, here"]

@@ -476,18 +476,20 @@ def test_a_batch_in_the_container_replays_every_run_exact_in_the_recorded_image(
         assert result["drift"] == []
 
 
-def test_a_resumed_in_container_job_replays_in_the_container_again(
+def test_a_chunk_killed_by_its_memory_limit_fails_its_runs_and_a_resume_with_more_replays_them(
     window_in_a, engine, monkeypatch
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", engine.url)
-    store = replay.Store.open(window_in_a)
-    first = replay.batch(store, job="resumed", in_container=True, workers=1, chunk=1)
-    for done in (window_in_a / "replays" / "resumed").glob("chunk-1-*.json"):
-        done.unlink()  # as if the client died before that chunk finished
-    again = replay.batch(store, resume="resumed", workers=1)
-    assert (first.by_verdict, again.by_verdict) == ({"exact": WINDOW_RUNS},) * 2
-    assert again.replayed == 1
-    assert all(r["drift"] == [] for r in stored_results(window_in_a, "resumed"))
+    asked = "--in-container --workers 1 --job oom --memory 48m --json"
+    small = cli(window_in_a, "batch", *asked.split())
+    assert small.exit_code == 1, small.output
+    failed = json.loads(small.stdout)["diverged"]
+    assert len(failed) == WINDOW_RUNS
+    assert all("killed by the memory limit (48m)" in r["error"] for r in failed)
+    again = cli(window_in_a, "batch", "--resume", "oom", "--workers", "1", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["by_verdict"] == {"exact": WINDOW_RUNS}
+    assert all(r["drift"] == [] for r in stored_results(window_in_a, "oom"))  # in image A
 
 
 def test_a_chunk_whose_image_cannot_be_had_fails_its_runs_in_one_line_each(

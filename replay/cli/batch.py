@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from replay.cli import render
-from replay.cli.app import JsonOpt, Mode, app, handled, open_store
+from replay.cli.app import CpusOpt, JsonOpt, MemoryOpt, Mode, PidsOpt, app, handled, open_store
 from replay.core.timeparse import parse_time
 
 DIVERGED_SHOWN = 20
@@ -136,9 +136,13 @@ def batch_cmd(
             "engine (no network, store read-only).",
         ),
     ] = False,
+    memory: MemoryOpt = "2g",
+    cpus: CpusOpt = 1.0,
+    pids: PidsOpt = 256,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay every run of a window on a Dask cluster; exit 1 if any diverges."""
+    from replay.docker.sandbox import Limits
     from replay.engine.replay import parse_swap
     from replay.evidence.batch import batch
 
@@ -158,6 +162,7 @@ def batch_cmd(
             report=report,
             progress=tick,
             in_container=in_container,
+            limits=Limits(memory, cpus, pids),
         )
     if as_json:
         render.emit_json(summary.as_json())

@@ -23,8 +23,7 @@ from replay.core.manifest import ImageRef
 from replay.docker.client import engine
 from replay.docker.sandbox import STORE_MOUNT, Limits, placement, resolve, run_in
 from replay.engine.batch.jobs import parse_results, results_body
-from replay.engine.batch.summary import Row
-from replay.engine.batch.task import run_chunk
+from replay.engine.batch.task import Task, run_chunk
 from replay.engine.recorded import load_run
 from replay.errors import (
     ContainerFailedError,
@@ -36,17 +35,16 @@ from replay.store.store import Store
 
 ENTRYPOINT = ("python3", "-m", "replay.engine.batch.contained")
 # A chunk's container starts cold (measured with the credit chain: 0.4 s to create, start and
-# remove it, 0.4 s for Python and the imports, 1.3 s to load the pipeline, its data and
+# remove it, 0.4 s for Python and the imports, 1.3-2.2 s to load the pipeline, its data and
 # models), where a worker's process keeps all of it warm: one chunk a worker, as long as
 # chunks stay within ``CHUNK`` runs.
 CHUNKS_PER_WORKER = 1
 
 
-def replay_chunk_in_container(
-    url: str, job: str, name: str, run_ids: list[str], mode: str, swap: dict[str, str]
-) -> list[Row]:
-    """``run_chunk`` replaying in the runs' recorded image."""
-    return run_chunk(url, job, name, run_ids, mode, swap, in_container)
+def task_in_image(limits: Limits | None = None) -> Task:
+    """The task of a chunk replayed in its runs' recorded image, within ``limits`` (default:
+    ``Limits()``): functions by reference and plain values, so Dask ships no code."""
+    return functools.partial(run_chunk, replayer=functools.partial(in_container, limits=limits))
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,7 +59,13 @@ def _image(where: str | None, recorded: ImageRef) -> Any:
     return resolve(_client(where), recorded)
 
 
-def in_container(store: Store, run_ids: list[str], mode: str, swap: dict[str, str]) -> bytes:
+def in_container(
+    store: Store,
+    run_ids: list[str],
+    mode: str,
+    swap: dict[str, str],
+    limits: Limits | None = None,
+) -> bytes:
     """The chunk replayed in one container of its recorded image, as an attempt's file."""
     where = os.environ.get("DOCKER_HOST")
     asked = {"store": STORE_MOUNT, "run_ids": run_ids, "mode": mode, "swap": swap}
@@ -69,7 +73,8 @@ def in_container(store: Store, run_ids: list[str], mode: str, swap: dict[str, st
         first = load_run(store, store.entry(run_ids[0]))
         place = placement(store, first, functools.partial(_image, where))
         command = [json.dumps(asked)]
-        body = run_in(_client(where), place, command, store, Limits(), entrypoint=ENTRYPOINT)
+        limits = limits or Limits()
+        body = run_in(_client(where), place, command, store, limits, entrypoint=ENTRYPOINT)
         _check(body, run_ids, place.label)
     except EngineUnavailableError:
         raise  # no chunk can run on this worker: the job stops, saying why

@@ -15,7 +15,8 @@ from typing import Any
 from replay.capture.environment import IMAGE_ID, REPO_DIGEST
 from replay.catalog.queries import runs as runs_in
 from replay.core.kinds import PRODUCTION
-from replay.docker.batch import CHUNKS_PER_WORKER, replay_chunk_in_container
+from replay.docker.batch import CHUNKS_PER_WORKER, task_in_image
+from replay.docker.sandbox import Limits
 from replay.engine.batch import jobs
 from replay.engine.batch.run import CHUNK, PER_WORKER, Progress, run_job
 from replay.engine.batch.summary import BatchSummary
@@ -41,6 +42,7 @@ def batch(
     report: Path | None = None,
     progress: Progress | None = None,
     in_container: bool = False,
+    limits: Limits | None = None,
 ) -> BatchSummary:
     """Replay every production run of ``pipeline`` whose logical clock lies in
     [``since``, ``until``] on Dask distributed: the scheduler at ``cluster``
@@ -48,7 +50,8 @@ def batch(
     once under ``replays/<job>/``; ``resume`` names a job to finish, replaying only the runs
     without a result (the window and the rest are the job's). ``in_container``: each chunk
     replays inside its runs' recorded image, on the Docker engine of the worker that runs it
-    (a folder store only: the container has no network). ``report``: a folder for the
+    (a folder store only: the container has no network), within ``limits`` (default
+    ``Limits()``; this call's, so a resume may raise them). ``report``: a folder for the
     Parquet rows and the HTML page."""
     if resume is not None:
         if any(v is not None for v in (pipeline, since, until, swap, job)) or in_container:
@@ -66,7 +69,7 @@ def batch(
         workers=workers,
         most=chunk,
         progress=progress,
-        task=replay_chunk_in_container if record.in_container else replay_chunk,
+        task=task_in_image(limits) if record.in_container else replay_chunk,
         per_worker=CHUNKS_PER_WORKER if record.in_container else PER_WORKER,
     )
     if report is not None:

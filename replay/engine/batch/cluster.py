@@ -13,16 +13,14 @@ import importlib
 import logging
 import secrets
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from replay.engine.batch.summary import Row
-from replay.engine.batch.task import replay_chunk
+from replay.engine.batch.task import Task, replay_chunk
 from replay.errors import ClusterError, ReplayError
 
-# A chunk's task, submitted by reference: (store URL, job, file, run ids, mode, swap) -> rows
-Task = Callable[[str, str, str, list[str], str, dict[str, str]], list[Row]]
 CONNECT_TIMEOUT = "10s"
 # A LocalCluster has no dashboard: nobody reads the profile a worker samples every 10 ms
 # (~2% of a replay), nor its system monitor; each server checks its event loop is not blocked

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection
 
 from replay.engine.batch import cluster, jobs
 from replay.engine.batch.summary import BatchSummary, Row, row_of
-from replay.engine.batch.task import replay_chunk
+from replay.engine.batch.task import Task, replay_chunk
 from replay.store.store import Store
 
 CHUNK = 1000  # runs per task at most: a task's overhead is milliseconds, a run's replay ms
@@ -29,7 +29,7 @@ def run_job(
     workers: int = 2,
     most: int = CHUNK,
     progress: Progress | None = None,
-    task: cluster.Task = replay_chunk,
+    task: Task = replay_chunk,
     per_worker: int = PER_WORKER,
 ) -> BatchSummary:
     """Replay every run of ``job`` that has no result yet, each chunk by ``task``, in chunks

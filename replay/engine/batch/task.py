@@ -25,6 +25,8 @@ from replay.store.store import Store
 
 # (store, run ids, mode, swap) -> the attempt's file, as ``jobs.results_body`` makes it
 Replayer = Callable[[Store, list[str], str, dict[str, str]], bytes]
+# A chunk's task, submitted by reference: (store URL, job, file, run ids, mode, swap) -> rows
+Task = Callable[[str, str, str, list[str], str, dict[str, str]], list[Row]]
 
 
 @functools.lru_cache(maxsize=4)
