@@ -1,5 +1,6 @@
 """Containers, against a real engine: the image a run used is named by digest, and the run
-replays inside that very image with no network and a read-only store.
+replays inside that very image with no network and a read-only store; a batch replays a
+window there, a container per chunk, on the engine of each Dask worker.
 
 The session starts its own dockerd and registry (tests/docker_engine.py). Without root or
 Debian's docker.io these tests skip with the reason; .ci/run sets REPLAY_REQUIRE_DOCKER so

@@ -4,7 +4,9 @@ The container is a sandbox for code that came from a snapshot: the store is moun
 read-only at /store, the run's local DVC repos and remotes read-only at their recorded
 paths, there is no network, a non-root user, a read-only root filesystem with a small
 /tmp, no capabilities, and memory/CPU/pids limits. It runs ``replay run --json``; its
-report comes back as JSON and becomes a ReplayReport like any other.
+report comes back as JSON and becomes a ReplayReport like any other. Where a run replays
+(``placement``) and running there (``run_in``) serve ``replay.docker.batch`` too, which
+replays a chunk of runs in one such container.
 """
 
 from __future__ import annotations
