@@ -509,3 +509,11 @@ def test_inside_the_container_stdout_carries_the_results_file_alone(
     assert [r["run_id"] for r in got.results] == [run.run_id] and got.failed == {}
     assert got.results[0]["verdict"] == "exact"
     assert "a step that prints" in err and "writes to the descriptor" in err
+
+
+def test_in_container_refuses_a_store_in_a_bucket_the_container_cannot_reach(
+    s3_url: str,
+) -> None:
+    with pytest.raises(replay.UsageError, match="--in-container needs a store folder") as refused:
+        replay.batch(replay.Store.open(s3_url), in_container=True)
+    assert s3_url in refused.value.message
