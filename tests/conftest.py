@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -163,3 +164,18 @@ def copy_credit_package(root: Path) -> Path:
     for src in (repo / "pipelines" / "credit").glob("*.py"):
         (pkg / src.name).write_text(src.read_text().replace("pipelines.credit", "bankcopy.credit"))
     return pkg
+
+
+@contextmanager
+def declared_image(monkeypatch: pytest.MonkeyPatch, digest: str) -> Iterator[None]:
+    """Runs recorded within declare they ran in image ``digest``, as a deployment declares
+    it (REPLAY_IMAGE_DIGEST); no image need exist."""
+    import replay.capture.environment as environment
+
+    monkeypatch.setenv("REPLAY_IMAGE_DIGEST", digest)
+    environment.fingerprint.cache_clear()
+    try:
+        yield
+    finally:
+        monkeypatch.delenv("REPLAY_IMAGE_DIGEST")
+        environment.fingerprint.cache_clear()

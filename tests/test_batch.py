@@ -30,6 +30,7 @@ from replay.engine.batch import jobs
 from replay.engine.batch.cluster import local_cluster
 from replay.engine.batch.summary import row_of
 from replay.engine.batch.task import replay_chunk
+from tests.conftest import declared_image
 
 ROOT = Path(__file__).parents[1]
 T0 = datetime(2026, 3, 14, 9, tzinfo=UTC)
@@ -449,3 +450,70 @@ def test_only_a_running_batch_imports_dask() -> None:
 def test_the_task_a_worker_imports_does_not_import_the_catalog() -> None:
     # What the scheduler makes a worker import by reference: the task and what it replays.
     assert {"duckdb"}.isdisjoint(imported_after("-c", "import replay.engine.batch.task"))
+
+
+def test_in_container_refuses_a_window_recorded_outside_any_image(
+    bank_store: dict[str, Any],
+) -> None:
+    done = CliRunner().invoke(
+        app, ["--store", str(bank_store["store"].root), "batch", "-p", "bank", "--in-container"]
+    )
+    assert done.exit_code == 2, done.output
+    assert done.output.startswith("error: 15 runs of the window were recorded outside a container")
+    assert "leave out --in-container" in done.output
+
+
+def in_an_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> replay.Store:
+    """A store whose one run says it ran in an image (a digest no engine here has)."""
+    store = replay.Store.open(tmp_path / "store")
+    with declared_image(monkeypatch, f"127.0.0.1:9/bank@sha256:{'0' * 64}"):
+        replay.record(bank(), applications(1), store=store, record_key="application_id", at=T0)
+    store.flush()
+    return store
+
+
+def test_in_container_without_an_engine_on_the_workers_is_one_line_and_exit_11(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = in_an_image(tmp_path, monkeypatch)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")  # the workers' too
+    done = CliRunner().invoke(
+        app, ["--store", str(store.root), "batch", "--in-container", "--workers", "1"]
+    )
+    assert done.exit_code == 11, done.output
+    assert done.output.startswith(f"error: no Docker engine answers at unix://{tmp_path}")
+    assert "Traceback" not in done.output
+
+
+def shout(table: pa.Table) -> pa.Table:
+    print("a step that prints")
+    os.write(1, b"and one that writes to the descriptor\n")
+    return table
+
+
+def test_inside_the_container_stdout_carries_the_results_file_alone(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from replay.engine.batch.contained import main
+
+    store = replay.Store.open(tmp_path / "store")
+    run = replay.record(
+        replay.Pipeline("loud", [replay.Step("shout", shout)]), applications(1), store=store
+    )
+    store.flush()
+    asked = {"store": str(store.root), "run_ids": [run.run_id], "mode": "chained", "swap": {}}
+    capfd.readouterr()  # what the recording printed
+    assert main([json.dumps(asked)]) == 0
+    out, err = capfd.readouterr()
+    got = jobs.parse_results(out.encode(), "stdout")
+    assert [r["run_id"] for r in got.results] == [run.run_id] and got.failed == {}
+    assert got.results[0]["verdict"] == "exact"
+    assert "a step that prints" in err and "writes to the descriptor" in err
+
+
+def test_in_container_refuses_a_store_in_a_bucket_the_container_cannot_reach(
+    s3_url: str,
+) -> None:
+    with pytest.raises(replay.UsageError, match="--in-container needs a store folder") as refused:
+        replay.batch(replay.Store.open(s3_url), in_container=True)
+    assert s3_url in refused.value.message

@@ -1,5 +1,6 @@
 """Containers, against a real engine: the image a run used is named by digest, and the run
-replays inside that very image with no network and a read-only store.
+replays inside that very image with no network and a read-only store; a batch replays a
+window there, a container per chunk, on the engine of each Dask worker.
 
 The session starts its own dockerd and registry (tests/docker_engine.py). Without root or
 Debian's docker.io these tests skip with the reason; .ci/run sets REPLAY_REQUIRE_DOCKER so
@@ -13,8 +14,10 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from replay.catalog.queries import entry
 from replay.cli.app import app
 from replay.docker.sandbox import Limits, sandbox
 from tests import docker_engine as de
-from tests.conftest import copy_credit_package
+from tests.conftest import copy_credit_package, declared_image
 
 pytestmark = pytest.mark.docker
 UID = 10001
@@ -179,21 +182,27 @@ def _prepared(root: Path) -> Path:
     return workspace
 
 
+def recorded_in_a(
+    engine: de.Engine, images: Images, root: Path, runs: int
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Credit runs recorded inside image A under ``root``, its digest declared by the
+    deployment: the workspace, and what each ``replay record`` printed."""
+    workspace = _prepared(root)
+    env = {"REPLAY_IMAGE_DIGEST": images.a_digest, "REPLAY_IMAGE_ID": images.a.id}
+    printed = [
+        record_in_container(engine, images.a_digest, root, workspace, env=env) for _ in range(runs)
+    ]
+    _own(root, workspace.parent, uid=0)  # back to the host's engineers (not the replayer)
+    return workspace, printed
+
+
 @pytest.fixture(scope="module")
 def recorded(
     engine: de.Engine, images: Images, tmp_path_factory: pytest.TempPathFactory
 ) -> Recorded:
-    """A credit run recorded inside image A, its digest declared by the deployment."""
+    """A credit run recorded inside image A."""
     root = tmp_path_factory.mktemp("in-a")
-    workspace = _prepared(root)
-    result = record_in_container(
-        engine,
-        images.a_digest,
-        root,
-        workspace,
-        env={"REPLAY_IMAGE_DIGEST": images.a_digest, "REPLAY_IMAGE_ID": images.a.id},
-    )
-    _own(root, workspace.parent, uid=0)  # back to the host's engineers (not the replayer)
+    workspace, (result,) = recorded_in_a(engine, images, root, 1)
     return Recorded(
         root,
         root / "store",
@@ -377,16 +386,22 @@ def test_a_bundle_with_its_image_verifies_loads_into_a_fresh_engine_and_replays_
         assert "--no-sandbox: the bundle's code runs on this machine" in on_host.stderr
 
 
+@pytest.fixture
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[de.Engine]:
+    """A second engine, without any image, that DOCKER_HOST names."""
+    with de.fresh_engine(tmp_path / "fresh-engine") as started:
+        monkeypatch.setenv("DOCKER_HOST", started.url)
+        yield started
+
+
 @pytest.mark.slow
 def test_an_engine_without_the_image_pulls_it_by_digest_from_the_recorded_registry(
-    recorded, images, tmp_path, monkeypatch
+    recorded, images, fresh
 ) -> None:
-    with de.fresh_engine(tmp_path / "fresh-engine") as fresh:
-        monkeypatch.setenv("DOCKER_HOST", fresh.url)
-        done = cli(recorded.store, "run", recorded.run_id, "--in-container", "--json")
-        assert done.exit_code == 0, done.output
-        assert json.loads(done.stdout)["verdict"] == "exact"
-        assert fresh.client.images.get(images.a_digest).id == images.a.id
+    done = cli(recorded.store, "run", recorded.run_id, "--in-container", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["verdict"] == "exact"
+    assert fresh.client.images.get(images.a_digest).id == images.a.id
 
 
 def _one_line_error(done: Any, code: int) -> str:
@@ -405,17 +420,11 @@ def test_no_engine_is_a_one_line_error(recorded, monkeypatch, tmp_path) -> None:
 def test_an_image_neither_local_nor_pullable_says_how_to_load_it(
     images, engine, toy, tmp_path, monkeypatch
 ) -> None:
-    import replay.capture.environment as environment
-
     missing = f"{images.registry}/pipeline-replay@sha256:{'0' * 64}"
-    monkeypatch.setenv("REPLAY_IMAGE_DIGEST", missing)
-    environment.fingerprint.cache_clear()
-    try:
+    with declared_image(monkeypatch, missing):
         run = replay.record(
             toy, pa.table({"id": ["a"], "x": [1.0]}), store=replay.Store.open(tmp_path / "store")
         )
-    finally:
-        environment.fingerprint.cache_clear()
     monkeypatch.setenv("DOCKER_HOST", engine.url)
     out = _one_line_error(cli(tmp_path / "store", "run", run.run_id, "--in-container"), 12)
     assert missing in out and "docker load" in out
@@ -430,3 +439,96 @@ def test_a_replay_killed_by_the_memory_limit_is_a_one_line_error(
     )
     assert "memory limit (48m)" in out
     assert Limits().memory == "2g"  # the default leaves room for the credit chain
+
+
+# Bulk replay in the recorded image: `replay batch --in-container` on a LocalCluster.
+
+WINDOW_RUNS = 3
+AT = datetime(2026, 3, 14, 9, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def window_in_a(
+    engine: de.Engine, images: Images, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A store folder holding a few credit runs recorded inside image A."""
+    root = tmp_path_factory.mktemp("window-in-a")
+    recorded_in_a(engine, images, root, WINDOW_RUNS)
+    return root / "store"
+
+
+def stored_results(store: Path, job: str) -> list[dict[str, Any]]:
+    files = sorted((store / "replays" / job).glob("chunk-*.json"))
+    return [r for f in files for r in json.loads(f.read_bytes())["results"]]
+
+
+def test_a_batch_in_the_container_replays_every_run_exact_in_the_recorded_image(
+    window_in_a, images, engine, monkeypatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", engine.url)  # before the cluster: its workers inherit it
+    done = cli(window_in_a, "batch", "--in-container", "--workers", "1", "--job", "in-a", "--json")
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert summary["by_verdict"] == {"exact": WINDOW_RUNS}
+    results = stored_results(window_in_a, "in-a")
+    assert len(results) == WINDOW_RUNS
+    for result in results:
+        assert result["recorded_image"] == result["current_image"] == images.a_digest
+        assert result["drift"] == []
+
+
+def test_a_chunk_killed_by_its_memory_limit_fails_its_runs_and_a_resume_with_more_replays_them(
+    window_in_a, engine, monkeypatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", engine.url)
+    asked = "--in-container --workers 1 --job oom --memory 48m --json"
+    small = cli(window_in_a, "batch", *asked.split())
+    assert small.exit_code == 1, small.output
+    failed = json.loads(small.stdout)["diverged"]
+    assert len(failed) == WINDOW_RUNS
+    assert all("killed by the memory limit (48m)" in r["error"] for r in failed)
+    again = cli(window_in_a, "batch", "--resume", "oom", "--workers", "1", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["by_verdict"] == {"exact": WINDOW_RUNS}
+    assert all(r["drift"] == [] for r in stored_results(window_in_a, "oom"))  # in image A
+
+
+def test_a_chunk_whose_image_cannot_be_had_fails_its_runs_in_one_line_each(
+    images, engine, toy, tmp_path, monkeypatch
+) -> None:
+    missing = f"{images.registry}/pipeline-replay@sha256:{'0' * 64}"
+    store = replay.Store.open(tmp_path / "store")
+    with declared_image(monkeypatch, missing):
+        runs = [
+            replay.record(toy, pa.table({"id": ["a"], "x": [float(i)]}), store=store, at=AT)
+            for i in range(2)
+        ]
+    store.flush()
+    monkeypatch.setenv("DOCKER_HOST", engine.url)
+    done = cli(tmp_path / "store", "batch", "--in-container", "--workers", "1", "--json")
+    assert done.exit_code == 1, done.output
+    summary = json.loads(done.stdout)
+    assert summary["by_verdict"] == {"failed": 2}
+    assert {r["run_id"] for r in summary["diverged"]} == {r.run_id for r in runs}
+    for row in summary["diverged"]:
+        assert missing in row["error"] and "docker load" in row["error"]
+        assert "\n" not in row["error"] and "Traceback" not in row["error"]
+
+
+@pytest.mark.slow
+def test_an_engine_without_the_image_pulls_it_once_for_every_chunk_of_a_worker(
+    window_in_a, images, fresh
+) -> None:
+    since = int(time.time())
+    summary = replay.batch(
+        replay.Store.open(window_in_a), job="pulled", in_container=True, workers=1, chunk=1
+    )
+    assert summary.by_verdict == {"exact": WINDOW_RUNS}
+    assert len(list((window_in_a / "replays" / "pulled").glob("chunk-*"))) == WINDOW_RUNS
+    pulls = fresh.client.api.events(
+        since=since,
+        until=int(time.time()) + 1,
+        filters={"type": "image", "event": "pull"},
+        decode=True,
+    )
+    assert [p["id"] for p in pulls] == [images.a_digest]

@@ -499,6 +499,10 @@ def compact(as_json: JsonOpt = False) -> None:
 
 
 Mode = Annotated[str, typer.Option("--mode", "-m", help="chained or isolated.")]
+# The sandbox's limits (replay.docker.sandbox.Limits), for `run` and `batch`.
+MemoryOpt = Annotated[str, typer.Option(help="With --in-container: memory limit.")]
+CpusOpt = Annotated[float, typer.Option(help="With --in-container: CPU limit.")]
+PidsOpt = Annotated[int, typer.Option(help="With --in-container: process limit.")]
 ToleranceOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -572,9 +576,9 @@ def run_cmd(
         str | None,
         typer.Option(help="With --in-container: replay in this image instead of the recorded one."),
     ] = None,
-    memory: Annotated[str, typer.Option(help="With --in-container: memory limit.")] = "2g",
-    cpus: Annotated[float, typer.Option(help="With --in-container: CPU limit.")] = 1.0,
-    pids: Annotated[int, typer.Option(help="With --in-container: process limit.")] = 256,
+    memory: MemoryOpt = "2g",
+    cpus: CpusOpt = 1.0,
+    pids: PidsOpt = 256,
     tolerance: ToleranceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from replay.cli import render
-from replay.cli.app import JsonOpt, Mode, app, handled, open_store
+from replay.cli.app import CpusOpt, JsonOpt, MemoryOpt, Mode, PidsOpt, app, handled, open_store
 from replay.core.timeparse import parse_time
 
 DIVERGED_SHOWN = 20
@@ -128,9 +128,21 @@ def batch_cmd(
         Path | None,
         typer.Option(metavar="DIR", help="Write the rows (Parquet) and an HTML page here."),
     ] = None,
+    in_container: Annotated[
+        bool,
+        typer.Option(
+            "--in-container",
+            help="Replay each chunk inside its runs' recorded image, on each worker's Docker "
+            "engine (no network, store read-only).",
+        ),
+    ] = False,
+    memory: MemoryOpt = "2g",
+    cpus: CpusOpt = 1.0,
+    pids: PidsOpt = 256,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay every run of a window on a Dask cluster; exit 1 if any diverges."""
+    from replay.docker.sandbox import Limits
     from replay.engine.replay import parse_swap
     from replay.evidence.batch import batch
 
@@ -149,6 +161,8 @@ def batch_cmd(
             workers=workers,
             report=report,
             progress=tick,
+            in_container=in_container,
+            limits=Limits(memory, cpus, pids),
         )
     if as_json:
         render.emit_json(summary.as_json())

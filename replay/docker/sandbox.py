@@ -4,7 +4,9 @@ The container is a sandbox for code that came from a snapshot: the store is moun
 read-only at /store, the run's local DVC repos and remotes read-only at their recorded
 paths, there is no network, a non-root user, a read-only root filesystem with a small
 /tmp, no capabilities, and memory/CPU/pids limits. It runs ``replay run --json``; its
-report comes back as JSON and becomes a ReplayReport like any other.
+report comes back as JSON and becomes a ReplayReport like any other. Where a run replays
+(``placement``) and running there (``run_in``) serve ``replay.docker.batch`` too, which
+replays a chunk of runs in one such container.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -20,7 +22,7 @@ from typing import Any, TypeGuard
 from replay.capture.environment import REPO_DIGEST
 from replay.core.manifest import ImageRef, Spec
 from replay.docker.client import _reason, _repo_digest, engine
-from replay.engine.recorded import load_environment, load_run
+from replay.engine.recorded import RecordedRun, load_environment, load_run
 from replay.engine.replay import ReplayReport
 from replay.errors import (
     ContainerFailedError,
@@ -237,6 +239,74 @@ def _swap_args(swap: dict[str, str] | None) -> Iterator[str]:
         yield from ("--swap", f"{target}={value}")
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a recorded run replays: the engine's image, how reports name it (the repo
+    digest, else the image ID), and what the container is told and given."""
+
+    image: Any
+    label: str
+    environment: dict[str, str]
+    mounts: list[str]
+
+
+def placement(
+    store: Store, run: RecordedRun, find: Callable[[ImageRef], Any], *, from_bundle: bool = False
+) -> Placement:
+    """Where ``run`` replays: the image ``find`` gives for its recorded one, the thread and
+    kernel settings the run had (they decide BLAS's kernels and summation order), and the
+    image's identity as the engine knows it."""
+    recorded_env = load_environment(store, run.manifest.env)
+    img = find(recorded_env.image)
+    settings = recorded_env.threads | (recorded_env.kernels.env if recorded_env.kernels else {})
+    declared = {k: v for k, v in settings.items() if v is not None}
+    declared["REPLAY_IMAGE_ID"] = img.id
+    by_digest = _repo_digest(img.attrs, recorded_env.image.digest)
+    if by_digest:
+        declared["REPLAY_IMAGE_DIGEST"] = by_digest
+    return Placement(img, by_digest or img.id, declared, data_mounts(run.spec, bundle=from_bundle))
+
+
+def run_in(
+    client: Any,
+    place: Placement,
+    command: list[str],
+    store: Store,
+    limits: Limits,
+    *,
+    ok: tuple[int, ...] = (0,),
+    entrypoint: Sequence[str] = ("replay",),
+) -> bytes:
+    """``entrypoint COMMAND`` sandboxed at ``place``: what it printed on stdout, once it
+    exited with a code in ``ok``; otherwise ContainerFailedError with the line its stderr
+    begins with."""
+    out = sandbox(
+        client,
+        place.image,
+        command,
+        store=store.root,
+        mounts=place.mounts,
+        limits=limits,
+        environment=place.environment,
+        entrypoint=entrypoint,
+    )
+    if out.oom_killed:
+        raise ContainerFailedError(
+            f"the replay in {place.label} was killed by the memory limit ({limits.memory})",
+            hint="raise it with --memory",
+        )
+    if out.exit_code not in ok:
+        lines = [ln for ln in out.stderr.decode(errors="replace").splitlines() if ln.strip()]
+        why = lines[0].removeprefix("error: ") if lines else "no message"
+        raise ContainerFailedError(
+            f"the replay in {place.label} exited {out.exit_code}: {why}",
+            hint=lines[1].strip()
+            if len(lines) > 1
+            else "rerun with --debug outside the container to see more",
+        )
+    return out.stdout
+
+
 def replay_in_container(
     store: Store,
     run_id: str,
@@ -268,17 +338,9 @@ def replay_in_container(
                 from_bundle=from_bundle,
             )
     run = load_run(store, store.entry(run_id))
-    recorded_env = load_environment(store, run.manifest.env)
-    recorded = recorded_env.image
-    img = resolve(client, recorded, image)
-    # The thread and kernel settings the run had (they decide BLAS's kernels and summation
-    # order), and the image's identity as the engine knows it.
-    settings = recorded_env.threads | (recorded_env.kernels.env if recorded_env.kernels else {})
-    declared = {k: v for k, v in settings.items() if v is not None}
-    declared["REPLAY_IMAGE_ID"] = img.id
-    by_digest = _repo_digest(img.attrs, recorded.digest)
-    if by_digest:
-        declared["REPLAY_IMAGE_DIGEST"] = by_digest
+    place = placement(
+        store, run, lambda recorded: resolve(client, recorded, image), from_bundle=from_bundle
+    )
     command = [
         "--store",
         STORE_MOUNT,
@@ -294,35 +356,12 @@ def replay_in_container(
             for a in ("--tolerance", f"{column}={value!r}")
         ),
     ]
-    out = sandbox(
-        client,
-        img,
-        command,
-        store=store.root,
-        mounts=data_mounts(run.spec, bundle=from_bundle),
-        limits=limits,
-        environment=declared,
-    )
-    label = by_digest or img.id
-    if out.oom_killed:
-        raise ContainerFailedError(
-            f"the replay in {label} was killed by the memory limit ({limits.memory})",
-            hint="raise it with --memory",
-        )
-    if out.exit_code not in (0, 1):
-        lines = [ln for ln in out.stderr.decode(errors="replace").splitlines() if ln.strip()]
-        why = lines[0].removeprefix("error: ") if lines else "no message"
-        raise ContainerFailedError(
-            f"the replay in {label} exited {out.exit_code}: {why}",
-            hint=lines[1].strip()
-            if len(lines) > 1
-            else "rerun with --debug outside the container to see more",
-        )
+    stdout = run_in(client, place, command, store, limits, ok=(0, 1))  # 1: diverged
     try:
-        return ReplayReport.from_json(json.loads(out.stdout))
+        return ReplayReport.from_json(json.loads(stdout))
     except (ValueError, KeyError, TypeError) as exc:
         raise ReplayError(
-            f"the replay in {label} printed no report ({exc})",
+            f"the replay in {place.label} printed no report ({exc})",
             hint="is the image a pipeline-replay image?",
         ) from None
 

@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from replay.engine.batch.summary import Row
-from replay.engine.batch.task import replay_chunk
+from replay.engine.batch.task import Task, replay_chunk
 from replay.errors import ClusterError, ReplayError
 
 CONNECT_TIMEOUT = "10s"
@@ -97,15 +97,14 @@ def run_chunks(
     chunks: list[tuple[str, list[str]]],
     mode: str,
     swap: dict[str, str],
+    task: Task = replay_chunk,
 ) -> Iterator[list[Row]]:
     """Each chunk's rows, as chunks finish (in any order); ``chunks``: the name of the file
-    each writes, and its runs."""
+    each writes, and its runs; ``task``: an importable function that replays one."""
     distributed = _distributed()
     session = secrets.token_hex(4)  # a resumed job's chunks are new tasks, not the old ones
     futures = [
-        dask.submit(
-            replay_chunk, url, job, name, ids, mode, swap, key=f"replay-{job}-{session}-{i}"
-        )
+        dask.submit(task, url, job, name, ids, mode, swap, key=f"replay-{job}-{session}-{i}")
         for i, (name, ids) in enumerate(chunks)
     ]
     try:

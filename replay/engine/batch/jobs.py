@@ -49,6 +49,7 @@ class Job:
     swap: dict[str, str]
     runs_digest: str
     created: str
+    in_container: bool = False  # each chunk in its runs' recorded image
     runs: tuple[Run, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
@@ -88,24 +89,30 @@ def _read_json(store: Store, where: str, what: str) -> Any:
         raise CorruptionError(store.fs.where(where), f"{what} that is not JSON") from None
 
 
-def write_results(
-    store: Store, job: str, name: str, results: list[str], failed: dict[str, str]
-) -> bool:
-    """Write an attempt's results (each already JSON text) in one file, durably, unless
-    the file exists; whether this call wrote it."""
-    body = f'{{"failed":{json.dumps(failed)},"results":[{",".join(results)}]}}'
-    return store.fs.put_if_absent(path(job, name), body.encode())
+def results_body(results: list[str], failed: dict[str, str]) -> bytes:
+    """An attempt's file: each replayed run's result (already JSON text), and the failed."""
+    return f'{{"failed":{json.dumps(failed)},"results":[{",".join(results)}]}}'.encode()
+
+
+def write_results(store: Store, job: str, name: str, body: bytes) -> bool:
+    """Write an attempt's file (``results_body``) durably, unless it exists; whether this
+    call wrote it."""
+    return store.fs.put_if_absent(path(job, name), body)
+
+
+def parse_results(body: bytes, where: str) -> Results:
+    """An attempt's file read from ``body``; CorruptionError naming ``where`` when it is
+    not one."""
+    try:
+        data = json.loads(body)
+        return Results(list(data["results"]), dict(data["failed"]))
+    except (KeyError, TypeError, ValueError):
+        raise CorruptionError(where, "not a batch result file (two lists, as JSON)") from None
 
 
 def read_results(store: Store, job: str, name: str) -> Results:
     """An attempt's file; FileNotFoundError when it is not there."""
-    data = _read_json(store, path(job, name), "a batch result file")
-    try:
-        return Results(list(data["results"]), dict(data["failed"]))
-    except (KeyError, TypeError, ValueError):
-        raise CorruptionError(
-            store.fs.where(path(job, name)), "a batch result file without its two lists"
-        ) from None
+    return parse_results(store.fs.read(path(job, name)), store.fs.where(path(job, name)))
 
 
 def stored(store: Store, job: str) -> Iterator[tuple[int, int, Results]]:

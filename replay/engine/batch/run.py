@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection
 
 from replay.engine.batch import cluster, jobs
 from replay.engine.batch.summary import BatchSummary, Row, row_of
+from replay.engine.batch.task import Task, replay_chunk
 from replay.store.store import Store
 
 CHUNK = 1000  # runs per task at most: a task's overhead is milliseconds, a run's replay ms
@@ -16,8 +17,8 @@ PER_WORKER = 4  # chunks per worker at least, for balance and a progress bar tha
 Progress = Callable[[int, int], None]  # runs done, runs in all
 
 
-def chunk_size(pending: int, workers: int, most: int = CHUNK) -> int:
-    return max(1, min(most, math.ceil(pending / (PER_WORKER * max(workers, 1)))))
+def chunk_size(pending: int, workers: int, most: int = CHUNK, per_worker: int = PER_WORKER) -> int:
+    return max(1, min(most, math.ceil(pending / (per_worker * max(workers, 1)))))
 
 
 def run_job(
@@ -28,8 +29,12 @@ def run_job(
     workers: int = 2,
     most: int = CHUNK,
     progress: Progress | None = None,
+    task: Task = replay_chunk,
+    per_worker: int = PER_WORKER,
 ) -> BatchSummary:
-    """Replay every run of ``job`` that has no result yet; the summary of all its runs."""
+    """Replay every run of ``job`` that has no result yet, each chunk by ``task``, in chunks
+    of at most ``most`` runs, ``per_worker`` chunks a worker if they are fewer; the summary
+    of all its runs."""
     started = time.perf_counter()
     rows: dict[str, Row] = {}
     tried: dict[int, int] = {}  # chunk -> attempts so far
@@ -44,10 +49,10 @@ def run_job(
     used = 0
     if pending:
         with cluster.client(address, workers) as dask:
-            size = chunk_size(total, cluster.workers_of(dask), most)
+            size = chunk_size(total, cluster.workers_of(dask), most, per_worker)
             todo = _attempts(jobs.plan(store, job, size), rows, tried)
             url = store.url if store.remote else str(store.location)
-            for got in cluster.run_chunks(dask, url, job.job, todo, job.mode, job.swap):
+            for got in cluster.run_chunks(dask, url, job.job, todo, job.mode, job.swap, task):
                 rows.update((r["run_id"], r) for r in got)
                 if progress:
                     progress(len(rows), total)
