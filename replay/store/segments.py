@@ -115,14 +115,14 @@ class StoredTable:
         shared: tuple[pa.Table, Layout] | None = None,
     ) -> StoredTable:
         """``of`` a normalized table whose schema's form is known (``Forms``)."""
-        parts = form.parts(table, memo)
         if shared is not None:
             own, layout = shared
+            parts = form.parts(table, memo)
             digest = combine_parts(parts) if parts else form.digest(table)
             return cls(table, digest, form, parts, own, layout)
         # Serialized now, while the table is in the cache, not later in the commit thread
         # (a 1-row table with personal columns: 5 µs here, 20 there).
-        data = form.stream(table)
+        parts, data = form.stored(table, memo)
         digest = combine_parts(parts) if parts else sha256(memoryview(data))
         stored = cls(table, digest, form, parts)
         stored.__dict__["data"] = data  # primes the cached property: serialized once
