@@ -10,7 +10,10 @@ Durable and asynchronous recording are measured alike (an asynchronous caller ha
 commit thread bigger groups); an asynchronous round ends with ``store.flush()``, so its
 commits are counted in it. Figures are medians over the rounds, beside the goal of issue 16
 (<= 0.5 ms of CPU per run). ``--profile`` prints instead the top functions of one side
-(cProfile; the commit side by profiling the commit thread's group work).
+(cProfile; the commit side by profiling the commit thread's group work). ``--pieces``
+prints the CPU per run of each piece of capture in situ, on either thread (each function
+timed by its thread's clock, no profiler: a piece costs several times in a run what it
+costs in a loop, after a step's own work has left the caches cold).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # as bench_capture: one OpenMP thread
 
 import argparse
+import collections
 import cProfile
+import importlib
 import pstats
 import statistics
 import tempfile
@@ -106,6 +111,56 @@ def measure(
     return {n: statistics.median(r[i] for r in rows) / per * 1e3 for i, n in enumerate(names)}
 
 
+# The pieces ``--pieces`` times: (module, class or "", function); nested ones count twice.
+PIECES = [
+    ("replay.capture.record", "", "prepare_input"),
+    ("replay.capture.record", "", "bind"),
+    ("replay.capture.record", "", "normalize_table"),
+    ("replay.capture.record", "", "new_run_id"),
+    ("replay.capture.record", "", "_tape"),
+    ("replay.capture.record", "", "plain"),
+    ("replay.capture.record", "", "manifest_json"),
+    ("replay.core.context", "RunContext", "call"),
+    ("replay.core.forms", "Forms", "of"),
+    ("replay.store.segments", "StoredTable", "formed"),
+    ("replay.store.segments", "Sharing", "split"),
+    ("replay.store.store", "Store", "commit"),
+    ("replay.store.commit", "Committer", "_commit"),
+    ("replay.store.commit", "Committer", "_note"),
+    ("replay.store.segments", "SegmentWriter", "write"),
+    ("replay.store.segments", "", "encode_block"),
+    ("replay.store.segments", "SegmentWriter", "seal"),
+    ("replay.store.ledger", "Ledger", "append"),
+]
+
+
+def pieces(rec: Callable[[], Any], flush: Callable[[], None], runs: int) -> None:
+    spent: dict[tuple[str, str], float] = collections.defaultdict(float)
+
+    def timed(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[threading.current_thread().name, label] += time.thread_time() - t0
+
+        return run
+
+    for module, cls, name in PIECES:
+        found = importlib.import_module(module)
+        owner = getattr(found, cls) if cls else found
+        original = owner.__dict__[name]
+        fn = original.__func__ if isinstance(original, classmethod) else original
+        wrapped = timed(fn, f"{cls}.{name}" if cls else name)
+        setattr(owner, name, classmethod(wrapped) if isinstance(original, classmethod) else wrapped)
+    for _ in range(runs):
+        rec()
+    flush()
+    for (thread, label), seconds in sorted(spent.items()):
+        print(f"{thread:14} {label:24} {seconds / runs * 1e6:8.1f} µs")
+
+
 def profile(side: str, rec: Callable[[], Any], flush: Callable[[], None], runs: int) -> None:
     prof = cProfile.Profile()
     if side == "commit":
@@ -135,6 +190,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000, help="recorded runs (and bare) in all")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--profile", choices=("caller", "commit"))
+    parser.add_argument("--pieces", action="store_true", help="CPU per run of each piece")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = make_pipeline(build_workspace(Path(tmp) / "workspace"))
@@ -155,6 +211,9 @@ def main() -> None:
             rec(True)()
         if args.profile:
             profile(args.profile, rec(True), store.flush, args.runs)
+            return
+        if args.pieces:
+            pieces(rec(True), store.flush, args.runs)
             return
         _timed_steps()
         figures = {

@@ -27,6 +27,7 @@ from replay.core.manifest import (
     InputRecord,
     Manifest,
     StepRecord,
+    manifest_json,
     plain,
 )
 from replay.core.pipeline import INPUT, Pipeline
@@ -219,7 +220,8 @@ def record_with(
         tape=tape[1] if tape is not None else UNSET,
         error=Failure(getattr(failure, "step", None), failure.message) if failure else UNSET,
     )
-    future = store.commit(RunData(run_id, stored, blobs), plain(manifest))
+    built = plain(manifest)
+    future = store.commit(RunData(run_id, stored, blobs), built, manifest_json(built))
     entry = future.result() if (store.durable if durable is None else durable) else None
     if failure is not None:
         failure.hint = f"the failed run is recorded as {run_id}; {failure.hint}".rstrip("; ")

@@ -99,7 +99,16 @@ class TableForm:
 
     def stream(self, table: pa.Table) -> pa.Buffer:
         """``table_bytes(table)`` of a normalized table of this form."""
+        return self._stream(table, self._batch(table))
+
+    def stored(
+        self, table: pa.Table, memo: dict[tuple[Any, ...], str] | None
+    ) -> tuple[dict[str, Any] | None, pa.Buffer]:
+        """``parts(table, memo)`` and ``stream(table)``, from one look at its batch."""
         batch = self._batch(table)
+        return self._parts(table, batch, memo), self._stream(table, batch)
+
+    def _stream(self, table: pa.Table, batch: pa.RecordBatch | None) -> pa.Buffer:
         if self.message is None or batch is None:
             return table_bytes(table)
         return pa.py_buffer(b"".join((self.message.data, batch.serialize(), EOS)))
@@ -115,9 +124,17 @@ class TableForm:
         self, table: pa.Table, memo: dict[tuple[Any, ...], str] | None
     ) -> dict[str, Any] | None:
         """``digest_parts(table, personal, memo)`` of a normalized table of this form."""
+        return self._parts(table, self._batch(table), memo) if self.found else None
+
+    def _parts(
+        self,
+        table: pa.Table,
+        batch: pa.RecordBatch | None,
+        memo: dict[tuple[Any, ...], str] | None,
+    ) -> dict[str, Any] | None:
         if not self.found:
             return None
-        split, batch = self.split, self._batch(table)
+        split = self.split
         if split is None or batch is None:
             return digest_parts(table, self.found, memo)
         rest = batch

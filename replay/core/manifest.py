@@ -299,3 +299,22 @@ def plain(value: Struct) -> dict[str, Any]:
 def encode(value: Struct) -> bytes:
     """The record's canonical JSON: the bytes its digest names."""
     return canonical_json(plain(value))
+
+
+# msgspec writes strings (every code point, escapes alike, raw UTF-8; a lone surrogate fails
+# alike), integers of any size, booleans, null, lists and dicts keyed by strings (sorted by
+# code point) byte for byte as ``canonical_json`` does, ten times faster; but floats in
+# another form (0.00001 for 1e-05) and dicts keyed otherwise not at all.
+_SORTED = msgspec.json.Encoder(order="sorted")
+
+
+def manifest_json(manifest: dict[str, Any]) -> bytes:
+    """``canonical_json`` of a manifest that ``record`` made (``plain(Manifest)``). Only a
+    manifest whose values all have their declared types is encoded by msgspec: no field of
+    one is a float, and the open ``parts`` hold only the digests and column names record
+    puts there. Anything else (a tag that is not a string) takes ``canonical_json``."""
+    try:
+        msgspec.convert(manifest, Manifest)
+    except msgspec.ValidationError:
+        return canonical_json(manifest)
+    return _SORTED.encode(manifest)

@@ -64,11 +64,15 @@ class Committer:
         self._thread = threading.Thread(target=self._loop, name="replay-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, data: RunData, manifest: dict[str, Any]) -> Future[dict[str, Any]]:
+    def submit(
+        self, data: RunData, manifest: dict[str, Any], body: bytes | None = None
+    ) -> Future[dict[str, Any]]:
+        """Queue a run; ``body``: ``canonical_json(manifest)``, when the caller has it."""
         done: Future[dict[str, Any]] = Future()
         with self._idle:
             self._outstanding += 1
-        self._queue.put(Pending(data, manifest, canonical_json(manifest), done))
+        body = canonical_json(manifest) if body is None else body
+        self._queue.put(Pending(data, manifest, body, done))
         return done
 
     @property

@@ -203,11 +203,14 @@ class Store:
     def get_object(self, digest: str) -> bytes:
         return self.objects.get(digest)
 
-    def commit(self, data: RunData, manifest: dict[str, Any]) -> Future[dict[str, Any]]:
-        """Queue a run for group commit; the future resolves to its ledger entry."""
+    def commit(
+        self, data: RunData, manifest: dict[str, Any], body: bytes | None = None
+    ) -> Future[dict[str, Any]]:
+        """Queue a run for group commit; the future resolves to its ledger entry.
+        ``body``: the manifest's canonical JSON, when the caller has it."""
         self._check_writable()
         self._wrote = True
-        return self._writer().submit(data, manifest)
+        return self._writer().submit(data, manifest, body)
 
     def flush(self) -> None:
         """Wait until every run recorded so far is durable."""
