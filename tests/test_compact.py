@@ -174,7 +174,10 @@ def _forge(store: replay.Store, part: str, row: int, key: str) -> None:
     keys[row] = key
     out = pa.BufferOutputStream()
     pq.write_table(table.set_column(0, "key", pa.array(keys)), out)
-    data = out.getvalue().to_pybytes()
+    _replace(store, part, out.getvalue().to_pybytes())
+
+
+def _replace(store: replay.Store, part: str, data: bytes) -> None:
     compact._DATASETS.clear()  # as in a new process, which never read the part before
     if store.remote is None:
         (store.root / part).write_bytes(data)
@@ -217,3 +220,14 @@ def test_a_read_only_reader_finds_the_compacted_keys(store) -> None:
     replay.compact(store)
     reader = replay.Store.open(store.url, readonly=True)
     assert [(f["run_id"], f["row"]) for f in replay.find(reader, "APP-000-0042")] == [(runs[0], 42)]
+
+
+def test_a_part_cut_short_is_a_one_line_error_naming_it(store) -> None:
+    _record(store, 0, 1)
+    part = replay.compact(store).part
+    assert part is not None
+    _replace(store, part, store.fs.read(part)[:-100])
+    _new_reader(store)
+    result = CliRunner().invoke(app, ["--store", store.url, "find", "APP-000-0001"])
+    assert result.exit_code == CorruptionError.exit_code
+    assert part in result.output and "Traceback" not in result.output

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from replay.catalog.schema import compacted_below
-from replay.errors import CatalogError, ReadOnlyStoreError
+from replay.errors import CatalogError, CorruptionError, ReadOnlyStoreError
 from replay.store.arrowfs import Reads, arrow_fs
 from replay.store.parts import Part, chain, parts
 
@@ -134,7 +134,15 @@ def _dataset(fs: StoreFS, paths: tuple[str, ...]) -> tuple[pads.Dataset, Reads]:
             afs, reads = arrow_fs(fs)
             dataset = pads.dataset(list(paths), schema=SCHEMA, format="parquet", filesystem=afs)
             for fragment in dataset.get_fragments():
-                fragment.ensure_complete_metadata()
+                try:
+                    fragment.ensure_complete_metadata()
+                except (OSError, pa.ArrowException) as exc:
+                    raise CorruptionError(
+                        fs.where(fragment.path),
+                        f"is not a readable part of compacted record keys ({exc})",
+                        hint="delete it and run `replay compact`; `replay reindex` rebuilds "
+                        "the catalog with every records row meanwhile",
+                    ) from None
             _DATASETS[fs, paths] = (dataset, reads)
         return _DATASETS[fs, paths]
 
