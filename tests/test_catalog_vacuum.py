@@ -42,6 +42,16 @@ def _row_groups(store: replay.Store) -> int:
         return int(con.execute(query).fetchall()[0][0])
 
 
+def _text_compressions(store: replay.Store) -> list[set[str]]:
+    """How each row group of the runs table holds its text columns."""
+    with duckdb.connect(str(Catalog(store).path), read_only=True) as con:
+        query = (
+            "select list(distinct compression) from pragma_storage_info('runs') "
+            "where segment_type = 'VARCHAR' group by row_group_id order by row_group_id"
+        )
+        return [set(c) for (c,) in con.execute(query).fetchall()]
+
+
 def _answers_as_rebuilt(store: replay.Store, runs: int) -> None:
     """The catalog lists ``runs`` runs and holds the rows a rebuild gives."""
     indexed = content(store)
@@ -71,12 +81,19 @@ def test_each_small_ingest_adds_row_groups_without_merging_the_earlier_ones(
     assert _row_groups(store) == 3
 
 
-def test_every_few_checkpoints_one_merges_what_small_ingests_left(
+def _three_of_three_between_merges(
     store: replay.Store, toy: replay.Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Three small ingests, when one checkpoint in three merges: the next one merges."""
     monkeypatch.setattr(index, "VACUUM_EVERY", 3)
     for start in (0, 10, 20):
         _ingest_runs(store, toy, start)
+
+
+def test_every_few_checkpoints_one_merges_what_small_ingests_left(
+    store: replay.Store, toy: replay.Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _three_of_three_between_merges(store, toy, monkeypatch)
     assert _row_groups(store) == 3
     _ingest_runs(store, toy, 30)
     assert _row_groups(store) == 1
@@ -91,6 +108,17 @@ def test_a_row_groups_worth_of_new_runs_merges(
     assert _row_groups(store) == 2
     _ingest_runs(store, toy, 20)
     assert _row_groups(store) == 1
+
+
+def test_a_small_ingest_leaves_its_text_uncompressed_until_a_merge_compresses_it(
+    store: replay.Store, toy: replay.Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _three_of_three_between_merges(store, toy, monkeypatch)
+    first, *later = _text_compressions(store)
+    assert "DICT_FSST" in first  # a new catalog's first checkpoint merges
+    assert later == [{"Uncompressed"}, {"Uncompressed"}]
+    _ingest_runs(store, toy, 30)
+    assert _text_compressions(store) == [{"DICT_FSST"}]
 
 
 def test_a_reindex_after_small_ingests_merges_and_keeps_every_row(

@@ -7,6 +7,7 @@ chunk of the ledger and those lines are paired and inserted by DuckDB in a few s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -24,9 +25,17 @@ COMMIT_RUNS = 32_768
 LINES = "lines:"  # meta key prefix: how far ingest has read each index file
 
 
-def ingest(store: Store, con: duckdb.DuckDBPyConnection, offset: int, last: str | None) -> bool:
+def ingest(
+    store: Store,
+    con: duckdb.DuckDBPyConnection,
+    offset: int,
+    last: str | None,
+    settle: Callable[[int], None],
+) -> bool:
     """Index the ledger's entries from byte ``offset``, the first chained to entry hash
-    ``last``; False (nothing written) when it is not: the ledger is not the one indexed."""
+    ``last``; False (nothing written) when it is not: the ledger is not the one indexed.
+    ``settle`` is told how many runs were indexed in the last transaction, before it
+    commits."""
     consumed = {
         k.removeprefix(LINES): int(v)
         for k, v in con.execute(
@@ -35,6 +44,7 @@ def ingest(store: Store, con: duckdb.DuckDBPyConnection, offset: int, last: str 
     }
     where = str(store.ledger.path)
     held = 0  # runs written in the open transaction
+    added = 0
     for chunk in feed.read(store, offset, consumed):
         n = len(chunk.ends)
         if offset and last is not None and _entry(chunk, 0, where).get("prev") != last:
@@ -67,9 +77,11 @@ def ingest(store: Store, con: duckdb.DuckDBPyConnection, offset: int, last: str 
         )
         consumed.update(moved)
         held += n
+        added += n
         if held >= COMMIT_RUNS:
             con.execute("commit")
             held = 0
+    settle(added)
     if held:
         con.execute("commit")
     return True

@@ -304,14 +304,14 @@ def chained(
     if not isinstance(entry, dict):
         return False
     try:
-        canonical = canonical_json(entry)
+        canonical = canonical_entry(entry)
     except TypeError:
         return False
     return (
         body == canonical
         and entry.get("seq") == seq + 1
         and entry.get("prev") == prev
-        and entry_hash(entry) == entry.get("hash")
+        and hash_holds(entry)
         and isinstance(entry.get("block"), dict)
         and block_present(entry["block"])
     )
