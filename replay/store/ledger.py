@@ -58,20 +58,25 @@ def hash_holds(entry: dict[str, Any]) -> bool:
 
 
 def canonical_entry(entry: dict[str, Any]) -> bytes:
-    """``canonical_json(entry)`` (the bytes the Merkle tree's leaf hashes), 3x faster for an
-    entry whose hash holds by ``hash_holds``' fast path: its body's orjson bytes are then the
-    canonical ones its hash was made over, and the whole entry adds only the hash itself, a
-    plain ``sha256:<hex>`` string, which both write alike."""
+    """``canonical_json(entry)`` (the bytes the Merkle tree's leaf hashes)."""
+    return _canonical_hashed(entry)[0]
+
+
+def _canonical_hashed(entry: dict[str, Any]) -> tuple[bytes, bool]:
+    """``canonical_json(entry)`` and whether its hash holds, 3x faster for an entry whose
+    hash holds by ``hash_holds``' fast path: its body's orjson bytes are then the canonical
+    ones its hash was made over, and the whole entry adds only the hash itself, a plain
+    ``sha256:<hex>`` string, which both write alike."""
     if "manifest" not in entry:
         try:
             body = orjson.dumps(
                 {k: v for k, v in entry.items() if k != "hash"}, option=orjson.OPT_SORT_KEYS
             )
             if sha256(body) == entry.get("hash"):
-                return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+                return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS), True
         except TypeError:
             pass
-    return canonical_json(entry)
+    return canonical_json(entry), entry_hash(entry) == entry.get("hash")
 
 
 @dataclass(frozen=True)
@@ -304,14 +309,14 @@ def chained(
     if not isinstance(entry, dict):
         return False
     try:
-        canonical = canonical_entry(entry)
+        canonical, hashed = _canonical_hashed(entry)
     except TypeError:
         return False
     return (
         body == canonical
         and entry.get("seq") == seq + 1
         and entry.get("prev") == prev
-        and hash_holds(entry)
+        and hashed
         and isinstance(entry.get("block"), dict)
         and block_present(entry["block"])
     )
