@@ -37,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=6,
         help="stores killed twice at random in tests/test_crash.py (CI: 500)",
     )
+    parser.addoption(
+        "--s3-crash-trials",
+        type=int,
+        default=1,
+        help="S3 stores killed twice at random in tests/test_crash_s3.py (CI: 40)",
+    )
 
 
 @pytest.fixture(autouse=True)

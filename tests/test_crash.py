@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from crashing import acknowledged, kill_after, spawn
 
 import replay
 from replay.catalog.check import verify_store
@@ -27,24 +25,13 @@ from replay.catalog.repair import doctor
 from replay.engine.replay import replay as replay_run
 
 CHILD = """
-import os, signal, sys
-sys.path.insert(0, {tests!r})
-import pyarrow as pa
-import replay
+import os
 import replay.store.fs, replay.store.frames, replay.store.ledger, replay.store.recovery
 import replay.store.segments
-from conftest import label, scale
+import crashing
+from crashing import crash_in
 
-POINT, ARMED = {point!r}, False
-
-
-def crash_in(owner, name):
-    original = getattr(owner, name)
-    def wrapper(*args, **kwargs):
-        if ARMED:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(*args, **kwargs)
-    setattr(owner, name, wrapper)
+POINT = {point!r}
 
 
 def tear_append(folder, head=b""):
@@ -52,9 +39,9 @@ def tear_append(folder, head=b""):
     # the middle.
     original = replay.store.fs.LocalFile.append
     def append(log, data):
-        if ARMED and log.name.startswith(folder + "/") and bytes(data[:len(head)]) == head:
+        if crashing.armed and log.name.startswith(folder + "/") and bytes(data[:len(head)]) == head:
             os.write(log.fd, bytes(data)[: max(1, len(data) // 2)])
-            os.kill(os.getpid(), signal.SIGKILL)
+            crashing.kill()
         return original(log, data)
     replay.store.fs.LocalFile.append = append
 
@@ -74,25 +61,12 @@ elif POINT == "frame-mid-write":
 elif POINT == "between-sync-and-sealed-mark":
     crash_in(replay.store.recovery.Journal, "_mark_sealed")
 
-def pipeline(k):
-    return replay.Pipeline("crash", [replay.Step("scale", scale, params={{"k": k}}),
-                                     replay.Step("label", label)])
-
-
-store = replay.Store.open({store!r})
-pipe = pipeline(2.0)
-for i in range(100_000):
-    if i == 3 and POINT != "random":
-        ARMED = True
-        pipe = pipeline(3.0)  # new params: a new object to write, for the object crash point
-    t = pa.table({{"id": [f"{{os.getpid()}}-{{i}}"], "x": [float(i)]}})
-    print(replay.record(pipe, t, store=store, record_key="id").run_id, flush=True)
+crashing.record_runs({store!r}, arm=POINT != "random")
 """
 
 
 def _child(store: Path, crash_at: str) -> subprocess.Popen[str]:
-    code = CHILD.format(tests=str(Path(__file__).parent), store=str(store), point=crash_at)
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    return spawn(CHILD.format(store=str(store), point=crash_at))
 
 
 def _check(store_path: Path, committed: list[str]) -> None:
@@ -112,13 +86,6 @@ def _check(store_path: Path, committed: list[str]) -> None:
     assert store.ledger.verify() == len(visible) + 1 and after.seq == len(visible) + 1
 
 
-def _kill_after(proc: subprocess.Popen[str], seconds: float) -> list[str]:
-    time.sleep(seconds)
-    proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=60)
-    return out.split()
-
-
 @pytest.mark.parametrize(
     "point",
     [
@@ -132,10 +99,7 @@ def _kill_after(proc: subprocess.Popen[str], seconds: float) -> list[str]:
     ],
 )
 def test_a_crash_between_write_stages_loses_nothing_committed(tmp_path, point) -> None:
-    proc = _child(tmp_path / "store", point)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == -signal.SIGKILL, "the child was meant to die at " + point
-    committed = out.split()
+    committed = acknowledged(_child(tmp_path / "store", point))
     assert len(committed) == 3
     _check(tmp_path / "store", committed)
 
@@ -149,5 +113,5 @@ def test_random_kills_lose_no_committed_run(tmp_path, request) -> None:
         store = tmp_path / f"store-{trial}"
         committed: list[str] = []
         for _ in range(2):
-            committed += _kill_after(_child(store, "random"), rng.uniform(0.4, 1.0))
+            committed += kill_after(_child(store, "random"), rng.uniform(0.4, 1.0))
             _check(store, committed)

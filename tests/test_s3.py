@@ -7,12 +7,14 @@ under real contention is the provider's guarantee."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -381,3 +383,56 @@ def test_a_sealer_lists_a_long_quiet_writer_only_now_and_then(
     replay.record(chain, pa.table({"id": ["Q3"], "x": [3.0]}), store=writer, record_key="id")
     assert sealer.seal(full=True) is not None
     assert replay.find(other, "Q3")
+
+
+RECORD_THEN_WAIT = """
+import sys
+import pyarrow as pa
+import replay
+
+store = replay.Store.open(sys.argv[1])
+pipe = replay.Pipeline("p", [replay.Step("id", lambda t: t)])
+print(replay.record(pipe, pa.table({"x": [1]}), store=store).run_id, flush=True)
+sys.stdin.readline()  # then exit: the writer retires
+"""
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    """An endpoint that is down: every request answered 503 (S3's SlowDown), and counted."""
+
+    requests = 0
+
+    def do_PUT(self) -> None:
+        type(self).requests += 1
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_writer_exiting_while_its_endpoint_is_down_tries_to_retire_once(s3_url: str) -> None:
+    """Retiring only saves sealers work: a process must not wait out retries at its exit
+    (with them, each writer held its process's exit ~17 s)."""
+    from s3_endpoint import moto_server, new_bucket
+
+    with moto_server() as endpoint:  # an endpoint of its own, to take down
+        url = f"s3://{new_bucket(endpoint)}/bank"
+        writer = subprocess.Popen(
+            [sys.executable, "-c", RECORD_THEN_WAIT, url],
+            env={**os.environ, "AWS_ENDPOINT_URL": endpoint},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout is not None and writer.stdout.readline().strip()
+    down = http.server.HTTPServer(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])), _Unavailable)
+    threading.Thread(target=down.serve_forever, daemon=True).start()
+    try:
+        writer.communicate("exit\n", timeout=120)
+    finally:
+        down.shutdown()
+        down.server_close()
+    assert writer.returncode == 0
+    assert _Unavailable.requests == 1

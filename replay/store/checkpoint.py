@@ -108,10 +108,13 @@ def keep(fs: StoreFS, cp: Checkpoint, public_pem: bytes) -> None:
     name = key_name(cp.key_id)
     if not fs.exists(name):
         fs.write_atomic(name, public_pem)
+    fs.put_if_absent(name_of(cp), canonical_json(cp.as_json()))
+
+
+def name_of(cp: Checkpoint) -> str:
+    """Where the store keeps ``cp``."""
     stamp = cp.timestamp.replace(":", "")
-    fs.put_if_absent(
-        f"{FOLDER}/{cp.tree_size:012d}-{cp.key_id[7:19]}-{stamp}.json", canonical_json(cp.as_json())
-    )
+    return f"{FOLDER}/{cp.tree_size:012d}-{cp.key_id[7:19]}-{stamp}.json"
 
 
 def key_name(key_id: str) -> str:

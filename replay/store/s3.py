@@ -31,7 +31,7 @@ else:
 
 SCHEME = "s3://"
 _MISSING = {"404", "NoSuchKey", "NotFound"}
-_CLIENT: dict[int, S3Client] = {}  # one per process: boto3 clients are safe to share
+_CLIENT: dict[tuple[int, bool], S3Client] = {}  # per process: boto3 clients are safe to share
 _MAKING = threading.Lock()  # but not to create
 
 
@@ -39,11 +39,13 @@ def is_url(location: object) -> bool:
     return isinstance(location, str) and location.startswith(SCHEME)
 
 
-def _client() -> S3Client:
-    client = _CLIENT.get(os.getpid())
+def _client(patient: bool = True) -> S3Client:
+    """This process's client: retrying (``patient``), or trying once with short timeouts."""
+    key = (os.getpid(), patient)
+    client = _CLIENT.get(key)
     if client is None:
         with _MAKING:
-            client = _CLIENT.get(os.getpid())
+            client = _CLIENT.get(key)
             if client is None:
                 try:
                     import boto3  # imported by S3 stores only: 0.2 s
@@ -55,12 +57,15 @@ def _client() -> S3Client:
                     ) from None
 
                 region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-                client = _CLIENT[os.getpid()] = boto3.session.Session().client(
+                retries = {
+                    "mode": "standard",
+                    "max_attempts": 5 if patient else 0,
+                }  # after the first
+                timeouts = {} if patient else {"connect_timeout": 2, "read_timeout": 5}
+                client = _CLIENT[key] = boto3.session.Session().client(
                     "s3",
                     region_name=region or "us-east-1",
-                    config=Config(
-                        retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=16
-                    ),
+                    config=Config(retries=retries, max_pool_connections=16, **timeouts),
                 )
     return client
 
@@ -187,12 +192,15 @@ class S3FS:
     def mapped(self, path: str) -> Iterator[bytes]:
         yield self.read(path)
 
-    def put_if_absent(self, path: str, data: Data) -> bool:
+    def put_if_absent(self, path: str, data: Data, *, patient: bool = True) -> bool:
+        """Create ``path`` unless it exists (False then). ``patient=False``: one attempt with
+        short timeouts, for what only saves work later, such as a writer's retirement at its
+        process's exit (retried, an endpoint that is down held each exit ~17 s a writer)."""
         from botocore.exceptions import ClientError
 
         with self._calling(path):
             try:
-                _client().put_object(
+                _client(patient).put_object(
                     Bucket=self.bucket, Key=self._key(path), Body=bytes(data), IfNoneMatch="*"
                 )
             except ClientError as exc:

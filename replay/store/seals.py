@@ -267,12 +267,14 @@ class Sealer:
         self.epoch = known or NONE
         self.quiet: dict[str, int] = {}  # seals in a row that found nothing of a writer
         self.seals = 0
+        self.kept = 0  # the last epoch whose checkpoint this sealer knows is kept
 
     def seal(self, *, full: bool = False) -> Epoch | None:
         """Seal every writer's new objects into the next epoch; None when none was pending.
         When another sealer wins the race for a name, catch up from its epoch and go on.
         Dormant writers (QUIET_SEALS) are listed once in DORMANT_EVERY seals, or if ``full``."""
         self.epoch = latest(self.fs, self.epoch)
+        self._keep(self.epoch)
         self.seals += 1
         dormant = (
             set()
@@ -289,15 +291,30 @@ class Sealer:
             epoch, body = build(self.epoch, found, self.private)
             if self.fs.put_if_absent(name(epoch.number), body):
                 self.epoch = epoch
-                if epoch.checkpoint is not None and self.private is not None:
-                    # Derived from the epoch, where verify, export and witnesses look.
-                    checkpoint.keep(
-                        self.fs,
-                        checkpoint.Checkpoint.from_json(epoch.checkpoint),
-                        keys.public_pem(self.private.public_key()),
-                    )
+                self._keep(epoch, new=True)
                 return epoch
             self.epoch = latest(self.fs, self.epoch)
+            self._keep(self.epoch)
+
+    def _keep(self, epoch: Epoch, *, new: bool = False) -> None:
+        """Keep ``epoch``'s signed checkpoint in ``checkpoints/``, where verify, export and
+        witnesses look (derived from the epoch). Checked once per epoch this sealer finds
+        (one HEAD), not only when it PUT the epoch (``new``): the sealer that did may have
+        been killed before keeping it, leaving the ledger's tail signed nowhere they look."""
+        if epoch.checkpoint is None or epoch.number <= self.kept:
+            return
+        cp = checkpoint.Checkpoint.from_json(epoch.checkpoint)
+        if new or not self.fs.exists(checkpoint.name_of(cp)):
+            private = self.private
+            if private is not None and keys.key_id(private.public_key()) == cp.key_id:
+                pem = keys.public_pem(private.public_key())
+            else:
+                try:
+                    pem = self.fs.read(checkpoint.key_name(cp.key_id))
+                except FileNotFoundError:
+                    return  # a key the store does not hold: its owner's next seal keeps it
+            checkpoint.keep(self.fs, cp, pem)
+        self.kept = epoch.number
 
 
 def take(

@@ -87,7 +87,7 @@ class ShardJournal:
     def _retire(self) -> None:
         if self._registered:
             with contextlib.suppress(ReplayError):  # only sealers' work grows without it
-                self.fs.put_if_absent(f"{WRITERS}/{self.writer}{DONE}", b"{}")
+                self.fs.put_if_absent(f"{WRITERS}/{self.writer}{DONE}", b"{}", patient=False)
 
     def _begin(self) -> None:
         self.writer = uuid.uuid4().hex[:16]
