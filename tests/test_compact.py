@@ -195,6 +195,15 @@ def test_compact_on_the_command_line(store) -> None:
     assert json.loads(result.output)["rows"] == ROWS
 
 
+def test_compact_names_the_ledger_entries_it_compacted_then_that_nothing_is_new(store) -> None:
+    _record(store, 0, 2)
+    runner = CliRunner()
+    first = runner.invoke(app, ["--store", store.url, "compact"], terminal_width=200)
+    again = runner.invoke(app, ["--store", store.url, "compact"], terminal_width=200)
+    assert f"record keys of ledger entries 1 to 2 ({2 * ROWS:,} keys)" in first.output
+    assert "nothing to compact: the record keys of ledger entries 1 to 2 are" in again.output
+
+
 def test_sql_reads_the_compacted_keys_as_a_view(store) -> None:
     _record(store, 0, 2)
     replay.compact(store)

@@ -489,11 +489,18 @@ def compact(as_json: JsonOpt = False) -> None:
     if as_json:
         render.emit_json(vars(done))
     elif done.part is None:
-        render.console.print(f"nothing to compact: runs 0 to {done.stop} are", highlight=False)
+        # start and stop are seqs, half-open; the ledger numbers its entries from 1
+        render.console.print(
+            f"nothing to compact: the record keys of ledger entries 1 to {done.stop - 1} are "
+            "compacted already"
+            if done.stop > 1
+            else "nothing to compact: the store holds no runs yet",
+            highlight=False,
+        )
     else:
         render.console.print(
-            f"compacted runs {done.start} to {done.stop} ({done.rows:,} record keys) into "
-            f"{done.part}",
+            f"compacted the record keys of ledger entries {max(done.start, 1)} to "
+            f"{done.stop - 1} ({done.rows:,} keys) into {done.part}",
             highlight=False,
         )
 
