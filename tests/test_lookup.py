@@ -123,3 +123,47 @@ def test_an_empty_ledger_holds_no_run(tmp_path) -> None:
     store.ledger.path.write_bytes(b"")
     with pytest.raises(NotFoundError):
         store.entry("0123456789abcdef")
+
+
+@pytest.fixture
+def many(store, toy, monkeypatch) -> list[str]:
+    """40 runs, and a window of a few lines either side of where a run's time falls."""
+    monkeypatch.setattr(lookup, "NEAR", 1000)
+    return [replay.record(toy, rows(1, i), store=store, at=AT).run_id for i in range(40)]
+
+
+def _searched(monkeypatch) -> list[tuple[int, int]]:
+    """The (start, end) of every stretch of the ledger searched from now on."""
+    spans: list[tuple[int, int]] = []
+    matches = lookup._matches
+
+    def spy(data, start, end, wanted):
+        spans.append((start, end))
+        return matches(data, start, end, wanted)
+
+    monkeypatch.setattr(lookup, "_matches", spy)
+    return spans
+
+
+def test_a_full_id_is_sought_near_where_its_time_falls(store, many, monkeypatch) -> None:
+    spans = _searched(monkeypatch)
+    assert replay.Store.open(store.root).entry(many[17])["run_id"] == many[17]
+    assert sum(stop - start for start, stop in spans) < store.ledger.size() / 4
+
+
+def test_a_run_whose_id_is_older_than_its_place_is_found_in_the_whole_ledger(
+    store, toy, many, monkeypatch
+) -> None:
+    # Made long before it committed (or by a clock that was behind): its time says "early".
+    early = "00000000-0001-7000-8000-" + many[0][-12:]
+    monkeypatch.setattr("replay.capture.record.new_run_id", lambda: early)
+    replay.record(toy, rows(1, 99), store=store, at=AT)
+    spans = _searched(monkeypatch)
+    assert replay.Store.open(store.root).entry(early)["run_id"] == early
+    assert (0, store.ledger.size()) in spans
+
+
+def test_a_prefix_is_sought_in_the_whole_ledger(store, many, monkeypatch) -> None:
+    spans = _searched(monkeypatch)
+    assert replay.Store.open(store.root).entry(many[17][:30])["run_id"] == many[17]
+    assert spans == [(0, store.ledger.size())]

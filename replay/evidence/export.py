@@ -190,8 +190,9 @@ def export(
     and before each run is replayed (each run is replayed once, and its report serves the
     bundle, the statement and the human report).
     """
-    # Runs named alone are found in the ledger itself (one pass over its bytes, 0.2 s at a
-    # million runs), not through the catalog, which might first have to index that million;
+    # Runs named alone are found in the ledger itself (near where their ids' times fall: 2 ms
+    # for one at a million runs; see replay.store.lookup), not through the catalog, which
+    # might first have to index that million;
     # a window is the catalog's answer, which also says where each line ends (a seek each).
     find_entries: Callable[[Store, list[str]], list[dict[str, Any]]] = Store.find_entries
     if since is not None or until is not None:
