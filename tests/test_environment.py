@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -218,3 +219,18 @@ def test_a_distributions_name_and_version_are_those_the_parser_reads(tmp_path, h
     (info / "METADATA").write_bytes(headers.encode())
     dist = metadata.PathDistribution(info)
     assert environment._name_and_version(dist) == (dist.metadata["Name"], dist.version)
+
+
+def test_without_an_engine_socket_the_docker_sdk_is_not_imported_to_ask_it(tmp_path) -> None:
+    # A container without the engine's socket (the usual deployment) cannot be answered:
+    # importing the SDK to find that out cost ~0.2 s of the process.
+    probe = (
+        "import sys\n"
+        "from replay.docker.client import own_image\n"
+        "print(own_image(), 'docker' in sys.modules)\n"
+    )
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/docker.sock"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    assert out.split() == ["None", "False"]

@@ -20,12 +20,11 @@ CONTAINER_ID = re.compile(r"/containers/([0-9a-f]{64})/")
 
 def engine(base_url: str | None = None) -> Any:
     """A connected docker client (``DOCKER_HOST`` or the default socket)."""
-    import docker
-
     where = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
     hint = "start dockerd, or point DOCKER_HOST at its socket"
     if where.startswith("unix://"):
-        # Probe first: the SDK leaks the socket of a connection that fails.
+        # Probe first: the SDK leaks the socket of a connection that fails (and importing it
+        # costs ~0.2 s, which a process in a container without the socket never pays).
         with socket.socket(socket.AF_UNIX) as probe:
             try:
                 probe.connect(where.removeprefix("unix://"))
@@ -33,6 +32,8 @@ def engine(base_url: str | None = None) -> Any:
                 raise EngineUnavailableError(
                     f"no Docker engine answers at {where} ({exc.strerror})", hint=hint
                 ) from None
+    import docker
+
     client = None
     try:
         client = docker.DockerClient(base_url=where, timeout=120)
@@ -53,13 +54,17 @@ def _reason(exc: Exception) -> str:
 
 def own_image() -> dict[str, str] | None:
     """Ask the engine (socket mounted into this container) which image we run in."""
+    try:
+        client = engine()
+    except EngineUnavailableError:
+        return None
     import docker
 
     try:
-        with contextlib.closing(engine()) as client:
+        with contextlib.closing(client):
             container = client.containers.get(_own_container_id())
             img = client.images.get(container.attrs["Image"])
-    except (docker.errors.DockerException, EngineUnavailableError):
+    except docker.errors.DockerException:
         return None
     return {
         "digest": _repo_digest(img.attrs, container.attrs["Config"]["Image"]) or img.id,
