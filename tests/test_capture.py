@@ -15,6 +15,7 @@ import replay
 from replay.core.digest import table_digest
 from replay.core.manifest import Manifest
 from replay.errors import CaptureError, InputError, StepError
+from replay.store import commit
 
 
 def _entry(store: replay.Store, run_id: str) -> dict:
@@ -197,6 +198,35 @@ def test_async_recording_is_durable_after_flush(tmp_path: Path, toy) -> None:
     store.flush()
     assert store.pending == 0
     assert {e["run_id"] for _, e in store.entries()} == {r.run_id for r in results}
+
+
+def _blocks(store: replay.Store) -> list[tuple[str, int]]:
+    return [(e["block"]["segment"], e["block"]["offset"]) for _, e in store.entries()]
+
+
+def test_asynchronous_runs_recorded_one_after_another_share_one_group(
+    tmp_path: Path, toy, monkeypatch
+) -> None:
+    monkeypatch.setattr(commit, "LINGER", 600.0)  # only a flush ends this group's wait
+    store = replay.Store.open(tmp_path / "s", durable=False)
+    for i in range(3):
+        replay.record(toy, rows(1, i), store=store)
+    assert store.pending == 3
+    store.flush()
+    assert store.pending == 0
+    assert len(set(_blocks(store))) == 1
+
+
+def test_a_durable_run_ends_the_wait_of_the_asynchronous_runs_before_it(
+    tmp_path: Path, toy, monkeypatch
+) -> None:
+    monkeypatch.setattr(commit, "LINGER", 600.0)
+    store = replay.Store.open(tmp_path / "s", durable=False)
+    for i in range(2):
+        replay.record(toy, rows(1, i), store=store)
+    last = replay.record(toy, rows(1, 2), store=store, durable=True)
+    assert last.seq == 3
+    assert len(set(_blocks(store))) == 1
 
 
 def _record_big(store_path: str) -> None:

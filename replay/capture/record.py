@@ -221,8 +221,11 @@ def record_with(
         error=Failure(getattr(failure, "step", None), failure.message) if failure else UNSET,
     )
     built = plain(manifest)
-    future = store.commit(RunData(run_id, stored, blobs), built, manifest_json(built))
-    entry = future.result() if (store.durable if durable is None else durable) else None
+    waited = store.durable if durable is None else durable
+    future = store.commit(
+        RunData(run_id, stored, blobs), built, manifest_json(built), waited=waited
+    )
+    entry = future.result() if waited else None
     if failure is not None:
         failure.hint = f"the failed run is recorded as {run_id}; {failure.hint}".rstrip("; ")
         failure.run_id = run_id

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from replay.core.digest import canonical_json, sha256
+from replay.core.digest import canonical_json, sha256, text_json
 from replay.errors import CorruptionError, StoreError
 from replay.store.fs import LogFile, LogFS, StoreFS
 from replay.store.segments import FOLDER as SEGMENTS
@@ -37,11 +37,11 @@ _TAIL_CHUNK = 1 << 16
 
 def line_of(entry: dict[str, Any]) -> bytes:
     """An entry as the ledger stores it: the manifest is named by its digest, not held."""
-    return canonical_json({k: v for k, v in entry.items() if k != "manifest"})
+    return text_json({k: v for k, v in entry.items() if k != "manifest"})
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
-    return sha256(canonical_json({k: v for k, v in entry.items() if k not in ("hash", "manifest")}))
+    return sha256(text_json({k: v for k, v in entry.items() if k not in ("hash", "manifest")}))
 
 
 def hash_holds(entry: dict[str, Any]) -> bool:
@@ -131,7 +131,7 @@ class Ledger:
                 entry = {**record, "seq": seq, "prev": prev}
                 entry["hash"] = prev = entry_hash(entry)
                 entries.append(entry)
-                lines.append(canonical_json(entry) + b"\n")
+                lines.append(text_json(entry) + b"\n")
             data = b"".join(lines)
             try:
                 log.append(data)

@@ -204,13 +204,19 @@ class Store:
         return self.objects.get(digest)
 
     def commit(
-        self, data: RunData, manifest: dict[str, Any], body: bytes | None = None
+        self,
+        data: RunData,
+        manifest: dict[str, Any],
+        body: bytes | None = None,
+        *,
+        waited: bool = True,
     ) -> Future[dict[str, Any]]:
         """Queue a run for group commit; the future resolves to its ledger entry.
-        ``body``: the manifest's canonical JSON, when the caller has it."""
+        ``body``: the manifest's canonical JSON, when the caller has it; ``waited=False``:
+        the caller does not wait for it (its group may wait a little for others)."""
         self._check_writable()
         self._wrote = True
-        return self._writer().submit(data, manifest, body)
+        return self._writer().submit(data, manifest, body, waited=waited)
 
     def flush(self) -> None:
         """Wait until every run recorded so far is durable."""
