@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -227,6 +229,24 @@ def test_a_durable_run_ends_the_wait_of_the_asynchronous_runs_before_it(
     last = replay.record(toy, rows(1, 2), store=store, durable=True)
     assert last.seq == 3
     assert len(set(_blocks(store))) == 1
+
+
+def test_asynchronous_runs_still_waiting_at_a_normal_exit_are_written(tmp_path: Path) -> None:
+    child = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import replay\n"
+        "from replay.store import commit\n"
+        "from conftest import rows\n"
+        "commit.LINGER = 600.0  # the group would wait for more runs past the exit\n"
+        "store = replay.Store.open(sys.argv[1], durable=False)\n"
+        "pipe = replay.Pipeline('same', [replay.Step('same', lambda t: t)])\n"
+        "print(' '.join(replay.record(pipe, rows(1, i), store=store).run_id for i in range(3)))\n"
+    )
+    run = [sys.executable, "-c", child, str(tmp_path / "s")]
+    out = subprocess.run(run, capture_output=True, text=True, check=True, timeout=120).stdout
+    written = {e["run_id"] for _, e in replay.Store.open(tmp_path / "s").entries()}
+    assert written == set(out.split())
 
 
 def _record_big(store_path: str) -> None:

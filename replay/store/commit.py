@@ -24,9 +24,12 @@ holding its block and its writer's chained lines; a sealer chains them into the 
 
 from __future__ import annotations
 
+import atexit
+import os
 import queue
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,6 +78,10 @@ class Committer:
         self._flushing = 0  # flushes waiting: no group lingers meanwhile
         self._thread = threading.Thread(target=self._loop, name="replay-commit", daemon=True)
         self._thread.start()
+        self._pid = os.getpid()  # a forked child inherits the exit hook, not the thread
+        # After an object store's writer registered its retirement: exit hooks run last
+        # first, so the runs are written before the writer says it wrote its last.
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     def submit(
         self,
@@ -110,6 +117,12 @@ class Committer:
         finally:
             with self._idle:
                 self._flushing -= 1
+
+    def flush_at_exit(self) -> None:
+        """At a normal exit, asynchronous runs still queued or lingering are made durable (a
+        crash loses them: the loss window ``pending`` counts)."""
+        if self._pid == os.getpid() and self._thread.is_alive():
+            self.flush()
 
     def _loop(self) -> None:
         while True:
@@ -177,3 +190,9 @@ class Committer:
         with self._idle:
             self._outstanding -= len(group)
             self._idle.notify_all()
+
+
+def _flush_at_exit(committer: weakref.ref[Committer]) -> None:
+    live = committer()
+    if live is not None:
+        live.flush_at_exit()
