@@ -40,7 +40,7 @@ from replay.errors import (
     StoreFormatError,
     UsageError,
 )
-from replay.store import lookup, mirror, rows, s3
+from replay.store import lookup, rows, s3
 from replay.store.cache import Cache
 from replay.store.commit import Committer
 from replay.store.fs import LocalFS, LogFS
@@ -48,12 +48,14 @@ from replay.store.ledger import FOLDER as LEDGER_FOLDER
 from replay.store.ledger import Ledger
 from replay.store.objects import ObjectStore
 from replay.store.recovery import Journal
-from replay.store.seals import Epoch, Sealer
 from replay.store.segments import Block, BlockRef, RunData, SegmentWriter
-from replay.store.shards import ShardJournal
 
+# Object storage's modules (the mirror, sealing, signing keys) are imported where an S3 store
+# needs them: a folder store's processes, `replay find` first, skip ~25 ms of imports.
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from replay.store.seals import Epoch, Sealer
 
 FORMAT = 1
 SYNC_EVERY = 2.0  # seconds: how often reads take what other writers recorded (see sync)
@@ -72,7 +74,11 @@ class Store:
         self.location = root.resolve()  # one name for the folder, however it was reached
         self.remote = remote
         # Every file of the store is read and written here.
-        self.fs: LogFS = LocalFS(root) if remote is None else mirror.Routed(LocalFS(root), remote)
+        self.fs: LogFS = LocalFS(root)
+        if remote is not None:
+            from replay.store import mirror
+
+            self.fs = mirror.Routed(LocalFS(root), remote)
         self.readonly = readonly
         self.durable = durable
         self.objects = ObjectStore(self.fs)
@@ -135,6 +141,8 @@ class Store:
                 raise NotFoundError(f"no store at {url}", hint=f"run `replay --store {url} init`")
             remote.put_if_absent("FORMAT", (json.dumps({"format": FORMAT}) + "\n").encode())
         _check_format(url, remote.where("FORMAT"), remote.read("FORMAT"))
+        from replay.store import mirror
+
         local = mirror.location(remote)
         LocalFS(local).makedirs(LEDGER_FOLDER)
         # Not synced here: each read syncs first (and `replay seal` must find what is pending).
@@ -158,6 +166,8 @@ class Store:
         self._wrote, self._synced_at = False, now
         if not self.readonly:
             self.seal(full=full)
+        from replay.store import mirror
+
         mirror.update(LocalFS(self.root), self.remote)
 
     def seal(self, private: Ed25519PrivateKey | None = None, *, full: bool = False) -> Epoch | None:
@@ -172,6 +182,8 @@ class Store:
             )
         self._check_writable()
         if self._sealer is None:
+            from replay.store.seals import Sealer
+
             self._sealer = Sealer(self.remote)
         self._sealer.private = private
         return self._sealer.seal(full=full)
@@ -188,6 +200,8 @@ class Store:
         with self._writer_lock:
             if self._committer is None or self._writer_pid != os.getpid():
                 if self.remote is not None:
+                    from replay.store.shards import ShardJournal
+
                     self._committer = Committer(ShardJournal(self.remote), None)
                 else:
                     self._segments = SegmentWriter(self.fs)
