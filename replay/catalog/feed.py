@@ -9,7 +9,7 @@ Nothing here imports pyarrow.compute: ~35 ms of every process that ingests.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +159,7 @@ class Chunk:
     entries: pa.Table | None = None
     lines: pa.Table | None = None
     consumed: dict[str, int] = field(default_factory=dict)
+    then: object = None  # what ``read``'s ``then`` made of it, in the reading thread
 
     @property
     def end(self) -> int:
@@ -169,12 +170,17 @@ class Chunk:
         return self.data[begin - self.start : int(self.ends[i]) - self.start]
 
 
-def read(store: Store, offset: int, consumed: dict[str, int]) -> Iterator[Chunk]:
+def read(
+    store: Store,
+    offset: int,
+    consumed: dict[str, int],
+    then: Callable[[Chunk], object] = lambda _: None,
+) -> Iterator[Chunk]:
     """The ledger's chunks from byte ``offset``, each with its index lines (each file read
-    from its ``consumed`` offset). The next chunk is read and parsed in a thread while the
-    caller indexes this one, its entries and each writer's lines in threads of their own
-    (the first chunk has nothing to overlap with): pyarrow's JSON reader and DuckDB both let
-    go of the GIL."""
+    from its ``consumed`` offset) and ``then``'s answer for it. The next chunk is read,
+    parsed and given to ``then`` in a thread while the caller indexes this one, its entries
+    and each writer's lines in threads of their own (the first chunk has nothing to overlap
+    with): pyarrow's JSON reader and DuckDB both let go of the GIL."""
     source = _chunks(store.ledger, offset)
     with (
         ThreadPoolExecutor(1, thread_name_prefix="replay-ingest") as pool,
@@ -197,6 +203,7 @@ def read(store: Store, offset: int, consumed: dict[str, int]) -> Iterator[Chunk]
             if got is not None and entries is not None and not entries["seq"].null_count:
                 chunk.lines = as_timestamps(got)
             chunk.consumed = lines.consumed()
+            chunk.then = then(chunk)
             return chunk
 
         ahead = pool.submit(prepare)

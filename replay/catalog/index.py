@@ -26,7 +26,7 @@ from contextlib import closing, contextmanager
 
 import duckdb
 
-from replay.catalog.schema import COMPACTED, DDL, SCHEMA_VERSION
+from replay.catalog.schema import COMPACTED, DDL, SCHEMA_VERSION, set_meta
 from replay.errors import CatalogError
 from replay.store.parts import frontier
 from replay.store.store import Store
@@ -251,14 +251,11 @@ def _pace_vacuum(con: duckdb.DuckDBPyConnection, added: int) -> None:
     skipped = int(meta.get(SKIPPED, VACUUM_EVERY)) + 1
     unmerged = int(meta.get(UNMERGED, ROW_GROUP)) + added
     if skipped < VACUUM_EVERY and unmerged < ROW_GROUP:
-        con.executemany(
-            "insert or replace into meta values (?, ?)",
-            [(SKIPPED, str(skipped)), (UNMERGED, str(unmerged))],
-        )
+        set_meta(con, {SKIPPED: str(skipped), UNMERGED: str(unmerged)})
         con.execute("set max_vacuum_tasks = 0")
         con.execute(f"set disabled_compression_methods = '{COSTLY_COMPRESSION}'")
         return
-    con.executemany("insert or replace into meta values (?, ?)", [(SKIPPED, "0"), (UNMERGED, "0")])
+    set_meta(con, {SKIPPED: "0", UNMERGED: "0"})
     con.execute("reset max_vacuum_tasks")
     con.execute("reset disabled_compression_methods")
 

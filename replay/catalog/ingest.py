@@ -14,6 +14,7 @@ import duckdb
 import orjson
 
 from replay.catalog import feed, named, pair
+from replay.catalog.schema import set_meta
 from replay.errors import CorruptionError
 from replay.store.store import Store
 
@@ -34,8 +35,7 @@ def ingest(
 ) -> bool:
     """Index the ledger's entries from byte ``offset``, the first chained to entry hash
     ``last``; False (nothing written) when it is not: the ledger is not the one indexed.
-    ``settle`` is told how many runs were indexed in the last transaction, before it
-    commits."""
+    ``settle`` is told how many runs it indexed, before the last transaction commits."""
     consumed = {
         k.removeprefix(LINES): int(v)
         for k, v in con.execute(
@@ -45,7 +45,8 @@ def ingest(
     where = str(store.ledger.path)
     held = 0  # runs written in the open transaction
     added = 0
-    for chunk in feed.read(store, offset, consumed):
+    meta: dict[str, str] = {}  # how far the open transaction reaches, saved as it commits
+    for chunk in feed.read(store, offset, consumed, then=pair.match):
         n = len(chunk.ends)
         if offset and last is not None and _entry(chunk, 0, where).get("prev") != last:
             if held:
@@ -54,10 +55,10 @@ def ingest(
         if not held:
             con.execute("begin")
         alone: Any = range(n)
-        if chunk.lines is not None:
-            paired = pair.pair(con, chunk)
+        paired = chunk.then  # pair.match, in the reading thread
+        if isinstance(paired, pair.Paired):
             if paired.matched is not None:
-                _bulk(store, con, paired)
+                _bulk(store, con, chunk, paired)
             alone = paired.alone
         if len(alone):
             from replay.catalog import blocks  # only now: it imports pyarrow.compute
@@ -67,22 +68,18 @@ def ingest(
             )
         last = _entry(chunk, n - 1, where)["hash"]
         moved = {name: at for name, at in chunk.consumed.items() if consumed.get(name) != at}
-        con.executemany(
-            "insert or replace into meta values (?, ?)",
-            [
-                ("ledger_offset", str(chunk.end)),
-                ("ledger_hash", last),
-                *((LINES + name, str(at)) for name, at in moved.items()),
-            ],
-        )
+        meta |= {"ledger_offset": str(chunk.end), "ledger_hash": last}
+        meta |= {LINES + name: str(at) for name, at in moved.items()}
         consumed.update(moved)
         held += n
         added += n
         if held >= COMMIT_RUNS:
+            set_meta(con, meta)
             con.execute("commit")
-            held = 0
+            held, meta = 0, {}
     settle(added)
     if held:
+        set_meta(con, meta)
         con.execute("commit")
     return True
 
@@ -97,13 +94,16 @@ def _entry(chunk: feed.Chunk, i: int, where: str) -> dict[str, Any]:
     return entry
 
 
-def _bulk(store: Store, con: duckdb.DuckDBPyConnection, paired: pair.Paired) -> None:
-    """Index the runs ``pair`` paired with their lines."""
+def _bulk(
+    store: Store, con: duckdb.DuckDBPyConnection, chunk: feed.Chunk, paired: pair.Paired
+) -> None:
+    """Index the runs ``pair.match`` paired with their lines."""
+    assert chunk.entries is not None and paired.matched is not None
+    pair.register(con, chunk.entries, paired.matched)
     try:
-        envs, versions = paired.names()
-        for env in envs:
+        for env in paired.envs:
             named.environment(store, con, env)
-        named.components(store, con, versions)
+        named.components(store, con, paired.versions)
         for statement in pair.INSERTS:
             con.execute(statement)
     finally:

@@ -42,33 +42,29 @@ INSERTS = (
 
 @dataclass
 class Paired:
-    """What ``pair`` registered as ``_matched`` (None: nothing) and the entries (indices
-    into the chunk) it left without a line."""
+    """The chunk's lines that pair with an entry (None: none), each with its entry's
+    ``entry_end``; the entries (indices into the chunk) left without a line; and the
+    environments and versions' pipelines the matched runs name (a version names one
+    pipeline: its first run says which)."""
 
     matched: pa.Table | None
     alone: np.ndarray[Any, Any]
-
-    def names(self) -> tuple[set[str], dict[str, str]]:
-        """The environments the matched runs name, and their versions' pipelines (a version
-        names one pipeline: its first run says which)."""
-        assert self.matched is not None
-        versions = self.matched["version"].to_pylist()[::-1]
-        pipelines = self.matched["pipeline"].to_pylist()[::-1]
-        return set(self.matched["env"].to_pylist()), dict(zip(versions, pipelines, strict=True))
+    envs: set[str]
+    versions: dict[str, str]
 
 
-def pair(con: duckdb.DuckDBPyConnection, chunk: feed.Chunk) -> Paired:
-    """Register the chunk's lines that pair with an entry as ``_matched`` (each with its
-    entry's ``entry_end``) and its entries as ``_entries``; call ``drop`` when done with
-    them."""
+def match(chunk: feed.Chunk) -> Paired | None:
+    """Pair the chunk's lines with its entries (None: it has no lines or no entries). No
+    DuckDB: ingest's reading thread does it a chunk ahead (a tenth of a big ingest's time)."""
     entries, lines = chunk.entries, chunk.lines
-    assert entries is not None and lines is not None
+    if entries is None or lines is None:
+        return None
     n = entries.num_rows
     first = int(entries["seq"][0].as_py())
     # A well-formed ledger numbers a chunk's entries one by one, so a line's entry is found
     # by its seq alone; any other chunk is left to the line-by-line reader.
     if not np.array_equal(feed.as_numpy(entries["seq"]), np.arange(first, first + n)):
-        return Paired(None, np.arange(n))
+        return Paired(None, np.arange(n), set(), {})
     at = feed.as_numpy(lines["seq"]) - first
     ok = (at >= 0) & (at < n) & ~_true_or_null(lines["keys_in_block"])
     at = np.where(ok, at, 0)
@@ -77,20 +73,32 @@ def pair(con: duckdb.DuckDBPyConnection, chunk: feed.Chunk) -> Paired:
     rows = np.flatnonzero(ok)
     rows = np.sort(rows[np.unique(at[rows], return_index=True)[1]])  # one line an entry
     if not len(rows):
-        return Paired(None, np.arange(n))
+        return Paired(None, np.arange(n), set(), {})
     if len(rows) < lines.num_rows:  # take needs pyarrow.compute (blocks will need it too)
         lines = lines.take(feed.int64s(rows))
     at = at[rows]
     matched = lines.append_column("entry_end", feed.int64s(chunk.ends[at]))
-    con.register("_entries", entries)
-    con.register("_matched", matched)
     found = np.zeros(n, np.bool_)
     found[at] = True
-    return Paired(matched, np.flatnonzero(~found))
+    versions = matched["version"].to_pylist()[::-1]
+    pipelines = matched["pipeline"].to_pylist()[::-1]
+    return Paired(
+        matched,
+        np.flatnonzero(~found),
+        set(matched["env"].to_pylist()),
+        dict(zip(versions, pipelines, strict=True)),
+    )
+
+
+def register(con: duckdb.DuckDBPyConnection, entries: pa.Table, matched: pa.Table) -> None:
+    """Register the matched lines as ``_matched`` and their chunk's entries as ``_entries``,
+    for INSERTS; call ``drop`` when done with them."""
+    con.register("_entries", entries)
+    con.register("_matched", matched)
 
 
 def drop(con: duckdb.DuckDBPyConnection) -> None:
-    """Unregister what ``pair`` registered."""
+    """Unregister what ``register`` registered."""
     con.unregister("_matched")
     con.unregister("_entries")
 

@@ -29,6 +29,16 @@ COMPACTED = "compacted"  # meta key: the records rows of runs below this seq liv
 UNINDEXED = "unindexed:"  # meta key prefix of a run whose record keys have no text
 
 
+def set_meta(con: duckdb.DuckDBPyConnection, values: dict[str, str]) -> None:
+    """Set meta keys, in one statement: DuckDB's executemany took ~15 ms for three rows of
+    this keyed table, which ingest wrote after every chunk (2 s of a million runs)."""
+    if values:
+        rows = ", ".join(["(?, ?)"] * len(values))
+        con.execute(
+            f"insert or replace into meta values {rows}", [x for kv in values.items() for x in kv]
+        )
+
+
 def compacted_below(con: duckdb.DuckDBPyConnection) -> int:
     """The seq below which the catalog keeps no records rows: they are in the store's
     compacted parts (replay.catalog.compact); 0 when it keeps them all."""
