@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from replay.catalog import feed, named
 from replay.catalog.keys import POOL, Keys
-from replay.catalog.schema import UNINDEXED, compacted_below
+from replay.catalog.schema import UNINDEXED, compacted_below, set_meta
 from replay.core.manifest import decode
 from replay.store import rows
 from replay.store.segments import Block
@@ -171,7 +171,4 @@ class Ingest:
             )
             # So that a check of the catalog's own counts (catalogcheck) expects no records
             # rows of this run, rather than taking their absence for an edited catalog.
-            self.con.execute(
-                "insert or replace into meta values (?, ?)",
-                [UNINDEXED + run_id, "record keys not indexed"],
-            )
+            set_meta(self.con, {UNINDEXED + run_id: "record keys not indexed"})

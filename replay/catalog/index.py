@@ -81,7 +81,7 @@ class Catalog:
                 self._delete()
             con = self._open()
             if rebuild:  # from the ledger and blocks alone: not even the compacted parts
-                con.execute("insert or replace into meta values (?, '0')", [COMPACTED])
+                set_meta(con, {COMPACTED: "0"})
             try:
                 self._refresh(con)
                 yield con
