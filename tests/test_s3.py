@@ -436,3 +436,17 @@ def test_a_writer_exiting_while_its_endpoint_is_down_tries_to_retire_once(s3_url
         down.server_close()
     assert writer.returncode == 0
     assert _Unavailable.requests == 1
+
+
+def test_a_mirror_that_lost_lines_it_had_taken_takes_every_epoch_again(s3_url: str) -> None:
+    store = replay.Store.open(s3_url)
+    for i in range(3):
+        replay.record(_chain(), _applicant(i), store=store, record_key="id", at=T0)
+    taken = _ledger_runs(store)
+    ledger = store.root / "ledger" / "ledger.jsonl"
+    whole = ledger.read_bytes()
+    ledger.write_bytes(whole[: len(whole) // 2])  # what a machine crash leaves of unsynced pages
+    reader = replay.Store.open(s3_url)
+    assert _ledger_runs(reader) == taken
+    assert ledger.read_bytes() == whole
+    assert [r["record_key"] for r in replay.find(reader, "A2")] == ["id"]

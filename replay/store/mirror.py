@@ -51,24 +51,33 @@ class State:
     rows: int  # the size of the catalog lines taken with them
 
 
+EMPTY = State(0, GENESIS, 0, 0, GENESIS, [], 0)
+
+
 def _read_state(local: LocalFS) -> State:
     try:
         return State(**json.loads(local.read(STATE)))
     except FileNotFoundError:
-        return State(0, GENESIS, 0, 0, GENESIS, [], 0)
+        return EMPTY
     except (ValueError, TypeError):
         raise CorruptionError(local.where(STATE), "is not a mirror's state: delete it") from None
 
 
-def update(local: LocalFS, remote: S3FS) -> int:
-    """Take every epoch sealed since the mirror's last; returns how many."""
+def update(local: LocalFS, remote: S3FS, known: seals.Epoch | None = None) -> int:
+    """Take every epoch sealed since the mirror's last; returns how many. ``known``: an
+    epoch already read (a sealer's last), taken without reading it again (~30 ms for one of
+    10,000 runs): epochs are created once and never rewritten."""
     taken = 0
     with local.locked(LOCK), local.open_log(NAME) as log, local.open_log(ROWS) as index:
         state = _read_state(local)
+        if log.size() < state.bytes or index.size() < state.rows:
+            # The machine crashed before lines recorded as taken reached the disk (the state
+            # is written durably, the lines are not synced): take every epoch again.
+            state = EMPTY
         for f, size in ((log, state.bytes), (index, state.rows)):
             if f.size() != size:
                 f.truncate(size)  # lines of an epoch whose taking was not recorded
-        while (epoch := seals.read(remote, state.epoch + 1)) is not None:
+        while (epoch := _next(remote, state.epoch + 1, known)) is not None:
             tree = merkle.Frontier(state.size, [bytes.fromhex(h) for h in state.frontier])
             before = seals.Epoch(state.epoch, state.digest, "", {}, state.size, state.last)
             for _ in seals.take(remote.where(seals.name(epoch.number)), before, epoch, tree):
@@ -87,6 +96,10 @@ def update(local: LocalFS, remote: S3FS) -> int:
             local.write_atomic(STATE, canonical_json(state.__dict__))
             taken += 1
     return taken
+
+
+def _next(remote: S3FS, number: int, known: seals.Epoch | None) -> seals.Epoch | None:
+    return known if known is not None and known.number == number else seals.read(remote, number)
 
 
 @dataclass(frozen=True)

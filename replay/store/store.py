@@ -168,7 +168,8 @@ class Store:
             self.seal(full=full)
         from replay.store import mirror
 
-        mirror.update(LocalFS(self.root), self.remote)
+        known = None if self._sealer is None else self._sealer.epoch
+        mirror.update(LocalFS(self.root), self.remote, known)
 
     def seal(self, private: Ed25519PrivateKey | None = None, *, full: bool = False) -> Epoch | None:
         """On object storage: chain what every writer left pending into the next sealing
