@@ -180,6 +180,22 @@ def test_a_torn_or_garbled_line_leaves_its_runs_to_their_blocks(
     assert _reindex(store) == truth
 
 
+def test_a_garbled_piece_among_pieces_parsed_at_once_leaves_it_and_the_rest_to_blocks(
+    store: replay.Store, chain: replay.Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record_everything(store, chain)
+    truth = _reindex(store)
+    path, _ = _lines(store)[0]
+    data = path.read_bytes()
+    middle = data.index(b"\n", len(data) // 3) + 1
+    seq = json.loads(data[:middle].splitlines()[-1])["seq"]
+    garbled = json.dumps({"seq": seq, "steps": 5}).encode()  # a seq, but not an index line
+    path.write_bytes(data[:middle] + garbled + b"\n" + data[middle:])
+    longest = max(len(line) for line in data.splitlines())
+    monkeypatch.setattr(feed, "PIECE_BYTES", 2 * longest + 2)  # pieces of a few lines at once
+    assert _reindex(store) == truth
+
+
 def test_a_line_of_a_run_the_ledger_does_not_hold_is_not_indexed(
     store: replay.Store, chain: replay.Pipeline
 ) -> None:

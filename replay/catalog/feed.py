@@ -242,8 +242,10 @@ def _chunks(ledger: Ledger, offset: int) -> Iterator[Chunk]:
 class _File:
     name: str
     offset: int  # what ingest has consumed
-    read: int  # what has been read (and parsed into ``pending``)
+    read: int  # what has been read (and parsed, or being parsed, into ``pending``)
     pending: list[pa.Table] = field(default_factory=list)
+    parsing: list[tuple[int, Future[pa.Table | None]]] = field(default_factory=list)  # at
+    last: int = -1  # the seq of the last line read (-1: none since ``pending`` emptied)
     done: bool = False  # no whole line left to read now (or the file is not index lines)
 
 
@@ -260,19 +262,27 @@ class Lines:
             for name in store.fs.list(rows.FOLDER)
         ]
         self.pool = pool
-        self.filling: list[Future[None]] = []
 
     def fill(self, last_seq: int) -> None:
-        """Start reading each file up to ``last_seq``, in the pool; ``upto`` takes them."""
-        self.filling = [self.pool.submit(self._fill, f, last_seq) for f in self.files]
+        """Read each file up to ``last_seq``, its pieces parsed in the pool, several at once
+        (an S3 store's lines are all in one file); ``upto`` takes them."""
+        for f in self.files:
+            while not f.done and self._need_more(f, last_seq):
+                self._read(f)
 
     def upto(self, last_seq: int) -> pa.Table | None:
         """Every unconsumed line whose seq is at most ``last_seq`` (after ``fill``)."""
-        for job in self.filling:
-            job.result()
         taken: list[pa.Table] = []
         for f in self.files:
+            for at, job in f.parsing:
+                table = job.result()
+                if table is None:  # not index lines: this piece's runs are indexed from blocks
+                    f.read, f.done = at, True
+                    break
+                f.pending.append(table)
+            f.parsing = []
             if not f.pending:
+                f.last = -1
                 continue
             table = pa.concat_tables(f.pending)
             n = int(np.searchsorted(as_numpy(table["seq"]), last_seq, side="right"))
@@ -285,18 +295,14 @@ class Lines:
     def consumed(self) -> dict[str, int]:
         return {f.name: f.offset for f in self.files}
 
-    def _fill(self, f: _File, last_seq: int) -> None:
-        while not f.done and self._need_more(f, last_seq):
-            self._read(f)
-
     def _need_more(self, f: _File, last_seq: int) -> bool:
-        if f.pending and f.pending[-1].num_rows and f.pending[-1]["seq"][-1].as_py() > last_seq:
+        if f.last > last_seq:
             return False
         if f.read >= self.store.fs.size(f"{rows.FOLDER}/{f.name}"):
             return False
         # A file whose next line is past this chunk (another writer's, or a later one) is
         # not parsed a piece at a time for nothing: its first line says so.
-        return bool(f.pending) or self._next_seq(f) <= last_seq
+        return f.last >= 0 or self._next_seq(f) <= last_seq
 
     def _next_seq(self, f: _File) -> int:
         head = bytes(self.store.fs.read_range(f"{rows.FOLDER}/{f.name}", f.read, 4096))
@@ -307,15 +313,20 @@ class Lines:
     def _read(self, f: _File) -> None:
         data = bytes(self.store.fs.read_range(f"{rows.FOLDER}/{f.name}", f.read, PIECE_BYTES))
         cut = data.rfind(b"\n") + 1
-        try:
-            # No newline: a torn last line (its writer died, or is writing it now).
-            # Not strict: lines a later version writes may say more.
-            table = read_lines(data[:cut], LINES, strict=False) if cut else None
-        except pa.ArrowInvalid:
-            table = None  # not index lines: their runs are indexed from their blocks
-        if table is None:
+        if not cut:  # a torn last line (its writer died, or is writing it now)
             f.done = True
             return
-        ends = _ends(memoryview(data)[:cut], f.read)
-        f.pending.append(table.append_column("_end", int64s(ends)))
+        last = _seq(data[data.rfind(b"\n", 0, cut - 1) + 1 : cut])
+        f.parsing.append((f.read, self.pool.submit(_parse, data[:cut], f.read)))
         f.read += cut
+        f.last = last if last is not None else 1 << 62  # an odd line: its parse decides
+
+
+def _parse(data: bytes, at: int) -> pa.Table | None:
+    """Index lines read from byte ``at`` of their file, each with where it ends; None when
+    they are not index lines (their runs are indexed from their blocks)."""
+    try:
+        table = read_lines(data, LINES, strict=False)  # lines a later version writes say more
+    except pa.ArrowInvalid:
+        return None
+    return table.append_column("_end", int64s(_ends(memoryview(data), at)))
