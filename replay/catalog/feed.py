@@ -281,15 +281,15 @@ class Lines:
                     break
                 f.pending.append(table)
             f.parsing = []
+            if f.pending:
+                table = pa.concat_tables(f.pending)
+                n = int(np.searchsorted(as_numpy(table["seq"]), last_seq, side="right"))
+                if n:
+                    taken.append(table.slice(0, n))
+                    f.offset = int(table["_end"][n - 1].as_py())
+                f.pending = [table.slice(n)] if n < len(table) else []
             if not f.pending:
-                f.last = -1
-                continue
-            table = pa.concat_tables(f.pending)
-            n = int(np.searchsorted(as_numpy(table["seq"]), last_seq, side="right"))
-            if n:
-                taken.append(table.slice(0, n))
-                f.offset = int(table["_end"][n - 1].as_py())
-            f.pending = [table.slice(n)] if n < len(table) else []
+                f.last = -1  # the next chunk asks the file's next line first (``_need_more``)
         return pa.concat_tables(taken).drop_columns(["_end"]) if taken else None
 
     def consumed(self) -> dict[str, int]:
