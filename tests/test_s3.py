@@ -450,3 +450,36 @@ def test_a_mirror_that_lost_lines_it_had_taken_takes_every_epoch_again(s3_url: s
     assert _ledger_runs(reader) == taken
     assert ledger.read_bytes() == whole
     assert [r["record_key"] for r in replay.find(reader, "A2")] == ["id"]
+
+
+def _epochs_of_one_run(s3_url: str, n: int) -> replay.Store:
+    store = replay.Store.open(s3_url)
+    for i in range(n):
+        replay.record(_chain(), _applicant(i), store=store, record_key="id", at=T0)
+        store.sync()  # one epoch a run
+    assert store.remote is not None and len(store.remote.list("seal")) == n
+    return store
+
+
+def test_a_reader_takes_many_epochs_read_several_at_once_in_order(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    writer = _epochs_of_one_run(s3_url, 9)
+    monkeypatch.setattr(seals, "READERS", 2)  # a window of 5 epochs read ahead
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
+    reader = replay.Store.open(s3_url, readonly=True)
+    assert _ledger_runs(reader) == _ledger_runs(writer)
+    assert (reader.root / "ledger" / "ledger.jsonl").read_bytes() == (
+        writer.root / "ledger" / "ledger.jsonl"
+    ).read_bytes()
+
+
+def test_a_reader_takes_no_epoch_past_a_missing_one(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    writer = _epochs_of_one_run(s3_url, 6)
+    assert writer.remote is not None
+    _delete(writer.remote, seals.name(3))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
+    reader = replay.Store.open(s3_url, readonly=True)
+    assert _ledger_runs(reader) == _ledger_runs(writer)[:2]

@@ -77,7 +77,7 @@ def update(local: LocalFS, remote: S3FS, known: seals.Epoch | None = None) -> in
         for f, size in ((log, state.bytes), (index, state.rows)):
             if f.size() != size:
                 f.truncate(size)  # lines of an epoch whose taking was not recorded
-        while (epoch := _next(remote, state.epoch + 1, known)) is not None:
+        for epoch in seals.following(remote, state.epoch, known):
             tree = merkle.Frontier(state.size, [bytes.fromhex(h) for h in state.frontier])
             before = seals.Epoch(state.epoch, state.digest, "", {}, state.size, state.last)
             for _ in seals.take(remote.where(seals.name(epoch.number)), before, epoch, tree):
@@ -96,10 +96,6 @@ def update(local: LocalFS, remote: S3FS, known: seals.Epoch | None = None) -> in
             local.write_atomic(STATE, canonical_json(state.__dict__))
             taken += 1
     return taken
-
-
-def _next(remote: S3FS, number: int, known: seals.Epoch | None) -> seals.Epoch | None:
-    return known if known is not None and known.number == number else seals.read(remote, number)
 
 
 @dataclass(frozen=True)
