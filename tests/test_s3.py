@@ -483,3 +483,25 @@ def test_a_reader_takes_no_epoch_past_a_missing_one(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
     reader = replay.Store.open(s3_url, readonly=True)
     assert _ledger_runs(reader) == _ledger_runs(writer)[:2]
+
+
+def test_a_sealer_in_a_new_process_remembers_which_writers_are_dormant(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every `replay find` on S3 is a new process whose first read seals: without what the
+    last sealer of this cache saw, it would LIST every writer ever killed without retiring."""
+    monkeypatch.setattr(seals, "QUIET_SEALS", 2)
+    monkeypatch.setattr(seals, "DORMANT_EVERY", 100)
+    writer = replay.Store.open(s3_url)
+    replay.record(_chain(), _applicant(1), store=writer, record_key="id", at=T0)
+    listed: list[list[str]] = []
+    pending = seals.pending
+    monkeypatch.setattr(
+        seals, "pending", lambda *a: listed.append((found := pending(*a)).listed) or found
+    )
+    reader = replay.Store.open(s3_url)  # this user's cache, as a process before this one had
+    assert reader.seal() is not None
+    assert [reader.seal(), reader.seal()] == [None, None]  # the writer quiet: now dormant
+    replay.Store.open(s3_url).seal()  # a new process's sealer
+    assert listed[-1] == []
+    assert listed[0] != []

@@ -38,6 +38,7 @@ from replay.core import keys, merkle
 from replay.core.digest import canonical_json, sha256
 from replay.errors import CorruptionError
 from replay.store import checkpoint, rows, shards
+from replay.store.fs import LocalFS
 from replay.store.ledger import GENESIS, chained, entry_hash, hash_holds
 from replay.store.s3 import S3FS
 from replay.store.segments import FOLDER as SEGMENTS
@@ -52,6 +53,7 @@ READERS = 8  # log objects read at once by a sealer
 QUIET_SEALS = 64
 DORMANT_EVERY = 16
 MAX_ROWS = 1 << 30  # what an epoch's catalog lines may decompress to
+MEMORY = "ledger/sealer.json"  # in a reader's local mirror: what its sealers last saw
 
 
 @dataclass(frozen=True)
@@ -294,13 +296,28 @@ class Sealer:
     """Seals a store's pending runs, epoch after epoch; keeps what it last saw."""
 
     def __init__(
-        self, fs: S3FS, private: Ed25519PrivateKey | None = None, known: Epoch | None = None
+        self,
+        fs: S3FS,
+        private: Ed25519PrivateKey | None = None,
+        known: Epoch | None = None,
+        memory: LocalFS | None = None,
     ) -> None:
         self.fs, self.private = fs, private
         self.epoch = known or NONE
         self.quiet: dict[str, int] = {}  # seals in a row that found nothing of a writer
         self.seals = 0
         self.kept = 0  # the last epoch whose checkpoint this sealer knows is kept
+        # Where the counts above outlive the process: every writer killed without retiring
+        # stays listed, so a new process's first seal (each `replay find`'s) would LIST them
+        # all. Only a cache: lost or unreadable, the sealer starts counting afresh.
+        self.memory = memory
+        if memory is not None:
+            try:
+                saved = json.loads(memory.read(MEMORY))
+                self.seals = int(saved["seals"])
+                self.quiet = {str(w): int(n) for w, n in saved["quiet"].items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass
 
     def seal(self, *, full: bool = False) -> Epoch | None:
         """Seal every writer's new objects into the next epoch; None when none was pending.
@@ -319,6 +336,8 @@ class Sealer:
             active = {p.writer for p in found.objects}
             for writer in found.listed:
                 self.quiet[writer] = 0 if writer in active else self.quiet.get(writer, 0) + 1
+            if self.memory is not None:
+                self._remember(self.memory)
             if not found.objects:
                 return None
             epoch, body = build(self.epoch, found, self.private)
@@ -328,6 +347,11 @@ class Sealer:
                 return epoch
             self.epoch = latest(self.fs, self.epoch)
             self._keep(self.epoch)
+
+    def _remember(self, memory: LocalFS) -> None:
+        heads = self.epoch.heads
+        self.quiet = {w: n for w, n in self.quiet.items() if not (w in heads and heads[w].retired)}
+        memory.write_atomic(MEMORY, canonical_json({"seals": self.seals, "quiet": self.quiet}))
 
     def _keep(self, epoch: Epoch, *, new: bool = False) -> None:
         """Keep ``epoch``'s signed checkpoint in ``checkpoints/``, where verify, export and

@@ -185,7 +185,7 @@ class Store:
         if self._sealer is None:
             from replay.store.seals import Sealer
 
-            self._sealer = Sealer(self.remote)
+            self._sealer = Sealer(self.remote, memory=LocalFS(self.root))
         self._sealer.private = private
         return self._sealer.seal(full=full)
 
