@@ -505,3 +505,17 @@ def test_a_sealer_in_a_new_process_remembers_which_writers_are_dormant(
     replay.Store.open(s3_url).seal()  # a new process's sealer
     assert listed[-1] == []
     assert listed[0] != []
+
+
+def test_verify_of_an_s3_store_no_checkpoint_covers_names_the_bucket(
+    s3_url: str, tmp_path: Path
+) -> None:
+    from replay.core import trust
+
+    trust.add(keys.public_path(_key(tmp_path)), "sealer")
+    store = replay.Store.open(s3_url)
+    replay.record(_chain(), _applicant(1), store=store, record_key="id", at=T0)
+    result = CliRunner().invoke(app, ["--store", s3_url, "verify", "--store"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, text
+    assert f"FAIL {s3_url}/checkpoints: holds no checkpoint" in text

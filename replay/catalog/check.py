@@ -342,7 +342,7 @@ def _verify_checkpoints(
     if not found:
         if signers:
             raise CorruptionError(
-                str(store.root / "checkpoints"),
+                store.fs.where("checkpoints"),
                 "holds no checkpoint: nothing signed by the pinned key "
                 f"({', '.join(signers)}) vouches for this history",
             )
