@@ -1,6 +1,6 @@
 """The store on S3 with many writers (issue 17), against a local S3 endpoint started here.
 
-    python benchmarks/bench_scale.py [--runs 300] [--ingest 10000] [--rows 1000000]
+    python benchmarks/bench_scale.py [--runs 300] [--ingest 10000] [--killed 30] [--rows 1000000]
 
 Starts moto in server mode (one Python process, the endpoint the tests use) and prints, in
 one run:
@@ -13,6 +13,9 @@ one run:
   the seal that chains it into the ledger, with a sealer sealing every 0.5 s beside 2 writers;
 - catalog ingest runs/s of ``--ingest`` runs, on a folder store and on the S3 store (a new
   reader: its mirror taken from the epochs, then the first query);
+- ``replay find`` as a whole process on a store with ``--killed`` writers killed without
+  retiring, before and after this reader's cache has seen them quiet (each would cost a new
+  process's seal a LIST);
 - ``find KEY`` over ``--rows`` record rows on S3 (runs of 10,000 rows) from a new reader,
   its first and warm, with the keys compacted into Parquet on the store (and the requests and
   bytes each find reads there) and with every key in the reader's catalog; a one-hour window
@@ -238,6 +241,44 @@ def ingest(endpoint: str, runs: int, tmp: Path) -> None:
             )
 
 
+def _killed(url: str, i: int) -> None:
+    """A writer that records one run and dies without saying it is done, as a SIGKILL or
+    an unhandled SIGTERM leaves one."""
+    store = replay.Store.open(url, durable=True)
+    replay.record(_chain(), _applicant(i), store=store, record_key="id", at=T0)
+    os._exit(0)
+
+
+def dormant(endpoint: str, writers: int, tmp: Path) -> None:
+    """``replay find`` as a whole process (median of 5) on a store with ``writers`` writers
+    killed without retiring, before and after this reader's cache saw them quiet."""
+    url = f"s3://{new_bucket(endpoint)}/credit"
+    os.environ["XDG_CACHE_HOME"] = str(tmp / "reader-dormant")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_killed, args=(url, i)) for i in range(writers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    store = replay.Store.open(url)
+    store.seal()
+
+    def find() -> float:
+        t = time.perf_counter()
+        cmd = [sys.executable, "-m", "replay", "--store", url, "find", "A3"]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t
+
+    before = statistics.median(find() for _ in range(5))
+    for _ in range(seals.QUIET_SEALS):
+        store.seal()
+    after = statistics.median(find() for _ in range(5))
+    print(
+        f"`replay find` as a whole process, {writers} writers killed without retiring: "
+        f"{before:.2f} s, then {after:.2f} s once this reader's cache saw them quiet"
+    )
+
+
 def _median_ms(times: list[float]) -> str:
     return f"{statistics.median(times) * 1000:.1f} ms (max {max(times) * 1000:.1f})"
 
@@ -327,6 +368,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300, help="runs per writer")
     parser.add_argument("--ingest", type=int, default=10_000, help="runs to ingest")
+    parser.add_argument("--killed", type=int, default=30, help="writers killed, for find")
     parser.add_argument("--rows", type=int, default=1_000_000, help="record rows to search")
     parser.add_argument("--batch", type=int, default=1000, help="runs for bench_batch.py")
     args = parser.parse_args()
@@ -341,6 +383,7 @@ def main() -> None:
         writers_curve(endpoint, args.runs)
         seal_lag(endpoint, args.runs)
         ingest(endpoint, args.ingest, Path(tmp))
+        dormant(endpoint, args.killed, Path(tmp))
         search(endpoint, args.rows, Path(tmp))
     if args.batch:
         print(f"bulk replay, {args.batch} credit runs (benchmarks/bench_batch.py):", flush=True)
