@@ -168,14 +168,20 @@ def test_a_line_unlike_its_entry_is_not_taken(store: replay.Store, chain: replay
     assert _reindex(store) == truth
 
 
+def _lines_file(store: replay.Store, at: float) -> tuple[Path, bytes, int]:
+    """The first writer's index lines: its path, its bytes and where the line after the
+    fraction ``at`` of them begins."""
+    path, _ = _lines(store)[0]
+    data = path.read_bytes()
+    return path, data, data.index(b"\n", int(len(data) * at)) + 1
+
+
 def test_a_torn_or_garbled_line_leaves_its_runs_to_their_blocks(
     store: replay.Store, chain: replay.Pipeline
 ) -> None:
     _record_everything(store, chain)
     truth = _reindex(store)
-    path, _ = _lines(store)[0]
-    data = path.read_bytes()
-    middle = data.index(b"\n", len(data) // 2) + 1
+    path, data, middle = _lines_file(store, 1 / 2)
     path.write_bytes(data[:middle] + b"{not json\n" + data[middle:-20])  # and a torn last line
     assert _reindex(store) == truth
 
@@ -185,9 +191,7 @@ def test_a_garbled_piece_among_pieces_parsed_at_once_leaves_it_and_the_rest_to_b
 ) -> None:
     _record_everything(store, chain)
     truth = _reindex(store)
-    path, _ = _lines(store)[0]
-    data = path.read_bytes()
-    middle = data.index(b"\n", len(data) // 3) + 1
+    path, data, middle = _lines_file(store, 1 / 3)
     seq = json.loads(data[:middle].splitlines()[-1])["seq"]
     garbled = json.dumps({"seq": seq, "steps": 5}).encode()  # a seq, but not an index line
     path.write_bytes(data[:middle] + garbled + b"\n" + data[middle:])
