@@ -126,3 +126,16 @@ def test_a_proof_in_a_big_tree_reads_log_n_nodes_not_n() -> None:
     tree.consistency_proof(n // 3)
     tree.root()
     assert _Counting.reads <= 3 * 17 * 17  # (log2 n)^2 per proof at worst; n is 78k
+
+
+@given(st.lists(st.integers(0, 40), max_size=5))
+def test_a_frontier_extended_by_batches_equals_one_grown_leaf_by_leaf(batches: list[int]) -> None:
+    one, batched, n = merkle.Frontier(), merkle.Frontier(), 0
+    for size in batches:
+        leaves = _leaves(n + size)[n:]
+        for leaf in leaves:
+            one.append(leaf)
+        batched.extend(leaves)
+        n += size
+        assert (batched.size, batched.hashes) == (one.size, one.hashes)
+    assert batched.root() == _reference_root(_leaves(n))

@@ -28,7 +28,8 @@ from typer.testing import CliRunner
 import replay
 from replay.catalog.check import verify_store
 from replay.cli.main import app
-from replay.core import keys
+from replay.core import keys, merkle
+from replay.core.digest import canonical_json
 from replay.errors import CorruptionError, NotFoundError, UsageError
 from replay.evidence.verify import verify_bundle
 from replay.store import frames, seals, shards
@@ -103,6 +104,15 @@ def _applicant(i: int) -> pa.Table:
 def _ledger_runs(store: replay.Store) -> list[str]:
     store.sync()
     return [entry["run_id"] for _, entry in store.ledger.read()]
+
+
+def _sealed(url: str, runs: int) -> replay.Store:
+    """A store on ``url`` with ``runs`` runs of the chain, sealed."""
+    store = replay.Store.open(url)
+    for i in range(runs):
+        replay.record(_chain(), _applicant(i), store=store, record_key="id", at=T0)
+    store.sync()
+    return store
 
 
 def _key(tmp_path: Path) -> Path:
@@ -249,8 +259,35 @@ def test_a_rewritten_epoch_is_refused_by_a_new_reader(
     store.remote.write_atomic(seals.name(1), forged)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
     reader = replay.Store.open(s3_url, readonly=True)
-    with pytest.raises(CorruptionError, match="does not continue the chain"):
+    with pytest.raises(CorruptionError, match="does not seal the entries it holds"):
         replay.find(reader, "A1")
+
+
+def test_an_epoch_resealed_over_a_broken_chain_is_taken_by_a_reader_and_refused_by_verify(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A reader's mirror proves its copy is byte for byte what the epochs seal (their root);
+    # as on a folder store, each entry's own hash is verify's to check, not every query's.
+    store = _sealed(s3_url, 2)
+    assert store.remote is not None
+    head, _, rest = store.remote.read(seals.name(1)).partition(b"\n")
+    header = json.loads(head)
+    lines, index = rest[: header["ledger_bytes"]], rest[header["ledger_bytes"] :]
+    *before, last = lines.splitlines()
+    forged = last.replace(json.loads(last)["hash"].encode(), b"sha256:" + b"0" * 64)
+    tree = merkle.Frontier()
+    tree.extend([merkle.leaf_hash(line) for line in [*before, forged]])
+    header |= {
+        "root": "sha256:" + tree.root().hex(),
+        "last": "sha256:" + "0" * 64,
+        "frontier": [h.hex() for h in tree.hashes],
+    }
+    body = b"".join(line + b"\n" for line in [*before, forged])
+    store.remote.write_atomic(seals.name(1), canonical_json(header) + b"\n" + body + index)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
+    assert replay.find(replay.Store.open(s3_url, readonly=True), "A1")
+    with pytest.raises(CorruptionError, match="entry 2 does not continue the chain"):
+        seals.audit(store.remote)
 
 
 def test_seal_without_a_signing_key_fails_closed(s3_url: str) -> None:
@@ -301,10 +338,7 @@ def test_a_window_on_s3_is_replayed_by_a_batch_whose_results_land_in_the_bucket(
 def test_a_reader_indexes_runs_from_the_catalog_lines_their_epoch_carries(
     s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    writer = replay.Store.open(s3_url)
-    for i in range(3):
-        replay.record(_chain(), _applicant(i), store=writer, record_key="id", at=T0)
-    writer.sync()
+    writer = _sealed(s3_url, 3)
     assert writer.remote is not None
     blocks = writer.remote.list("segments")
     for name in blocks:  # only the epochs remain: no block can be read

@@ -9,8 +9,9 @@ the bucket (``Routed``).
 
 Each epoch is taken only if it names the previous one, its lines continue the ledger's chain,
 and its Merkle root is the root of the mirrored ledger with them: a mirror that took an epoch
-holds exactly what the epoch's signed checkpoint covers. A mirror killed mid-update is cut
-back to the last epoch it recorded as taken.
+holds exactly what the epoch's signed checkpoint covers (``seals.copy``; each entry's own hash
+and the chain inside an epoch are checked by ``verify --store``, as on a folder store). A
+mirror killed mid-update is cut back to the last epoch it recorded as taken.
 """
 
 from __future__ import annotations
@@ -80,8 +81,7 @@ def update(local: LocalFS, remote: S3FS, known: seals.Epoch | None = None) -> in
         for epoch in seals.following(remote, state.epoch, known):
             tree = merkle.Frontier(state.size, [bytes.fromhex(h) for h in state.frontier])
             before = seals.Epoch(state.epoch, state.digest, "", {}, state.size, state.last)
-            for _ in seals.take(remote.where(seals.name(epoch.number)), before, epoch, tree):
-                pass  # each entry checked, and the tree grown by it
+            seals.copy(remote.where(seals.name(epoch.number)), before, epoch, tree)
             state = State(
                 epoch.number,
                 epoch.digest,

@@ -396,6 +396,38 @@ def take(
         raise CorruptionError(where, "does not seal the entries it holds (size, last or root)")
 
 
+def copy(where: str, before: Epoch, epoch: Epoch, tree: merkle.Frontier) -> None:
+    """Check that ``epoch``'s lines are, byte for byte, what its header seals after
+    ``before`` (whose ledger ``tree`` holds, and is grown by them): it names ``before``, its
+    first line continues ``before``'s last entry, its last is the one it names, and the Merkle
+    root over every line is its root. What a mirror takes this way is exactly the sealed
+    ledger. What each entry says of itself (its canonical form and hash, the chain inside the
+    epoch: ~55 ms a 10,000-run epoch, more than a reader's ingest of it) is left to ``take``,
+    which ``verify --store`` runs over every epoch: as a folder store's reader takes its
+    ledger file as the store's, and verify checks every entry."""
+    if epoch.prev != before.digest:
+        raise CorruptionError(where, "does not follow the epoch before it")
+    bodies = epoch.lines.splitlines()
+    first, last = (_entry(bodies[0]), _entry(bodies[-1])) if bodies else ({}, {"hash": before.last})
+    if bodies and (first.get("seq"), first.get("prev")) != (before.size + 1, before.last):
+        raise CorruptionError(where, f"entry {before.size + 1} does not continue the chain")
+    tree.extend([merkle.leaf_hash(body) for body in bodies])
+    if (tree.size, last.get("hash"), "sha256:" + tree.root().hex()) != (
+        epoch.size,
+        epoch.last,
+        epoch.root,
+    ):
+        raise CorruptionError(where, "does not seal the entries it holds (size, last or root)")
+
+
+def _entry(body: bytes) -> dict[str, Any]:
+    try:
+        entry = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
 @dataclass(frozen=True)
 class Audit:
     epochs: int
