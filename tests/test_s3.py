@@ -30,7 +30,7 @@ from replay.catalog.check import verify_store
 from replay.cli.main import app
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json
-from replay.errors import CorruptionError, NotFoundError, UsageError
+from replay.errors import CorruptionError, NotFoundError, StoreError, UsageError
 from replay.evidence.verify import verify_bundle
 from replay.store import frames, seals, shards
 from replay.store.s3 import S3FS
@@ -379,6 +379,21 @@ def test_a_store_in_a_bucket_that_does_not_exist_is_one_line_and_exit_4(s3_url: 
     assert result.exit_code == NotFoundError.exit_code
     assert "no bucket 'no-such-bucket-here'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_store_without_credentials_says_which_to_set_and_exits_with_the_store_code(
+    s3_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k.endswith("_URL")}
+    nowhere = str(tmp_path / "none")  # no shared credentials, no instance metadata
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_CONFIG_FILE": nowhere}
+    env |= {"AWS_EC2_METADATA_DISABLED": "true"}
+    run = [sys.executable, "-m", "replay", "--store", s3_url, "runs"]
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == StoreError.exit_code, done.stderr
+    assert "no AWS credentials" in done.stderr
+    assert "AWS_ACCESS_KEY_ID" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_reader_sees_what_another_writer_recorded_within_the_sync_period(

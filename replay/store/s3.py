@@ -230,7 +230,7 @@ class S3FS:
     def _calling(self, path: str) -> Iterator[None]:
         """S3's errors as the store's: a missing key is FileNotFoundError (as on a disk);
         anything else tells the user which endpoint refused what."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
             yield
@@ -246,6 +246,11 @@ class S3FS:
             raise StoreError(
                 f"S3 refused {self.where(path)}: {code} ({exc})",
                 hint="check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and their rights",
+            ) from None
+        except NoCredentialsError:
+            raise StoreError(
+                f"no AWS credentials to read {self.where(path)}",
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
             ) from None
         except BotoCoreError as exc:
             raise StoreError(
