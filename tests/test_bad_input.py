@@ -337,3 +337,15 @@ def test_a_store_of_a_newer_format_is_refused(env, tmp_path) -> None:
     (store / "FORMAT").write_text('{"format": 2}')
     result = CliRunner().invoke(app, ["--store", str(store), "runs"])
     assert result.exit_code == 8 and "upgrade pipeline-replay" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["gs://bank/decisions", "s3:/bank/decisions"])
+def test_a_store_url_of_another_kind_is_refused_and_no_folder_is_made_of_it(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["--store", url, "runs"])
+    assert result.exit_code == 2, result.output
+    assert "a store is a folder or s3://BUCKET/PREFIX" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from replay.errors import NotFoundError, StoreError
+from replay.errors import NotFoundError, StoreError, UsageError
 from replay.store.fs import Data, check_name
 
 if TYPE_CHECKING:
@@ -37,6 +37,17 @@ _MAKING = threading.Lock()  # but not to create
 
 def is_url(location: object) -> bool:
     return isinstance(location, str) and location.startswith(SCHEME)
+
+
+def check_not_url(location: str) -> None:
+    """UsageError for a folder name that is a URL of another kind (``gs://…``) or a
+    mistyped ``s3:/…``: opened as a folder, it would create runs under ``./gs:/…``."""
+    scheme, sep, _ = location.partition(":/")
+    if sep and len(scheme) > 1 and scheme.replace("+", "").replace(".", "").isalnum():
+        raise UsageError(
+            f"{location!r} is not a store this tool can open",
+            hint="a store is a folder or s3://BUCKET/PREFIX (S3 and compatible endpoints)",
+        )
 
 
 def _client(patient: bool = True) -> S3Client:

@@ -114,6 +114,8 @@ class Store:
         where = path if path is not None else os.environ.get("REPLAY_STORE") or DEFAULT_PATH
         if s3.is_url(where):
             return cls._open_remote(str(where), create=create, readonly=readonly, durable=durable)
+        if isinstance(where, str):
+            s3.check_not_url(where)
         root = Path(where)
         fs = LocalFS(root)
         if not fs.exists("FORMAT"):
