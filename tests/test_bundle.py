@@ -110,6 +110,32 @@ def test_each_golden_bad_bundle_is_refused_with_its_own_message(name, message) -
     assert message in (check.failure or "")
 
 
+REORDERED = ["verify", str(ASSETS / "reordered-ledger.bundle")]
+ASK_SENDER = "the bundle cannot be trusted; ask its sender for a fresh export"
+
+
+def test_a_failed_check_of_verify_ends_with_what_to_do_next() -> None:
+    result = CliRunner().invoke(
+        app, [*REORDERED, "--key", str(ASSETS / "golden-signing.pub")], env={"COLUMNS": "400"}
+    )
+    assert result.exit_code == 1, result.output
+    [failed] = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failed.startswith("FAIL ledger/entries.jsonl  entries are not in ledger order")
+    assert failed.endswith(f" — {ASK_SENDER}")
+
+
+def test_verify_json_gives_a_failed_check_its_hint() -> None:
+    result = CliRunner().invoke(
+        app, [*REORDERED, "--key", str(ASSETS / "golden-signing.pub"), "--json"]
+    )
+    assert result.exit_code == 1, result.output
+    checks = json.loads(result.stdout)["checks"]
+    assert [(c["part"], c["hint"]) for c in checks if not c["ok"]] == [
+        ("ledger/entries.jsonl", ASK_SENDER)
+    ]
+    assert {c["hint"] for c in checks if c["ok"]} == {""}
+
+
 def test_a_bundle_checked_against_another_key_is_refused() -> None:
     check = verify_bundle(ASSETS / "wrong-key.bundle", (ASSETS / "golden-other.pub").read_bytes())
     assert "signer not trusted" in (check.failure or "") and check.untrusted

@@ -32,7 +32,7 @@ from replay.core import keys, merkle
 from replay.core.digest import canonical_json
 from replay.errors import CorruptionError, NotFoundError, StoreError, UsageError
 from replay.evidence.verify import verify_bundle
-from replay.store import frames, seals, shards
+from replay.store import checkpoint, frames, seals, shards
 from replay.store.s3 import S3FS
 
 T0 = datetime(2026, 3, 14, 9, tzinfo=UTC)
@@ -568,3 +568,24 @@ def test_verify_of_an_s3_store_no_checkpoint_covers_names_the_bucket(
     text = " ".join(result.output.split())
     assert result.exit_code == 1, text
     assert f"FAIL {s3_url}/checkpoints: holds no checkpoint" in text
+
+
+def test_verify_of_an_s3_store_names_a_rewritten_checkpoint_by_a_url_that_pastes_back(
+    s3_url: str, tmp_path: Path
+) -> None:
+    from replay.core import trust
+
+    key = _key(tmp_path)
+    trust.add(keys.public_path(key), "sealer")
+    store = replay.Store.open(s3_url)
+    replay.record(_chain(), _applicant(1), store=store, record_key="id", at=T0)
+    signed = replay.checkpoint(store, key)
+    name = checkpoint.name_of(signed)
+    assert store.remote is not None
+    forged = {**signed.as_json(), "timestamp": "2030-01-01T00:00:00+00:00"}
+    store.remote.write_atomic(name, json.dumps(forged).encode())  # its signature no longer holds
+    result = CliRunner().invoke(
+        app, ["--store", s3_url, "verify", "--store"], env={"COLUMNS": "400"}
+    )
+    assert result.exit_code == 1, result.output
+    assert f"FAIL {s3_url}/{name}: signature does not verify" in result.output

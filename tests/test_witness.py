@@ -123,7 +123,7 @@ def test_a_witness_refuses_a_rolled_back_head(
     assert _cosign(store, witness_key, state).exit_code == 0
     # Roll back: the last two runs and the checkpoint covering them disappear.
     newest, _ = witness.latest(store)
-    newest.unlink()
+    Path(newest).unlink()
     ledger = store.root / "ledger" / "ledger.jsonl"
     ledger.write_bytes(b"".join(ledger.read_bytes().splitlines(keepends=True)[:3]))
     refused = _cosign(store, witness_key, state)

@@ -348,22 +348,22 @@ def _verify_checkpoints(
             )
         return 0
     for path, cp in found:
-        _require_pinned(str(path), cp.key_id, signers)
+        _require_pinned(path, cp.key_id, signers)
         try:
             pem = public_key_pem(store, cp.key_id)
         except FileNotFoundError:
-            raise CorruptionError(str(path), f"signed by unknown key {cp.key_id}") from None
+            raise CorruptionError(path, f"signed by unknown key {cp.key_id}") from None
         if not cp.verify(keys.load_public(pem)):
-            raise CorruptionError(str(path), "signature does not verify")
+            raise CorruptionError(path, "signature does not verify")
         if cp.tree_size > tree.size:
             raise CorruptionError(
-                str(path),
+                path,
                 f"covers {cp.tree_size} entries but the ledger "
                 f"has only {tree.size}: entries were removed",
             )
         if hexroot(tree, cp.tree_size) != cp.root:
             raise CorruptionError(
-                str(path),
+                path,
                 "its root does not match the ledger: an entry "
                 f"among the first {cp.tree_size} was changed",
             )

@@ -361,6 +361,8 @@ def verify(
 def _print_verification(check: "Verification", as_json: bool) -> None:
     for warning in check.warnings:  # on stderr, so a script reading stdout still sees it
         render.errors.print(f"warning: {warning}", markup=False, highlight=False)
+    # A failed check carries what to do about it: the hint of the error that failed it.
+    rows = [(part, ok, detail, "" if ok else check.hint) for part, ok, detail in check.checks]
     if as_json:
         render.emit_json(
             {
@@ -370,13 +372,14 @@ def _print_verification(check: "Verification", as_json: bool) -> None:
                 "signer": check.signer,
                 "pinned": check.pinned,
                 "untrusted": check.untrusted,
-                "checks": [{"part": p, "ok": ok, "detail": d} for p, ok, d in check.checks],
+                "checks": [{"part": p, "ok": ok, "detail": d, "hint": h} for p, ok, d, h in rows],
             }
         )
         return
-    for part, ok, detail in check.checks:
+    for part, ok, detail, hint in rows:
         mark = "[green]OK  [/green]" if ok else "[red]FAIL[/red]"
-        render.console.print(f"{mark} {part}  {render.escape(detail)}", highlight=False)
+        said = f"{detail} — {hint}" if hint else detail
+        render.console.print(f"{mark} {part}  {render.escape(said)}", highlight=False)
 
 
 trust_app = typer.Typer(

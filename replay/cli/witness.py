@@ -65,7 +65,7 @@ def witness_cosign(
         Store.open(store, create=False), keys.load_private(key), state_dir, signer=_read_key(signer)
     )
     if as_json:
-        render.emit_json({**cosig.as_json(), "path": str(path)})
+        render.emit_json({**cosig.as_json(), "path": path})
     else:
         render.console.print(
             f"cosigned {cosig.tree_size} entries, root {cosig.root}, signed "

@@ -23,7 +23,7 @@ from replay.core.manifest import Spec
 from replay.core.pipeline import INPUT
 from replay.core.trust import PINNED, TrustedKey, pinned
 from replay.docker.imagetar import ImageTarError, image_id
-from replay.errors import UntrustedSignerError, UsageError
+from replay.errors import ReplayError, UntrustedSignerError, UsageError
 from replay.evidence import bundle, shapes
 from replay.evidence.bundle import BundleError, MalformedBundleError, Members
 from replay.store.checkpoint import Checkpoint
@@ -57,6 +57,7 @@ class Verification:
     # Not read at all: not a canonical ustar of the layout, over a limit, or signed JSON of
     # the wrong shape (exit 15), as opposed to a check that failed (exit 1).
     refused: bool = False
+    hint: str = ""  # what to do about the failed check: the hint of the error that failed it
 
     @property
     def ok(self) -> bool:
@@ -73,6 +74,10 @@ class Verification:
 
     def passed(self, part: str, detail: str = "") -> None:
         self.checks.append((part, True, detail))
+
+    def failed(self, part: str, detail: str, error: ReplayError) -> None:
+        self.checks.append((part, False, detail))
+        self.hint = error.hint
 
 
 def verify_bundle(
@@ -95,7 +100,7 @@ def verify_bundle(
         _verify(result)
         _check_signer(result, pins)
     except BundleError as exc:
-        result.checks.append((exc.part, False, exc.message.partition(": ")[2] or exc.message))
+        result.failed(exc.part, exc.message.partition(": ")[2] or exc.message, exc)
         result.refused = isinstance(exc, MalformedBundleError)
     return result
 
@@ -155,9 +160,8 @@ def _check_signer(result: Verification, pins: tuple[TrustedKey, ...] | None) -> 
     result.pinned = tuple(p.name if p.source != PINNED else f"--key {p.key_id}" for p in pins)
     match = next((p for p in pins if p.key_id == signer), None)
     if match is None:
-        result.checks.append(
-            ("signer", False, f"consistent, {UntrustedSignerError(signer, result.pinned)}")
-        )
+        error = UntrustedSignerError(signer, result.pinned)
+        result.failed("signer", f"consistent, {error.message}", error)
     elif match.source == PINNED:
         result.passed("signer", f"{signer} is the key --key pins")
     else:

@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -130,8 +130,9 @@ def state_folder() -> Path:
     return config_folder() / "witness"
 
 
-def latest(store: Store) -> tuple[Path, Checkpoint]:
-    """The store's latest checkpoint: the largest tree, the newest among equals."""
+def latest(store: Store) -> tuple[str, Checkpoint]:
+    """The store's latest checkpoint, and where it is kept: the largest tree, the newest
+    among equals."""
     found = checkpoint.stored(store)
     if not found:
         raise NotFoundError(
@@ -208,24 +209,24 @@ def cosign(
     *,
     signer: bytes | None = None,
     now: datetime | None = None,
-) -> tuple[Cosignature, Path]:
+) -> tuple[Cosignature, str]:
     """Cosign the store's latest checkpoint once it is proven to extend the last head this
-    witness signed; returns the cosignature and the file it was written to."""
+    witness signed; returns the cosignature and where it was written (a path, or a URL)."""
     path, cp = latest(store)
     pinned = _pinned(signer)
     if cp.key_id not in pinned:
-        raise UntrustedHeadError(str(path), cp.key_id, tuple(pinned))
+        raise UntrustedHeadError(path, cp.key_id, tuple(pinned))
     if not cp.verify(pinned[cp.key_id]):
-        raise CorruptionError(str(path), "signature does not verify with the pinned key")
+        raise CorruptionError(path, "signature does not verify with the pinned key")
     state_dir = state_dir or state_folder()
     state = _state_path(state_dir, store, cp)
     old = _last_head(state)
     if old is not None:
-        _check_growth(store, str(path), old, cp)
+        _check_growth(store, path, old, cp)
     else:  # first sight: at least the head must be the ledger's own
         tree = checkpoint.ledger_tree(store, cp.tree_size)
         if tree.size != cp.tree_size or checkpoint.hexroot(tree) != cp.root:
-            raise CorruptionError(str(path), "its root does not match the store's ledger")
+            raise CorruptionError(path, "its root does not match the store's ledger")
     witness_kid = keys.key_id(private.public_key())
     unsigned = Cosignature(
         cp.tree_size, cp.root, cp.key_id, witness_kid, (now or datetime.now(UTC)).isoformat()
@@ -250,30 +251,35 @@ def cosign(
         ),
         0o600,
     )
-    name = f"{FOLDER}/{path.stem}.{witness_kid[7:19]}.json"
-    out = Path(store.fs.where(name))
+    name = f"{FOLDER}/{_stem(path)}.{witness_kid[7:19]}.json"
     try:
         store.fs.write_atomic(name, canonical_json(cosig.as_json()))
     except OSError as exc:
         raise StoreError(
-            f"cannot write the cosignature into {out.parent}: {exc.strerror}",
+            f"cannot write the cosignature into {store.fs.where(FOLDER)}: {exc.strerror}",
             hint="a witness needs write access to the store's witnesses/ folder",
         ) from None
-    return cosig, out
+    return cosig, store.fs.where(name)
 
 
-def cosignatures(store: Store, path: Path) -> list[tuple[Path, Cosignature]]:
-    """The cosignatures kept for the checkpoint at ``path``."""
+def _stem(where: str) -> str:
+    """The checkpoint kept at ``where``, a path or a URL, by the name its cosignatures' file
+    names begin with (only the last part is read: no slash is lost)."""
+    return PurePosixPath(where).stem
+
+
+def cosignatures(store: Store, where: str) -> list[tuple[str, Cosignature]]:
+    """The cosignatures kept for the checkpoint kept at ``where``, by file name."""
     out = []
     for name in store.fs.list(FOLDER):
-        if not (name.startswith(f"{path.stem}.") and name.endswith(".json")):
+        if not (name.startswith(f"{_stem(where)}.") and name.endswith(".json")):
             continue
-        where = Path(store.fs.where(f"{FOLDER}/{name}"))
+        path = f"{FOLDER}/{name}"
         try:
-            cosig = Cosignature.from_json(json.loads(store.fs.read(f"{FOLDER}/{name}")))
+            cosig = Cosignature.from_json(json.loads(store.fs.read(path)))
         except (ValueError, KeyError, TypeError):
-            raise CorruptionError(str(where), "is not a cosignature") from None
-        out.append((where, cosig))
+            raise CorruptionError(store.fs.where(path), "is not a cosignature") from None
+        out.append((name, cosig))
     return out
 
 
@@ -285,22 +291,22 @@ def require(store: Store, count: int) -> int:
     pinned = _pinned()
     valid: set[str] = set()
     skipped: list[str] = []
-    for where, cosig in cosignatures(store, path):
+    for name, cosig in cosignatures(store, path):
         key = pinned.get(cosig.witness_key_id)
         if cosig.witness_key_id == cp.key_id:
-            skipped.append(f"{where.name}: by the checkpoint's own key")
+            skipped.append(f"{name}: by the checkpoint's own key")
         elif key is None:
-            skipped.append(f"{where.name}: witness {cosig.witness_key_id} is not pinned")
+            skipped.append(f"{name}: witness {cosig.witness_key_id} is not pinned")
         elif (cosig.tree_size, cosig.root, cosig.checkpoint_key_id) != (
             cp.tree_size,
             cp.root,
             cp.key_id,
         ):
-            skipped.append(f"{where.name}: for another tree head")
+            skipped.append(f"{name}: for another tree head")
         elif not cosig.verify(key):
-            skipped.append(f"{where.name}: signature does not verify")
+            skipped.append(f"{name}: signature does not verify")
         else:
             valid.add(cosig.witness_key_id)
     if len(valid) < count:
-        raise TooFewWitnessesError(str(path), len(valid), count, skipped)
+        raise TooFewWitnessesError(path, len(valid), count, skipped)
     return len(valid)

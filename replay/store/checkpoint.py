@@ -127,18 +127,19 @@ def public_key_pem(store: Store, key_id: str) -> bytes:
     return store.fs.read(key_name(key_id))
 
 
-def stored(store: Store) -> list[tuple[Path, Checkpoint]]:
+def stored(store: Store) -> list[tuple[str, Checkpoint]]:
+    """The store's checkpoints, each with where it is kept: a file's path, or its ``s3://``
+    URL (a string: a ``Path`` would fold the URL's ``//`` into one slash)."""
     out = []
     for name in store.fs.list(FOLDER):
         if not name.endswith(".json"):
             continue
         path = f"{FOLDER}/{name}"
+        where = store.fs.where(path)
         try:
-            out.append(
-                (Path(store.fs.where(path)), Checkpoint.from_json(json.loads(store.fs.read(path))))
-            )
+            out.append((where, Checkpoint.from_json(json.loads(store.fs.read(path)))))
         except (ValueError, KeyError, TypeError):
-            raise CorruptionError(store.fs.where(path), "is not a checkpoint") from None
+            raise CorruptionError(where, "is not a checkpoint") from None
     return out
 
 

@@ -236,7 +236,7 @@ def _check_coverage(store: Store, prefix: _Prefix, seq: int, where: str) -> None
         )
         error.args = (error.message,)
         raise error
-    best: tuple[Path, Checkpoint] | None = None
+    best: tuple[str, Checkpoint] | None = None
     for path, cp in stored(store):
         if (
             cp.key_id in pins
@@ -253,13 +253,13 @@ def _check_coverage(store: Store, prefix: _Prefix, seq: int, where: str) -> None
         )
     path, cp = best
     if not cp.verify(keys.load_public(store.fs.read(key_name(cp.key_id)))):
-        raise CorruptionError(str(path), "signature does not verify")
+        raise CorruptionError(path, "signature does not verify")
     if (
         cp.tree_size > prefix.tree.size
         or "sha256:" + prefix.tree.root(cp.tree_size).hex() != cp.root
     ):
         raise CorruptionError(
-            str(path),
+            path,
             f"its root does not match the ledger: an entry among "
             f"the first {cp.tree_size} was changed",
         )
