@@ -589,3 +589,35 @@ def test_verify_of_an_s3_store_names_a_rewritten_checkpoint_by_a_url_that_pastes
     )
     assert result.exit_code == 1, result.output
     assert f"FAIL {s3_url}/{name}: signature does not verify" in result.output
+
+
+def test_a_witness_with_a_new_cache_still_refuses_a_rolled_back_head_on_s3(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A witness run by an ephemeral job keeps its state (--state) but not its cache: it must
+    # still know the last head it signed for this bucket.
+    from replay.evidence import witness
+
+    bank, by = _key(tmp_path), keys.init_key(tmp_path / "witness.pem")
+    monkeypatch.setenv("REPLAY_TRUSTED_KEYS", str(keys.public_path(bank)))
+    store, state = replay.Store.open(s3_url), tmp_path / "witness-state"
+    for i in range(2):
+        replay.record(_chain(), _applicant(i), store=store, record_key="id", at=T0)
+        replay.seal(store, bank)
+        witness.cosign(store, keys.load_private(by), state)
+    assert store.remote is not None
+    newest = max(store.remote.list("checkpoints"))
+    _delete(store.remote, f"checkpoints/{newest}")  # back to the head of one run
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-new-job"))
+    with pytest.raises(witness.InconsistentHeadError, match="rolled back"):
+        witness.cosign(replay.Store.open(s3_url), keys.load_private(by), state)
+
+
+def test_a_missing_block_on_s3_is_named_by_a_url_that_pastes_back(s3_url: str) -> None:
+    store = _sealed(s3_url, 1)
+    assert store.remote is not None
+    run_id = _ledger_runs(store)[0]
+    for name in store.remote.list("segments"):
+        _delete(store.remote, f"segments/{name}")
+    with pytest.raises(NotFoundError, match=f"segment {s3_url}/segments/"):
+        replay.replay(replay.Store.open(s3_url), run_id)

@@ -71,7 +71,7 @@ class RecordedRun:
         table = self.block.table(self.run_id, kind)
         if table_digest(table, self.personal) != expected:
             raise CorruptionError(
-                self.block.path.name,
+                self.block.where,
                 f"recorded {kind!r} rows of run {self.run_id} do not match their manifest digest",
             )
         return table
@@ -89,7 +89,7 @@ class RecordedRun:
         blob = self.block.blob(self.run_id, "tape")
         if sha256(blob) != self.manifest.tape:
             raise CorruptionError(
-                self.block.path.name, f"tape of run {self.run_id} does not match its digest"
+                self.block.where, f"tape of run {self.run_id} does not match its digest"
             )
         return orjson.loads(blob)  # type: ignore[no-any-return]
 

@@ -136,7 +136,7 @@ def latest(store: Store) -> tuple[str, Checkpoint]:
     found = checkpoint.stored(store)
     if not found:
         raise NotFoundError(
-            f"store {store.root} holds no checkpoint",
+            f"store {store.url} holds no checkpoint",
             hint="the store's owner signs one with `replay checkpoint`",
         )
     return max(found, key=lambda f: (f[1].tree_size, f[1].timestamp))
@@ -155,7 +155,10 @@ def _pinned(signer: bytes | None = None) -> dict[str, Ed25519PublicKey]:
 
 
 def _state_path(state_dir: Path, store: Store, cp: Checkpoint) -> Path:
-    return state_dir / f"{cp.key_id[7:23]}-{sha256(str(store.location).encode())[7:23]}.json"
+    # A store on S3 by its endpoint and URL, not by its reader's cache folder: a witness
+    # whose cache is new (an ephemeral job) must still find the last head it signed.
+    where = str(store.location) if store.remote is None else store.remote.identity
+    return state_dir / f"{cp.key_id[7:23]}-{sha256(where.encode())[7:23]}.json"
 
 
 def _last_head(path: Path) -> Checkpoint | None:

@@ -38,7 +38,7 @@ LOCAL = ("ledger", "index", "catalog.duckdb", "catalog.duckdb.wal", "catalog.loc
 
 def location(remote: S3FS) -> Path:
     """The mirror of ``remote`` in this user's cache (one per endpoint and URL)."""
-    return cache_folder() / "s3" / sha256(f"{remote.endpoint}|{remote.url}".encode())[7:23]
+    return cache_folder() / "s3" / sha256(remote.identity.encode())[7:23]
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,11 @@ class S3FS:
     def url(self) -> str:
         return f"{SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
 
+    @property
+    def identity(self) -> str:
+        """One name for this place, whichever endpoint serves a bucket of this name."""
+        return f"{self.endpoint}|{self.url}"
+
     def _key(self, path: str) -> str:
         return self.prefix + check_name(self.url, path)
 

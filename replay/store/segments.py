@@ -35,7 +35,6 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -348,27 +347,26 @@ class Block:
 
     def __init__(self, fs: StoreFS, ref: BlockRef) -> None:
         name = f"{FOLDER}/{ref.segment}"
-        self.path = path = Path(fs.where(name))
+        # Where it is, as messages name it: a path, or an s3:// URL (a Path would fold its //).
+        self.where = where = fs.where(name)
         try:
             self._buf = pa.py_buffer(fs.read_range(name, ref.offset, ref.length))
         except FileNotFoundError:
             raise NotFoundError(
-                f"segment {path} is missing",
+                f"segment {where} is missing",
                 hint="restore the store's segments/ folder from a backup",
             ) from None
         except (OSError, pa.ArrowException) as exc:
-            raise CorruptionError(str(path), f"cannot read block at {ref.offset}: {exc}") from None
+            raise CorruptionError(where, f"cannot read block at {ref.offset}: {exc}") from None
         if len(self._buf) != ref.length or self._buf.slice(0, 4).to_pybytes() != MAGIC:
-            raise CorruptionError(str(path), f"no block at offset {ref.offset} (truncated?)")
+            raise CorruptionError(where, f"no block at offset {ref.offset} (truncated?)")
         (hlen,) = _LEN.unpack(self._buf.slice(4, 4).to_pybytes())
         if 8 + hlen > ref.length:  # a changed bit in the length field
-            raise CorruptionError(
-                str(path), f"block header at {ref.offset} is longer than its block"
-            )
+            raise CorruptionError(where, f"block header at {ref.offset} is longer than its block")
         header = self._buf.slice(8, hlen).to_pybytes()
         if sha256(header) != ref.header:
             raise CorruptionError(
-                str(path), f"block header at {ref.offset} does not match its ledger entry"
+                where, f"block header at {ref.offset} does not match its ledger entry"
             )
         parsed = orjson.loads(header)
         self._data_start = 8 + hlen
@@ -382,7 +380,7 @@ class Block:
             indexed = "sha256" in parsed
             packed = self._buf.slice(8 + hlen)
             if indexed and sha256(memoryview(packed)) != parsed["sha256"]:
-                raise CorruptionError(str(path), f"block at {ref.offset} does not match its digest")
+                raise CorruptionError(where, f"block at {ref.offset} does not match its digest")
             self.dictionary = "dict" in parsed
             decompressor = (
                 _dictionary(fs, BlockRef(**{"segment": ref.segment, **parsed["dict"]}))
@@ -393,7 +391,7 @@ class Block:
                 raw = decompressor.zstd.decompress(packed, max_output_size=parsed["size"])
             except zstandard.ZstdError as exc:
                 raise CorruptionError(
-                    str(path), f"block at {ref.offset} does not decompress ({exc})"
+                    where, f"block at {ref.offset} does not decompress ({exc})"
                 ) from None
             self.raw = self._buf = pa.py_buffer(raw)
             self._data_start = 0
@@ -420,7 +418,7 @@ class Block:
         if idx not in self._verified:
             if len(buf) != length or sha256(memoryview(buf)) != self._parts[idx][2]:
                 raise CorruptionError(
-                    str(self.path),
+                    self.where,
                     f"part {idx} of the block does not match its digest {self._parts[idx][2]}",
                 )
             self._verified.add(idx)
@@ -492,5 +490,5 @@ def _dictionary(fs: StoreFS, ref: BlockRef) -> _Decompressor:
         raise CorruptionError(fs.where(FOLDER), f"a block names {ref.segment!r} as dictionary")
     primer = Block(fs, ref)
     if primer.raw is None or primer.dictionary:
-        raise CorruptionError(str(primer.path), f"block at {ref.offset} is not a dictionary")
+        raise CorruptionError(primer.where, f"block at {ref.offset} is not a dictionary")
     return _Decompressor(_raw_dict(primer.raw.to_pybytes()))

@@ -267,7 +267,7 @@ class Store:
             body = block.blob(entry["run_id"], "manifest")
             if sha256(body) != entry["manifest_sha256"]:
                 raise CorruptionError(
-                    str(block.path),
+                    block.where,
                     f"the manifest of run {entry['run_id']} does not match its ledger entry",
                 )
             yield pos, entry, block, body
