@@ -144,6 +144,75 @@ def test_nothing_new_is_nothing_to_compact(store) -> None:
     assert replay.compact(store).part is None
 
 
+def test_parts_superseded_within_the_grace_period_are_kept(store) -> None:
+    _record(store, 0, 2)
+    first = replay.compact(store).part
+    _record(store, 2, 2)
+    assert replay.compact(store).deleted == ()
+    assert first is not None and store.fs.exists(first)
+
+
+def test_the_next_compaction_deletes_the_parts_superseded_longer_ago(store, monkeypatch) -> None:
+    _record(store, 0, 2)
+    first = replay.compact(store).part
+    _record(store, 2, 2)
+    replay.compact(store)  # merges the first part into one covering it
+    monkeypatch.setattr(compact, "GRACE", 0)  # as if the grace period had passed since
+    _record(store, 4, 1)
+    assert replay.compact(store).deleted == (first,)
+    assert first is not None and not store.fs.exists(first)
+    _new_reader(store)
+    assert [f["row"] for f in replay.find(store, "APP-001-0042")] == [42]
+
+
+def test_compaction_deletes_only_parts_a_part_of_the_chain_covers(store, monkeypatch) -> None:
+    monkeypatch.setattr(compact, "GRACE", 0)
+    stray = parts.Part(100, 101).path  # beyond the chain's end: covered by none of it
+    store.fs.put_if_absent(stray, b"")
+    for first, count in ((0, 2), (2, 2), (4, 1), (5, 1)):
+        _record(store, first, count)
+        replay.compact(store)
+        have = parts.parts(store.fs)
+        assert [p.path for p in have] == [p.path for p in parts.chain(have)] + [stray]
+    _new_reader(store)
+    for n in range(6):
+        assert [f["row"] for f in replay.find(store, f"APP-{n:03d}-0007")] == [7]
+
+
+def test_a_part_is_superseded_from_when_the_first_part_covering_it_was_written() -> None:
+    a, b, c, d = parts.Part(0, 2), parts.Part(2, 3), parts.Part(0, 3), parts.Part(0, 5)
+    stray = parts.Part(6, 8)  # past a gap: no part of the chain covers it
+    written = {a: 10, b: 20, c: 30, d: 40, stray: 50}
+    assert parts.superseded(written) == {a: 30, b: 30, c: 40}
+
+
+def test_a_reader_that_listed_a_part_deleted_since_lists_the_parts_again(store) -> None:
+    runs = _record(store, 0, 2)
+    first = replay.compact(store).part
+    _new_reader(store)
+    replay.find(store, "APP-000-0001")  # this process lists the first part and reads it
+    _record(store, 2, 2)
+    replay.compact(store)
+    assert first is not None
+    store.fs.remove(first)  # by a compaction elsewhere, once its grace period passed
+    found = replay.find(store, "APP-000-0042")
+    assert [(f["run_id"], f["row"]) for f in found] == [(runs[0], 42)]
+
+
+def test_a_long_lived_reader_lists_the_parts_again_within_half_the_grace(store, monkeypatch):
+    _record(store, 0, 2)
+    first = replay.compact(store).part
+    _new_reader(store)
+    query = "select count(*) as n from compacted_records where key = 'APP-000-0001'"
+    assert replay.sql(store, query)["n"].to_pylist() == [1]
+    _record(store, 2, 2)
+    replay.compact(store)
+    assert first is not None
+    store.fs.remove(first)  # not through this process's copies of the listing
+    monkeypatch.setattr(compact, "GRACE", 0)  # this process listed the parts over GRACE/2 ago
+    assert replay.sql(store, query)["n"].to_pylist() == [1]
+
+
 def test_verify_compares_the_parts_with_the_blocks(store) -> None:
     _record(store, 0, 2)
     part = replay.compact(store).part
@@ -202,6 +271,15 @@ def test_compact_names_the_ledger_entries_it_compacted_then_that_nothing_is_new(
     again = runner.invoke(app, ["--store", store.url, "compact"], terminal_width=200)
     assert f"record keys of ledger entries 1 to 2 ({2 * ROWS:,} keys)" in first.output
     assert "nothing to compact: the record keys of ledger entries 1 to 2 are" in again.output
+
+
+def test_compact_names_the_superseded_parts_it_deleted(store, monkeypatch) -> None:
+    monkeypatch.setattr(compact, "GRACE", 0)
+    _record(store, 0, 2)
+    first = replay.compact(store).part
+    _record(store, 2, 2)
+    result = CliRunner().invoke(app, ["--store", store.url, "compact"], terminal_width=200)
+    assert f"deleted {first} (superseded)" in result.output
 
 
 def test_sql_reads_the_compacted_keys_as_a_view(store) -> None:

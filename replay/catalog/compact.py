@@ -7,7 +7,9 @@ key, in row groups of ROW_GROUP rows, clocks as µs UTC timestamps: the layouts 
 prunes by its statistics (a point lookup in 1M rows: one ranged GET of ~0.5 MB). Parts are
 created once (``put_if_absent``) and never rewritten; a later compaction may merge the small
 trailing parts with the new rows into one part over the whole range, which then covers them.
-Readers take the chain of parts from seq 0 that reaches furthest (``chain``).
+Readers take the chain of parts from seq 0 that reaches furthest (``chain``), and each
+compaction deletes the parts superseded for GRACE or longer (``superseded``); a reader that
+listed a part deleted since lists the parts again (``asking``).
 
 A catalog created after compaction keeps no records rows below the chain's end (its
 ``compacted`` meta key): ``find`` reads them from the parts instead. Parts are derived data,
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import io
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import duckdb
 import pyarrow as pa
@@ -27,16 +31,22 @@ import pyarrow as pa
 from replay.catalog.schema import compacted_below
 from replay.errors import CatalogError, CorruptionError, ReadOnlyStoreError
 from replay.store.arrowfs import Reads, arrow_fs
-from replay.store.parts import Part, chain, parts
+from replay.store.parts import Part, chain, parts, superseded, written
 
 if TYPE_CHECKING:
     import pyarrow.dataset as pads
 
-    from replay.store.fs import StoreFS
+    from replay.store.fs import LogFS, StoreFS
     from replay.store.store import Store
+
+T = TypeVar("T")
 
 ROW_GROUP = 65_536
 MERGE_BELOW = 4_194_304  # rows: no part merges into one larger than this
+# Seconds a superseded part is kept, timed on the store's clock (its files' own stamps), not
+# on the machines': a reader that listed the parts before a merged one was written may be
+# reading it still (a find takes a second, a verify of millions of keys minutes).
+GRACE = 15 * 60
 SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -55,11 +65,13 @@ class Compaction:
     start: int
     stop: int
     rows: int
+    deleted: tuple[str, ...] = ()  # the superseded parts deleted
 
 
 def compact(store: Store) -> Compaction:
     """Compact the record keys of every run the catalog lists past the chain's end into a new
-    part, merged with the trailing parts no larger than it (see _merged_with)."""
+    part, merged with the trailing parts no larger than it (see _merged_with); then delete
+    the parts superseded for GRACE or longer."""
     from replay.catalog.index import Catalog
 
     if store.readonly:
@@ -91,7 +103,19 @@ def compact(store: Store) -> Compaction:
     table = pa.concat_tables(tables).sort_by([("key", "ascending"), ("seq", "ascending")])
     part = Part(merged[0].start if merged else end, stop)
     store.fs.put_if_absent(part.path, _parquet(table))
-    return Compaction(part.path, part.start, part.stop, table.num_rows)
+    return Compaction(part.path, part.start, part.stop, table.num_rows, _prune(store.fs, part))
+
+
+def _prune(fs: LogFS, new: Part) -> tuple[str, ...]:
+    """Delete the parts superseded GRACE or longer before ``new`` was written: both times are
+    the store's stamps, so a clock of this machine that is off does not shorten the grace."""
+    stamps = written(fs)
+    now = stamps.get(new, 0)  # 0, were it deleted meanwhile: then nothing is old enough
+    old = tuple(p.path for p, since in superseded(stamps).items() if now - since >= GRACE * 10**9)
+    for path in old:
+        fs.remove(path)
+    _forget(fs, old)
+    return old
 
 
 def _merged_with(fs: StoreFS, have: list[Part], rows: int) -> list[Part]:
@@ -122,7 +146,8 @@ def _parquet(table: pa.Table) -> bytes:
 # Datasets per process, by store and parts: a warm lookup then reads only row groups (the
 # footers and their statistics are kept with the dataset's fragments).
 _DATASETS: dict[tuple[StoreFS, tuple[str, ...]], tuple[pads.Dataset, Reads]] = {}
-_COVERING: dict[tuple[StoreFS, int], tuple[str, ...]] = {}  # the parts below a catalog's seq
+# The parts below a catalog's seq, and when (time.monotonic) this process listed them.
+_COVERING: dict[tuple[StoreFS, int], tuple[float, tuple[str, ...]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -152,21 +177,56 @@ def register(
 ) -> Reads:
     """Register the parts holding the records rows of the runs below seq ``below`` (the
     catalog's ``compacted``) as the view ``compacted_records``; the parts' request counter.
-    ``fresh`` reads the parts' footers again rather than this process's copy (a check of
-    the store trusts nothing read before it began)."""
-    if (store.fs, below) not in _COVERING:  # parts are never rewritten nor deleted: kept
-        have = [p for p in chain(parts(store.fs)) if p.start < below]
+    ``fresh`` lists the parts and reads their footers again rather than use this process's
+    copies (a check of the store trusts nothing read before it began)."""
+    dataset, reads = _dataset(store.fs, _covering(store.fs, below, fresh))
+    con.register("compacted_records", dataset)
+    return reads
+
+
+def _covering(fs: StoreFS, below: int, fresh: bool) -> tuple[str, ...]:
+    """The parts holding the runs below ``below``, as listed by this process within GRACE / 2:
+    a part of that listing was superseded after it, so is deleted GRACE after it at the
+    earliest, when a query begun with it has long ended."""
+    listed = _COVERING.get((fs, below))
+    if fresh or listed is None or time.monotonic() - listed[0] > GRACE / 2:
+        have = [p for p in chain(parts(fs)) if p.start < below]
         if not have or have[-1].stop < below:
             raise CatalogError(
                 f"the compacted record keys below run {below} are missing from the store",
                 hint="`replay reindex` rebuilds the catalog with every records row",
             )
-        _COVERING[store.fs, below] = tuple(p.path for p in have)
-    if fresh:
-        _DATASETS.pop((store.fs, _COVERING[store.fs, below]), None)
-    dataset, reads = _dataset(store.fs, _COVERING[store.fs, below])
-    con.register("compacted_records", dataset)
-    return reads
+        paths = tuple(p.path for p in have)
+        if fresh:
+            _forget(fs, paths)  # their footers are read again too
+        listed = _COVERING[fs, below] = (time.monotonic(), paths)
+    return listed[1]
+
+
+def asking(store: Store, con: duckdb.DuckDBPyConnection, below: int, ask: Callable[[], T]) -> T:
+    """``ask`` with the parts below seq ``below`` registered as ``compacted_records``. When a
+    part listed before was deleted since (by a compaction, over GRACE after a merged part
+    superseded it), the parts are listed again and ``ask`` runs once more."""
+    try:
+        register(store, con, below)
+        return ask()
+    except (duckdb.Error, CorruptionError):  # reading a part, or its footer, that is gone?
+        listed = _COVERING.get((store.fs, below), (0.0, ()))[1]
+        if all(store.fs.exists(p) for p in listed):
+            raise
+        _forget(store.fs, listed)
+    register(store, con, below)  # listed again
+    return ask()
+
+
+def _forget(fs: StoreFS, paths: tuple[str, ...]) -> None:
+    """Drop what this process keeps of the parts ``paths``: deleted, or to be read again."""
+    gone = set(paths)
+    with _LOCK:
+        for read in [k for k in _DATASETS if k[0] == fs and gone.intersection(k[1])]:
+            del _DATASETS[read]
+        for key in [k for k, v in _COVERING.items() if k[0] == fs and gone.intersection(v[1])]:
+            del _COVERING[key]
 
 
 def requests() -> tuple[int, int]:

@@ -201,14 +201,14 @@ def find(
         records = "select run_id, row from records where key = ?"
         below = compacted_below(con)
         if below:  # the keys of older runs are compacted on the store
-            from replay.catalog.compact import register
+            from replay.catalog.compact import asking
 
-            register(store, con, below)
             records += (
                 " union all select run_id, row from compacted_records "
                 f"where key = ? and seq < {below}"
             )
-            return _rows(con, query.format(records=records), [key, key, *params])
+            statement = query.format(records=records)
+            return asking(store, con, below, lambda: _rows(con, statement, [key, key, *params]))
         return _rows(con, query.format(records=records), [key, *params])
 
     # The catalog is only an index: its answer is confirmed in the ledger and blocks.

@@ -500,7 +500,8 @@ def compact(as_json: JsonOpt = False) -> None:
     else:
         render.console.print(
             f"compacted the record keys of ledger entries {max(done.start, 1)} to "
-            f"{done.stop - 1} ({done.rows:,} keys) into {done.part}",
+            f"{done.stop - 1} ({done.rows:,} keys) into {done.part}"
+            + "".join(f"\ndeleted {path} (superseded)" for path in done.deleted),
             highlight=False,
         )
 

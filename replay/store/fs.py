@@ -29,6 +29,7 @@ import functools
 import mmap
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,12 @@ class StoreFS(Protocol):
     def changed(self, path: str) -> int:
         """When ``path`` (a file, or a folder's names) last changed, in ns; 0 when absent.
         What a cache of it is stamped with."""
+        ...
+
+    def mtimes(self, folder: str) -> dict[str, int]:
+        """The files in ``folder`` and when each was last written, in ns since the epoch on
+        the store's clock (the file system's, S3's), not this machine's; none when it does
+        not exist."""
         ...
 
     def read(self, path: str) -> bytes: ...
@@ -270,6 +277,17 @@ class LocalFS:
             return self._local(path).stat().st_mtime_ns
         except FileNotFoundError:
             return 0
+
+    def mtimes(self, folder: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name in self.list(folder):
+            try:
+                found = self._local(f"{folder}/{name}").stat()
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            if stat.S_ISREG(found.st_mode):
+                out[name] = found.st_mtime_ns
+        return out
 
     def read(self, path: str) -> bytes:
         return self._local(path).read_bytes()

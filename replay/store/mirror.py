@@ -123,6 +123,9 @@ class Routed:
     def changed(self, path: str) -> int:
         return self._fs(path).changed(path)
 
+    def mtimes(self, folder: str) -> dict[str, int]:
+        return self._fs(folder).mtimes(folder)
+
     def read(self, path: str) -> bytes:
         return self._fs(path).read(path)
 
@@ -140,6 +143,9 @@ class Routed:
 
     def write_atomic(self, path: str, data: Data) -> None:
         self._fs(path).write_atomic(path, data)
+
+    def remove(self, path: str) -> None:
+        self._fs(path).remove(path)
 
     # What only a disk has: the mirror's ledger, its lock and the catalog's files.
     def open_log(self, path: str, *, append: bool = True) -> LocalFile:
@@ -159,9 +165,6 @@ class Routed:
 
     def boot_id(self) -> str:
         return self.local.boot_id()
-
-    def remove(self, path: str) -> None:
-        self.local.remove(path)
 
     def writable(self) -> bool:
         return True

@@ -21,11 +21,26 @@ class Part:
     def path(self) -> str:
         return f"{FOLDER}/{self.start:012d}-{self.stop:012d}.parquet"
 
+    def covers(self, other: Part) -> bool:
+        """Whether this is another part holding every run ``other`` holds."""
+        return self != other and self.start <= other.start and other.stop <= self.stop
+
+
+def _named(name: str) -> Part | None:
+    """The part a file name in the folder names (other names are not parts)."""
+    m = _NAME.fullmatch(name)
+    return Part(int(m[1]), int(m[2])) if m and int(m[1]) < int(m[2]) else None
+
 
 def parts(fs: StoreFS) -> list[Part]:
-    """Every part on the store (other names in the folder are not parts)."""
-    found = (_NAME.fullmatch(name) for name in fs.list(FOLDER))
-    return sorted(Part(int(m[1]), int(m[2])) for m in found if m and int(m[1]) < int(m[2]))
+    """Every part on the store."""
+    return sorted(p for p in map(_named, fs.list(FOLDER)) if p)
+
+
+def written(fs: StoreFS) -> dict[Part, int]:
+    """Every part on the store and when it was written, in ns on the store's clock."""
+    named = ((_named(name), ns) for name, ns in fs.mtimes(FOLDER).items())
+    return {part: ns for part, ns in named if part}
 
 
 def chain(found: list[Part]) -> list[Part]:
@@ -38,6 +53,19 @@ def chain(found: list[Part]) -> list[Part]:
         out.append(furthest[at])
         at = furthest[at].stop
     return out
+
+
+def superseded(written: dict[Part, int]) -> dict[Part, int]:
+    """The parts the chain no longer uses, each covered by a part of the chain, with when
+    the first part covering it was written: a reader that listed the parts after that takes
+    the covering part (or one reaching further) instead, so only one that listed them
+    before may still read it."""
+    used = chain(list(written))
+    return {
+        part: min(ns for other, ns in written.items() if other.covers(part))
+        for part in written
+        if part not in used and any(c.covers(part) for c in used)
+    }
 
 
 def frontier(fs: StoreFS) -> int:

@@ -136,27 +136,38 @@ class S3FS:
         """The names under ``folder`` in order (after ``start_after``, a name in it), one LIST
         request per 1,000."""
         base = self._key(folder) + "/"
-        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": base}
+        args: dict[str, Any] = {"StartAfter": base + start_after} if start_after else {}
         if not recursive:
             args["Delimiter"] = "/"
-        if start_after:
-            args["StartAfter"] = base + start_after
-        with self._calling(folder):
-            for page in _client().get_paginator("list_objects_v2").paginate(**args):
-                for common in page.get("CommonPrefixes", ()):
-                    yield common["Prefix"][len(base) :].rstrip("/")
-                for obj in page.get("Contents", ()):
-                    yield obj["Key"][len(base) :]
+        for page in self._pages(folder, **args):
+            for common in page.get("CommonPrefixes", ()):
+                yield common["Prefix"][len(base) :].rstrip("/")
+            for obj in page.get("Contents", ()):
+                yield obj["Key"][len(base) :]
 
     def usage(self, folder: str) -> tuple[int, int]:
         """How many objects ``folder`` holds, and their bytes (one LIST per 1,000)."""
         count = size = 0
+        for page in self._pages(folder):
+            for obj in page.get("Contents", ()):
+                count, size = count + 1, size + int(obj["Size"])
+        return count, size
+
+    def mtimes(self, folder: str) -> dict[str, int]:
+        """The objects directly in ``folder`` and S3's Last-Modified of each (one LIST per
+        1,000): S3's clock, whichever machine wrote them."""
+        base = len(self._key(folder)) + 1
+        return {
+            obj["Key"][base:]: int(obj["LastModified"].timestamp()) * 10**9
+            for page in self._pages(folder, Delimiter="/")
+            for obj in page.get("Contents", ())
+        }
+
+    def _pages(self, folder: str, **args: Any) -> Iterator[Any]:
+        """The pages of a LIST of the keys under ``folder``, 1,000 a page."""
         with self._calling(folder):
             pages = _client().get_paginator("list_objects_v2")
-            for page in pages.paginate(Bucket=self.bucket, Prefix=self._key(folder) + "/"):
-                for obj in page.get("Contents", ()):
-                    count, size = count + 1, size + int(obj["Size"])
-        return count, size
+            yield from pages.paginate(Bucket=self.bucket, Prefix=self._key(folder) + "/", **args)
 
     def changed(self, path: str) -> int:
         """A stamp of ``path``: its ETag (or, for a folder, its names), as an int; 0 when
@@ -228,6 +239,11 @@ class S3FS:
     def write_atomic(self, path: str, data: Data) -> None:
         with self._calling(path):
             _client().put_object(Bucket=self.bucket, Key=self._key(path), Body=bytes(data))
+
+    def remove(self, path: str) -> None:
+        """Delete the object at ``path`` if it is there (S3 answers alike if it is not)."""
+        with self._calling(path):
+            _client().delete_object(Bucket=self.bucket, Key=self._key(path))
 
     def writable(self) -> bool:
         return True  # S3 says otherwise at the first PUT, with a message about credentials
