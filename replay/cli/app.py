@@ -242,7 +242,10 @@ def main_options(
     store: Annotated[
         str | None,
         typer.Option(
-            "--store", "-s", envvar="REPLAY_STORE", help="Store folder (default ./snapshots)."
+            "--store",
+            "-s",
+            envvar="REPLAY_STORE",
+            help="The store: a folder (default ./snapshots) or s3://BUCKET/PREFIX.",
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
