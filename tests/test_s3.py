@@ -267,7 +267,8 @@ def test_an_epoch_resealed_over_a_broken_chain_is_taken_by_a_reader_and_refused_
     s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # A reader's mirror proves its copy is byte for byte what the epochs seal (their root);
-    # as on a folder store, each entry's own hash is verify's to check, not every query's.
+    # as on a folder store, each entry's own hash is checked by verify and before a run is
+    # loaded, not by every query.
     store = _sealed(s3_url, 2)
     assert store.remote is not None
     head, _, rest = store.remote.read(seals.name(1)).partition(b"\n")
@@ -285,7 +286,10 @@ def test_an_epoch_resealed_over_a_broken_chain_is_taken_by_a_reader_and_refused_
     body = b"".join(line + b"\n" for line in [*before, forged])
     store.remote.write_atomic(seals.name(1), canonical_json(header) + b"\n" + body + index)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
-    assert replay.find(replay.Store.open(s3_url, readonly=True), "A1")
+    reader = replay.Store.open(s3_url, readonly=True)
+    (hit,) = replay.find(reader, "A1")
+    with pytest.raises(CorruptionError, match=r"entry 2 .* does not match its hash"):
+        replay.replay(reader, hit["run_id"])  # the history is checked before anything loads
     with pytest.raises(CorruptionError, match="entry 2 does not continue the chain"):
         seals.audit(store.remote)
 
