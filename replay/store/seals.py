@@ -131,15 +131,15 @@ def parse(where: str, number: int, data: bytes) -> Epoch:
     return epoch
 
 
-def latest(fs: S3FS, known: Epoch = NONE) -> Epoch:
+def latest(fs: S3FS, known: Epoch = NONE, seen: int = 0) -> Epoch:
     """The last epoch sealed (from ``known`` on: one request per newer epoch, plus one
-    listing when nothing is known)."""
+    listing when nothing is known: of the epochs after ``seen``, one this process's cache
+    saw, as a store sealed every second holds 86,400 more epochs a day, a LIST per 1,000)."""
     epoch = known
     if epoch is NONE:
-        numbers = [int(n[: -len(SUFFIX)]) for n in fs.list(FOLDER) if n[: -len(SUFFIX)].isdigit()]
-        if numbers:
-            found = read(fs, max(numbers))
-            epoch = found if found is not None else NONE
+        top = max(_numbers(fs, seen), default=seen)
+        found = read(fs, top) if top else None  # None: not the store this cache saw
+        epoch = found if found is not None else NONE  # (its bucket made anew?): walk it
     while (after := read(fs, epoch.number + 1)) is not None:
         epoch = after
     return epoch
@@ -311,10 +311,11 @@ class Sealer:
         # stays listed, so a new process's first seal (each `replay find`'s) would LIST them
         # all. Only a cache: lost or unreadable, the sealer starts counting afresh.
         self.memory = memory
+        self.seen = 0  # the last epoch the sealers of this cache saw: listings start there
         if memory is not None:
             try:
                 saved = json.loads(memory.read(MEMORY))
-                self.seals = int(saved["seals"])
+                self.seals, self.seen = int(saved["seals"]), int(saved.get("epoch", 0))
                 self.quiet = {str(w): int(n) for w, n in saved["quiet"].items()}
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass
@@ -323,7 +324,7 @@ class Sealer:
         """Seal every writer's new objects into the next epoch; None when none was pending.
         When another sealer wins the race for a name, catch up from its epoch and go on.
         Dormant writers (QUIET_SEALS) are listed once in DORMANT_EVERY seals, or if ``full``."""
-        self.epoch = latest(self.fs, self.epoch)
+        self.epoch = latest(self.fs, self.epoch, self.seen)
         self._keep(self.epoch)
         self.seals += 1
         dormant = (
@@ -351,7 +352,8 @@ class Sealer:
     def _remember(self, memory: LocalFS) -> None:
         heads = self.epoch.heads
         self.quiet = {w: n for w, n in self.quiet.items() if not (w in heads and heads[w].retired)}
-        memory.write_atomic(MEMORY, canonical_json({"seals": self.seals, "quiet": self.quiet}))
+        saved = {"seals": self.seals, "quiet": self.quiet, "epoch": self.epoch.number}
+        memory.write_atomic(MEMORY, canonical_json(saved))
 
     def _keep(self, epoch: Epoch, *, new: bool = False) -> None:
         """Keep ``epoch``'s signed checkpoint in ``checkpoints/``, where verify, export and
