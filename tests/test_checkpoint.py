@@ -131,3 +131,17 @@ def test_cli_checkpoint_and_verify_store(store, toy, key) -> None:
     _corrupt_segment(store)
     bad = CliRunner().invoke(app, [*base, "verify", "--store"])
     assert bad.exit_code == 1 and "FAIL" in bad.stdout and ".seg" in bad.stdout
+
+
+def test_a_read_picks_the_largest_of_the_first_checkpoints_that_cover_its_run(
+    store, toy, key, tmp_path
+) -> None:
+    other = keys.init_key(tmp_path / "other.pem")
+    for i in range(5):
+        replay.record(toy, rows(1, i), store=store)
+        checkpoint.sign(store, keys.load_private(key))
+        checkpoint.sign(store, keys.load_private(other))
+    pinned = [keys.key_id(keys.load_private(key).public_key())]
+    found = checkpoint.largest(store.fs, pinned, covering=2, ahead=4)  # trees 2, 2, 3, 3
+    assert found is not None and (found[1].tree_size, found[1].key_id) == (3, pinned[0])
+    assert checkpoint.largest(store.fs, pinned, covering=6) is None

@@ -234,6 +234,39 @@ def test_a_run_no_pinned_checkpoint_covers_is_refused_in_a_checkpointed_store(
     assert replay.replay(replay.Store.open(store.root), fresh.run_id).verdict == "exact"
 
 
+def test_a_replay_reads_only_the_checkpoint_that_covers_its_run(
+    store, toy, key, monkeypatch
+) -> None:
+    # A store signed at every sealing epoch keeps 86,400 checkpoints a day: a new process's
+    # replay picks the one it needs by name, as it would from a bucket, one GET each.
+    from replay.store.fs import LocalFS
+
+    for i in range(12):
+        replay.record(toy, rows(1, i), store=store)
+        checkpoint.sign(store, keys.load_private(key))
+    _trust(monkeypatch, key)
+    read: list[str] = []
+    real = LocalFS.read
+    monkeypatch.setattr(LocalFS, "read", lambda fs, p: read.append(p) or real(fs, p))
+    first = next(e["run_id"] for _, e in store.ledger.read())
+    assert replay.replay(replay.Store.open(store.root), first).verdict == "exact"
+    assert [p for p in read if p.startswith(f"{checkpoint.FOLDER}/")] == [
+        checkpoint.name_of(checkpoint.stored(store)[-1][1])
+    ]
+
+
+def test_a_checkpoint_that_is_not_what_its_name_says_is_refused(
+    store, toy, key, monkeypatch
+) -> None:
+    run = replay.record(toy, rows(1), store=store)
+    cp = checkpoint.sign(store, keys.load_private(key))
+    named = store.root / checkpoint.name_of(cp)
+    named.rename(named.with_name(named.name.replace(f"{cp.tree_size:012d}", f"{9:012d}")))
+    _trust(monkeypatch, key)
+    with pytest.raises(CorruptionError, match="not the checkpoint its name says"):
+        replay.replay(replay.Store.open(store.root), run.run_id)
+
+
 def test_an_untouched_store_replays_exact_and_keeps_what_it_verified_outside_it(
     store, toy, key, monkeypatch
 ) -> None:

@@ -17,8 +17,10 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -558,6 +560,39 @@ def test_a_sealer_in_a_new_process_remembers_which_writers_are_dormant(
     replay.Store.open(s3_url).seal()  # a new process's sealer
     assert listed[-1] == []
     assert listed[0] != []
+
+
+def test_a_sealer_in_a_new_process_lists_only_the_epochs_after_those_its_cache_saw(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store sealed every second holds 86,400 more epochs a day: a new process (each
+    `replay find`) listing them all would send a LIST per 1,000 before its first answer."""
+    store = replay.Store.open(s3_url)
+    for i in range(3):
+        replay.record(_chain(), _applicant(i), store=store, record_key="id", at=T0)
+        assert store.seal() is not None
+    replay.record(_chain(), _applicant(3), store=store, record_key="id", at=T0)
+    listed: list[str] = []  # the epochs' names listed
+    names = S3FS.names
+
+    def listing(fs: S3FS, folder: str, *args: Any, **kwargs: Any) -> Iterator[str]:
+        for name in names(fs, folder, *args, **kwargs):
+            listed.extend([name] if folder == seals.FOLDER else [])
+            yield name
+
+    monkeypatch.setattr(S3FS, "names", listing)
+    epoch = replay.Store.open(s3_url).seal()  # a new process's sealer
+    assert epoch is not None and epoch.number == 4  # it seals after the latest epoch
+    assert listed == [seals.name(3).removeprefix(f"{seals.FOLDER}/")]  # sealed since it looked
+
+
+def test_a_sealer_whose_cache_saw_epochs_the_store_lacks_lists_them_all(s3_url: str) -> None:
+    store = _sealed(s3_url, 1)
+    memory = store.root / seals.MEMORY  # as if this cache had seen a bucket made anew since
+    memory.write_text(json.dumps({**json.loads(memory.read_text()), "epoch": 99}))
+    replay.record(_chain(), _applicant(2), store=store, record_key="id", at=T0)
+    epoch = replay.Store.open(s3_url).seal()
+    assert epoch is not None and epoch.number == 2
 
 
 def test_verify_of_an_s3_store_no_checkpoint_covers_names_the_bucket(

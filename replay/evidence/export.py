@@ -128,10 +128,8 @@ def _run_files(run: RecordedRun, redactor: Redactor | None) -> dict[str, bytes]:
 
 
 def _checkpoint_for(store: Store, private: Ed25519PrivateKey, newest: int) -> checkpoint.Checkpoint:
-    found = checkpoint.stored(store)
-    key = keys.key_id(private.public_key())
-    usable = [cp for _, cp in found if cp.key_id == key and cp.tree_size >= newest]
-    return usable[-1] if usable else checkpoint.sign(store, private, verified_tree(store))
+    found = checkpoint.largest(store.fs, [keys.key_id(private.public_key())], newest)
+    return found[1] if found else checkpoint.sign(store, private, verified_tree(store))
 
 
 def statement(runs: list[RecordedRun], reports: dict[str, ReplayReport]) -> dict[str, Any]:

@@ -133,13 +133,14 @@ def state_folder() -> Path:
 def latest(store: Store) -> tuple[str, Checkpoint]:
     """The store's latest checkpoint, and where it is kept: the largest tree, the newest
     among equals."""
-    found = checkpoint.stored(store)
+    found = list(checkpoint.kept(store.fs))  # smallest tree first
     if not found:
         raise NotFoundError(
             f"store {store.url} holds no checkpoint",
             hint="the store's owner signs one with `replay checkpoint`",
         )
-    return max(found, key=lambda f: (f[1].tree_size, f[1].timestamp))
+    top = [checkpoint.load(store.fs, k) for k in found if k.tree_size == found[-1].tree_size]
+    return max(top, key=lambda f: f[1].timestamp)
 
 
 def _pinned(signer: bytes | None = None) -> dict[str, Ed25519PublicKey]:

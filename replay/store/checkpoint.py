@@ -8,7 +8,10 @@ their trees verifies.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import re
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +28,8 @@ if TYPE_CHECKING:  # the store's sealer signs checkpoints too (replay.store.seal
     from replay.store.store import Store
 
 FOLDER = "checkpoints"
+AHEAD = 1000  # checkpoints a read looks at for one that covers a run (see largest)
+_NAME = re.compile(r"(\d{12})-([0-9a-f]{12})-[^/]+\.json")  # see name_of
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,58 @@ def key_name(key_id: str) -> str:
 def public_key_pem(store: Store, key_id: str) -> bytes:
     """The public key ``key_id`` the store keeps (FileNotFoundError when it has none)."""
     return store.fs.read(key_name(key_id))
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A checkpoint the store keeps, known by its name alone (``name_of``): a store signed at
+    every sealing epoch keeps 86,400 a day, so a read picks the one it needs by name and
+    reads only that one (``load``)."""
+
+    path: str
+    tree_size: int
+    signer: str  # the first 12 hex digits of its key id
+
+    def by(self, key_ids: Collection[str]) -> bool:
+        return any(k[7:19] == self.signer for k in key_ids)
+
+
+def kept(fs: StoreFS, covering: int = 0) -> Iterator[Kept]:
+    """The checkpoints in ``checkpoints/`` of trees of ``covering`` entries or more, by name
+    (nothing read), smallest tree first (names sort by it), as they are listed."""
+    start = f"{covering:012d}" if covering else ""  # sorts before that size's names
+    for name in fs.names(FOLDER, start_after=start):
+        if m := _NAME.fullmatch(name):
+            yield Kept(f"{FOLDER}/{name}", int(m[1]), m[2])
+
+
+def load(fs: StoreFS, kept: Kept) -> tuple[str, Checkpoint]:
+    """The checkpoint ``kept`` names and where it is, checked to be what its name says."""
+    where = fs.where(kept.path)
+    try:
+        cp = Checkpoint.from_json(json.loads(fs.read(kept.path)))
+    except (ValueError, KeyError, TypeError):
+        raise CorruptionError(where, "is not a checkpoint") from None
+    if (cp.tree_size, cp.key_id[7:19]) != (kept.tree_size, kept.signer):
+        raise CorruptionError(where, "is not the checkpoint its name says")
+    return where, cp
+
+
+def largest(
+    fs: StoreFS, key_ids: Collection[str], covering: int = 0, ahead: int = AHEAD
+) -> tuple[str, Checkpoint] | None:
+    """Of the first ``ahead`` checkpoints covering ``covering`` entries, the one of the
+    largest tree signed by one of ``key_ids``, and where it is; only it is read. None when
+    there is none. The first ``ahead`` only: one listing request on object storage, where a
+    run sealed long ago has a checkpoint after every epoch since."""
+    for k in sorted(itertools.islice(kept(fs, covering), ahead), key=_order, reverse=True):
+        if k.by(key_ids) and (found := load(fs, k))[1].key_id in key_ids:
+            return found
+    return None
+
+
+def _order(k: Kept) -> tuple[int, str]:
+    return k.tree_size, k.path  # the newest last among equals (names end with the time)
 
 
 def stored(store: Store) -> list[tuple[str, Checkpoint]]:

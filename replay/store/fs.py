@@ -67,6 +67,11 @@ class StoreFS(Protocol):
         """The names in ``folder``, sorted; none when it does not exist."""
         ...
 
+    def names(self, folder: str, start_after: str = "") -> Iterator[str]:
+        """``list``'s names after ``start_after``, in order, as they are read (on object
+        storage a request per 1,000: a caller that stops early asks for no more)."""
+        ...
+
     def changed(self, path: str) -> int:
         """When ``path`` (a file, or a folder's names) last changed, in ns; 0 when absent.
         What a cache of it is stamped with."""
@@ -271,6 +276,9 @@ class LocalFS:
             return sorted(p.name for p in self._local(folder).iterdir())
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+    def names(self, folder: str, start_after: str = "") -> Iterator[str]:
+        return (name for name in self.list(folder) if name > start_after)
 
     def changed(self, path: str) -> int:
         try:

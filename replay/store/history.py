@@ -20,8 +20,10 @@ A store nobody checkpoints with a pinned key still gets the chain check.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +38,13 @@ from replay.core.userdirs import cache_folder
 from replay.errors import CorruptionError, UntrustedSignerError
 from replay.store import verified
 from replay.store.checkpoint import FOLDER as CHECKPOINTS
-from replay.store.checkpoint import Checkpoint, key_name, stored
+from replay.store.checkpoint import kept, key_name, largest
 from replay.store.ledger import GENESIS, NAME, canonical_entry, hash_holds
 from replay.store.lookup import start_of
 from replay.store.store import Store
 
 REQUIRE_ENV = "REPLAY_REQUIRE_CHECKPOINT"
+POLICY_EVERY = 60  # seconds: how often a read of a store on S3 looks at its checkpoints again
 HASHED_KEPT = 1 << 16
 # Below this many entries the whole ledger hashes in under 0.1 s: nothing is kept for it
 # (unless the store is checkpointed: then its head is the user's record of its history).
@@ -209,15 +212,25 @@ def cache_path(store: Store) -> Path:
 
 
 def _policy(store: Store, prefix: _Prefix) -> tuple[bool, tuple[str, ...]]:
-    stamp = (store.fs.changed(CHECKPOINTS), os.environ.get(TRUST_ENV), os.environ.get(REQUIRE_ENV))
+    stamp = (_checkpoints_stamp(store), os.environ.get(TRUST_ENV), os.environ.get(REQUIRE_ENV))
     if prefix.policy is None or prefix.policy[0] != stamp:
         from replay.core import trust
 
-        found = stored(store)
-        pins = tuple(k.key_id for k in trust.pinned()) if found or _required_by_env() else ()
-        signed = any(cp.key_id in pins for _, cp in found)
+        found = kept(store.fs)  # listed as far as the first pinned one
+        first = next(found, None)
+        pins = tuple(k.key_id for k in trust.pinned()) if first or _required_by_env() else ()
+        signed = first is not None and any(k.by(pins) for k in itertools.chain([first], found))
         prefix.policy = (stamp, signed or _required_by_env(), pins)
     return prefix.policy[1], prefix.policy[2]
+
+
+def _checkpoints_stamp(store: Store) -> int:
+    """When ``checkpoints/`` last changed: a folder's time. S3 keeps none, and listing every
+    checkpoint (one per signed sealing epoch) at each read would grow with the store: there,
+    the minute, so that a checkpoint that comes or goes is seen within one."""
+    if store.remote is not None:
+        return int(time.monotonic() // POLICY_EVERY)
+    return store.fs.changed(CHECKPOINTS)
 
 
 def _required_by_env() -> bool:
@@ -236,14 +249,7 @@ def _check_coverage(store: Store, prefix: _Prefix, seq: int, where: str) -> None
         )
         error.args = (error.message,)
         raise error
-    best: tuple[str, Checkpoint] | None = None
-    for path, cp in stored(store):
-        if (
-            cp.key_id in pins
-            and cp.tree_size >= seq
-            and (best is None or cp.tree_size > best[1].tree_size)
-        ):
-            best = (path, cp)
+    best = largest(store.fs, pins, seq)
     if best is None:
         raise CorruptionError(
             str(store.ledger.path),

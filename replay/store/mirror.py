@@ -17,6 +17,7 @@ mirror killed mid-update is cut back to the last epoch it recorded as taken.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,9 @@ class Routed:
 
     def list(self, folder: str) -> list[str]:
         return self._fs(folder).list(folder)
+
+    def names(self, folder: str, start_after: str = "") -> Iterator[str]:
+        return self._fs(folder).names(folder, start_after)
 
     def changed(self, path: str) -> int:
         return self._fs(path).changed(path)
