@@ -136,12 +136,17 @@ def test_cli_checkpoint_and_verify_store(store, toy, key) -> None:
 def test_a_read_picks_the_largest_of_the_first_checkpoints_that_cover_its_run(
     store, toy, key, tmp_path
 ) -> None:
-    other = keys.init_key(tmp_path / "other.pem")
+    signers = sorted(
+        (keys.load_private(p) for p in (key, keys.init_key(tmp_path / "other.pem"))),
+        key=lambda k: keys.key_id(k.public_key()),
+    )
     for i in range(5):
         replay.record(toy, rows(1, i), store=store)
-        checkpoint.sign(store, keys.load_private(key))
-        checkpoint.sign(store, keys.load_private(other))
-    pinned = [keys.key_id(keys.load_private(key).public_key())]
+        for signer in signers:
+            checkpoint.sign(store, signer)
+    pinned = [keys.key_id(signers[1].public_key())]  # its checkpoints' names sort second
     found = checkpoint.largest(store.fs, pinned, covering=2, ahead=4)  # trees 2, 2, 3, 3
     assert found is not None and (found[1].tree_size, found[1].key_id) == (3, pinned[0])
     assert checkpoint.largest(store.fs, pinned, covering=6) is None
+    found = checkpoint.largest(store.fs, pinned, covering=2, ahead=1)  # an unpinned one first
+    assert found is not None and (found[1].tree_size, found[1].key_id) == (2, pinned[0])

@@ -171,10 +171,12 @@ def largest(
     fs: StoreFS, key_ids: Collection[str], covering: int = 0, ahead: int = AHEAD
 ) -> tuple[str, Checkpoint] | None:
     """Of the first ``ahead`` checkpoints covering ``covering`` entries, the one of the
-    largest tree signed by one of ``key_ids``, and where it is; only it is read. None when
-    there is none. The first ``ahead`` only: one listing request on object storage, where a
-    run sealed long ago has a checkpoint after every epoch since."""
-    for k in sorted(itertools.islice(kept(fs, covering), ahead), key=_order, reverse=True):
+    largest tree signed by one of ``key_ids`` (else the first such after them), and where it
+    is; only it is read. None when there is none. The first ``ahead``: one listing request
+    on object storage, where a run sealed long ago has a checkpoint after every epoch since."""
+    listed = kept(fs, covering)
+    first = sorted(itertools.islice(listed, ahead), key=_order, reverse=True)
+    for k in itertools.chain(first, listed):
         if k.by(key_ids) and (found := load(fs, k))[1].key_id in key_ids:
             return found
     return None
