@@ -234,6 +234,14 @@ def test_a_run_no_pinned_checkpoint_covers_is_refused_in_a_checkpointed_store(
     assert replay.replay(replay.Store.open(store.root), fresh.run_id).verdict == "exact"
 
 
+def _checkpointed_runs(store: replay.Store, toy: replay.Pipeline, key: Path) -> str:
+    """Twelve runs, each followed by a checkpoint; the first run's id."""
+    for i in range(12):
+        replay.record(toy, rows(1, i), store=store)
+        checkpoint.sign(store, keys.load_private(key))
+    return str(next(e["run_id"] for _, e in store.ledger.read()))
+
+
 def test_a_replay_reads_only_the_checkpoint_that_covers_its_run(
     store, toy, key, monkeypatch
 ) -> None:
@@ -241,18 +249,34 @@ def test_a_replay_reads_only_the_checkpoint_that_covers_its_run(
     # replay picks the one it needs by name, as it would from a bucket, one GET each.
     from replay.store.fs import LocalFS
 
-    for i in range(12):
-        replay.record(toy, rows(1, i), store=store)
-        checkpoint.sign(store, keys.load_private(key))
+    first = _checkpointed_runs(store, toy, key)
     _trust(monkeypatch, key)
     read: list[str] = []
     real = LocalFS.read
     monkeypatch.setattr(LocalFS, "read", lambda fs, p: read.append(p) or real(fs, p))
-    first = next(e["run_id"] for _, e in store.ledger.read())
     assert replay.replay(replay.Store.open(store.root), first).verdict == "exact"
     assert [p for p in read if p.startswith(f"{checkpoint.FOLDER}/")] == [
         checkpoint.name_of(checkpoint.stored(store)[-1][1])
     ]
+
+
+def test_a_reader_who_pinned_nothing_lists_no_more_than_one_checkpoint(
+    store, toy, key, monkeypatch
+) -> None:
+    from replay.store.fs import LocalFS
+
+    first = _checkpointed_runs(store, toy, key)
+    listed: list[str] = []
+    names = LocalFS.names
+
+    def listing(fs: LocalFS, folder: str, start_after: str = "") -> Any:
+        for name in names(fs, folder, start_after):
+            listed.extend([name] if folder == checkpoint.FOLDER else [])
+            yield name
+
+    monkeypatch.setattr(LocalFS, "names", listing)
+    assert replay.replay(replay.Store.open(store.root), first).verdict == "exact"
+    assert len(listed) == 1  # there are checkpoints, and no pinned key to look for
 
 
 def test_a_checkpoint_that_is_not_what_its_name_says_is_refused(

@@ -219,7 +219,11 @@ def _policy(store: Store, prefix: _Prefix) -> tuple[bool, tuple[str, ...]]:
         found = kept(store.fs)  # listed as far as the first pinned one
         first = next(found, None)
         pins = tuple(k.key_id for k in trust.pinned()) if first or _required_by_env() else ()
-        signed = first is not None and any(k.by(pins) for k in itertools.chain([first], found))
+        signed = (  # none pinned: nothing to list further
+            first is not None
+            and bool(pins)
+            and any(k.by(pins) for k in itertools.chain([first], found))
+        )
         prefix.policy = (stamp, signed or _required_by_env(), pins)
     return prefix.policy[1], prefix.policy[2]
 

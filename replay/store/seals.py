@@ -404,9 +404,9 @@ def copy(where: str, before: Epoch, epoch: Epoch, tree: merkle.Frontier) -> None
     first line continues ``before``'s last entry, its last is the one it names, and the Merkle
     root over every line is its root. What a mirror takes this way is exactly the sealed
     ledger. What each entry says of itself (its canonical form and hash, the chain inside the
-    epoch: ~55 ms a 10,000-run epoch, more than a reader's ingest of it) is left to ``take``,
-    which ``verify --store`` runs over every epoch: as a folder store's reader takes its
-    ledger file as the store's, and verify checks every entry."""
+    epoch: ~55 ms a 10,000-run epoch, more than a reader's ingest of it) is checked as on a
+    folder store: before anything a run names is loaded (``replay.store.history``), and by
+    ``take``, which ``verify --store`` runs over every epoch."""
     if epoch.prev != before.digest:
         raise CorruptionError(where, "does not follow the epoch before it")
     bodies = epoch.lines.splitlines()
