@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,127 @@ def test_a_writer_whose_process_exited_is_retired_and_no_longer_listed(
     assert epoch is not None and epoch.heads[writer].retired
     assert _ledger_runs(replay.Store.open(s3_url)) == done.stdout.split()
     assert not seals.pending(fs, epoch).retiring  # and later seals skip it
+
+
+def _exited_writers(url: str, programs: Path, count: int) -> list[str]:
+    """``count`` writer processes, each recording one run and exiting (retired); their runs."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(programs / "writer.py"), url, str(i), "1"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(count)
+    ]
+    return [p.communicate(timeout=120)[0].strip() for p in procs]
+
+
+def _seal_one(store: replay.Store, fs: S3FS, i: int) -> seals.Epoch:
+    """Record one run with the live ``store`` and seal it."""
+    replay.record(_chain(), _applicant(i), store=store, at=T0 + timedelta(seconds=i))
+    epoch = seals.Sealer(fs).seal()
+    assert epoch is not None
+    return epoch
+
+
+def test_a_retired_writer_is_forgotten_once_its_names_are_deleted(
+    s3_url: str, programs: Path
+) -> None:
+    """Every epoch header used to carry every writer that ever wrote, and every seal to list
+    them all: a bank's daily restarts would grow both for ever."""
+    live = replay.Store.open(s3_url)
+    exited = _exited_writers(s3_url, programs, 3)
+    fs = S3FS.of(s3_url)
+    retiring = seals.Sealer(fs).seal()
+    assert retiring is not None and sum(h.retired for h in retiring.heads.values()) == 3
+    carried = _seal_one(live, fs, 50)  # this seal deletes their names, after its listing
+    assert sum(h.retired for h in carried.heads.values()) == 3
+    assert fs.list(shards.WRITERS) == [_only_live(carried)]
+    dropped = _seal_one(live, fs, 51)
+    assert list(dropped.heads) == [_only_live(carried)]
+    audit = seals.audit(fs)
+    assert (audit.runs, audit.writers, audit.unsealed) == (5, 4, 0)
+    assert replay.replay(replay.Store.open(s3_url), exited[0]).verdict == "exact"
+
+
+def _only_live(epoch: seals.Epoch) -> str:
+    (writer,) = [w for w, h in epoch.heads.items() if not h.retired]
+    return writer
+
+
+def test_a_sealer_killed_between_its_two_deletes_seals_every_run_once(
+    s3_url: str, programs: Path
+) -> None:
+    live = replay.Store.open(s3_url)
+    fs = S3FS.of(s3_url)
+    (run,) = _exited_writers(s3_url, programs, 1)
+    assert seals.Sealer(fs).seal() is not None
+    (done,) = [n for n in fs.list(shards.WRITERS) if n.endswith(shards.DONE)]
+    fs.remove(f"{shards.WRITERS}/{done}")  # the first delete, then the sealer was killed
+    for i in range(3):
+        epoch = _seal_one(live, fs, 60 + i)
+    assert len(epoch.heads) == 1 and fs.list(shards.WRITERS) == list(epoch.heads)
+    assert Counter(_ledger_runs(live))[run] == 1
+    assert seals.audit(fs).runs == 4
+
+
+def test_a_bucket_that_refuses_deletes_keeps_retired_heads_and_still_seals(
+    s3_url: str, programs: Path
+) -> None:
+    class WriteOnce(S3FS):
+        deletes = 0
+
+        def remove(self, path: str) -> None:
+            type(self).deletes += 1
+            raise StoreError(f"{self.where(path)}: AccessDenied", hint="")
+
+    live = replay.Store.open(s3_url)
+    _exited_writers(s3_url, programs, 2)
+    fs = WriteOnce(**S3FS.of(s3_url).__dict__)
+    sealer = seals.Sealer(fs)
+    assert sealer.seal() is not None
+    for i in range(2):
+        replay.record(_chain(), _applicant(i), store=live, at=T0)
+        epoch = sealer.seal()
+    assert epoch is not None and sum(h.retired for h in epoch.heads.values()) == 2
+    assert WriteOnce.deletes == 1  # refused once: this sealer stops asking
+
+
+def _forged(
+    fs: S3FS, base: seals.Epoch, heads: dict[str, seals.Head], found: seals.Found | None = None
+) -> None:
+    """The epoch after ``base`` as a sealer that saw ``heads`` instead of base's builds it,
+    sealing ``found`` (by default, what is pending past those heads)."""
+    forged = replace(base, heads=heads)
+    found = seals.pending(fs, forged) if found is None else found
+    assert fs.put_if_absent(seals.name(base.number + 1), seals.build(forged, found)[1])
+
+
+def test_the_audit_refuses_an_epoch_that_drops_a_writer_still_writing(s3_url: str) -> None:
+    live = replay.Store.open(s3_url)
+    fs = S3FS.of(s3_url)
+    epoch = _seal_one(live, fs, 1)
+    _forged(fs, epoch, {}, seals.Found([], set(), [], set()))  # the next seal reseals it
+    with pytest.raises(CorruptionError, match=f"drops writer {_only_live(epoch)}"):
+        seals.audit(fs)
+
+
+def test_the_audit_refuses_an_epoch_that_names_a_forgotten_writer_again(
+    s3_url: str, programs: Path
+) -> None:
+    live = replay.Store.open(s3_url)
+    fs = S3FS.of(s3_url)
+    _exited_writers(s3_url, programs, 1)
+    retiring = seals.Sealer(fs).seal()
+    assert retiring is not None
+    (gone,) = [w for w, h in retiring.heads.items() if h.retired]
+    _seal_one(live, fs, 1)
+    dropped = _seal_one(live, fs, 2)
+    again = {**dropped.heads, gone: replace(retiring.heads[gone], retired=False)}
+    replay.record(_chain(), _applicant(3), store=live, at=T0)
+    _forged(fs, dropped, again)
+    with pytest.raises(CorruptionError, match=f"names writer {gone} again"):
+        seals.audit(fs)
 
 
 def test_a_store_in_a_bucket_that_does_not_exist_is_one_line_and_exit_4(s3_url: str) -> None:

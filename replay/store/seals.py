@@ -18,6 +18,7 @@ Any number of sealers is safe: two racing for an epoch's name cannot both create
 loser reads the winner's epoch and seals only what is still past its heads. A sealer killed
 before its PUT left nothing; after it, a whole epoch. Each writer's lines are sealed in
 order, exactly once, because heads only move forward and each epoch names its predecessor.
+A writer's head leaves the headers only after it retired and its names left ``writers/``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json, sha256
-from replay.errors import CorruptionError
+from replay.errors import CorruptionError, ReplayError
 from replay.store import checkpoint, rows, shards
 from replay.store.fs import LocalFS
 from replay.store.ledger import GENESIS, chained, entry_hash, hash_holds
@@ -62,6 +63,9 @@ class Head:
     wseq: int  # its lines sealed so far
     hash: str  # the hash of its last sealed line
     retired: bool = False  # all of them: its process said it was done, and was sealed after
+    # A retired writer's head is carried until its names under ``writers/`` are deleted (by
+    # the next sealer that finds it retired), then dropped: headers and listings stay the
+    # size of the writers still running, not of every process that ever wrote.
 
     def as_json(self) -> list[Any]:
         return [self.objects, self.wseq, self.hash, *([1] if self.retired else [])]
@@ -190,6 +194,7 @@ class Found:
     objects: list[Pending]  # every writer's, each writer's in order
     retiring: set[str]  # writers whose last object is among them or sealed already
     listed: list[str]  # the writers whose objects were listed
+    registered: set[str]  # the writers named under ``writers/`` (listed after the epoch was read)
 
 
 def pending(fs: S3FS, epoch: Epoch, skip: Container[str] = ()) -> Found:
@@ -215,6 +220,15 @@ def pending(fs: S3FS, epoch: Epoch, skip: Container[str] = ()) -> Found:
                 break  # another writer's, or past a gap (a failed PUT ended this writer)
             found.append((writer, obj))
             number += 1
+    # Listed after their ".done" appeared: nothing of theirs can follow what was found.
+    retiring = {w for w in done if not epoch.heads.get(w, Head(0, 0, GENESIS)).retired}
+    registered = {n.removesuffix(shards.DONE) for n in names}
+    return Found(_read(fs, epoch.heads, found), retiring, listed, registered)
+
+
+def _read(fs: S3FS, heads: dict[str, Head], found: list[tuple[str, str]]) -> list[Pending]:
+    """The log objects ``found`` ((writer, name), each writer's in order from its head in
+    ``heads`` on), each checked to continue its writer's chain."""
     # One GET an object, several at once: a durable writer PUTs an object per run.
     with ThreadPoolExecutor(READERS) as pool:
         read = list(pool.map(lambda wo: shards.read_lines(fs, wo[1]), found))
@@ -222,7 +236,7 @@ def pending(fs: S3FS, epoch: Epoch, skip: Container[str] = ()) -> Found:
     for (writer, obj), lines in zip(found, read, strict=True):
         before = out[-1] if out and out[-1].writer == writer else None
         if before is None:
-            start = epoch.heads.get(writer, Head(0, 0, GENESIS))
+            start = heads.get(writer, Head(0, 0, GENESIS))
             number, wseq, prev = start.objects, start.wseq, start.hash
         else:
             number, wseq, prev = before.number, before.lines[-1]["wseq"], before.lines[-1]["hash"]
@@ -239,9 +253,7 @@ def pending(fs: S3FS, epoch: Epoch, skip: Container[str] = ()) -> Found:
                 )
             wseq, prev = line["wseq"], line["hash"]
         out.append(Pending(obj, writer, number + 1, lines))
-    # Listed after their ".done" appeared: nothing of theirs can follow what was found.
-    retiring = {w for w in done if not epoch.heads.get(w, Head(0, 0, GENESIS)).retired}
-    return Found(out, retiring, listed)
+    return out
 
 
 def build(
@@ -273,6 +285,10 @@ def build(
         heads[p.writer] = Head(p.number, int(last["wseq"]), str(last["hash"]))
     for writer in found.retiring:
         heads[writer] = replace(heads.get(writer, Head(0, 0, GENESIS)), retired=True)
+    # Dropped once its names are gone: the listing was made after ``epoch`` was read, and
+    # ids never come back, so no sealer building on what follows can find it registered.
+    for writer in [w for w, h in heads.items() if h.retired and w not in found.registered]:
+        del heads[writer]
     root = "sha256:" + tree.root().hex()
     header: dict[str, Any] = {
         "format": FORMAT,
@@ -307,6 +323,7 @@ class Sealer:
         self.quiet: dict[str, int] = {}  # seals in a row that found nothing of a writer
         self.seals = 0
         self.kept = 0  # the last epoch whose checkpoint this sealer knows is kept
+        self.deletes = True  # until the store refuses one (a write-once bucket)
         # Where the counts above outlive the process: every writer killed without retiring
         # stays listed, so a new process's first seal (each `replay find`'s) would LIST them
         # all. Only a cache: lost or unreadable, the sealer starts counting afresh.
@@ -337,6 +354,7 @@ class Sealer:
             active = {p.writer for p in found.objects}
             for writer in found.listed:
                 self.quiet[writer] = 0 if writer in active else self.quiet.get(writer, 0) + 1
+            self._forget(found.registered)
             if self.memory is not None:
                 self._remember(self.memory)
             if not found.objects:
@@ -349,9 +367,22 @@ class Sealer:
             self.epoch = latest(self.fs, self.epoch)
             self._keep(self.epoch)
 
-    def _remember(self, memory: LocalFS) -> None:
+    def _forget(self, registered: set[str]) -> None:
+        """Delete the names of the writers ``self.epoch`` retired (the ``.done`` first: a
+        sealer killed between the two leaves a retired writer that is skipped, and deleted by
+        the next seal), so that the epoch after drops their heads (``build``)."""
         heads = self.epoch.heads
-        self.quiet = {w: n for w, n in self.quiet.items() if not (w in heads and heads[w].retired)}
+        gone = sorted(w for w in registered if w in heads and heads[w].retired)
+        self.quiet = {w: n for w, n in self.quiet.items() if w in registered and w not in gone}
+        for writer in gone if self.deletes else ():
+            try:
+                for name in (f"{writer}{shards.DONE}", writer):
+                    self.fs.remove(f"{shards.WRITERS}/{name}")
+            except ReplayError:  # a bucket that keeps what it holds: heads keep growing
+                self.deletes = False
+                return
+
+    def _remember(self, memory: LocalFS) -> None:
         saved = {"seals": self.seals, "quiet": self.quiet, "epoch": self.epoch.number}
         memory.write_atomic(MEMORY, canonical_json(saved))
 
@@ -381,8 +412,7 @@ def take(
 ) -> Iterator[dict[str, Any]]:
     """The entries of ``epoch``, checked to follow ``before`` (whose ledger ``tree`` holds,
     and is grown by them) and to be what its header seals: chain, size, last hash, root."""
-    if epoch.prev != before.digest:
-        raise CorruptionError(where, "does not follow the epoch before it")
+    _follows(where, before, epoch)
     prev = before.last
     for body in epoch.lines.splitlines():
         try:
@@ -394,8 +424,7 @@ def take(
         prev = entry["hash"]
         tree.append(merkle.leaf_hash(body))
         yield entry
-    if (tree.size, prev, "sha256:" + tree.root().hex()) != (epoch.size, epoch.last, epoch.root):
-        raise CorruptionError(where, "does not seal the entries it holds (size, last or root)")
+    _seals(where, epoch, tree, prev)
 
 
 def copy(where: str, before: Epoch, epoch: Epoch, tree: merkle.Frontier) -> None:
@@ -407,18 +436,23 @@ def copy(where: str, before: Epoch, epoch: Epoch, tree: merkle.Frontier) -> None
     epoch: ~55 ms a 10,000-run epoch, more than a reader's ingest of it) is checked as on a
     folder store: before anything a run names is loaded (``replay.store.history``), and by
     ``take``, which ``verify --store`` runs over every epoch."""
-    if epoch.prev != before.digest:
-        raise CorruptionError(where, "does not follow the epoch before it")
+    _follows(where, before, epoch)
     bodies = epoch.lines.splitlines()
     first, last = (_entry(bodies[0]), _entry(bodies[-1])) if bodies else ({}, {"hash": before.last})
     if bodies and (first.get("seq"), first.get("prev")) != (before.size + 1, before.last):
         raise CorruptionError(where, f"entry {before.size + 1} does not continue the chain")
     tree.extend([merkle.leaf_hash(body) for body in bodies])
-    if (tree.size, last.get("hash"), "sha256:" + tree.root().hex()) != (
-        epoch.size,
-        epoch.last,
-        epoch.root,
-    ):
+    _seals(where, epoch, tree, last.get("hash"))
+
+
+def _follows(where: str, before: Epoch, epoch: Epoch) -> None:
+    if epoch.prev != before.digest:
+        raise CorruptionError(where, "does not follow the epoch before it")
+
+
+def _seals(where: str, epoch: Epoch, tree: merkle.Frontier, last: object) -> None:
+    """That the ledger ``tree`` (whose last entry's hash is ``last``) is what ``epoch`` seals."""
+    if (tree.size, last, "sha256:" + tree.root().hex()) != (epoch.size, epoch.last, epoch.root):
         raise CorruptionError(where, "does not seal the entries it holds (size, last or root)")
 
 
@@ -447,18 +481,30 @@ def audit(fs: S3FS) -> Audit:
     ledger holds nothing else. CorruptionError names the first object that says otherwise."""
     digest, size, epoch, tree = hashlib.sha256(), 0, NONE, merkle.Frontier()
     where: dict[tuple[str, str, str], int] = {}  # (block, run, manifest) -> ledger seq
+    heads: dict[str, Head] = {}  # each writer's last, also once an epoch dropped it
     for after in following(fs, 0):
         for entry in take(fs.where(name(after.number)), epoch, after, tree):
             where[(entry["block"]["segment"], entry["run_id"], entry["manifest_sha256"])] = (
                 tree.size
             )
+        for writer, head in epoch.heads.items():
+            if writer not in after.heads and not head.retired:
+                raise CorruptionError(
+                    fs.where(name(after.number)), f"drops writer {writer}, which had not retired"
+                )
+        for writer in after.heads.keys() - epoch.heads.keys():
+            if heads.get(writer, Head(0, 0, GENESIS)).retired:
+                raise CorruptionError(
+                    fs.where(name(after.number)), f"names writer {writer} again after it retired"
+                )
+        heads |= after.heads
         digest.update(after.lines)
         size += len(after.lines)
         epoch = after
     seq, taken, unsealed = tree.size, 0, 0
     last: dict[str, int] = {}  # each writer's last line's place in the ledger
-    for p in pending(fs, NONE).objects:
-        head = epoch.heads.get(p.writer, Head(0, 0, GENESIS))
+    for p in _read(fs, {}, _logs(fs)):
+        head = heads.get(p.writer, Head(0, 0, GENESIS))
         for line in p.lines:
             if line["wseq"] > head.wseq:
                 unsealed += 1
@@ -476,3 +522,17 @@ def audit(fs: S3FS) -> Audit:
             fs.where(FOLDER), f"the ledger holds {seq} entries, the writers' logs {taken}"
         )
     return Audit(epoch.number, writers, seq, unsealed, "sha256:" + digest.hexdigest(), size)
+
+
+def _logs(fs: S3FS) -> list[tuple[str, str]]:
+    """Every writer's log objects, (writer, name), each writer's in order up to its first
+    gap (as sealers take them), from the names in ``segments/``: retired writers' names are
+    gone from ``writers/``."""
+    out: list[tuple[str, str]] = []
+    expected: dict[str, int] = {}
+    for obj in fs.names(SEGMENTS):
+        parsed = shards.parse_name(obj)
+        if parsed is not None and parsed[1] == expected.get(parsed[0], 1):
+            out.append((parsed[0], obj))
+            expected[parsed[0]] = parsed[1] + 1
+    return out

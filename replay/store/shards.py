@@ -2,6 +2,7 @@
 
     writers/<writer>                   who the writer is (created before its first object)
     writers/<writer>.done              the writer wrote its last object (its process exited)
+                                       (both deleted by a sealer once an epoch retired it)
     segments/<writer>-<n:012d>.blk     object n of the writer: its group's block, then a
                                        commit frame (``replay.store.frames``) of its shard
                                        lines, zstd-compressed
