@@ -1,16 +1,23 @@
-"""Shared fixtures: real stores in tmp_path, a toy pipeline, and one real credit workspace."""
+"""Shared fixtures: real stores in tmp_path, a toy pipeline, one real credit workspace, and the
+onboarding workspace's builder."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pyarrow as pa
 import pytest
 from hypothesis import settings
 
 import replay
+
+ONBOARDING = Path(__file__).parents[1] / "pipelines" / "onboarding"
 
 # Tests never fail on timing: on a loaded 2-core machine any example may take 300 ms.
 settings.register_profile("replay", deadline=None)
@@ -144,6 +151,22 @@ def credit_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipelines.credit.workspace import build_workspace
 
     return build_workspace(tmp_path_factory.mktemp("credit") / "workspace")
+
+
+@functools.cache
+def builder() -> ModuleType:
+    """pipelines/onboarding/build.py, loaded by path: the folder is not a package. It puts
+    the folder on sys.path, where its own modules (synth, train) import from."""
+    spec = importlib.util.spec_from_file_location("onboarding_build", ONBOARDING / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
+    return module
 
 
 def forge_history(

@@ -3,8 +3,6 @@ as-of data, a bureau tape, and a CPU-kernel setting that moves float32 bits."""
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import os
 import platform
@@ -13,7 +11,6 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -22,27 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).parents[1]
-ONBOARDING = REPO / "pipelines" / "onboarding"
+from tests.conftest import ONBOARDING, builder
+
 AT = "2026-03-14T09:30:00Z"
 NOW = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 STEPS = ["embed", "asof", "gbm", "pd", "decision"]
 KERNEL_FLAGS = ["--tolerance", "purpose_vec=1e-5", "--tolerance", "pd=1e-6"]
-
-
-@functools.cache
-def builder() -> ModuleType:
-    """pipelines/onboarding/build.py, loaded by path: the folder is not a package."""
-    spec = importlib.util.spec_from_file_location("onboarding_build", ONBOARDING / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = writes_bytecode
-    return module
 
 
 def files(root: Path) -> dict[str, bytes]:
