@@ -1,6 +1,7 @@
 """The store on S3 with many writers (issue 17), against a local S3 endpoint started here.
 
-    python benchmarks/bench_scale.py [--runs 300] [--ingest 10000] [--killed 30] [--rows 1000000]
+    python benchmarks/bench_scale.py [--runs 300] [--ingest 10000] [--killed 30]
+        [--retired 100] [--rows 1000000]
 
 Starts moto in server mode (one Python process, the endpoint the tests use) and prints, in
 one run:
@@ -16,6 +17,8 @@ one run:
 - ``replay find`` as a whole process on a store with ``--killed`` writers killed without
   retiring, before and after this reader's cache has seen them quiet (each would cost a new
   process's seal a LIST);
+- the epoch header as ``--retired`` writer processes exit (a rolling restart): with their
+  heads, at the seal that deletes their names, and at the one after, which drops them;
 - ``find KEY`` over ``--rows`` record rows on S3 (runs of 10,000 rows) from a new reader,
   its first and warm, with the keys compacted into Parquet on the store (and the requests and
   bytes each find reads there) and with every key in the reader's catalog; a one-hour window
@@ -34,6 +37,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # see bench_capture.py
 
 import argparse
+import atexit
 import multiprocessing
 import statistics
 import subprocess
@@ -249,6 +253,42 @@ def _killed(url: str, i: int) -> None:
     os._exit(0)
 
 
+def _exits(url: str, i: int) -> None:
+    """A writer that records one run and exits: its exit hooks run (it retires) as a
+    process's do, in a child forked from this one, which does not import replay again."""
+    store = replay.Store.open(url, durable=True)
+    replay.record(_chain(), _applicant(i), store=store, record_key="id", at=T0)
+    atexit._run_exitfuncs()
+
+
+def retired(endpoint: str, writers: int) -> None:
+    """Epoch header bytes and seal times as ``writers`` writer processes exit."""
+    url = f"s3://{new_bucket(endpoint)}/credit"
+    replay.Store.open(url)
+    fork = multiprocessing.get_context("fork")
+    for start in range(0, writers, 8):
+        procs = [fork.Process(target=_exits, args=(url, i)) for i in range(start, start + 8)]
+        for p in procs[: writers - start]:
+            p.start()
+        for p in procs[: writers - start]:
+            p.join()
+    fs, sealer, live = S3FS.of(url), seals.Sealer(S3FS.of(url)), replay.Store.open(url)
+    steps = []
+    for i in range(3):
+        if i:  # a running writer's run: an epoch to build
+            replay.record(_chain(), _applicant(-i), store=live, at=T0)
+        t = time.perf_counter()
+        epoch = sealer.seal()
+        took = time.perf_counter() - t
+        assert epoch is not None
+        header = len(fs.read(seals.name(epoch.number)).partition(b"\n")[0])
+        steps.append(f"{header:,} B ({len(epoch.heads)} heads, seal {took:.2f} s)")
+    print(
+        f"epoch header, {writers} writers exited: {steps[0]} when retired, {steps[1]} at "
+        f"the seal that deletes their names, {steps[2]} at the next"
+    )
+
+
 def dormant(endpoint: str, writers: int, tmp: Path) -> None:
     """``replay find`` as a whole process (median of 5) on a store with ``writers`` writers
     killed without retiring, before and after this reader's cache saw them quiet."""
@@ -369,6 +409,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300, help="runs per writer")
     parser.add_argument("--ingest", type=int, default=10_000, help="runs to ingest")
     parser.add_argument("--killed", type=int, default=30, help="writers killed, for find")
+    parser.add_argument("--retired", type=int, default=100, help="writers exited, for headers")
     parser.add_argument("--rows", type=int, default=1_000_000, help="record rows to search")
     parser.add_argument("--batch", type=int, default=1000, help="runs for bench_batch.py")
     args = parser.parse_args()
@@ -384,6 +425,7 @@ def main() -> None:
         seal_lag(endpoint, args.runs)
         ingest(endpoint, args.ingest, Path(tmp))
         dormant(endpoint, args.killed, Path(tmp))
+        retired(endpoint, args.retired)
         search(endpoint, args.rows, Path(tmp))
     if args.batch:
         print(f"bulk replay, {args.batch} credit runs (benchmarks/bench_batch.py):", flush=True)

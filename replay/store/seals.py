@@ -370,17 +370,16 @@ class Sealer:
     def _forget(self, registered: set[str]) -> None:
         """Delete the names of the writers ``self.epoch`` retired (the ``.done`` first: a
         sealer killed between the two leaves a retired writer that is skipped, and deleted by
-        the next seal), so that the epoch after drops their heads (``build``)."""
+        the next seal), so that the epoch after drops their heads (``build``). In bulk: a
+        rolling restart of 300 replicas took 2.5 s one DELETE after another."""
         heads = self.epoch.heads
         gone = sorted(w for w in registered if w in heads and heads[w].retired)
         self.quiet = {w: n for w, n in self.quiet.items() if w in registered and w not in gone}
-        for writer in gone if self.deletes else ():
-            try:
-                for name in (f"{writer}{shards.DONE}", writer):
-                    self.fs.remove(f"{shards.WRITERS}/{name}")
-            except ReplayError:  # a bucket that keeps what it holds: heads keep growing
-                self.deletes = False
-                return
+        try:
+            for suffix in (shards.DONE, "") if gone and self.deletes else ():
+                self.fs.remove_many([f"{shards.WRITERS}/{w}{suffix}" for w in gone])
+        except ReplayError:  # a bucket that keeps what it holds: heads keep growing
+            self.deletes = False
 
     def _remember(self, memory: LocalFS) -> None:
         saved = {"seals": self.seals, "quiet": self.quiet, "epoch": self.epoch.number}
