@@ -129,6 +129,15 @@ def test_an_object_is_created_once_and_never_rewritten(s3_url: str) -> None:
     assert fs.read("objects/x") == b"first"
 
 
+def test_a_listing_of_names_starting_with_a_prefix_holds_no_other_name(s3_url: str) -> None:
+    """What a sealer lists for each writer: its own objects, not the next 1,000 of others'."""
+    fs = S3FS.of(s3_url)
+    for name in ("a-1", "b-1", "b-2", "c-1"):
+        fs.put_if_absent(f"segments/{name}", b"x")
+    assert list(fs.names("segments", starting="b-")) == ["b-1", "b-2"]
+    assert list(fs.names("segments", start_after="b-1", starting="b-")) == ["b-2"]
+
+
 def test_a_run_recorded_on_s3_is_found_and_replays_exact(s3_url: str) -> None:
     store = replay.Store.open(s3_url)
     result = replay.record(_chain(), _applicant(7), store=store, record_key="id", at=T0)

@@ -132,14 +132,16 @@ class S3FS:
         """The names under ``folder``: its objects and its sub-folders, as ``ls`` shows them."""
         return sorted(self.names(folder))
 
-    def names(self, folder: str, start_after: str = "", recursive: bool = False) -> Iterator[str]:
-        """The names under ``folder`` in order (after ``start_after``, a name in it), one LIST
-        request per 1,000."""
+    def names(
+        self, folder: str, start_after: str = "", recursive: bool = False, starting: str = ""
+    ) -> Iterator[str]:
+        """The names under ``folder`` in order (after ``start_after``, a name in it; only
+        those ``starting`` with a prefix), one LIST request per 1,000."""
         base = self._key(folder) + "/"
         args: dict[str, Any] = {"StartAfter": base + start_after} if start_after else {}
         if not recursive:
             args["Delimiter"] = "/"
-        for page in self._pages(folder, **args):
+        for page in self._pages(folder, starting, **args):
             for common in page.get("CommonPrefixes", ()):
                 yield common["Prefix"][len(base) :].rstrip("/")
             for obj in page.get("Contents", ()):
@@ -163,11 +165,13 @@ class S3FS:
             for obj in page.get("Contents", ())
         }
 
-    def _pages(self, folder: str, **args: Any) -> Iterator[Any]:
-        """The pages of a LIST of the keys under ``folder``, 1,000 a page."""
+    def _pages(self, folder: str, starting: str = "", **args: Any) -> Iterator[Any]:
+        """The pages of a LIST of the keys under ``folder`` (``starting`` with a prefix),
+        1,000 a page."""
+        prefix = self._key(folder) + "/" + starting
         with self._calling(folder):
             pages = _client().get_paginator("list_objects_v2")
-            yield from pages.paginate(Bucket=self.bucket, Prefix=self._key(folder) + "/", **args)
+            yield from pages.paginate(Bucket=self.bucket, Prefix=prefix, **args)
 
     def changed(self, path: str) -> int:
         """A stamp of ``path``: its ETag (or, for a folder, its names), as an int; 0 when

@@ -202,24 +202,28 @@ def pending(fs: S3FS, epoch: Epoch, skip: Container[str] = ()) -> Found:
     writer's chain (one LIST per writer still writing, one GET per object). Writers in
     ``skip`` are not listed, unless they are done: a done writer is listed once more, then
     retired."""
-    found: list[tuple[str, str]] = []  # (writer, object), each writer's in order
     names = fs.list(shards.WRITERS)
     done = {n.removesuffix(shards.DONE) for n in names if n.endswith(shards.DONE)}
-    listed = []
-    for writer in names:
-        head = epoch.heads.get(writer, Head(0, 0, GENESIS))
-        if writer.endswith(shards.DONE) or head.retired:
-            continue
-        if writer in skip and writer not in done:
-            continue
-        listed.append(writer)
-        number = head.objects
-        after = shards.object_name(writer, number) if number else f"{writer}-"
-        for obj in fs.names(SEGMENTS, start_after=after):
+    listed = [
+        w
+        for w in names
+        if not (w.endswith(shards.DONE) or epoch.heads.get(w, Head(0, 0, GENESIS)).retired)
+        and (w not in skip or w in done)
+    ]
+
+    def objects(writer: str) -> list[tuple[str, str]]:
+        number, out = epoch.heads.get(writer, Head(0, 0, GENESIS)).objects, []
+        after = shards.object_name(writer, number) if number else ""
+        # Its own names only: a LIST past a name also returns up to 1,000 of other writers'.
+        for obj in fs.names(SEGMENTS, start_after=after, starting=f"{writer}-"):
             if shards.parse_name(obj) != (writer, number + 1):
-                break  # another writer's, or past a gap (a failed PUT ended this writer)
-            found.append((writer, obj))
+                break  # past a gap: a failed PUT ended this writer
+            out.append((writer, obj))
             number += 1
+        return out
+
+    with ThreadPoolExecutor(READERS) as pool:  # a LIST a writer, several at once
+        found = [obj for objs in pool.map(objects, listed) for obj in objs]
     # Listed after their ".done" appeared: nothing of theirs can follow what was found.
     retiring = {w for w in done if not epoch.heads.get(w, Head(0, 0, GENESIS)).retired}
     registered = {n.removesuffix(shards.DONE) for n in names}
