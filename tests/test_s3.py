@@ -476,6 +476,65 @@ def test_a_bucket_that_refuses_deletes_keeps_retired_heads_and_still_seals(
     assert refused == [1, 1]  # refused once: this sealer stops asking
 
 
+def _expire_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer is dormant after one empty listing, and silent past the lease at once."""
+    monkeypatch.setattr(seals, "QUIET_SEALS", 1)
+    monkeypatch.setattr(seals, "LEASE", 0)
+
+
+def test_a_writer_killed_without_retiring_is_said_done_once_silent_past_the_lease(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container's stop (SIGTERM, unhandled) runs no exit hook: the writer never retires,
+    and its head would ride in every epoch's header for ever."""
+    _expire_at_once(monkeypatch)
+    killed, live = replay.Store.open(s3_url), replay.Store.open(s3_url)
+    run = replay.record(_chain(), _applicant(1), store=killed, at=T0).run_id  # then silent
+    fs = S3FS.of(s3_url)
+    sealer = seals.Sealer(fs)
+    for i in range(5):  # sealed; said done; retired; its names deleted; its head dropped
+        replay.record(_chain(), _applicant(10 + i), store=live, at=T0)
+        epoch = sealer.seal()
+    assert epoch is not None and list(epoch.heads) == fs.list(shards.WRITERS)
+    assert len(epoch.heads) == 1 and Counter(_ledger_runs(live))[run] == 1
+    audit = seals.audit(fs)
+    assert (audit.runs, audit.writers, audit.unsealed) == (6, 2, 0)
+
+
+def test_a_writer_silent_past_the_renewal_writes_on_under_a_new_identity(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shards, "RENEW", 0)
+    store = replay.Store.open(s3_url)
+    for i in range(2):
+        replay.record(_chain(), _applicant(i), store=store, at=T0)
+    names = S3FS.of(s3_url).list(shards.WRITERS)
+    first, second = [n for n in names if not n.endswith(shards.DONE)]
+    assert f"{first}{shards.DONE}" in names or f"{second}{shards.DONE}" in names
+    assert len(names) == 3
+
+
+def test_a_writer_said_done_while_silent_loses_no_run_it_records_later(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _expire_at_once(monkeypatch)
+    monkeypatch.setattr(shards, "RENEW", 0)  # its silence outlasted the renewal too
+    idle, live = replay.Store.open(s3_url), replay.Store.open(s3_url)
+    fs = S3FS.of(s3_url)
+    sealer = seals.Sealer(fs)
+    first = replay.record(_chain(), _applicant(1), store=idle, at=T0).run_id
+    assert sealer.seal() is not None
+    assert sealer.seal() is None  # silent: said done
+    replay.record(_chain(), _applicant(2), store=live, at=T0)
+    retired = sealer.seal()
+    assert retired is not None and sum(h.retired for h in retired.heads.values()) == 1
+    second = replay.record(_chain(), _applicant(3), store=idle, at=T0).run_id
+    assert sealer.seal() is not None
+    runs = _ledger_runs(live)
+    assert len(runs) == 3 and runs.count(first) == runs.count(second) == 1
+    assert seals.audit(fs).unsealed == 0
+
+
 def _forged(
     fs: S3FS, base: seals.Epoch, heads: dict[str, seals.Head], found: seals.Found | None = None
 ) -> None:

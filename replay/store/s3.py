@@ -128,6 +128,12 @@ class S3FS:
                 _client().head_object(Bucket=self.bucket, Key=self._key(path))["ContentLength"]
             )
 
+    def modified(self, path: str) -> int:
+        """S3's Last-Modified of ``path``, in ns (S3's clock, whichever machine wrote it)."""
+        with self._calling(path):
+            answer = _client().head_object(Bucket=self.bucket, Key=self._key(path))
+        return int(answer["LastModified"].timestamp()) * 10**9
+
     def list(self, folder: str) -> list[str]:
         """The names under ``folder``: its objects and its sub-folders, as ``ls`` shows them."""
         return sorted(self.names(folder))

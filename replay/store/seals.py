@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import deque
-from collections.abc import Container, Iterator
+from collections.abc import Collection, Container, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -53,6 +54,11 @@ READERS = 8  # log objects read at once by a sealer
 # DORMANT_EVERY seals, unless asked for a full listing (a writer sealing its own runs).
 QUIET_SEALS = 64
 DORMANT_EVERY = 16
+# A dormant writer silent this long (by S3's stamps of its last object or registration) is
+# said done by a sealer, which writes its ``.done``: one killed without retiring would stay
+# in every epoch's header for ever. Twice ``shards.RENEW``, after which a writer that still
+# writes takes a new identity, so no run of a writer still writing is left out.
+LEASE = 2 * shards.RENEW
 MAX_ROWS = 1 << 30  # what an epoch's catalog lines may decompress to
 MEMORY = "ledger/sealer.json"  # in a reader's local mirror: what its sealers last saw
 
@@ -194,7 +200,8 @@ class Found:
     objects: list[Pending]  # every writer's, each writer's in order
     retiring: set[str]  # writers whose last object is among them or sealed already
     listed: list[str]  # the writers whose objects were listed
-    registered: set[str]  # the writers named under ``writers/`` (listed after the epoch was read)
+    registered: dict[str, int]  # the writers named under ``writers/`` (listed after the epoch
+    # was read), each with S3's stamp of its name (ns)
 
 
 def pending(fs: S3FS, epoch: Epoch, skip: Container[str] = ()) -> Found:
@@ -202,7 +209,8 @@ def pending(fs: S3FS, epoch: Epoch, skip: Container[str] = ()) -> Found:
     writer's chain (one LIST per writer still writing, one GET per object). Writers in
     ``skip`` are not listed, unless they are done: a done writer is listed once more, then
     retired."""
-    names = fs.list(shards.WRITERS)
+    stamps = fs.mtimes(shards.WRITERS)
+    names = sorted(stamps)
     done = {n.removesuffix(shards.DONE) for n in names if n.endswith(shards.DONE)}
     listed = [
         w
@@ -226,7 +234,7 @@ def pending(fs: S3FS, epoch: Epoch, skip: Container[str] = ()) -> Found:
         found = [obj for objs in pool.map(objects, listed) for obj in objs]
     # Listed after their ".done" appeared: nothing of theirs can follow what was found.
     retiring = {w for w in done if not epoch.heads.get(w, Head(0, 0, GENESIS)).retired}
-    registered = {n.removesuffix(shards.DONE) for n in names}
+    registered = {n.removesuffix(shards.DONE): stamps[n] for n in reversed(names)}
     return Found(_read(fs, epoch.heads, found), retiring, listed, registered)
 
 
@@ -358,6 +366,7 @@ class Sealer:
             active = {p.writer for p in found.objects}
             for writer in found.listed:
                 self.quiet[writer] = 0 if writer in active else self.quiet.get(writer, 0) + 1
+            self._expire(found)
             self._forget(found.registered)
             if self.memory is not None:
                 self._remember(self.memory)
@@ -371,7 +380,31 @@ class Sealer:
             self.epoch = latest(self.fs, self.epoch)
             self._keep(self.epoch)
 
-    def _forget(self, registered: set[str]) -> None:
+    def _expire(self, found: Found) -> None:
+        """Say each dormant writer silent past LEASE is done (its ``.done``, which the next
+        seal finds, then retires, deletes and drops as any other): the S3 stamps of its name
+        and of its last sealed object, one HEAD per such writer listed."""
+        active = {p.writer for p in found.objects}
+        limit = time.time_ns() - LEASE * 10**9
+        for writer in found.listed:
+            if (
+                writer in active
+                or writer in found.retiring
+                or self.quiet.get(writer, 0) < QUIET_SEALS
+                or found.registered[writer] > limit
+            ):
+                continue
+            head = self.epoch.heads.get(writer, Head(0, 0, GENESIS))
+            try:
+                last = shards.object_name(writer, head.objects)
+                if head.objects and self.fs.modified(f"{SEGMENTS}/{last}") > limit:
+                    continue
+            except FileNotFoundError:
+                continue  # the store lost a sealed object: verify names it; nothing to end
+            said = canonical_json({"expired": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            self.fs.put_if_absent(f"{shards.WRITERS}/{writer}{shards.DONE}", said)
+
+    def _forget(self, registered: Collection[str]) -> None:
         """Delete the names of the writers ``self.epoch`` retired (the ``.done`` first: a
         sealer killed between the two leaves a retired writer that is skipped, and deleted by
         the next seal), so that the epoch after drops their heads (``build``). In bulk: a

@@ -19,6 +19,12 @@ store's one ledger.
 A PUT that fails may still have stored its object; the writer then takes a new identity, so
 that its numbering never has a gap a sealer would wait on: the old one ends there (with or
 without that object, whose runs were reported failed and, if it landed, are sealed anyway).
+
+A writer killed without retiring (SIGKILL, or a SIGTERM its program does not handle, as a
+container's stop sends) cannot say it is done; a sealer says so for it once it has been
+silent for ``seals.LEASE``. So that this never ends a writer that still writes, a writer
+silent for RENEW (half the lease: clocks may disagree by that much) retires its identity and
+takes a new one before its next object.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +57,7 @@ PACKED = b"RPZ1"  # a commit frame of zstd-compressed lines: their catalog rows 
 MAX_LINES = 1 << 28  # what a frame's lines may decompress to (a group of 1,024 runs: ~2 MB)
 _ZSTD = zstandard.ZstdCompressor(level=3)
 _TAIL = 1 << 16  # one ranged GET reads a group's frame (up to ~200 runs) with its trailer
+RENEW = 12 * 3600  # seconds a writer may be silent and still write under its identity
 
 
 def object_name(writer: str, n: int) -> str:
@@ -97,6 +105,7 @@ class ShardJournal:
         self._wseq = 0
         self._prev = GENESIS
         self._registered = False
+        self._written = time.monotonic()  # its last PUT (or its birth)
 
     def commit(self, runs: list[RunData], digests: list[str]) -> tuple[str, list[dict[str, Any]]]:
         """PUT one object holding the runs' block and their chained shard lines; returns its
@@ -110,6 +119,9 @@ class ShardJournal:
             return self._put(runs, digests)
 
     def _put(self, runs: list[RunData], digests: list[str]) -> tuple[str, list[dict[str, Any]]]:
+        if self._registered and time.monotonic() - self._written > RENEW:
+            self._retire()  # a sealer may have ended this identity: see the module's docstring
+            self._begin()
         if not self._registered:
             about = {
                 "writer": self.writer,
@@ -147,6 +159,7 @@ class ShardJournal:
                 hint="two writers drew one id (or the store was copied over): record again",
             )
         self._objects, self._wseq, self._prev = self._objects + 1, wseq, prev
+        self._written = time.monotonic()
         if encoded.raw is not None and self._primer is None:
             self._primer = Primer.of(ref, encoded.raw, named=True)
         return name, lines
