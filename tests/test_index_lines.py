@@ -136,13 +136,18 @@ def test_runs_with_their_keys_in_a_line_are_indexed_without_their_blocks(
     assert found == [("R0",), ("R1",), ("R2",), ("R3",)]
 
 
+@pytest.mark.parametrize("chunk, piece", [(900, 700), (100, 100)])  # 100: shorter than a line
 def test_ingest_in_chunks_and_pieces_that_split_groups_equals_one_at_once(
-    store: replay.Store, chain: replay.Pipeline, monkeypatch: pytest.MonkeyPatch
+    store: replay.Store,
+    chain: replay.Pipeline,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk: int,
+    piece: int,
 ) -> None:
     _record_everything(store, chain)
     whole = _reindex(store)
-    monkeypatch.setattr(feed, "CHUNK_BYTES", 900)
-    monkeypatch.setattr(feed, "PIECE_BYTES", 700)
+    monkeypatch.setattr(feed, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(feed, "PIECE_BYTES", piece)
     assert _reindex(store) == whole
 
 

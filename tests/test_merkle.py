@@ -35,6 +35,18 @@ def test_leaves_and_nodes_are_hashed_with_distinct_prefixes() -> None:
     assert merkle.leaf_hash(a + b) != merkle.node_hash(a, b)
 
 
+@given(
+    st.binary(max_size=600),
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=32, max_size=32),
+)
+def test_leaves_and_nodes_are_hashed_as_rfc_9162_defines(
+    leaf: bytes, left: bytes, right: bytes
+) -> None:
+    assert merkle.leaf_hash(leaf) == hashlib.sha256(b"\x00" + leaf).digest()
+    assert merkle.node_hash(left, right) == hashlib.sha256(b"\x01" + left + right).digest()
+
+
 @given(st.integers(0, 70))
 def test_the_root_matches_the_recursive_definition(n: int) -> None:
     assert merkle.root(_leaves(n)) == _reference_root(_leaves(n))

@@ -26,6 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import replay
@@ -304,6 +306,63 @@ def test_an_epoch_resealed_over_a_broken_chain_is_taken_by_a_reader_and_refused_
         replay.replay(reader, hit["run_id"])  # the history is checked before anything loads
     with pytest.raises(CorruptionError, match="entry 2 does not continue the chain"):
         seals.audit(store.remote)
+
+
+def _epoch_of(body: bytes, sealed: list[bytes]) -> seals.Epoch:
+    """Epoch 1 holding ledger lines ``body``, sealing the lines ``sealed`` (its root)."""
+    tree = merkle.Frontier()
+    tree.extend([merkle.leaf_hash(line) for line in sealed])
+    last = json.loads(sealed[-1])["hash"]
+    frontier = [h.hex() for h in tree.hashes]
+    return seals.Epoch(1, "e1", seals.NONE.digest, {}, tree.size, last, frontier, lines=body)
+
+
+def _entries(middle: list[bytes]) -> list[bytes]:
+    """Ledger lines: an entry continuing the empty ledger, ``middle``, a last entry."""
+    first = canonical_json({"seq": 1, "prev": seals.NONE.last, "hash": "sha256:1"})
+    return [first, *middle, canonical_json({"seq": len(middle) + 2, "hash": "sha256:2"})]
+
+
+@given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), max_size=12))
+def test_a_mirror_takes_lines_whose_root_is_the_epochs_and_grows_its_tree_by_them(
+    middle: list[bytes],
+) -> None:
+    lines = _entries(middle)
+    tree = merkle.Frontier()
+    seals.copy("epoch 1", seals.NONE, _epoch_of(b"".join(x + b"\n" for x in lines), lines), tree)
+    assert tree.root() == merkle.root([merkle.leaf_hash(line) for line in lines])
+
+
+@given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), max_size=12), st.data())
+def test_a_mirror_refuses_lines_whose_breaks_are_not_those_sealed(
+    middle: list[bytes], data: st.DataObject
+) -> None:
+    # The root covers every byte: a line break written otherwise (a carriage return before
+    # it, or the last one missing, which would join the next epoch's first line) is refused.
+    lines = _entries(middle)
+    breaks = [b"\n"] * len(lines)
+    at = data.draw(st.integers(0, len(lines) - 1))
+    breaks[at] = data.draw(st.sampled_from([b"\r\n", b"\r"] + [b""] * (at == len(lines) - 1)))
+    body = b"".join(x + end for x, end in zip(lines, breaks, strict=True))
+    with pytest.raises(CorruptionError, match=r"does not seal|does not continue the chain"):
+        seals.copy("epoch 1", seals.NONE, _epoch_of(body, lines), merkle.Frontier())
+
+
+def test_a_refused_epoch_leaves_none_of_its_catalog_lines_in_the_mirror(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = _sealed(s3_url, 2)
+    assert store.remote is not None
+    body = store.remote.read(seals.name(1))
+    at = body.index(b'"manifest_sha256":"sha256:') + len(b'"manifest_sha256":"sha256:')
+    forged = body[:at] + (b"1" if body[at : at + 1] == b"0" else b"0") + body[at + 1 :]
+    store.remote.write_atomic(seals.name(1), forged)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
+    reader = replay.Store.open(s3_url, readonly=True)
+    with pytest.raises(CorruptionError, match="does not seal the entries it holds"):
+        reader.sync()
+    assert (reader.root / "index" / "sealed.jsonl").read_bytes() == b""
+    assert (reader.root / "ledger" / "ledger.jsonl").read_bytes() == b""
 
 
 def test_seal_without_a_signing_key_fails_closed(s3_url: str) -> None:
@@ -730,6 +789,38 @@ def test_a_reader_takes_no_epoch_past_a_missing_one(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
     reader = replay.Store.open(s3_url, readonly=True)
     assert _ledger_runs(reader) == _ledger_runs(writer)[:2]
+
+
+def test_a_writer_takes_no_epoch_past_a_missing_one_either(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Its sealer found the last epoch: the mirror reads the epochs before it by number.
+    writer = _epochs_of_one_run(s3_url, 6)
+    assert writer.remote is not None
+    _delete(writer.remote, seals.name(3))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
+    assert _ledger_runs(replay.Store.open(s3_url)) == _ledger_runs(writer)[:2]
+
+
+def test_a_sync_after_a_seal_lists_no_epoch_to_mirror(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sealer lists the epochs since its cache's last and reads the newest: the mirror
+    takes every epoch up to it by number, without a LIST of its own (a request per query)."""
+    writer = _epochs_of_one_run(s3_url, 3)
+    replay.record(_chain(), _applicant(3), store=writer, record_key="id", at=T0)
+    listings: list[str] = []
+    names = S3FS.names
+
+    def listing(fs: S3FS, folder: str, *args: Any, **kwargs: Any) -> Iterator[str]:
+        listings.append(folder)
+        return names(fs, folder, *args, **kwargs)
+
+    monkeypatch.setattr(S3FS, "names", listing)
+    reader = replay.Store.open(s3_url)  # a new process of this user: its mirror holds 3
+    assert [r["record_key"] for r in replay.find(reader, "A3")] == ["id"]  # sealed 4, took it
+    assert listings.count(seals.FOLDER) == 1  # the sealer's
+    assert _ledger_runs(reader) == _ledger_runs(writer)
 
 
 def test_a_sealer_in_a_new_process_remembers_which_writers_are_dormant(

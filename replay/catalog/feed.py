@@ -223,18 +223,18 @@ def _seq(line: bytes) -> int | None:
 
 def _chunks(ledger: Ledger, offset: int) -> Iterator[Chunk]:
     """The ledger's complete lines from byte ``offset``, about CHUNK_BYTES at a time (not
-    parsed yet)."""
+    parsed yet): each found in the mapped file and copied once."""
     size = ledger.size()
     while offset < size:
-        data = ledger.read_range(offset, min(CHUNK_BYTES, size - offset))
-        cut = data.rfind(b"\n") + 1
-        if cut == 0 and offset + len(data) < size:  # a line longer than a chunk
-            data += ledger.read_range(offset + len(data), size)
-            cut = data.rfind(b"\n") + 1
-        if cut == 0:
+        view = ledger.read_range(offset, min(CHUNK_BYTES, size - offset))
+        ends = _ends(view, offset)
+        if not len(ends) and offset + len(view) < size:  # a line longer than a chunk
+            view = ledger.read_range(offset, size - offset)
+            ends = _ends(view, offset)
+        if not len(ends):
             return  # a torn tail: not committed
-        data = data[:cut]
-        yield Chunk(offset, data, _ends(data, offset))
+        cut = int(ends[-1]) - offset
+        yield Chunk(offset, bytes(view[:cut]), ends)
         offset += cut
 
 
@@ -311,22 +311,23 @@ class Lines:
         return -1 if seq is None else seq  # a long or odd line: read it as a piece
 
     def _read(self, f: _File) -> None:
-        data = bytes(self.store.fs.read_range(f"{rows.FOLDER}/{f.name}", f.read, PIECE_BYTES))
-        cut = data.rfind(b"\n") + 1
-        if not cut:  # a torn last line (its writer died, or is writing it now)
+        view = self.store.fs.read_range(f"{rows.FOLDER}/{f.name}", f.read, PIECE_BYTES)
+        ends = _ends(view, f.read)
+        if not len(ends):  # a torn last line (its writer died, or is writing it now)
             f.done = True
             return
-        last = _seq(data[data.rfind(b"\n", 0, cut - 1) + 1 : cut])
-        f.parsing.append((f.read, self.pool.submit(_parse, data[:cut], f.read)))
-        f.read += cut
+        data = bytes(view[: int(ends[-1]) - f.read])
+        last = _seq(data[int(ends[-2]) - f.read if len(ends) > 1 else 0 :])
+        f.parsing.append((f.read, self.pool.submit(_parse, data, ends)))
+        f.read += len(data)
         f.last = last if last is not None else 1 << 62  # an odd line: its parse decides
 
 
-def _parse(data: bytes, at: int) -> pa.Table | None:
-    """Index lines read from byte ``at`` of their file, each with where it ends; None when
-    they are not index lines (their runs are indexed from their blocks)."""
+def _parse(data: bytes, ends: np.ndarray[Any, Any]) -> pa.Table | None:
+    """Index lines, with where each ends in its file; None when they are not index lines
+    (their runs are indexed from their blocks)."""
     try:
         table = read_lines(data, LINES, strict=False)  # lines a later version writes say more
     except pa.ArrowInvalid:
         return None
-    return table.append_column("_end", int64s(_ends(memoryview(data), at)))
+    return table.append_column("_end", int64s(ends))

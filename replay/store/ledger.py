@@ -187,10 +187,11 @@ class Ledger:
         except FileNotFoundError:
             return 0
 
-    def read_range(self, offset: int, length: int) -> bytes:
+    def read_range(self, offset: int, length: int) -> memoryview:
         """Up to ``length`` bytes of the ledger from ``offset``, as they are (ingest parses
-        many lines at once)."""
-        return bytes(self.fs.read_range(NAME, offset, length))
+        many lines at once), mapped where the file system can: the caller copies what it
+        keeps."""
+        return self.fs.read_range(NAME, offset, length)
 
     def ends_line(self, offset: int) -> bool:
         """Whether a line of the ledger ends at byte ``offset`` (where a reader stopped)."""

@@ -158,11 +158,13 @@ def latest(fs: S3FS, known: Epoch = NONE, seen: int = 0) -> Epoch:
 def following(fs: S3FS, number: int, known: Epoch | None = None) -> Iterator[Epoch]:
     """The epochs sealed after epoch ``number``, in order, up to the first missing: listed
     once, then read READERS at a time (a reader catching up on a day of epochs sealed every
-    half second has thousands to read; one after another they took ~10 ms each). ``known``,
-    an epoch already read, is not read again."""
+    half second has thousands to read; one after another they took ~10 ms each). Up to
+    ``known`` when given, the last a sealer found: numbered one by one up to it, nothing is
+    listed, and it is not read again."""
+    numbers = _numbers(fs, number) if known is None else iter(range(number + 1, known.number + 1))
     ahead: deque[Future[Epoch | None]] = deque()
     with ThreadPoolExecutor(READERS) as pool:
-        for n, stem in enumerate(_numbers(fs, number), number + 1):
+        for n, stem in enumerate(numbers, number + 1):
             if stem != n:
                 break  # a gap: no epoch after it follows the chain
             if known is not None and known.number == n:
@@ -349,12 +351,13 @@ class Sealer:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass
 
-    def seal(self, *, full: bool = False) -> Epoch | None:
+    def seal(self, *, full: bool = False, caught_up: bool = False) -> Epoch | None:
         """Seal every writer's new objects into the next epoch; None when none was pending.
         When another sealer wins the race for a name, catch up from its epoch and go on.
-        Dormant writers (QUIET_SEALS) are listed once in DORMANT_EVERY seals, or if ``full``."""
-        self.epoch = latest(self.fs, self.epoch, self.seen)
-        self._keep(self.epoch)
+        Dormant writers (QUIET_SEALS) are listed once in DORMANT_EVERY seals, or if ``full``.
+        ``caught_up``: ``catch_up`` has just found the last epoch."""
+        if not caught_up:
+            self.catch_up()
         self.seals += 1
         dormant = (
             set()
@@ -379,6 +382,12 @@ class Sealer:
                 return epoch
             self.epoch = latest(self.fs, self.epoch)
             self._keep(self.epoch)
+
+    def catch_up(self) -> Epoch:
+        """The last epoch sealed, which the next seal follows (its checkpoint kept)."""
+        self.epoch = latest(self.fs, self.epoch, self.seen)
+        self._keep(self.epoch)
+        return self.epoch
 
     def _expire(self, found: Found) -> None:
         """Say each dormant writer silent past LEASE is done (its ``.done``, which the next
@@ -450,7 +459,7 @@ def take(
     and is grown by them) and to be what its header seals: chain, size, last hash, root."""
     _follows(where, before, epoch)
     prev = before.last
-    for body in epoch.lines.splitlines():
+    for body in _lines(where, epoch.lines):
         try:
             entry = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -473,7 +482,7 @@ def copy(where: str, before: Epoch, epoch: Epoch, tree: merkle.Frontier) -> None
     folder store: before anything a run names is loaded (``replay.store.history``), and by
     ``take``, which ``verify --store`` runs over every epoch."""
     _follows(where, before, epoch)
-    bodies = epoch.lines.splitlines()
+    bodies = _lines(where, epoch.lines)
     first, last = (_entry(bodies[0]), _entry(bodies[-1])) if bodies else ({}, {"hash": before.last})
     if bodies and (first.get("seq"), first.get("prev")) != (before.size + 1, before.last):
         raise CorruptionError(where, f"entry {before.size + 1} does not continue the chain")
@@ -490,6 +499,15 @@ def _seals(where: str, epoch: Epoch, tree: merkle.Frontier, last: object) -> Non
     """That the ledger ``tree`` (whose last entry's hash is ``last``) is what ``epoch`` seals."""
     if (tree.size, last, "sha256:" + tree.root().hex()) != (epoch.size, epoch.last, epoch.root):
         raise CorruptionError(where, "does not seal the entries it holds (size, last or root)")
+
+
+def _lines(where: str, data: bytes) -> list[bytes]:
+    """An epoch's ledger lines, each without the newline that ends it: the root over them
+    then covers every byte (``splitlines`` would also cut at a carriage return, and let the
+    last line lack its newline, joining the next epoch's first line in the ledger)."""
+    if data and not data.endswith(b"\n"):
+        raise CorruptionError(where, "does not seal the entries it holds (its last is cut)")
+    return data.split(b"\n")[:-1]
 
 
 def _entry(body: bytes) -> dict[str, Any]:

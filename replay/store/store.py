@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,18 +166,33 @@ class Store:
             return
         full = seal or self._wrote  # a writer's own runs, or a run looked for: list everyone
         self._wrote, self._synced_at = False, now
-        if not self.readonly:
-            self.seal(full=full)
         from replay.store import mirror
 
-        known = None if self._sealer is None else self._sealer.epoch
-        mirror.update(LocalFS(self.root), self.remote, known)
+        local = LocalFS(self.root)
+        if self.readonly:
+            mirror.update(local, self.remote)
+            return
+        sealer = self._sealing(None)
+        known = sealer.catch_up()
+        # The mirror takes what is sealed while the sealer lists what writers left: its
+        # requests wait on the network, the mirror's check of an epoch on the CPU (~15 ms
+        # for 10,000 runs).
+        with ThreadPoolExecutor(1, thread_name_prefix="replay-mirror") as pool:
+            taking = pool.submit(mirror.update, local, self.remote, known)
+            sealed = sealer.seal(full=full, caught_up=True)
+            taking.result()
+        if sealed is not None:
+            mirror.update(local, self.remote, sealed)
 
     def seal(self, private: Ed25519PrivateKey | None = None, *, full: bool = False) -> Epoch | None:
         """On object storage: chain what every writer left pending into the next sealing
         epoch (its root signed with ``private``, when given); None when nothing was.
         Writers long quiet are listed now and then (see seals.Sealer), or every time if
         ``full``."""
+        return self._sealing(private).seal(full=full)
+
+    def _sealing(self, private: Ed25519PrivateKey | None) -> Sealer:
+        """This store's sealer, signing with ``private`` (None: not signing)."""
         if self.remote is None:
             raise UsageError(
                 f"{self.root} is a folder store: its writers chain the ledger in order",
@@ -189,7 +204,7 @@ class Store:
 
             self._sealer = Sealer(self.remote, memory=LocalFS(self.root))
         self._sealer.private = private
-        return self._sealer.seal(full=full)
+        return self._sealer
 
     def _check_writable(self) -> None:
         if self.readonly:
