@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 # Each hash starts from a copy of one that has read its prefix: cheaper than a new hash over
 # the bytes joined (a mirror hashes every ledger line of an epoch and as many nodes: 10,000
-# lines and nodes in ~13 ms against ~15).
+# of each in ~11 ms of CPU against ~12.5).
 _LEAF, _NODE = hashlib.sha256(b"\x00"), hashlib.sha256(b"\x01")
 
 

@@ -91,7 +91,8 @@ def update(local: LocalFS, remote: S3FS, known: seals.Epoch | None = None) -> in
             before = seals.Epoch(state.epoch, state.digest, "", {}, state.size, state.last)
             # The catalog lines are written while the ledger lines are checked (a write lets
             # go of the GIL; ~10 MB an epoch of 10,000 runs): they are derived, and ingest
-            # reads none past the ledger's last entry and checks each against its entry.
+            # pairs each only with the ledger entry it matches, so those of an epoch not yet
+            # taken pair with nothing.
             writing = pool.submit(index.append, epoch.rows)
             try:
                 seals.copy(remote.where(seals.name(epoch.number)), before, epoch, tree)

@@ -161,7 +161,7 @@ def following(fs: S3FS, number: int, known: Epoch | None = None) -> Iterator[Epo
     half second has thousands to read; one after another they took ~10 ms each). Up to
     ``known`` when given, the last a sealer found: numbered one by one up to it, nothing is
     listed, and it is not read again."""
-    numbers = _numbers(fs, number) if known is None else iter(range(number + 1, known.number + 1))
+    numbers = _numbers(fs, number) if known is None else range(number + 1, known.number + 1)
     ahead: deque[Future[Epoch | None]] = deque()
     with ThreadPoolExecutor(READERS) as pool:
         for n, stem in enumerate(numbers, number + 1):

@@ -177,7 +177,7 @@ class Store:
         # The mirror takes what is sealed while the sealer lists what writers left: its
         # requests wait on the network, the mirror's check of an epoch on the CPU (~15 ms
         # for 10,000 runs).
-        with ThreadPoolExecutor(1, thread_name_prefix="replay-mirror") as pool:
+        with ThreadPoolExecutor(1, thread_name_prefix="replay-sync") as pool:
             taking = pool.submit(mirror.update, local, self.remote, known)
             sealed = sealer.seal(full=full, caught_up=True)
             taking.result()
