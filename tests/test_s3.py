@@ -802,6 +802,17 @@ def test_a_writer_takes_no_epoch_past_a_missing_one_either(
     assert _ledger_runs(replay.Store.open(s3_url)) == _ledger_runs(writer)[:2]
 
 
+def test_a_sync_with_nothing_new_sealed_still_brings_a_lagging_mirror_up_to_date(
+    s3_url: str,
+) -> None:
+    store = _sealed(s3_url, 2)
+    taken = _ledger_runs(store)
+    for lost in ("ledger/epoch.json", "ledger/ledger.jsonl", "index/sealed.jsonl"):
+        (store.root / lost).unlink()  # as if the mirror had taken nothing
+    store.sync(seal=True)  # its sealer finds no epoch newer than the one it knows
+    assert _ledger_runs(store) == taken
+
+
 def test_a_sync_after_a_seal_lists_no_epoch_to_mirror(
     s3_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,7 +27,7 @@ import hashlib
 import json
 import time
 from collections import deque
-from collections.abc import Collection, Container, Iterator
+from collections.abc import Callable, Collection, Container, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -141,17 +141,24 @@ def parse(where: str, number: int, data: bytes) -> Epoch:
     return epoch
 
 
-def latest(fs: S3FS, known: Epoch = NONE, seen: int = 0) -> Epoch:
+def latest(
+    fs: S3FS, known: Epoch = NONE, seen: int = 0, each: Callable[[Epoch], object] = lambda _: None
+) -> Epoch:
     """The last epoch sealed (from ``known`` on: one request per newer epoch, plus one
     listing when nothing is known: of the epochs after ``seen``, one this process's cache
-    saw, as a store sealed every second holds 86,400 more epochs a day, a LIST per 1,000)."""
+    saw, as a store sealed every second holds 86,400 more epochs a day, a LIST per 1,000).
+    ``each`` is given every epoch read, as it is: a mirror takes it while the next is
+    looked for."""
     epoch = known
     if epoch is NONE:
         top = max(_numbers(fs, seen), default=seen)
         found = read(fs, top) if top else None  # None: not the store this cache saw
         epoch = found if found is not None else NONE  # (its bucket made anew?): walk it
+        if found is not None:
+            each(found)
     while (after := read(fs, epoch.number + 1)) is not None:
         epoch = after
+        each(epoch)
     return epoch
 
 
@@ -383,9 +390,10 @@ class Sealer:
             self.epoch = latest(self.fs, self.epoch)
             self._keep(self.epoch)
 
-    def catch_up(self) -> Epoch:
-        """The last epoch sealed, which the next seal follows (its checkpoint kept)."""
-        self.epoch = latest(self.fs, self.epoch, self.seen)
+    def catch_up(self, each: Callable[[Epoch], object] = lambda _: None) -> Epoch:
+        """The last epoch sealed, which the next seal follows (its checkpoint kept); ``each``
+        is given every epoch read on the way, as ``latest`` reads it."""
+        self.epoch = latest(self.fs, self.epoch, self.seen, each)
         self._keep(self.epoch)
         return self.epoch
 
