@@ -259,6 +259,20 @@ def test_a_rewritten_log_object_stops_the_sealer(s3_url: str) -> None:
         store.seal()
 
 
+def _reader_of_a_rewritten_first_epoch(
+    store: replay.Store, url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> replay.Store:
+    """Epoch 1 of ``store`` with one digit of a manifest digest flipped (its root left as
+    it was), and a new reader of it: another analyst, a cache of its own."""
+    assert store.remote is not None
+    body = store.remote.read(seals.name(1))
+    at = body.index(b'"manifest_sha256":"sha256:') + len(b'"manifest_sha256":"sha256:')
+    forged = body[:at] + (b"1" if body[at : at + 1] == b"0" else b"0") + body[at + 1 :]
+    store.remote.write_atomic(seals.name(1), forged)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
+    return replay.Store.open(url, readonly=True)
+
+
 def test_a_rewritten_epoch_is_refused_by_a_new_reader(
     s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -266,13 +280,7 @@ def test_a_rewritten_epoch_is_refused_by_a_new_reader(
     for i in range(2):
         replay.record(_chain(), _applicant(i), store=store, at=T0 + timedelta(seconds=i))
     store.sync()
-    assert store.remote is not None
-    body = store.remote.read(seals.name(1))
-    at = body.index(b'"manifest_sha256":"sha256:') + len(b'"manifest_sha256":"sha256:')
-    forged = body[:at] + (b"1" if body[at : at + 1] == b"0" else b"0") + body[at + 1 :]
-    store.remote.write_atomic(seals.name(1), forged)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
-    reader = replay.Store.open(s3_url, readonly=True)
+    reader = _reader_of_a_rewritten_first_epoch(store, s3_url, monkeypatch, tmp_path)
     with pytest.raises(CorruptionError, match="does not seal the entries it holds"):
         replay.find(reader, "A1")
 
@@ -352,13 +360,7 @@ def test_a_refused_epoch_leaves_none_of_its_catalog_lines_in_the_mirror(
     s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     store = _sealed(s3_url, 2)
-    assert store.remote is not None
-    body = store.remote.read(seals.name(1))
-    at = body.index(b'"manifest_sha256":"sha256:') + len(b'"manifest_sha256":"sha256:')
-    forged = body[:at] + (b"1" if body[at : at + 1] == b"0" else b"0") + body[at + 1 :]
-    store.remote.write_atomic(seals.name(1), forged)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
-    reader = replay.Store.open(s3_url, readonly=True)
+    reader = _reader_of_a_rewritten_first_epoch(store, s3_url, monkeypatch, tmp_path)
     with pytest.raises(CorruptionError, match="does not seal the entries it holds"):
         reader.sync()
     assert (reader.root / "index" / "sealed.jsonl").read_bytes() == b""
