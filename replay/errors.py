@@ -110,14 +110,19 @@ class UnsafeStoreError(StoreError):
     """A store another user owns, not allowed (replay.core.ownership)."""
 
 
+# What to do about damaged bytes, once they are listed (the hint `verify --store` gives).
+RESTORE = (
+    "restore it from a backup or replica of the store: recorded bytes cannot be made again, "
+    "and `replay doctor` repairs only what a crash leaves"
+)
+
+
 class CorruptionError(StoreError):
     exit_code = 9
+    LIST = "run `replay verify --store` to list every damaged file"
 
     def __init__(self, path: str, message: str, *, hint: str = "") -> None:
-        super().__init__(
-            f"{path}: {message}",
-            hint=hint or "run `replay verify --store` to list every damaged file",
-        )
+        super().__init__(f"{path}: {message}", hint=hint or self.LIST)
         self.path = path
 
 

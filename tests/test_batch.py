@@ -28,7 +28,7 @@ import replay
 from replay.cli.app import app
 from replay.engine.batch import jobs
 from replay.engine.batch.cluster import local_cluster
-from replay.engine.batch.summary import row_of
+from replay.engine.batch.summary import flip_labels, row_of
 from replay.engine.batch.task import replay_chunk
 from tests.conftest import declared_image
 
@@ -517,3 +517,16 @@ def test_in_container_refuses_a_store_in_a_bucket_the_container_cannot_reach(
     with pytest.raises(replay.UsageError, match="--in-container needs a store folder") as refused:
         replay.batch(replay.Store.open(s3_url), in_container=True)
     assert s3_url in refused.value.message
+
+
+def test_a_flip_from_or_to_no_value_says_none() -> None:
+    records = [
+        {"flipped": True, "changes": {"decision": ["approve", "decline"], "reason": [None, "dti"]}},
+        {"flipped": True, "changes": {"reason": ["dti", None]}},
+        {"flipped": False, "changes": {"reason": ["dti", "ltv"]}},
+    ]
+    assert flip_labels(records) == [
+        "decision: approve → decline",
+        "reason: (none) → dti",
+        "reason: dti → (none)",
+    ]

@@ -138,7 +138,7 @@ def test_swapping_in_the_incidents_tokenizer_counts_the_flips_each_replay_finds(
         for record in report.records:
             if record.flipped:
                 expected.update(
-                    f"{column}: {before} → {after}"
+                    f"{column}: {_shown(before)} → {_shown(after)}"
                     for column, (before, after) in record.changes.items()
                     if column in ("decision", "reason")
                 )
@@ -176,3 +176,7 @@ def test_the_cli_prints_the_summary_of_every_run_of_the_window_as_json(
     assert summary["by_verdict"] == {"exact": len(window)}
     assert summary["diverged"] == [] and summary["flips"] == {}
     assert results(store, "cli") == Counter(window)
+
+
+def _shown(value: object) -> object:
+    return "(none)" if value is None else value

@@ -95,12 +95,26 @@ def test_verify_store_reports_a_tampered_catalog(store, toy) -> None:
     assert result.exit_code == 1, result.output
     assert "FAIL" in text and "catalog.duckdb" in text.replace(" ", "")
     assert f"records of run {first} disagree with its block at input row 1" in text
+    assert "`replay reindex` rebuilds it" in text  # what to do: the catalog is only an index
     # A check reports, it does not repair: the tampered row is still there to be examined.
     con = duckdb.connect(str(store.root / "catalog.duckdb"), read_only=True)
     try:
         assert con.execute("select run_id from records where key = 'R1'").fetchall() == [(second,)]
     finally:
         con.close()
+
+
+def test_verify_store_says_to_restore_a_damaged_block_not_to_run_itself(store, toy) -> None:
+    _two_runs(store, toy)
+    segment = next((store.root / "segments").iterdir())
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    result = _cli(store, "verify", "--store", "--insecure-any-signer")
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "FAIL" in text, text
+    assert "restore it from a backup or replica of the store" in text
+    assert "to list every damaged file" not in text
 
 
 def test_verify_store_names_a_runs_row_that_disagrees(store, toy) -> None:

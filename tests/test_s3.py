@@ -8,6 +8,7 @@ under real contention is the provider's guarantee."""
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import os
 import signal
@@ -17,12 +18,13 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 import zstandard
@@ -31,7 +33,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import replay
+from replay.catalog import blocks, feed, ingest
 from replay.catalog.check import verify_store
+from replay.catalog.index import Catalog
 from replay.cli.main import app
 from replay.core import keys, merkle
 from replay.core.digest import canonical_json
@@ -245,20 +249,6 @@ def test_a_writer_killed_mid_put_loses_only_unacknowledged_runs(
     assert replay.replay(store, latest.run_id).verdict == "exact"
 
 
-def test_a_rewritten_log_object_stops_the_sealer(s3_url: str) -> None:
-    store = replay.Store.open(s3_url)
-    replay.record(_chain(), _applicant(1), store=store, at=T0)
-    assert store.remote is not None
-    obj = store.fs.list("segments")[0]
-    (line,) = shards.read_lines(store.remote, obj)
-    block = store.remote.read(f"segments/{obj}")[: line["block"]["length"]]
-    forged = json.dumps({**line, "run_id": "01a22c2b-0000-7000-8000-000000000000"}) + "\n"
-    packed = zstandard.ZstdCompressor().compress(forged.encode())
-    store.remote.write_atomic(f"segments/{obj}", block + frames.frame(packed, shards.PACKED))
-    with pytest.raises(CorruptionError, match="does not continue its chain"):
-        store.seal()
-
-
 def _reader_of_a_rewritten_first_epoch(
     store: replay.Store, url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> replay.Store:
@@ -363,7 +353,7 @@ def test_a_refused_epoch_leaves_none_of_its_catalog_lines_in_the_mirror(
     reader = _reader_of_a_rewritten_first_epoch(store, s3_url, monkeypatch, tmp_path)
     with pytest.raises(CorruptionError, match="does not seal the entries it holds"):
         reader.sync()
-    assert (reader.root / "index" / "sealed.jsonl").read_bytes() == b""
+    assert (reader.root / "index" / "sealed.frames").read_bytes() == b""
     assert (reader.root / "ledger" / "ledger.jsonl").read_bytes() == b""
 
 
@@ -412,18 +402,126 @@ def test_a_window_on_s3_is_replayed_by_a_batch_whose_results_land_in_the_bucket(
     )
 
 
+def _another_analyst(
+    url: str, runs: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> replay.Store:
+    """A reader with a cache of its own of ``runs`` runs sealed in one epoch, whose ingest
+    fails on any run it would index from its block rather than from its catalog line."""
+    _sealed(url, runs)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
+
+    def from_its_block(*args: Any) -> None:
+        raise AssertionError("a run was indexed from its block")
+
+    monkeypatch.setattr(blocks, "index", from_its_block)
+    return replay.Store.open(url)
+
+
+def _indexed(store: replay.Store) -> int:
+    with Catalog(store).connect() as con:
+        (count,) = con.execute("select count(*) from runs").fetchone() or (0,)
+    return int(count)
+
+
+@pytest.mark.parametrize("piece", [feed.PIECE_BYTES, 64])
 def test_a_reader_indexes_runs_from_the_catalog_lines_their_epoch_carries(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, piece: int
+) -> None:
+    reader = _another_analyst(s3_url, 3, monkeypatch, tmp_path)
+    monkeypatch.setattr(feed, "PIECE_BYTES", piece)  # 64: unpacked about a line at a time
+    assert _indexed(reader) == 3
+    packed = (reader.root / "index" / "sealed.frames").read_bytes()
+    assert packed.startswith(frames.PACKED) and b'"seq":' not in packed  # kept compressed
+
+
+def test_an_ingest_stopped_inside_an_epoch_takes_the_rest_of_its_lines_next_time(
     s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    writer = _sealed(s3_url, 3)
-    assert writer.remote is not None
-    blocks = writer.remote.list("segments")
-    for name in blocks:  # only the epochs remain: no block can be read
-        _delete(writer.remote, f"segments/{name}")
+    reader = _another_analyst(s3_url, 3, monkeypatch, tmp_path)
+    reader.sync()
+    longest = max(map(len, (reader.root / "ledger/ledger.jsonl").read_bytes().splitlines()))
+    monkeypatch.setattr(feed, "CHUNK_BYTES", longest + 1)  # a ledger line a chunk,
+    monkeypatch.setattr(ingest, "COMMIT_RUNS", 1)  # committed one by one,
+    bulk, calls = ingest._bulk, []
+
+    def stopped_at_the_second(*args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # a process stopped after the first
+        bulk(*args)
+
+    monkeypatch.setattr(ingest, "_bulk", stopped_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        _indexed(reader)
+    with duckdb.connect(str(reader.root / "catalog.duckdb"), read_only=True) as con:
+        meta = dict(con.execute("select key, value from meta").fetchall())
+    assert meta["lines:sealed.frames"] == "0"  # inside the epoch's frame: read again
+    monkeypatch.setattr(ingest, "_bulk", bulk)
+    assert _indexed(reader) == 3
+
+
+def test_a_mirrored_frame_that_does_not_unpack_leaves_its_runs_to_their_blocks(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _sealed(s3_url, 3)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-analyst"))
-    reader = replay.Store.open(s3_url, readonly=True)
-    assert [r["record_key"] for r in replay.find(reader, "A2")] == ["id"]
-    assert (reader.root / "index" / "sealed.jsonl").read_bytes().count(b"\n") == 3
+    reader = replay.Store.open(s3_url)
+    reader.sync()
+    path = reader.root / "index" / "sealed.frames"
+    data = bytearray(path.read_bytes())
+    start = len(frames.PACKED) + 4
+    data[start + 8 : start + 24] = bytes(16)  # inside the compressed lines
+    path.write_bytes(bytes(data))
+    assert _indexed(reader) == 3
+
+
+def _claiming_a_terabyte(lines: bytes) -> bytes:
+    """``lines`` compressed in a frame whose header says it unpacks to 1 TiB."""
+    out = io.BytesIO()
+    writer = zstandard.ZstdCompressor().stream_writer(out, size=1 << 40, closefd=False)
+    writer.write(lines)
+    writer.flush(zstandard.FLUSH_BLOCK)
+    return out.getvalue()
+
+
+def test_packed_lines_that_claim_more_than_the_limit_are_refused_unread() -> None:
+    payload = _claiming_a_terabyte(b'{"seq":1}\n')
+    assert zstandard.frame_content_size(payload) == 1 << 40
+    with pytest.raises(ValueError, match="more than"):
+        frames.unpack(payload, 1 << 20)
+    with pytest.raises(ValueError, match="more than"):
+        list(frames.unpacked_lines(payload, 1 << 20, 64))
+
+
+def _another_run_id(line: dict[str, Any]) -> bytes:
+    forged = json.dumps({**line, "run_id": "01a22c2b-0000-7000-8000-000000000000"}) + "\n"
+    return zstandard.ZstdCompressor().compress(forged.encode())
+
+
+def _a_terabyte(line: dict[str, Any]) -> bytes:
+    return _claiming_a_terabyte(json.dumps(line).encode() + b"\n")
+
+
+@pytest.mark.parametrize(
+    ("forge", "refused"),
+    [
+        (_another_run_id, "does not continue its chain"),
+        (_a_terabyte, "holds a commit frame that is not JSON"),
+    ],
+    ids=["a line of another run", "a frame claiming a terabyte"],
+)
+def test_a_rewritten_log_object_stops_the_sealer_with_a_message(
+    s3_url: str, forge: Callable[[dict[str, Any]], bytes], refused: str
+) -> None:
+    store = replay.Store.open(s3_url)
+    replay.record(_chain(), _applicant(1), store=store, at=T0)
+    assert store.remote is not None
+    obj = store.fs.list("segments")[0]
+    (line,) = shards.read_lines(store.remote, obj)
+    block = store.remote.read(f"segments/{obj}")[: line["block"]["length"]]
+    store.remote.write_atomic(f"segments/{obj}", block + frames.frame(forge(line), frames.PACKED))
+    with pytest.raises(CorruptionError, match=refused):
+        store.seal()
 
 
 def _delete(fs: S3FS, path: str) -> None:
@@ -809,7 +907,7 @@ def test_a_sync_with_nothing_new_sealed_still_brings_a_lagging_mirror_up_to_date
 ) -> None:
     store = _sealed(s3_url, 2)
     taken = _ledger_runs(store)
-    for lost in ("ledger/epoch.json", "ledger/ledger.jsonl", "index/sealed.jsonl"):
+    for lost in ("ledger/epoch.json", "ledger/ledger.jsonl", "index/sealed.frames"):
         (store.root / lost).unlink()  # as if the mirror had taken nothing
     store.sync(seal=True)  # its sealer finds no epoch newer than the one it knows
     assert _ledger_runs(store) == taken

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 
 from replay.catalog.keys import POOL
-from replay.store import rows
+from replay.store import frames, rows
 from replay.store.ledger import Ledger
 from replay.store.store import Store
 
@@ -212,7 +212,7 @@ def read(
             yield chunk
 
 
-def _seq(line: bytes) -> int | None:
+def _seq(line: bytes | memoryview) -> int | None:
     """The seq a JSON line names (a ledger entry or an index line), or None."""
     try:
         seq = orjson.loads(line).get("seq")
@@ -301,8 +301,9 @@ class Lines:
         if f.read >= self.store.fs.size(f"{rows.FOLDER}/{f.name}"):
             return False
         # A file whose next line is past this chunk (another writer's, or a later one) is
-        # not parsed a piece at a time for nothing: its first line says so.
-        return f.last >= 0 or self._next_seq(f) <= last_seq
+        # not parsed a piece at a time for nothing: its first line says so (a mirror's one
+        # file of packed lines is read on).
+        return f.last >= 0 or f.name.endswith(rows.FRAMES) or self._next_seq(f) <= last_seq
 
     def _next_seq(self, f: _File) -> int:
         head = bytes(self.store.fs.read_range(f"{rows.FOLDER}/{f.name}", f.read, 4096))
@@ -311,6 +312,9 @@ class Lines:
         return -1 if seq is None else seq  # a long or odd line: read it as a piece
 
     def _read(self, f: _File) -> None:
+        if f.name.endswith(rows.FRAMES):
+            self._read_frame(f)
+            return
         view = self.store.fs.read_range(f"{rows.FOLDER}/{f.name}", f.read, PIECE_BYTES)
         ends = _ends(view, f.read)
         if not len(ends):  # a torn last line (its writer died, or is writing it now)
@@ -322,8 +326,39 @@ class Lines:
         f.read += len(data)
         f.last = last if last is not None else 1 << 62  # an odd line: its parse decides
 
+    def _read_frame(self, f: _File) -> None:
+        """The next frame of a mirror's packed lines (an epoch's), unpacked, its pieces
+        parsed in the pool. Its lines are marked as ending where the frame starts, its last
+        where the frame ends: an ingest that stops inside an epoch reads the frame again, and
+        the lines it had indexed pair with no entry. A frame that does not unpack is passed
+        over: its runs are indexed from their blocks."""
+        path = f"{rows.FOLDER}/{f.name}"
+        n = frames.length_at(self.store.fs, path, f.read, frames.PACKED)
+        if not n:  # none yet, or one its mirror is writing
+            f.done = True
+            return
+        payload = self.store.fs.read_range(path, f.read + frames.START, n - frames.OVERHEAD)
+        pieces = frames.unpacked_lines(payload, rows.MAX_UNPACKED, PIECE_BYTES)
+        held: bytes | None = None  # a piece is parsed once the next is unpacked: the last
+        while True:  # line of the last one is marked as ending with the frame
+            try:
+                piece = next(pieces, None)
+            except ValueError:
+                piece = None  # the rest of it: its runs are indexed from their blocks
+            if held is not None:
+                marks = np.full(held.count(b"\n"), f.read, np.int64)
+                if piece is None:
+                    marks[-1] = f.read + n
+                    last = held[held.rfind(b"\n", 0, len(held) - 1) + 1 :]
+                    f.last = _seq(last) or 1 << 62
+                f.parsing.append((f.read, self.pool.submit(_parse, held, marks)))
+            if piece is None:
+                break
+            held = piece
+        f.read += n
 
-def _parse(data: bytes, ends: np.ndarray[Any, Any]) -> pa.Table | None:
+
+def _parse(data: bytes | memoryview, ends: np.ndarray[Any, Any]) -> pa.Table | None:
     """Index lines, with where each ends in its file; None when they are not index lines
     (their runs are indexed from their blocks)."""
     try:

@@ -281,7 +281,13 @@ def verify(
     """Verify a store (--store) or an evidence bundle and its signer; exit 1 on the first
     failure, 14 when the bundle is consistent but no pinned key signed it, 15 when it is
     refused unread (not a canonical bundle of the layout, over a limit, misshapen JSON)."""
-    from replay.errors import CorruptionError, NotFoundError, UntrustedSignerError, UsageError
+    from replay.errors import (
+        RESTORE,
+        CorruptionError,
+        NotFoundError,
+        UntrustedSignerError,
+        UsageError,
+    )
     from replay.evidence.checks import verify as check
 
     if not store_check and bundle is None:
@@ -312,18 +318,19 @@ def verify(
                     skip_verified=skip_verified,
                 )
         except (CorruptionError, NotFoundError, UntrustedSignerError) as exc:
+            # What to do next, here: a corruption's own hint says to run this very check.
+            hint = RESTORE if exc.hint == CorruptionError.LIST else exc.hint
+            said = f"{exc.message} — {hint}" if hint else exc.message
             if as_json:
                 render.emit_json(
                     {
                         "ok": False,
-                        "error": str(exc),
+                        "error": said,
                         "untrusted": isinstance(exc, UntrustedSignerError),
                     }
                 )
             else:
-                render.console.print(
-                    f"[red]FAIL[/red] {render.escape(exc.message)}", highlight=False
-                )
+                render.console.print(f"[red]FAIL[/red] {render.escape(said)}", highlight=False)
             raise typer.Exit(
                 exc.exit_code if isinstance(exc, UntrustedSignerError) else 1
             ) from None

@@ -20,11 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import zstandard
+
 from replay.store.fs import StoreFS
 
 HEAD, TRAIL = b"RPL1", b"1LPR"
+PACKED = b"RPZ1"  # a frame of zstd-compressed lines (an S3 writer's, a mirror's catalog lines)
 _LEN = struct.Struct("<I")
-OVERHEAD = 2 * (len(HEAD) + _LEN.size)
+START = len(HEAD) + _LEN.size  # a frame's bytes before its payload
+OVERHEAD = 2 * START
 _SCAN = 1 << 16
 
 
@@ -34,23 +38,62 @@ def frame(lines: bytes, head: bytes = HEAD) -> bytes:
     return head + size + lines + size + TRAIL
 
 
+def unpack(payload: bytes | memoryview, limit: int) -> bytes:
+    """zstd-compressed ``payload`` decompressed, at most ``limit`` bytes; ValueError when it
+    is not that. The size a frame declares is checked first: python-zstandard trusts it
+    over ``max_output_size`` and would allocate whatever a forged header claims."""
+    try:
+        _within(payload, limit)
+        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=limit)
+    except zstandard.ZstdError as e:
+        raise ValueError(str(e)) from None
+
+
+def unpacked_lines(payload: bytes | memoryview, limit: int, piece: int) -> Iterator[bytes]:
+    """The lines zstd-compressed in ``payload``, about ``piece`` bytes of whole lines at a
+    time (what follows the last newline is no line), unpacked as they are read; ValueError
+    when it is not that, or unpacks to more than ``limit`` bytes."""
+    carry, total = b"", 0
+    try:
+        _within(payload, limit)
+        reader = zstandard.ZstdDecompressor().stream_reader(payload)
+        while block := reader.read(piece):
+            total += len(block)
+            if total > limit:
+                raise ValueError(f"it decompresses to more than {limit:,} bytes")
+            cut = block.rfind(b"\n") + 1
+            if cut:
+                yield b"".join((carry, memoryview(block)[:cut]))
+            carry = block[cut:] if cut else carry + block
+    except zstandard.ZstdError as e:
+        raise ValueError(str(e)) from None
+
+
+def _within(payload: bytes | memoryview, limit: int) -> None:
+    if zstandard.frame_content_size(payload) > limit:
+        raise ValueError(f"it says it decompresses to more than {limit:,} bytes")
+
+
 @dataclass(frozen=True)
 class Frame:
     start: int  # where the frame starts in its log
     entries: list[dict[str, Any]]  # its ledger lines, parsed (the hash chain checks them)
 
 
-def length_at(fs: StoreFS, name: str, offset: int) -> int:
-    """The length of the frame at ``offset`` of log ``name``; 0 when there is none."""
+def length_at(fs: StoreFS, name: str, offset: int, head: bytes = HEAD) -> int:
+    """The length of the frame at ``offset`` of log ``name`` (of payload kind ``head``); 0
+    when there is none."""
     size = fs.size(name)
     if offset + OVERHEAD > size:
         return 0
-    head = bytes(fs.read_range(name, offset, len(HEAD) + _LEN.size))
-    (n,) = _LEN.unpack(head[4:])
-    end = offset + len(HEAD) + _LEN.size + n
-    if head[:4] != HEAD or end + _LEN.size + len(TRAIL) > size:
+    start = bytes(fs.read_range(name, offset, START))
+    (n,) = _LEN.unpack(start[4:])
+    end = offset + START + n
+    if start[:4] != head or end + _LEN.size + len(TRAIL) > size:
         return 0
-    return OVERHEAD + n if bytes(fs.read_range(name, end, _LEN.size + 4)) == head[4:] + TRAIL else 0
+    return (
+        OVERHEAD + n if bytes(fs.read_range(name, end, _LEN.size + 4)) == start[4:] + TRAIL else 0
+    )
 
 
 def last_frames(fs: StoreFS, name: str) -> Iterator[Frame]:

@@ -10,6 +10,9 @@ These lines are derived data: never synced, never trusted. Ingest uses a line on
 its sequence number, run id and manifest digest are those of the ledger entry; a run
 whose line is missing, torn or unlike its entry is indexed from its block, as before.
 Deleting ``index/`` loses nothing but speed.
+
+An S3 store's mirror keeps the lines its epochs carry as they were sealed: a file named
+``*.frames`` of zstd-compressed frames (``replay.store.frames``), one an epoch.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from replay.store.fs import LogFile, LogFS
 from replay.store.segments import StoredTable
 
 FOLDER = "index"
+FRAMES = ".frames"  # a file of packed lines (replay.store.mirror)
+MAX_UNPACKED = 1 << 30  # what one frame of them may decompress to
 KEYS_INLINE = 256  # input rows up to which a run's keys travel in its line (else: its block)
 _LINES = msgspec.json.Encoder()
 

@@ -59,7 +59,6 @@ DORMANT_EVERY = 16
 # in every epoch's header for ever. Twice ``shards.RENEW``, after which a writer that still
 # writes takes a new identity, so no run of a writer still writing is left out.
 LEASE = 2 * shards.RENEW
-MAX_ROWS = 1 << 30  # what an epoch's catalog lines may decompress to
 MEMORY = "ledger/sealer.json"  # in a reader's local mirror: what its sealers last saw
 
 
@@ -88,7 +87,8 @@ class Epoch:
     frontier: list[str] = field(default_factory=list)  # hex, see merkle.Frontier
     checkpoint: dict[str, Any] | None = None
     lines: bytes = b""  # the ledger lines this epoch added
-    rows: bytes = b""  # their catalog lines (derived: ingest checks each against its entry)
+    packed: bytes = b""  # their catalog lines, zstd-compressed as sealed (derived: a mirror
+    # keeps them so, and ingest checks each against its entry)
 
     @property
     def root(self) -> str:
@@ -117,15 +117,10 @@ def read(fs: S3FS, number: int) -> Epoch | None:
 def parse(where: str, number: int, data: bytes) -> Epoch:
     cut = data.find(b"\n")
     cut = len(data) if cut < 0 else cut
-    rest = memoryview(data)[cut + 1 :]  # not copied: only the ledger lines are (~10 MB less)
+    rest = memoryview(data)[cut + 1 :]  # not copied: the ledger lines and catalog lines are
     try:
         h = json.loads(data[:cut])
-        lines, index = bytes(rest[: h["ledger_bytes"]]), rest[h["ledger_bytes"] :]
-        rows = (
-            zstandard.ZstdDecompressor().decompress(index, max_output_size=MAX_ROWS)
-            if len(index)
-            else b""
-        )
+        n = h["ledger_bytes"]
         epoch = Epoch(
             number,
             sha256(data),
@@ -135,11 +130,11 @@ def parse(where: str, number: int, data: bytes) -> Epoch:
             str(h["last"]),
             [str(x) for x in h["frontier"]],
             h.get("checkpoint"),
-            lines,
-            rows,
-        )
+            bytes(rest[:n]),
+            bytes(rest[n:]),  # left packed: a query that reads an epoch for its heads does not
+        )  # unpack ~10 MB of lines, nor a mirror, which keeps them packed
         ok = h["format"] == FORMAT and h["epoch"] == number and epoch.root == h["root"]
-    except (ValueError, KeyError, TypeError, AttributeError, zstandard.ZstdError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
         raise CorruptionError(where, "is not a well-formed sealing epoch")

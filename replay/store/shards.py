@@ -53,7 +53,6 @@ from replay.store.segments import BlockRef, Primer, RunData, encode_block
 WRITERS = "writers"
 DONE = ".done"
 SUFFIX = ".blk"
-PACKED = b"RPZ1"  # a commit frame of zstd-compressed lines: their catalog rows shrink 4x
 MAX_LINES = 1 << 28  # what a frame's lines may decompress to (a group of 1,024 runs: ~2 MB)
 _ZSTD = zstandard.ZstdCompressor(level=3)
 _TAIL = 1 << 16  # one ranged GET reads a group's frame (up to ~200 runs) with its trailer
@@ -152,7 +151,7 @@ class ShardJournal:
             line["hash"] = prev = entry_hash(line)
             lines.append(line)
         packed = _ZSTD.compress(_jsonl(lines))
-        body = b"".join([*(bytes(p) for p in pieces), frames.frame(packed, PACKED)])
+        body = b"".join([*(bytes(p) for p in pieces), frames.frame(packed, frames.PACKED)])
         if not self.fs.put_if_absent(f"{SEGMENTS}/{name}", body):
             raise StoreError(
                 f"{self.fs.where(f'{SEGMENTS}/{name}')} exists already",
@@ -191,13 +190,12 @@ def read_lines(fs: S3FS, name: str) -> list[dict[str, Any]]:
     n = frames.length_before_trailer(tail)
     if n is not None and n + frames.OVERHEAD > len(tail):
         tail = bytes(fs.read_tail(path, n + frames.OVERHEAD))
-    packed = frames.lines_at_end(tail, PACKED)
+    packed = frames.lines_at_end(tail, frames.PACKED)
     if packed is None:
         raise CorruptionError(fs.where(path), "ends in no commit frame")
     try:
-        lines = zstandard.ZstdDecompressor().decompress(packed, max_output_size=MAX_LINES)
-        parsed = [json.loads(line) for line in lines.splitlines()]
-    except (ValueError, zstandard.ZstdError):
+        parsed = [json.loads(line) for line in frames.unpack(packed, MAX_LINES).splitlines()]
+    except ValueError:
         raise CorruptionError(fs.where(path), "holds a commit frame that is not JSON") from None
     if not parsed:
         raise CorruptionError(fs.where(path), "holds a commit frame without a run")

@@ -4,7 +4,8 @@ records changed, the flips of its decisions), and the counts an incident review 
 A row is made from a result as stored (``ReplayReport.as_json``), so the rows of a resumed
 job's earlier results and of the runs replayed now are made alike. A flip is a record change
 ``record_changes`` marked ``flipped``, counted per column of categories: a decision as
-``decision: approve → decline``, a list of reason codes per code added (+) or removed (-).
+``decision: approve → decline`` (a missing value as ``(none)``), a list of reason codes per
+code added (+) or removed (-).
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ def flip_labels(records: list[dict[str, Any]]) -> list[str]:
                 labels += [f"{column} + {code}" for code in sorted(now - was)]
                 labels += [f"{column} - {code}" for code in sorted(was - now)]
             else:
-                labels.append(f"{column}: {before} → {after}")
+                labels.append(f"{column}: {_shown(before)} → {_shown(after)}")
     return labels
+
+
+def _shown(value: str | bool | None) -> str:
+    return "(none)" if value is None else str(value)
 
 
 def _what_differs(result: dict[str, Any], step: str | None) -> str | None:
