@@ -484,6 +484,20 @@ def _claiming_a_terabyte(lines: bytes) -> bytes:
     return out.getvalue()
 
 
+@given(
+    st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b), max_size=20),
+    st.binary(max_size=8).filter(lambda b: b"\n" not in b),
+    st.integers(1, 64),
+)
+def test_packed_lines_unpack_a_piece_of_whole_lines_at_a_time(
+    lines: list[bytes], tail: bytes, piece: int
+) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    pieces = list(frames.unpacked_lines(zstandard.compress(data + tail), 1 << 20, piece))
+    assert b"".join(pieces) == data  # what follows the last newline is no line
+    assert all(p.endswith(b"\n") for p in pieces)
+
+
 def test_packed_lines_that_claim_more_than_the_limit_are_refused_unread() -> None:
     payload = _claiming_a_terabyte(b'{"seq":1}\n')
     assert zstandard.frame_content_size(payload) == 1 << 40
