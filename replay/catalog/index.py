@@ -34,8 +34,11 @@ from replay.store.store import Store
 # DuckDB's settings while it ingests into a catalog file, so that a reindex of any size runs
 # in bounded memory (committed pages go to the file instead of staying cached: with DuckDB's
 # defaults a reindex of 1M runs passed 400 MB, still growing) and checkpoints rarely enough
-# not to compress the same row groups over and over (see ingest.COMMIT_RUNS).
-INGESTING = {"memory_limit": "48MB", "checkpoint_threshold": "64MB"}
+# not to compress the same row groups over and over (see ingest.COMMIT_RUNS), on one thread:
+# ingest's own threads parse the next chunk meanwhile, and a second DuckDB thread only fought
+# them for the 2 cores (10,000 new runs with one: 0.19 s of wall and 0.23 of CPU, against
+# 0.22 and 0.26 with two; `benchmarks/bench_ingest.py`).
+INGESTING = {"memory_limit": "48MB", "checkpoint_threshold": "64MB", "threads": "1"}
 # The checkpoint threshold for an ingest's last commit: a commit that would pass it
 # checkpoints, skipping the WAL when it is big (DuckDB's auto_checkpoint_skip_wal_threshold).
 AT_ONCE = "1MB"
