@@ -23,6 +23,8 @@ from replay.catalog import feed, pair, queries
 from replay.catalog.index import Catalog
 from replay.engine.timetravel import run_as_of
 from replay.errors import StepError
+from replay.store import frames
+from replay.store import rows as index_lines
 
 T0 = datetime(2026, 3, 14, 9, tzinfo=UTC)
 TABLES = ("runs", "steps", "components", "environments", "records")
@@ -121,6 +123,18 @@ def test_a_catalog_from_the_lines_equals_one_from_the_blocks(
 ) -> None:
     _record_everything(store, chain)
     assert _reindex(store) == _from_blocks(store)
+
+
+def test_a_catalog_from_the_lines_an_s3_store_sealed_equals_one_from_the_blocks(
+    s3_url: str, chain: replay.Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = replay.Store.open(s3_url)
+    _record_everything(store, chain)
+    store.sync()
+    assert (store.root / "index" / "sealed.frames").read_bytes().startswith(frames.ARROW)
+    from_lines = _reindex(store)
+    monkeypatch.setattr(index_lines, "unpacked", lambda payload: None)  # none reads
+    assert from_lines == _reindex(store)
 
 
 def test_runs_with_their_keys_in_a_line_are_indexed_without_their_blocks(

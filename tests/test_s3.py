@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 import zstandard
@@ -41,7 +42,7 @@ from replay.core import keys, merkle
 from replay.core.digest import canonical_json
 from replay.errors import CorruptionError, NotFoundError, StoreError, UsageError
 from replay.evidence.verify import verify_bundle
-from replay.store import checkpoint, frames, seals, shards
+from replay.store import checkpoint, frames, rows, seals, shards
 from replay.store.s3 import S3FS
 
 T0 = datetime(2026, 3, 14, 9, tzinfo=UTC)
@@ -423,15 +424,35 @@ def _indexed(store: replay.Store) -> int:
     return int(count)
 
 
-@pytest.mark.parametrize("piece", [feed.PIECE_BYTES, 64])
+def _as_json_lines(lines: list[bytes]) -> bytes:
+    """How the version before this one sealed an epoch's catalog lines (and how this one
+    seals lines it cannot read whole)."""
+    return zstandard.ZstdCompressor(level=3).compress(b"".join(lines))
+
+
+@pytest.mark.parametrize(
+    ("packing", "head", "piece"),
+    [
+        (rows.packed, frames.ARROW, feed.PIECE_BYTES),
+        (_as_json_lines, frames.PACKED, feed.PIECE_BYTES),
+        (_as_json_lines, frames.PACKED, 64),  # unpacked about a line at a time
+    ],
+    ids=["an arrow table", "json lines", "json lines a piece at a time"],
+)
 def test_a_reader_indexes_runs_from_the_catalog_lines_their_epoch_carries(
-    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, piece: int
+    s3_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    packing: Callable[[list[bytes]], bytes],
+    head: bytes,
+    piece: int,
 ) -> None:
+    monkeypatch.setattr(rows, "packed", packing)
     reader = _another_analyst(s3_url, 3, monkeypatch, tmp_path)
-    monkeypatch.setattr(feed, "PIECE_BYTES", piece)  # 64: unpacked about a line at a time
+    monkeypatch.setattr(feed, "PIECE_BYTES", piece)
     assert _indexed(reader) == 3
     packed = (reader.root / "index" / "sealed.frames").read_bytes()
-    assert packed.startswith(frames.PACKED) and b'"seq":' not in packed  # kept compressed
+    assert packed.startswith(head) and b'"seq":' not in packed  # kept compressed
 
 
 def test_an_ingest_stopped_inside_an_epoch_takes_the_rest_of_its_lines_next_time(
@@ -505,6 +526,88 @@ def test_packed_lines_that_claim_more_than_the_limit_are_refused_unread() -> Non
         frames.unpack(payload, 1 << 20)
     with pytest.raises(ValueError, match="more than"):
         list(frames.unpacked_lines(payload, 1 << 20, 64))
+
+
+_TEXT = st.text(max_size=12)
+_INT = st.integers(-(2**63), 2**63 - 1)
+_STEP = st.fixed_dictionaries(
+    {
+        "idx": st.integers(0, 2**31 - 1),
+        "step": _TEXT,
+        "inputs": st.lists(_TEXT, max_size=3),
+        "output": _TEXT,
+        "rows": _INT,
+        "duration_ms": st.floats(allow_nan=False, allow_infinity=False),
+        "seeds": _TEXT,
+        "calls": st.integers(0, 2**31 - 1),
+    }
+)
+_LINE = st.fixed_dictionaries(
+    {
+        "seq": st.integers(0, 2**62),
+        "manifest_sha256": _TEXT,
+        **{name: _INT if kind == pa.int64() else st.none() | _TEXT for name, kind in rows.FIELDS},
+        "steps": st.lists(_STEP, max_size=3),
+        "keys": st.none() | st.lists(_TEXT, max_size=4),
+        "keys_in_block": st.booleans(),
+    }
+)
+
+
+@given(st.lists(_LINE, min_size=1, max_size=8))
+def test_catalog_lines_sealed_as_an_arrow_table_read_back_as_their_json_reads(
+    lines: list[dict[str, Any]],
+) -> None:
+    data = [json.dumps(line).encode() + b"\n" for line in lines]
+    packed = rows.packed(data)
+    assert packed.startswith(frames.ARROW)
+    table = rows.unpacked(packed[len(frames.ARROW) :])
+    assert table is not None
+    assert table.equals(rows.read_lines(b"".join(data), rows.LINES, strict=True))
+
+
+_A_LINE = (
+    b'{"seq":1,"manifest_sha256":"sha256:ab","run_id":"%s","rows":1,"steps":[],"keys":["A1"]}\n'
+    % (b"r" * 37)
+)
+
+
+def test_lines_a_newer_writer_wrote_are_sealed_as_json_lines_for_its_readers() -> None:
+    line = _A_LINE.replace(b"}\n", b',"said_more":true}\n')
+    packed = rows.packed([line])
+    assert not packed.startswith(frames.ARROW)
+    assert frames.unpack(packed, 1 << 20) == line
+
+
+def _arrow(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def test_an_arrow_table_of_a_later_version_gives_the_columns_of_this_one() -> None:
+    lines = rows.read_lines(_A_LINE, rows.LINES, strict=True)
+    later = lines.append_column("said_more", pa.array([True]))
+    table = rows.unpacked(zstandard.compress(_arrow(later)))
+    assert table is not None and table.equals(lines)
+
+
+def test_an_arrow_table_of_other_types_is_not_taken_for_catalog_lines() -> None:
+    lines = rows.read_lines(_A_LINE, rows.LINES, strict=True)
+    at = lines.column_names.index("rows")
+    other = lines.set_column(at, "rows", pa.array(["1"]))
+    assert rows.unpacked(zstandard.compress(_arrow(other))) is None
+
+
+def test_an_arrow_table_whose_text_reaches_past_its_bytes_is_refused() -> None:
+    data = _arrow(rows.read_lines(_A_LINE, rows.LINES, strict=True))
+    run_id = np.array([0, 37], np.int32).tobytes()  # the run id's offsets, in the body
+    at = data.rfind(run_id)
+    forged = data[:at] + np.array([0, 1 << 20], np.int32).tobytes() + data[at + 8 :]
+    assert pa.ipc.open_stream(forged).read_all().num_rows == 1  # read without a complaint
+    assert rows.unpacked(zstandard.compress(forged)) is None
+    assert rows.unpacked(zstandard.compress(data[:-20])) is None  # cut short
 
 
 def _another_run_id(line: dict[str, Any]) -> bytes:

@@ -31,7 +31,7 @@ _S, _I = pa.string(), pa.int64()
 RUNS = pa.schema(
     [
         ("seq", _I),
-        *feed.FIELDS,
+        *rows.FIELDS,
         ("image", _S),
         ("manifest_sha256", _S),
         ("entry_end", _I),
@@ -41,7 +41,7 @@ RUNS = pa.schema(
         ("block_header", _S),
     ]
 )
-STEPS = pa.schema([("run_id", _S), *((f.name, f.type) for f in feed.STEP)])
+STEPS = pa.schema([("run_id", _S), *((f.name, f.type) for f in rows.STEP)])
 
 
 class CatalogWarning(UserWarning):
@@ -71,7 +71,7 @@ def _append(lines: bytearray, row: dict[str, Any]) -> None:
 
 def _table(lines: bytes | bytearray, schema: pa.Schema) -> pa.Table:
     """Rows as an Arrow table, read from JSON lines (timestamps as int64 ns)."""
-    return feed.as_timestamps(feed.read_lines(lines, schema, strict=True))
+    return feed.as_timestamps(rows.read_lines(lines, schema, strict=True, memory_pool=POOL))
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:

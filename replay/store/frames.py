@@ -26,13 +26,14 @@ from replay.store.fs import StoreFS
 
 HEAD, TRAIL = b"RPL1", b"1LPR"
 PACKED = b"RPZ1"  # a frame of zstd-compressed lines (an S3 writer's, a mirror's catalog lines)
+ARROW = b"RPA1"  # a frame of a zstd-compressed Arrow IPC stream (a mirror's catalog lines)
 _LEN = struct.Struct("<I")
 START = len(HEAD) + _LEN.size  # a frame's bytes before its payload
 OVERHEAD = 2 * START
 _SCAN = 1 << 16
 
 
-def frame(lines: bytes, head: bytes = HEAD) -> bytes:
+def frame(lines: bytes | memoryview, head: bytes = HEAD) -> bytes:
     """``lines`` framed (``head``: another kind of payload, e.g. compressed lines)."""
     size = _LEN.pack(len(lines))
     return head + size + lines + size + TRAIL

@@ -28,7 +28,7 @@ from replay.core import merkle
 from replay.core.digest import canonical_json, sha256
 from replay.core.userdirs import cache_folder
 from replay.errors import CorruptionError
-from replay.store import frames, rows, seals
+from replay.store import rows, seals
 from replay.store.fs import Data, LocalFile, LocalFS, Mapped
 from replay.store.ledger import FOLDER, GENESIS, LOCK, NAME
 from replay.store.s3 import S3FS
@@ -91,7 +91,7 @@ def update(local: LocalFS, remote: S3FS, known: seals.Epoch | None = None) -> in
             log.append(epoch.lines)
             # Its catalog lines as sealed: ~1.5 MB an epoch of 10,000 runs, where unpacked
             # they were 10 MB to write, and to unpack from the epoch at every query.
-            packed = frames.frame(epoch.packed, frames.PACKED) if epoch.packed else b""
+            packed = rows.as_frame(epoch.packed)
             index.append(packed)
             state = State(
                 epoch.number,

@@ -11,8 +11,10 @@ its sequence number, run id and manifest digest are those of the ledger entry; a
 whose line is missing, torn or unlike its entry is indexed from its block, as before.
 Deleting ``index/`` loses nothing but speed.
 
-An S3 store's mirror keeps the lines its epochs carry as they were sealed: a file named
-``*.frames`` of zstd-compressed frames (``replay.store.frames``), one an epoch.
+A sealer turns the lines of each epoch into one Arrow table (``packed``), parsed once for
+every reader of an S3 store: JSON parsing cost ~55 ms of CPU per 10,000 lines, reading the
+table back ~10. An S3 store's mirror keeps them as they were sealed: a file named
+``*.frames`` of compressed frames (``replay.store.frames``), one an epoch.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.json as pj
+import zstandard
 from msgspec import UNSET, Struct, UnsetType
 
 from replay.core.kinds import kind_of
 from replay.core.manifest import Failure, StepRecord, decode
 from replay.core.pipeline import INPUT
+from replay.store import frames
 from replay.store.fs import LogFile, LogFS
 from replay.store.segments import StoredTable
 
@@ -37,6 +42,46 @@ FRAMES = ".frames"  # a file of packed lines (replay.store.mirror)
 MAX_UNPACKED = 1 << 30  # what one frame of them may decompress to
 KEYS_INLINE = 256  # input rows up to which a run's keys travel in its line (else: its block)
 _LINES = msgspec.json.Encoder()
+_S, _I = pa.string(), pa.int64()
+STEP = pa.struct(
+    [
+        ("idx", pa.int32()),
+        ("step", _S),
+        ("inputs", pa.list_(_S)),
+        ("output", _S),
+        ("rows", _I),
+        ("duration_ms", pa.float64()),
+        ("seeds", _S),
+        ("calls", pa.int32()),
+    ]
+)
+# A run's columns of the runs table its manifest gives (``fields``).
+FIELDS = [
+    ("run_id", _S),
+    ("pipeline", _S),
+    ("version", _S),
+    ("status", _S),
+    ("started", _I),
+    ("ended", _I),
+    ("clock", _I),
+    ("rows", _I),
+    ("record_key", _S),
+    ("env", _S),
+    ("error", _S),
+    ("tags", _S),
+    ("kind", _S),
+]
+# A line as Arrow reads it (timestamps as int64 ns).
+LINES = pa.schema(
+    [
+        ("seq", _I),
+        ("manifest_sha256", _S),
+        *FIELDS,
+        ("steps", pa.list_(STEP)),
+        ("keys", pa.list_(_S)),
+        ("keys_in_block", pa.bool_()),
+    ]
+)
 
 
 class _Input(Struct, frozen=True):
@@ -187,3 +232,66 @@ class Writer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def read_lines(
+    data: bytes | bytearray | memoryview,
+    schema: pa.Schema,
+    *,
+    strict: bool,
+    memory_pool: pa.MemoryPool | None = None,
+) -> pa.Table:
+    """JSON lines as a table of ``schema`` (``strict``: a field it does not name is an
+    error). Raises pa.ArrowInvalid for bytes that are not such lines.
+
+    In one block on the calling thread: ingest parses the ledger and each writer's lines in
+    threads of its own, which on 2 cores took 102 ms of wall and 130 of CPU for 10,000 runs
+    against 166 and 157 with pyarrow's threads splitting each parse into 1 MB blocks."""
+    options = pj.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="error" if strict else "ignore"
+    )
+    one_block = pj.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 20))
+    return pj.read_json(
+        pa.BufferReader(data),
+        read_options=one_block,
+        parse_options=options,
+        memory_pool=memory_pool,
+    )
+
+
+def packed(lines: list[bytes]) -> bytes:
+    """An epoch's catalog lines as sealed: ``frames.ARROW`` then an Arrow IPC stream of
+    ``LINES``, zstd-compressed. Lines this version cannot read whole (a newer writer's say
+    more) stay JSON lines, zstd-compressed, for a reader of their version to parse."""
+    if not lines:
+        return b""
+    data = b"".join(lines)
+    compress = zstandard.ZstdCompressor(level=3, write_checksum=True).compress
+    try:
+        table = read_lines(data, LINES, strict=True)
+    except pa.ArrowInvalid:
+        return compress(data)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, LINES) as stream:
+        stream.write_table(table)
+    return frames.ARROW + compress(sink.getvalue())
+
+
+def as_frame(packed: bytes) -> bytes:
+    """An epoch's ``packed`` lines as a frame of a mirror's file (ARROW or PACKED)."""
+    if packed.startswith(frames.ARROW):
+        return frames.frame(memoryview(packed)[len(frames.ARROW) :], frames.ARROW)
+    return frames.frame(packed, frames.PACKED) if packed else b""
+
+
+def unpacked(payload: bytes | memoryview) -> pa.Table | None:
+    """The ``LINES`` of an ARROW frame's payload, checked whole; None when they are not
+    that (their runs are then indexed from their blocks)."""
+    try:
+        data = frames.unpack(payload, MAX_UNPACKED)
+        table = pa.ipc.open_stream(data).read_all()
+        table = table.select(LINES.names)  # a later version's lines may say more
+        table.validate(full=True)  # offsets and text a forged stream could point anywhere
+    except (ValueError, KeyError, OSError, pa.ArrowException):  # OSError: a stream cut short
+        return None
+    return table if table.schema.equals(LINES) else None

@@ -2,7 +2,7 @@
 
     seal/<epoch:012d>.jsonl   a header line, the ledger lines this epoch adds, then their
                               catalog lines (``replay.store.rows``, passed on from writers),
-                              zstd-compressed
+                              as one compressed Arrow table (``rows.packed``)
 
 Writers PUT their own log objects (``replay.store.shards``) and never meet. A sealer reads
 every writer's objects past the heads of the last epoch, chains their lines into ledger
@@ -33,7 +33,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from replay.core import keys, merkle
@@ -87,7 +86,7 @@ class Epoch:
     frontier: list[str] = field(default_factory=list)  # hex, see merkle.Frontier
     checkpoint: dict[str, Any] | None = None
     lines: bytes = b""  # the ledger lines this epoch added
-    packed: bytes = b""  # their catalog lines, zstd-compressed as sealed (derived: a mirror
+    packed: bytes = b""  # their catalog lines as sealed (rows.packed; derived: a mirror
     # keeps them so, and ingest checks each against its entry)
 
     @property
@@ -324,8 +323,7 @@ def build(
     }
     if private is not None:
         header["checkpoint"] = checkpoint.signed(private, seq, root).as_json()
-    packed = zstandard.ZstdCompressor(level=3).compress(b"".join(index)) if index else b""
-    body = canonical_json(header) + b"\n" + b"".join(out) + packed
+    body = canonical_json(header) + b"\n" + b"".join(out) + rows.packed(index)
     return parse("(new epoch)", epoch.number + 1, body), body
 
 
