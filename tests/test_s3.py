@@ -455,6 +455,20 @@ def test_a_reader_indexes_runs_from_the_catalog_lines_their_epoch_carries(
     assert packed.startswith(head) and b'"seq":' not in packed  # kept compressed
 
 
+def test_a_reader_indexes_runs_from_an_older_sealers_epoch_and_a_newer_ones_in_turn(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    packing = rows.packed
+    monkeypatch.setattr(rows, "packed", _as_json_lines)
+    _sealed(s3_url, 2)
+    monkeypatch.setattr(rows, "packed", packing)
+    monkeypatch.setattr(feed, "CHUNK_BYTES", 1)  # a ledger line a chunk: each frame read apart
+    reader = _another_analyst(s3_url, 2, monkeypatch, tmp_path)
+    assert _indexed(reader) == 4
+    packed = (reader.root / "index" / "sealed.frames").read_bytes()
+    assert packed.startswith(frames.PACKED) and frames.ARROW in packed
+
+
 def test_an_ingest_stopped_inside_an_epoch_takes_the_rest_of_its_lines_next_time(
     s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -136,11 +136,14 @@ def read(
             if chunk is None:
                 return None
             last = _seq(chunk.line(len(chunk.ends) - 1))
+            # The entries are parsed while the lines are read (an epoch's are unpacked here).
+            parsing = side.submit(
+                rows.read_lines, chunk.data, ENTRIES, strict=False, memory_pool=POOL
+            )
             if last is not None:
                 lines.fill(last)
             with contextlib.suppress(pa.ArrowInvalid):  # an odd line: read line by line
-                parsed = rows.read_lines(chunk.data, ENTRIES, strict=False, memory_pool=POOL)
-                chunk.entries = parsed.append_column("entry_end", int64s(chunk.ends))
+                chunk.entries = parsing.result().append_column("entry_end", int64s(chunk.ends))
             got = None if last is None else lines.upto(last)
             entries = chunk.entries
             if got is not None and entries is not None and not entries["seq"].null_count:
